@@ -1,1 +1,6 @@
-"""blocks"""
+"""Prefect blocks: credentials and chat model settings saved in the Prefect UI."""
+
+from prefect_openai_chat.blocks.chat_model import ChatModel
+from prefect_openai_chat.blocks.credentials import AzureOpenAICredentials, OpenAICredentials
+
+__all__ = ["AzureOpenAICredentials", "ChatModel", "OpenAICredentials"]

@@ -1,0 +1,208 @@
+"""Credentials blocks: where the API key lives, and the clients built from it.
+
+Both blocks build clients with `max_retries=0`: the plugin's own policy retries,
+so that SDK retries never multiply with task retries (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Hashable
+from typing import Any
+
+import openai
+from prefect.blocks.abstract import CredentialsBlock
+from pydantic import Field, SecretStr
+
+from prefect_openai_chat.errors import InvalidInputError
+
+_LOGO = "https://images.ctfassets.net/gm98wzqotmnx/2b2cSpF6p0w6nWzUyDZLda/openai.png"
+_DOCS = "https://github.com/prefect-openai-chat/prefect-openai-chat#readme"
+
+
+def _fingerprint(secret: str | None) -> str:
+    """A short hash that tells keys apart without revealing them (for cache keys only)."""
+    return hashlib.sha256((secret or "").encode()).hexdigest()[:16]
+
+
+def client_options(timeout: openai.Timeout | None, max_connections: int | None) -> dict[str, Any]:
+    """Options shared by every client: no SDK retries, split timeouts, a sized pool."""
+    options: dict[str, Any] = {"max_retries": 0}
+    if timeout is not None:
+        options["timeout"] = timeout
+    if max_connections is not None:
+        limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        options["limits"] = limits
+    return options
+
+
+def _http_client(async_client: bool, options: dict[str, Any]) -> dict[str, Any]:
+    """Move `limits` into an http client built through what `openai` exports."""
+    limits = options.pop("limits", None)
+    if limits is None:
+        return options
+    factory = openai.DefaultAsyncHttpxClient if async_client else openai.DefaultHttpxClient
+    options["http_client"] = factory(limits=limits, timeout=options.get("timeout"))
+    return options
+
+
+class OpenAICredentials(CredentialsBlock):
+    """Credentials for the OpenAI API or any OpenAI-compatible server (vLLM, Ollama).
+
+    Example:
+        Load saved credentials and build a client:
+        ```python
+        from prefect_openai_chat import OpenAICredentials
+
+        credentials = OpenAICredentials.load("BLOCK_NAME")
+        client = credentials.get_client()
+        ```
+    """
+
+    _block_type_name = "OpenAI Chat Credentials"
+    _logo_url = _LOGO
+    _documentation_url = _DOCS
+
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The API key; when empty, the OPENAI_API_KEY environment variable is used.",
+    )
+    organization: str | None = Field(default=None, description="The OpenAI organization ID.")
+    project: str | None = Field(default=None, description="The OpenAI project ID.")
+    base_url: str | None = Field(
+        default=None,
+        description="The API base URL, for OpenAI-compatible servers; empty means OpenAI.",
+    )
+    default_headers: dict[str, str] | None = Field(
+        default=None, description="Extra HTTP headers sent with every request."
+    )
+
+    def resolve_api_key(self) -> str:
+        """The key to send: the block's, else `OPENAI_API_KEY`, else a clear error."""
+        if self.api_key is not None and self.api_key.get_secret_value():
+            return self.api_key.get_secret_value()
+        from_env = os.environ.get("OPENAI_API_KEY")
+        if from_env:
+            return from_env
+        raise InvalidInputError(
+            "no OpenAI API key: set api_key on the OpenAICredentials block"
+            " or the OPENAI_API_KEY environment variable"
+        )
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL calls go to (part of the circuit key)."""
+        return (self.base_url or "https://api.openai.com/v1").rstrip("/")
+
+    def cache_key(self) -> Hashable:
+        """What makes two clients interchangeable; holds a key fingerprint, never the key."""
+        headers = tuple(sorted((self.default_headers or {}).items()))
+        return ("openai", self.endpoint, self.organization, self.project, headers,
+                _fingerprint(self.resolve_api_key()))
+
+    def get_client(
+        self,
+        async_client: bool = False,
+        *,
+        timeout: openai.Timeout | None = None,
+        max_connections: int | None = None,
+    ) -> openai.OpenAI | openai.AsyncOpenAI:
+        """Build an `OpenAI` (or `AsyncOpenAI`) client with the SDK's retries off."""
+        options = _http_client(async_client, client_options(timeout, max_connections))
+        cls = openai.AsyncOpenAI if async_client else openai.OpenAI
+        return cls(
+            api_key=self.resolve_api_key(),
+            organization=self.organization,
+            project=self.project,
+            base_url=self.base_url,
+            default_headers=self.default_headers,
+            **options,
+        )
+
+
+class AzureOpenAICredentials(CredentialsBlock):
+    """Credentials for an Azure OpenAI resource (API key or Azure AD token).
+
+    Example:
+        Load saved Azure credentials and build a client:
+        ```python
+        from prefect_openai_chat import AzureOpenAICredentials
+
+        credentials = AzureOpenAICredentials.load("BLOCK_NAME")
+        client = credentials.get_client()
+        ```
+    """
+
+    _block_type_name = "Azure OpenAI Chat Credentials"
+    _logo_url = _LOGO
+    _documentation_url = _DOCS
+
+    azure_endpoint: str = Field(
+        description="The resource endpoint, such as https://my-resource.openai.azure.com."
+    )
+    api_version: str = Field(
+        default="2024-10-21", description="The Azure OpenAI API version to call."
+    )
+    azure_deployment: str | None = Field(
+        default=None, description="The deployment name; when empty, the model name is used."
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The resource key; when empty, AZURE_OPENAI_API_KEY is used.",
+    )
+    azure_ad_token: SecretStr | None = Field(
+        default=None, description="An Azure AD (Entra ID) token, used instead of a key."
+    )
+    default_headers: dict[str, str] | None = Field(
+        default=None, description="Extra HTTP headers sent with every request."
+    )
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint and deployment calls go to (part of the circuit key)."""
+        return f"{self.azure_endpoint.rstrip('/')}/{self.azure_deployment or ''}".rstrip("/")
+
+    def _secrets(self) -> dict[str, str]:
+        if self.azure_ad_token is not None and self.azure_ad_token.get_secret_value():
+            return {"azure_ad_token": self.azure_ad_token.get_secret_value()}
+        key = (self.api_key.get_secret_value() if self.api_key else "") or os.environ.get(
+            "AZURE_OPENAI_API_KEY", ""
+        )
+        if not key:
+            raise InvalidInputError(
+                "no Azure OpenAI credential: set api_key or azure_ad_token on the"
+                " AzureOpenAICredentials block, or AZURE_OPENAI_API_KEY"
+            )
+        return {"api_key": key}
+
+    def resolve_api_key(self) -> str:
+        """The secret that will be sent (key or token); for fingerprints and rotation checks."""
+        return next(iter(self._secrets().values()))
+
+    def cache_key(self) -> Hashable:
+        """What makes two clients interchangeable; holds a fingerprint, never the secret."""
+        headers = tuple(sorted((self.default_headers or {}).items()))
+        return ("azure", self.endpoint, self.api_version, headers,
+                _fingerprint(self.resolve_api_key()))
+
+    def get_client(
+        self,
+        async_client: bool = False,
+        *,
+        timeout: openai.Timeout | None = None,
+        max_connections: int | None = None,
+    ) -> openai.AzureOpenAI | openai.AsyncAzureOpenAI:
+        """Build an `AzureOpenAI` (or `AsyncAzureOpenAI`) client with the SDK's retries off."""
+        options = _http_client(async_client, client_options(timeout, max_connections))
+        cls = openai.AsyncAzureOpenAI if async_client else openai.AzureOpenAI
+        return cls(  # type: ignore[call-overload, no-any-return]
+            azure_endpoint=self.azure_endpoint,
+            api_version=self.api_version,
+            azure_deployment=self.azure_deployment,
+            default_headers=self.default_headers,
+            **self._secrets(),
+            **options,
+        )

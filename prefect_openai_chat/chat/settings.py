@@ -1,0 +1,37 @@
+"""What a chat call needs to know, frozen: the Prefect-free view of a `ChatModel` block.
+
+Example:
+    >>> from prefect_openai_chat.chat.settings import ChatSettings
+    >>> ChatSettings(model="gpt-4o-mini").request_defaults()
+    {}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prefect_openai_chat.tokens.prices import Price
+
+ContentFilterMode = Literal["raise", "flag"]
+ContextStrategy = Literal["fail", "truncate_oldest", "summarize", "bigger_model"]
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """Model, generation defaults and outcome handling for one endpoint."""
+
+    model: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    content_filter: ContentFilterMode = "raise"
+    safe_message: str = "This content was withheld by the provider's content filter."
+    prices: Mapping[str, Price] | None = None
+    context_strategy: ContextStrategy = "fail"
+    context_window: int | None = None
+    base_url: str = "https://api.openai.com/v1"
+    name: str = "primary"
+
+    def request_defaults(self) -> dict[str, Any]:
+        """Generation parameters that are set (None means: leave it to the API)."""
+        return {k: v for k, v in self.defaults.items() if v is not None}

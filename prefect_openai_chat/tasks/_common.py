@@ -1,0 +1,77 @@
+"""What every task shares: resolving the `ChatModel`, run names, the one log line."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+from prefect.exceptions import ObjectNotFound
+from prefect.logging import get_run_logger
+from prefect.exceptions import MissingContextError
+
+from prefect_openai_chat.blocks import ChatModel
+from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.results import ChatResult
+
+_counter = itertools.count(1)
+
+
+async def resolve_chat_model(chat_model: ChatModel | str) -> ChatModel:
+    """Return the block itself, or load the saved `ChatModel` of that name."""
+    if isinstance(chat_model, ChatModel):
+        return chat_model
+    if not isinstance(chat_model, str) or not chat_model.strip():
+        raise InvalidInputError(
+            f"chat_model must be a ChatModel block or the name of a saved one, got {chat_model!r}"
+        )
+    try:
+        return await ChatModel.aload(chat_model.strip())  # type: ignore[no-any-return]
+    except (ValueError, ObjectNotFound) as exc:
+        raise InvalidInputError(
+            f"no saved ChatModel block named {chat_model!r}; save one with"
+            " ChatModel(...).save(name) or `prefect-openai-chat setup`, or pass the block itself"
+        ) from exc
+
+
+def model_label(chat_model: Any) -> str:
+    """The model name for run names, whether given a block or a block name."""
+    return chat_model.model if isinstance(chat_model, ChatModel) else str(chat_model)
+
+
+def chat_run_name(parameters: dict[str, Any]) -> str:
+    """`chat gpt-4o-mini #12`: the model and a per-process call number."""
+    return f"chat {model_label(parameters.get('chat_model'))} #{next(_counter)}"
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The Prefect run logger inside a run, the package logger outside one."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("prefect_openai_chat")
+
+
+def log_result(result: ChatResult, what: str = "chat") -> None:
+    """One INFO line per call: model, request id, tokens, cost, latency, attempts. No prompt."""
+    usage = result.usage
+    cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.6f}"
+    ttft = (
+        "" if result.time_to_first_token_s is None else f" ttft={result.time_to_first_token_s:.3f}s"
+    )
+    run_logger().info(
+        "%s model=%s request_id=%s finish=%s tokens=%d+%d (cached %d) cost=%s latency=%.3fs%s"
+        " attempts=%d answered_by=%s",
+        what,
+        result.model,
+        result.request_id,
+        result.finish_reason,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.cached_tokens,
+        cost,
+        result.latency_s,
+        ttft,
+        result.attempts,
+        result.answered_by,
+    )

@@ -1,0 +1,34 @@
+"""Shared fixtures: one Prefect test harness per session, Redis, a simulator."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A temporary Prefect API and database for the whole session (started on first use)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis URL; skips when unreachable, fails instead when REQUIRE_REDIS=1."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no usable Redis"
+        message = f"Redis at {REDIS_URL} is unreachable ({exc}); set REDIS_URL or start Redis"
+        if os.environ.get("REQUIRE_REDIS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return REDIS_URL
