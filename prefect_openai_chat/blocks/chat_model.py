@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Literal
 
 import openai
 from prefect.blocks.core import Block
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from prefect_openai_chat.blocks.credentials import (
     _DOCS,
@@ -18,7 +18,16 @@ from prefect_openai_chat.blocks.credentials import (
 )
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.chat.clients import cached_async_client, cached_sync_client
+from prefect_openai_chat.chat.protection import Protection
+from prefect_openai_chat.chat.runner import ClientFactory
 from prefect_openai_chat.chat.settings import ChatSettings
+from prefect_openai_chat.resilience import (
+    RetryPolicy,
+    circuit_key,
+    get_circuit_guard,
+    get_rate_limiter,
+    get_retry_budget,
+)
 from prefect_openai_chat.tokens import is_pinned_snapshot
 from prefect_openai_chat.tokens.prices import Price
 
@@ -113,6 +122,68 @@ class ChatModel(Block):
         default=None,
         description="Price overrides in USD per million tokens, by model name.",
     )
+    # --- retries: the in-call tier and the task tier ---
+    max_attempts: int = Field(
+        default=4,
+        ge=1,
+        description="HTTP attempts per call within one task run, the first included.",
+    )
+    backoff_base_s: float = Field(
+        default=0.5, ge=0, description="The first full-jitter backoff window, in seconds."
+    )
+    backoff_cap_s: float = Field(
+        default=20.0, ge=0, description="The largest backoff window, in seconds."
+    )
+    retry_after_cap_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="The longest Retry-After the server may ask for, in seconds.",
+    )
+    task_retries: int = Field(
+        default=2, ge=0, description="Task re-runs for errors that outlast the in-call retries."
+    )
+    error_overrides: dict[str, str] = Field(
+        default_factory=dict,
+        description="Error-table rows mapped to another action, such as {'409': 'fail'}.",
+    )
+    retry_budget_ratio: float = Field(
+        default=0.2, ge=0, le=1, description="The largest share of requests that may be retries."
+    )
+    # --- circuit breaker ---
+    circuit_failures: int = Field(
+        default=5, ge=1, description="Consecutive outage errors that open the circuit."
+    )
+    circuit_reset_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds an open circuit waits before one probe call."
+    )
+    circuit_successes: int = Field(
+        default=1, ge=1, description="Successful probes needed to close the circuit again."
+    )
+    circuit_redis_url: SecretStr | None = Field(
+        default=None,
+        description="A Redis URL that shares the circuit between processes; empty keeps it local.",
+    )
+    # --- client-side limits ---
+    requests_per_minute: int | None = Field(
+        default=None, gt=0, description="Client-side cap on requests per minute."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, gt=0, description="Client-side cap on tokens per minute (prompt plus room)."
+    )
+    # --- fallbacks and the context window ---
+    fallback_models: list[str] = Field(
+        default_factory=list,
+        description="Names of saved ChatModel blocks tried in order when this one is down.",
+    )
+    static_fallback: str | None = Field(
+        default=None, description="Text answered when this model and every fallback are down."
+    )
+    context_strategy: Literal["fail", "truncate_oldest", "summarize", "bigger_model"] = Field(
+        default="fail", description="What to do when the prompt does not fit the context window."
+    )
+    context_window: int | None = Field(
+        default=None, gt=0, description="The context window in tokens; empty uses the model table."
+    )
 
     @model_validator(mode="after")
     def _warn_about_settings(self) -> ChatModel:
@@ -142,12 +213,18 @@ class ChatModel(Block):
         )
 
     def _client_key(self) -> Hashable:
-        timeouts = (self.connect_timeout_s, self.read_timeout_s, self.write_timeout_s,
-                    self.pool_timeout_s, self.max_connections)
+        timeouts = (
+            self.connect_timeout_s,
+            self.read_timeout_s,
+            self.write_timeout_s,
+            self.pool_timeout_s,
+            self.max_connections,
+        )
         return (self.credentials.cache_key(), timeouts)
 
     def get_client(self, async_client: bool = False) -> openai.OpenAI | openai.AsyncOpenAI:
         """The cached client for these settings in this thread (and event loop, if async)."""
+
         def build() -> Any:
             return self.credentials.get_client(
                 async_client, timeout=self.timeout(), max_connections=self.max_connections
@@ -174,11 +251,62 @@ class ChatModel(Block):
             prices=self.prices,
             base_url=self.endpoint,
             name=name,
+            context_strategy=self.context_strategy,
+            context_window=self.context_window,
         )
 
-    def runner(self, name: str = "primary") -> ChatRunner:
-        """A `ChatRunner` that sends this model's calls through its async client."""
-        return ChatRunner(self.chat_settings(name), lambda: self.get_client(async_client=True))  # type: ignore[arg-type, return-value]
+    def retry_policy(self) -> RetryPolicy:
+        """The two-tier retry policy these settings describe."""
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            backoff_base=self.backoff_base_s,
+            backoff_cap=self.backoff_cap_s,
+            retry_after_cap=self.retry_after_cap_s,
+            task_retries=self.task_retries,
+            task_retry_delay_s=self.circuit_reset_timeout_s,
+            overrides=dict(self.error_overrides),
+        )
+
+    def protection(self, key: str) -> Protection:
+        """Policy, circuit guard, retry budget and limiter for calls on `key`."""
+        redis = self.circuit_redis_url.get_secret_value() if self.circuit_redis_url else None
+        guard = get_circuit_guard(
+            key,
+            fail_max=self.circuit_failures,
+            reset_timeout_s=self.circuit_reset_timeout_s,
+            success_threshold=self.circuit_successes,
+            redis_url=redis,
+        )
+        limiter = None
+        if self.requests_per_minute or self.tokens_per_minute:
+            limiter = get_rate_limiter(
+                key, rpm=self.requests_per_minute, tpm=self.tokens_per_minute
+            )
+        return Protection(
+            policy=self.retry_policy(),
+            guard=guard,
+            budget=get_retry_budget(key, ratio=self.retry_budget_ratio),
+            limiter=limiter,
+        )
+
+    def runner(
+        self,
+        name: str = "primary",
+        fallbacks: Sequence[ChatRunner] = (),
+        reload_credentials: Callable[[], Awaitable[bool]] | None = None,
+        client: ClientFactory | None = None,
+    ) -> ChatRunner:
+        """A `ChatRunner` for these settings, through this model's cached async client."""
+        settings = self.chat_settings(name)
+        protection = self.protection(circuit_key(settings.base_url, settings.model))
+        protection.reload_credentials = reload_credentials
+        return ChatRunner(
+            settings,
+            client or (lambda: self.get_client(async_client=True)),  # type: ignore[arg-type, return-value]
+            protection=protection,
+            fallbacks=fallbacks,
+            static_fallback=self.static_fallback,
+        )
 
     def generation_params(self) -> dict[str, Any]:
         """The generation parameters that determine an answer (for cache keys)."""

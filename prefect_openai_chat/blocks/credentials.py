@@ -100,8 +100,14 @@ class OpenAICredentials(CredentialsBlock):
     def cache_key(self) -> Hashable:
         """What makes two clients interchangeable; holds a key fingerprint, never the key."""
         headers = tuple(sorted((self.default_headers or {}).items()))
-        return ("openai", self.endpoint, self.organization, self.project, headers,
-                _fingerprint(self.resolve_api_key()))
+        return (
+            "openai",
+            self.endpoint,
+            self.organization,
+            self.project,
+            headers,
+            _fingerprint(self.resolve_api_key()),
+        )
 
     def get_client(
         self,
@@ -185,8 +191,13 @@ class AzureOpenAICredentials(CredentialsBlock):
     def cache_key(self) -> Hashable:
         """What makes two clients interchangeable; holds a fingerprint, never the secret."""
         headers = tuple(sorted((self.default_headers or {}).items()))
-        return ("azure", self.endpoint, self.api_version, headers,
-                _fingerprint(self.resolve_api_key()))
+        return (
+            "azure",
+            self.endpoint,
+            self.api_version,
+            headers,
+            _fingerprint(self.resolve_api_key()),
+        )
 
     def get_client(
         self,

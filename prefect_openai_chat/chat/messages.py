@@ -44,7 +44,9 @@ def _validate_one(index: int, message: Any) -> dict[str, Any]:
     if hasattr(message, "model_dump"):
         message = message.model_dump(exclude_none=True)
     if not isinstance(message, Mapping):
-        raise InvalidInputError(f"{where} must be a dict with 'role' and 'content', got {message!r:.80}")
+        raise InvalidInputError(
+            f"{where} must be a dict with 'role' and 'content', got {message!r:.80}"
+        )
     role = message.get("role")
     if role is None:
         raise InvalidInputError(f"{where} has no 'role'; use one of {sorted(ROLES)}")
@@ -53,7 +55,9 @@ def _validate_one(index: int, message: Any) -> dict[str, Any]:
     content = message.get("content")
     if role == "assistant":
         if content is None and not message.get("tool_calls") and not message.get("function_call"):
-            raise InvalidInputError(f"{where} is an assistant message with neither content nor tool_calls")
+            raise InvalidInputError(
+                f"{where} is an assistant message with neither content nor tool_calls"
+            )
     elif role == "tool" and not message.get("tool_call_id"):
         raise InvalidInputError(f"{where} is a tool message without 'tool_call_id'")
     if content is None and role != "assistant":
@@ -73,8 +77,7 @@ def _validate_content(where: str, role: str, content: Any) -> None:
             part_where = f"{where}.content[{part_index}]"
             if not isinstance(part, Mapping) or part.get("type") not in _PART_TYPES:
                 raise InvalidInputError(
-                    f"{part_where} must be a content part such as"
-                    " {'type': 'text', 'text': '...'}"
+                    f"{part_where} must be a content part such as {{'type': 'text', 'text': '...'}}"
                 )
             if part["type"] == "text" and not isinstance(part.get("text"), str):
                 raise InvalidInputError(f"{part_where} is a text part whose 'text' is not a string")
@@ -90,5 +93,7 @@ def _validate_content(where: str, role: str, content: Any) -> None:
 def validate_model_name(model: Any) -> str:
     """Return `model` stripped, or raise when it is empty or not a string."""
     if not isinstance(model, str) or not model.strip():
-        raise InvalidInputError(f"model must be a non-empty model name such as 'gpt-4o-mini', got {model!r}")
+        raise InvalidInputError(
+            f"model must be a non-empty model name such as 'gpt-4o-mini', got {model!r}"
+        )
     return model.strip()

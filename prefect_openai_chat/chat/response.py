@@ -90,7 +90,9 @@ class StreamAccumulator:
         self.chunks += 1
         self.model = chunk.model or self.model
         self.response_id = chunk.id or self.response_id
-        self.system_fingerprint = getattr(chunk, "system_fingerprint", None) or self.system_fingerprint
+        self.system_fingerprint = (
+            getattr(chunk, "system_fingerprint", None) or self.system_fingerprint
+        )
         if getattr(chunk, "usage", None) is not None:
             self.usage = usage_from(chunk.usage)
         if not chunk.choices:  # the usage-only last chunk

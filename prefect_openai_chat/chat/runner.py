@@ -1,4 +1,5 @@
-"""One logical chat completion: validate, send (with the resilience tiers), check the outcome.
+"""One logical chat completion: validate, fit the context, send through the resilience
+tiers, fall back when the endpoint is down, and check the outcome.
 
 `ChatRunner` is Prefect-free; the tasks build one from a `ChatModel` block. The
 async `complete` is the implementation; sync callers go through `run_sync`.
@@ -8,11 +9,13 @@ Example:
     >>> from openai import AsyncOpenAI
     >>> from prefect_openai_chat.chat import ChatRunner, ChatSettings
     >>> from prefect_openai_chat.simulator import Simulator
-    >>> with Simulator() as sim:
+    >>> async def main(sim: Simulator) -> str | None:
     ...     client = AsyncOpenAI(base_url=sim.base_url, api_key=sim.api_key, max_retries=0)
     ...     runner = ChatRunner(ChatSettings(model="gpt-4o-mini"), lambda: client)
-    ...     result = asyncio.run(runner.complete([{"role": "user", "content": "Hi"}]))
-    >>> result.finish_reason
+    ...     result = await runner.complete([{"role": "user", "content": "Hi"}])
+    ...     return result.finish_reason
+    >>> with Simulator() as sim:
+    ...     asyncio.run(main(sim))
     'stop'
 """
 
@@ -25,12 +28,26 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
+from prefect_openai_chat.chat.context import overflow, shorten
 from prefect_openai_chat.chat.messages import validate_messages, validate_model_name
+from prefect_openai_chat.chat.protection import Protection
 from prefect_openai_chat.chat.response import StreamAccumulator, result_from_completion
 from prefect_openai_chat.chat.settings import ChatSettings
-from prefect_openai_chat.errors import ContentFilteredError, TruncatedOutputError
+from prefect_openai_chat.errors import (
+    ContentFilteredError,
+    ContextWindowExceededError,
+    TruncatedOutputError,
+)
+from prefect_openai_chat.resilience import (
+    Action,
+    Verdict,
+    call_with_retries,
+    circuit_key,
+    mark_for_task_tier,
+)
 from prefect_openai_chat.results import ChatResult, Usage
 from prefect_openai_chat.tokens import count_message_tokens, count_text_tokens, estimate_cost
+from prefect_openai_chat.tokens.context import context_limit
 
 ClientFactory = Callable[[], AsyncOpenAI]
 DeltaCallback = Callable[[str], None]
@@ -38,20 +55,39 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class ChatRunner:
-    """Sends chat completions for one `ChatSettings`, through the resilience tiers."""
+    """Sends chat completions for one `ChatSettings`, through the resilience tiers.
+
+    Args:
+        settings: Model, generation defaults and outcome handling.
+        client: Returns the `AsyncOpenAI` client to use (cached by the caller).
+        protection: Retry policy, circuit guard, retry budget and limiter.
+        fallbacks: Runners tried in order when this endpoint is down.
+        static_fallback: Text returned when every fallback is down too.
+    """
 
     def __init__(
         self,
         settings: ChatSettings,
         client: ClientFactory,
         *,
+        protection: Protection | None = None,
+        fallbacks: Sequence[ChatRunner] = (),
+        static_fallback: str | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.settings = settings
+        self.protection = protection or Protection()
+        self.fallbacks = list(fallbacks)
+        self.static_fallback = static_fallback
         self._client = client
         self._sleep = sleep
         self._clock = clock
+
+    @property
+    def key(self) -> str:
+        """The circuit key: base URL and model."""
+        return circuit_key(self.settings.base_url, self.settings.model)
 
     async def complete(
         self,
@@ -63,17 +99,48 @@ class ChatRunner:
     ) -> ChatResult:
         """Send one chat completion and return its checked result.
 
+        A retried stream starts over: `on_delta` then sees the new attempt's text.
+
         Raises:
             InvalidInputError: before any HTTP call, when the input is malformed.
+            ContextWindowExceededError: the prompt does not fit and the strategy is `fail`.
             TruncatedOutputError: `finish_reason == "length"`; `.partial` holds the result.
             ContentFilteredError: the content filter stopped it (unless settings flag it).
         """
-        checked = validate_messages(messages)
-        request = self._request(checked, overrides)
+        request = self._request(validate_messages(messages), overrides)
+        try:
+            return await self._complete(request, stream, on_delta, overrides)
+        except Exception as exc:
+            mark_for_task_tier(exc, self.protection.policy)
+            raise
+
+    async def _complete(
+        self,
+        request: dict[str, Any],
+        stream: bool,
+        on_delta: DeltaCallback | None,
+        overrides: dict[str, Any],
+    ) -> ChatResult:
+        if overflow(request, self.settings.context_window) > 0:
+            if self.settings.context_strategy == "bigger_model":
+                return await self._bigger_model(request, stream, on_delta, overrides)
+            request = await shorten(
+                request, self.settings.context_strategy, self.settings.context_window, self._summary
+            )
         started = self._clock()
-        result, attempts = await self._send(request, stream, on_delta)
-        result = self._account(result, request, attempts, started)
-        return self._check_finish(result)
+        try:
+            result, attempts = await self._send(request, stream, on_delta)
+        except Exception as exc:
+            verdict = self.protection.policy.classify(exc)
+            if verdict.action is Action.CONTEXT:
+                return await self._after_overflow(exc, request, stream, on_delta, overrides)
+            if self.fallbacks or self.static_fallback is not None:
+                if _is_outage(verdict):
+                    return await self._fall_back(exc, request, stream, on_delta, overrides)
+            raise
+        return self._finish(result, request, attempts, started)
+
+    # --- one logical call through the in-call tier ---
 
     def _request(self, messages: list[dict[str, Any]], overrides: dict[str, Any]) -> dict[str, Any]:
         request = {**self.settings.request_defaults(), **overrides}
@@ -89,17 +156,39 @@ class ChatRunner:
                 return await self._stream_once(request, on_delta)
             return await self._complete_once(request)
 
-        return await attempt(1), 1
+        p = self.protection
+        tokens = 0
+        if p.limiter is not None:
+            tokens = count_message_tokens(
+                request["messages"], request["model"], request.get("tools")
+            )
+            tokens += int(request.get("max_completion_tokens") or request.get("max_tokens") or 0)
+        return await call_with_retries(
+            attempt,
+            policy=p.policy,
+            key=self.key,
+            guard=p.guard,
+            budget=p.budget,
+            limiter=p.limiter,
+            sleep=self._sleep,
+            on_retry=p.on_retry,
+            reload_credentials=p.reload_credentials,
+            tokens=tokens,
+        )
 
     async def _complete_once(self, request: dict[str, Any]) -> ChatResult:
         raw = await self._client().chat.completions.with_raw_response.create(**request)
+        self._observe_limits(raw.headers)
         return result_from_completion(raw.parse(), raw.headers.get("x-request-id"))
 
-    async def _stream_once(self, request: dict[str, Any], on_delta: DeltaCallback | None) -> ChatResult:
+    async def _stream_once(
+        self, request: dict[str, Any], on_delta: DeltaCallback | None
+    ) -> ChatResult:
         started = self._clock()
         raw = await self._client().chat.completions.with_raw_response.create(
             **request, stream=True, stream_options={"include_usage": True}
         )
+        self._observe_limits(raw.headers)
         request_id = raw.headers.get("x-request-id")
         accumulator = StreamAccumulator()
         first_token: float | None = None
@@ -115,19 +204,95 @@ class ChatRunner:
         finally:
             await stream.close()
         result = accumulator.result(request_id)
-        if accumulator.usage is None:  # a server that ignores include_usage: count it ourselves
-            result = result.model_copy(update={"usage": self._local_usage(request, result)})
+        if accumulator.usage is None:  # a server that ignores include_usage: count it here
+            result = result.model_copy(update={"usage": _local_usage(request, result)})
         return result.model_copy(update={"time_to_first_token_s": first_token})
 
-    def _local_usage(self, request: dict[str, Any], result: ChatResult) -> Usage:
-        model = request["model"]
-        completion = result.content or "".join(c.arguments for c in result.tool_calls)
-        return Usage(
-            prompt_tokens=count_message_tokens(request["messages"], model, request.get("tools")),
-            completion_tokens=count_text_tokens(completion, model),
+    def _observe_limits(self, headers: Any) -> None:
+        if self.protection.limiter is not None:
+            self.protection.limiter.update_from_headers(headers)
+
+    # --- when the call cannot be sent as it is ---
+
+    async def _summary(self, messages: list[dict[str, Any]]) -> str:
+        request = {"model": self.settings.model, "messages": messages, "max_completion_tokens": 512}
+        result, _ = await self._send(request, False, None)
+        return result.content or ""
+
+    async def _after_overflow(
+        self,
+        exc: Exception,
+        request: dict[str, Any],
+        stream: bool,
+        on_delta: DeltaCallback | None,
+        overrides: dict[str, Any],
+    ) -> ChatResult:
+        """The server said the context overflowed although the count said it fits."""
+        strategy = self.settings.context_strategy
+        if strategy == "bigger_model":
+            return await self._bigger_model(request, stream, on_delta, overrides)
+        if strategy == "fail":
+            raise ContextWindowExceededError(
+                f"the server rejected the prompt as longer than {request['model']}'s context"
+                " window; shorten the input or set context_strategy on the ChatModel"
+            ) from exc
+        shorter = await shorten(request, strategy, self.settings.context_window, self._summary, 0.9)
+        started = self._clock()
+        result, attempts = await self._send(shorter, stream, on_delta)
+        return self._finish(result, shorter, attempts + 1, started)
+
+    async def _bigger_model(
+        self,
+        request: dict[str, Any],
+        stream: bool,
+        on_delta: DeltaCallback | None,
+        overrides: dict[str, Any],
+    ) -> ChatResult:
+        needed = count_message_tokens(request["messages"], request["model"], request.get("tools"))
+        for runner in self.fallbacks:
+            window = context_limit(runner.settings.model, runner.settings.context_window)
+            if needed + int(request.get("max_completion_tokens") or 0) <= window:
+                return await runner.complete(
+                    request["messages"], stream=stream, on_delta=on_delta, **_no_model(overrides)
+                )
+        raise ContextWindowExceededError(
+            f"the prompt ({needed} tokens) fits neither {request['model']} nor any fallback"
+            " model; add a fallback with a larger context window or shorten the input",
+            prompt_tokens=needed,
+            limit=context_limit(request["model"], self.settings.context_window),
         )
 
-    def _account(
+    async def _fall_back(
+        self,
+        exc: Exception,
+        request: dict[str, Any],
+        stream: bool,
+        on_delta: DeltaCallback | None,
+        overrides: dict[str, Any],
+    ) -> ChatResult:
+        for runner in self.fallbacks:
+            try:
+                return await runner.complete(
+                    request["messages"], stream=stream, on_delta=on_delta, **_no_model(overrides)
+                )
+            except Exception as fallback_exc:
+                if hasattr(exc, "add_note"):
+                    exc.add_note(
+                        f"fallback {runner.settings.name!r} failed too: {fallback_exc!r:.200}"
+                    )
+        if self.static_fallback is not None:
+            return ChatResult(
+                content=self.static_fallback,
+                finish_reason="stop",
+                model="static",
+                answered_by="static",
+                attempts=0,
+            )
+        raise exc
+
+    # --- the outcome ---
+
+    def _finish(
         self, result: ChatResult, request: dict[str, Any], attempts: int, started: float
     ) -> ChatResult:
         usage = result.usage
@@ -138,7 +303,7 @@ class ChatRunner:
             usage.cached_tokens,
             prices=self.settings.prices,
         )
-        return result.model_copy(
+        result = result.model_copy(
             update={
                 "cost_usd": cost,
                 "attempts": attempts,
@@ -146,6 +311,7 @@ class ChatRunner:
                 "answered_by": self.settings.name,
             }
         )
+        return self._check_finish(result)
 
     def _check_finish(self, result: ChatResult) -> ChatResult:
         if result.finish_reason == "length":
@@ -165,3 +331,21 @@ class ChatRunner:
                 partial=result,
             )
         return result
+
+
+def _is_outage(verdict: Verdict) -> bool:
+    """Errors a fallback can help with: the endpoint is down or its retries ran out."""
+    return verdict.action is Action.RETRY or verdict.reason in ("circuit_open", "retry_budget")
+
+
+def _no_model(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in overrides.items() if k != "model"}
+
+
+def _local_usage(request: dict[str, Any], result: ChatResult) -> Usage:
+    model = request["model"]
+    completion = result.content or "".join(c.arguments for c in result.tool_calls)
+    return Usage(
+        prompt_tokens=count_message_tokens(request["messages"], model, request.get("tools")),
+        completion_tokens=count_text_tokens(completion, model),
+    )

@@ -1,1 +1,77 @@
-"""resilience"""
+"""Resilience core (no Prefect): error classification, retry policy and tiers, retry
+budget, circuit breaker guard and client-side rate limiter.
+
+Example:
+    >>> from prefect_openai_chat.resilience import RetryPolicy
+    >>> RetryPolicy().classify(TimeoutError()).action.value
+    'retry'
+"""
+
+from prefect_openai_chat.resilience.budget import RetryBudget, get_retry_budget
+from prefect_openai_chat.resilience.circuit import (
+    CircuitEvent,
+    CircuitGuard,
+    Permit,
+    add_circuit_listener,
+    circuit_key,
+    describe_error,
+    get_circuit_guard,
+    remove_circuit_listener,
+)
+from prefect_openai_chat.resilience.classify import (
+    DEFAULT_VERDICTS,
+    Action,
+    Verdict,
+    build_verdicts,
+    classify,
+    error_row,
+)
+from prefect_openai_chat.resilience.limiter import RateLimiter, get_rate_limiter, parse_duration
+from prefect_openai_chat.resilience.policy import (
+    RetryPolicy,
+    make_retry_condition,
+    mark_for_task_tier,
+)
+from prefect_openai_chat.resilience.retrying import (
+    RetryEvent,
+    call_with_retries,
+    call_with_retries_sync,
+)
+from prefect_openai_chat.resilience.waits import (
+    parse_retry_after,
+    retry_after_of,
+    wait_exponential_full_jitter,
+    wait_retry_after,
+)
+
+__all__ = [
+    "DEFAULT_VERDICTS",
+    "Action",
+    "CircuitEvent",
+    "CircuitGuard",
+    "Permit",
+    "RateLimiter",
+    "RetryBudget",
+    "RetryEvent",
+    "RetryPolicy",
+    "Verdict",
+    "add_circuit_listener",
+    "build_verdicts",
+    "call_with_retries",
+    "call_with_retries_sync",
+    "circuit_key",
+    "classify",
+    "describe_error",
+    "error_row",
+    "get_circuit_guard",
+    "get_rate_limiter",
+    "get_retry_budget",
+    "make_retry_condition",
+    "mark_for_task_tier",
+    "parse_duration",
+    "parse_retry_after",
+    "remove_circuit_listener",
+    "retry_after_of",
+    "wait_exponential_full_jitter",
+    "wait_retry_after",
+]

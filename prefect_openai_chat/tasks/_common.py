@@ -6,15 +6,28 @@ import itertools
 import logging
 from typing import Any
 
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import MissingContextError, ObjectNotFound
 from prefect.logging import get_run_logger
-from prefect.exceptions import MissingContextError
 
 from prefect_openai_chat.blocks import ChatModel
+from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.resilience import RetryPolicy, make_retry_condition
 from prefect_openai_chat.results import ChatResult
+from prefect_openai_chat.tasks.events import install_circuit_events
 
 _counter = itertools.count(1)
+
+# The task tier. Prefect's `retries` is only the ceiling: the condition, a plain function
+# generated from the policy, re-runs a task only for errors that outlast the in-call tier
+# and only as often as the raising ChatModel's own `task_retries` allows.
+TASK_RETRY_CEILING = 10
+retry_condition = make_retry_condition(RetryPolicy())
+TASK_TIER: dict[str, Any] = {
+    "retries": TASK_RETRY_CEILING,
+    "retry_delay_seconds": RetryPolicy().task_retry_delay_s,
+    "retry_condition_fn": retry_condition,
+}
 
 
 async def resolve_chat_model(chat_model: ChatModel | str) -> ChatModel:
@@ -32,6 +45,37 @@ async def resolve_chat_model(chat_model: ChatModel | str) -> ChatModel:
             f"no saved ChatModel block named {chat_model!r}; save one with"
             " ChatModel(...).save(name) or `prefect-openai-chat setup`, or pass the block itself"
         ) from exc
+
+
+async def build_runner(chat_model: ChatModel | str) -> ChatRunner:
+    """The runner for a block or block name, with its fallbacks and credential reloading.
+
+    A 401 reloads the credentials once: the saved block again (when named), and the
+    environment variable read anew; the call is retried only if the key changed.
+    """
+    install_circuit_events()
+    model = await resolve_chat_model(chat_model)
+    current = [model]
+    key_in_use = [model.credentials.cache_key()]
+
+    async def reload_credentials() -> bool:
+        fresh = await resolve_chat_model(chat_model) if isinstance(chat_model, str) else model
+        try:
+            fresh_key = fresh.credentials.cache_key()
+        except InvalidInputError:
+            return False
+        changed = fresh_key != key_in_use[0]
+        current[0], key_in_use[0] = fresh, fresh_key
+        return changed
+
+    fallbacks = [
+        (await resolve_chat_model(name)).runner(name=name) for name in model.fallback_models
+    ]
+    return model.runner(
+        fallbacks=fallbacks,
+        reload_credentials=reload_credentials,
+        client=lambda: current[0].get_client(async_client=True),  # type: ignore[arg-type, return-value]
+    )
 
 
 def model_label(chat_model: Any) -> str:

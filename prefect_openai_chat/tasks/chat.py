@@ -24,9 +24,13 @@ from prefect_openai_chat._sync import run_sync
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat.runner import DeltaCallback
 from prefect_openai_chat.results import ChatResult
-from prefect_openai_chat.tasks._common import chat_run_name, log_result, resolve_chat_model
+from prefect_openai_chat.tasks._common import TASK_TIER, build_runner, chat_run_name, log_result
 
-_TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "task_run_name": chat_run_name}
+_TASK_OPTIONS: dict[str, Any] = {
+    "cache_policy": NO_CACHE,
+    "task_run_name": chat_run_name,
+    **TASK_TIER,
+}
 
 
 async def _chat(
@@ -36,8 +40,8 @@ async def _chat(
     on_delta: DeltaCallback | None,
     overrides: dict[str, Any],
 ) -> ChatResult:
-    model = await resolve_chat_model(chat_model)
-    result = await model.runner().complete(messages, stream=stream, on_delta=on_delta, **overrides)
+    runner = await build_runner(chat_model)
+    result = await runner.complete(messages, stream=stream, on_delta=on_delta, **overrides)
     log_result(result, "stream" if stream else "chat")
     return result
 

@@ -1,0 +1,32 @@
+"""The resilience pieces one runner uses, bundled: policy, circuit, budget, limiter.
+
+Example:
+    >>> from prefect_openai_chat.chat.protection import Protection
+    >>> Protection().policy.max_attempts
+    4
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from prefect_openai_chat.resilience import (
+    CircuitGuard,
+    RateLimiter,
+    RetryBudget,
+    RetryEvent,
+    RetryPolicy,
+)
+
+
+@dataclass
+class Protection:
+    """What guards the calls of one runner; every part but the policy is optional."""
+
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    guard: CircuitGuard | None = None
+    budget: RetryBudget | None = None
+    limiter: RateLimiter | None = None
+    on_retry: Callable[[RetryEvent], None] | None = None
+    reload_credentials: Callable[[], Awaitable[bool]] | None = None

@@ -1,0 +1,329 @@
+"""Turn a model's answer into JSON data, cheapest step first, and validate it.
+
+1. `json.loads` on the text (or the forced tool call's arguments) as it is;
+2. strip a markdown code fence, or prose around the outermost JSON object;
+3. repair the syntax locally with `json_repair` (trailing commas, single quotes,
+   a missing bracket) - a repaired value must still pass validation.
+
+Before any of that, a refusal (the API's `refusal` field, or refusal text with no
+JSON in it) and a "lazy" answer (placeholders like `// ... rest of code`, `...`
+as a value, `[truncated]`, `<rest of ...>`) are recognised: neither is parsed.
+
+Example:
+    >>> outcome = parse_output('Sure! ```json\\n{"name": "Ada",}\\n```')
+    >>> outcome.kind, outcome.data, outcome.repaired, outcome.fixes
+    ('json', {'name': 'Ada'}, True, ('fences', 'json_repair'))
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import json_repair
+from pydantic import BaseModel
+
+from prefect_openai_chat.results import ChatResult
+
+M = TypeVar("M", bound=BaseModel)
+ParseKind = Literal["json", "refusal", "lazy", "empty", "no_json"]
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n?(.*?)(?:```|\Z)", re.DOTALL)
+_LAZY_TEXT = [
+    re.compile(p, re.IGNORECASE)
+    for p in (
+        r"(?<![:/\w])//\s*(?:\.\.\.|…)",  # // ... rest of code
+        r"/\*\s*(?:\.\.\.|…)",
+        r"(?<![:/\w])//\s[^\n]*\b(?:rest|remaining|omitted|more|same as above)\b",
+        r"#\s*(?:\.\.\.|…)\s*(?:rest|remaining|more)",
+        r"\[\s*(?:\.\.\.\s*)?truncated\s*(?:\.\.\.\s*)?\]",
+        r"<\s*(?:rest|remainder|remaining)\s+of\b[^>]*>",
+        r"(?:\.\.\.|…)\s*\(?\s*(?:rest|remaining|more|etc)\b[^\n\"]*(?:omitted|here|follow|continues|above|below)",
+        r"[\[,:]\s*(?:\.\.\.|…)\s*[,\]}]",  # a bare ellipsis standing for values
+    )
+]
+_LAZY_VALUE = re.compile(
+    r"^\s*(?:\.\.\.|…|etc\.?|and so on|\[\s*truncated\s*\]|<[^>]*\b(?:rest|remaining)\b[^>]*>"
+    r"|\(?\s*(?:\.\.\.|…)?\s*(?:rest|remaining) (?:of|omitted)\b.*)\s*$",
+    re.IGNORECASE,
+)
+_APOS = "['\u2019]"
+_REFUSAL = re.compile(
+    rf"\b(?:I{_APOS}m sorry|I am sorry|I apologi[sz]e|I can(?:no|{_APOS})t|I cannot"
+    rf"|I{_APOS}m (?:not able|unable)|I am (?:not able|unable)|I won{_APOS}t|I will not"
+    r"|as an AI)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ParseOutcome:
+    """What one answer contained.
+
+    Attributes:
+        kind: "json" (data holds the value), "refusal", "lazy", "empty" or "no_json".
+        data: The decoded JSON value when `kind == "json"`.
+        fixes: Local fixes applied, in order: "fences", "prose", "json_repair".
+        text: The text the value came from (content or tool arguments), unchanged.
+        json_text: The JSON part alone (fences and prose removed), for a re-prompt.
+        reason: A short human reason for anything but "json".
+    """
+
+    kind: ParseKind
+    data: Any = None
+    fixes: tuple[str, ...] = ()
+    text: str = ""
+    json_text: str = ""
+    reason: str | None = None
+    lazy_markers: tuple[str, ...] = field(default=())
+
+    @property
+    def repaired(self) -> bool:
+        """True when the answer was not plain JSON and a local fix produced the value."""
+        return bool(self.fixes)
+
+
+def answer_text(result: ChatResult) -> str:
+    """The text to parse: the first tool call's arguments when there is one, else content."""
+    if result.tool_calls:
+        return result.tool_calls[0].arguments
+    return result.content or ""
+
+
+def parse_result(result: ChatResult) -> ParseOutcome:
+    """Parse a `ChatResult` (tool arguments or content), honouring its `refusal` field."""
+    if result.refusal:
+        return ParseOutcome("refusal", text=result.refusal, reason=f"refused: {result.refusal}")
+    return parse_output(answer_text(result))
+
+
+def parse_output(text: str | None, *, refusal: str | None = None) -> ParseOutcome:
+    """Parse one answer's text into JSON data; see the module docstring for the steps."""
+    if refusal:
+        return ParseOutcome("refusal", text=refusal, reason=f"refused: {refusal}")
+    raw = text or ""
+    stripped = raw.strip()
+    if not stripped:
+        return ParseOutcome("empty", text=raw, reason="the answer was empty")
+    try:
+        data = json.loads(stripped)
+    except ValueError:
+        pass
+    else:
+        return _checked(data, (), raw, stripped)
+    fixes: list[str] = []
+    candidate = stripped
+    fenced = _fenced(stripped)
+    if fenced is not None:
+        candidate = fenced
+        fixes.append("fences")
+    start = _json_start(candidate)
+    if start < 0:
+        if _REFUSAL.search(stripped):
+            return ParseOutcome("refusal", text=raw, reason=f"refused: {_short(stripped)}")
+        return ParseOutcome(
+            "no_json", text=raw, reason=f"the answer contains no JSON object: {_short(stripped)}"
+        )
+    start, end = _best_segment(candidate, start)
+    segment = candidate[start:end]
+    if start > 0 or candidate[end:].strip():
+        fixes.append("prose")
+    markers = _lazy_markers(segment)
+    if markers:
+        return _lazy(raw, segment, markers)
+    try:
+        data = json.loads(segment)
+    except ValueError:
+        try:
+            data = json_repair.repair_json(segment, return_objects=True, skip_json_loads=True)
+        except Exception as exc:  # json_repair raises plain ValueError/RecursionError
+            return ParseOutcome("no_json", text=raw, reason=f"unrepairable JSON: {exc}")
+        if not isinstance(data, dict | list) or (data in ({}, []) and len(segment) > 2):
+            return ParseOutcome(
+                "no_json",
+                text=raw,
+                json_text=segment,
+                reason="malformed JSON that cannot be repaired",
+            )
+        fixes.append("json_repair")
+    return _checked(data, tuple(fixes), raw, segment)
+
+
+def validate(schema: type[M], data: Any) -> M:
+    """Validate decoded JSON against `schema` (its own validators included).
+
+    A `null` for a field that has a non-null default is dropped first, so that the
+    default applies: strict structured outputs ask for every field, and say `null`
+    for the optional ones. Raises `pydantic.ValidationError`.
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> class Row(BaseModel):
+        ...     n: int = 0
+        >>> validate(Row, {"n": None}).n
+        0
+    """
+    return schema.model_validate(drop_null_defaults(schema, data))
+
+
+def drop_null_defaults(schema: type[BaseModel], data: Any) -> Any:
+    """A copy of `data` without `null`s for fields whose default is not None (recursively)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for name, info in schema.model_fields.items():
+        key = info.alias or name
+        if key not in out:
+            continue
+        value = out[key]
+        if value is None:
+            if not info.is_required() and info.get_default(call_default_factory=True) is not None:
+                del out[key]
+            continue
+        nested = _model_in(info.annotation)
+        if nested is not None:
+            if isinstance(value, dict):
+                out[key] = drop_null_defaults(nested, value)
+            elif isinstance(value, list):
+                out[key] = [drop_null_defaults(nested, v) for v in value]
+    return out
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside `X`, `X | None`, `list[X]`, else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _checked(data: Any, fixes: tuple[str, ...], raw: str, json_text: str) -> ParseOutcome:
+    if not isinstance(data, dict | list):
+        return ParseOutcome(
+            "no_json",
+            text=raw,
+            json_text=json_text,
+            reason=f"expected a JSON object, got {type(data).__name__}",
+        )
+    markers = _lazy_values(data)
+    if markers:
+        return _lazy(raw, json_text, markers)
+    return ParseOutcome("json", data=data, fixes=fixes, text=raw, json_text=json_text)
+
+
+def _lazy(raw: str, json_text: str, markers: list[str]) -> ParseOutcome:
+    shown = ", ".join(repr(m) for m in markers[:3])
+    return ParseOutcome(
+        "lazy",
+        text=raw,
+        json_text=json_text,
+        reason=f"placeholders instead of content: {shown}",
+        lazy_markers=tuple(markers),
+    )
+
+
+def _fenced(text: str) -> str | None:
+    """The content of the first fenced block holding JSON (preferring ```json), else None."""
+    blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]
+    blocks = [(lang, body) for lang, body in blocks if _json_start(body) >= 0]
+    if not blocks:
+        return None
+    for lang, body in blocks:
+        if lang in ("json", "jsonc", "json5"):
+            return body.strip()
+    return blocks[0][1].strip()
+
+
+def _json_start(text: str) -> int:
+    """Index of the first `{` (an object is what a schema asks for), else of `[`, else -1."""
+    brace = text.find("{")
+    return brace if brace >= 0 else text.find("[")
+
+
+def _best_segment(text: str, first: int, max_tries: int = 20) -> tuple[int, int]:
+    """`(start, end)` of the JSON in `text`: the longest bracketed part that loads as is,
+    else the longest part (an unclosed one runs to the end) for `json_repair`."""
+    opener = text[first]
+    loadable: tuple[int, int] | None = None
+    longest = (first, first)
+    start = first
+    for _ in range(max_tries):
+        end = _json_end(text, start)
+        span = (start, end if end > 0 else len(text))
+        if span[1] - span[0] > longest[1] - longest[0]:
+            longest = span
+        if end > 0 and (loadable is None or end - start > loadable[1] - loadable[0]):
+            try:
+                json.loads(text[start:end])
+            except ValueError:
+                pass
+            else:
+                loadable = span
+        if end < 0:
+            break
+        start = text.find(opener, end)
+        if start < 0:
+            break
+    return loadable or longest
+
+
+def _json_end(text: str, start: int) -> int:
+    """Index just past the bracket closing the one at `start`, or -1 if it never closes."""
+    depth = 0
+    in_string = False
+    escaped = False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return -1
+
+
+def _lazy_markers(text: str) -> list[str]:
+    found = []
+    for pattern in _LAZY_TEXT:
+        match = pattern.search(text)
+        if match:
+            found.append(match.group(0).strip())
+    return found
+
+
+def _lazy_values(data: Any, limit: int = 10_000) -> list[str]:
+    """String values that stand in for content ("...", "etc.", "[truncated]")."""
+    found: list[str] = []
+    stack = [data]
+    seen = 0
+    while stack and seen < limit:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and item and (_LAZY_VALUE.match(item) or _lazy_markers(item)):
+            found.append(item[:60])
+    return found
+
+
+def _short(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

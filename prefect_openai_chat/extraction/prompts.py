@@ -1,0 +1,183 @@
+"""Build the messages and request parameters of one extraction call, per mode.
+
+Modes: `json_schema` (structured outputs, strict where the schema allows),
+`json_object` (JSON mode, with the schema in the system message), `tools` (a
+forced function call) and `auto` (`json_schema` on models that support
+structured outputs, else `json_object`).
+
+Example:
+    >>> from pydantic import BaseModel
+    >>> class City(BaseModel):
+    ...     name: str
+    >>> messages, params = build_request(City, "I live in Oslo.", model="gpt-3.5-turbo")
+    >>> [m["role"] for m in messages], params["response_format"]
+    (['system', 'user'], {'type': 'json_object'})
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, cast
+
+from pydantic import BaseModel
+
+from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.extraction.schema import (
+    ensure_model,
+    response_format,
+    schema_spec,
+    schema_text,
+    tool_definition,
+)
+
+Mode = Literal["auto", "json_schema", "json_object", "tools"]
+ConcreteMode = Literal["json_schema", "json_object", "tools"]
+MODES: tuple[str, ...] = ("auto", "json_schema", "json_object", "tools")
+PROMPT_VERSION = "1"  # part of every cache key: bump when the texts below change
+
+DEFAULT_INSTRUCTIONS = (
+    "Extract the requested data from the user's text. Use only what the text says;"
+    " where the text does not give a value and the schema allows null, use null."
+)
+_TEXT = {
+    "json_schema": "Answer with the complete JSON object for the `{name}` schema.",
+    "tools": "Call the function `{name}` once, with the complete extracted data as arguments.",
+    "json_object": (
+        "Answer with one complete JSON object only, with no prose and no code fences."
+        " It must match this JSON schema:\n{schema}"
+    ),
+}
+_SNAPSHOT = re.compile(r"-(\d{4})-(\d{2})-(\d{2})$")
+_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+TextOrMessages = str | Sequence[Mapping[str, Any]]
+
+
+def supports_structured_outputs(model: str) -> bool:
+    """True when `model` accepts `response_format={"type": "json_schema", ...}`.
+
+    Example:
+        >>> supports_structured_outputs("gpt-4o-2024-05-13"), supports_structured_outputs("gpt-4.1")
+        (False, True)
+    """
+    name = model.split("/")[-1].lower()
+    if name.startswith(("gpt-5", "gpt-4.1", "gpt-4o-mini", "o3", "o4")):
+        return True
+    if name == "o1" or name.startswith("o1-"):
+        return not name.startswith(("o1-mini", "o1-preview"))
+    if name == "gpt-4o" or name.startswith("gpt-4o-"):
+        snapshot = _SNAPSHOT.search(name)
+        if snapshot is None:
+            return name == "gpt-4o"  # the alias; audio/realtime variants are not for this
+        return tuple(int(g) for g in snapshot.groups()) >= (2024, 8, 6)
+    return False
+
+
+def resolve_mode(mode: str, model: str) -> ConcreteMode:
+    """The concrete mode for `mode` (resolving `auto` for `model`), or `InvalidInputError`."""
+    if mode not in MODES:
+        raise InvalidInputError(
+            f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}"
+        )
+    if mode == "auto":
+        return "json_schema" if supports_structured_outputs(model) else "json_object"
+    return cast(ConcreteMode, mode)
+
+
+def system_text(schema: type[BaseModel], mode: ConcreteMode, instructions: str | None) -> str:
+    """The system text for `mode`: the instructions, then how to answer."""
+    spec = schema_spec(schema)
+    how = _TEXT[mode].format(
+        name=spec.name, schema=schema_text(schema) if mode == "json_object" else ""
+    )
+    return f"{(instructions or DEFAULT_INSTRUCTIONS).strip()}\n\n{how}"
+
+
+def build_request(
+    schema: type[BaseModel],
+    text_or_messages: TextOrMessages,
+    instructions: str | None = None,
+    mode: str = "auto",
+    *,
+    model: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Messages and request params (`response_format` or `tools`/`tool_choice`) for one call.
+
+    A text becomes `[system, user]`. Messages are copied, never changed: the
+    extraction's system text joins the caller's first system message, or comes
+    first when there is none.
+
+    Args:
+        schema: The pydantic model to extract.
+        text_or_messages: The record's text, or chat messages that contain it.
+        instructions: What to extract and how; a sensible default otherwise.
+        mode: "auto", "json_schema", "json_object" or "tools".
+        model: The model name, which decides what "auto" means.
+
+    Returns:
+        `(messages, params)`, both new objects.
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> class City(BaseModel):
+        ...     name: str
+        >>> _, params = build_request(City, "Oslo", mode="tools", model="gpt-4o-mini")
+        >>> params["tool_choice"]
+        {'type': 'function', 'function': {'name': 'City'}}
+    """
+    model_cls = ensure_model(schema)
+    concrete = resolve_mode(mode, model)
+    system = system_text(model_cls, concrete, instructions)
+    messages = _messages(text_or_messages, system)
+    params: dict[str, Any]
+    if concrete == "json_schema":
+        params = {"response_format": response_format(model_cls)}
+    elif concrete == "json_object":
+        params = {"response_format": {"type": "json_object"}}
+    else:
+        tools, tool_choice = tool_definition(model_cls)
+        params = {"tools": tools, "tool_choice": tool_choice}
+    return messages, params
+
+
+def _messages(text_or_messages: TextOrMessages, system: str) -> list[dict[str, Any]]:
+    if isinstance(text_or_messages, str):
+        if not text_or_messages.strip():
+            raise InvalidInputError("the text to extract from is empty; pass a non-empty string")
+        return [
+            {"role": "system", "content": system},
+            {"role": "user", "content": text_or_messages},
+        ]
+    if not isinstance(text_or_messages, Sequence) or not text_or_messages:
+        raise InvalidInputError(
+            "text_or_messages must be a non-empty string or a non-empty list of chat messages"
+            f" ({{'role': ..., 'content': ...}}), got {type(text_or_messages).__name__}"
+        )
+    messages: list[dict[str, Any]] = []
+    for i, message in enumerate(text_or_messages):
+        if not isinstance(message, Mapping) or message.get("role") not in _ROLES:
+            raise InvalidInputError(
+                f"message {i} must be a dict with a 'role' among {sorted(_ROLES)},"
+                f" got {message!r:.80}"
+            )
+        messages.append(copy.deepcopy(dict(message)))
+    if not any(m["role"] == "user" and _has_text(m.get("content")) for m in messages):
+        raise InvalidInputError("the messages contain no user message with text to extract from")
+    first = messages[0]
+    if first["role"] in ("system", "developer") and isinstance(first.get("content"), str):
+        first["content"] = f"{first['content'].rstrip()}\n\n{system}"
+    else:
+        messages.insert(0, {"role": "system", "content": system})
+    return messages
+
+
+def _has_text(content: Any) -> bool:
+    if isinstance(content, str):
+        return bool(content.strip())
+    if isinstance(content, list):
+        return any(
+            isinstance(part, Mapping) and str(part.get("text") or "").strip() for part in content
+        )
+    return False

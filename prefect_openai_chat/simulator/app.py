@@ -1,0 +1,392 @@
+"""The Starlette app: `/v1/chat/completions`, `/v1/models`, and the `/_simulator/*` admin endpoints.
+
+Example:
+    >>> app = create_app(profile="ideal")
+    >>> app.state.sim.settings.api_keys
+    ['sk-simulator']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.routing import Route
+
+from prefect_openai_chat.simulator import payloads
+from prefect_openai_chat.simulator.answers import build_answer
+from prefect_openai_chat.simulator.errors import (
+    HTML_502,
+    SimError,
+    error_body,
+    fault_error,
+    retry_headers,
+)
+from prefect_openai_chat.simulator.faults import HTTP_FAULTS, STREAM_FAULTS, parse_fault_list
+from prefect_openai_chat.simulator.profiles import settings_for
+from prefect_openai_chat.simulator.ratelimit import format_duration
+from prefect_openai_chat.simulator.request import ChatRequest, parse_chat_request
+from prefect_openai_chat.simulator.responses import BodyResponse, ResetResponse, StreamResponse
+from prefect_openai_chat.simulator.settings import SimulatorSettings
+from prefect_openai_chat.simulator.state import SimulatorState
+from prefect_openai_chat.tokens import count_message_tokens, model_info
+
+LISTED_MODELS = (
+    "gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4-turbo",
+    "gpt-3.5-turbo", "o3-mini", "o4-mini", "gpt-5", "gpt-5-mini", "gpt-5-nano",
+)  # fmt: skip
+_STALL_FRAMES = 3
+
+
+def create_app(
+    settings: SimulatorSettings | None = None, *, profile: str = "ideal", **overrides: Any
+) -> Starlette:
+    """An ASGI app serving the simulator; its live state is `app.state.sim`."""
+    state = SimulatorState(settings or settings_for(profile, **overrides))
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", _chat, methods=["POST"]),
+            Route("/v1/models", _models, methods=["GET"]),
+            Route("/v1/models/{model:path}", _model, methods=["GET"]),
+            Route("/_simulator/stats", _admin_stats, methods=["GET"]),
+            Route("/_simulator/settings", _admin_settings, methods=["GET"]),
+            Route("/_simulator/reset", _admin_reset, methods=["POST"]),
+            Route("/_simulator/configure", _admin_configure, methods=["POST"]),
+        ],
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.sim = state
+    return app
+
+
+class _Ctx:
+    """Per-request helpers: common headers and error answers."""
+
+    __slots__ = ("key", "request_id", "start", "state")
+
+    def __init__(self, state: SimulatorState) -> None:
+        self.state = state
+        self.request_id = "req_" + os.urandom(16).hex()
+        self.start = time.perf_counter()
+        self.key = ""
+
+    def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {
+            "x-request-id": self.request_id,
+            "openai-version": "2020-10-01",
+            "openai-processing-ms": str(int((time.perf_counter() - self.start) * 1000)),
+            **self.state.limiter.headers(self.key),
+        }
+        if extra:
+            headers.update(extra)
+        return headers
+
+    def error(self, err: SimError, done: Any = None) -> BodyResponse:
+        counters = self.state.counters
+        counters.record_status(err.status)
+        if err.fault:
+            counters.record_fault(err.fault)
+        body = payloads.to_json(error_body(err, self.state.settings.error_format))
+        return BodyResponse(err.status, self.headers(err.headers), body, on_done=done)
+
+
+async def _chat(request: Request) -> Any:
+    state: SimulatorState = request.app.state.sim
+    counters = state.counters
+    index = counters.enter()
+    done = counters.leave
+    ctx = _Ctx(state)
+    settings = state.settings
+    try:
+        faults, u_reprompt = state.picker.draw(settings.fault_rates, settings.script, index)
+        outage = state.outage_mode(index)
+        if outage is not None:
+            counters.record_fault("outage")
+            if outage == "refuse":
+                return ResetResponse(on_done=done)
+            err = fault_error("503", "", 0)
+            err.fault = None  # counted as `outage`
+            return ctx.error(err, done)
+        ctx.key = _check_key(request, state)
+        req = parse_chat_request(await request.body())
+        forced = request.headers.get("x-simulator-fault")
+        if forced is not None and settings.allow_fault_header:
+            try:
+                faults = parse_fault_list(forced)
+            except ValueError as exc:
+                raise SimError(400, str(exc), param="x-simulator-fault") from None
+        prompt_tokens = _check_model_and_context(req, settings)
+        http_fault = _http_fault(faults, req.stream)
+        if http_fault is not None:
+            return _http_fault_response(ctx, http_fault, req, done)
+        return _answer(ctx, req, faults, prompt_tokens, u_reprompt, done)
+    except SimError as err:
+        return ctx.error(err, done)
+    except Exception as exc:  # a simulator bug must still answer like a server would
+        return ctx.error(SimError(500, f"simulator error: {exc!r}", type="server_error"), done)
+
+
+def _check_key(request: Request, state: SimulatorState) -> str:
+    auth = request.headers.get("authorization", "")
+    if not auth.startswith("Bearer ") or not auth[7:].strip():
+        raise SimError(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an Authorization "
+            "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        )
+    key = auth[7:].strip()
+    if key not in state.api_keys:
+        shown = key[:3] + "*" * 8 + key[-4:] if len(key) > 8 else "*" * len(key)
+        raise SimError(
+            401,
+            f"Incorrect API key provided: {shown}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            code="invalid_api_key",
+        )
+    return key
+
+
+def _context_window(model: str, settings: SimulatorSettings) -> int | None:
+    if model in settings.extra_models:
+        return settings.extra_models[model]
+    info = model_info(model)
+    return info.context_window if info.known else None
+
+
+def _check_model_and_context(req: ChatRequest, settings: SimulatorSettings) -> int:
+    window = _context_window(req.model, settings)
+    if window is None:
+        raise SimError(
+            404,
+            f"The model `{req.model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+        )
+    info = model_info(req.model)
+    if req.max_tokens is not None and info.known and req.max_tokens > info.max_output_tokens:
+        param = "max_completion_tokens" if "max_completion_tokens" in req.body else "max_tokens"
+        raise SimError(
+            400,
+            f"{param} is too large: {req.max_tokens}. This model supports at most "
+            f"{info.max_output_tokens} completion tokens, whereas you provided {req.max_tokens}.",
+            param=param,
+            code="invalid_value",
+        )
+    prompt = count_message_tokens(req.messages, req.model, req.tools)
+    completion = req.max_tokens or 0
+    if prompt + completion > window:
+        if req.max_tokens is None:
+            message = (
+                f"This model's maximum context length is {window} tokens. However, your messages "
+                f"resulted in {prompt} tokens. Please reduce the length of the messages."
+            )
+        else:
+            message = (
+                f"This model's maximum context length is {window} tokens. However, you requested "
+                f"{prompt + completion} tokens ({prompt} in the messages, {completion} in the "
+                "completion). Please reduce the length of the messages or completion."
+            )
+        raise SimError(400, message, param="messages", code="context_length_exceeded")
+    return prompt
+
+
+def _http_fault(faults: tuple[str, ...], stream: bool) -> str | None:
+    for fault in faults:
+        if fault in HTTP_FAULTS:
+            return fault
+        if not stream and fault in STREAM_FAULTS:
+            return fault
+    return None
+
+
+def _http_fault_response(ctx: _Ctx, fault: str, req: ChatRequest, done: Any) -> Any:
+    state = ctx.state
+    settings = state.settings
+    if fault in ("reset", "hang", "stall"):
+        state.counters.record_fault(fault)
+        return ResetResponse(0.0 if fault == "reset" else settings.hang_s, on_done=done)
+    if fault == "502-html":
+        state.counters.record_fault(fault)
+        state.counters.record_status(502)
+        return BodyResponse(502, ctx.headers(), HTML_502, b"text/html", on_done=done)
+    if fault == "cut":  # non-stream: the body is cut mid-way
+        state.counters.record_fault(fault)
+        body = b'{"id":"chatcmpl-' + os.urandom(8).hex().encode() + b'","object":"chat.completion",'
+        state.counters.record_status(200)
+        return BodyResponse(200, ctx.headers(), body * 4, cut_after=len(body), on_done=done)
+    name = "500" if fault == "stream-error" else fault
+    err = fault_error(name, req.model, settings.retry_after_s)
+    err.fault = fault
+    return ctx.error(err, done)
+
+
+def _answer(
+    ctx: _Ctx, req: ChatRequest, faults: tuple[str, ...], prompt: int, u_reprompt: float, done: Any
+) -> Any:
+    state = ctx.state
+    settings = state.settings
+    counters = state.counters
+    answer = build_answer(
+        req,
+        faults,
+        seed=settings.seed,
+        u_reprompt=u_reprompt,
+        reprompt_failure_rate=settings.reprompt_failure_rate,
+    )
+    completion = sum(c.completion_tokens for c in answer.choices)
+    charge = prompt + (req.max_tokens * req.n if req.max_tokens else completion)
+    verdict = state.limiter.check(ctx.key, charge)
+    if verdict.refused is not None:
+        counters.record_fault("rate-limit")
+        raise _rate_limit_error(
+            req.model, verdict.refused, verdict.used, verdict.limit, verdict.retry_after_s, charge
+        )
+    if answer.reprompt:
+        counters.reprompts += 1
+    if answer.fault:
+        counters.record_fault(answer.fault)
+    counters.record_tokens(ctx.key, prompt, completion)
+    env = payloads.Envelope.new(req.model, _fingerprint(settings.seed))
+    rate = settings.tokens_per_s
+    if not req.stream:
+        counters.record_status(200)
+        delay = settings.ttft_s + (completion / rate if rate else 0.0)
+        body = payloads.to_json(payloads.completion_body(env, answer, prompt))
+        return BodyResponse(200, ctx.headers(), body, delay_s=delay, on_done=done)
+    return _stream(ctx, req, answer, env, prompt, completion, faults, done)
+
+
+def _stream(
+    ctx: _Ctx, req: ChatRequest, answer: Any, env: Any, prompt: int, completion: int,
+    faults: tuple[str, ...], done: Any,
+) -> StreamResponse:  # fmt: skip
+    state = ctx.state
+    settings = state.settings
+    writer = payloads.ChunkWriter(env, req.include_usage)
+    stream_fault = next((f for f in faults if f in STREAM_FAULTS), None)
+    frames: list[bytes] = []
+    end = "done"
+    for index, choice in enumerate(answer.choices):
+        first, body, last = writer.choice_frames(index, choice)
+        if stream_fault == "stall":
+            frames += [first, *body[:_STALL_FRAMES]]
+            end = "stall"
+            break
+        if stream_fault in ("cut", "stream-error"):
+            frames += [first, *body[: len(body) // 2]]
+            if stream_fault == "stream-error":
+                frames.append(payloads.error_frame())
+            end = "cut"
+            break
+        frames += [first, *body, last]
+    if end == "done":
+        if req.include_usage:
+            frames.append(writer.usage_frame(prompt, completion))
+        frames.append(payloads.DONE)
+    if stream_fault:
+        state.counters.record_fault(stream_fault)
+    state.counters.record_status(200)
+    rate = settings.tokens_per_s
+    return StreamResponse(
+        ctx.headers(),
+        frames,
+        first_delay_s=settings.ttft_s,
+        per_frame_s=1.0 / rate if rate else 0.0,
+        end=end,
+        stall_s=settings.stall_s,
+        on_done=done,
+    )
+
+
+def _rate_limit_error(
+    model: str, reason: str, used: int, limit: int, wait: float, requested: int
+) -> SimError:
+    if reason == "too-large":
+        return SimError(
+            429,
+            f"Request too large for {model} in organization org-simulator on tokens per min (TPM): "
+            f"Limit {limit}, Requested {requested}. The input or output tokens must be reduced in "
+            "order to run successfully.",
+            type="tokens",
+            code="rate_limit_exceeded",
+        )
+    unit = "requests per min (RPM)" if reason == "requests" else "tokens per min (TPM)"
+    asked = 1 if reason == "requests" else requested
+    return SimError(
+        429,
+        f"Rate limit reached for {model} in organization org-simulator on {unit}: Limit {limit}, "
+        f"Used {used}, Requested {asked}. Please try again in {format_duration(wait)}. Visit "
+        "https://platform.openai.com/account/rate-limits to learn more.",
+        type=reason,
+        code="rate_limit_exceeded",
+        headers=retry_headers(wait),
+    )
+
+
+def _fingerprint(seed: int) -> str:
+    return "fp_" + f"{(seed * 2654435761) % (1 << 40):010x}"
+
+
+async def _models(request: Request) -> Any:
+    state: SimulatorState = request.app.state.sim
+    ctx = _Ctx(state)
+    try:
+        ctx.key = _check_key(request, state)
+    except SimError as err:
+        return ctx.error(err)
+    names = [*LISTED_MODELS, *state.settings.extra_models]
+    state.counters.record_status(200)
+    return BodyResponse(200, ctx.headers(), payloads.to_json(payloads.models_body(names)))
+
+
+async def _model(request: Request) -> Any:
+    state: SimulatorState = request.app.state.sim
+    ctx = _Ctx(state)
+    name = request.path_params["model"]
+    try:
+        ctx.key = _check_key(request, state)
+        if _context_window(name, state.settings) is None:
+            raise SimError(
+                404, f"The model '{name}' does not exist", param="model", code="model_not_found"
+            )
+    except SimError as err:
+        return ctx.error(err)
+    state.counters.record_status(200)
+    return BodyResponse(200, ctx.headers(), payloads.to_json(payloads.model_entry(name)))
+
+
+async def _http_error(request: Request, exc: Exception) -> Any:
+    status = getattr(exc, "status_code", 404)
+    err = SimError(status, f"Invalid URL ({request.method} {request.url.path})")
+    body = payloads.to_json(error_body(err, "openai"))
+    return BodyResponse(status, {"x-request-id": "req_" + os.urandom(16).hex()}, body)
+
+
+async def _admin_stats(request: Request) -> Any:
+    stats = request.app.state.sim.stats()
+    return BodyResponse(200, {}, stats.model_dump_json().encode())
+
+
+async def _admin_settings(request: Request) -> Any:
+    return BodyResponse(200, {}, request.app.state.sim.settings.model_dump_json().encode())
+
+
+async def _admin_reset(request: Request) -> Any:
+    request.app.state.sim.reset()
+    return BodyResponse(200, {}, b'{"ok":true}')
+
+
+async def _admin_configure(request: Request) -> Any:
+    try:
+        overrides = json.loads(await request.body() or b"{}")
+        if not isinstance(overrides, dict):
+            raise ValueError("the body must be a JSON object of settings")
+        settings = request.app.state.sim.configure(**overrides)
+    except (ValueError, ValidationError, TypeError) as exc:
+        return BodyResponse(400, {}, payloads.to_json({"error": {"message": str(exc)}}))
+    return BodyResponse(200, {}, settings.model_dump_json().encode())

@@ -1,0 +1,100 @@
+"""What the simulator saw: counters only, so memory stays flat over a long run.
+
+Example:
+    >>> counters = Counters()
+    >>> counters.record_status(200)
+    >>> counters.snapshot().by_status
+    {200: 1}
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class SimulatorStats(BaseModel):
+    """A snapshot of the simulator's counters.
+
+    Example:
+        >>> SimulatorStats().requests
+        0
+    """
+
+    requests: int = Field(default=0, description="Chat completion requests received.")
+    by_status: dict[int, int] = Field(default_factory=dict, description="Answers by HTTP status.")
+    by_fault: dict[str, int] = Field(
+        default_factory=dict,
+        description="Faults applied, by name; also `outage` and `rate-limit` (bucket 429s).",
+    )
+    tokens_by_key: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Usage reported per API key: prompt and completion."
+    )
+    concurrent_peak: int = Field(default=0, description="Most requests in flight at once.")
+    in_flight: int = Field(default=0, description="Requests in flight now.")
+    reprompts: int = Field(default=0, description="JSON requests recognised as re-prompts.")
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens over all keys."""
+        return sum(v["prompt"] for v in self.tokens_by_key.values())
+
+    @property
+    def completion_tokens(self) -> int:
+        """Completion tokens over all keys."""
+        return sum(v["completion"] for v in self.tokens_by_key.values())
+
+
+class Counters:
+    """The live counters behind `SimulatorStats`; touched only from the server's event loop."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.by_status: dict[int, int] = {}
+        self.by_fault: dict[str, int] = {}
+        self.tokens_by_key: dict[str, list[int]] = {}
+        self.concurrent_peak = 0
+        self.in_flight = 0
+        self.reprompts = 0
+
+    def enter(self) -> int:
+        """Count a new request; return its index since the last reset."""
+        index = self.requests
+        self.requests += 1
+        self.in_flight += 1
+        if self.in_flight > self.concurrent_peak:
+            self.concurrent_peak = self.in_flight
+        return index
+
+    def leave(self) -> None:
+        """A request finished (its answer sent, or its connection dropped)."""
+        self.in_flight -= 1
+
+    def record_status(self, status: int) -> None:
+        """Count an answer by status."""
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+
+    def record_fault(self, name: str) -> None:
+        """Count an applied fault."""
+        self.by_fault[name] = self.by_fault.get(name, 0) + 1
+
+    def record_tokens(self, key: str, prompt: int, completion: int) -> None:
+        """Add reported usage to `key`."""
+        pair = self.tokens_by_key.get(key)
+        if pair is None:
+            pair = self.tokens_by_key[key] = [0, 0]
+        pair[0] += prompt
+        pair[1] += completion
+
+    def snapshot(self) -> SimulatorStats:
+        """A copy of the counters as `SimulatorStats`."""
+        return SimulatorStats(
+            requests=self.requests,
+            by_status=dict(self.by_status),
+            by_fault=dict(self.by_fault),
+            tokens_by_key={
+                k: {"prompt": v[0], "completion": v[1]} for k, v in list(self.tokens_by_key.items())
+            },
+            concurrent_peak=self.concurrent_peak,
+            in_flight=self.in_flight,
+            reprompts=self.reprompts,
+        )
