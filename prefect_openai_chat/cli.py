@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default="gpt-4o-mini-2024-07-18", help="model name to request")
     demo.set_defaults(handler=_run_demo)
 
-    from prefect_openai_chat.simulator.cli import add_parser as add_simulator, run as run_simulator
+    from prefect_openai_chat.simulator.cli import add_parser as add_simulator
+    from prefect_openai_chat.simulator.cli import run as run_simulator
 
     add_simulator(commands)
     commands.choices["simulator"].set_defaults(handler=run_simulator)

@@ -84,6 +84,7 @@ class Extraction(BaseModel, Generic[T]):
     outcome: Outcome = "error"
     reason: str | None = None
     attempts: int = 0
+    retries: int = Field(default=0, description="In-call HTTP retries over every attempt.")
     repaired: bool = False
     reprompts: int = 0
     usage: Usage = Field(default_factory=Usage)
@@ -105,6 +106,7 @@ class RecordOutcome(BaseModel):
     outcome: Outcome = "error"
     reason: str | None = None
     attempts: int = 0
+    retries: int = 0
     repaired: bool = False
     reprompts: int = 0
     usage: Usage = Field(default_factory=Usage)

@@ -74,9 +74,11 @@ class _Tally:
     latency_s: float = 0.0
     repaired: bool = False
     reprompts: int = 0
+    retries: int = 0
 
     def add(self, result: ChatResult, model: str) -> None:
         self.attempts += 1
+        self.retries += max(0, result.attempts - 1)
         self.usage = self.usage + result.usage
         cost = result.cost_usd
         if cost is None:
@@ -103,6 +105,7 @@ class _Tally:
             outcome=outcome,
             reason=reason,
             attempts=self.attempts,
+            retries=self.retries,
             repaired=self.repaired,
             reprompts=self.reprompts,
             usage=self.usage,

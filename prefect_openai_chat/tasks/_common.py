@@ -47,8 +47,8 @@ async def resolve_chat_model(chat_model: ChatModel | str) -> ChatModel:
         ) from exc
 
 
-async def build_runner(chat_model: ChatModel | str) -> ChatRunner:
-    """The runner for a block or block name, with its fallbacks and credential reloading.
+async def build_runner(chat_model: ChatModel | str) -> tuple[ChatModel, ChatRunner]:
+    """The block and its runner, with its fallbacks and credential reloading.
 
     A 401 reloads the credentials once: the saved block again (when named), and the
     environment variable read anew; the call is retried only if the key changed.
@@ -71,7 +71,7 @@ async def build_runner(chat_model: ChatModel | str) -> ChatRunner:
     fallbacks = [
         (await resolve_chat_model(name)).runner(name=name) for name in model.fallback_models
     ]
-    return model.runner(
+    return model, model.runner(
         fallbacks=fallbacks,
         reload_credentials=reload_credentials,
         client=lambda: current[0].get_client(async_client=True),  # type: ignore[arg-type, return-value]

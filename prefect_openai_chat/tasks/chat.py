@@ -40,7 +40,7 @@ async def _chat(
     on_delta: DeltaCallback | None,
     overrides: dict[str, Any],
 ) -> ChatResult:
-    runner = await build_runner(chat_model)
+    _, runner = await build_runner(chat_model)
     result = await runner.complete(messages, stream=stream, on_delta=on_delta, **overrides)
     log_result(result, "stream" if stream else "chat")
     return result

@@ -1,0 +1,276 @@
+"""`extract_records`: the ETL flow that turns free-text records into validated rows.
+
+Every input record ends exactly once: valid rows in `output` (JSONL, Parquet or
+SQLite, by extension), everything else in `quarantine` with the reason, the
+attempts and the last raw output. A re-run pays only for records it has not done
+(the record cache is keyed on content, schema, prompt, model and generation
+parameters).
+
+Example:
+    ```python
+    from prefect_openai_chat.flows import extract_records
+
+    summary = extract_records(
+        source="tickets.jsonl",
+        schema="prefect_openai_chat.examples.tickets:SupportTicket",
+        chat_model="nightly-chat-model",
+        prompt="Subject: {subject}\\n\\n{body}",
+        output="out/tickets.parquet",
+        quarantine="out/quarantine.jsonl",
+        key_field="ticket_id",
+    )
+    assert summary["records"] == summary["valid"] + summary["quarantined"]
+    ```
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from pydantic import BaseModel
+
+from prefect_openai_chat.blocks import ChatModel
+from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.flows.checks import (
+    check_template_against,
+    resolve_schema,
+    template_fields,
+)
+from prefect_openai_chat.flows.sinks import Sink, check_writable, open_sink
+from prefect_openai_chat.flows.sources import SourceItem, check_source, count_records, read_records
+from prefect_openai_chat.flows.summary import RunArtifacts, RunTotals
+from prefect_openai_chat.results import RecordOutcome
+from prefect_openai_chat.tasks import events
+from prefect_openai_chat.tasks._common import run_logger
+from prefect_openai_chat.tasks.batch import extract_batch
+from prefect_openai_chat.tasks.extract import extract
+
+# The parameter is called `schema`, as users expect; pydantic warns that the name shadows
+# an attribute of the model Prefect builds to validate flow parameters. That is harmless.
+warnings.filterwarnings("ignore", message='Field name "schema" in "Extract_Records')
+
+
+def _batches(items: Iterator[SourceItem], size: int) -> Iterator[list[SourceItem]]:
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+def _quarantine_row(item: SourceItem, outcome: RecordOutcome | None, reason: str) -> dict[str, Any]:
+    return {
+        "line": item.line,
+        "key": outcome.key if outcome else str(item.line),
+        "reason": reason,
+        "outcome": outcome.outcome if outcome else "unreadable",
+        "attempts": outcome.attempts if outcome else 0,
+        "record": item.record if item.record is not None else item.raw,
+        "last_raw_output": outcome.last_raw_output if outcome else None,
+    }
+
+
+def _per_record(
+    chat_model: ChatModel | str,
+    schema: type[BaseModel],
+    texts: list[str],
+    instructions: str | None,
+    mode: str,
+    max_reprompts: int,
+) -> list[RecordOutcome]:
+    """One `extract` task per record, for small inputs a user wants to see record by record."""
+    futures = extract.map(chat_model, schema, texts, instructions, mode, max_reprompts)
+    outcomes = []
+    for index, future in enumerate(futures):
+        extraction = future.result()
+        value = extraction.value
+        outcomes.append(
+            RecordOutcome(
+                index=index,
+                key=str(index),
+                ok=extraction.ok,
+                value=value.model_dump(mode="json") if isinstance(value, BaseModel) else None,
+                outcome=extraction.outcome,
+                reason=extraction.reason,
+                attempts=extraction.attempts,
+                retries=extraction.retries,
+                repaired=extraction.repaired,
+                reprompts=extraction.reprompts,
+                usage=extraction.usage,
+                cost_usd=extraction.cost_usd,
+                latency_s=extraction.latency_s,
+                last_raw_output=extraction.raw_outputs[-1] if extraction.raw_outputs else None,
+            )
+        )
+    return outcomes
+
+
+@flow(name="extract-records", log_prints=True)
+def extract_records(
+    source: str | Iterable[dict[str, Any]],
+    schema: Any,
+    chat_model: ChatModel | str,
+    prompt: str,
+    output: str,
+    quarantine: str,
+    key_field: str | None = None,
+    batch_size: int = 100,
+    concurrency: int = 16,
+    instructions: str | None = None,
+    mode: str = "auto",
+    max_reprompts: int = 2,
+    per_record_tasks: bool = False,
+    cache: bool | str = True,
+) -> dict[str, Any]:
+    """Extract `schema` from every record of `source` into `output`, the rest into `quarantine`.
+
+    Args:
+        source: A .jsonl or .csv path (streamed), or an iterable of dicts.
+        schema: A pydantic model, or its import path "package.module:Model".
+        chat_model: A `ChatModel` block, or the name of a saved one.
+        prompt: A `str.format` template over a record's fields.
+        output: Where valid rows go: .jsonl, .parquet or .sqlite.
+        quarantine: Where failed records go, with the reason: .jsonl.
+        key_field: The record field that identifies it in outputs (else its line).
+        batch_size: Records per `extract_batch` task.
+        concurrency: Extractions in flight inside a batch.
+        instructions: What to extract, in words.
+        mode: `auto`, `json_schema`, `json_object` or `tools`.
+        max_reprompts: Re-asks after an invalid answer, per record.
+        per_record_tasks: One `extract` task per record instead of batches (small inputs).
+        cache: True for the default record cache, a path for another, False for none.
+
+    Returns:
+        The run's totals; `records == valid + quarantined` always.
+    """
+    started = time.perf_counter()
+    model_cls = resolve_schema(schema)
+    check_source(source)
+    if batch_size < 1 or concurrency < 1:
+        raise InvalidInputError("batch_size and concurrency must be at least 1")
+    out_path = check_writable(output, "output")
+    quarantine_path = check_writable(quarantine, "quarantine")
+    if out_path.resolve() == quarantine_path.resolve():
+        raise InvalidInputError("output and quarantine must be different files")
+    fields = template_fields(prompt)
+    if isinstance(source, str | Path):
+        check_template_against(read_records(source), fields)
+    else:
+        source = list(source)  # an iterable is read twice: once here, once below
+        check_template_against(read_records(source), fields)
+    total = count_records(source)
+    batches_total = None if total is None else max(1, -(-total // batch_size))
+    totals = RunTotals()
+    trips_before = events.trips
+    artifacts = RunArtifacts()
+    logger = run_logger()
+    with open_sink(out_path, model_cls) as rows, open_sink(quarantine_path) as bad:
+        for number, batch in enumerate(_batches(read_records(source), batch_size), start=1):
+            label = f"batch {number}/{batches_total or '?'}"
+            _run_batch(
+                batch,
+                label,
+                chat_model,
+                model_cls,
+                prompt,
+                key_field,
+                concurrency,
+                instructions,
+                mode,
+                max_reprompts,
+                per_record_tasks,
+                cache,
+                rows,
+                bad,
+                totals,
+            )
+            artifacts.progress(totals.records, total)
+        _check_exactly_once(totals, rows, bad)
+    totals.circuit_trips = events.trips - trips_before
+    wall = round(time.perf_counter() - started, 3)
+    extra = {"wall_time_s": wall, "output": str(out_path), "quarantine": str(quarantine_path)}
+    artifacts.finish(totals, extra)
+    summary = {**totals.as_dict(), **extra}
+    logger.info(
+        "extract-records: %d records, %d valid, %d quarantined, %d tokens, $%.4f, %.1fs",
+        totals.records,
+        totals.valid,
+        totals.quarantined,
+        summary["total_tokens"],
+        totals.cost_usd,
+        wall,
+    )
+    return summary
+
+
+def _run_batch(
+    batch: list[SourceItem],
+    label: str,
+    chat_model: ChatModel | str,
+    schema: type[BaseModel],
+    prompt: str,
+    key_field: str | None,
+    concurrency: int,
+    instructions: str | None,
+    mode: str,
+    max_reprompts: int,
+    per_record_tasks: bool,
+    cache: bool | str,
+    rows: Sink,
+    bad: Sink,
+    totals: RunTotals,
+) -> None:
+    readable = [item for item in batch if item.record is not None]
+    for item in batch:
+        if item.record is None:
+            reason = item.error or "unreadable"
+            totals.add(RecordOutcome(index=item.line, key=str(item.line), ok=False, reason=reason))
+            totals.add_quarantined(item.line, str(item.line), reason)
+            bad.write(_quarantine_row(item, None, reason))
+    if not readable:
+        return
+    records = [item.record for item in readable]
+    if per_record_tasks:
+        texts = []
+        for record in records:
+            try:
+                texts.append(prompt.format(**record))  # type: ignore[arg-type]
+            except KeyError as exc:
+                texts.append(f"(missing field {exc.args[0]!r})")
+        outcomes = _per_record(chat_model, schema, texts, instructions, mode, max_reprompts)
+    else:
+        report = extract_batch.with_options(task_run_name=f"extract {schema.__name__} {label}")(
+            chat_model,
+            schema,
+            records,
+            prompt=prompt,
+            instructions=instructions,
+            mode=mode,
+            max_reprompts=max_reprompts,
+            concurrency=concurrency,
+            key_field=key_field,
+            cache=cache,
+            progress=False,
+            batch_label=label,
+        )
+        outcomes = report.records
+    for item, outcome in zip(readable, outcomes, strict=True):
+        key = str(item.record.get(key_field)) if key_field and item.record else str(item.line)  # type: ignore[union-attr]
+        totals.add(outcome)
+        if outcome.ok:
+            rows.write({"_key": key, **(outcome.value or {})})
+        else:
+            reason = outcome.reason or outcome.outcome
+            totals.add_quarantined(item.line, key, reason)
+            bad.write(_quarantine_row(item, outcome, reason))
+
+
+def _check_exactly_once(totals: RunTotals, rows: Sink, bad: Sink) -> None:
+    if totals.records != rows.rows + bad.rows or rows.rows != totals.valid:
+        raise RuntimeError(
+            f"bookkeeping error: {totals.records} records in, {rows.rows} written and"
+            f" {bad.rows} quarantined; the output files were not replaced"
+        )

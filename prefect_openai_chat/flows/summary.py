@@ -1,0 +1,125 @@
+"""Run totals for `extract_records`, and the Prefect artifacts that show them in the UI."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from prefect_openai_chat.results import RecordOutcome
+
+QUARANTINE_TABLE_ROWS = 200
+
+
+@dataclass
+class RunTotals:
+    """What a run did, record by record, kept small: counters and latencies only."""
+
+    records: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    repaired: int = 0
+    reprompted: int = 0
+    from_cache: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    retries: int = 0
+    circuit_trips: int = 0
+    latencies: list[float] = field(default_factory=list)
+    quarantine_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, outcome: RecordOutcome) -> None:
+        """Count one record's outcome."""
+        self.records += 1
+        if outcome.ok:
+            self.valid += 1
+        else:
+            self.quarantined += 1
+        self.repaired += outcome.repaired
+        self.reprompted += outcome.reprompts > 0
+        self.from_cache += outcome.cached
+        if not outcome.cached:
+            self.prompt_tokens += outcome.usage.prompt_tokens
+            self.completion_tokens += outcome.usage.completion_tokens
+            self.cost_usd += outcome.cost_usd or 0.0
+            self.retries += outcome.retries
+            if outcome.attempts:
+                self.latencies.append(outcome.latency_s)
+
+    def add_quarantined(self, line: int | None, key: str, reason: str | None) -> None:
+        """Keep the first rows of the quarantine table for the UI."""
+        if len(self.quarantine_rows) < QUARANTINE_TABLE_ROWS:
+            self.quarantine_rows.append({"line": line, "key": key, "reason": reason or ""})
+
+    def percentile(self, q: float) -> float | None:
+        """The q-th latency percentile in seconds (None without API calls)."""
+        if not self.latencies:
+            return None
+        if len(self.latencies) == 1:
+            return self.latencies[0]
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(q) - 1]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The flow's return value (without the per-record lists)."""
+        p50, p95 = self.percentile(50), self.percentile(95)
+        return {
+            "records": self.records,
+            "valid": self.valid,
+            "quarantined": self.quarantined,
+            "repaired": self.repaired,
+            "reprompted": self.reprompted,
+            "from_cache": self.from_cache,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+            "p50_latency_s": None if p50 is None else round(p50, 4),
+            "p95_latency_s": None if p95 is None else round(p95, 4),
+            "retries": self.retries,
+            "circuit_trips": self.circuit_trips,
+        }
+
+
+class RunArtifacts:
+    """The progress bar, the summary table and the quarantine table of one run."""
+
+    def __init__(self, key_prefix: str = "extract-records") -> None:
+        self.prefix = key_prefix
+        self.progress_id = create_progress_artifact(
+            0.0, key=f"{key_prefix}-progress", description="Records processed so far."
+        )
+
+    def progress(self, done: int, total: int | None) -> None:
+        """Move the progress artifact (a percentage)."""
+        if total:
+            update_progress_artifact(self.progress_id, min(100.0, 100.0 * done / total))
+
+    def finish(self, totals: RunTotals, extra: dict[str, Any]) -> None:
+        """Write the summary table and the quarantine table."""
+        update_progress_artifact(self.progress_id, 100.0)
+        summary = {**totals.as_dict(), **extra}
+        create_table_artifact(
+            [{"metric": k, "value": "" if v is None else str(v)} for k, v in summary.items()],
+            key=f"{self.prefix}-summary",
+            description="What the run did: records, outcomes, tokens, cost, latency, retries.",
+        )
+        if totals.quarantine_rows:
+            create_table_artifact(
+                totals.quarantine_rows,
+                key=f"{self.prefix}-quarantine",
+                description=f"Quarantined records and why (first {QUARANTINE_TABLE_ROWS}).",
+            )
+        else:
+            create_markdown_artifact(
+                "No record was quarantined.",
+                key=f"{self.prefix}-quarantine",
+                description="Quarantined records and why.",
+            )

@@ -1,0 +1,383 @@
+"""`extract_batch`: many extractions in flight inside one Prefect task.
+
+One Prefect task per record costs more orchestration than the HTTP call itself
+(DESIGN.md), so a batch runs its records concurrently on one `AsyncOpenAI` client,
+bounded by `concurrency`. Each record gets its own outcome: a validated value, or
+the reason it goes to quarantine. Finished records are cached on what determines
+them, so a re-run pays only for what is new. Records that failed for a reason that
+outlasts the in-call retries (an open circuit, an outage) get the task tier inside
+the batch: they are tried again after the circuit's reset timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from prefect_openai_chat._sync import run_sync
+from prefect_openai_chat.blocks import ChatModel
+from prefect_openai_chat.chat import ChatRunner
+from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.extraction import ensure_model, run_extraction
+from prefect_openai_chat.extraction.record_cache import RecordCache
+from prefect_openai_chat.results import BatchReport, ChatResult, Extraction, RecordOutcome
+from prefect_openai_chat.tasks._common import build_runner, run_logger
+from prefect_openai_chat.tasks.extract import extraction_key
+
+Record = Mapping[str, Any] | str
+FINAL_OUTCOMES = frozenset({"ok", "invalid", "truncated", "refused", "content_filter"})
+
+
+def default_cache_path() -> Path:
+    """Where record outcomes are cached unless told otherwise: under PREFECT_HOME."""
+    from prefect.settings import get_current_settings
+
+    return Path(get_current_settings().home) / "prefect-openai-chat" / "record-cache.sqlite"
+
+
+def render(record: Record, prompt: str | None) -> str:
+    """The text sent for a record: the prompt template over its fields, or the record itself."""
+    if isinstance(record, str):
+        return record if prompt is None else prompt.format(text=record)
+    if prompt is None:
+        return json.dumps(record, ensure_ascii=False, default=str)
+    try:
+        return prompt.format(**record)
+    except KeyError as exc:
+        raise InvalidInputError(
+            f"the record has no field {exc.args[0]!r}, which the prompt template needs"
+        ) from None
+
+
+@dataclass
+class BatchSpec:
+    """Everything about a batch except its records."""
+
+    schema: type[BaseModel]
+    prompt: str | None
+    instructions: str | None
+    mode: str
+    max_reprompts: int
+    token_budget: int | None
+    concurrency: int
+    key_field: str | None
+
+
+class _BatchRun:
+    """One batch: cache lookups, bounded concurrency, per-record outcomes."""
+
+    def __init__(
+        self, runner: ChatRunner, model: ChatModel, spec: BatchSpec, cache: RecordCache | None
+    ):
+        self.runner, self.model, self.spec, self.cache = runner, model, spec, cache
+        self.semaphore = asyncio.Semaphore(spec.concurrency)
+
+    def key_of(self, index: int, record: Record) -> str:
+        field = self.spec.key_field
+        if field and isinstance(record, Mapping) and record.get(field) is not None:
+            return str(record[field])
+        return str(index)
+
+    async def run(
+        self, records: Sequence[Record], start: int, on_done: Callable[[], None]
+    ) -> list[RecordOutcome]:
+        texts: list[str | None] = []
+        outcomes: list[RecordOutcome | None] = []
+        keys: list[str | None] = []
+        for offset, record in enumerate(records):
+            index = start + offset
+            try:
+                text = render(record, self.spec.prompt)
+            except InvalidInputError as exc:
+                texts.append(None)
+                keys.append(None)
+                outcomes.append(_failed(index, self.key_of(index, record), "skipped", str(exc)))
+                continue
+            texts.append(text)
+            keys.append(self._cache_key(text))
+            outcomes.append(None)
+        cached = self.cache.get_many(k for k in keys if k) if self.cache else {}
+        pending = []
+        for offset, (text, key) in enumerate(zip(texts, keys, strict=True)):
+            if text is None or key is None:
+                on_done()
+                continue
+            index = start + offset
+            if key in cached:
+                hit = RecordOutcome.model_validate_json(cached[key])
+                outcomes[offset] = hit.model_copy(
+                    update={
+                        "index": index,
+                        "key": self.key_of(index, records[offset]),
+                        "cached": True,
+                    }
+                )
+                on_done()
+                continue
+            pending.append(self._one(offset, index, records[offset], text, key, outcomes, on_done))
+        await asyncio.gather(*pending)
+        if self.cache is not None:
+            fresh = {
+                keys[i]: o.model_dump_json()
+                for i, o in enumerate(outcomes)
+                if o is not None and not o.cached and o.outcome in FINAL_OUTCOMES and keys[i]
+            }
+            self.cache.put_many(fresh)  # type: ignore[arg-type]
+        return [o for o in outcomes if o is not None]
+
+    def _cache_key(self, text: str) -> str:
+        s = self.spec
+        return extraction_key(
+            self.model, s.schema, text, s.instructions, s.mode, s.max_reprompts, s.token_budget
+        )
+
+    async def _one(
+        self,
+        offset: int,
+        index: int,
+        record: Record,
+        text: str,
+        key: str,
+        outcomes: list[RecordOutcome | None],
+        on_done: Callable[[], None],
+    ) -> None:
+        policy = self.runner.protection.policy
+        rounds = policy.task_retries + 1
+        for round_number in range(rounds):
+            errors: list[BaseException] = []
+            async with self.semaphore:
+                extraction = await run_extraction(
+                    self._call(errors),
+                    self.spec.schema,
+                    text,
+                    model=self.runner.settings.model,
+                    instructions=self.spec.instructions,
+                    mode=self.spec.mode,
+                    max_reprompts=self.spec.max_reprompts,
+                    token_budget=self.spec.token_budget,
+                    max_completion_tokens=self.runner.settings.defaults.get(
+                        "max_completion_tokens"
+                    ),
+                    on_error="return",
+                )
+            retry = bool(errors) and policy.classify(errors[-1]).task_retry
+            if not retry or round_number == rounds - 1:
+                break
+            await asyncio.sleep(policy.task_retry_delay_s)
+        outcomes[offset] = _outcome(index, self.key_of(index, record), extraction)
+        on_done()
+
+    def _call(self, errors: list[BaseException]) -> Any:
+        async def call(messages: list[dict[str, Any]], params: dict[str, Any]) -> ChatResult:
+            try:
+                return await self.runner.complete(messages, **params)
+            except Exception as exc:
+                errors.append(exc)
+                raise
+
+        return call
+
+
+def _outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordOutcome:
+    value = extraction.value
+    return RecordOutcome(
+        index=index,
+        key=key,
+        ok=extraction.ok,
+        value=value.model_dump(mode="json") if isinstance(value, BaseModel) else None,
+        outcome=extraction.outcome,
+        reason=extraction.reason,
+        attempts=extraction.attempts,
+        retries=extraction.retries,
+        repaired=extraction.repaired,
+        reprompts=extraction.reprompts,
+        usage=extraction.usage,
+        cost_usd=extraction.cost_usd,
+        latency_s=extraction.latency_s,
+        last_raw_output=extraction.raw_outputs[-1] if extraction.raw_outputs else None,
+    )
+
+
+def _failed(index: int, key: str, outcome: str, reason: str) -> RecordOutcome:
+    return RecordOutcome(index=index, key=key, ok=False, outcome=outcome, reason=reason)  # type: ignore[arg-type]
+
+
+def _batch_run_name(parameters: dict[str, Any]) -> str:
+    label = parameters.get("batch_label")
+    schema = getattr(parameters.get("schema"), "__name__", "records")
+    if label:
+        return f"extract {schema} {label}"
+    return f"extract {schema} batch of {len(parameters.get('records') or [])}"
+
+
+async def _extract_batch(
+    chat_model: ChatModel | str,
+    schema: type[BaseModel],
+    records: Sequence[Record],
+    prompt: str | None,
+    instructions: str | None,
+    mode: str,
+    max_reprompts: int,
+    token_budget: int | None,
+    concurrency: int,
+    key_field: str | None,
+    cache: str | Path | bool,
+    start_index: int,
+    progress: bool | None,
+) -> BatchReport:
+    if concurrency < 1:
+        raise InvalidInputError(f"concurrency must be at least 1, got {concurrency}")
+    model_cls = ensure_model(schema)
+    model, runner = await build_runner(chat_model)
+    spec = BatchSpec(
+        model_cls, prompt, instructions, mode, max_reprompts, token_budget, concurrency, key_field
+    )
+    record_cache = None
+    if cache is not False:
+        record_cache = RecordCache(default_cache_path() if cache is True else Path(cache))
+    try:
+        with _progress(len(records), model_cls.__name__, progress) as advance:
+            outcomes = await _BatchRun(runner, model, spec, record_cache).run(
+                records, start_index, advance
+            )
+    finally:
+        if record_cache is not None:
+            record_cache.close()
+    report = BatchReport(records=outcomes)
+    run_logger().info(
+        "extract %s batch: %d records, %d valid, %d to quarantine, %d from cache, %d tokens",
+        model_cls.__name__,
+        report.total,
+        report.valid,
+        report.failed,
+        sum(o.cached for o in outcomes),
+        report.usage.total_tokens,
+    )
+    return report
+
+
+class _progress:
+    """A rich progress bar on a terminal; a no-op elsewhere (or when told so)."""
+
+    def __init__(self, total: int, label: str, wanted: bool | None) -> None:
+        show = sys.stderr.isatty() if wanted is None else wanted
+        self._bar: Any = None
+        if show and total:
+            from rich.progress import Progress
+
+            self._bar = Progress(transient=True)
+            self._task = self._bar.add_task(f"extract {label}", total=total)
+
+    def __enter__(self) -> Callable[[], None]:
+        if self._bar is None:
+            return lambda: None
+        self._bar.start()
+        return lambda: self._bar.advance(self._task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+_BATCH_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "task_run_name": _batch_run_name}
+
+
+@task(name="aextract_batch", **_BATCH_OPTIONS)
+async def aextract_batch(
+    chat_model: ChatModel | str,
+    schema: type[BaseModel],
+    records: Sequence[Record],
+    prompt: str | None = None,
+    instructions: str | None = None,
+    mode: str = "auto",
+    max_reprompts: int = 2,
+    token_budget: int | None = None,
+    concurrency: int = 16,
+    key_field: str | None = None,
+    cache: str | Path | bool = True,
+    start_index: int = 0,
+    progress: bool | None = None,
+    batch_label: str | None = None,
+) -> BatchReport:
+    """Extract `schema` from every record, `concurrency` at a time, inside one task.
+
+    Args:
+        chat_model: A `ChatModel` block, or the name of a saved one.
+        schema: The pydantic model to extract.
+        records: Texts, or dicts rendered through `prompt`.
+        prompt: A `str.format` template over a record's fields, e.g. "{subject}\\n\\n{body}".
+        instructions: What to extract, in words.
+        mode: `auto`, `json_schema`, `json_object` or `tools`.
+        max_reprompts: Re-asks after an invalid answer, per record.
+        token_budget: Most tokens to spend on one record over all its attempts.
+        concurrency: Extractions in flight at once.
+        key_field: The record field that names it in the report (else its index).
+        cache: True for the default record cache, a path for another, False for none.
+        start_index: Index of the first record (for reports over several batches).
+        progress: Show a progress bar (default: when stderr is a terminal).
+        batch_label: Shown in the task run name, e.g. "batch 3/40".
+
+    Returns:
+        A `BatchReport` with one `RecordOutcome` per record and the totals.
+    """
+    return await _extract_batch(
+        chat_model,
+        schema,
+        records,
+        prompt,
+        instructions,
+        mode,
+        max_reprompts,
+        token_budget,
+        concurrency,
+        key_field,
+        cache,
+        start_index,
+        progress,
+    )
+
+
+@task(name="extract_batch", **_BATCH_OPTIONS)
+def extract_batch(
+    chat_model: ChatModel | str,
+    schema: type[BaseModel],
+    records: Sequence[Record],
+    prompt: str | None = None,
+    instructions: str | None = None,
+    mode: str = "auto",
+    max_reprompts: int = 2,
+    token_budget: int | None = None,
+    concurrency: int = 16,
+    key_field: str | None = None,
+    cache: str | Path | bool = True,
+    start_index: int = 0,
+    progress: bool | None = None,
+    batch_label: str | None = None,
+) -> BatchReport:
+    """Sync twin of `aextract_batch`."""
+    return run_sync(
+        _extract_batch(
+            chat_model,
+            schema,
+            records,
+            prompt,
+            instructions,
+            mode,
+            max_reprompts,
+            token_budget,
+            concurrency,
+            key_field,
+            cache,
+            start_index,
+            progress,
+        )
+    )

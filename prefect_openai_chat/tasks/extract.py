@@ -1,0 +1,192 @@
+"""Extraction tasks: free text in, a validated pydantic value (or the reason why not) out.
+
+Example:
+    ```python
+    from prefect import flow
+    from pydantic import BaseModel
+    from prefect_openai_chat import extract
+
+    class Invoice(BaseModel):
+        customer: str
+        total: float
+
+    @flow
+    def one_invoice(text: str) -> Invoice | None:
+        return extract("my-chat-model", Invoice, text).value
+    ```
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from prefect import task
+from prefect.context import TaskRunContext
+from pydantic import BaseModel
+
+from prefect_openai_chat._sync import run_sync
+from prefect_openai_chat.blocks import ChatModel
+from prefect_openai_chat.chat import ChatRunner
+from prefect_openai_chat.extraction import (
+    CallFn,
+    ensure_model,
+    extraction_cache_key,
+    run_extraction,
+)
+from prefect_openai_chat.extraction.prompts import TextOrMessages
+from prefect_openai_chat.results import ChatResult, Extraction
+from prefect_openai_chat.tasks._common import (
+    TASK_TIER,
+    build_runner,
+    model_label,
+    resolve_chat_model,
+    run_logger,
+)
+
+_counter = itertools.count(1)
+
+
+def runner_call(runner: ChatRunner) -> CallFn:
+    """The `call(messages, params)` the extraction loop sends its attempts through."""
+
+    async def call(messages: list[dict[str, Any]], params: dict[str, Any]) -> ChatResult:
+        return await runner.complete(messages, **params)
+
+    return call
+
+
+def extraction_key(
+    chat_model: ChatModel,
+    schema: type[BaseModel],
+    text_or_messages: TextOrMessages,
+    instructions: str | None,
+    mode: str,
+    max_reprompts: int,
+    token_budget: int | None,
+) -> str:
+    """What determines the answer: content, schema, prompt, model, generation parameters."""
+    params = {**chat_model.generation_params(), "max_reprompts": max_reprompts}
+    params["token_budget"] = token_budget
+    params.pop("model", None)
+    return extraction_cache_key(
+        schema, text_or_messages, instructions, mode, chat_model.model, params
+    )
+
+
+def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    chat_model = parameters["chat_model"]
+    if not isinstance(chat_model, ChatModel):
+        chat_model = run_sync(resolve_chat_model(chat_model))
+    return "extract-" + extraction_key(
+        chat_model,
+        ensure_model(parameters["schema"]),
+        parameters["text_or_messages"],
+        parameters.get("instructions"),
+        parameters.get("mode", "auto"),
+        parameters.get("max_reprompts", 2),
+        parameters.get("token_budget"),
+    )
+
+
+def _run_name(parameters: dict[str, Any]) -> str:
+    schema = parameters.get("schema")
+    name = getattr(schema, "__name__", "value")
+    return f"extract {name} {model_label(parameters.get('chat_model'))} #{next(_counter)}"
+
+
+async def _extract(
+    chat_model: ChatModel | str,
+    schema: type[BaseModel],
+    text_or_messages: TextOrMessages,
+    instructions: str | None,
+    mode: str,
+    max_reprompts: int,
+    token_budget: int | None,
+) -> Extraction[Any]:
+    model_cls = ensure_model(schema)
+    _, runner = await build_runner(chat_model)
+    result = await run_extraction(
+        runner_call(runner),
+        model_cls,
+        text_or_messages,
+        model=runner.settings.model,
+        instructions=instructions,
+        mode=mode,
+        max_reprompts=max_reprompts,
+        token_budget=token_budget,
+        max_completion_tokens=runner.settings.defaults.get("max_completion_tokens"),
+    )
+    run_logger().info(
+        "extract %s outcome=%s attempts=%d reprompts=%d repaired=%s tokens=%d cost=%s%s",
+        model_cls.__name__,
+        result.outcome,
+        result.attempts,
+        result.reprompts,
+        result.repaired,
+        result.usage.total_tokens,
+        "unknown" if result.cost_usd is None else f"${result.cost_usd:.6f}",
+        "" if result.ok else f" reason={result.reason}",
+    )
+    return result
+
+
+_EXTRACT_OPTIONS: dict[str, Any] = {
+    "cache_key_fn": _cache_key,
+    "persist_result": True,
+    "task_run_name": _run_name,
+    **TASK_TIER,
+}
+
+
+@task(name="aextract", **_EXTRACT_OPTIONS)
+async def aextract(
+    chat_model: ChatModel | str,
+    schema: type[BaseModel],
+    text_or_messages: TextOrMessages,
+    instructions: str | None = None,
+    mode: str = "auto",
+    max_reprompts: int = 2,
+    token_budget: int | None = None,
+) -> Extraction[Any]:
+    """Extract one validated `schema` value from a text or a conversation.
+
+    The answer is parsed cheapest first (code fences and prose stripped, JSON repaired
+    locally), validated with the schema's own validators, and re-asked with a list of
+    what was wrong. A cut answer is re-sent with more room, never parsed. Results are
+    cached on what determines them, so a re-run does not pay again.
+
+    Args:
+        chat_model: A `ChatModel` block, or the name of a saved one.
+        schema: The pydantic model to extract.
+        text_or_messages: The source text, or chat messages that hold it (never changed).
+        instructions: What to extract, in words; a sensible default otherwise.
+        mode: `auto`, `json_schema`, `json_object` or `tools`.
+        max_reprompts: Re-asks after an invalid answer.
+        token_budget: Most tokens to spend on this record over all attempts.
+
+    Returns:
+        An `Extraction`: `ok` and `value`, or `outcome` and `reason`; usage and cost
+        summed over every attempt.
+    """
+    return await _extract(
+        chat_model, schema, text_or_messages, instructions, mode, max_reprompts, token_budget
+    )
+
+
+@task(name="extract", **_EXTRACT_OPTIONS)
+def extract(
+    chat_model: ChatModel | str,
+    schema: type[BaseModel],
+    text_or_messages: TextOrMessages,
+    instructions: str | None = None,
+    mode: str = "auto",
+    max_reprompts: int = 2,
+    token_budget: int | None = None,
+) -> Extraction[Any]:
+    """Sync twin of `aextract`."""
+    return run_sync(
+        _extract(
+            chat_model, schema, text_or_messages, instructions, mode, max_reprompts, token_budget
+        )
+    )
