@@ -36,7 +36,26 @@ _WHERE = {
     "count_message_tokens": "tokens",
     "estimate_cost": "tokens",
 }
-__all__ = sorted(_WHERE)
+__all__ = [
+    "AzureOpenAICredentials",
+    "BatchReport",
+    "ChatModel",
+    "ChatResult",
+    "Extraction",
+    "OpenAICredentials",
+    "RecordOutcome",
+    "Usage",
+    "achat_completion",
+    "aextract",
+    "aextract_batch",
+    "astream_chat_completion",
+    "chat_completion",
+    "count_message_tokens",
+    "estimate_cost",
+    "extract",
+    "extract_batch",
+    "stream_chat_completion",
+]
 
 if TYPE_CHECKING:
     from prefect_openai_chat.blocks import AzureOpenAICredentials, ChatModel, OpenAICredentials

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 _local = threading.local()
@@ -33,4 +33,5 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         if loop is None or loop.is_closed():
             loop = _local.loop = asyncio.new_event_loop()
         return loop.run_until_complete(coro)
-    return _helper.submit(run_sync, coro).result()
+    future = _helper.submit(cast(Callable[..., Any], run_sync), coro)
+    return cast(T, future.result())

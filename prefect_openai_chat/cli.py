@@ -3,6 +3,7 @@
 Example:
     $ prefect-openai-chat demo
     $ prefect-openai-chat simulator --profile flaky --port 8787 --seed 7
+    $ prefect-openai-chat setup --chat-model nightly-chat-model
 """
 
 from __future__ import annotations
@@ -12,6 +13,108 @@ import sys
 from collections.abc import Sequence
 
 
+def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="extract support tickets with a Prefect flow (simulator unless a key is set)",
+        description="Run the extract-records flow over the shipped sample support tickets"
+        " and print what it did. With no OPENAI_API_KEY (or with --simulate) the calls go"
+        " to the local simulator, so it needs no key and no network.",
+    )
+    demo.add_argument(
+        "--simulate",
+        action="store_true",
+        default=None,
+        help="use the local simulator even when OPENAI_API_KEY is set",
+    )
+    demo.add_argument(
+        "--credentials-block",
+        metavar="NAME",
+        help="call the API of this saved OpenAICredentials block",
+    )
+    demo.add_argument(
+        "--profile",
+        default="flaky",
+        help="simulator profile: ideal, flaky, rate-limited, outage, sloppy-json,"
+        " chaos (default: flaky)",
+    )
+    demo.add_argument("--seed", type=int, default=7, help="simulator seed (default: 7)")
+    demo.add_argument(
+        "--records",
+        type=int,
+        default=300,
+        help="how many sample tickets to process, 1 to 300 (default: 300)",
+    )
+    demo.add_argument(
+        "--model",
+        default="gpt-4o-mini-2024-07-18",
+        help="model to request (default: gpt-4o-mini-2024-07-18)",
+    )
+    demo.add_argument(
+        "--output",
+        default="prefect-openai-chat-demo",
+        help="folder for the rows, the quarantine and the summary"
+        " (default: ./prefect-openai-chat-demo)",
+    )
+    demo.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from prefect_openai_chat.demo import run_demo
+
+    if not 1 <= args.records <= 300:
+        print("--records must be between 1 and 300", file=sys.stderr)
+        return 2
+    summary = run_demo(
+        profile=args.profile,
+        seed=args.seed,
+        model=args.model,
+        records=args.records,
+        output=args.output,
+        simulate=args.simulate,
+        credentials_block=args.credentials_block,
+    )
+    return 0 if summary["records"] == summary["valid"] + summary["quarantined"] else 1
+
+
+def _add_setup(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    setup = commands.add_parser(
+        "setup",
+        help="save credentials and a ChatModel block from environment variables",
+        description="Register the plugin's block types with the Prefect API and save an"
+        " OpenAICredentials block and a ChatModel block built from OPENAI_API_KEY (and"
+        " OPENAI_BASE_URL, OPENAI_ORG_ID, OPENAI_PROJECT_ID when set).",
+    )
+    setup.add_argument(
+        "--credentials",
+        default="openai-credentials",
+        help="name of the credentials block (default: openai-credentials)",
+    )
+    setup.add_argument(
+        "--chat-model",
+        default="nightly-chat-model",
+        help="name of the ChatModel block (default: nightly-chat-model)",
+    )
+    setup.add_argument(
+        "--model",
+        default="gpt-4o-mini-2024-07-18",
+        help="model of the ChatModel block (default: gpt-4o-mini-2024-07-18)",
+    )
+    setup.set_defaults(handler=_run_setup)
+
+
+def _run_setup(args: argparse.Namespace) -> int:
+    from prefect_openai_chat.setup import save_blocks
+
+    try:
+        credentials, chat_model = save_blocks(args.credentials, args.chat_model, args.model)
+    except ValueError as exc:
+        print(f"setup failed: {exc}", file=sys.stderr)
+        return 2
+    print(f"saved OpenAICredentials block {credentials!r} and ChatModel block {chat_model!r}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -19,30 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="OpenAI Chat Completions inside Prefect pipelines, safely.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    demo = commands.add_parser(
-        "demo",
-        help="run a chat completion flow against the local simulator (no key, no network)",
-        description="Run a Prefect flow that sends a chat completion through the local"
-        " simulator and prints the answer and its usage.",
-    )
-    demo.add_argument("--profile", default="flaky", help="simulator profile (default: flaky)")
-    demo.add_argument("--seed", type=int, default=7, help="simulator seed (default: 7)")
-    demo.add_argument("--model", default="gpt-4o-mini-2024-07-18", help="model name to request")
-    demo.set_defaults(handler=_run_demo)
-
+    _add_demo(commands)
+    _add_setup(commands)
     from prefect_openai_chat.simulator.cli import add_parser as add_simulator
     from prefect_openai_chat.simulator.cli import run as run_simulator
 
     add_simulator(commands)
     commands.choices["simulator"].set_defaults(handler=run_simulator)
     return parser
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    from prefect_openai_chat.demo import run_demo
-
-    return run_demo(profile=args.profile, seed=args.seed, model=args.model)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

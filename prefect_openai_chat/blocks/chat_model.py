@@ -70,8 +70,8 @@ class ChatModel(Block):
     """
 
     _block_type_name = "OpenAI Chat Model"
-    _logo_url = _LOGO
-    _documentation_url = _DOCS
+    _logo_url = _LOGO  # type: ignore[assignment]  # Prefect types it as HttpUrl
+    _documentation_url = _DOCS  # type: ignore[assignment]
 
     credentials: OpenAICredentials | AzureOpenAICredentials = Field(
         default_factory=OpenAICredentials,

@@ -63,8 +63,8 @@ class OpenAICredentials(CredentialsBlock):
     """
 
     _block_type_name = "OpenAI Chat Credentials"
-    _logo_url = _LOGO
-    _documentation_url = _DOCS
+    _logo_url = _LOGO  # type: ignore[assignment]  # Prefect types it as HttpUrl
+    _documentation_url = _DOCS  # type: ignore[assignment]
 
     api_key: SecretStr | None = Field(
         default=None,
@@ -143,8 +143,8 @@ class AzureOpenAICredentials(CredentialsBlock):
     """
 
     _block_type_name = "Azure OpenAI Chat Credentials"
-    _logo_url = _LOGO
-    _documentation_url = _DOCS
+    _logo_url = _LOGO  # type: ignore[assignment]  # Prefect types it as HttpUrl
+    _documentation_url = _DOCS  # type: ignore[assignment]
 
     azure_endpoint: str = Field(
         description="The resource endpoint, such as https://my-resource.openai.azure.com."

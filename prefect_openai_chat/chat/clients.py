@@ -37,7 +37,7 @@ def cached_async_client(key: Hashable, build: Callable[[], C]) -> C:
         client = clients.get(key)
         if client is None:
             client = clients[key] = build()
-        return client  # type: ignore[no-any-return]
+        return client
 
 
 def cached_sync_client(key: Hashable, build: Callable[[], C]) -> C:
@@ -46,7 +46,7 @@ def cached_sync_client(key: Hashable, build: Callable[[], C]) -> C:
     client = clients.get(key)
     if client is None:
         client = clients[key] = build()
-    return client  # type: ignore[no-any-return]
+    return client
 
 
 def cached_loops() -> int:

@@ -134,9 +134,9 @@ class ChatRunner:
             verdict = self.protection.policy.classify(exc)
             if verdict.action is Action.CONTEXT:
                 return await self._after_overflow(exc, request, stream, on_delta, overrides)
-            if self.fallbacks or self.static_fallback is not None:
-                if _is_outage(verdict):
-                    return await self._fall_back(exc, request, stream, on_delta, overrides)
+            has_fallback = bool(self.fallbacks) or self.static_fallback is not None
+            if has_fallback and _is_outage(verdict):
+                return await self._fall_back(exc, request, stream, on_delta, overrides)
             raise
         return self._finish(result, request, attempts, started)
 

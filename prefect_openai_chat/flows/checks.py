@@ -24,7 +24,8 @@ def resolve_schema(schema: type[BaseModel] | str) -> type[BaseModel]:
         return schema
     if not isinstance(schema, str) or ":" not in schema:
         raise InvalidInputError(
-            f"schema must be a pydantic model or an import path 'package.module:Model', got {schema!r}"
+            "schema must be a pydantic model or an import path 'package.module:Model',"
+            f" got {schema!r}"
         )
     module_name, _, attribute = schema.partition(":")
     try:

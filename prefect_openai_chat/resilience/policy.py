@@ -117,8 +117,9 @@ def make_retry_condition(policy: RetryPolicy) -> Callable[[Any, Any, Any], Condi
     Prefect calls it with `(task, task_run, state)`. It takes the exception from the
     failed state (`state.data`, else `state.result(raise_on_failure=False)`) and
     answers the policy's `task_retry`; an error marked by `mark_for_task_tier` answers
-    with the mark instead, bounded by the marking policy's `task_retries`. In an async task Prefect's `state.result` is
-    a coroutine; the condition then returns an awaitable, which Prefect awaits.
+    with the mark instead, bounded by the marking policy's `task_retries`. In an async
+    task Prefect's `state.result` is a coroutine; the condition then returns an
+    awaitable, which Prefect awaits.
 
     Example:
         >>> from prefect_openai_chat.errors import CircuitOpenError

@@ -39,7 +39,7 @@ async def resolve_chat_model(chat_model: ChatModel | str) -> ChatModel:
             f"chat_model must be a ChatModel block or the name of a saved one, got {chat_model!r}"
         )
     try:
-        return await ChatModel.aload(chat_model.strip())  # type: ignore[no-any-return]
+        return await ChatModel.aload(chat_model.strip())
     except (ValueError, ObjectNotFound) as exc:
         raise InvalidInputError(
             f"no saved ChatModel block named {chat_model!r}; save one with"

@@ -29,7 +29,13 @@ from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction import ensure_model, run_extraction
 from prefect_openai_chat.extraction.record_cache import RecordCache
-from prefect_openai_chat.results import BatchReport, ChatResult, Extraction, RecordOutcome
+from prefect_openai_chat.results import (
+    BatchReport,
+    ChatResult,
+    Extraction,
+    Outcome,
+    RecordOutcome,
+)
 from prefect_openai_chat.tasks._common import build_runner, run_logger
 from prefect_openai_chat.tasks.extract import extraction_key
 
@@ -107,11 +113,11 @@ class _BatchRun:
             outcomes.append(None)
         cached = self.cache.get_many(k for k in keys if k) if self.cache else {}
         pending = []
-        for offset, (text, key) in enumerate(zip(texts, keys, strict=True)):
-            if text is None or key is None:
+        for offset, (maybe_text, maybe_key) in enumerate(zip(texts, keys, strict=True)):
+            if maybe_text is None or maybe_key is None:
                 on_done()
                 continue
-            index = start + offset
+            index, text, key = start + offset, maybe_text, maybe_key
             if key in cached:
                 hit = RecordOutcome.model_validate_json(cached[key])
                 outcomes[offset] = hit.model_copy(
@@ -207,8 +213,8 @@ def _outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordOutcome
     )
 
 
-def _failed(index: int, key: str, outcome: str, reason: str) -> RecordOutcome:
-    return RecordOutcome(index=index, key=key, ok=False, outcome=outcome, reason=reason)  # type: ignore[arg-type]
+def _failed(index: int, key: str, outcome: Outcome, reason: str) -> RecordOutcome:
+    return RecordOutcome(index=index, key=key, ok=False, outcome=outcome, reason=reason)
 
 
 def _batch_run_name(parameters: dict[str, Any]) -> str:

@@ -1,0 +1,80 @@
+"""Helpers shared by the benchmarks: sample records, a ChatModel for a simulator, verdicts.
+
+Not a public module; each benchmark stays one command
+(`/work/venv/bin/python benchmarks/<name>.py`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "gpt-4o-mini-2024-07-18"
+
+
+def sample_data_module() -> ModuleType:
+    """`scripts/make_sample_data.py` as a module (it is a script, not part of the package)."""
+    name = "_make_sample_data"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "make_sample_data.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def tickets(count: int, seed: int = 7) -> list[dict[str, str]]:
+    """`count` distinct sample tickets, deterministic for `seed` (the generator's own)."""
+    records: list[dict[str, str]] = sample_data_module().generate(count=count, seed=seed)
+    return records
+
+
+def hard_case_ids(count: int) -> dict[str, str]:
+    """Ticket id of each deliberately hard case in a data set of `count` tickets."""
+    ids: dict[str, str] = sample_data_module().hard_case_ids(count)
+    return ids
+
+
+def chat_model(base_url: str, api_key: str, **fields: Any) -> Any:
+    """A `ChatModel` block pointing at a simulator (not saved anywhere)."""
+    from prefect_openai_chat import ChatModel, OpenAICredentials
+
+    return ChatModel(
+        credentials=OpenAICredentials(base_url=base_url, api_key=api_key),
+        model=MODEL,
+        **fields,
+    )
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of `values`."""
+    return float(statistics.median(values))
+
+
+def rounds(values: Sequence[float], fmt: str = "{:.1f}") -> str:
+    """`[1.0, 2.0]` as a short list for the per-round line."""
+    return "[" + ", ".join(fmt.format(v) for v in values) + "]"
+
+
+def verdict(name: str, ok: bool, detail: str) -> bool:
+    """Print the one PASS/FAIL line of a benchmark target and return `ok`."""
+    print(f"{'PASS' if ok else 'FAIL'}: {name}: {detail}")
+    return ok
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size in KiB (VmHWM; Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

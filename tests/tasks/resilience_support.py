@@ -1,0 +1,149 @@
+"""Helpers for the resilience tests of the task layer: fresh registries, a ChatModel with
+fast retry settings, task run counts read back from the Prefect API, and a tiny HTTP server
+for the statuses the simulator does not produce (403, 422)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from prefect_openai_chat import ChatModel, OpenAICredentials
+from prefect_openai_chat.resilience import RetryEvent
+from prefect_openai_chat.resilience import budget as budget_module
+from prefect_openai_chat.resilience import circuit as circuit_module
+from prefect_openai_chat.resilience import limiter as limiter_module
+from prefect_openai_chat.simulator import Simulator
+from prefect_openai_chat.simulator.server import ServerThread
+
+MODEL = "gpt-4o-mini-2024-07-18"
+MESSAGES = [{"role": "user", "content": "Say hi."}]
+
+
+def clear_resilience() -> None:
+    """Forget every process-wide circuit guard, retry budget and limiter (test isolation)."""
+    circuit_module._registry.clear()
+    budget_module._registry.clear()
+    limiter_module._registry.clear()
+
+
+def fast_model(base_url: str, api_key: str, **fields: Any) -> ChatModel:
+    """A ChatModel whose in-call tier never sleeps for long, with any field overridden."""
+    settings: dict[str, Any] = {
+        "model": MODEL,
+        "read_timeout_s": 5.0,
+        "connect_timeout_s": 2.0,
+        "backoff_base_s": 0.0,
+        "backoff_cap_s": 0.01,
+        "retry_after_cap_s": 0.05,
+        "circuit_failures": 1000,
+        "retry_budget_ratio": 1.0,
+        **fields,
+    }
+    credentials = OpenAICredentials(base_url=base_url, api_key=api_key)
+    return ChatModel(credentials=credentials, **settings)
+
+
+def sim_model(sim: Simulator, **fields: Any) -> ChatModel:
+    """`fast_model` for a simulator."""
+    return fast_model(sim.base_url, sim.api_key, **fields)
+
+
+def unique_name(prefix: str) -> str:
+    """A block name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def task_run_count(task_run_id: UUID, timeout: float = 10.0) -> int:
+    """How many times Prefect ran the task, read back from the API once it is final."""
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            task_run = client.read_task_run(task_run_id)
+            if task_run.state_type is not None and task_run.state_type.value in (
+                "COMPLETED",
+                "FAILED",
+                "CRASHED",
+            ):
+                return int(task_run.run_count)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task run {task_run_id} not final: {task_run.state_type}")
+            time.sleep(0.05)
+
+
+class RetryRecorder:
+    """A `Protection.on_retry` hook: keeps every in-call retry event."""
+
+    def __init__(self) -> None:
+        self.events: list[RetryEvent] = []
+
+    def __call__(self, event: RetryEvent) -> None:
+        self.events.append(event)
+
+    @property
+    def delays(self) -> list[float]:
+        return [e.delay_s for e in self.events]
+
+
+class RecordingSleep:
+    """An async sleep that records the delays instead of waiting."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+class StatusServer:
+    """An OpenAI-shaped endpoint that answers every chat request with one error status.
+
+    The simulator has no fault for 403 and 422; this serves them over real HTTP so that
+    the real `openai` client raises its real exceptions.
+    """
+
+    BODIES: dict[int, dict[str, Any]] = {
+        403: {
+            "message": "Country, region, or territory not supported",
+            "type": "request_forbidden",
+            "code": "unsupported_country_region_territory",
+        },
+        422: {"message": "Unprocessable entity", "type": "invalid_request_error", "code": None},
+    }
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.requests = 0
+        self._lock = threading.Lock()
+        app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+        self._thread = ServerThread(app)
+
+    async def _chat(self, request: Request) -> Response:
+        await request.body()
+        with self._lock:
+            self.requests += 1
+        body = {"error": {**self.BODIES[self.status], "param": None}}
+        return Response(json.dumps(body), self.status, media_type="application/json")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._thread.port}/v1"
+
+    @contextmanager
+    def running(self) -> Iterator[StatusServer]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._thread.stop()
