@@ -101,14 +101,19 @@ async def run(args: argparse.Namespace) -> int:
         await plugin_round(model, records[:200])  # warm up connections, caches, imports
         await bare_round(client, records[:200])
         if args.profile:
-            profiler = cProfile.Profile()
-            profiler.enable()
-            rate, _ = await plugin_round(model, records)
-            profiler.disable()
-            print(f"plugin round under cProfile: {rate:.1f} records/s")
-            profiler.dump_stats("/tmp/plugin.prof")
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+            for name in ("plugin", "bare"):
+                profiler = cProfile.Profile()
+                profiler.enable()
+                if name == "plugin":
+                    rate, _ = await plugin_round(model, records)
+                else:
+                    rate, _ = await bare_round(client, records)
+                profiler.disable()
+                profiler.dump_stats(f"/tmp/bench_batch_{name}.prof")
+                total = sum(row[2] for row in pstats.Stats(profiler).stats.values())  # type: ignore[attr-defined]
+                print(f"\n=== {name} round under cProfile: {rate:.1f} records/s,"
+                      f" {1000 * total / len(records):.2f} profiled ms per record ===")
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
             await client.close()
             return 0
         sim.reset()

@@ -78,6 +78,10 @@ class ContextWindowExceededError(ChatError, ValueError):
         self.limit = limit
 
 
+class StaticFallbackError(ChatError):
+    """Only the static fallback answered: the endpoint is down and there is nothing to extract."""
+
+
 class CircuitOpenError(ChatError):
     """The circuit for this endpoint and model is open; the call was not sent."""
 
@@ -89,19 +93,3 @@ class CircuitOpenError(ChatError):
             f"circuit {key!r} is open after repeated outage errors"
             f" (last: {last_error or 'unknown'}); next probe at unix time {retry_at:.1f}"
         )
-
-
-class RetryBudgetExhaustedError(ChatError):
-    """Retries for this endpoint exceeded their share of requests; the error surfaced at once."""
-
-
-class RetriesExhaustedError(ChatError):
-    """Every attempt the policy allows failed; the last error is the `__cause__`."""
-
-    def __init__(self, message: str, attempts: int) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-
-
-class BudgetExceededError(ChatError):
-    """A token or cost budget would be exceeded by the next attempt."""

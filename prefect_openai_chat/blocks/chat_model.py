@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import openai
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from prefect_openai_chat.blocks.credentials import (
     _DOCS,
@@ -23,12 +23,13 @@ from prefect_openai_chat.chat.runner import ClientFactory
 from prefect_openai_chat.chat.settings import ChatSettings
 from prefect_openai_chat.resilience import (
     RetryPolicy,
+    build_verdicts,
     circuit_key,
     get_circuit_guard,
     get_rate_limiter,
     get_retry_budget,
 )
-from prefect_openai_chat.tokens import is_pinned_snapshot
+from prefect_openai_chat.tokens import is_pinned_snapshot, model_info
 from prefect_openai_chat.tokens.prices import Price
 
 logger = logging.getLogger("prefect_openai_chat")
@@ -140,7 +141,10 @@ class ChatModel(Block):
         description="The longest Retry-After the server may ask for, in seconds.",
     )
     task_retries: int = Field(
-        default=2, ge=0, description="Task re-runs for errors that outlast the in-call retries."
+        default=2,
+        ge=0,
+        le=10,
+        description="Task re-runs for errors that outlast the in-call retries, 0 to 10.",
     )
     error_overrides: dict[str, str] = Field(
         default_factory=dict,
@@ -184,6 +188,12 @@ class ChatModel(Block):
     context_window: int | None = Field(
         default=None, gt=0, description="The context window in tokens; empty uses the model table."
     )
+
+    @field_validator("error_overrides")
+    @classmethod
+    def _known_rows(cls, value: dict[str, str]) -> dict[str, str]:
+        build_verdicts(value)  # a clear ValueError naming the unknown row or action
+        return value
 
     @model_validator(mode="after")
     def _warn_about_settings(self) -> ChatModel:
@@ -236,7 +246,7 @@ class ChatModel(Block):
 
     def chat_settings(self, name: str = "primary") -> ChatSettings:
         """The Prefect-free settings the runner works from."""
-        if not is_pinned_snapshot(self.model):
+        if model_info(self.model).known and not is_pinned_snapshot(self.model):
             warn_once(
                 f"alias:{self.model}",
                 "model %r is a floating alias whose behaviour moves over time; pin a dated"
@@ -277,11 +287,8 @@ class ChatModel(Block):
             success_threshold=self.circuit_successes,
             redis_url=redis,
         )
-        limiter = None
-        if self.requests_per_minute or self.tokens_per_minute:
-            limiter = get_rate_limiter(
-                key, rpm=self.requests_per_minute, tpm=self.tokens_per_minute
-            )
+        # Always a limiter: without limits it only holds the shared pause after a 429.
+        limiter = get_rate_limiter(key, rpm=self.requests_per_minute, tpm=self.tokens_per_minute)
         return Protection(
             policy=self.retry_policy(),
             guard=guard,

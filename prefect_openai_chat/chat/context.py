@@ -8,11 +8,12 @@ the call to the first fallback whose window fits.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prefect_openai_chat.errors import ContextWindowExceededError
-from prefect_openai_chat.tokens import count_message_tokens
+from prefect_openai_chat.tokens import count_message_tokens, get_encoding, model_info
 from prefect_openai_chat.tokens.context import context_limit, fit_messages, split_for_summary
 
 SUMMARY_TOKENS = 512
@@ -21,6 +22,24 @@ SUMMARY_PROMPT = (
     " numbers, decisions and open questions; drop pleasantries."
 )
 Summarize = Callable[[list[dict[str, Any]]], Awaitable[str]]
+NOTE_PREFIX = "Summary of the earlier conversation: "
+_OMITTED = "[older turns omitted]\n"
+_MARGIN = 16  # re-encoding a cut transcript may differ by a few tokens; the marker costs some
+# OpenAI and vLLM both say "This model's maximum context length is 1000 tokens. ...".
+_SERVER_WINDOW = re.compile(r"maximum context length is (\d+) tokens", re.IGNORECASE)
+
+
+def server_window(exc: BaseException) -> int | None:
+    """The context window a server named in its overflow error, if it named one.
+
+    Only a size is read from the text; the error's row is decided by its code elsewhere.
+
+    Example:
+        >>> server_window(ValueError("This model's maximum context length is 1000 tokens."))
+        1000
+    """
+    match = _SERVER_WINDOW.search(str(getattr(exc, "message", None) or exc))
+    return int(match.group(1)) if match else None
 
 
 def completion_room(request: dict[str, Any]) -> int:
@@ -51,15 +70,12 @@ async def shorten(
         fitted = fit_messages(messages, model, room, "truncate_oldest", limit, tools)
         return {**request, "messages": fitted}
     if strategy == "summarize":
-        kept, dropped = split_for_summary(messages, model, room, SUMMARY_TOKENS, limit, tools)
+        note = count_message_tokens([{"role": "system", "content": NOTE_PREFIX}], model)
+        reserve = SUMMARY_TOKENS + note  # the summary arrives wrapped in a system message
+        kept, dropped = split_for_summary(messages, model, room, reserve, limit, tools)
         if not dropped:
             return request
-        summary = await summarize(
-            [
-                {"role": "system", "content": SUMMARY_PROMPT},
-                {"role": "user", "content": _transcript(dropped)},
-            ]
-        )
+        summary = await summarize(_summary_request(_transcript(dropped), model, limit))
         return {**request, "messages": _insert_summary(kept, summary)}
     prompt = count_message_tokens(messages, model, tools)
     raise ContextWindowExceededError(
@@ -70,6 +86,21 @@ async def shorten(
         prompt_tokens=prompt,
         limit=limit,
     )
+
+
+def _summary_request(transcript: str, model: str, limit: int) -> list[dict[str, Any]]:
+    """The summary call's messages; the transcript keeps its newest part if it cannot fit.
+
+    The summary call has the same window as the call itself: the dropped turns plus
+    the summary's own room must fit it too.
+    """
+    frame = [{"role": "system", "content": SUMMARY_PROMPT}, {"role": "user", "content": ""}]
+    budget = limit - SUMMARY_TOKENS - count_message_tokens(frame, model) - _MARGIN
+    encoding = get_encoding(model_info(model).encoding)
+    tokens = encoding.encode_ordinary(transcript)
+    if len(tokens) > budget:
+        transcript = _OMITTED + encoding.decode(tokens[len(tokens) - max(0, budget) :])
+    return [frame[0], {"role": "user", "content": transcript}]
 
 
 def _transcript(messages: list[dict[str, Any]]) -> str:
@@ -86,5 +117,5 @@ def _insert_summary(kept: list[dict[str, Any]], summary: str) -> list[dict[str, 
     lead = 0
     while lead < len(kept) and kept[lead].get("role") in ("system", "developer"):
         lead += 1
-    note = {"role": "system", "content": f"Summary of the earlier conversation: {summary}"}
+    note = {"role": "system", "content": f"{NOTE_PREFIX}{summary}"}
     return [*kept[:lead], note, *kept[lead:]]

@@ -28,7 +28,7 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from prefect_openai_chat.chat.context import overflow, shorten
+from prefect_openai_chat.chat.context import completion_room, overflow, server_window, shorten
 from prefect_openai_chat.chat.messages import validate_messages, validate_model_name
 from prefect_openai_chat.chat.protection import Protection
 from prefect_openai_chat.chat.response import StreamAccumulator, result_from_completion
@@ -121,7 +121,8 @@ class ChatRunner:
         on_delta: DeltaCallback | None,
         overrides: dict[str, Any],
     ) -> ChatResult:
-        if overflow(request, self.settings.context_window) > 0:
+        window = self.settings.context_window
+        if not _surely_fits(request, window) and overflow(request, window) > 0:
             if self.settings.context_strategy == "bigger_model":
                 return await self._bigger_model(request, stream, on_delta, overrides)
             request = await shorten(
@@ -158,11 +159,11 @@ class ChatRunner:
 
         p = self.protection
         tokens = 0
-        if p.limiter is not None:
+        if p.limiter is not None and p.limiter.limits_tokens:
             tokens = count_message_tokens(
                 request["messages"], request["model"], request.get("tools")
             )
-            tokens += int(request.get("max_completion_tokens") or request.get("max_tokens") or 0)
+            tokens += completion_room(request)
         return await call_with_retries(
             attempt,
             policy=p.policy,
@@ -231,12 +232,26 @@ class ChatRunner:
         strategy = self.settings.context_strategy
         if strategy == "bigger_model":
             return await self._bigger_model(request, stream, on_delta, overrides)
+        window = server_window(exc)  # the server's real window, when its message names it
         if strategy == "fail":
+            needed = count_message_tokens(
+                request["messages"], request["model"], request.get("tools")
+            )
+            named = f" of {window} tokens" if window else ""
             raise ContextWindowExceededError(
-                f"the server rejected the prompt as longer than {request['model']}'s context"
-                " window; shorten the input or set context_strategy on the ChatModel"
+                f"the server rejected the prompt ({needed} tokens plus"
+                f" {completion_room(request)} for the answer) as longer than"
+                f" {request['model']}'s context window{named}; shorten the input, or set"
+                " context_window and context_strategy on the ChatModel",
+                prompt_tokens=needed,
+                limit=window or 0,
             ) from exc
-        shorter = await shorten(request, strategy, self.settings.context_window, self._summary, 0.9)
+        if window is not None:
+            shorter = await shorten(request, strategy, window, self._summary)
+        else:  # the configured window is too large by an unknown amount: aim 10% lower
+            shorter = await shorten(
+                request, strategy, self.settings.context_window, self._summary, 0.9
+            )
         started = self._clock()
         result, attempts = await self._send(shorter, stream, on_delta)
         return self._finish(result, shorter, attempts + 1, started)
@@ -251,7 +266,7 @@ class ChatRunner:
         needed = count_message_tokens(request["messages"], request["model"], request.get("tools"))
         for runner in self.fallbacks:
             window = context_limit(runner.settings.model, runner.settings.context_window)
-            if needed + int(request.get("max_completion_tokens") or 0) <= window:
+            if needed + completion_room(request) <= window:
                 return await runner.complete(
                     request["messages"], stream=stream, on_delta=on_delta, **_no_model(overrides)
                 )
@@ -335,7 +350,28 @@ class ChatRunner:
 
 def _is_outage(verdict: Verdict) -> bool:
     """Errors a fallback can help with: the endpoint is down or its retries ran out."""
-    return verdict.action is Action.RETRY or verdict.reason in ("circuit_open", "retry_budget")
+    return verdict.action is Action.RETRY or verdict.reason == "circuit_open"
+
+
+def _surely_fits(request: dict[str, Any], window: int | None) -> bool:
+    """True when the request fits the context window even at one token per UTF-8 byte.
+
+    A token of a byte-level BPE is at least one byte and a character at most four,
+    so this bound needs no tokenizer. Requests near the limit, and those with tools
+    or non-text parts, are counted exactly instead.
+    """
+    if request.get("tools"):
+        return False
+    chars = 0
+    for message in request["messages"]:
+        for value in message.values():
+            if isinstance(value, str):
+                chars += len(value)
+            elif value is not None:
+                return False
+    per_message = 4  # 3 tokens of overhead, 1 more for a name
+    bound = 4 * chars + per_message * len(request["messages"]) + 3 + completion_room(request)
+    return bound <= context_limit(request["model"], window)
 
 
 def _no_model(overrides: dict[str, Any]) -> dict[str, Any]:

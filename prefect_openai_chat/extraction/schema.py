@@ -139,7 +139,7 @@ def response_format(schema: type[BaseModel]) -> dict[str, Any]:
     spec = schema_spec(schema)
     json_schema: dict[str, Any] = {
         "name": spec.name,
-        "schema": copy.deepcopy(spec.json_schema),
+        "schema": _fresh_schema(schema),
         "strict": spec.strict,
     }
     if spec.description:
@@ -153,11 +153,22 @@ def tool_definition(schema: type[BaseModel]) -> tuple[list[dict[str, Any]], dict
     function: dict[str, Any] = {
         "name": spec.name,
         "description": spec.description or f"Record the extracted {spec.name}.",
-        "parameters": copy.deepcopy(spec.json_schema),
+        "parameters": _fresh_schema(schema),
         "strict": spec.strict,
     }
     tools = [{"type": "function", "function": function}]
     return tools, {"type": "function", "function": {"name": spec.name}}
+
+
+def _fresh_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """A private copy of the API schema: parsing its JSON text is ~10x faster than deepcopy."""
+    fresh: dict[str, Any] = json.loads(_schema_json(ensure_model(schema)))
+    return fresh
+
+
+@functools.cache
+def _schema_json(model: type[BaseModel]) -> str:
+    return json.dumps(_spec(model).json_schema, ensure_ascii=False)
 
 
 @functools.cache

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, unmapped
 from pydantic import BaseModel
 
 from prefect_openai_chat.blocks import ChatModel
@@ -48,7 +48,7 @@ from prefect_openai_chat.flows.summary import RunArtifacts, RunTotals
 from prefect_openai_chat.results import RecordOutcome
 from prefect_openai_chat.tasks import events
 from prefect_openai_chat.tasks._common import run_logger
-from prefect_openai_chat.tasks.batch import extract_batch
+from prefect_openai_chat.tasks.batch import extract_batch, record_outcome, render
 from prefect_openai_chat.tasks.extract import extract
 
 # The parameter is called `schema`, as users expect; pydantic warns that the name shadows
@@ -61,10 +61,12 @@ def _batches(items: Iterator[SourceItem], size: int) -> Iterator[list[SourceItem
         yield batch
 
 
-def _quarantine_row(item: SourceItem, outcome: RecordOutcome | None, reason: str) -> dict[str, Any]:
+def _quarantine_row(
+    item: SourceItem, key: str, outcome: RecordOutcome | None, reason: str
+) -> dict[str, Any]:
     return {
         "line": item.line,
-        "key": outcome.key if outcome else str(item.line),
+        "key": key,  # the same key the output rows use (a batch's own index would repeat)
         "reason": reason,
         "outcome": outcome.outcome if outcome else "unreadable",
         "attempts": outcome.attempts if outcome else 0,
@@ -76,36 +78,46 @@ def _quarantine_row(item: SourceItem, outcome: RecordOutcome | None, reason: str
 def _per_record(
     chat_model: ChatModel | str,
     schema: type[BaseModel],
-    texts: list[str],
+    records: list[dict[str, Any]],
+    prompt: str,
     instructions: str | None,
     mode: str,
     max_reprompts: int,
 ) -> list[RecordOutcome]:
     """One `extract` task per record, for small inputs a user wants to see record by record."""
-    futures = extract.map(chat_model, schema, texts, instructions, mode, max_reprompts)
-    outcomes = []
-    for index, future in enumerate(futures):
-        extraction = future.result()
-        value = extraction.value
-        outcomes.append(
-            RecordOutcome(
+    outcomes: list[RecordOutcome | None] = [None] * len(records)
+    texts: dict[int, str] = {}
+    for index, record in enumerate(records):
+        try:
+            texts[index] = render(record, prompt)
+        except InvalidInputError as exc:
+            outcomes[index] = RecordOutcome(
+                index=index, key=str(index), ok=False, outcome="skipped", reason=str(exc)
+            )
+    # Only the texts are mapped: a block and the strings are iterable, `map` would split them.
+    futures = extract.map(
+        unmapped(chat_model),
+        unmapped(schema),
+        list(texts.values()),
+        unmapped(instructions),
+        unmapped(mode),
+        unmapped(max_reprompts),
+    )
+    for index, future in zip(texts, futures, strict=True):
+        try:
+            extraction = future.result()
+        except Exception as exc:  # as in extract_batch: quarantined with the reason, run goes on
+            outcomes[index] = RecordOutcome(
                 index=index,
                 key=str(index),
-                ok=extraction.ok,
-                value=value.model_dump(mode="json") if isinstance(value, BaseModel) else None,
-                outcome=extraction.outcome,
-                reason=extraction.reason,
-                attempts=extraction.attempts,
-                retries=extraction.retries,
-                repaired=extraction.repaired,
-                reprompts=extraction.reprompts,
-                usage=extraction.usage,
-                cost_usd=extraction.cost_usd,
-                latency_s=extraction.latency_s,
-                last_raw_output=extraction.raw_outputs[-1] if extraction.raw_outputs else None,
+                ok=False,
+                outcome="error",
+                attempts=1,
+                reason=f"the call failed: {type(exc).__name__}: {exc}",
             )
-        )
-    return outcomes
+            continue
+        outcomes[index] = record_outcome(index, str(index), extraction)
+    return [o for o in outcomes if o is not None]
 
 
 @flow(name="extract-records", log_prints=True)
@@ -229,18 +241,14 @@ def _run_batch(
             reason = item.error or "unreadable"
             totals.add(RecordOutcome(index=item.line, key=str(item.line), ok=False, reason=reason))
             totals.add_quarantined(item.line, str(item.line), reason)
-            bad.write(_quarantine_row(item, None, reason))
+            bad.write(_quarantine_row(item, str(item.line), None, reason))
     if not readable:
         return
     records = [item.record for item in readable]
     if per_record_tasks:
-        texts = []
-        for record in records:
-            try:
-                texts.append(prompt.format(**record))  # type: ignore[arg-type]
-            except KeyError as exc:
-                texts.append(f"(missing field {exc.args[0]!r})")
-        outcomes = _per_record(chat_model, schema, texts, instructions, mode, max_reprompts)
+        outcomes = _per_record(
+            chat_model, schema, records, prompt, instructions, mode, max_reprompts
+        )
     else:
         report = extract_batch.with_options(task_run_name=f"extract {schema.__name__} {label}")(
             chat_model,
@@ -265,7 +273,7 @@ def _run_batch(
         else:
             reason = outcome.reason or outcome.outcome
             totals.add_quarantined(item.line, key, reason)
-            bad.write(_quarantine_row(item, outcome, reason))
+            bad.write(_quarantine_row(item, key, outcome, reason))
 
 
 def _check_exactly_once(totals: RunTotals, rows: Sink, bad: Sink) -> None:

@@ -89,7 +89,8 @@ def count_records(source: Source) -> int | None:
 
 
 def _read_jsonl(path: Path) -> Iterator[SourceItem]:
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    # utf-8-sig: files saved by Excel and some editors start with a byte order mark
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -111,7 +112,7 @@ def _read_jsonl(path: Path) -> Iterator[SourceItem]:
 
 
 def _read_csv(path: Path) -> Iterator[SourceItem]:
-    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if not header:

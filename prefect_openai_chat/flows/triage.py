@@ -83,6 +83,17 @@ def write_outputs(
     return {"valid": rows.rows, "quarantined": bad.rows}
 
 
+@task(name="write-unusable")
+def write_unusable(output_dir: str, unusable: list[dict[str, Any]]) -> dict[str, int]:
+    """Records that could not be read or were empty go to `quarantine-unreadable.jsonl`."""
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open_sink(folder / "quarantine-unreadable.jsonl") as bad:
+        for row in unusable:
+            bad.write(row)
+    return {"valid": 0, "quarantined": bad.rows}
+
+
 @flow(name="triage-then-extract")
 def triage_then_extract(
     source: str | Iterable[dict[str, Any]],
@@ -108,7 +119,7 @@ def triage_then_extract(
         batch_label="triage",
     )
     groups = route(records, triage.records)
-    counts: dict[str, dict[str, int]] = {"unreadable": {"valid": 0, "quarantined": len(unusable)}}
+    counts = {"unreadable": write_unusable(output_dir, unusable)}
     for kind, group in sorted(groups.items()):
         schema = SCHEMA_FOR_KIND.get(kind, SCHEMA_FOR_KIND["other"])
         report = extract_batch(

@@ -29,8 +29,7 @@ from prefect_openai_chat.errors import (
     CredentialsRejectedError,
     IncompleteStreamError,
     InsufficientQuotaError,
-    RetriesExhaustedError,
-    RetryBudgetExhaustedError,
+    StaticFallbackError,
     StreamErrorEvent,
 )
 
@@ -87,7 +86,6 @@ DEFAULT_VERDICTS: dict[str, Verdict] = {
     "422": _v(_F, False, False),
     "other_4xx": _v(_F, False, False),
     "circuit_open": _v(_F, True, False),  # fail fast; the task tier retries later
-    "retry_budget": _v(_F, True, False),
     "unknown": _v(_F, False, False),  # bugs and anything not listed: fail loudly
 }
 DEFAULT_VERDICTS = {row: replace(v, reason=row) for row, v in DEFAULT_VERDICTS.items()}
@@ -128,10 +126,8 @@ def error_row(exc: BaseException) -> str:
         'timeout'
     """
     # Errors the plugin raised itself (some wrap an openai error as their cause).
-    if isinstance(exc, CircuitOpenError):
-        return "circuit_open"
-    if isinstance(exc, RetryBudgetExhaustedError):
-        return "retry_budget"
+    if isinstance(exc, CircuitOpenError | StaticFallbackError):
+        return "circuit_open"  # the endpoint is down: fail now, the task tier retries later
     if isinstance(exc, InsufficientQuotaError):
         return "insufficient_quota"
     if isinstance(exc, CredentialsRejectedError | ContextWindowExceededError):
@@ -140,8 +136,6 @@ def error_row(exc: BaseException) -> str:
         return _stream_error_row(exc.code, exc.type)
     if isinstance(exc, IncompleteStreamError):
         return "stream_interrupted"
-    if isinstance(exc, RetriesExhaustedError) and exc.__cause__ is not None:
-        return error_row(exc.__cause__)
     # openai errors.
     if isinstance(exc, openai.APITimeoutError | TimeoutError):
         return "timeout"

@@ -116,6 +116,11 @@ class RateLimiter:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     @property
+    def limits_tokens(self) -> bool:
+        """Whether `acquire` needs a token count (a tokens-per-minute limit is set)."""
+        return self._tokens is not None
+
+    @property
     def paused_for(self) -> float:
         """Seconds left in the current pause (0.0 when not paused)."""
         return max(0.0, self._paused_until - self._clock())

@@ -31,16 +31,16 @@ from prefect_openai_chat.extraction import ensure_model, run_extraction
 from prefect_openai_chat.extraction.record_cache import RecordCache
 from prefect_openai_chat.results import (
     BatchReport,
-    ChatResult,
     Extraction,
     Outcome,
     RecordOutcome,
 )
 from prefect_openai_chat.tasks._common import build_runner, run_logger
-from prefect_openai_chat.tasks.extract import extraction_key
+from prefect_openai_chat.tasks.extract import extraction_key, runner_call
 
 Record = Mapping[str, Any] | str
-FINAL_OUTCOMES = frozenset({"ok", "invalid", "truncated", "refused", "content_filter"})
+# Outcomes that the same inputs would reach again; errors (outages) are tried again.
+FINAL_OUTCOMES = frozenset({"ok", "invalid", "truncated", "refused", "content_filter", "budget"})
 
 
 def default_cache_path() -> Path:
@@ -109,7 +109,8 @@ class _BatchRun:
                 outcomes.append(_failed(index, self.key_of(index, record), "skipped", str(exc)))
                 continue
             texts.append(text)
-            keys.append(self._cache_key(text))
+            # Without a cache no key is needed; any non-empty placeholder marks "to do".
+            keys.append(self._cache_key(text) if self.cache is not None else f"#{offset}")
             outcomes.append(None)
         cached = self.cache.get_many(k for k in keys if k) if self.cache else {}
         pending = []
@@ -158,11 +159,12 @@ class _BatchRun:
     ) -> None:
         policy = self.runner.protection.policy
         rounds = policy.task_retries + 1
+        spent: list[Extraction[Any]] = []  # earlier rounds were paid for too
         for round_number in range(rounds):
             errors: list[BaseException] = []
             async with self.semaphore:
                 extraction = await run_extraction(
-                    self._call(errors),
+                    runner_call(self.runner, errors),
                     self.spec.schema,
                     text,
                     model=self.runner.settings.model,
@@ -178,22 +180,27 @@ class _BatchRun:
             retry = bool(errors) and policy.classify(errors[-1]).task_retry
             if not retry or round_number == rounds - 1:
                 break
+            spent.append(extraction)
             await asyncio.sleep(policy.task_retry_delay_s)
-        outcomes[offset] = _outcome(index, self.key_of(index, record), extraction)
+        outcome = record_outcome(index, self.key_of(index, record), extraction)
+        outcomes[offset] = _with_earlier_rounds(outcome, spent)
         on_done()
 
-    def _call(self, errors: list[BaseException]) -> Any:
-        async def call(messages: list[dict[str, Any]], params: dict[str, Any]) -> ChatResult:
-            try:
-                return await self.runner.complete(messages, **params)
-            except Exception as exc:
-                errors.append(exc)
-                raise
 
-        return call
+def _with_earlier_rounds(outcome: RecordOutcome, spent: list[Extraction[Any]]) -> RecordOutcome:
+    """Add what earlier rounds of the same record cost to its final outcome."""
+    if not spent:
+        return outcome
+    usage, attempts = outcome.usage, outcome.attempts
+    costs = [c for c in (outcome.cost_usd, *(e.cost_usd for e in spent)) if c is not None]
+    for earlier in spent:
+        usage, attempts = usage + earlier.usage, attempts + earlier.attempts
+    cost = round(sum(costs), 10) if costs else None
+    return outcome.model_copy(update={"usage": usage, "attempts": attempts, "cost_usd": cost})
 
 
-def _outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordOutcome:
+def record_outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordOutcome:
+    """The `RecordOutcome` of one record's extraction."""
     value = extraction.value
     return RecordOutcome(
         index=index,

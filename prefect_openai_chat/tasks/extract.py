@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from prefect_openai_chat._sync import run_sync
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat import ChatRunner
+from prefect_openai_chat.errors import StaticFallbackError
 from prefect_openai_chat.extraction import (
     CallFn,
     ensure_model,
@@ -47,11 +48,26 @@ from prefect_openai_chat.tasks._common import (
 _counter = itertools.count(1)
 
 
-def runner_call(runner: ChatRunner) -> CallFn:
-    """The `call(messages, params)` the extraction loop sends its attempts through."""
+def runner_call(runner: ChatRunner, errors: list[BaseException] | None = None) -> CallFn:
+    """The `call(messages, params)` the extraction loop sends its attempts through.
+
+    A static fallback's text is not an answer to extract from: it raises
+    `StaticFallbackError` instead. Errors are appended to `errors` when given.
+    """
 
     async def call(messages: list[dict[str, Any]], params: dict[str, Any]) -> ChatResult:
-        return await runner.complete(messages, **params)
+        try:
+            result = await runner.complete(messages, **params)
+            if result.answered_by == "static":
+                raise StaticFallbackError(
+                    "the endpoint is down and only the static fallback answered;"
+                    " the record was not extracted"
+                )
+            return result
+        except Exception as exc:
+            if errors is not None:
+                errors.append(exc)
+            raise
 
     return call
 

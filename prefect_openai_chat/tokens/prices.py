@@ -33,6 +33,8 @@ PRICES: dict[str, Price] = {
     "gpt-4": Price(30.0, 30.0, 60.0),
     "gpt-4-32k": Price(60.0, 60.0, 120.0),
     "gpt-4-turbo": Price(10.0, 10.0, 30.0),
+    "gpt-4-1106": Price(10.0, 10.0, 30.0),
+    "gpt-4-0125": Price(10.0, 10.0, 30.0),
     "gpt-4o": Price(2.50, 1.25, 10.0),
     "gpt-4o-mini": Price(0.15, 0.075, 0.60),
     "chatgpt-4o": Price(5.0, 5.0, 15.0),

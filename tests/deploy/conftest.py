@@ -1,129 +1,26 @@
-"""A real `prefect server start` on loopback, shared by the deployment and browser tests.
-
-The server runs in a child process with its own PREFECT_HOME (so its own SQLite
-database) under pytest's tmp folder, on a free port of 127.0.0.1, without the
-scheduler (the nightly cron must not add runs of its own) and without analytics.
-Children that should talk to it (the `prefect` CLI, a worker, the demo) get
-`PrefectServer.env`; code in the test process wraps its calls in
-`PrefectServer.settings()`.
-"""
+"""A real `prefect server start` on loopback, shared by the deployment and browser tests."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVER_STARTUP_TIMEOUT_S = 90.0
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def prefect_command(*args: str) -> list[str]:
-    """The `prefect` CLI of the running interpreter (no reliance on PATH)."""
-    return [sys.executable, "-m", "prefect", *args]
-
-
-def stop_process(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
-    """Stop a child started with `start_new_session=True`, and everything it started."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    """The last lines of a log file, for failure messages."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-@dataclass
-class PrefectServer:
-    """A running Prefect server: where it listens and the environment that reaches it."""
-
-    url: str
-    home: Path
-    log: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def api_url(self) -> str:
-        """The REST API, e.g. http://127.0.0.1:4321/api."""
-        return f"{self.url}/api"
-
-    @contextlib.contextmanager
-    def settings(self) -> Iterator[None]:
-        """Point Prefect in this process (blocks, clients, run_deployment) at the server."""
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        with temporary_settings({PREFECT_API_URL: self.api_url}):
-            yield
-
-
-def server_env(home: Path, api_url: str) -> dict[str, str]:
-    """The environment of every child process that belongs to the test server."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=api_url,
-        PREFECT_UI_API_URL=api_url,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_CLI_PROMPT="false",
-        PREFECT_SERVER_LOGGING_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
-    """Wait until GET /api/health answers true, or fail with the server's log."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"prefect server exited with {process.returncode} before it was healthy:\n"
-                + tail(log)
-            )
-        try:
-            with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"prefect server not healthy after {timeout_s:.0f}s:\n" + tail(log))
+from server_support import (
+    SERVER_STARTUP_TIMEOUT_S,
+    PrefectServer,
+    free_port,
+    prefect_command,
+    server_env,
+    stop_process,
+    wait_healthy,
+)
 
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """`prefect server start` on 127.0.0.1:<free port>, stopped (process group) after the session."""
+    """`prefect server start` on 127.0.0.1:<free port>; its process group is stopped after."""
     root = tmp_path_factory.mktemp("prefect-server")
     home = root / "home"
     home.mkdir()

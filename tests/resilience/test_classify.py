@@ -11,7 +11,6 @@ from prefect_openai_chat.errors import (
     CredentialsRejectedError,
     IncompleteStreamError,
     InsufficientQuotaError,
-    RetriesExhaustedError,
     StreamErrorEvent,
 )
 from prefect_openai_chat.resilience import Action, Verdict, build_verdicts, classify, error_row
@@ -104,12 +103,6 @@ def test_context_overflow_from_message_only_when_server_sends_no_code() -> None:
     assert classify(ollama).action is Action.CONTEXT
     assert classify(openai_other).action is Action.FAIL
     assert classify(status_error(400, {"error": "bad json"})).action is Action.FAIL
-
-
-def test_retries_exhausted_is_classified_by_its_cause() -> None:
-    wrapper = RetriesExhaustedError("gave up", attempts=4)
-    wrapper.__cause__ = status_error(503, api_error(None))
-    assert classify(wrapper).task_retry is True
 
 
 def test_rows_can_be_overridden_by_action_or_verdict() -> None:

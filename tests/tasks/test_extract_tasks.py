@@ -30,7 +30,7 @@ ROOM = 400  # max_completion_tokens of the test model: truncation numbers are ex
 
 TICKET = (
     "Subject: Wrong price charged\n\nName: Wei Farouk\nEmail: wei.farouk@acme-logistics.com\n"
-    "Order number: ORD-25347\n\nThe Brew Mini espresso machine was advertised at a lower price"
+    "Order ID: ORD-25347\n\nThe Brew Mini espresso machine was advertised at a lower price"
     " but I paid €207.90 on 2023-12-23. Can you refund the difference?"
 )
 # An amount with no currency anywhere: every answer breaks SupportTicket's business rule.
@@ -236,13 +236,18 @@ def test_truncated_once_is_resent_with_more_room(sim: Simulator) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fault", "outcome", "finish"),
-    [("refusal", "refused", "stop"), ("content-filter", "content_filter", "content_filter")],
+    ("fault", "outcome", "finish", "settings"),
+    [
+        ("refusal", "refused", "stop", {}),
+        ("content-filter", "content_filter", "content_filter", {}),
+        ("content-filter", "content_filter", "content_filter", {"content_filter": "flag"}),
+    ],
+    ids=["refusal", "content-filter-raise", "content-filter-flag"],
 )
 def test_refusal_and_content_filter_are_not_reasked(
-    sim: Simulator, fault: str, outcome: str, finish: str
+    sim: Simulator, fault: str, outcome: str, finish: str, settings: dict[str, Any]
 ) -> None:
-    result = run_extract(model_for(sim, fault), SupportTicket, TICKET)
+    result = run_extract(model_for(sim, fault, **settings), SupportTicket, TICKET)
 
     assert not result.ok and result.outcome == outcome and result.value is None
     assert (result.attempts, result.reprompts) == (1, 0)
@@ -252,6 +257,14 @@ def test_refusal_and_content_filter_are_not_reasked(
     stats = sim.stats()
     assert result.usage.prompt_tokens == stats.prompt_tokens
     assert result.usage.completion_tokens == stats.completion_tokens
+
+
+def test_token_budget_too_small_for_one_attempt_sends_nothing(sim: Simulator) -> None:
+    result = run_extract(model_for(sim), SupportTicket, TICKET, token_budget=100)
+
+    assert not result.ok and result.outcome == "budget"
+    assert "token budget of 100" in (result.reason or "")
+    assert result.attempts == 0 and sim.stats().requests == 0
 
 
 # --- the task cache -------------------------------------------------------------------------
@@ -303,3 +316,22 @@ def test_a_failed_call_is_not_cached(sim: Simulator) -> None:
     result = run_extract(model_for(sim, "ok"), SupportTicket, TICKET)
     assert result.ok
     assert sim.stats().requests == 1
+
+
+async def test_saved_block_name_works_and_caches(sim: Simulator) -> None:
+    name = "extract-tasks-saved-model"
+    await model_for(sim, "fenced-json").save(name, overwrite=True)
+
+    @flow
+    async def by_name() -> Extraction[Any]:
+        return await aextract(name, SupportTicket, TICKET)
+
+    @flow
+    def by_name_sync() -> Extraction[Any]:
+        return extract(name, SupportTicket, TICKET)
+
+    first = await by_name()
+    assert first.ok and first.repaired and sim.stats().requests == 1
+    sim.reset()
+    assert by_name_sync().value == first.value  # the same cache key from the sync twin
+    assert sim.stats().requests == 0

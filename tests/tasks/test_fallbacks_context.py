@@ -32,7 +32,8 @@ from prefect_openai_chat.tokens.context import fit_messages
 
 SYNC_CHAT = chat_completion.with_options(retry_delay_seconds=0)
 SERVER_WINDOW = 1000  # the narrow simulator's real window for MODEL
-ROOM = 50  # max_completion_tokens of the context tests
+ROOM = 0  # no max_completion_tokens: the simulator fills any limit given and answers 'length'
+WINDOW = 800  # what the pre-check tests configure
 
 
 def conversation(turns: int) -> list[dict[str, str]]:
@@ -76,9 +77,17 @@ def _fresh(up: Simulator, down: Simulator, narrow: Simulator) -> None:
     clear_resilience()
 
 
-def save(model: ChatModel, prefix: str) -> str:
+_saved: dict[tuple[str, str], str] = {}
+
+
+def save(model: ChatModel, prefix: str, reuse: bool = True) -> str:
+    """Save `model` under a fresh name (once per module for the same prefix and settings)."""
+    slot = (prefix, model.model_dump_json())
+    if reuse and slot in _saved:
+        return _saved[slot]
     name = unique_name(prefix)
     model.save(name, overwrite=True)
+    _saved[slot] = name
     return name
 
 
@@ -115,7 +124,7 @@ def test_primary_down_answered_by_the_saved_fallback(up: Simulator, down: Simula
 
 
 def test_static_answer_when_everything_is_down(down: Simulator) -> None:
-    other = save(sim_model(down, model="gpt-4o-2024-08-06"), "fallback-down")
+    other = save(sim_model(down, model="gpt-4o-2024-08-06", max_attempts=2), "fallback-down")
     primary = sim_model(
         down,
         max_attempts=2,
@@ -131,7 +140,7 @@ def test_static_answer_when_everything_is_down(down: Simulator) -> None:
 
 
 def test_a_400_never_falls_back(up: Simulator, down: Simulator) -> None:
-    fallback = save(sim_model(down), "fallback-unused")
+    fallback = save(sim_model(down, model="gpt-4o-2024-08-06", max_attempts=2), "fallback-down")
     primary = sim_model(up, temperature=7.0, fallback_models=[fallback], static_fallback="no")
     error = outcome_of(primary, MESSAGES)
     assert isinstance(error, openai.BadRequestError)
@@ -143,38 +152,33 @@ def test_a_400_never_falls_back(up: Simulator, down: Simulator) -> None:
 
 def ctx_model(sim: Simulator, strategy: str, window: int | None, **fields: Any) -> ChatModel:
     return sim_model(
-        sim,
-        context_strategy=strategy,
-        context_window=window,
-        max_completion_tokens=ROOM,
-        task_retries=0,
-        **fields,
+        sim, context_strategy=strategy, context_window=window, task_retries=0, **fields
     )
 
 
 def test_fail_names_both_numbers_and_sends_nothing(up: Simulator) -> None:
     @flow
     def too_long() -> Any:
-        state = SYNC_CHAT(ctx_model(up, "fail", 400), LONG, return_state=True)
+        state = SYNC_CHAT(ctx_model(up, "fail", WINDOW), LONG, return_state=True)
         return state.result(raise_on_failure=False), state.state_details.task_run_id
 
     error, task_run_id = too_long()
     prompt = count_message_tokens(LONG, MODEL)
     assert isinstance(error, ContextWindowExceededError)
-    assert (error.prompt_tokens, error.limit) == (prompt, 400)
-    assert f"({prompt} tokens)" in str(error) and "400 tokens" in str(error)
+    assert (error.prompt_tokens, error.limit) == (prompt, WINDOW)
+    assert f"({prompt} tokens)" in str(error) and f"{WINDOW} tokens" in str(error)
     assert "truncate_oldest" in str(error)
     assert up.stats().requests == 0
     assert task_run_count(task_run_id) == 1
 
 
 def test_truncate_oldest_sends_fewer_messages_that_fit(up: Simulator) -> None:
-    result = outcome_of(ctx_model(up, "truncate_oldest", 400), LONG)
-    expected = fit_messages(LONG, MODEL, ROOM, "truncate_oldest", 400)
+    result = outcome_of(ctx_model(up, "truncate_oldest", WINDOW), LONG)
+    expected = fit_messages(LONG, MODEL, ROOM, "truncate_oldest", WINDOW)
     assert isinstance(result, ChatResult)
     assert len(expected) < len(LONG) and expected[0] == LONG[0] and expected[-1] == LONG[-1]
     assert result.usage.prompt_tokens == count_message_tokens(expected, MODEL)
-    assert result.usage.prompt_tokens + ROOM <= 400
+    assert result.usage.prompt_tokens + ROOM <= WINDOW
     assert up.stats().requests == 1
 
 
@@ -229,27 +233,27 @@ def _check_summary_requests(bodies: list[dict[str, Any]], window: int) -> None:
 
 
 def test_summarize_condenses_the_dropped_turns(up: Simulator) -> None:
-    result = outcome_of(ctx_model(up, "summarize", 400), LONG)
+    result = outcome_of(ctx_model(up, "summarize", WINDOW), LONG)
     assert isinstance(result, ChatResult) and result.content
     assert up.stats().requests == 2  # the summary, then the call itself
 
     up.reset()
-    result, bodies = summarized(up, ctx_model(up, "summarize", 400))
+    result, bodies = summarized(up, ctx_model(up, "summarize", WINDOW))
     assert len(bodies) == 2 and up.stats().requests == 2
-    _check_summary_requests(bodies, 400)
+    _check_summary_requests(bodies, WINDOW)
 
 
 def test_bigger_model_hands_the_call_to_a_fallback_that_fits(up: Simulator) -> None:
-    small = save(sim_model(up, model="gpt-4o-2024-08-06", context_window=500), "too-small")
+    small = save(sim_model(up, model="gpt-4o-2024-08-06", context_window=WINDOW + 100), "too-small")
     big = save(sim_model(up, context_window=100_000), "big-window")
-    primary = ctx_model(up, "bigger_model", 400, fallback_models=[small, big])
+    primary = ctx_model(up, "bigger_model", WINDOW, fallback_models=[small, big])
     result = outcome_of(primary, LONG)
     assert isinstance(result, ChatResult)
     assert result.answered_by == big
     assert result.usage.prompt_tokens == count_message_tokens(LONG, MODEL)
     assert up.stats().requests == 1
 
-    primary = ctx_model(up, "bigger_model", 400, fallback_models=[small])
+    primary = ctx_model(up, "bigger_model", WINDOW, fallback_models=[small])
     error = outcome_of(primary, LONG)
     assert isinstance(error, ContextWindowExceededError) and "fits neither" in str(error)
     assert up.stats().requests == 1
@@ -287,7 +291,7 @@ def test_server_overflow_with_summarize(narrow: Simulator) -> None:
 
 
 def test_server_overflow_with_bigger_model(narrow: Simulator, up: Simulator) -> None:
-    big = save(sim_model(up, context_window=100_000), "big-after-400")
+    big = save(sim_model(up, context_window=100_000), "big-window")
     primary = ctx_model(narrow, "bigger_model", BELIEVED_WINDOW, fallback_models=[big])
     result = outcome_of(primary, LONG)
     assert isinstance(result, ChatResult), result
@@ -306,54 +310,56 @@ def test_wrong_saved_key_fails_after_one_attempt(up: Simulator) -> None:
     assert up.stats().by_status == {401: 1}  # reloaded once: same key, so no second attempt
 
 
-def test_401_retries_once_with_the_block_saved_anew(up: Simulator) -> None:
-    name = save(fast_model(up.base_url, "sk-revoked-2222"), "rotated")
+def test_401_reloads_the_block_saved_anew_once(up: Simulator) -> None:
+    name = save(fast_model(up.base_url, "sk-revoked-2222"), "rotated", reuse=False)
 
     @flow
-    async def rotated() -> ChatResult:
+    async def rotations() -> tuple[Any, Any]:
+        # Rotated to another wrong key while the task ran: 401, reload (changed), 401, fail.
         _, runner = await build_runner(name)  # what the task does when it starts
-        fast_model(up.base_url, up.api_key).save(name, overwrite=True)  # an operator rotates it
-        return await runner.complete(MESSAGES)
-
-    result = asyncio.run(rotated())
-    assert result.attempts == 2 and result.content
-    assert up.stats().by_status == {401: 1, 200: 1}
-
-
-def test_401_after_a_reload_to_another_wrong_key_fails(up: Simulator) -> None:
-    name = save(fast_model(up.base_url, "sk-revoked-3333"), "rotated-wrong")
-
-    @flow
-    async def rotated() -> Any:
-        _, runner = await build_runner(name)
-        fast_model(up.base_url, "sk-still-wrong-4444").save(name, overwrite=True)
+        await fast_model(up.base_url, "sk-still-wrong-4444").asave(name, overwrite=True)
         try:
-            return await runner.complete(MESSAGES)
+            await runner.complete(MESSAGES)
         except CredentialsRejectedError as exc:
-            return exc
+            rejected = exc
+        requests = up.stats().by_status.copy()
+        # Rotated to the right key: 401, reload (changed), 200.
+        _, runner = await build_runner(name)
+        await fast_model(up.base_url, up.api_key).asave(name, overwrite=True)
+        return (rejected, requests), await runner.complete(MESSAGES)
 
-    error = asyncio.run(rotated())
-    assert isinstance(error, CredentialsRejectedError)
-    assert "after reloading" in str(error) and "4444" not in str(error)
-    assert up.stats().by_status == {401: 2}
+    (rejected, requests), result = asyncio.run(rotations())
+    assert isinstance(rejected, CredentialsRejectedError)
+    assert "after reloading" in str(rejected) and "4444" not in str(rejected)
+    assert requests == {401: 2}
+    assert result.attempts == 2 and result.content
+    assert up.stats().by_status == {401: 3, 200: 1}
 
 
-def test_401_picks_up_a_rotated_environment_variable(
+def test_401_reload_reads_a_rotated_environment_variable(
     up: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-old-env-5555")
     model = fast_model(up.base_url, "", task_retries=0)
-    assert model.credentials.api_key is not None
     model.credentials.api_key = None  # the key comes from the environment
 
     @flow
-    async def rotated() -> ChatResult:
+    async def rotated() -> tuple[list[bool], Any, ChatResult]:
         _, runner = await build_runner(model)
+        reload = runner.protection.reload_credentials
+        assert reload is not None
+        try:
+            await runner.complete(MESSAGES)
+        except CredentialsRejectedError as exc:
+            rejected: Any = exc  # the old key: 401, the reload found the same key
         monkeypatch.setenv("OPENAI_API_KEY", up.api_key)
-        return await runner.complete(MESSAGES)
+        changes = [await reload(), await reload()]  # rotated once, then unchanged
+        return changes, rejected, await runner.complete(MESSAGES)
 
-    result = asyncio.run(rotated())
-    assert result.attempts == 2
+    changes, rejected, result = asyncio.run(rotated())
+    assert isinstance(rejected, CredentialsRejectedError) and "5555" not in str(rejected)
+    assert changes == [True, False]
+    assert result.attempts == 1 and result.content
     assert up.stats().by_status == {401: 1, 200: 1}
 
 

@@ -303,7 +303,7 @@ BOUNDS = [
 @pytest.mark.parametrize(
     ("max_attempts", "task_retries", "use_async", "stream"),
     BOUNDS,
-    ids=[f"{a}x{r + 1}-{'async' if s else 'sync'}{'-stream' if t else ''}" for a, r, s, t in BOUNDS],
+    ids=[f"{a}x{r + 1}-{'async' if s else 'sync'}{'-stream' * t}" for a, r, s, t in BOUNDS],
 )
 def test_total_attempts_reach_the_policy_bound_against_a_dead_server(
     fresh: Simulator, max_attempts: int, task_retries: int, use_async: bool, stream: bool
