@@ -16,7 +16,8 @@ Both sides send byte-for-byte the same requests and get the same answers. Record
 per second, medians over the rounds; target: plugin / bare >= 0.80.
 
 Run: /work/venv/bin/python benchmarks/bench_batch_throughput.py [--records 5000] [--rounds 3]
-     add --profile to print a cProfile of one plugin round instead.
+     add --profile to cProfile one plugin and one bare round instead (stats also saved
+     to the temp folder as bench_batch_plugin.prof / bench_batch_bare.prof).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import cProfile
 import json
 import logging
 import pstats
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from _common import MODEL, chat_model, median, rounds, tickets, verdict
@@ -109,10 +112,12 @@ async def run(args: argparse.Namespace) -> int:
                 else:
                     rate, _ = await bare_round(client, records)
                 profiler.disable()
-                profiler.dump_stats(f"/tmp/bench_batch_{name}.prof")
+                profiler.dump_stats(Path(tempfile.gettempdir()) / f"bench_batch_{name}.prof")
                 total = sum(row[2] for row in pstats.Stats(profiler).stats.values())  # type: ignore[attr-defined]
-                print(f"\n=== {name} round under cProfile: {rate:.1f} records/s,"
-                      f" {1000 * total / len(records):.2f} profiled ms per record ===")
+                print(
+                    f"\n=== {name} round under cProfile: {rate:.1f} records/s,"
+                    f" {1000 * total / len(records):.2f} profiled ms per record ==="
+                )
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
             await client.close()
             return 0

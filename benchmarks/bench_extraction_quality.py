@@ -65,7 +65,11 @@ async def run_profile(
         )
         elapsed = time.perf_counter() - start
         stats = sim.stats()
-    return report.records, elapsed, {"requests": stats.requests, "faults": stats.by_fault, "reprompts": stats.reprompts}
+    return (
+        report.records,
+        elapsed,
+        {"requests": stats.requests, "faults": stats.by_fault, "reprompts": stats.reprompts},
+    )
 
 
 def how_fixed(outcome: RecordOutcome) -> str:
@@ -110,17 +114,23 @@ def main() -> int:
         f" schema SupportTicket, concurrency {CONCURRENCY}, max_reprompts 2, cache off"
     )
     print(
-        f"ideal:       {sum(o.ok for o in ideal):5d} valid of {len(ideal)}, {ideal_tokens:9d} tokens,"
-        f" {ideal_stats['requests']} requests, {ideal_s:.1f}s"
+        f"ideal:       {sum(o.ok for o in ideal):5d} valid of {len(ideal)},"
+        f" {ideal_tokens:9d} tokens, {ideal_stats['requests']} requests, {ideal_s:.1f}s"
     )
     print(
         f"sloppy-json: {sum(o.ok for o in sloppy):5d} valid of {len(sloppy)}, {sloppy_tokens:9d}"
         f" tokens, {sloppy_stats['requests']} requests, {sloppy_s:.1f}s;"
         f" simulator faults {dict(sorted(sloppy_stats['faults'].items()))}"
     )
-    print(f"designed failures (invalid on ideal too, excluded from the validity base): {len(designed)}")
+    print(
+        "designed failures (invalid on ideal too, excluded from the validity base):"
+        f" {len(designed)}"
+    )
     for o in designed:
-        print(f"  {o.key} ({hard.get(o.key, 'not a listed hard case')}): {o.outcome}: {(o.reason or '')[:140]}")
+        print(
+            f"  {o.key} ({hard.get(o.key, 'not a listed hard case')}):"
+            f" {o.outcome}: {(o.reason or '')[:140]}"
+        )
     print(
         f"valid with sloppy-json: {len(valid)} of the {len(base)} records ideal extracts"
         f" = {valid_pct:.2f}% (target >= {VALID_TARGET}%)"
@@ -133,7 +143,10 @@ def main() -> int:
     )
     print(
         f"how the {len(valid)} valid sloppy records got there: "
-        + ", ".join(f"{k} {fixed[k]}" for k in ("first answer", "local repair", "re-prompt", "retry with more room"))
+        + ", ".join(
+            f"{k} {fixed[k]}"
+            for k in ("first answer", "local repair", "re-prompt", "retry with more room")
+        )
     )
     if needed_fix:
         print(

@@ -19,6 +19,15 @@ class ChatError(Exception):
     """Base class of every error the plugin raises itself."""
 
 
+def add_note(exc: BaseException, text: str) -> None:
+    """Attach a note to `exc` (shown under its traceback; on Python 3.10 kept in `__notes__`)."""
+    note = f"prefect-openai-chat: {text}"
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # Python 3.10
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+
+
 # --- bad input: raised before any HTTP call -----------------------------------------
 
 

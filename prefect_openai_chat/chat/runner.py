@@ -37,6 +37,7 @@ from prefect_openai_chat.errors import (
     ContentFilteredError,
     ContextWindowExceededError,
     TruncatedOutputError,
+    add_note,
 )
 from prefect_openai_chat.resilience import (
     Action,
@@ -291,10 +292,9 @@ class ChatRunner:
                     request["messages"], stream=stream, on_delta=on_delta, **_no_model(overrides)
                 )
             except Exception as fallback_exc:
-                if hasattr(exc, "add_note"):
-                    exc.add_note(
-                        f"fallback {runner.settings.name!r} failed too: {fallback_exc!r:.200}"
-                    )
+                add_note(
+                    exc, f"fallback {runner.settings.name!r} failed too: {fallback_exc!r:.200}"
+                )
         if self.static_fallback is not None:
             return ChatResult(
                 content=self.static_fallback,

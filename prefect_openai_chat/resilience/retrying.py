@@ -49,6 +49,7 @@ from prefect_openai_chat.errors import (
     CircuitOpenError,
     CredentialsRejectedError,
     InsufficientQuotaError,
+    add_note,
 )
 from prefect_openai_chat.resilience.budget import RetryBudget
 from prefect_openai_chat.resilience.circuit import CircuitGuard, Permit
@@ -145,14 +146,14 @@ class _Loop:
 
     def _check_can_retry(self, n: int, exc: BaseException) -> None:
         if n >= self.policy.max_attempts:
-            _note(
+            add_note(
                 exc,
                 f"gave up after {n} attempt(s) on {self.key!r}"
                 f" (max_attempts={self.policy.max_attempts})",
             )
             raise exc
         if self.budget is not None and not self.budget.try_acquire_retry():
-            _note(exc, f"not retried: the retry budget of {self.key!r} is spent (attempt {n})")
+            add_note(exc, f"not retried: the retry budget of {self.key!r} is spent (attempt {n})")
             raise exc
 
     def _reject_credentials(self, exc: BaseException, n: int) -> NoReturn:
@@ -173,11 +174,6 @@ class _Loop:
         if self.on_retry is not None:
             self.on_retry(RetryEvent(self.key, n, seconds, exc, verdict))
         return seconds
-
-
-def _note(exc: BaseException, text: str) -> None:
-    if hasattr(exc, "add_note"):
-        exc.add_note(f"prefect-openai-chat: {text}")
 
 
 async def call_with_retries(

@@ -146,8 +146,9 @@ def _text_choice(req: ChatRequest, rng: random.Random, fault: str | None) -> Cho
     model = req.model
     if fault == "refusal":
         return Choice(None, "stop", cut_tokens(REFUSAL, 10**6, model)[1], refusal=REFUSAL)
-    length = req.max_tokens if req.max_tokens is not None else rng.randint(20, 60)
-    text = prose(rng, min(length, _INFLATE_LIMIT), model)
+    # A natural answer of 20 to 60 tokens; `max_tokens` only cuts it, as it does the real API.
+    length = rng.randint(20, 60)
+    text = prose(rng, length, model)
     if fault == "lazy":
         text = cut_tokens(text, max(3, length // 3), model)[0] + rng.choice(_LAZY_TAILS)
     if fault == "content-filter":
@@ -155,7 +156,7 @@ def _text_choice(req: ChatRequest, rng: random.Random, fault: str | None) -> Cho
         return Choice(partial, "content_filter", cut_tokens(partial, 10**6, model)[1])
     limit = req.max_tokens if req.max_tokens is not None else 10**6
     text, count, was_cut = cut_tokens(text, limit, model)
-    return Choice(text, "length" if was_cut or req.max_tokens else "stop", count)
+    return Choice(text, "length" if was_cut else "stop", count)
 
 
 def _json_choice(

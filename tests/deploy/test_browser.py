@@ -29,6 +29,10 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
+    # Loopback only: no name lookups for Google's hosts (sign-in, updates, autofill), which
+    # Chromium tries even with background networking off. Its IPv6 reachability probe (a
+    # UDP connect() to a public address, which sends no packet) remains.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",

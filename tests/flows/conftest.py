@@ -15,14 +15,21 @@ from prefect.settings import (
 
 from prefect_openai_chat import ChatModel
 from prefect_openai_chat.simulator import Simulator
+from prefect_openai_chat.tasks import batch
 
 
 @pytest.fixture(autouse=True)
-def _harness(prefect_harness: None, tmp_path: Path) -> Iterator[None]:
-    """The session's Prefect test API; task results per test; no heartbeat join per flow.
+def _harness(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """The session's Prefect test API; results and the default record cache per test.
 
-    A sync flow otherwise waits up to 1 s on exit for its heartbeat thread.
+    Without this, task results and the record cache (`cache=True`) would live under
+    PREFECT_HOME and a second test session would be served from the first one's cache.
+    The heartbeat is off because a sync flow waits up to 1 s for its thread on exit.
     """
+    record_cache = tmp_path / "default-record-cache.sqlite"
+    monkeypatch.setattr(batch, "default_cache_path", lambda: record_cache)
     updates = {
         PREFECT_LOCAL_STORAGE_PATH: tmp_path / "prefect-results",
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,

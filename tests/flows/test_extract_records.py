@@ -6,6 +6,8 @@ simulator over HTTP, with a record cache under the test's tmp_path.
 
 from __future__ import annotations
 
+import asyncio
+import csv
 import json
 import sqlite3
 from pathlib import Path
@@ -25,6 +27,7 @@ from prefect.client.schemas.objects import Artifact
 from pydantic import BaseModel
 
 from prefect_openai_chat import ChatModel
+from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.examples.tickets import TICKET_PROMPT, SupportTicket
 from prefect_openai_chat.flows import extract_records
 from prefect_openai_chat.simulator import Simulator
@@ -135,8 +138,6 @@ def test_exactly_once_rerun_and_artifacts(
     assert by_line[13]["record"] == records[12]
 
     # the artifacts of this run
-    import asyncio
-
     found = asyncio.run(artifacts_of(state.state_details.flow_run_id))
     assert set(found) == {
         "extract-records-progress",
@@ -287,8 +288,6 @@ def test_parquet_and_sqlite_outputs_have_the_rows(
 def test_iterable_source_and_csv_source(
     fresh_sim: Simulator, chat_model: ChatModel, tmp_path: Path
 ) -> None:
-    import csv
-
     tickets = sample_tickets(4, start=150)
     summary = run(
         tickets, chat_model, tmp_path / "a.jsonl", tmp_path / "qa.jsonl", tmp_path / "c.sqlite"
@@ -437,8 +436,6 @@ def test_bad_input_fails_before_any_api_call(
     change: dict[str, Any],
     message: str,
 ) -> None:
-    from prefect_openai_chat.errors import InvalidInputError
-
     (tmp_path / "folder.jsonl").mkdir()
     (tmp_path / "tickets.txt").write_text(good_source.read_text())
     blocker = _regular_file(tmp_path)
