@@ -65,7 +65,7 @@ def _endpoint(
             yield chat_model, f"the local simulator (profile {profile!r}) at {sim.base_url}"
         return
     if credentials_block:
-        credentials = OpenAICredentials.load(credentials_block)
+        credentials = OpenAICredentials.load(credentials_block)  # type: ignore[assignment]
         where = f"the API behind the credentials block {credentials_block!r}"
     else:
         credentials = OpenAICredentials()

@@ -244,7 +244,7 @@ def _run_batch(
             bad.write(_quarantine_row(item, str(item.line), None, reason))
     if not readable:
         return
-    records = [item.record for item in readable]
+    records = [item.record for item in readable if item.record is not None]
     if per_record_tasks:
         outcomes = _per_record(
             chat_model, schema, records, prompt, instructions, mode, max_reprompts
@@ -266,7 +266,7 @@ def _run_batch(
         )
         outcomes = report.records
     for item, outcome in zip(readable, outcomes, strict=True):
-        key = str(item.record.get(key_field)) if key_field and item.record else str(item.line)  # type: ignore[union-attr]
+        key = str(item.record.get(key_field)) if key_field and item.record else str(item.line)
         totals.add(outcome)
         if outcome.ok:
             rows.write({"_key": key, **(outcome.value or {})})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from uuid import UUID
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,7 +94,7 @@ class RunArtifacts:
 
     def __init__(self, key_prefix: str = "extract-records") -> None:
         self.prefix = key_prefix
-        self.progress_id = create_progress_artifact(
+        self.progress_id: UUID = create_progress_artifact(  # type: ignore[assignment]
             0.0, key=f"{key_prefix}-progress", description="Records processed so far."
         )
 

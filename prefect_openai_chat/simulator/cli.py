@@ -198,12 +198,12 @@ def _outage(item: str) -> OutageWindow:
             return OutageWindow(
                 from_request=int(low) if low else None,
                 to_request=int(high) if high else None,
-                mode=mode,  # type: ignore[arg-type]
+                mode=mode,
             )
         return OutageWindow(
             start_s=float(low) if low else None,
             end_s=float(high) if high else None,
-            mode=mode,  # type: ignore[arg-type]
+            mode=mode,
         )
     except (ValueError, IndexError) as exc:
         raise ValueError(

@@ -47,10 +47,13 @@ def count_message_tokens(
     for message in messages:
         total += TOKENS_PER_MESSAGE
         for key, value in message.items():
-            if value is None:
+            if isinstance(value, str):  # the common case, without the generator below
+                total += len(encode(value))
+            elif value is not None:
+                for text in _texts(key, value):
+                    total += len(encode(text))
+            else:
                 continue
-            for text in _texts(key, value):
-                total += len(encode(text))
             if key == "name":
                 total += TOKENS_PER_NAME
     if tools:
