@@ -39,7 +39,7 @@ def redis_url() -> str:
 
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no usable Redis"
+    except Exception as exc:
         message = f"Redis at {REDIS_URL} is unreachable ({exc}); set REDIS_URL or start Redis"
         if os.environ.get("REQUIRE_REDIS") == "1":
             pytest.fail(message)

@@ -49,7 +49,9 @@ def test_setup_without_a_key_says_what_to_do(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     result = subprocess.run(
         [sys.executable, "-m", "prefect_openai_chat.cli", "setup"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "OPENAI_API_KEY is not set" in result.stderr

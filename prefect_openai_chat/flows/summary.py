@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import statistics
-from uuid import UUID
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from prefect.artifacts import (
     create_markdown_artifact,

@@ -94,7 +94,9 @@ def test_azure_without_any_secret_is_a_clear_error(monkeypatch: pytest.MonkeyPat
 
 
 def test_clients_are_cached_per_thread_and_per_loop() -> None:
-    model = ChatModel(credentials=OpenAICredentials(api_key=SECRET, base_url="http://127.0.0.1:9/v1"))
+    model = ChatModel(
+        credentials=OpenAICredentials(api_key=SECRET, base_url="http://127.0.0.1:9/v1")
+    )
     assert model.get_client() is model.get_client()
     other: list[object] = []
     thread = threading.Thread(target=lambda: other.append(model.get_client()))
@@ -117,7 +119,9 @@ def test_floating_alias_warns_once(caplog: pytest.LogCaptureFixture) -> None:
         model.chat_settings()
         model.chat_settings()
     assert sum("floating alias" in r.getMessage() for r in caplog.records) == 1
-    pinned = ChatModel(credentials=OpenAICredentials(api_key=SECRET), model="gpt-4.1-nano-2025-04-14")
+    pinned = ChatModel(
+        credentials=OpenAICredentials(api_key=SECRET), model="gpt-4.1-nano-2025-04-14"
+    )
     caplog.clear()
     with caplog.at_level("WARNING", logger="prefect_openai_chat"):
         pinned.chat_settings()

@@ -146,7 +146,9 @@ def test_content_filter_raises_or_flags(chat_model: ChatModel, fresh_sim: Simula
         filtered(chat_model)
     assert caught.value.partial.finish_reason == "content_filter"
 
-    flagging = chat_model.model_copy(update={"content_filter": "flag", "safe_message": "[withheld]"})
+    flagging = chat_model.model_copy(
+        update={"content_filter": "flag", "safe_message": "[withheld]"}
+    )
     result = filtered(flagging)
     assert result.flagged and result.content == "[withheld]"
 

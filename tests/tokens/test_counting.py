@@ -23,12 +23,34 @@ from prefect_openai_chat.tokens import models as models_module
 # The OpenAI cookbook's "How to count tokens" example, with the usage.prompt_tokens
 # that the API reported for it (129 for cl100k models, 124 for o200k models).
 JARGON = [
-    {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},  # noqa: E501
-    {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},  # noqa: E501
-    {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},  # noqa: E501
-    {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},  # noqa: E501
-    {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},  # noqa: E501
-    {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},  # noqa: E501
+    {
+        "role": "system",
+        "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English.",
+    },
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "New synergies will help drive top-line growth.",
+    },
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Things working well together will increase revenue.",
+    },
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage.",
+    },
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Let's talk later when we're less busy about how to do better.",
+    },
+    {
+        "role": "user",
+        "content": "This late pivot means we don't have time to boil the ocean for the client deliverable.",
+    },
 ]
 WEATHER_TOOLS = [
     {
@@ -39,7 +61,10 @@ WEATHER_TOOLS = [
             "parameters": {
                 "type": "object",
                 "properties": {
-                    "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},  # noqa: E501
+                    "location": {
+                        "type": "string",
+                        "description": "The city and state, e.g. San Francisco, CA",
+                    },
                     "unit": {
                         "type": "string",
                         "description": "The unit of temperature to return",
@@ -52,7 +77,10 @@ WEATHER_TOOLS = [
     }
 ]
 WEATHER = [
-    {"role": "system", "content": "You are a helpful assistant that can answer to questions about the weather."},  # noqa: E501
+    {
+        "role": "system",
+        "content": "You are a helpful assistant that can answer to questions about the weather.",
+    },
     {"role": "user", "content": "What's the weather like in San Francisco?"},
 ]
 
@@ -125,7 +153,9 @@ def test_special_token_text_counts_as_plain_text() -> None:
     assert count_message_tokens(messages, "gpt-4o") > 7  # no ValueError, counted as text
 
 
-def test_unknown_model_falls_back_to_o200k_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_model_falls_back_to_o200k_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     models_module.model_info.cache_clear()
     with caplog.at_level(logging.WARNING):
         first = count_message_tokens(JARGON, "my-local-llama")
@@ -170,7 +200,9 @@ def test_counting_never_touches_the_network() -> None:
               count_message_tokens([{"role": "user", "content": "Hello"}], "gpt-4"))
         """
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["8", "8"]
 
@@ -198,4 +230,6 @@ def test_price_overrides_win() -> None:
     from prefect_openai_chat.tokens import Price
 
     prices = {"my-local-llama": Price(input=1.0, cached_input=1.0, output=2.0)}
-    assert estimate_cost("my-local-llama", 1_000_000, 1_000_000, prices=prices) == pytest.approx(3.0)
+    assert estimate_cost("my-local-llama", 1_000_000, 1_000_000, prices=prices) == pytest.approx(
+        3.0
+    )
