@@ -159,7 +159,7 @@ def measure(path: str, count: int, base: Path, base_url: str, api_key: str) -> d
     figures: dict[str, float] = json.loads(lines[-1][len(RESULT) :])
     print(
         f"{path} {count:7d} records: peak RSS {figures['peak_kib'] / 1024:7.1f} MiB"
-        f" (RSS before the flow {figures['before_kib'] / 1024:.1f} MiB),"
+        f" (RSS before the work {figures['before_kib'] / 1024:.1f} MiB),"
         f" {figures['records']:.0f} in = {figures['valid']:.0f} valid"
         f" + {figures['quarantined']:.0f} quarantined, {figures['wall_s']:.0f}s"
         f" ({figures['records'] / figures['wall_s']:.0f} records/s)",
