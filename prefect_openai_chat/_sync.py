@@ -14,11 +14,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
+P = ParamSpec("P")
 T = TypeVar("T")
 _local = threading.local()
 _helper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="prefect-openai-chat-sync")
@@ -35,3 +37,24 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return loop.run_until_complete(coro)
     future = _helper.submit(cast(Callable[..., Any], run_sync), coro)
     return cast(T, future.result())
+
+
+def sync_twin(async_fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """The sync function with `async_fn`'s signature and docstring that runs it to completion.
+
+    Prefect reads the twin's parameters through `inspect.signature`, which follows
+    `__wrapped__`, so both tasks show the same parameters in the UI.
+
+    Example:
+        >>> async def double(x: int) -> int:
+        ...     return 2 * x
+        >>> sync_twin(double)(21)
+        42
+    """
+
+    @functools.wraps(async_fn)
+    def twin(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(async_fn(*args, **kwargs))
+
+    twin.__doc__ = f"Sync twin of `{async_fn.__name__.lstrip('_')}`.\n\n{async_fn.__doc__ or ''}"
+    return twin

@@ -23,7 +23,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from prefect_openai_chat._sync import run_sync
+from prefect_openai_chat._sync import sync_twin
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import InvalidInputError
@@ -232,21 +232,43 @@ def _batch_run_name(parameters: dict[str, Any]) -> str:
     return f"extract {schema} batch of {len(parameters.get('records') or [])}"
 
 
-async def _extract_batch(
+async def _aextract_batch(
     chat_model: ChatModel | str,
     schema: type[BaseModel],
     records: Sequence[Record],
-    prompt: str | None,
-    instructions: str | None,
-    mode: str,
-    max_reprompts: int,
-    token_budget: int | None,
-    concurrency: int,
-    key_field: str | None,
-    cache: str | Path | bool,
-    start_index: int,
-    progress: bool | None,
+    prompt: str | None = None,
+    instructions: str | None = None,
+    mode: str = "auto",
+    max_reprompts: int = 2,
+    token_budget: int | None = None,
+    concurrency: int = 16,
+    key_field: str | None = None,
+    cache: str | Path | bool = True,
+    start_index: int = 0,
+    progress: bool | None = None,
+    batch_label: str | None = None,
 ) -> BatchReport:
+    """Extract `schema` from every record, `concurrency` at a time, inside one task.
+
+    Args:
+        chat_model: A `ChatModel` block, or the name of a saved one.
+        schema: The pydantic model to extract.
+        records: Texts, or dicts rendered through `prompt`.
+        prompt: A `str.format` template over a record's fields, e.g. "{subject}\\n\\n{body}".
+        instructions: What to extract, in words.
+        mode: `auto`, `json_schema`, `json_object` or `tools`.
+        max_reprompts: Re-asks after an invalid answer, per record.
+        token_budget: Most tokens to spend on one record over all its attempts.
+        concurrency: Extractions in flight at once.
+        key_field: The record field that names it in the report (else its index).
+        cache: True for the default record cache, a path for another, False for none.
+        start_index: Index of the first record (for reports over several batches).
+        progress: Show a progress bar (default: when stderr is a terminal).
+        batch_label: Shown in the task run name, e.g. "batch 3/40".
+
+    Returns:
+        A `BatchReport` with one `RecordOutcome` per record and the totals.
+    """
     if concurrency < 1:
         raise InvalidInputError(f"concurrency must be at least 1, got {concurrency}")
     model_cls = ensure_model(schema)
@@ -304,93 +326,5 @@ class _progress:
 _BATCH_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "task_run_name": _batch_run_name}
 
 
-@task(name="aextract_batch", **_BATCH_OPTIONS)
-async def aextract_batch(
-    chat_model: ChatModel | str,
-    schema: type[BaseModel],
-    records: Sequence[Record],
-    prompt: str | None = None,
-    instructions: str | None = None,
-    mode: str = "auto",
-    max_reprompts: int = 2,
-    token_budget: int | None = None,
-    concurrency: int = 16,
-    key_field: str | None = None,
-    cache: str | Path | bool = True,
-    start_index: int = 0,
-    progress: bool | None = None,
-    batch_label: str | None = None,
-) -> BatchReport:
-    """Extract `schema` from every record, `concurrency` at a time, inside one task.
-
-    Args:
-        chat_model: A `ChatModel` block, or the name of a saved one.
-        schema: The pydantic model to extract.
-        records: Texts, or dicts rendered through `prompt`.
-        prompt: A `str.format` template over a record's fields, e.g. "{subject}\\n\\n{body}".
-        instructions: What to extract, in words.
-        mode: `auto`, `json_schema`, `json_object` or `tools`.
-        max_reprompts: Re-asks after an invalid answer, per record.
-        token_budget: Most tokens to spend on one record over all its attempts.
-        concurrency: Extractions in flight at once.
-        key_field: The record field that names it in the report (else its index).
-        cache: True for the default record cache, a path for another, False for none.
-        start_index: Index of the first record (for reports over several batches).
-        progress: Show a progress bar (default: when stderr is a terminal).
-        batch_label: Shown in the task run name, e.g. "batch 3/40".
-
-    Returns:
-        A `BatchReport` with one `RecordOutcome` per record and the totals.
-    """
-    return await _extract_batch(
-        chat_model,
-        schema,
-        records,
-        prompt,
-        instructions,
-        mode,
-        max_reprompts,
-        token_budget,
-        concurrency,
-        key_field,
-        cache,
-        start_index,
-        progress,
-    )
-
-
-@task(name="extract_batch", **_BATCH_OPTIONS)
-def extract_batch(
-    chat_model: ChatModel | str,
-    schema: type[BaseModel],
-    records: Sequence[Record],
-    prompt: str | None = None,
-    instructions: str | None = None,
-    mode: str = "auto",
-    max_reprompts: int = 2,
-    token_budget: int | None = None,
-    concurrency: int = 16,
-    key_field: str | None = None,
-    cache: str | Path | bool = True,
-    start_index: int = 0,
-    progress: bool | None = None,
-    batch_label: str | None = None,
-) -> BatchReport:
-    """Sync twin of `aextract_batch`."""
-    return run_sync(
-        _extract_batch(
-            chat_model,
-            schema,
-            records,
-            prompt,
-            instructions,
-            mode,
-            max_reprompts,
-            token_budget,
-            concurrency,
-            key_field,
-            cache,
-            start_index,
-            progress,
-        )
-    )
+aextract_batch = task(name="aextract_batch", **_BATCH_OPTIONS)(_aextract_batch)
+extract_batch = task(name="extract_batch", **_BATCH_OPTIONS)(sync_twin(_aextract_batch))

@@ -25,7 +25,7 @@ from prefect import task
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
-from prefect_openai_chat._sync import run_sync
+from prefect_openai_chat._sync import run_sync, sync_twin
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import StaticFallbackError
@@ -111,15 +111,35 @@ def _run_name(parameters: dict[str, Any]) -> str:
     return f"extract {name} {model_label(parameters.get('chat_model'))} #{next(_counter)}"
 
 
-async def _extract(
+async def _aextract(
     chat_model: ChatModel | str,
     schema: type[BaseModel],
     text_or_messages: TextOrMessages,
-    instructions: str | None,
-    mode: str,
-    max_reprompts: int,
-    token_budget: int | None,
+    instructions: str | None = None,
+    mode: str = "auto",
+    max_reprompts: int = 2,
+    token_budget: int | None = None,
 ) -> Extraction[Any]:
+    """Extract one validated `schema` value from a text or a conversation.
+
+    The answer is parsed cheapest first (code fences and prose stripped, JSON repaired
+    locally), validated with the schema's own validators, and re-asked with a list of
+    what was wrong. A cut answer is re-sent with more room, never parsed. Results are
+    cached on what determines them, so a re-run does not pay again.
+
+    Args:
+        chat_model: A `ChatModel` block, or the name of a saved one.
+        schema: The pydantic model to extract.
+        text_or_messages: The source text, or chat messages that hold it (never changed).
+        instructions: What to extract, in words; a sensible default otherwise.
+        mode: `auto`, `json_schema`, `json_object` or `tools`.
+        max_reprompts: Re-asks after an invalid answer.
+        token_budget: Most tokens to spend on this record over all attempts.
+
+    Returns:
+        An `Extraction`: `ok` and `value`, or `outcome` and `reason`; usage and cost
+        summed over every attempt.
+    """
     model_cls = ensure_model(schema)
     _, runner = await build_runner(chat_model)
     result = await run_extraction(
@@ -155,54 +175,5 @@ _EXTRACT_OPTIONS: dict[str, Any] = {
 }
 
 
-@task(name="aextract", **_EXTRACT_OPTIONS)
-async def aextract(
-    chat_model: ChatModel | str,
-    schema: type[BaseModel],
-    text_or_messages: TextOrMessages,
-    instructions: str | None = None,
-    mode: str = "auto",
-    max_reprompts: int = 2,
-    token_budget: int | None = None,
-) -> Extraction[Any]:
-    """Extract one validated `schema` value from a text or a conversation.
-
-    The answer is parsed cheapest first (code fences and prose stripped, JSON repaired
-    locally), validated with the schema's own validators, and re-asked with a list of
-    what was wrong. A cut answer is re-sent with more room, never parsed. Results are
-    cached on what determines them, so a re-run does not pay again.
-
-    Args:
-        chat_model: A `ChatModel` block, or the name of a saved one.
-        schema: The pydantic model to extract.
-        text_or_messages: The source text, or chat messages that hold it (never changed).
-        instructions: What to extract, in words; a sensible default otherwise.
-        mode: `auto`, `json_schema`, `json_object` or `tools`.
-        max_reprompts: Re-asks after an invalid answer.
-        token_budget: Most tokens to spend on this record over all attempts.
-
-    Returns:
-        An `Extraction`: `ok` and `value`, or `outcome` and `reason`; usage and cost
-        summed over every attempt.
-    """
-    return await _extract(
-        chat_model, schema, text_or_messages, instructions, mode, max_reprompts, token_budget
-    )
-
-
-@task(name="extract", **_EXTRACT_OPTIONS)
-def extract(
-    chat_model: ChatModel | str,
-    schema: type[BaseModel],
-    text_or_messages: TextOrMessages,
-    instructions: str | None = None,
-    mode: str = "auto",
-    max_reprompts: int = 2,
-    token_budget: int | None = None,
-) -> Extraction[Any]:
-    """Sync twin of `aextract`."""
-    return run_sync(
-        _extract(
-            chat_model, schema, text_or_messages, instructions, mode, max_reprompts, token_budget
-        )
-    )
+aextract = task(name="aextract", **_EXTRACT_OPTIONS)(_aextract)
+extract = task(name="extract", **_EXTRACT_OPTIONS)(sync_twin(_aextract))
