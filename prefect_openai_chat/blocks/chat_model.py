@@ -29,6 +29,7 @@ from prefect_openai_chat.resilience import (
     get_rate_limiter,
     get_retry_budget,
 )
+from prefect_openai_chat.resilience.policy import MAX_TASK_RETRIES
 from prefect_openai_chat.tokens import is_pinned_snapshot, model_info
 from prefect_openai_chat.tokens.prices import Price
 
@@ -143,7 +144,7 @@ class ChatModel(Block):
     task_retries: int = Field(
         default=2,
         ge=0,
-        le=10,
+        le=MAX_TASK_RETRIES,
         description="Task re-runs for errors that outlast the in-call retries, 0 to 10.",
     )
     error_overrides: dict[str, str] = Field(

@@ -90,22 +90,34 @@ class RateLimiter:
         self._paused_until = 0.0
         self._lock = threading.Lock()
 
-    def reserve(self, tokens: int = 0) -> float:
-        """Reserve one request and `tokens` tokens; return the seconds to wait before sending."""
+    def reserve(self, tokens: int = 0, include_pause: bool = True) -> float:
+        """Reserve one request and `tokens` tokens; return the seconds to wait before sending.
+
+        `include_pause=False` is for the caller that was told to slow down and has
+        already waited what the server asked: the shared pause is for the others.
+        """
         with self._lock:
             now = self._clock()
-            wait = max(0.0, self._paused_until - now)
+            wait = max(0.0, self._paused_until - now) if include_pause else 0.0
             if self._requests is not None:
                 wait = max(wait, self._requests.take(1, now))
             if self._tokens is not None and tokens > 0:
                 wait = max(wait, self._tokens.take(tokens, now))
             return wait
 
-    async def acquire(self, tokens: int = 0) -> float:
-        """Wait until one request with `tokens` tokens may be sent; return the seconds waited."""
-        wait = self.reserve(tokens)
+    async def acquire(
+        self,
+        tokens: int = 0,
+        sleep: Callable[[float], Awaitable[Any]] | None = None,
+        include_pause: bool = True,
+    ) -> float:
+        """Wait until one request with `tokens` tokens may be sent; return the seconds waited.
+
+        `sleep` replaces the limiter's own sleep for this call (a caller's injected sleep).
+        """
+        wait = self.reserve(tokens, include_pause)
         if wait > 0:
-            await self._sleep(wait)
+            await (sleep or self._sleep)(wait)
         return wait
 
     def throttle(self, seconds: float) -> None:

@@ -32,6 +32,8 @@ from prefect_openai_chat.resilience.classify import (
 )
 from prefect_openai_chat.resilience.waits import wait_exponential_full_jitter, wait_retry_after
 
+MAX_TASK_RETRIES = 10  # the task tier's ceiling (Prefect `retries` on the plugin's tasks)
+
 
 class RetryPolicy(BaseModel):
     """Retry settings and decisions, shared by the in-call tier and the task tier.
@@ -52,7 +54,7 @@ class RetryPolicy(BaseModel):
     backoff_base: float = Field(0.5, ge=0.0)
     backoff_cap: float = Field(20.0, ge=0.0)
     retry_after_cap: float = Field(60.0, ge=0.0)
-    task_retries: int = Field(2, ge=0, le=100)
+    task_retries: int = Field(2, ge=0, le=MAX_TASK_RETRIES)
     task_retry_delay_s: float = Field(30.0, ge=0.0)
     overrides: dict[str, Override] = Field(default_factory=dict)
 

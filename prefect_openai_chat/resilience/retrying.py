@@ -132,7 +132,8 @@ class _Loop:
             raise exc
         self.last_error = exc
         if verdict.rate_limited and self.limiter is not None:
-            self.limiter.throttle(retry_after_of(exc) or self.policy.backoff_base)
+            pause = retry_after_of(exc) or self.policy.backoff_base
+            self.limiter.throttle(min(pause, self.policy.retry_after_cap))
         if verdict.action is Action.RETRY:
             self._check_can_retry(n, exc)
         elif verdict.action is Action.RELOAD_CREDENTIALS:
@@ -205,12 +206,13 @@ async def call_with_retries(
     """
     loop = _Loop(policy, key, guard, budget, limiter, on_retry)
     n = 0
+    waited_out_pause = False  # this caller already slept what a 429 asked for
     while True:
         n += 1
         permit = loop.permit(n)
         try:
             if limiter is not None:
-                await limiter.acquire(tokens)
+                await limiter.acquire(tokens, sleep=sleep, include_pause=not waited_out_pause)
             result = await attempt(n)
         except BaseException as exc:
             verdict = loop.failure(n, permit, exc)
@@ -220,6 +222,7 @@ async def call_with_retries(
                     loop._reject_credentials(exc, n)
                 continue
             await sleep(loop.delay(n, exc, verdict))
+            waited_out_pause = verdict.rate_limited
             continue
         loop.success(permit)
         return result, n

@@ -13,6 +13,7 @@ from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.resilience import RetryPolicy, make_retry_condition
+from prefect_openai_chat.resilience.policy import MAX_TASK_RETRIES
 from prefect_openai_chat.results import ChatResult
 from prefect_openai_chat.tasks.events import install_circuit_events
 
@@ -21,7 +22,7 @@ _counter = itertools.count(1)
 # The task tier. Prefect's `retries` is only the ceiling: the condition, a plain function
 # generated from the policy, re-runs a task only for errors that outlast the in-call tier
 # and only as often as the raising ChatModel's own `task_retries` allows.
-TASK_RETRY_CEILING = 10
+TASK_RETRY_CEILING = MAX_TASK_RETRIES
 retry_condition = make_retry_condition(RetryPolicy())
 TASK_TIER: dict[str, Any] = {
     "retries": TASK_RETRY_CEILING,
@@ -71,10 +72,15 @@ async def build_runner(chat_model: ChatModel | str) -> tuple[ChatModel, ChatRunn
     fallbacks = [
         (await resolve_chat_model(name)).runner(name=name) for name in model.fallback_models
     ]
+    cached: list[Any] = [None, None]  # (key, client): one lookup per key, not per attempt
+
+    def client() -> Any:
+        if cached[0] != key_in_use[0]:
+            cached[:] = [key_in_use[0], current[0].get_client(async_client=True)]
+        return cached[1]
+
     return model, model.runner(
-        fallbacks=fallbacks,
-        reload_credentials=reload_credentials,
-        client=lambda: current[0].get_client(async_client=True),  # type: ignore[arg-type, return-value]
+        fallbacks=fallbacks, reload_credentials=reload_credentials, client=client
     )
 
 

@@ -317,12 +317,14 @@ def test_total_attempts_reach_the_policy_bound_against_a_dead_server(
     assert outcome.requests == policy.max_total_attempts == max_attempts * (task_retries + 1)
 
 
-def test_task_retries_above_the_ceiling_stay_bounded(fresh: Simulator) -> None:
+def test_task_retries_above_the_ceiling_are_refused_by_the_block(fresh: Simulator) -> None:
+    with pytest.raises(ValueError, match="task_retries"):
+        sim_model(fresh, max_attempts=1, task_retries=TASK_RETRY_CEILING + 1)
     fresh.configure(fault_rates={"503": 1.0})
-    model = sim_model(fresh, max_attempts=1, task_retries=TASK_RETRY_CEILING + 5)
+    model = sim_model(fresh, max_attempts=1, task_retries=TASK_RETRY_CEILING)
     outcome = _run(model, False, _sim=fresh)
     assert outcome.runs == TASK_RETRY_CEILING + 1
-    assert outcome.requests == TASK_RETRY_CEILING + 1 < model.retry_policy().max_total_attempts
+    assert outcome.requests == TASK_RETRY_CEILING + 1 == model.retry_policy().max_total_attempts
 
 
 def test_default_budget_does_not_cut_a_single_call_short(fresh: Simulator) -> None:
