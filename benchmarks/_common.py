@@ -1,7 +1,7 @@
 """Helpers shared by the benchmarks: sample records, a ChatModel for a simulator, verdicts.
 
 Not a public module; each benchmark stays one command
-(`/work/venv/bin/python benchmarks/<name>.py`).
+(`python benchmarks/<name>.py`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ and imports included (its RSS just before the work starts is printed too).
 
 Target: peak RSS at 100,000 records <= 1.5 x peak RSS at 10,000 records.
 
-Run: /work/venv/bin/python benchmarks/bench_batch_memory.py [--path batch|flow]
+Run: python benchmarks/bench_batch_memory.py [--path batch|flow]
      [--small 10000] [--large 100000]
 """
 

@@ -15,7 +15,7 @@ does not share the client's GIL), the same 5,000 support tickets are extracted i
 Both sides send byte-for-byte the same requests and get the same answers. Records
 per second, medians over the rounds; target: plugin / bare >= 0.80.
 
-Run: /work/venv/bin/python benchmarks/bench_batch_throughput.py [--records 5000] [--rounds 3]
+Run: python benchmarks/bench_batch_throughput.py [--records 5000] [--rounds 3]
      add --profile to cProfile one plugin and one bare round instead (stats also saved
      to the temp folder as bench_batch_plugin.prof / bench_batch_bare.prof).
 """

@@ -1,6 +1,6 @@
 """Throughput of 64 concurrent calls through one circuit guard vs. none vs. pybreaker's call().
 
-Run: /work/venv/bin/python benchmarks/bench_breaker.py [--reps 5] [--calls 4]
+Run: python benchmarks/bench_breaker.py [--reps 5] [--calls 4]
 
 Against the simulator with 50 ms time-to-first-token, in the same run:
 

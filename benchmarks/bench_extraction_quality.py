@@ -17,7 +17,7 @@ Prints % valid (target >= 99.5%), total tokens sloppy vs ideal and their ratio
 (target <= 1.25), and how the sloppy answers were fixed: locally (fences or prose
 stripped, JSON repaired), by a re-prompt, or by a retry with more room.
 
-Run: /work/venv/bin/python benchmarks/bench_extraction_quality.py [--records 1000] [--seed 7]
+Run: python benchmarks/bench_extraction_quality.py [--records 1000] [--seed 7]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A batch of 1,000 calls through a 10 s outage: the plugin vs. a plain AsyncOpenAI client.
 
-Run: /work/venv/bin/python benchmarks/bench_outage.py [--reps 3] [--modes refuse,503]
+Run: python benchmarks/bench_outage.py [--reps 3] [--modes refuse,503]
 
 One repetition of both modes takes about 75 s; `--reps 3` reports medians of three.
 

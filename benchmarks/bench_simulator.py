@@ -5,7 +5,7 @@ Both servers run in child processes with the same uvicorn settings; one
 rounds; the medians and their ratio are printed (target: ratio >= 0.6). A last
 section runs many requests and reports the simulator process's RSS growth.
 
-Run: /work/venv/bin/python benchmarks/bench_simulator.py [--requests 1500] [--rounds 3]
+Run: python benchmarks/bench_simulator.py [--requests 1500] [--rounds 3]
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ single-threaded, and CPU time is far less disturbed than wall time by other load
 a shared machine); medians over the rounds.
 Target: plugin / bare encode_ordinary >= 0.90.
 
-Run: /work/venv/bin/python benchmarks/bench_tokens.py [--rounds 21] [--conversations 1000]
+Run: python benchmarks/bench_tokens.py [--rounds 21] [--conversations 1000]
 """
 
 from __future__ import annotations
