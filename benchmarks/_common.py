@@ -78,3 +78,31 @@ def peak_rss_kib() -> int:
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+async def extract_tickets(
+    model: Any, records: list[dict[str, Any]], concurrency: int, cache: Any = False
+) -> Any:
+    """The sample tickets through the coroutine inside the `aextract_batch` task.
+
+    The real client, runner, retry tiers and extraction loop; no Prefect task-run
+    orchestration around it (that is measured by the flow benchmarks).
+    """
+    from prefect_openai_chat.examples.tickets import (
+        TICKET_INSTRUCTIONS,
+        TICKET_PROMPT,
+        SupportTicket,
+    )
+    from prefect_openai_chat.tasks import aextract_batch
+
+    return await aextract_batch.fn(
+        model,
+        SupportTicket,
+        records,
+        prompt=TICKET_PROMPT,
+        instructions=TICKET_INSTRUCTIONS,
+        concurrency=concurrency,
+        key_field="ticket_id",
+        cache=cache,
+        progress=False,
+    )

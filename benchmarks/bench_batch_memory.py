@@ -3,7 +3,7 @@
 Two paths, chosen with `--path`:
 
 * `batch` (default): what `extract_records` does per batch, without Prefect: the
-  JSONL source streamed with the flow's own reader, `_extract_batch` (the coroutine
+  JSONL source streamed with the flow's own reader, `aextract_batch.fn` (the coroutine
   inside the `extract_batch` task) on 100 records at a time at concurrency 16, with
   a fresh record cache file, valid rows and failures written to JSONL files.
 * `flow`: the `extract_records` flow itself (batches of 100 `extract_batch` tasks,
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import chat_model, peak_rss_kib, tickets, verdict
+from _common import chat_model, extract_tickets, peak_rss_kib, tickets, verdict
 
 from prefect_openai_chat.examples.tickets import TICKET_INSTRUCTIONS, TICKET_PROMPT
 from prefect_openai_chat.simulator import Simulator
@@ -103,10 +103,8 @@ def child(path: str, source: str, base_url: str, api_key: str, workdir: str) -> 
 
 
 async def batch_path(model: Any, source: Path, work: Path) -> dict[str, int]:
-    """What the flow does, without Prefect: stream the JSONL, `_extract_batch` per 100, write."""
-    from prefect_openai_chat.examples.tickets import SupportTicket
+    """What the flow does, without Prefect: stream the JSONL, `aextract_batch.fn` per 100, write."""
     from prefect_openai_chat.flows.sources import read_records
-    from prefect_openai_chat.tasks.batch import _extract_batch
 
     totals = {"records": 0, "valid": 0, "quarantined": 0}
     items = read_records(str(source))
@@ -116,20 +114,8 @@ async def batch_path(model: Any, source: Path, work: Path) -> dict[str, int]:
     ):
         while batch := list(itertools.islice(items, BATCH_SIZE)):
             records = [item.record for item in batch if item.record is not None]
-            report = await _extract_batch(
-                model,
-                SupportTicket,
-                records,
-                prompt=TICKET_PROMPT,
-                instructions=TICKET_INSTRUCTIONS,
-                mode="auto",
-                max_reprompts=2,
-                token_budget=None,
-                concurrency=CONCURRENCY,
-                key_field="ticket_id",
-                cache=work / "record-cache.sqlite",
-                start_index=totals["records"],
-                progress=False,
+            report = await extract_tickets(
+                model, records, CONCURRENCY, cache=work / "record-cache.sqlite"
             )
             for outcome in report.records:
                 totals["records"] += 1
@@ -178,7 +164,7 @@ def main() -> int:
         "--path",
         choices=["batch", "flow"],
         default="batch",
-        help="batch: _extract_batch per 100 records, as the flow does, without Prefect (default;"
+        help="batch: aextract_batch.fn per 100 records, as the flow does, without Prefect (default;"
         " 100k records take a few minutes); flow: the extract_records flow itself (slower)",
     )
     args = parser.parse_args()

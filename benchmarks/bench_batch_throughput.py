@@ -4,7 +4,7 @@ In one run, against one simulator (`ideal`, latency 0, in its own process so tha
 does not share the client's GIL), the same 5,000 support tickets are extracted into
 `SupportTicket`, in alternating rounds:
 
-* plugin: `_extract_batch(...)`, the coroutine inside the `extract_batch` task (real
+* plugin: `aextract_batch.fn(...)`, the coroutine inside the `extract_batch` task (real
   `ChatRunner` with its retry policy, circuit guard and retry budget, real
   `AsyncOpenAI` client, cache off), at concurrency 16;
 * bare: one `AsyncOpenAI` client (max_retries=0), `asyncio.Semaphore(16)`, per record
@@ -33,13 +33,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import MODEL, chat_model, median, rounds, tickets, verdict
+from _common import MODEL, chat_model, extract_tickets, median, rounds, tickets, verdict
 from openai import AsyncOpenAI
 
 from prefect_openai_chat.examples.tickets import TICKET_INSTRUCTIONS, TICKET_PROMPT, SupportTicket
 from prefect_openai_chat.extraction.prompts import build_request, resolve_mode
 from prefect_openai_chat.simulator import Simulator
-from prefect_openai_chat.tasks.batch import _extract_batch
 
 TARGET = 0.80
 CONCURRENCY = 16
@@ -48,21 +47,7 @@ CONCURRENCY = 16
 async def plugin_round(model: Any, records: list[dict[str, Any]]) -> tuple[float, int]:
     """Records per second through the plugin's batch extraction, and how many were valid."""
     start = time.perf_counter()
-    report = await _extract_batch(
-        model,
-        SupportTicket,
-        records,
-        prompt=TICKET_PROMPT,
-        instructions=TICKET_INSTRUCTIONS,
-        mode="auto",
-        max_reprompts=2,
-        token_budget=None,
-        concurrency=CONCURRENCY,
-        key_field="ticket_id",
-        cache=False,
-        start_index=0,
-        progress=False,
-    )
+    report = await extract_tickets(model, records, CONCURRENCY, cache=False)
     return len(records) / (time.perf_counter() - start), report.valid
 
 
@@ -150,7 +135,8 @@ async def run(args: argparse.Namespace) -> int:
         f" simulator saw {stats.requests} requests, by status {stats.by_status}"
     )
     print(
-        f"plugin _extract_batch:        {plugin:8.1f} records/s  rounds {rounds(figures['plugin'])}"
+        f"plugin (aextract_batch.fn):  {plugin:8.1f} records/s"
+        f"  rounds {rounds(figures['plugin'])}"
         f"  valid {valid['plugin']}/{len(records)}"
     )
     print(

@@ -1,7 +1,7 @@
 """Extraction quality and token cost under sloppy JSON, next to the ideal model, one run.
 
 The same 1,000 support tickets (`scripts/make_sample_data.py`'s `generate(1000,
-seed)`, deterministic) go through the plugin's batch extraction (`_extract_batch`,
+seed)`, deterministic) go through the plugin's batch extraction (`aextract_batch.fn`,
 the coroutine inside the `extract_batch` task: real `ChatRunner`, real `AsyncOpenAI`
 client, real HTTP) into `SupportTicket`, once against the simulator's `ideal`
 profile and once against `sloppy-json` (~19% of first answers fenced, wrapped in
@@ -29,12 +29,10 @@ import time
 from collections import Counter
 from typing import Any
 
-from _common import chat_model, hard_case_ids, tickets, verdict
+from _common import chat_model, extract_tickets, hard_case_ids, tickets, verdict
 
-from prefect_openai_chat.examples.tickets import TICKET_INSTRUCTIONS, TICKET_PROMPT, SupportTicket
 from prefect_openai_chat.results import RecordOutcome
 from prefect_openai_chat.simulator import Simulator
-from prefect_openai_chat.tasks.batch import _extract_batch
 
 VALID_TARGET = 99.5
 TOKEN_TARGET = 1.25
@@ -48,21 +46,7 @@ async def run_profile(
     async with Simulator(profile=profile, seed=seed, subprocess=True) as sim:
         model = chat_model(sim.base_url, sim.api_key)
         start = time.perf_counter()
-        report = await _extract_batch(
-            model,
-            SupportTicket,
-            records,
-            prompt=TICKET_PROMPT,
-            instructions=TICKET_INSTRUCTIONS,
-            mode="auto",
-            max_reprompts=2,
-            token_budget=None,
-            concurrency=CONCURRENCY,
-            key_field="ticket_id",
-            cache=False,
-            start_index=0,
-            progress=False,
-        )
+        report = await extract_tickets(model, records, CONCURRENCY, cache=False)
         elapsed = time.perf_counter() - start
         stats = sim.stats()
     return (
