@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -85,7 +86,7 @@ class ChatRunner:
         self._sleep = sleep
         self._clock = clock
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """The circuit key: base URL and model."""
         return circuit_key(self.settings.base_url, self.settings.model)
@@ -110,37 +111,38 @@ class ChatRunner:
         """
         request = self._request(validate_messages(messages), overrides)
         try:
-            return await self._complete(request, stream, on_delta, overrides)
+            window = self.settings.context_window
+            if not _surely_fits(request, window) and overflow(request, window) > 0:
+                if self.settings.context_strategy == "bigger_model":
+                    return await self._bigger_model(request, stream, on_delta, overrides)
+                strategy = self.settings.context_strategy
+                request = await shorten(request, strategy, window, self._summary)
+            started = self._clock()
+            try:
+                result, attempts = await self._send(request, stream, on_delta)
+            except Exception as exc:
+                return await self._recover(exc, request, stream, on_delta, overrides)
+            return self._finish(result, request, attempts, started)
         except Exception as exc:
             mark_for_task_tier(exc, self.protection.policy)
             raise
 
-    async def _complete(
+    async def _recover(
         self,
+        exc: Exception,
         request: dict[str, Any],
         stream: bool,
         on_delta: DeltaCallback | None,
         overrides: dict[str, Any],
     ) -> ChatResult:
-        window = self.settings.context_window
-        if not _surely_fits(request, window) and overflow(request, window) > 0:
-            if self.settings.context_strategy == "bigger_model":
-                return await self._bigger_model(request, stream, on_delta, overrides)
-            request = await shorten(
-                request, self.settings.context_strategy, self.settings.context_window, self._summary
-            )
-        started = self._clock()
-        try:
-            result, attempts = await self._send(request, stream, on_delta)
-        except Exception as exc:
-            verdict = self.protection.policy.classify(exc)
-            if verdict.action is Action.CONTEXT:
-                return await self._after_overflow(exc, request, stream, on_delta, overrides)
-            has_fallback = bool(self.fallbacks) or self.static_fallback is not None
-            if has_fallback and _is_outage(verdict):
-                return await self._fall_back(exc, request, stream, on_delta, overrides)
-            raise
-        return self._finish(result, request, attempts, started)
+        """A context strategy or a fallback for an error the in-call tier gave up on."""
+        verdict = self.protection.policy.classify(exc)
+        if verdict.action is Action.CONTEXT:
+            return await self._after_overflow(exc, request, stream, on_delta, overrides)
+        has_fallback = bool(self.fallbacks) or self.static_fallback is not None
+        if has_fallback and _is_outage(verdict):
+            return await self._fall_back(exc, request, stream, on_delta, overrides)
+        raise exc
 
     # --- one logical call through the in-call tier ---
 
@@ -150,14 +152,15 @@ class ChatRunner:
         request["messages"] = messages
         return request
 
-    async def _send(
+    def _send(
         self, request: dict[str, Any], stream: bool, on_delta: DeltaCallback | None
-    ) -> tuple[ChatResult, int]:
-        async def attempt(number: int) -> ChatResult:
-            if stream:
-                return await self._stream_once(request, on_delta)
-            return await self._complete_once(request)
-
+    ) -> Awaitable[tuple[ChatResult, int]]:
+        """The in-call tier around one HTTP attempt (a coroutine to await, one frame less)."""
+        attempt: Callable[[int], Awaitable[ChatResult]]
+        if stream:
+            attempt = functools.partial(self._stream_once, request, on_delta)
+        else:
+            attempt = functools.partial(self._complete_once, request)
         p = self.protection
         tokens = 0
         if p.limiter is not None and p.limiter.limits_tokens:
@@ -165,7 +168,7 @@ class ChatRunner:
                 request["messages"], request["model"], request.get("tools")
             )
             tokens += completion_room(request)
-        return await call_with_retries(
+        return call_with_retries(
             attempt,
             policy=p.policy,
             key=self.key,
@@ -178,13 +181,13 @@ class ChatRunner:
             tokens=tokens,
         )
 
-    async def _complete_once(self, request: dict[str, Any]) -> ChatResult:
+    async def _complete_once(self, request: dict[str, Any], number: int) -> ChatResult:
         raw = await self._client().chat.completions.with_raw_response.create(**request)
         self._observe_limits(raw.headers)
         return result_from_completion(raw.parse(), raw.headers.get("x-request-id"))
 
     async def _stream_once(
-        self, request: dict[str, Any], on_delta: DeltaCallback | None
+        self, request: dict[str, Any], on_delta: DeltaCallback | None, number: int
     ) -> ChatResult:
         started = self._clock()
         raw = await self._client().chat.completions.with_raw_response.create(

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import typing
@@ -45,6 +46,8 @@ _LAZY_TEXT = [
         r"[\[,:]\s*(?:\.\.\.|…)\s*[,\]}]",  # a bare ellipsis standing for values
     )
 ]
+# One pass over a string decides whether any pattern can match at all (most strings: no).
+_ANY_LAZY = re.compile("|".join(f"(?:{p.pattern})" for p in _LAZY_TEXT), re.IGNORECASE)
 _LAZY_VALUE = re.compile(
     r"^\s*(?:\.\.\.|…|etc\.?|and so on|\[\s*truncated\s*\]|<[^>]*\b(?:rest|remaining)\b[^>]*>"
     r"|\(?\s*(?:\.\.\.|…)?\s*(?:rest|remaining) (?:of|omitted)\b.*)\s*$",
@@ -174,22 +177,31 @@ def drop_null_defaults(schema: type[BaseModel], data: Any) -> Any:
     if not isinstance(data, dict):
         return data
     out = dict(data)
-    for name, info in schema.model_fields.items():
-        key = info.alias or name
+    for key, droppable, nested in _field_plan(schema):
         if key not in out:
             continue
         value = out[key]
         if value is None:
-            if not info.is_required() and info.get_default(call_default_factory=True) is not None:
+            if droppable:
                 del out[key]
-            continue
-        nested = _model_in(info.annotation)
-        if nested is not None:
+        elif nested is not None:
             if isinstance(value, dict):
                 out[key] = drop_null_defaults(nested, value)
             elif isinstance(value, list):
                 out[key] = [drop_null_defaults(nested, v) for v in value]
     return out
+
+
+@functools.lru_cache(maxsize=512)
+def _field_plan(schema: type[BaseModel]) -> tuple[tuple[str, bool, type[BaseModel] | None], ...]:
+    """Per field: its JSON key, whether a `null` may be dropped, the model nested in it."""
+    plan = []
+    for name, info in schema.model_fields.items():
+        droppable = (
+            not info.is_required() and info.get_default(call_default_factory=True) is not None
+        )
+        plan.append((info.alias or name, droppable, _model_in(info.annotation)))
+    return tuple(plan)
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -299,6 +311,8 @@ def _json_end(text: str, start: int) -> int:
 
 
 def _lazy_markers(text: str) -> list[str]:
+    if not _ANY_LAZY.search(text):
+        return []
     found = []
     for pattern in _LAZY_TEXT:
         match = pattern.search(text)

@@ -147,9 +147,10 @@ class RateLimiter:
                 remaining = float(remaining_text)
             except ValueError:
                 continue
-            reset = parse_duration(str(headers.get(f"x-ratelimit-reset-{kind}") or ""))
-            if remaining <= 0 and reset:
-                self.throttle(reset)
+            if remaining <= 0:
+                reset = parse_duration(str(headers.get(f"x-ratelimit-reset-{kind}") or ""))
+                if reset:
+                    self.throttle(reset)
             if bucket is not None:
                 with self._lock:
                     bucket.balance = min(bucket.balance, remaining)

@@ -63,6 +63,7 @@ _UNKNOWN = ModelInfo("unknown", _O200K, 128_000, 16_384, 7, known=False)
 _SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
+@functools.lru_cache(maxsize=1024)
 def _family_of(model: str) -> str | None:
     name = model.split("/")[-1].lower()  # "openai/gpt-4o" as some gateways spell it
     for prefix in _PREFIXES:

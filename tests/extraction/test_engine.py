@@ -8,9 +8,9 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import MODEL, sim_call
 from extraction_models import PERSON_TEXT, TICKET_TEXT, Person, Priority, Ticket
 from pydantic import BaseModel
+from sim_adapter import MODEL, sim_call
 
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction import run_extraction

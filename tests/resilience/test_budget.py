@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from conftest import FakeClock
+from resilience_helpers import FakeClock
 
 from prefect_openai_chat.resilience import RetryBudget, get_retry_budget
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import FakeClock, connection_error
+from resilience_helpers import FakeClock, connection_error
 
 from prefect_openai_chat.errors import CircuitOpenError
 from prefect_openai_chat.resilience import (

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import connection_error
+from resilience_helpers import connection_error
 
 from prefect_openai_chat.errors import CircuitOpenError
 from prefect_openai_chat.resilience import CircuitGuard

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import api_error, connection_error, status_error, timeout_error
+from resilience_helpers import api_error, connection_error, status_error, timeout_error
 
 from prefect_openai_chat.errors import (
     CircuitOpenError,

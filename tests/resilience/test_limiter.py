@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import FakeClock, RecordingSleep
+from resilience_helpers import FakeClock, RecordingSleep
 
 from prefect_openai_chat.resilience import RateLimiter, parse_duration
 

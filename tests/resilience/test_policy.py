@@ -8,7 +8,7 @@ from typing import Any
 
 import pydantic
 import pytest
-from conftest import api_error, connection_error, status_error
+from resilience_helpers import api_error, connection_error, status_error
 
 from prefect_openai_chat.errors import CircuitOpenError
 from prefect_openai_chat.resilience import RetryPolicy, make_retry_condition

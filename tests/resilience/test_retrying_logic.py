@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import openai
 import pytest
-from conftest import FakeClock, RecordingSleep, api_error, connection_error, status_error
+from resilience_helpers import FakeClock, RecordingSleep, api_error, connection_error, status_error
 
 from prefect_openai_chat.errors import (
     CircuitOpenError,

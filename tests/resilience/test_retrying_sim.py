@@ -9,7 +9,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import FakeClock, RecordingSleep
+from resilience_helpers import FakeClock, RecordingSleep
 
 from prefect_openai_chat.errors import (
     CircuitOpenError,

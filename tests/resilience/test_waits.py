@@ -6,7 +6,7 @@ import email.utils
 import random
 
 import pytest
-from conftest import api_error, connection_error, status_error
+from resilience_helpers import api_error, connection_error, status_error
 from tenacity import RetryCallState, wait_fixed
 
 from prefect_openai_chat.resilience import (
