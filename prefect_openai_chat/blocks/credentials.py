@@ -26,6 +26,13 @@ def _fingerprint(secret: str | None) -> str:
     return hashlib.sha256((secret or "").encode()).hexdigest()[:16]
 
 
+def client_cache_key(
+    kind: str, headers: dict[str, str] | None, secret: str, *parts: Any
+) -> Hashable:
+    """What makes two clients interchangeable; holds a fingerprint of the secret, never it."""
+    return (kind, *parts, tuple(sorted((headers or {}).items())), _fingerprint(secret))
+
+
 def client_options(timeout: openai.Timeout | None, max_connections: int | None) -> dict[str, Any]:
     """Options shared by every client: no SDK retries, split timeouts, a sized pool."""
     options: dict[str, Any] = {"max_retries": 0}
@@ -99,14 +106,13 @@ class OpenAICredentials(CredentialsBlock):
 
     def cache_key(self) -> Hashable:
         """What makes two clients interchangeable; holds a key fingerprint, never the key."""
-        headers = tuple(sorted((self.default_headers or {}).items()))
-        return (
+        return client_cache_key(
             "openai",
+            self.default_headers,
+            self.resolve_api_key(),
             self.endpoint,
             self.organization,
             self.project,
-            headers,
-            _fingerprint(self.resolve_api_key()),
         )
 
     def get_client(
@@ -190,13 +196,8 @@ class AzureOpenAICredentials(CredentialsBlock):
 
     def cache_key(self) -> Hashable:
         """What makes two clients interchangeable; holds a fingerprint, never the secret."""
-        headers = tuple(sorted((self.default_headers or {}).items()))
-        return (
-            "azure",
-            self.endpoint,
-            self.api_version,
-            headers,
-            _fingerprint(self.resolve_api_key()),
+        return client_cache_key(
+            "azure", self.default_headers, self.resolve_api_key(), self.endpoint, self.api_version
         )
 
     def get_client(
