@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import subprocess
 import sys
 import time
@@ -187,7 +188,7 @@ def test_memory_stays_flat_over_many_requests() -> None:
         sizes.append(tracemalloc.get_traced_memory()[0])
         tracemalloc.stop()
     assert app.state.sim.stats().requests == 1050
-    growth = [b - a for a, b in zip(sizes, sizes[1:], strict=False)]
+    growth = [b - a for a, b in itertools.pairwise(sizes)]
     # Caches fill while warming up; per-request state would add ~the same to every window.
     assert growth[-1] < 60_000 or growth[-1] < growth[0] / 2, f"growth per window {growth}"
 
