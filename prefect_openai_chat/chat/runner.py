@@ -25,6 +25,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from openai import AsyncOpenAI
@@ -54,6 +55,23 @@ from prefect_openai_chat.tokens.context import context_limit
 ClientFactory = Callable[[], AsyncOpenAI]
 DeltaCallback = Callable[[str], None]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What one `complete` was asked for: handed to context strategies and fallbacks."""
+
+    request: dict[str, Any]
+    stream: bool
+    on_delta: DeltaCallback | None
+    overrides: dict[str, Any]
+
+    def hand_over(self, runner: ChatRunner) -> Awaitable[ChatResult]:
+        """The same call on another runner, which uses its own model."""
+        overrides = {k: v for k, v in self.overrides.items() if k != "model"}
+        return runner.complete(
+            self.request["messages"], stream=self.stream, on_delta=self.on_delta, **overrides
+        )
 
 
 class ChatRunner:
@@ -114,34 +132,27 @@ class ChatRunner:
             window = self.settings.context_window
             if not _surely_fits(request, window) and overflow(request, window) > 0:
                 if self.settings.context_strategy == "bigger_model":
-                    return await self._bigger_model(request, stream, on_delta, overrides)
+                    return await self._bigger_model(_Call(request, stream, on_delta, overrides))
                 strategy = self.settings.context_strategy
                 request = await shorten(request, strategy, window, self._summary)
             started = self._clock()
             try:
                 result, attempts = await self._send(request, stream, on_delta)
             except Exception as exc:
-                return await self._recover(exc, request, stream, on_delta, overrides)
+                return await self._recover(exc, _Call(request, stream, on_delta, overrides))
             return self._finish(result, request, attempts, started)
         except Exception as exc:
             mark_for_task_tier(exc, self.protection.policy)
             raise
 
-    async def _recover(
-        self,
-        exc: Exception,
-        request: dict[str, Any],
-        stream: bool,
-        on_delta: DeltaCallback | None,
-        overrides: dict[str, Any],
-    ) -> ChatResult:
+    async def _recover(self, exc: Exception, call: _Call) -> ChatResult:
         """A context strategy or a fallback for an error the in-call tier gave up on."""
         verdict = self.protection.policy.classify(exc)
         if verdict.action is Action.CONTEXT:
-            return await self._after_overflow(exc, request, stream, on_delta, overrides)
+            return await self._after_overflow(exc, call)
         has_fallback = bool(self.fallbacks) or self.static_fallback is not None
         if has_fallback and _is_outage(verdict):
-            return await self._fall_back(exc, request, stream, on_delta, overrides)
+            return await self._fall_back(exc, call)
         raise exc
 
     # --- one logical call through the in-call tier ---
@@ -224,18 +235,11 @@ class ChatRunner:
         result, _ = await self._send(request, False, None)
         return result.content or ""
 
-    async def _after_overflow(
-        self,
-        exc: Exception,
-        request: dict[str, Any],
-        stream: bool,
-        on_delta: DeltaCallback | None,
-        overrides: dict[str, Any],
-    ) -> ChatResult:
+    async def _after_overflow(self, exc: Exception, call: _Call) -> ChatResult:
         """The server said the context overflowed although the count said it fits."""
-        strategy = self.settings.context_strategy
+        strategy, request = self.settings.context_strategy, call.request
         if strategy == "bigger_model":
-            return await self._bigger_model(request, stream, on_delta, overrides)
+            return await self._bigger_model(call)
         window = server_window(exc)  # the server's real window, when its message names it
         if strategy == "fail":
             needed = count_message_tokens(
@@ -257,23 +261,16 @@ class ChatRunner:
                 request, strategy, self.settings.context_window, self._summary, 0.9
             )
         started = self._clock()
-        result, attempts = await self._send(shorter, stream, on_delta)
+        result, attempts = await self._send(shorter, call.stream, call.on_delta)
         return self._finish(result, shorter, attempts + 1, started)
 
-    async def _bigger_model(
-        self,
-        request: dict[str, Any],
-        stream: bool,
-        on_delta: DeltaCallback | None,
-        overrides: dict[str, Any],
-    ) -> ChatResult:
+    async def _bigger_model(self, call: _Call) -> ChatResult:
+        request = call.request
         needed = count_message_tokens(request["messages"], request["model"], request.get("tools"))
         for runner in self.fallbacks:
             window = context_limit(runner.settings.model, runner.settings.context_window)
             if needed + completion_room(request) <= window:
-                return await runner.complete(
-                    request["messages"], stream=stream, on_delta=on_delta, **_no_model(overrides)
-                )
+                return await call.hand_over(runner)
         raise ContextWindowExceededError(
             f"the prompt ({needed} tokens) fits neither {request['model']} nor any fallback"
             " model; add a fallback with a larger context window or shorten the input",
@@ -281,19 +278,10 @@ class ChatRunner:
             limit=context_limit(request["model"], self.settings.context_window),
         )
 
-    async def _fall_back(
-        self,
-        exc: Exception,
-        request: dict[str, Any],
-        stream: bool,
-        on_delta: DeltaCallback | None,
-        overrides: dict[str, Any],
-    ) -> ChatResult:
+    async def _fall_back(self, exc: Exception, call: _Call) -> ChatResult:
         for runner in self.fallbacks:
             try:
-                return await runner.complete(
-                    request["messages"], stream=stream, on_delta=on_delta, **_no_model(overrides)
-                )
+                return await call.hand_over(runner)
             except Exception as fallback_exc:
                 add_note(
                     exc, f"fallback {runner.settings.name!r} failed too: {fallback_exc!r:.200}"
@@ -375,10 +363,6 @@ def _surely_fits(request: dict[str, Any], window: int | None) -> bool:
     per_message = 4  # 3 tokens of overhead, 1 more for a name
     bound = 4 * chars + per_message * len(request["messages"]) + 3 + completion_room(request)
     return bound <= context_limit(request["model"], window)
-
-
-def _no_model(overrides: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in overrides.items() if k != "model"}
 
 
 def _local_usage(request: dict[str, Any], result: ChatResult) -> Usage:
