@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,24 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         PREFECT_LOCAL_STORAGE_PATH: tmp_path_factory.mktemp("prefect-results"),
     }
     with prefect_test_harness(server_startup_timeout=60), temporary_settings(updates=updates):
+        yield
+
+
+@pytest.fixture
+def isolated_results(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Task results and the default record cache per test, under `tmp_path`.
+
+    Otherwise both live under PREFECT_HOME, and a test (or a second session) would be
+    served from another one's cache.
+    """
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    from prefect_openai_chat.tasks import batch
+
+    monkeypatch.setattr(batch, "default_cache_path", lambda: tmp_path / "record-cache.sqlite")
+    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: tmp_path / "prefect-results"}):
         yield
 
 

@@ -3,39 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from flow_support import make_model
-from prefect.settings import (
-    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-    PREFECT_LOCAL_STORAGE_PATH,
-    temporary_settings,
-)
 
 from prefect_openai_chat import ChatModel
 from prefect_openai_chat.simulator import Simulator
-from prefect_openai_chat.tasks import batch
 
 
 @pytest.fixture(autouse=True)
-def _harness(
-    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
-    """The session's Prefect test API; results and the default record cache per test.
-
-    Without this, task results and the record cache (`cache=True`) would live under
-    PREFECT_HOME and a second test session would be served from the first one's cache.
-    The heartbeat is off because a sync flow waits up to 1 s for its thread on exit.
-    """
-    record_cache = tmp_path / "default-record-cache.sqlite"
-    monkeypatch.setattr(batch, "default_cache_path", lambda: record_cache)
-    updates = {
-        PREFECT_LOCAL_STORAGE_PATH: tmp_path / "prefect-results",
-        PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
-    }
-    with temporary_settings(updates=updates):
-        yield
+def _harness(isolated_results: None) -> None:
+    """The session's Prefect test API; task results and the record cache per test."""
 
 
 @pytest.fixture(scope="module")

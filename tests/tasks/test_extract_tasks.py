@@ -8,16 +8,10 @@ correctly regardless) or with a scripted first request, so the outcomes are exac
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from prefect import flow
-from prefect.settings import (
-    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-    PREFECT_LOCAL_STORAGE_PATH,
-    temporary_settings,
-)
 from pydantic import BaseModel
 
 from prefect_openai_chat import ChatModel, Extraction, OpenAICredentials, aextract, extract
@@ -41,14 +35,8 @@ NO_CURRENCY = (
 
 
 @pytest.fixture(autouse=True)
-def _isolated_results(prefect_harness: None, tmp_path: Path) -> Iterator[None]:
-    """Task results (and so the task cache) per test; no 1 s heartbeat join per sync flow."""
-    updates = {
-        PREFECT_LOCAL_STORAGE_PATH: tmp_path / "prefect-results",
-        PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
-    }
-    with temporary_settings(updates=updates):
-        yield
+def _isolated_results(isolated_results: None) -> None:
+    """Task results (and so the task cache) per test."""
 
 
 @pytest.fixture(scope="module")

@@ -192,13 +192,11 @@ def test_403_and_422_fail_at_once_without_task_retry(status: int) -> None:
     assert task_run_count(task_run_id) == 1
 
 
-async def test_rate_limit_waits_what_the_server_asks(fresh: Simulator) -> None:
-    """429 rate_limit_exceeded: the runner sleeps the server's retry-after (injected sleep)."""
-    fresh.configure(retry_after_s=2.5)
-    model = sim_model(fresh, max_attempts=4, retry_after_cap_s=60.0)
+async def _sleeps_through_429s(sim: Simulator, model: ChatModel) -> RecordingSleep:
+    """Send one call that always gets a 429 through a runner whose sleep is recorded."""
     settings = model.chat_settings()
     sleep = RecordingSleep()
-    client = openai.AsyncOpenAI(base_url=fresh.base_url, api_key=fresh.api_key, max_retries=0)
+    client = openai.AsyncOpenAI(base_url=sim.base_url, api_key=sim.api_key, max_retries=0)
     runner = ChatRunner(
         settings,
         lambda: client,
@@ -208,6 +206,14 @@ async def test_rate_limit_waits_what_the_server_asks(fresh: Simulator) -> None:
     with pytest.raises(openai.RateLimitError):
         await runner.complete(MESSAGES, extra_headers={"x-simulator-fault": "429"})
     await client.close()
+    return sleep
+
+
+async def test_rate_limit_waits_what_the_server_asks(fresh: Simulator) -> None:
+    """429 rate_limit_exceeded: the runner sleeps the server's retry-after (injected sleep)."""
+    fresh.configure(retry_after_s=2.5)
+    model = sim_model(fresh, max_attempts=4, retry_after_cap_s=60.0)
+    sleep = await _sleeps_through_429s(fresh, model)
     assert sleep.delays == [2.5, 2.5, 2.5]
     assert fresh.stats().by_status == {429: 4}
 
@@ -215,18 +221,7 @@ async def test_rate_limit_waits_what_the_server_asks(fresh: Simulator) -> None:
 async def test_rate_limit_wait_is_capped_by_the_block(fresh: Simulator) -> None:
     fresh.configure(retry_after_s=600.0)
     model = sim_model(fresh, max_attempts=2, retry_after_cap_s=7.0)
-    settings = model.chat_settings()
-    sleep = RecordingSleep()
-    client = openai.AsyncOpenAI(base_url=fresh.base_url, api_key=fresh.api_key, max_retries=0)
-    runner = ChatRunner(
-        settings,
-        lambda: client,
-        protection=model.protection(circuit_key(settings.base_url, settings.model)),
-        sleep=sleep,
-    )
-    with pytest.raises(openai.RateLimitError):
-        await runner.complete(MESSAGES, extra_headers={"x-simulator-fault": "429"})
-    await client.close()
+    sleep = await _sleeps_through_429s(fresh, model)
     assert sleep.delays == [7.0]
 
 
