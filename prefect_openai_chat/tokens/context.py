@@ -139,17 +139,10 @@ def fit_messages(
             "shorten the input, lower max_completion_tokens or use context_strategy"
             " 'truncate_oldest'",
         )
-    kept, _ = _split(messages, model, limit - max_completion_tokens, tools)
-    result = [dict(messages[i]) for i in kept]
-    if not any(m.get("role") not in _PINNED_ROLES for m in result):
-        raise _exceeded(
-            model,
-            prompt,
-            max_completion_tokens,
-            limit,
-            "even the system messages and the newest turn do not fit; shorten them",
-        )
-    return result
+    kept, _ = _keep_newest(
+        messages, model, max_completion_tokens, 0, limit, tools, prompt, " and the newest turn"
+    )
+    return kept
 
 
 def split_for_summary(
@@ -177,8 +170,30 @@ def split_for_summary(
     prompt = count_message_tokens(messages, model, tools)
     if prompt + max_completion_tokens <= limit:
         return [dict(m) for m in messages], []
-    budget = limit - max_completion_tokens - summary_tokens
-    kept, dropped = _split(messages, model, budget, tools)
+    return _keep_newest(
+        messages,
+        model,
+        max_completion_tokens,
+        summary_tokens,
+        limit,
+        tools,
+        prompt,
+        ", a summary and the newest turn",
+    )
+
+
+def _keep_newest(
+    messages: Sequence[Message],
+    model: str,
+    max_completion_tokens: int,
+    reserve: int,
+    limit: int,
+    tools: Sequence[Mapping[str, Any]] | None,
+    prompt: int,
+    what: str,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(kept, dropped) copies: pinned messages and the newest turns within the room left."""
+    kept, dropped = _split(messages, model, limit - max_completion_tokens - reserve, tools)
     kept_msgs = [dict(messages[i]) for i in kept]
     if not any(m.get("role") not in _PINNED_ROLES for m in kept_msgs):
         raise _exceeded(
@@ -186,6 +201,6 @@ def split_for_summary(
             prompt,
             max_completion_tokens,
             limit,
-            "even the system messages, a summary and the newest turn do not fit; shorten them",
+            f"even the system messages{what} do not fit; shorten them",
         )
     return kept_msgs, [dict(messages[i]) for i in dropped]
