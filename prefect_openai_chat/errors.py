@@ -87,6 +87,15 @@ class ContextWindowExceededError(ChatError, ValueError):
         self.limit = limit
 
 
+class RateLimitPatienceError(ChatError):
+    """429 `rate_limit_exceeded` answers outlasted the rate-limit patience of one call."""
+
+    def __init__(self, message: str, waited_s: float = 0.0, answers: int = 0) -> None:
+        super().__init__(message)
+        self.waited_s = waited_s
+        self.answers = answers
+
+
 class StaticFallbackError(ChatError):
     """Only the static fallback answered: the endpoint is down and there is nothing to extract."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from prefect_openai_chat.chat.clients import cached_async_client, cached_sync_cl
 from prefect_openai_chat.chat.protection import Protection
 from prefect_openai_chat.chat.runner import ClientFactory
 from prefect_openai_chat.chat.settings import ChatSettings
+from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.resilience import (
     RetryPolicy,
     build_verdicts,
@@ -164,16 +166,29 @@ class ChatModel(Block):
     circuit_successes: int = Field(
         default=1, ge=1, description="Successful probes needed to close the circuit again."
     )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="A Redis URL that shares the circuit and the rate limiter between processes"
+        " and hosts; empty keeps both local to the process.",
+    )
     circuit_redis_url: SecretStr | None = Field(
         default=None,
-        description="A Redis URL that shares the circuit between processes; empty keeps it local.",
+        description="Deprecated name of redis_url (used when redis_url is empty).",
     )
-    # --- client-side limits ---
+    # --- rate limits: learned from the API's headers; these fields only cap them ---
     requests_per_minute: int | None = Field(
-        default=None, gt=0, description="Client-side cap on requests per minute."
+        default=None, gt=0, description="A cap on requests per minute (empty: what the API says)."
     )
     tokens_per_minute: int | None = Field(
-        default=None, gt=0, description="Client-side cap on tokens per minute (prompt plus room)."
+        default=None,
+        gt=0,
+        description="A cap on tokens per minute, prompt plus room (empty: what the API says).",
+    )
+    rate_limit_patience_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="The longest one call waits out 429 rate_limit_exceeded answers, in seconds;"
+        " they count neither against max_attempts nor the retry budget.",
     )
     # --- fallbacks and the context window ---
     fallback_models: list[str] = Field(
@@ -275,12 +290,35 @@ class ChatModel(Block):
             retry_after_cap=self.retry_after_cap_s,
             task_retries=self.task_retries,
             task_retry_delay_s=self.circuit_reset_timeout_s,
+            rate_limit_patience_s=self.rate_limit_patience_s,
             overrides=dict(self.error_overrides),
         )
 
+    def shared_redis_url(self) -> str | None:
+        """The Redis URL that shares the circuit and the limiter, if any."""
+        url = self.redis_url or self.circuit_redis_url
+        return url.get_secret_value() if url else None
+
+    def rate_limit_key(self) -> str:
+        """The limiter's key: endpoint, account and model (limits are per organisation and model).
+
+        The account is the credentials' organisation (and project) when set, else a
+        fingerprint of the key: set `organization` so that several keys share one limiter.
+        """
+        credentials = self.credentials
+        parts = (getattr(credentials, "organization", None), getattr(credentials, "project", None))
+        account = "/".join(str(part) for part in parts if part)
+        if not account:
+            try:
+                secret = credentials.resolve_api_key()
+            except InvalidInputError:
+                secret = ""
+            account = "key-" + hashlib.sha256(secret.encode()).hexdigest()[:12]
+        return f"{self.endpoint}|{account}|{self.model}"
+
     def protection(self, key: str) -> Protection:
         """Policy, circuit guard, retry budget and limiter for calls on `key`."""
-        redis = self.circuit_redis_url.get_secret_value() if self.circuit_redis_url else None
+        redis = self.shared_redis_url()
         guard = get_circuit_guard(
             key,
             fail_max=self.circuit_failures,
@@ -288,8 +326,13 @@ class ChatModel(Block):
             success_threshold=self.circuit_successes,
             redis_url=redis,
         )
-        # Always a limiter: without limits it only holds the shared pause after a 429.
-        limiter = get_rate_limiter(key, rpm=self.requests_per_minute, tpm=self.tokens_per_minute)
+        # Always a limiter: it learns the limits from the API's headers; the fields cap them.
+        limiter = get_rate_limiter(
+            self.rate_limit_key(),
+            rpm=self.requests_per_minute,
+            tpm=self.tokens_per_minute,
+            redis_url=redis,
+        )
         return Protection(
             policy=self.retry_policy(),
             guard=guard,

@@ -1,4 +1,4 @@
-"""The resilience pieces one runner uses, bundled: policy, circuit, budget, limiter.
+"""The resilience pieces one runner uses, bundled: policy, circuit, budget, limiter, gate.
 
 Example:
     >>> from prefect_openai_chat.chat.protection import Protection
@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from prefect_openai_chat.resilience import (
+    AdaptiveConcurrency,
     CircuitGuard,
-    RateLimiter,
+    Limiter,
     RetryBudget,
     RetryEvent,
     RetryPolicy,
@@ -27,6 +28,7 @@ class Protection:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     guard: CircuitGuard | None = None
     budget: RetryBudget | None = None
-    limiter: RateLimiter | None = None
+    limiter: Limiter | None = None
+    gate: AdaptiveConcurrency | None = None
     on_retry: Callable[[RetryEvent], None] | None = None
     reload_credentials: Callable[[], Awaitable[bool]] | None = None

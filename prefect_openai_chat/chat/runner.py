@@ -163,10 +163,10 @@ class ChatRunner:
         request["messages"] = messages
         return request
 
-    def _send(
+    async def _send(
         self, request: dict[str, Any], stream: bool, on_delta: DeltaCallback | None
-    ) -> Awaitable[tuple[ChatResult, int]]:
-        """The in-call tier around one HTTP attempt (a coroutine to await, one frame less)."""
+    ) -> tuple[ChatResult, int]:
+        """The in-call tier around one HTTP attempt; settles the limiter's token reservation."""
         attempt: Callable[[int], Awaitable[ChatResult]]
         if stream:
             attempt = functools.partial(self._stream_once, request, on_delta)
@@ -179,18 +179,24 @@ class ChatRunner:
                 request["messages"], request["model"], request.get("tools")
             )
             tokens += completion_room(request)
-        return call_with_retries(
+        result, attempts = await call_with_retries(
             attempt,
             policy=p.policy,
             key=self.key,
             guard=p.guard,
             budget=p.budget,
             limiter=p.limiter,
+            gate=p.gate,
             sleep=self._sleep,
             on_retry=p.on_retry,
             reload_credentials=p.reload_credentials,
             tokens=tokens,
         )
+        if p.limiter is not None and tokens:
+            # The API charges prompt plus the room asked for; without room, what was written.
+            charged = tokens if completion_room(request) else result.usage.total_tokens
+            p.limiter.settle(tokens, charged)
+        return result, attempts
 
     async def _complete_once(self, request: dict[str, Any], number: int) -> ChatResult:
         raw = await self._client().chat.completions.with_raw_response.create(**request)
@@ -226,7 +232,7 @@ class ChatRunner:
 
     def _observe_limits(self, headers: Any) -> None:
         if self.protection.limiter is not None:
-            self.protection.limiter.update_from_headers(headers)
+            self.protection.limiter.observe(headers)
 
     # --- when the call cannot be sent as it is ---
 

@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import itertools
 import time
+import uuid
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, unmapped
+from prefect.futures import PrefectFuture, as_completed
 from pydantic import BaseModel
 
 from prefect_openai_chat.blocks import ChatModel
@@ -45,10 +48,16 @@ from prefect_openai_chat.flows.checks import (
 from prefect_openai_chat.flows.sinks import Sink, check_writable, open_sink
 from prefect_openai_chat.flows.sources import SourceItem, check_source, count_records, read_records
 from prefect_openai_chat.flows.summary import RunArtifacts, RunTotals
-from prefect_openai_chat.results import RecordOutcome
+from prefect_openai_chat.resilience import AdaptiveConcurrency
+from prefect_openai_chat.results import BatchReport, RecordOutcome
 from prefect_openai_chat.tasks import events
 from prefect_openai_chat.tasks._common import run_logger
-from prefect_openai_chat.tasks.batch import extract_batch, record_outcome, render
+from prefect_openai_chat.tasks.batch import (
+    extract_batch,
+    record_outcome,
+    render,
+    share_concurrency,
+)
 from prefect_openai_chat.tasks.extract import extract
 
 # The parameter is called `schema`, as users expect; pydantic warns that the name shadows
@@ -147,8 +156,8 @@ def extract_records(
         output: Where valid rows go: .jsonl, .parquet or .sqlite.
         quarantine: Where failed records go, with the reason: .jsonl.
         key_field: The record field that identifies it in outputs (else its line).
-        batch_size: Records per `extract_batch` task.
-        concurrency: Extractions in flight inside a batch.
+        batch_size: Records per `extract_batch` task (the unit of checkpoints and task runs).
+        concurrency: The most HTTP calls in flight over the whole run; batches overlap.
         instructions: What to extract, in words.
         mode: `auto`, `json_schema`, `json_object` or `tools`.
         max_reprompts: Re-asks after an invalid answer, per record.
@@ -179,31 +188,29 @@ def extract_records(
     trips_before = events.trips
     artifacts = RunArtifacts()
     logger = run_logger()
+    gate = AdaptiveConcurrency(concurrency, name="extract-records")
+    job = _Job(
+        chat_model, model_cls, prompt, key_field, concurrency, instructions, mode, max_reprompts,
+        cache, share_concurrency(f"extract-records-{uuid.uuid4().hex}", gate),
+    )  # fmt: skip
     with open_sink(out_path, model_cls) as rows, open_sink(quarantine_path) as bad:
+        window = _Window(job, rows, bad, totals, lambda: artifacts.progress(totals.records, total))
         for number, batch in enumerate(_batches(read_records(source), batch_size), start=1):
             label = f"batch {number}/{batches_total or '?'}"
-            _run_batch(
-                batch,
-                label,
-                chat_model,
-                model_cls,
-                prompt,
-                key_field,
-                concurrency,
-                instructions,
-                mode,
-                max_reprompts,
-                per_record_tasks,
-                cache,
-                rows,
-                bad,
-                totals,
-            )
-            artifacts.progress(totals.records, total)
+            if per_record_tasks:
+                window.run_per_record(batch)
+            else:
+                window.submit(batch, label, in_flight=2 + -(-concurrency // batch_size))
+        window.drain()
         _check_exactly_once(totals, rows, bad)
     totals.circuit_trips = events.trips - trips_before
     wall = round(time.perf_counter() - started, 3)
-    extra = {"wall_time_s": wall, "output": str(out_path), "quarantine": str(quarantine_path)}
+    extra = {
+        "wall_time_s": wall,
+        "concurrency": f"{gate.limit} of {concurrency} (lowest {gate.lowest})",
+        "output": str(out_path),
+        "quarantine": str(quarantine_path),
+    }
     artifacts.finish(totals, extra)
     summary = {**totals.as_dict(), **extra}
     logger.info(
@@ -218,62 +225,110 @@ def extract_records(
     return summary
 
 
-def _run_batch(
-    batch: list[SourceItem],
-    label: str,
-    chat_model: ChatModel | str,
-    schema: type[BaseModel],
-    prompt: str,
-    key_field: str | None,
-    concurrency: int,
-    instructions: str | None,
-    mode: str,
-    max_reprompts: int,
-    per_record_tasks: bool,
-    cache: bool | str,
-    rows: Sink,
-    bad: Sink,
-    totals: RunTotals,
-) -> None:
-    readable = [item for item in batch if item.record is not None]
-    for item in batch:
-        if item.record is None:
-            reason = item.error or "unreadable"
-            totals.add(RecordOutcome(index=item.line, key=str(item.line), ok=False, reason=reason))
-            totals.add_quarantined(item.line, str(item.line), reason)
-            bad.write(_quarantine_row(item, str(item.line), None, reason))
-    if not readable:
-        return
-    records = [item.record for item in readable if item.record is not None]
-    if per_record_tasks:
-        outcomes = _per_record(
-            chat_model, schema, records, prompt, instructions, mode, max_reprompts
-        )
-    else:
-        report = extract_batch.with_options(task_run_name=f"extract {schema.__name__} {label}")(
-            chat_model,
-            schema,
-            records,
-            prompt=prompt,
-            instructions=instructions,
-            mode=mode,
-            max_reprompts=max_reprompts,
-            concurrency=concurrency,
-            key_field=key_field,
-            cache=cache,
+@dataclass(frozen=True)
+class _Job:
+    """What every batch of one run is asked to do."""
+
+    chat_model: ChatModel | str
+    schema: type[BaseModel]
+    prompt: str
+    key_field: str | None
+    concurrency: int
+    instructions: str | None
+    mode: str
+    max_reprompts: int
+    cache: bool | str
+    concurrency_pool: str
+
+
+class _Window:
+    """Batches in flight at once, written out as each finishes: no barrier between batches.
+
+    A batch is the unit of checkpointing and of the UI's task runs, not of waiting:
+    while the slowest records of one batch finish, the next batches already fill the
+    HTTP slots (all batches share one concurrency gate, so `concurrency` still bounds
+    the calls in flight). Rows are written in the order batches finish.
+    """
+
+    def __init__(
+        self, job: _Job, rows: Sink, bad: Sink, totals: RunTotals, on_progress: Callable[[], Any]
+    ) -> None:
+        self.job, self.rows, self.bad, self.totals = job, rows, bad, totals
+        self.on_progress = on_progress
+        self.pending: dict[PrefectFuture[BatchReport], list[SourceItem]] = {}
+
+    def submit(self, batch: list[SourceItem], label: str, in_flight: int) -> None:
+        """Start `batch` as an `extract_batch` task once fewer than `in_flight` are running."""
+        readable = self._readable(batch)
+        if not readable:
+            return
+        while len(self.pending) >= in_flight:
+            self._finish_one()
+        job = self.job
+        task = extract_batch.with_options(task_run_name=f"extract {job.schema.__name__} {label}")
+        future = task.submit(
+            job.chat_model,
+            job.schema,
+            [item.record for item in readable if item.record is not None],
+            prompt=job.prompt,
+            instructions=job.instructions,
+            mode=job.mode,
+            max_reprompts=job.max_reprompts,
+            concurrency=job.concurrency,
+            key_field=job.key_field,
+            cache=job.cache,
             progress=False,
             batch_label=label,
+            concurrency_pool=job.concurrency_pool,
         )
-        outcomes = report.records
-    for item, outcome in zip(readable, outcomes, strict=True):
-        key = str(item.record.get(key_field)) if key_field and item.record else str(item.line)
-        totals.add(outcome)
-        if outcome.ok:
-            rows.write({"_key": key, **(outcome.value or {})})
-        else:
-            reason = outcome.reason or outcome.outcome
-            totals.add_quarantined(item.line, key, reason)
-            bad.write(_quarantine_row(item, key, outcome, reason))
+        self.pending[future] = readable
+
+    def run_per_record(self, batch: list[SourceItem]) -> None:
+        """One `extract` task per record (small inputs a user wants to see record by record)."""
+        readable = self._readable(batch)
+        if readable:
+            job = self.job
+            records = [item.record for item in readable if item.record is not None]
+            outcomes = _per_record(
+                job.chat_model, job.schema, records, job.prompt, job.instructions, job.mode,
+                job.max_reprompts,
+            )  # fmt: skip
+            self._write(readable, outcomes)
+
+    def drain(self) -> None:
+        """Wait for every batch still in flight and write it out."""
+        while self.pending:
+            self._finish_one()
+
+    def _finish_one(self) -> None:
+        future = next(as_completed(list(self.pending)))
+        readable = self.pending.pop(future)
+        self._write(readable, future.result().records)
+
+    def _readable(self, batch: list[SourceItem]) -> list[SourceItem]:
+        """The records that parsed; the others go to quarantine now."""
+        for item in batch:
+            if item.record is None:
+                reason = item.error or "unreadable"
+                self.totals.add(
+                    RecordOutcome(index=item.line, key=str(item.line), ok=False, reason=reason)
+                )
+                self.totals.add_quarantined(item.line, str(item.line), reason)
+                self.bad.write(_quarantine_row(item, str(item.line), None, reason))
+        return [item for item in batch if item.record is not None]
+
+    def _write(self, readable: list[SourceItem], outcomes: list[RecordOutcome]) -> None:
+        key_field = self.job.key_field
+        for item, outcome in zip(readable, outcomes, strict=True):
+            key = str(item.record.get(key_field)) if key_field and item.record else str(item.line)
+            self.totals.add(outcome)
+            if outcome.ok:
+                self.rows.write({"_key": key, **(outcome.value or {})})
+            else:
+                reason = outcome.reason or outcome.outcome
+                self.totals.add_quarantined(item.line, key, reason)
+                self.bad.write(_quarantine_row(item, key, outcome, reason))
+        self.on_progress()
 
 
 def _check_exactly_once(totals: RunTotals, rows: Sink, bad: Sink) -> None:

@@ -26,7 +26,14 @@ from prefect_openai_chat.resilience.classify import (
     classify,
     error_row,
 )
-from prefect_openai_chat.resilience.limiter import RateLimiter, get_rate_limiter, parse_duration
+from prefect_openai_chat.resilience.concurrency import AdaptiveConcurrency
+from prefect_openai_chat.resilience.limiter import (
+    Limiter,
+    RateLimiter,
+    get_rate_limiter,
+    parse_duration,
+    read_limits,
+)
 from prefect_openai_chat.resilience.policy import (
     RetryPolicy,
     make_retry_condition,
@@ -47,8 +54,10 @@ from prefect_openai_chat.resilience.waits import (
 __all__ = [
     "DEFAULT_VERDICTS",
     "Action",
+    "AdaptiveConcurrency",
     "CircuitEvent",
     "CircuitGuard",
+    "Limiter",
     "Permit",
     "RateLimiter",
     "RetryBudget",
@@ -70,6 +79,7 @@ __all__ = [
     "mark_for_task_tier",
     "parse_duration",
     "parse_retry_after",
+    "read_limits",
     "remove_circuit_listener",
     "retry_after_of",
     "wait_exponential_full_jitter",

@@ -29,6 +29,7 @@ from prefect_openai_chat.errors import (
     CredentialsRejectedError,
     IncompleteStreamError,
     InsufficientQuotaError,
+    RateLimitPatienceError,
     StaticFallbackError,
     StreamErrorEvent,
 )
@@ -74,6 +75,7 @@ DEFAULT_VERDICTS: dict[str, Verdict] = {
     "timeout": _v(_R, True, True),  # APITimeoutError, TimeoutError (stalled)
     "rate_limit": _v(_R, True, False, rate=True),  # 429 rate_limit_exceeded
     "insufficient_quota": _v(_F, False, False),  # 429 insufficient_quota: never
+    "rate_limit_patience": _v(_F, False, False),  # 429s outlasted the patience
     "408": _v(_R, True, True),
     "409": _v(_R, True, True),
     "5xx": _v(_R, True, True),  # 500, 502, 503, 504, other 5xx
@@ -130,6 +132,8 @@ def error_row(exc: BaseException) -> str:
         return "circuit_open"  # the endpoint is down: fail now, the task tier retries later
     if isinstance(exc, InsufficientQuotaError):
         return "insufficient_quota"
+    if isinstance(exc, RateLimitPatienceError):
+        return "rate_limit_patience"
     if isinstance(exc, CredentialsRejectedError | ContextWindowExceededError):
         return "unknown"  # already decided: fail, no retry
     if isinstance(exc, StreamErrorEvent):

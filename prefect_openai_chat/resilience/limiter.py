@@ -1,17 +1,31 @@
-"""A small client-side rate limiter: request and token buckets, shared pauses after a 429.
+"""The client-side rate limiter: request and token buckets learned from the API's headers.
 
-`acquire(tokens)` reserves one request and `tokens` tokens and sleeps until they
-are available; `throttle(seconds)` (called on a 429) pauses *every* caller of the
-limiter, not only the one that was told to slow down; `update_from_headers` reads
-OpenAI's `x-ratelimit-remaining-*` / `x-ratelimit-reset-*` headers.
+Nobody has to know their limits. After every response the limiter reads
+`x-ratelimit-limit-*` (the bucket's capacity), `x-ratelimit-remaining-*` (what is left)
+and `x-ratelimit-reset-*` (how long until the bucket is full again) for requests and
+tokens, and derives the refill rate from them: `(limit - remaining) / reset`. No
+60-second minute is assumed, so proxies and time-scaled simulators are paced right.
+Configured `rpm` / `tpm` stay a cap on what is learned.
 
-The limiter works across threads and event loops: state is guarded by a short
-threading lock that is never held while sleeping.
+`acquire(tokens)` reserves one request and `tokens` tokens and sleeps until they are
+covered (a bucket may go negative: the deficit is a queue); `throttle(seconds)` pauses
+every caller after a 429; `settle(reserved, used)` charges what a call used beyond
+its reservation. While nothing is known (no headers yet, no caps), one call is sent
+alone (a probe), so a large `concurrency` does not burst into a small, unknown limit.
+
+State is guarded by a short threading lock, never held while sleeping: one limiter
+serves every thread and event loop of a process. `SharedRateLimiter`
+(`limiter_redis.py`) keeps the buckets in Redis for several processes.
 
 Example:
     >>> import asyncio
     >>> from prefect_openai_chat.resilience.limiter import RateLimiter, parse_duration
-    >>> asyncio.run(RateLimiter(rpm=600).acquire())
+    >>> limiter = RateLimiter()
+    >>> limiter.observe({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "59",
+    ...                  "x-ratelimit-reset-requests": "1s"})
+    >>> limiter.learned["requests"]
+    (60.0, 1.0)
+    >>> asyncio.run(limiter.acquire())
     0.0
     >>> parse_duration("6m0s"), parse_duration("12ms")
     (360.0, 0.012)
@@ -23,13 +37,21 @@ import asyncio
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from prefect_openai_chat.resilience.registry import Registry
 
+Kind = Literal["requests", "tokens"]
+KINDS: tuple[Kind, ...] = ("requests", "tokens")
+Sleep = Callable[[float], Awaitable[Any]]
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+PROBE_TIMEOUT_S = 2.0  # the longest other callers wait for the first headers
+_POLL_S = 0.01
 
 
 def parse_duration(text: str) -> float | None:
@@ -45,31 +67,109 @@ def parse_duration(text: str) -> float | None:
     return sum(float(n) * _UNIT[u] for n, u in parts)
 
 
+@dataclass(frozen=True)
+class LimitReading:
+    """What one response said about one bucket.
+
+    Attributes:
+        limit: `x-ratelimit-limit-*`: the bucket's capacity.
+        remaining: `x-ratelimit-remaining-*`: what is left now.
+        reset_s: `x-ratelimit-reset-*`: seconds until the bucket is full again.
+    """
+
+    limit: float
+    remaining: float
+    reset_s: float | None
+
+    @property
+    def rate(self) -> float | None:
+        """Units refilled per second, when the reading shows a partly spent bucket."""
+        spent = self.limit - self.remaining
+        if spent >= 1 and self.reset_s:
+            return spent / self.reset_s
+        return None
+
+
+def read_limits(headers: Mapping[str, str] | Any) -> dict[Kind, LimitReading]:
+    """The `x-ratelimit-*` readings in `headers`, by kind; malformed values are skipped.
+
+    Example:
+        >>> read_limits({"x-ratelimit-limit-tokens": "1000", "x-ratelimit-remaining-tokens": "750",
+        ...              "x-ratelimit-reset-tokens": "15s"})["tokens"].rate
+        16.666666666666668
+    """
+    readings: dict[Kind, LimitReading] = {}
+    if headers is None:
+        return readings
+    for kind in KINDS:
+        limit, remaining = (headers.get(f"x-ratelimit-{w}-{kind}") for w in ("limit", "remaining"))
+        if limit is None or remaining is None:
+            continue
+        try:
+            cap, left = float(limit), float(remaining)
+        except ValueError:
+            continue
+        if cap <= 0 or left < 0:
+            continue
+        reset = parse_duration(str(headers.get(f"x-ratelimit-reset-{kind}") or ""))
+        readings[kind] = LimitReading(cap, min(left, cap), reset)
+    return readings
+
+
+class _Learned:
+    """A bucket's capacity and refill rate as the headers tell them (re-learned on change).
+
+    The rate is a ratio estimate over the last readings, Σ spent / Σ reset, which
+    weighs a reading by how much it shows: one unit spent over 12 ms says little, a
+    hundred over a second says much. `remaining` is rounded down by the servers, so a
+    reading's spent units are counted half a unit lower.
+    """
+
+    SAMPLES = 32
+
+    def __init__(self) -> None:
+        self.capacity: float | None = None
+        self.rate: float | None = None
+        self._samples: deque[tuple[float, float]] = deque(maxlen=self.SAMPLES)
+
+    def observe(self, reading: LimitReading) -> None:
+        if reading.limit != self.capacity:  # first reading, or the limit changed: start over
+            self.capacity, self.rate = reading.limit, None
+            self._samples.clear()
+        if reading.rate is not None and reading.reset_s:
+            self._samples.append((reading.limit - reading.remaining - 0.5, reading.reset_s))
+            spent = sum(s for s, _ in self._samples)
+            seconds = sum(r for _, r in self._samples)
+            self.rate = spent / seconds if spent > 0 else self.rate
+
+
 class _Bucket:
     """A token bucket that may go negative: a negative balance is a queue of reservations."""
 
-    def __init__(self, per_minute: float, now: float) -> None:
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self.balance = float(per_minute)
+    def __init__(self, capacity: float, rate: float, now: float) -> None:
+        self.capacity, self.rate = capacity, rate
+        self.balance, self.stamp = capacity, now
+
+    def refill(self, now: float) -> None:
+        self.balance = min(self.capacity, self.balance + (now - self.stamp) * self.rate)
         self.stamp = now
 
     def take(self, amount: float, now: float) -> float:
         """Deduct `amount`; return the seconds until the balance is back to zero."""
-        self.balance = min(self.capacity, self.balance + (now - self.stamp) * self.rate)
-        self.stamp = now
+        self.refill(now)
         self.balance -= min(amount, self.capacity)  # a huge request waits one full refill
         return 0.0 if self.balance >= 0 else -self.balance / self.rate
 
 
 class RateLimiter:
-    """Client-side requests-per-minute and tokens-per-minute limits.
+    """Requests-per-minute and tokens-per-minute pacing, learned from the API or configured.
 
     Args:
-        rpm: Requests per minute, or None for no request limit.
-        tpm: Tokens per minute, or None for no token limit.
+        rpm: A cap on requests per minute (None: only what the API says).
+        tpm: A cap on tokens per minute (None: only what the API says).
         clock: A monotonic clock in seconds.
         sleep: The async sleep used to wait (inject a recording one in tests).
+        learn: Learn limits from `x-ratelimit-*` headers (False: only the caps).
     """
 
     def __init__(
@@ -77,93 +177,226 @@ class RateLimiter:
         rpm: float | None = None,
         tpm: float | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        sleep: Sleep = asyncio.sleep,
+        learn: bool = True,
     ) -> None:
+        self._clock, self._sleep, self._learn = clock, sleep, learn
+        self._lock = threading.Lock()
+        self._caps: dict[Kind, float | None] = {}
+        self._learned: dict[Kind, _Learned] = {kind: _Learned() for kind in KINDS}
+        self._buckets: dict[Kind, _Bucket | None] = {kind: None for kind in KINDS}
+        self._paused_until = 0.0
+        self._probe_started: float | None = None
+        self._seen_headers = not learn
+        self._share = 1.0
+        self.set_caps(rpm, tpm)
+
+    # --- configuration ---------------------------------------------------------------
+
+    def set_caps(self, rpm: float | None, tpm: float | None) -> None:
+        """Cap the limits at `rpm` / `tpm` per minute (None: no cap for that kind)."""
         for name, value in (("rpm", rpm), ("tpm", tpm)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be a positive number or None, got {value!r}")
-        self._clock = clock
-        self._sleep = sleep
-        now = clock()
-        self._requests = _Bucket(rpm, now) if rpm else None
-        self._tokens = _Bucket(tpm, now) if tpm else None
-        self._paused_until = 0.0
-        self._lock = threading.Lock()
-
-    def reserve(self, tokens: int = 0, include_pause: bool = True) -> float:
-        """Reserve one request and `tokens` tokens; return the seconds to wait before sending.
-
-        `include_pause=False` is for the caller that was told to slow down and has
-        already waited what the server asked: the shared pause is for the others.
-        """
-        with self._lock:
-            now = self._clock()
-            wait = max(0.0, self._paused_until - now) if include_pause else 0.0
-            if self._requests is not None:
-                wait = max(wait, self._requests.take(1, now))
-            if self._tokens is not None and tokens > 0:
-                wait = max(wait, self._tokens.take(tokens, now))
-            return wait
-
-    async def acquire(
-        self,
-        tokens: int = 0,
-        sleep: Callable[[float], Awaitable[Any]] | None = None,
-        include_pause: bool = True,
-    ) -> float:
-        """Wait until one request with `tokens` tokens may be sent; return the seconds waited.
-
-        `sleep` replaces the limiter's own sleep for this call (a caller's injected sleep).
-        """
-        wait = self.reserve(tokens, include_pause)
-        if wait > 0:
-            await (sleep or self._sleep)(wait)
-        return wait
-
-    def throttle(self, seconds: float) -> None:
-        """Pause every caller for `seconds` from now (e.g. after a 429)."""
-        if seconds <= 0:
+        if self._caps == {"requests": rpm, "tokens": tpm}:
             return
         with self._lock:
-            self._paused_until = max(self._paused_until, self._clock() + seconds)
+            self._caps = {"requests": rpm, "tokens": tpm}
+            self._sync_buckets(self._clock())
+
+    @property
+    def share(self) -> float:
+        """The part of the limits this limiter may use (1.0; less while standing in for Redis)."""
+        return self._share
+
+    @share.setter
+    def share(self, fraction: float) -> None:
+        with self._lock:
+            self._share = min(1.0, max(fraction, 1e-6))
+            self._sync_buckets(self._clock())
+
+    def effective(self, kind: Kind) -> tuple[float, float] | None:
+        """(capacity, units per second) in force for `kind`, or None when unlimited."""
+        cap, learned = self._caps.get(kind), self._learned[kind]
+        capacity = learned.capacity
+        rate = learned.rate or (capacity / 60.0 if capacity else None)
+        if cap is not None:
+            capacity = cap if capacity is None else min(cap, capacity)
+            rate = cap / 60.0 if rate is None else min(cap / 60.0, rate)
+        if capacity is None or rate is None:
+            return None
+        return capacity * self._share, rate * self._share
+
+    @property
+    def learned(self) -> dict[Kind, tuple[float, float] | None]:
+        """What the headers taught, by kind: (capacity, units per second), or None."""
+        with self._lock:
+            return {
+                kind: (item.capacity, item.rate) if item.capacity and item.rate else None
+                for kind, item in self._learned.items()
+            }
+
+    def _sync_buckets(self, now: float) -> None:
+        """Give each bucket the capacity and rate in force (call with the lock held)."""
+        for kind in KINDS:
+            limits = self.effective(kind)
+            bucket = self._buckets.get(kind)
+            if limits is None:
+                self._buckets[kind] = None
+            elif bucket is None:
+                self._buckets[kind] = _Bucket(*limits, now)
+            else:
+                bucket.refill(now)
+                bucket.capacity, bucket.rate = limits
+                bucket.balance = min(bucket.balance, bucket.capacity)
+
+    # --- the calls' side -------------------------------------------------------------
 
     @property
     def limits_tokens(self) -> bool:
-        """Whether `acquire` needs a token count (a tokens-per-minute limit is set)."""
-        return self._tokens is not None
+        """Whether `acquire` needs a token count (a token limit is known)."""
+        return self._buckets["tokens"] is not None
 
     @property
     def paused_for(self) -> float:
         """Seconds left in the current pause (0.0 when not paused)."""
         return max(0.0, self._paused_until - self._clock())
 
-    def update_from_headers(self, headers: Mapping[str, str] | Any) -> None:
-        """Align the buckets with `x-ratelimit-remaining-*` and pause until `reset-*` at zero."""
-        for kind, bucket in (("requests", self._requests), ("tokens", self._tokens)):
-            remaining_text = headers.get(f"x-ratelimit-remaining-{kind}")
-            if remaining_text is None:
-                continue
-            try:
-                remaining = float(remaining_text)
-            except ValueError:
-                continue
-            if remaining <= 0:
-                reset = parse_duration(str(headers.get(f"x-ratelimit-reset-{kind}") or ""))
-                if reset:
-                    self.throttle(reset)
-            if bucket is not None:
-                with self._lock:
-                    bucket.balance = min(bucket.balance, remaining)
+    def reserve(self, tokens: int = 0) -> float:
+        """Reserve one request and `tokens` tokens; return the seconds to wait before sending."""
+        with self._lock:
+            now = self._clock()
+            wait = max(0.0, self._paused_until - now)
+            requests, token_bucket = self._buckets["requests"], self._buckets["tokens"]
+            if requests is not None:
+                wait = max(wait, requests.take(1, now))
+            if token_bucket is not None and tokens > 0:
+                wait = max(wait, token_bucket.take(tokens, now))
+            return wait
+
+    async def acquire(
+        self, tokens: int = 0, sleep: Sleep | None = None, probe: bool = True
+    ) -> float:
+        """Wait until one request with `tokens` tokens may be sent; return the seconds waited.
+
+        `sleep` replaces the limiter's own sleep for this call (a caller's injected sleep);
+        `probe=False` skips the wait for the first headers (the caller did it already).
+        """
+        sleep = sleep or self._sleep
+        waited = await self.await_first_headers(sleep) if probe else 0.0
+        wait = self.reserve(tokens)
+        if wait > 0:
+            await sleep(wait)
+        return waited + wait
+
+    async def await_first_headers(self, sleep: Sleep) -> float:
+        """Until the first headers arrive, one call goes alone; the others wait for it.
+
+        Only while nothing is known: configured caps pace the first calls themselves.
+        """
+        if self._seen_headers or any(self._buckets.values()):
+            return 0.0
+        with self._lock:
+            if self._probe_started is None:
+                self._probe_started = self._clock()
+                return 0.0
+        waited = 0.0
+        while not self._seen_headers and waited < PROBE_TIMEOUT_S:
+            await sleep(_POLL_S)
+            waited += _POLL_S
+        return waited
+
+    def throttle(self, seconds: float) -> None:
+        """Pause every caller for `seconds` from now (after a 429)."""
+        if seconds <= 0:
+            return
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def settle(self, reserved: int, used: int) -> None:
+        """Charge the token bucket what a call used beyond its reservation."""
+        extra = used - reserved
+        bucket = self._buckets["tokens"]
+        if extra > 0 and bucket is not None:
+            with self._lock:
+                bucket.refill(self._clock())
+                bucket.balance -= extra
+
+    def observe(self, headers: Mapping[str, str] | Any) -> None:
+        """Learn from a response's `x-ratelimit-*` headers and align the buckets with them."""
+        readings = read_limits(headers) if self._learn else {}
+        with self._lock:
+            self._seen_headers = True  # a server without the headers: no probe any more
+            now = self._clock()
+            for kind, reading in readings.items():
+                self._learned[kind].observe(reading)
+            if readings:
+                self._sync_buckets(now)
+            for kind, reading in readings.items():
+                bucket = self._buckets[kind]
+                if bucket is not None:  # others (processes, jobs) spend the same allowance
+                    bucket.refill(now)
+                    bucket.balance = min(bucket.balance, reading.remaining)
+
+    # Earlier name of `observe`, kept for callers of 0.1.
+    update_from_headers = observe
+
+    def describe(self) -> str:
+        """The limits in force, for logs and error messages, e.g. `50 requests/min, ...`."""
+        parts = []
+        for kind in KINDS:
+            limits = self.effective(kind)
+            if limits is not None:
+                parts.append(f"{limits[0]:g} {kind} (refill {limits[1] * 60:.4g}/min)")
+        return ", ".join(parts) or "no limits known"
 
 
-_registry: Registry[RateLimiter] = Registry()
+class Limiter(Protocol):
+    """What the in-call tier needs of a limiter: `RateLimiter` or `SharedRateLimiter`."""
+
+    @property
+    def limits_tokens(self) -> bool: ...
+
+    @property
+    def paused_for(self) -> float: ...
+
+    def set_caps(self, rpm: float | None, tpm: float | None) -> None: ...
+
+    async def acquire(self, tokens: int = 0, sleep: Sleep | None = None) -> float: ...
+
+    def throttle(self, seconds: float) -> None: ...
+
+    def observe(self, headers: Mapping[str, str] | Any) -> None: ...
+
+    def settle(self, reserved: int, used: int) -> None: ...
+
+    def describe(self) -> str: ...
 
 
-def get_rate_limiter(key: str, **settings: Any) -> RateLimiter:
-    """The process-wide limiter for `key` (a circuit key) and `settings`, created on first use.
+_registry: Registry[Limiter] = Registry()
+
+
+def get_rate_limiter(
+    key: str, rpm: float | None = None, tpm: float | None = None, redis_url: str | None = None
+) -> Limiter:
+    """The process-wide limiter for `key` (endpoint, account, model), created on first use.
+
+    With `redis_url` the buckets are shared with every process that uses the same
+    Redis and key. Blocks that name other caps for the same key share the limiter;
+    the caps in force are the last ones given.
 
     Example:
-        >>> get_rate_limiter("doc", rpm=60) is get_rate_limiter("doc", rpm=60)
+        >>> get_rate_limiter("doc", rpm=60) is get_rate_limiter("doc", rpm=30)
         True
     """
-    return _registry.get(key, settings, lambda: RateLimiter(**settings))
+
+    def build() -> Limiter:
+        if redis_url:
+            from prefect_openai_chat.resilience.limiter_redis import SharedRateLimiter
+
+            return SharedRateLimiter(key, redis_url, rpm, tpm)
+        return RateLimiter(rpm, tpm)
+
+    limiter = _registry.get(key, {"redis_url": redis_url}, build)
+    limiter.set_caps(rpm, tpm)
+    return limiter

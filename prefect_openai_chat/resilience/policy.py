@@ -45,6 +45,8 @@ class RetryPolicy(BaseModel):
         retry_after_cap: Longest server-requested Retry-After honoured, in seconds.
         task_retries: Prefect task re-runs for errors that outlast the in-call tier.
         task_retry_delay_s: Seconds Prefect waits before re-running the task.
+        rate_limit_patience_s: The longest one call waits out 429 rate_limit_exceeded
+            answers, from the first; they count neither against `max_attempts` nor the budget.
         overrides: Error-table rows mapped to another action or verdict, e.g. `{"409": "fail"}`.
     """
 
@@ -56,6 +58,7 @@ class RetryPolicy(BaseModel):
     retry_after_cap: float = Field(60.0, ge=0.0)
     task_retries: int = Field(2, ge=0, le=MAX_TASK_RETRIES)
     task_retry_delay_s: float = Field(30.0, ge=0.0)
+    rate_limit_patience_s: float = Field(300.0, ge=0.0)
     overrides: dict[str, Override] = Field(default_factory=dict)
 
     @field_validator("overrides")

@@ -1,11 +1,19 @@
 """The in-call retry tier: run one logical call, retrying what the policy says, within bounds.
 
 `call_with_retries` runs `attempt(n)` for n = 1, 2, ... until it returns, or the
-policy says fail, or `policy.max_attempts` attempts were made. Around every attempt
-it asks the circuit guard for a permit and reports the outcome; before every retry
-it takes one retry from the budget and waits what the policy's wait strategy says
-(the server's Retry-After, else full-jitter backoff); a 429 rate limit also pauses
-the shared limiter for every concurrent caller.
+policy says fail, or `policy.max_attempts` failed attempts were made. Around every
+attempt it asks the circuit guard for a permit and reports the outcome, waits for
+the rate limiter, and holds a slot of the adaptive concurrency gate while the HTTP
+attempt is in flight (not while waiting). Before every retry it takes one retry from
+the budget and waits what the policy's wait strategy says (the server's
+Retry-After, else full-jitter backoff).
+
+A 429 `rate_limit_exceeded` is pacing, not failure: it pauses the shared limiter
+for every caller, lowers the concurrency gate, and is retried after the server's
+Retry-After without counting against `max_attempts` or the retry budget. What
+bounds it is the policy's `rate_limit_patience_s`, a wall-clock time counted from
+the call's first 429: a wait that would end past it fails the call at once with
+`RateLimitPatienceError`, which says how long it waited and what the headers said.
 
 Why a small loop rather than tenacity's `AsyncRetrying`: the decisions here are not
 a pure function of the outcome (a 401 reloads credentials once, a budget or a guard
@@ -19,6 +27,7 @@ What the caller gets when it fails:
   unchanged in class (e.g. `openai.InternalServerError`), with a note saying how many
   attempts were made; the task tier's `retry_condition_fn` classifies it again;
 * 429 `insufficient_quota`: `InsufficientQuotaError`, chained from the original;
+* 429 `rate_limit_exceeded` past the patience: `RateLimitPatienceError`, chained;
 * 401 twice (or no reload possible): `CredentialsRejectedError` (the key is never shown);
 * circuit open: `CircuitOpenError` (chained from the last attempt's error, if any);
 * context overflow and client errors: the original exception, at once.
@@ -38,6 +47,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -49,14 +59,16 @@ from prefect_openai_chat.errors import (
     CircuitOpenError,
     CredentialsRejectedError,
     InsufficientQuotaError,
+    RateLimitPatienceError,
     add_note,
 )
 from prefect_openai_chat.resilience.budget import RetryBudget
 from prefect_openai_chat.resilience.circuit import CircuitGuard, Permit
 from prefect_openai_chat.resilience.classify import Action, Verdict
-from prefect_openai_chat.resilience.limiter import RateLimiter
+from prefect_openai_chat.resilience.concurrency import AdaptiveConcurrency
+from prefect_openai_chat.resilience.limiter import Limiter, read_limits
 from prefect_openai_chat.resilience.policy import RetryPolicy
-from prefect_openai_chat.resilience.waits import retry_after_of
+from prefect_openai_chat.resilience.waits import headers_of, retry_after_of
 
 T = TypeVar("T")
 
@@ -85,6 +97,56 @@ class RetryEvent:
     verdict: Verdict
 
 
+class _Pacing:
+    """The 429s of one call: how long it has waited, against the policy's patience."""
+
+    def __init__(self, policy: RetryPolicy, key: str, clock: Callable[[], float]) -> None:
+        self.policy, self.key, self.clock = policy, key, clock
+        self.first: float | None = None
+        self.count = 0
+
+    def pause_for(self, exc: BaseException, limiter: Any) -> float:
+        """The pause after this 429, or `RateLimitPatienceError` when it ends past the patience."""
+        now = self.clock()
+        if self.first is None:
+            self.first = now
+        self.count += 1
+        asked = retry_after_of(exc)
+        if asked is None:  # no Retry-After: back off with full jitter
+            window = self.policy.backoff_base * 2 ** min(self.count - 1, 6)
+            asked = random.uniform(0.5, 1.0) * min(window, max(self.policy.backoff_cap, 1.0))
+        waited = now - self.first
+        patience = self.policy.rate_limit_patience_s
+        if waited + asked > patience:
+            raise RateLimitPatienceError(
+                f"{self.key!r} still answered 429 rate_limit_exceeded after {waited:.1f} s of"
+                f" waiting over {self.count} answer(s); the server now asks for {asked:.1f} s more,"
+                f" past the rate-limit patience of {patience:g} s. It said: {_said(exc)}."
+                f" Limits in force: {limiter.describe() if limiter else 'none'}. Raise"
+                " rate_limit_patience_s on the ChatModel, lower the concurrency, share one limiter"
+                " between workers (redis_url), or ask OpenAI for a higher limit",
+                waited_s=waited,
+                answers=self.count,
+            ) from exc
+        return asked
+
+
+def _said(exc: BaseException) -> str:
+    """The rate-limit headers of a 429, in short."""
+    headers = headers_of(exc)
+    if headers is None:
+        return "no headers"
+    shown = [
+        f"{name}={headers.get(name)}"
+        for name in ("retry-after", "retry-after-ms")
+        if headers.get(name) is not None
+    ]
+    for kind, reading in read_limits(headers).items():
+        reset = "?" if reading.reset_s is None else f"{reading.reset_s:g}s"
+        shown.append(f"{kind} {reading.remaining:g}/{reading.limit:g} left, full in {reset}")
+    return "; ".join(shown) or "no rate-limit headers"
+
+
 class _Loop:
     """What happens after a failed attempt: shared by the async and the sync runner."""
 
@@ -94,16 +156,21 @@ class _Loop:
         key: str,
         guard: CircuitGuard | None,
         budget: RetryBudget | None,
-        limiter: RateLimiter | None,
+        limiter: Limiter | None,
         on_retry: Callable[[RetryEvent], None] | None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy, self.key, self.guard, self.budget = policy, key, guard, budget
         self.limiter, self.on_retry = limiter, on_retry
         self.state: RetryCallState | None = None  # made on the first failure only
         self.reloaded = False
         self.last_error: BaseException | None = None
+        self.pacing = _Pacing(policy, key, clock)
+        self.failed = 0  # failed attempts that count against max_attempts (429s do not)
+        self.sent = 0  # HTTP attempts made
+        self.pause = 0.0  # the last 429 pause
 
-    def permit(self, n: int) -> Permit | None:
+    def permit(self) -> Permit | None:
         permit = None
         if self.guard is not None:
             try:
@@ -112,15 +179,16 @@ class _Loop:
                 if self.last_error is not None:
                     raise exc from self.last_error
                 raise
-        if self.budget is not None and n == 1:
+        if self.budget is not None and self.sent == 0:
             self.budget.record_request()  # only calls that are actually sent earn retries
+        self.sent += 1
         return permit
 
     def success(self, permit: Permit | None) -> None:
         if self.guard is not None and permit is not None:
             self.guard.record_success(permit)
 
-    def failure(self, n: int, permit: Permit | None, exc: BaseException) -> Verdict:
+    def failure(self, permit: Permit | None, exc: BaseException) -> Verdict:
         """Record the failed attempt; return its verdict (raise when there is nothing to retry)."""
         verdict = self.policy.classify(exc) if isinstance(exc, Exception) else None
         if self.guard is not None and permit is not None:
@@ -131,21 +199,30 @@ class _Loop:
         if verdict is None:  # cancelled, KeyboardInterrupt: not ours to handle
             raise exc
         self.last_error = exc
-        if verdict.rate_limited and self.limiter is not None:
-            pause = retry_after_of(exc) or self.policy.backoff_base
-            self.limiter.throttle(min(pause, self.policy.retry_after_cap))
+        if self.limiter is not None:
+            headers = headers_of(exc)
+            if headers is not None:
+                self.limiter.observe(headers)
+        if verdict.rate_limited:
+            pause = self.pacing.pause_for(exc, self.limiter)
+            if self.limiter is not None:
+                self.limiter.throttle(pause)  # every caller waits, this one too
+            self.pause = pause
+            return verdict
+        self.failed += 1
         if verdict.action is Action.RETRY:
-            self._check_can_retry(n, exc)
+            self._check_can_retry(exc)
         elif verdict.action is Action.RELOAD_CREDENTIALS:
-            if self.reloaded or n >= self.policy.max_attempts:
-                self._reject_credentials(exc, n)
+            if self.reloaded or self.failed >= self.policy.max_attempts:
+                self._reject_credentials(exc)
         elif verdict.reason == "insufficient_quota":
             raise InsufficientQuotaError(QUOTA_HELP) from exc
         else:
             raise exc
         return verdict
 
-    def _check_can_retry(self, n: int, exc: BaseException) -> None:
+    def _check_can_retry(self, exc: BaseException) -> None:
+        n = self.failed
         if n >= self.policy.max_attempts:
             add_note(
                 exc,
@@ -157,7 +234,7 @@ class _Loop:
             add_note(exc, f"not retried: the retry budget of {self.key!r} is spent (attempt {n})")
             raise exc
 
-    def _reject_credentials(self, exc: BaseException, n: int) -> NoReturn:
+    def _reject_credentials(self, exc: BaseException) -> NoReturn:
         request_id = getattr(exc, "request_id", None)
         detail = " after reloading the credentials" if self.reloaded else ""
         raise CredentialsRejectedError(
@@ -165,15 +242,19 @@ class _Loop:
             f" credentials block or environment (request id: {request_id or 'n/a'})"
         ) from None
 
-    def delay(self, n: int, exc: BaseException, verdict: Verdict) -> float:
-        if self.state is None:
-            self.wait = self.policy.wait()
-            self.state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-        self.state.attempt_number = n
-        self.state.set_exception((type(exc), exc, exc.__traceback__))
-        seconds = max(0.0, float(self.wait(self.state)))
+    def delay(self, exc: BaseException, verdict: Verdict) -> float:
+        """Seconds to sleep before the next attempt (0 for a 429: the limiter holds the pause)."""
+        if verdict.rate_limited:
+            seconds = 0.0 if self.limiter is not None else self.pause
+        else:
+            if self.state is None:
+                self.wait = self.policy.wait()
+                self.state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+            self.state.attempt_number = self.failed
+            self.state.set_exception((type(exc), exc, exc.__traceback__))
+            seconds = max(0.0, float(self.wait(self.state)))
         if self.on_retry is not None:
-            self.on_retry(RetryEvent(self.key, n, seconds, exc, verdict))
+            self.on_retry(RetryEvent(self.key, self.sent, seconds, exc, verdict))
         return seconds
 
 
@@ -184,13 +265,15 @@ async def call_with_retries(
     key: str,
     guard: CircuitGuard | None = None,
     budget: RetryBudget | None = None,
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
+    gate: AdaptiveConcurrency | None = None,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     on_retry: Callable[[RetryEvent], None] | None = None,
     reload_credentials: Callable[[], Awaitable[bool]] | None = None,
     tokens: int = 0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[T, int]:
-    """Run `attempt(n)` under the in-call tier; return (result, attempts used).
+    """Run `attempt(n)` under the in-call tier; return (result, HTTP attempts made).
 
     Args:
         attempt: Makes HTTP attempt number `n` (1-based), e.g. one `create(...)` call.
@@ -199,33 +282,41 @@ async def call_with_retries(
         guard: The circuit guard of the key, if any.
         budget: The retry budget of the key, if any.
         limiter: A client-side rate limiter, if any (acquired before every attempt).
+        gate: The adaptive concurrency gate, if any (held during each HTTP attempt).
         sleep: The async sleep between attempts (inject a recording one in tests).
         on_retry: Called before each retry's sleep.
         reload_credentials: Called once on a 401; return True if the key changed.
-        tokens: Estimated tokens of one attempt, for the limiter's token bucket.
+        tokens: Tokens of one attempt (prompt plus completion room), for the token bucket.
+        clock: The monotonic clock of the rate-limit patience.
     """
-    loop = _Loop(policy, key, guard, budget, limiter, on_retry)
-    n = 0
-    waited_out_pause = False  # this caller already slept what a 429 asked for
+    loop = _Loop(policy, key, guard, budget, limiter, on_retry, clock)
     while True:
-        n += 1
-        permit = loop.permit(n)
+        permit = loop.permit()
         try:
             if limiter is not None:
-                await limiter.acquire(tokens, sleep=sleep, include_pause=not waited_out_pause)
-            result = await attempt(n)
+                await limiter.acquire(tokens if limiter.limits_tokens else 0, sleep=sleep)
+            if gate is None:
+                result = await attempt(loop.sent)
+            else:
+                async with gate.slot():
+                    started = clock()
+                    result = await attempt(loop.sent)
+                gate.record(clock() - started)
         except BaseException as exc:
-            verdict = loop.failure(n, permit, exc)
+            verdict = loop.failure(permit, exc)
+            if gate is not None and verdict.rate_limited:
+                gate.record(None, overloaded=True)
             if verdict.action is Action.RELOAD_CREDENTIALS:
                 loop.reloaded = True
                 if reload_credentials is None or not await reload_credentials():
-                    loop._reject_credentials(exc, n)
+                    loop._reject_credentials(exc)
                 continue
-            await sleep(loop.delay(n, exc, verdict))
-            waited_out_pause = verdict.rate_limited
+            seconds = loop.delay(exc, verdict)
+            if seconds > 0:
+                await sleep(seconds)
             continue
         loop.success(permit)
-        return result, n
+        return result, loop.sent
 
 
 def call_with_retries_sync(
@@ -239,27 +330,25 @@ def call_with_retries_sync(
     on_retry: Callable[[RetryEvent], None] | None = None,
     reload_credentials: Callable[[], bool] | None = None,
 ) -> tuple[T, int]:
-    """The sync twin of `call_with_retries` (no limiter: it waits asynchronously).
+    """The sync twin of `call_with_retries` (no limiter or gate: they wait asynchronously).
 
     Example:
         >>> call_with_retries_sync(lambda n: n * 10, policy=RetryPolicy(), key="k")
         (10, 1)
     """
     loop = _Loop(policy, key, guard, budget, None, on_retry)
-    n = 0
     while True:
-        n += 1
-        permit = loop.permit(n)
+        permit = loop.permit()
         try:
-            result = attempt(n)
+            result = attempt(loop.sent)
         except BaseException as exc:
-            verdict = loop.failure(n, permit, exc)
+            verdict = loop.failure(permit, exc)
             if verdict.action is Action.RELOAD_CREDENTIALS:
                 loop.reloaded = True
                 if reload_credentials is None or not reload_credentials():
-                    loop._reject_credentials(exc, n)
+                    loop._reject_credentials(exc)
                 continue
-            sleep(loop.delay(n, exc, verdict))
+            sleep(loop.delay(exc, verdict))
             continue
         loop.success(permit)
-        return result, n
+        return result, loop.sent

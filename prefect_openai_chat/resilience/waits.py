@@ -36,7 +36,7 @@ def wait_exponential_full_jitter(base: float = 0.5, cap: float = 20.0) -> wait_b
     return wait_random_exponential(multiplier=base, max=cap)
 
 
-def _headers_of(exc: BaseException | None) -> Mapping[str, str] | None:
+def headers_of(exc: BaseException | None) -> Mapping[str, str] | None:
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     return headers if isinstance(headers, Mapping) or hasattr(headers, "get") else None
@@ -83,7 +83,7 @@ def parse_retry_after(
 
 def retry_after_of(exc: BaseException | None, now: Callable[[], float] = time.time) -> float | None:
     """The Retry-After delay carried by `exc` (an openai `APIStatusError`), if any."""
-    return parse_retry_after(_headers_of(exc), now)
+    return parse_retry_after(headers_of(exc), now)
 
 
 class wait_retry_after(wait_base):

@@ -1,12 +1,19 @@
 """`extract_batch`: many extractions in flight inside one Prefect task.
 
-One Prefect task per record costs more orchestration than the HTTP call itself
-(DESIGN.md), so a batch runs its records concurrently on one `AsyncOpenAI` client,
-bounded by `concurrency`. Each record gets its own outcome: a validated value, or
-the reason it goes to quarantine. Finished records are cached on what determines
-them, so a re-run pays only for what is new. Records that failed for a reason that
-outlasts the in-call retries (an open circuit, an outage) get the task tier inside
-the batch: they are tried again after the circuit's reset timeout.
+One Prefect task per record costs more orchestration than the HTTP call itself, so a
+batch runs its records concurrently on one `AsyncOpenAI` client. `concurrency` is
+the most HTTP calls in flight; an `AdaptiveConcurrency` gate finds the real level
+below it (fewer after 429s or when latency grows). Only HTTP attempts hold a slot,
+so a record that waits out a 429 or a backoff does not idle the others; several
+records per slot are in progress at once. Batches of one flow run share one gate
+(`concurrency_pool`), so batches can overlap without exceeding `concurrency`.
+
+Each record gets its own outcome: a validated value, or the reason it goes to
+quarantine. A finished record is cached as soon as it finishes, on what determines
+it, so a re-run (even after a crash mid-batch) pays only for what is new. Records
+that failed for a reason that outlasts the in-call retries (an open circuit, an
+outage) get the task tier inside the batch: they are tried again after the
+circuit's reset timeout.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +37,7 @@ from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction import ensure_model, run_extraction
 from prefect_openai_chat.extraction.record_cache import RecordCache
+from prefect_openai_chat.resilience import AdaptiveConcurrency
 from prefect_openai_chat.results import (
     BatchReport,
     Extraction,
@@ -41,6 +50,26 @@ from prefect_openai_chat.tasks.extract import extraction_key, runner_call
 Record = Mapping[str, Any] | str
 # Outcomes that the same inputs would reach again; errors (outages) are tried again.
 FINAL_OUTCOMES = frozenset({"ok", "invalid", "truncated", "refused", "content_filter", "budget"})
+RECORDS_PER_SLOT = 4  # records in progress per HTTP slot: enough to keep every slot busy
+
+_pools: weakref.WeakValueDictionary[str, AdaptiveConcurrency] = weakref.WeakValueDictionary()
+
+
+def share_concurrency(name: str, gate: AdaptiveConcurrency) -> str:
+    """Let batches started with `concurrency_pool=name` share `gate` while it is referenced.
+
+    Example:
+        >>> gate = AdaptiveConcurrency(16)
+        >>> share_concurrency("doc-run", gate)
+        'doc-run'
+    """
+    _pools[name] = gate
+    return name
+
+
+def _gate_for(pool: str | None, concurrency: int) -> AdaptiveConcurrency:
+    gate = _pools.get(pool) if pool else None
+    return gate if gate is not None else AdaptiveConcurrency(concurrency, name="extract_batch")
 
 
 def default_cache_path() -> Path:
@@ -85,7 +114,7 @@ class _BatchRun:
         self, runner: ChatRunner, model: ChatModel, spec: BatchSpec, cache: RecordCache | None
     ):
         self.runner, self.model, self.spec, self.cache = runner, model, spec, cache
-        self.semaphore = asyncio.Semaphore(spec.concurrency)
+        self.semaphore = asyncio.Semaphore(spec.concurrency * RECORDS_PER_SLOT)
 
     def key_of(self, index: int, record: Record) -> str:
         field = self.spec.key_field
@@ -132,13 +161,6 @@ class _BatchRun:
                 continue
             pending.append(self._one(offset, index, records[offset], text, key, outcomes, on_done))
         await asyncio.gather(*pending)
-        if self.cache is not None:
-            fresh = {
-                keys[i]: o.model_dump_json()
-                for i, o in enumerate(outcomes)
-                if o is not None and not o.cached and o.outcome in FINAL_OUTCOMES and keys[i]
-            }
-            self.cache.put_many(fresh)  # type: ignore[arg-type]
         return [o for o in outcomes if o is not None]
 
     def _cache_key(self, text: str) -> str:
@@ -182,8 +204,12 @@ class _BatchRun:
                 break
             spent.append(extraction)
             await asyncio.sleep(policy.task_retry_delay_s)
-        outcome = record_outcome(index, self.key_of(index, record), extraction)
-        outcomes[offset] = _with_earlier_rounds(outcome, spent)
+        outcome = _with_earlier_rounds(
+            record_outcome(index, self.key_of(index, record), extraction), spent
+        )
+        outcomes[offset] = outcome
+        if self.cache is not None and outcome.outcome in FINAL_OUTCOMES:
+            self.cache.put_many({key: outcome.model_dump_json()})  # checkpoint it now
         on_done()
 
 
@@ -247,6 +273,7 @@ async def _aextract_batch(
     start_index: int = 0,
     progress: bool | None = None,
     batch_label: str | None = None,
+    concurrency_pool: str | None = None,
 ) -> BatchReport:
     """Extract `schema` from every record, `concurrency` at a time, inside one task.
 
@@ -259,12 +286,14 @@ async def _aextract_batch(
         mode: `auto`, `json_schema`, `json_object` or `tools`.
         max_reprompts: Re-asks after an invalid answer, per record.
         token_budget: Most tokens to spend on one record over all its attempts.
-        concurrency: Extractions in flight at once.
+        concurrency: The most HTTP calls in flight at once (the real level adapts below it).
         key_field: The record field that names it in the report (else its index).
         cache: True for the default record cache, a path for another, False for none.
         start_index: Index of the first record (for reports over several batches).
         progress: Show a progress bar (default: when stderr is a terminal).
         batch_label: Shown in the task run name, e.g. "batch 3/40".
+        concurrency_pool: The name under which the running flow shares one concurrency
+            gate between its batches (see `share_concurrency`); None: this batch's own.
 
     Returns:
         A `BatchReport` with one `RecordOutcome` per record and the totals.
@@ -273,6 +302,8 @@ async def _aextract_batch(
         raise InvalidInputError(f"concurrency must be at least 1, got {concurrency}")
     model_cls = ensure_model(schema)
     model, runner = await build_runner(chat_model)
+    gate = _gate_for(concurrency_pool, concurrency)
+    runner.protection.gate = gate
     spec = BatchSpec(
         model_cls, prompt, instructions, mode, max_reprompts, token_budget, concurrency, key_field
     )
@@ -289,13 +320,17 @@ async def _aextract_batch(
             record_cache.close()
     report = BatchReport(records=outcomes)
     run_logger().info(
-        "extract %s batch: %d records, %d valid, %d to quarantine, %d from cache, %d tokens",
+        "extract %s batch: %d records, %d valid, %d to quarantine, %d from cache, %d tokens,"
+        " concurrency %d of %d (lowest %d)",
         model_cls.__name__,
         report.total,
         report.valid,
         report.failed,
         sum(o.cached for o in outcomes),
         report.usage.total_tokens,
+        gate.limit,
+        gate.maximum,
+        gate.lowest,
     )
     return report
 

@@ -37,11 +37,14 @@ def timeout_error() -> openai.APITimeoutError:
 class RecordingSleep:
     """An async sleep that records the delays instead of waiting."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock | None = None) -> None:
         self.delays: list[float] = []
+        self.clock = clock  # moved forward by each delay, when given
 
     async def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
+        if self.clock is not None:
+            self.clock.advance(seconds)
 
 
 class FakeClock:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from resilience_helpers import FakeClock, RecordingSleep
 
-from prefect_openai_chat.resilience import RateLimiter, parse_duration
+from prefect_openai_chat.resilience import RateLimiter, parse_duration, read_limits
 
 
 @pytest.mark.parametrize(
@@ -47,6 +47,7 @@ async def test_token_bucket(clock: FakeClock) -> None:
 async def test_throttle_pauses_every_concurrent_caller(clock: FakeClock) -> None:
     sleep = RecordingSleep()
     limiter = RateLimiter(clock=clock, sleep=sleep)
+    limiter.observe({})  # a server that sends no rate-limit headers: nothing to learn
     limiter.throttle(4.0)  # one caller got a 429 with Retry-After: 4
     waits = await asyncio.gather(*(limiter.acquire() for _ in range(10)))
     assert waits == [4.0] * 10
@@ -54,16 +55,80 @@ async def test_throttle_pauses_every_concurrent_caller(clock: FakeClock) -> None
     assert await limiter.acquire() == 0.0
 
 
-def test_headers_pause_at_zero_remaining(clock: FakeClock) -> None:
-    limiter = RateLimiter(rpm=100, clock=clock)
-    limiter.update_from_headers(
-        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m30s"}
-    )
-    assert limiter.paused_for == pytest.approx(90.0)
-    limiter.update_from_headers(
-        {"x-ratelimit-remaining-tokens": "12", "x-ratelimit-reset-tokens": "6ms"}
-    )
-    assert limiter.paused_for == pytest.approx(90.0)  # no token bucket, remaining > 0: no change
+def headers(kind: str, limit: int, remaining: int, reset: str) -> dict[str, str]:
+    return {
+        f"x-ratelimit-limit-{kind}": str(limit),
+        f"x-ratelimit-remaining-{kind}": str(remaining),
+        f"x-ratelimit-reset-{kind}": reset,
+    }
+
+
+def test_learns_capacity_and_refill_rate_from_the_headers(clock: FakeClock) -> None:
+    limiter = RateLimiter(clock=clock)
+    assert limiter.learned == {"requests": None, "tokens": None}
+    # 10 of 50 spent, full again in 200 ms: 50 per second, whatever a "minute" is.
+    limiter.observe({**headers("requests", 50, 40, "200ms"), **headers("tokens", 9000, 6000, "1s")})
+    # `remaining` is rounded down by servers: a reading counts half a unit less as spent.
+    assert limiter.learned["requests"] == pytest.approx((50.0, 9.5 / 0.2))
+    assert limiter.learned["tokens"] == pytest.approx((9000.0, 2999.5))
+    assert limiter.limits_tokens
+    assert "50 requests" in limiter.describe()
+
+
+async def test_bucket_follows_what_the_server_says_remains(clock: FakeClock) -> None:
+    sleep = RecordingSleep()
+    limiter = RateLimiter(clock=clock, sleep=sleep)
+    limiter.observe(headers("requests", 50, 0, "1s"))  # others spent it all: 49.5 per second
+    assert await limiter.acquire() == pytest.approx(1 / 49.5)  # the next one in about 1/50 s
+    clock.advance(1.0)
+    assert await limiter.acquire() == 0.0
+
+
+def test_relearns_when_the_limit_changes(clock: FakeClock) -> None:
+    limiter = RateLimiter(clock=clock)
+    limiter.observe(headers("requests", 50, 40, "200ms"))
+    assert limiter.learned["requests"] == pytest.approx((50.0, 47.5))
+    limiter.observe(headers("requests", 20, 10, "500ms"))  # the tier changed: 20 per second
+    assert limiter.learned["requests"] == pytest.approx((20.0, 19.0))
+    assert limiter.effective("requests") == pytest.approx((20.0, 19.0))
+
+
+def test_configured_caps_bound_what_is_learned(clock: FakeClock) -> None:
+    limiter = RateLimiter(rpm=600, clock=clock)
+    assert limiter.effective("requests") == pytest.approx((600.0, 10.0))
+    limiter.observe(headers("requests", 5000, 4900, "1.2s"))
+    assert limiter.effective("requests") == pytest.approx((600.0, 10.0))  # the cap stays
+    limiter.observe(headers("requests", 100, 90, "6s"))
+    assert limiter.effective("requests") == pytest.approx((100.0, 9.5 / 6))
+
+
+async def test_until_the_first_headers_one_call_goes_alone() -> None:
+    limiter = RateLimiter()
+    order: list[str] = []
+
+    async def call(name: str) -> None:
+        await limiter.acquire()
+        order.append(name)
+        if name == "first":
+            await asyncio.sleep(0.05)
+            order.append("headers")
+            limiter.observe(headers("requests", 50, 49, "20ms"))
+
+    await asyncio.gather(call("first"), call("second"), call("third"))
+    assert order[:2] == ["first", "headers"]  # the others waited for what the probe learned
+
+
+def test_settle_charges_what_a_call_used_beyond_its_reservation(clock: FakeClock) -> None:
+    limiter = RateLimiter(tpm=6000, clock=clock)
+    assert limiter.reserve(1000) == 0.0
+    limiter.settle(reserved=1000, used=5500)  # no room reserved: the answer was long
+    assert limiter.reserve(1000) == pytest.approx(5.0)  # 500 short at 100 tokens/s
+
+
+def test_read_limits_skips_malformed_values() -> None:
+    assert read_limits({"x-ratelimit-limit-requests": "many", "x-ratelimit-remaining-requests": "1"}) == {}
+    reading = read_limits(headers("tokens", 100, 100, "0s"))["tokens"]
+    assert (reading.limit, reading.remaining, reading.rate) == (100.0, 100.0, None)
 
 
 def test_bad_settings_are_rejected() -> None:

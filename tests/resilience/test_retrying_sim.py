@@ -16,10 +16,12 @@ from prefect_openai_chat.errors import (
     CredentialsRejectedError,
     IncompleteStreamError,
     InsufficientQuotaError,
+    RateLimitPatienceError,
 )
 from prefect_openai_chat.resilience import (
     Action,
     CircuitGuard,
+    RetryBudget,
     RetryPolicy,
     call_with_retries,
     make_retry_condition,
@@ -126,29 +128,49 @@ async def test_timeout_is_retried(sim: Simulator, recording_sleep: RecordingSlee
     assert sim.stats().by_fault == {"hang": 4} and len(recording_sleep.delays) == 3
 
 
-async def test_rate_limit_waits_what_the_server_says(
+async def test_rate_limit_waits_what_the_server_says_within_the_patience(sim: Simulator) -> None:
+    clock = FakeClock()
+    sleep = RecordingSleep(clock)
+    sim.configure(retry_after_s=2.5)
+    policy = POLICY.model_copy(update={"rate_limit_patience_s": 6.0})
+    async with client_for(sim) as client:
+        with pytest.raises(RateLimitPatienceError, match=r"after 5.0 s of waiting over 3") as info:
+            await call_with_retries(
+                completion(client, "429"), policy=policy, key="k", sleep=sleep, clock=clock
+            )
+    assert sim.stats().by_status == {429: 3}
+    assert sleep.delays == [2.5, 2.5]  # the third wait would end past the patience
+    assert "retry-after=3" in str(info.value) and "rate_limit_patience_s" in str(info.value)
+    assert isinstance(info.value.__cause__, openai.RateLimitError)
+    assert not POLICY.classify(info.value).task_retry
+
+
+async def test_rate_limits_are_pacing_not_failures(sim: Simulator) -> None:
+    """429s count neither against max_attempts nor the retry budget."""
+    clock = FakeClock()
+    sleep = RecordingSleep(clock)
+    sim.configure(retry_after_s=1.0, script=["429"] * 6)
+    policy = POLICY.model_copy(update={"max_attempts": 2})
+    budget = RetryBudget(ratio=0.0, min_retries_per_window=0)  # no retries to spend at all
+    async with client_for(sim) as client:
+        result, attempts = await call_with_retries(
+            completion(client), policy=policy, key="k", sleep=sleep, clock=clock, budget=budget
+        )
+    assert result.choices[0].finish_reason in ("stop", "length") and attempts == 7
+    assert sim.stats().by_status == {429: 6, 200: 1}
+    assert sleep.delays == [1.0] * 6
+
+
+async def test_a_wait_past_the_patience_fails_at_once(
     sim: Simulator, recording_sleep: RecordingSleep
 ) -> None:
-    sim.configure(retry_after_s=2.5)
+    sim.configure(retry_after_s=999999.0)
     async with client_for(sim) as client:
-        with pytest.raises(openai.RateLimitError) as info:
+        with pytest.raises(RateLimitPatienceError, match="asks for 999999.0 s more"):
             await call_with_retries(
                 completion(client, "429"), policy=POLICY, key="k", sleep=recording_sleep
             )
-    assert sim.stats().by_status == {429: 4}
-    assert recording_sleep.delays == [2.5, 2.5, 2.5]
-    assert not POLICY.classify(info.value).outage
-
-
-async def test_rate_limit_wait_is_capped(sim: Simulator, recording_sleep: RecordingSleep) -> None:
-    sim.configure(retry_after_s=600.0)
-    policy = RetryPolicy(max_attempts=2, retry_after_cap=30.0)
-    async with client_for(sim) as client:
-        with pytest.raises(openai.RateLimitError):
-            await call_with_retries(
-                completion(client, "429"), policy=policy, key="k", sleep=recording_sleep
-            )
-    assert recording_sleep.delays == [30.0]
+    assert recording_sleep.delays == [] and sim.stats().by_status == {429: 1}
 
 
 async def test_quota_is_never_retried(sim: Simulator, recording_sleep: RecordingSleep) -> None:
