@@ -242,10 +242,11 @@ def _answer(
     charge = prompt + (req.max_tokens * req.n if req.max_tokens else completion)
     verdict = state.limiter.check(ctx.key, charge)
     if verdict.refused is not None:
-        counters.record_fault("rate-limit")
+        counters.record_rate_limit(verdict.refused)
         raise _rate_limit_error(
             req.model, verdict.refused, verdict.used, verdict.limit, verdict.retry_after_s, charge
         )
+    counters.record_admitted()
     if answer.reprompt:
         counters.reprompts += 1
     if answer.fault:

@@ -1,7 +1,10 @@
 """Per-key request and token buckets, charged like the real API, and the x-ratelimit-* headers.
 
 A bucket holds `limit` units and refills continuously at `limit` per (scaled)
-minute; `time_scale=60` makes that minute last one real second.
+minute; `time_scale=60` makes that minute last one real second. `reset-*` is the
+real time until a bucket is full again, so `(limit - remaining) / reset` is its
+refill rate. `reconfigure` changes the limits of a running limiter: what each key
+has used stays used.
 
 Example:
     >>> from prefect_openai_chat.simulator.ratelimit import format_duration
@@ -60,6 +63,13 @@ class Bucket:
         """Real seconds until the bucket is full again."""
         return max(0.0, (self.limit - self.level) / self.rate)
 
+    def rescaled(self, limit: int, time_scale: float) -> Bucket:
+        """A bucket of the new `limit` and `time_scale` in which what was used stays used."""
+        self.refill()
+        bucket = Bucket(limit, time_scale, self._clock)
+        bucket.level = max(0.0, limit - (self.limit - self.level))
+        return bucket
+
 
 @dataclass
 class Verdict:
@@ -96,6 +106,15 @@ class RateLimiter:
             self._buckets[key] = pair
         return pair
 
+    def reconfigure(self, rpm: int | None, tpm: int | None, time_scale: float) -> None:
+        """New limits from now on; each key's used requests and tokens carry over."""
+        self.rpm, self.tpm, self.time_scale = rpm, tpm, time_scale
+        for key, (requests, tokens) in list(self._buckets.items()):
+            self._buckets[key] = (
+                _rescale(requests, rpm, time_scale, self._clock),
+                _rescale(tokens, tpm, time_scale, self._clock),
+            )
+
     def check(self, key: str, tokens: int) -> Verdict:
         """Charge a request of `tokens` tokens to `key`, or refuse it with the reason."""
         requests, token_bucket = self._for(key)
@@ -118,8 +137,11 @@ class RateLimiter:
         return Verdict(self.headers(key))
 
     def headers(self, key: str) -> dict[str, str]:
-        """The six x-ratelimit-* headers for `key`, as they stand now."""
-        requests, tokens = self._buckets.get(key, (None, None))
+        """The six x-ratelimit-* headers for `key`, as they stand now (full for a new key)."""
+        requests, tokens = self._for(key)
+        for bucket in (requests, tokens):
+            if bucket is not None:
+                bucket.refill()
         if requests is None:
             req = (NOMINAL_RPM, NOMINAL_RPM, "0s")
         else:
@@ -144,3 +166,13 @@ class RateLimiter:
             "x-ratelimit-reset-requests": req[2],
             "x-ratelimit-reset-tokens": tok[2],
         }
+
+
+def _rescale(
+    bucket: Bucket | None, limit: int | None, time_scale: float, clock: Callable[[], float]
+) -> Bucket | None:
+    if not limit:
+        return None
+    if bucket is None:
+        return Bucket(limit, time_scale, clock)
+    return bucket.rescaled(limit, time_scale)

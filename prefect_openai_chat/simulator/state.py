@@ -50,13 +50,18 @@ class SimulatorState:
         self.outage_base = 0
 
     def configure(self, **overrides: Any) -> SimulatorSettings:
-        """Apply `overrides` now; new `outages` are timed and counted from this moment."""
+        """Apply `overrides` now; new `outages` are timed and counted from this moment.
+
+        New `rpm`/`tpm`/`time_scale` rescale the buckets at once (no restart): what each
+        key has used stays used, and the headers report the new limits.
+        """
         self.settings = self.settings.with_overrides(**overrides)
         self.api_keys = frozenset(self.settings.api_keys)
         if "seed" in overrides:
             self.picker = FaultPicker(self.settings.seed)
         if any(name in overrides for name in _LIMITER_FIELDS):
-            self.limiter = self._new_limiter()
+            s = self.settings
+            self.limiter.reconfigure(s.rpm, s.tpm, s.time_scale)
         if "outages" in overrides:
             self.outage_clock = time.monotonic()
             self.outage_base = self.counters.requests

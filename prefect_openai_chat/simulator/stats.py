@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+import time
+
 from pydantic import BaseModel, Field
 
 
@@ -32,6 +34,33 @@ class SimulatorStats(BaseModel):
     concurrent_peak: int = Field(default=0, description="Most requests in flight at once.")
     in_flight: int = Field(default=0, description="Requests in flight now.")
     reprompts: int = Field(default=0, description="JSON requests recognised as re-prompts.")
+    rate_limited: dict[str, int] = Field(
+        default_factory=dict,
+        description="429s from the buckets by reason: `requests`, `tokens`, `too-large`.",
+    )
+    admitted: int = Field(
+        default=0, description="Chat requests that passed the buckets and got a 2xx answer."
+    )
+    first_admitted_at: float | None = Field(
+        default=None, description="Unix time (`time.time()`) of the first admitted request."
+    )
+    last_admitted_at: float | None = Field(
+        default=None, description="Unix time (`time.time()`) of the last admitted request."
+    )
+
+    @property
+    def admitted_per_s(self) -> float | None:
+        """Admitted requests per second from the first to the last one (None below two).
+
+        Example:
+            >>> stats = SimulatorStats(admitted=11, first_admitted_at=0.0, last_admitted_at=2.0)
+            >>> stats.admitted_per_s
+            5.0
+        """
+        first, last = self.first_admitted_at, self.last_admitted_at
+        if self.admitted < 2 or first is None or last is None or last <= first:
+            return None
+        return (self.admitted - 1) / (last - first)
 
     @property
     def prompt_tokens(self) -> int:
@@ -55,6 +84,10 @@ class Counters:
         self.concurrent_peak = 0
         self.in_flight = 0
         self.reprompts = 0
+        self.rate_limited: dict[str, int] = {}
+        self.admitted = 0
+        self.first_admitted_at: float | None = None
+        self.last_admitted_at: float | None = None
 
     def enter(self) -> int:
         """Count a new request; return its index since the last reset."""
@@ -77,6 +110,19 @@ class Counters:
         """Count an applied fault."""
         self.by_fault[name] = self.by_fault.get(name, 0) + 1
 
+    def record_rate_limit(self, reason: str) -> None:
+        """Count a 429 from the buckets (`requests`, `tokens` or `too-large`)."""
+        self.record_fault("rate-limit")
+        self.rate_limited[reason] = self.rate_limited.get(reason, 0) + 1
+
+    def record_admitted(self) -> None:
+        """Count a chat request that passed the buckets, with the time it did."""
+        now = time.time()
+        if self.first_admitted_at is None:
+            self.first_admitted_at = now
+        self.last_admitted_at = now
+        self.admitted += 1
+
     def record_tokens(self, key: str, prompt: int, completion: int) -> None:
         """Add reported usage to `key`."""
         pair = self.tokens_by_key.get(key)
@@ -97,4 +143,8 @@ class Counters:
             concurrent_peak=self.concurrent_peak,
             in_flight=self.in_flight,
             reprompts=self.reprompts,
+            rate_limited=dict(self.rate_limited),
+            admitted=self.admitted,
+            first_admitted_at=self.first_admitted_at,
+            last_admitted_at=self.last_admitted_at,
         )
