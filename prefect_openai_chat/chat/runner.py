@@ -191,6 +191,7 @@ class ChatRunner:
             on_retry=p.on_retry,
             reload_credentials=p.reload_credentials,
             tokens=tokens,
+            clock=self._clock,
         )
         if p.limiter is not None and tokens:
             # The API charges prompt plus the room asked for; without room, what was written.

@@ -242,28 +242,35 @@ class _Job:
 
 
 class _Window:
-    """Batches in flight at once, written out as each finishes: no barrier between batches.
+    """Batches in flight at once, written out in input order: no barrier between batches.
 
     A batch is the unit of checkpointing and of the UI's task runs, not of waiting:
     while the slowest records of one batch finish, the next batches already fill the
     HTTP slots (all batches share one concurrency gate, so `concurrency` still bounds
-    the calls in flight). Rows are written in the order batches finish.
+    the calls in flight). Finished batches wait in memory for the ones before them, at
+    most `BUFFERED` windows of them, so the output keeps the input's order.
     """
+
+    BUFFERED = 8  # finished batches kept per batch in flight, waiting for an earlier one
 
     def __init__(
         self, job: _Job, rows: Sink, bad: Sink, totals: RunTotals, on_progress: Callable[[], Any]
     ) -> None:
         self.job, self.rows, self.bad, self.totals = job, rows, bad, totals
         self.on_progress = on_progress
-        self.pending: dict[PrefectFuture[BatchReport], list[SourceItem]] = {}
+        self.pending: dict[PrefectFuture[BatchReport], list[SourceItem]] = {}  # input order
+        self.finished: set[PrefectFuture[BatchReport]] = set()  # filled from task threads
 
     def submit(self, batch: list[SourceItem], label: str, in_flight: int) -> None:
         """Start `batch` as an `extract_batch` task once fewer than `in_flight` are running."""
         readable = self._readable(batch)
         if not readable:
             return
-        while len(self.pending) >= in_flight:
-            self._finish_one()
+        while (
+            len(self.pending) - len(self.finished) >= in_flight
+            or len(self.pending) >= in_flight * self.BUFFERED
+        ):
+            self._wait_for_one()
         job = self.job
         task = extract_batch.with_options(task_run_name=f"extract {job.schema.__name__} {label}")
         future = task.submit(
@@ -282,6 +289,7 @@ class _Window:
             concurrency_pool=job.concurrency_pool,
         )
         self.pending[future] = readable
+        future.add_done_callback(self.finished.add)
 
     def run_per_record(self, batch: list[SourceItem]) -> None:
         """One `extract` task per record (small inputs a user wants to see record by record)."""
@@ -298,12 +306,19 @@ class _Window:
     def drain(self) -> None:
         """Wait for every batch still in flight and write it out."""
         while self.pending:
-            self._finish_one()
+            self._wait_for_one()
 
-    def _finish_one(self) -> None:
-        future = next(as_completed(list(self.pending)))
-        readable = self.pending.pop(future)
-        self._write(readable, future.result().records)
+    def _wait_for_one(self) -> None:
+        """Wait until one more batch finishes; write out the finished ones at the head."""
+        running = [f for f in self.pending if f not in self.finished]
+        if running:
+            next(as_completed(running))
+        while self.pending:
+            head = next(iter(self.pending))
+            if head not in self.finished:
+                break
+            self.finished.discard(head)
+            self._write(self.pending.pop(head), head.result().records)
 
     def _readable(self, batch: list[SourceItem]) -> list[SourceItem]:
         """The records that parsed; the others go to quarantine now."""

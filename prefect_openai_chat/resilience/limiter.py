@@ -51,6 +51,9 @@ Sleep = Callable[[float], Awaitable[Any]]
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 PROBE_TIMEOUT_S = 2.0  # the longest other callers wait for the first headers
+# Learned rates are paced at 97%: headers are rounded, and calls sent on time do not
+# reach the server on time; sending exactly at the limit would meet a 429 now and then.
+PACING = 0.97
 _POLL_S = 0.01
 
 
@@ -119,10 +122,12 @@ def read_limits(headers: Mapping[str, str] | Any) -> dict[Kind, LimitReading]:
 class _Learned:
     """A bucket's capacity and refill rate as the headers tell them (re-learned on change).
 
-    The rate is a ratio estimate over the last readings, Σ spent / Σ reset, which
-    weighs a reading by how much it shows: one unit spent over 12 ms says little, a
-    hundred over a second says much. `remaining` is rounded down by the servers, so a
-    reading's spent units are counted half a unit lower.
+    Servers round `remaining` down and `reset` to the millisecond (to the second past a
+    minute), so a reading that shows `d` units spent and the bucket full again in `reset`
+    seconds only bounds the rate: `(d - 1) / (reset + e) < rate <= d / (reset - e)`. The
+    estimate is the tightest upper bound of the last readings, kept above their tightest
+    lower bound: exact whenever a reading catches a whole level, as many do, and never
+    above what the server showed. A reading of `1ms` bounds nothing from above.
     """
 
     SAMPLES = 32
@@ -130,17 +135,23 @@ class _Learned:
     def __init__(self) -> None:
         self.capacity: float | None = None
         self.rate: float | None = None
-        self._samples: deque[tuple[float, float]] = deque(maxlen=self.SAMPLES)
+        self._lower: deque[float] = deque(maxlen=self.SAMPLES)
+        self._upper: deque[float] = deque(maxlen=self.SAMPLES)
 
     def observe(self, reading: LimitReading) -> None:
         if reading.limit != self.capacity:  # first reading, or the limit changed: start over
             self.capacity, self.rate = reading.limit, None
-            self._samples.clear()
-        if reading.rate is not None and reading.reset_s:
-            self._samples.append((reading.limit - reading.remaining - 0.5, reading.reset_s))
-            spent = sum(s for s, _ in self._samples)
-            seconds = sum(r for _, r in self._samples)
-            self.rate = spent / seconds if spent > 0 else self.rate
+            self._lower.clear()
+            self._upper.clear()
+        reset, spent = reading.reset_s, reading.limit - reading.remaining
+        if not reset or spent < 1:
+            return
+        rounding = 0.0005 if reset < 60 else 0.5
+        self._lower.append((spent - 1) / (reset + rounding))
+        if reset > rounding * 2:
+            self._upper.append(spent / (reset - rounding))
+        lowest = max(self._lower)
+        self.rate = max(min(self._upper), lowest) if self._upper else (lowest or self.rate)
 
 
 class _Bucket:
@@ -215,11 +226,15 @@ class RateLimiter:
             self._share = min(1.0, max(fraction, 1e-6))
             self._sync_buckets(self._clock())
 
-    def effective(self, kind: Kind) -> tuple[float, float] | None:
-        """(capacity, units per second) in force for `kind`, or None when unlimited."""
+    def effective(self, kind: Kind, paced: bool = True) -> tuple[float, float] | None:
+        """(capacity, units per second) in force for `kind`, or None when unlimited.
+
+        `paced=False` gives the learned rate itself, not the 97% the calls are paced at.
+        """
         cap, learned = self._caps.get(kind), self._learned[kind]
         capacity = learned.capacity
-        rate = learned.rate or (capacity / 60.0 if capacity else None)
+        factor = PACING if paced else 1.0
+        rate = learned.rate * factor if learned.rate else (capacity / 60.0 if capacity else None)
         if cap is not None:
             capacity = cap if capacity is None else min(cap, capacity)
             rate = cap / 60.0 if rate is None else min(cap / 60.0, rate)
@@ -336,16 +351,17 @@ class RateLimiter:
                 bucket = self._buckets[kind]
                 if bucket is not None:  # others (processes, jobs) spend the same allowance
                     bucket.refill(now)
-                    bucket.balance = min(bucket.balance, reading.remaining)
+                    # One unit of headroom: the server's clock and ours are not one clock.
+                    bucket.balance = min(bucket.balance, reading.remaining - 1)
 
     # Earlier name of `observe`, kept for callers of 0.1.
     update_from_headers = observe
 
     def describe(self) -> str:
-        """The limits in force, for logs and error messages, e.g. `50 requests/min, ...`."""
+        """The limits in force, for logs and error messages, e.g. `5000 requests/min`."""
         parts = []
         for kind in KINDS:
-            limits = self.effective(kind)
+            limits = self.effective(kind, paced=False)
             if limits is not None:
                 parts.append(f"{limits[0]:g} {kind} (refill {limits[1] * 60:.4g}/min)")
         return ", ".join(parts) or "no limits known"

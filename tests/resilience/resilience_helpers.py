@@ -6,6 +6,9 @@ from typing import Any
 
 import httpx2
 import openai
+from timing_support import FakeClock, RecordingSleep
+
+__all__ = ["FakeClock", "RecordingSleep", "api_error", "connection_error", "status_error"]
 
 _CLIENT = openai.OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", max_retries=0)
 
@@ -32,29 +35,3 @@ def connection_error() -> openai.APIConnectionError:
 
 def timeout_error() -> openai.APITimeoutError:
     return openai.APITimeoutError(request=httpx2.Request("POST", "http://127.0.0.1:9/v1"))
-
-
-class RecordingSleep:
-    """An async sleep that records the delays instead of waiting."""
-
-    def __init__(self, clock: FakeClock | None = None) -> None:
-        self.delays: list[float] = []
-        self.clock = clock  # moved forward by each delay, when given
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-        if self.clock is not None:
-            self.clock.advance(seconds)
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds

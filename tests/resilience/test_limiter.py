@@ -8,6 +8,7 @@ import pytest
 from resilience_helpers import FakeClock, RecordingSleep
 
 from prefect_openai_chat.resilience import RateLimiter, parse_duration, read_limits
+from prefect_openai_chat.resilience.limiter import PACING
 
 
 @pytest.mark.parametrize(
@@ -68,9 +69,11 @@ def test_learns_capacity_and_refill_rate_from_the_headers(clock: FakeClock) -> N
     assert limiter.learned == {"requests": None, "tokens": None}
     # 10 of 50 spent, full again in 200 ms: 50 per second, whatever a "minute" is.
     limiter.observe({**headers("requests", 50, 40, "200ms"), **headers("tokens", 9000, 6000, "1s")})
-    # `remaining` is rounded down by servers: a reading counts half a unit less as spent.
-    assert limiter.learned["requests"] == pytest.approx((50.0, 9.5 / 0.2))
-    assert limiter.learned["tokens"] == pytest.approx((9000.0, 2999.5))
+    assert limiter.learned["requests"] == pytest.approx((50.0, 50.0), rel=0.01)
+    assert limiter.learned["tokens"] == pytest.approx((9000.0, 3000.0), rel=0.01)
+    # `remaining` is rounded down: 45.6 left shows as 45, and the tightest bound wins.
+    limiter.observe(headers("requests", 50, 45, "88ms"))
+    assert limiter.learned["requests"] == pytest.approx((50.0, 50.0), rel=0.01)
     assert limiter.limits_tokens
     assert "50 requests" in limiter.describe()
 
@@ -78,8 +81,9 @@ def test_learns_capacity_and_refill_rate_from_the_headers(clock: FakeClock) -> N
 async def test_bucket_follows_what_the_server_says_remains(clock: FakeClock) -> None:
     sleep = RecordingSleep()
     limiter = RateLimiter(clock=clock, sleep=sleep)
-    limiter.observe(headers("requests", 50, 0, "1s"))  # others spent it all: 49.5 per second
-    assert await limiter.acquire() == pytest.approx(1 / 49.5)  # the next one in about 1/50 s
+    limiter.observe(headers("requests", 50, 0, "1s"))  # others spent it all: 50 per second
+    # one unit of headroom, paced at 97%: the next request in about 2/50 s
+    assert await limiter.acquire() == pytest.approx(2 / (50 * PACING), rel=0.01)
     clock.advance(1.0)
     assert await limiter.acquire() == 0.0
 
@@ -87,10 +91,10 @@ async def test_bucket_follows_what_the_server_says_remains(clock: FakeClock) -> 
 def test_relearns_when_the_limit_changes(clock: FakeClock) -> None:
     limiter = RateLimiter(clock=clock)
     limiter.observe(headers("requests", 50, 40, "200ms"))
-    assert limiter.learned["requests"] == pytest.approx((50.0, 47.5))
+    assert limiter.learned["requests"] == pytest.approx((50.0, 50.0), rel=0.01)
     limiter.observe(headers("requests", 20, 10, "500ms"))  # the tier changed: 20 per second
-    assert limiter.learned["requests"] == pytest.approx((20.0, 19.0))
-    assert limiter.effective("requests") == pytest.approx((20.0, 19.0))
+    assert limiter.learned["requests"] == pytest.approx((20.0, 20.0), rel=0.01)
+    assert limiter.effective("requests") == pytest.approx((20.0, 20.0 * PACING), rel=0.01)
 
 
 def test_configured_caps_bound_what_is_learned(clock: FakeClock) -> None:
@@ -99,7 +103,7 @@ def test_configured_caps_bound_what_is_learned(clock: FakeClock) -> None:
     limiter.observe(headers("requests", 5000, 4900, "1.2s"))
     assert limiter.effective("requests") == pytest.approx((600.0, 10.0))  # the cap stays
     limiter.observe(headers("requests", 100, 90, "6s"))
-    assert limiter.effective("requests") == pytest.approx((100.0, 9.5 / 6))
+    assert limiter.effective("requests") == pytest.approx((100.0, 10 / 6 * PACING), rel=0.01)
 
 
 async def test_until_the_first_headers_one_call_goes_alone() -> None:
@@ -126,7 +130,10 @@ def test_settle_charges_what_a_call_used_beyond_its_reservation(clock: FakeClock
 
 
 def test_read_limits_skips_malformed_values() -> None:
-    assert read_limits({"x-ratelimit-limit-requests": "many", "x-ratelimit-remaining-requests": "1"}) == {}
+    assert (
+        read_limits({"x-ratelimit-limit-requests": "many", "x-ratelimit-remaining-requests": "1"})
+        == {}
+    )
     reading = read_limits(headers("tokens", 100, 100, "0s"))["tokens"]
     assert (reading.limit, reading.remaining, reading.rate) == (100.0, 100.0, None)
 

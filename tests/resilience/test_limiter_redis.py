@@ -127,7 +127,9 @@ async def test_a_worker_that_learned_nothing_uses_what_another_stored(
     redis_url: str, prefix: str
 ) -> None:
     first = SharedRateLimiter("k|learned|m", redis_url, prefix=prefix)
-    first.observe({**LIMITS, "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1s"})
+    first.observe(
+        {**LIMITS, "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1s"}
+    )
     await first.acquire()  # stores capacity 30 and 30/s; the bucket is empty
     second = SharedRateLimiter("k|learned|m", redis_url, prefix=prefix)
     second.local.observe({})  # a response without headers: nothing learned here

@@ -166,7 +166,7 @@ async def test_a_wait_past_the_patience_fails_at_once(
 ) -> None:
     sim.configure(retry_after_s=999999.0)
     async with client_for(sim) as client:
-        with pytest.raises(RateLimitPatienceError, match="asks for 999999.0 s more"):
+        with pytest.raises(RateLimitPatienceError, match=r"asks for 999999\.0 s more"):
             await call_with_retries(
                 completion(client, "429"), policy=POLICY, key="k", sleep=recording_sleep
             )

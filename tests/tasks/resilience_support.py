@@ -96,16 +96,6 @@ class RetryRecorder:
         return [e.delay_s for e in self.events]
 
 
-class RecordingSleep:
-    """An async sleep that records the delays instead of waiting."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
 class StatusServer:
     """An OpenAI-shaped endpoint that answers every chat request with one error status.
 

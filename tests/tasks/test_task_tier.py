@@ -22,13 +22,13 @@ import pytest
 from prefect import flow, task
 from resilience_support import (
     MESSAGES,
-    RecordingSleep,
     StatusServer,
     clear_resilience,
     fast_model,
     sim_model,
     task_run_count,
 )
+from timing_support import FakeClock, RecordingSleep
 
 from prefect_openai_chat import (
     ChatModel,
@@ -44,6 +44,7 @@ from prefect_openai_chat.errors import (
     CredentialsRejectedError,
     IncompleteStreamError,
     InsufficientQuotaError,
+    RateLimitPatienceError,
 )
 from prefect_openai_chat.resilience import circuit_key
 from prefect_openai_chat.simulator import Simulator
@@ -75,7 +76,9 @@ class Row:
 
 
 ROWS = [
-    Row("429-rate-limit", "429", openai.RateLimitError, BOTH_TIERS, 2),
+    # 429s are pacing: not bounded by max_attempts, but by the patience (1 s waits, 2.5 s).
+    Row("429-rate-limit", "429", RateLimitPatienceError, 3, 1,
+        model=(("rate_limit_patience_s", 2.5),)),
     Row("429-insufficient-quota", "quota", InsufficientQuotaError, 1, 1),
     Row("500", "500", openai.InternalServerError, BOTH_TIERS, 2),
     Row("502", "502", openai.InternalServerError, BOTH_TIERS, 2),
@@ -195,34 +198,36 @@ def test_403_and_422_fail_at_once_without_task_retry(status: int) -> None:
 async def _sleeps_through_429s(sim: Simulator, model: ChatModel) -> RecordingSleep:
     """Send one call that always gets a 429 through a runner whose sleep is recorded."""
     settings = model.chat_settings()
-    sleep = RecordingSleep()
+    clock = FakeClock()
+    sleep = RecordingSleep(clock)
     client = openai.AsyncOpenAI(base_url=sim.base_url, api_key=sim.api_key, max_retries=0)
     runner = ChatRunner(
         settings,
         lambda: client,
         protection=model.protection(circuit_key(settings.base_url, settings.model)),
         sleep=sleep,
+        clock=clock,
     )
-    with pytest.raises(openai.RateLimitError):
+    with pytest.raises(RateLimitPatienceError):
         await runner.complete(MESSAGES, extra_headers={"x-simulator-fault": "429"})
     await client.close()
     return sleep
 
 
 async def test_rate_limit_waits_what_the_server_asks(fresh: Simulator) -> None:
-    """429 rate_limit_exceeded: the runner sleeps the server's retry-after (injected sleep)."""
+    """429 rate_limit_exceeded: every caller sleeps the retry-after, within the patience."""
     fresh.configure(retry_after_s=2.5)
-    model = sim_model(fresh, max_attempts=4, retry_after_cap_s=60.0)
+    model = sim_model(fresh, max_attempts=2, rate_limit_patience_s=6.0)
     sleep = await _sleeps_through_429s(fresh, model)
-    assert sleep.delays == [2.5, 2.5, 2.5]
-    assert fresh.stats().by_status == {429: 4}
+    assert sleep.delays == pytest.approx([2.5, 2.5], abs=0.01)  # 429s: pacing, not attempts
+    assert fresh.stats().by_status == {429: 3}
 
 
-async def test_rate_limit_wait_is_capped_by_the_block(fresh: Simulator) -> None:
+async def test_rate_limit_wait_past_the_patience_fails_at_once(fresh: Simulator) -> None:
     fresh.configure(retry_after_s=600.0)
-    model = sim_model(fresh, max_attempts=2, retry_after_cap_s=7.0)
+    model = sim_model(fresh, max_attempts=2, rate_limit_patience_s=300.0)
     sleep = await _sleeps_through_429s(fresh, model)
-    assert sleep.delays == [7.0]
+    assert sleep.delays == [] and fresh.stats().by_status == {429: 1}
 
 
 def test_transient_errors_then_success_in_one_task_run(fresh: Simulator) -> None:
