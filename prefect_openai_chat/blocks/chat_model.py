@@ -163,6 +163,12 @@ class ChatModel(Block):
     circuit_reset_timeout_s: float = Field(
         default=30.0, gt=0, description="Seconds an open circuit waits before one probe call."
     )
+    outage_patience_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long, from when the circuit opened, calls wait for its probe; past"
+        " it they fail at once (no task retries) until a probe succeeds.",
+    )
     circuit_successes: int = Field(
         default=1, ge=1, description="Successful probes needed to close the circuit again."
     )
@@ -291,6 +297,7 @@ class ChatModel(Block):
             task_retries=self.task_retries,
             task_retry_delay_s=self.circuit_reset_timeout_s,
             rate_limit_patience_s=self.rate_limit_patience_s,
+            outage_patience_s=self.outage_patience_s,
             overrides=dict(self.error_overrides),
         )
 

@@ -104,6 +104,10 @@ class ChatRunner:
         self._sleep = sleep
         self._clock = clock
 
+    @property
+    def _has_fallback(self) -> bool:
+        return bool(self.fallbacks) or self.static_fallback is not None
+
     @functools.cached_property
     def key(self) -> str:
         """The circuit key: base URL and model."""
@@ -150,8 +154,7 @@ class ChatRunner:
         verdict = self.protection.policy.classify(exc)
         if verdict.action is Action.CONTEXT:
             return await self._after_overflow(exc, call)
-        has_fallback = bool(self.fallbacks) or self.static_fallback is not None
-        if has_fallback and _is_outage(verdict):
+        if self._has_fallback and _is_outage(verdict):
             return await self._fall_back(exc, call)
         raise exc
 
@@ -192,6 +195,8 @@ class ChatRunner:
             reload_credentials=p.reload_credentials,
             tokens=tokens,
             clock=self._clock,
+            # with somewhere else to turn, an open circuit is not waited out
+            outage_patience_s=0.0 if self._has_fallback else None,
         )
         if p.limiter is not None and tokens:
             # The API charges prompt plus the room asked for; without room, what was written.

@@ -217,6 +217,10 @@ class CircuitGuard:
 
     # --- the protocol ----------------------------------------------------------------
 
+    def now(self) -> float:
+        """The guard's clock (unix seconds unless a test gave it another)."""
+        return self._clock()
+
     def before_call(self) -> Permit:
         """Return a permit to send one attempt, or raise `CircuitOpenError` at once."""
         state = self.breaker.state.name

@@ -11,7 +11,7 @@ Example:
     >>> from prefect_openai_chat.resilience.classify import classify
     >>> v = classify(CircuitOpenError("k", 0.0))
     >>> (v.action.value, v.task_retry, v.outage)
-    ('fail', True, False)
+    ('fail', False, False)
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ DEFAULT_VERDICTS: dict[str, Verdict] = {
     "404": _v(_F, False, False),
     "422": _v(_F, False, False),
     "other_4xx": _v(_F, False, False),
-    "circuit_open": _v(_F, True, False),  # fail fast; the task tier retries later
+    "circuit_open": _v(_F, False, False),  # waited out in-call within the outage patience
     "unknown": _v(_F, False, False),  # bugs and anything not listed: fail loudly
 }
 DEFAULT_VERDICTS = {row: replace(v, reason=row) for row, v in DEFAULT_VERDICTS.items()}
@@ -129,7 +129,7 @@ def error_row(exc: BaseException) -> str:
     """
     # Errors the plugin raised itself (some wrap an openai error as their cause).
     if isinstance(exc, CircuitOpenError | StaticFallbackError):
-        return "circuit_open"  # the endpoint is down: fail now, the task tier retries later
+        return "circuit_open"  # the endpoint is down; the in-call tier waited what it could
     if isinstance(exc, InsufficientQuotaError):
         return "insufficient_quota"
     if isinstance(exc, RateLimitPatienceError):

@@ -152,7 +152,7 @@ class SharedRateLimiter:
         readings = read_limits(headers)
         with self._lock:
             for kind, reading in readings.items():
-                self._align[kind] = reading.remaining
+                self._align[kind] = reading.remaining - 1  # the same headroom as RateLimiter
 
     def throttle(self, seconds: float) -> None:
         """Pause every caller of every process for `seconds` (after a 429)."""

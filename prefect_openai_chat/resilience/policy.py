@@ -47,6 +47,8 @@ class RetryPolicy(BaseModel):
         task_retry_delay_s: Seconds Prefect waits before re-running the task.
         rate_limit_patience_s: The longest one call waits out 429 rate_limit_exceeded
             answers, from the first; they count neither against `max_attempts` nor the budget.
+        outage_patience_s: How long, from when a circuit opened, calls wait for its half-open
+            probe instead of failing; past it they fail at once until a probe succeeds.
         overrides: Error-table rows mapped to another action or verdict, e.g. `{"409": "fail"}`.
     """
 
@@ -59,6 +61,7 @@ class RetryPolicy(BaseModel):
     task_retries: int = Field(2, ge=0, le=MAX_TASK_RETRIES)
     task_retry_delay_s: float = Field(30.0, ge=0.0)
     rate_limit_patience_s: float = Field(300.0, ge=0.0)
+    outage_patience_s: float = Field(120.0, ge=0.0)
     overrides: dict[str, Override] = Field(default_factory=dict)
 
     @field_validator("overrides")

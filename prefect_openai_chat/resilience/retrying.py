@@ -8,6 +8,12 @@ attempt is in flight (not while waiting). Before every retry it takes one retry 
 the budget and waits what the policy's wait strategy says (the server's
 Retry-After, else full-jitter backoff).
 
+An open circuit is waited out, not failed: a call that meets it waits for the shared
+half-open probe, for at most the policy's `outage_patience_s` counted from when this
+process first saw the circuit open; a short blip is ridden out. Past the patience
+every call fails at once with `CircuitOpenError` (and no task retries) until a probe
+succeeds, so a long outage ends the run in minutes, not in hours of retries.
+
 A 429 `rate_limit_exceeded` is pacing, not failure: it pauses the shared limiter
 for every caller, lowers the concurrency gate, and is retried after the server's
 Retry-After without counting against `max_attempts` or the retry budget. What
@@ -29,7 +35,8 @@ What the caller gets when it fails:
 * 429 `insufficient_quota`: `InsufficientQuotaError`, chained from the original;
 * 429 `rate_limit_exceeded` past the patience: `RateLimitPatienceError`, chained;
 * 401 twice (or no reload possible): `CredentialsRejectedError` (the key is never shown);
-* circuit open: `CircuitOpenError` (chained from the last attempt's error, if any);
+* circuit open past the outage patience: `CircuitOpenError` (chained from the last
+  attempt's error, if any);
 * context overflow and client errors: the original exception, at once.
 
 Example:
@@ -48,9 +55,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn, TypeVar
 
 from tenacity import RetryCallState
@@ -131,6 +139,34 @@ class _Pacing:
         return asked
 
 
+class _Outages:
+    """When this process first saw each circuit open; forgotten when a call succeeds."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def seen_open(self, key: str, opened_at: float) -> float:
+        """The start of the outage on `key`: the first opening this process saw."""
+        with self._lock:
+            return self._since.setdefault(key, opened_at)
+
+    def ended(self, key: str) -> None:
+        """A call on `key` succeeded: the outage is over."""
+        if key in self._since:
+            with self._lock:
+                self._since.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget every outage (for tests)."""
+        with self._lock:
+            self._since.clear()
+
+
+outages = _Outages()
+POLL_OPEN_S = 1.0  # while a probe is in flight, how often the others look again
+
+
 def _said(exc: BaseException) -> str:
     """The rate-limit headers of a 429, in short."""
     headers = headers_of(exc)
@@ -159,8 +195,12 @@ class _Loop:
         limiter: Limiter | None,
         on_retry: Callable[[RetryEvent], None] | None,
         clock: Callable[[], float] = time.monotonic,
+        outage_patience_s: float | None = None,
     ) -> None:
         self.policy, self.key, self.guard, self.budget = policy, key, guard, budget
+        self.outage_patience_s = (
+            policy.outage_patience_s if outage_patience_s is None else outage_patience_s
+        )
         self.limiter, self.on_retry = limiter, on_retry
         self.state: RetryCallState | None = None  # made on the first failure only
         self.reloaded = False
@@ -169,6 +209,32 @@ class _Loop:
         self.failed = 0  # failed attempts that count against max_attempts (429s do not)
         self.sent = 0  # HTTP attempts made
         self.pause = 0.0  # the last 429 pause
+
+    async def permit_within_patience(
+        self, sleep: Callable[[float], Awaitable[Any]]
+    ) -> Permit | None:
+        """A permit; while the circuit is open, wait for its probe within the outage patience."""
+        while True:
+            try:
+                return self.permit()
+            except CircuitOpenError as exc:
+                await sleep(self.wait_for_probe(exc))
+
+    def wait_for_probe(self, exc: CircuitOpenError) -> float:
+        """Seconds to wait for the next probe, or raise `exc` when past the outage patience."""
+        assert self.guard is not None  # only a guard raises CircuitOpenError
+        now = self.guard.now()
+        since = outages.seen_open(self.key, min(now, exc.retry_at - self.guard.reset_timeout_s))
+        left = since + self.outage_patience_s - now
+        if left <= 0:
+            add_note(
+                exc,
+                f"the circuit has been open for {now - since:.0f} s, past the outage patience of"
+                f" {self.outage_patience_s:g} s: calls fail at once until a probe succeeds",
+            )
+            exc.patience_exhausted = True  # type: ignore[attr-defined]
+            raise exc
+        return min(max(exc.retry_at - now, 0.05), POLL_OPEN_S, left)
 
     def permit(self) -> Permit | None:
         permit = None
@@ -187,6 +253,7 @@ class _Loop:
     def success(self, permit: Permit | None) -> None:
         if self.guard is not None and permit is not None:
             self.guard.record_success(permit)
+            outages.ended(self.key)
 
     def failure(self, permit: Permit | None, exc: BaseException) -> Verdict:
         """Record the failed attempt; return its verdict (raise when there is nothing to retry)."""
@@ -209,6 +276,9 @@ class _Loop:
                 self.limiter.throttle(pause)  # every caller waits, this one too
             self.pause = pause
             return verdict
+        if permit is not None and permit.probe and verdict.outage and self.outage_patience_s:
+            self.pause = 0.0  # a failed probe is part of waiting out the outage, not an attempt
+            return replace(verdict, rate_limited=False, reason="probe_failed")
         self.failed += 1
         if verdict.action is Action.RETRY:
             self._check_can_retry(exc)
@@ -244,7 +314,9 @@ class _Loop:
 
     def delay(self, exc: BaseException, verdict: Verdict) -> float:
         """Seconds to sleep before the next attempt (0 for a 429: the limiter holds the pause)."""
-        if verdict.rate_limited:
+        if verdict.reason == "probe_failed":
+            seconds = 0.0  # the next permit waits for the next probe
+        elif verdict.rate_limited:
             seconds = 0.0 if self.limiter is not None else self.pause
         else:
             if self.state is None:
@@ -272,6 +344,7 @@ async def call_with_retries(
     reload_credentials: Callable[[], Awaitable[bool]] | None = None,
     tokens: int = 0,
     clock: Callable[[], float] = time.monotonic,
+    outage_patience_s: float | None = None,
 ) -> tuple[T, int]:
     """Run `attempt(n)` under the in-call tier; return (result, HTTP attempts made).
 
@@ -288,10 +361,12 @@ async def call_with_retries(
         reload_credentials: Called once on a 401; return True if the key changed.
         tokens: Tokens of one attempt (prompt plus completion room), for the token bucket.
         clock: The monotonic clock of the rate-limit patience.
+        outage_patience_s: Overrides the policy's (0: fail at once on an open circuit, for a
+            caller with a fallback to turn to).
     """
-    loop = _Loop(policy, key, guard, budget, limiter, on_retry, clock)
+    loop = _Loop(policy, key, guard, budget, limiter, on_retry, clock, outage_patience_s)
     while True:
-        permit = loop.permit()
+        permit = await loop.permit_within_patience(sleep)
         try:
             if limiter is not None:
                 await limiter.acquire(tokens if limiter.limits_tokens else 0, sleep=sleep)
@@ -330,13 +405,13 @@ def call_with_retries_sync(
     on_retry: Callable[[RetryEvent], None] | None = None,
     reload_credentials: Callable[[], bool] | None = None,
 ) -> tuple[T, int]:
-    """The sync twin of `call_with_retries` (no limiter or gate: they wait asynchronously).
+    """The sync twin of `call_with_retries` (no limiter, gate or waiting for a probe).
 
     Example:
         >>> call_with_retries_sync(lambda n: n * 10, policy=RetryPolicy(), key="k")
         (10, 1)
     """
-    loop = _Loop(policy, key, guard, budget, None, on_retry)
+    loop = _Loop(policy, key, guard, budget, None, on_retry, outage_patience_s=0.0)
     while True:
         permit = loop.permit()
         try:

@@ -62,7 +62,7 @@ TABLE = [
     (status_error(404, api_error("model_not_found")), ("404", F, False, False, False)),
     (status_error(422, api_error(None)), ("422", F, False, False, False)),
     (status_error(418, api_error(None)), ("other_4xx", F, False, False, False)),
-    (CircuitOpenError("k", 1.0, "503"), ("circuit_open", F, True, False, False)),
+    (CircuitOpenError("k", 1.0, "503"), ("circuit_open", F, False, False, False)),
     (InsufficientQuotaError("out"), ("insufficient_quota", F, False, False, False)),
     (CredentialsRejectedError("no"), ("unknown", F, False, False, False)),
     (ContextWindowExceededError("too long"), ("unknown", F, False, False, False)),

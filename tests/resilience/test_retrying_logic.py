@@ -27,7 +27,8 @@ from prefect_openai_chat.resilience import (
     call_with_retries_sync,
 )
 
-POLICY = RetryPolicy(max_attempts=4, backoff_base=0.5, backoff_cap=20.0)
+# outage_patience_s=0: an open circuit fails at once (waiting is tested on its own)
+POLICY = RetryPolicy(max_attempts=4, backoff_base=0.5, backoff_cap=20.0, outage_patience_s=0.0)
 
 
 def failing(*errors: BaseException, then: str = "ok") -> tuple[Callable[[int], object], list[int]]:

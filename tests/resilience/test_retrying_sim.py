@@ -30,7 +30,10 @@ from prefect_openai_chat.simulator import Simulator
 
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Say hi."}]
-POLICY = RetryPolicy(max_attempts=4, backoff_base=0.5, backoff_cap=20.0, task_retries=2)
+# outage_patience_s=0: an open circuit fails at once (waiting is tested on its own)
+POLICY = RetryPolicy(
+    max_attempts=4, backoff_base=0.5, backoff_cap=20.0, outage_patience_s=0.0, task_retries=2
+)
 
 
 @pytest.fixture(scope="module")

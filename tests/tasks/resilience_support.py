@@ -24,6 +24,7 @@ from prefect_openai_chat.resilience import RetryEvent
 from prefect_openai_chat.resilience import budget as budget_module
 from prefect_openai_chat.resilience import circuit as circuit_module
 from prefect_openai_chat.resilience import limiter as limiter_module
+from prefect_openai_chat.resilience import retrying as retrying_module
 from prefect_openai_chat.simulator import Simulator
 from prefect_openai_chat.simulator.server import ServerThread
 
@@ -32,10 +33,11 @@ MESSAGES = [{"role": "user", "content": "Say hi."}]
 
 
 def clear_resilience() -> None:
-    """Forget every process-wide circuit guard, retry budget and limiter (test isolation)."""
+    """Forget every process-wide circuit guard, retry budget, limiter and outage (isolation)."""
     circuit_module._registry.clear()
     budget_module._registry.clear()
     limiter_module._registry.clear()
+    retrying_module.outages.clear()
 
 
 def fast_model(base_url: str, api_key: str, **fields: Any) -> ChatModel:
@@ -48,6 +50,7 @@ def fast_model(base_url: str, api_key: str, **fields: Any) -> ChatModel:
         "backoff_cap_s": 0.01,
         "retry_after_cap_s": 0.05,
         "circuit_failures": 1000,
+        "outage_patience_s": 0.0,  # an open circuit fails at once: waiting has its own tests
         "retry_budget_ratio": 1.0,
         **fields,
     }
