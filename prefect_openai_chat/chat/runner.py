@@ -176,12 +176,15 @@ class ChatRunner:
         else:
             attempt = functools.partial(self._complete_once, request)
         p = self.protection
-        tokens = 0
-        if p.limiter is not None and p.limiter.limits_tokens:
-            tokens = count_message_tokens(
+
+        @functools.cache
+        def tokens() -> int:
+            """What the API charges the token bucket up front: the prompt and the room asked for."""
+            prompt = count_message_tokens(
                 request["messages"], request["model"], request.get("tools")
             )
-            tokens += completion_room(request)
+            return prompt + completion_room(request)
+
         result, attempts = await call_with_retries(
             attempt,
             policy=p.policy,
@@ -198,10 +201,9 @@ class ChatRunner:
             # with somewhere else to turn, an open circuit is not waited out
             outage_patience_s=0.0 if self._has_fallback else None,
         )
-        if p.limiter is not None and tokens:
-            # The API charges prompt plus the room asked for; without room, what was written.
-            charged = tokens if completion_room(request) else result.usage.total_tokens
-            p.limiter.settle(tokens, charged)
+        if p.limiter is not None and p.limiter.limits_tokens and not completion_room(request):
+            # Without a room asked for, the API charges what was written, after the answer.
+            p.limiter.settle(tokens(), result.usage.total_tokens)
         return result, attempts
 
     async def _complete_once(self, request: dict[str, Any], number: int) -> ChatResult:

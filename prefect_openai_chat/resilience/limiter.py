@@ -47,6 +47,7 @@ from prefect_openai_chat.resilience.registry import Registry
 Kind = Literal["requests", "tokens"]
 KINDS: tuple[Kind, ...] = ("requests", "tokens")
 Sleep = Callable[[float], Awaitable[Any]]
+Tokens = int | Callable[[], int]  # a count, or a function that counts when asked
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -277,6 +278,12 @@ class RateLimiter:
         """Seconds left in the current pause (0.0 when not paused)."""
         return max(0.0, self._paused_until - self._clock())
 
+    def cost_of(self, tokens: Tokens) -> int:
+        """The tokens to reserve: 0 while no token limit is known."""
+        if not self.limits_tokens:
+            return 0
+        return tokens() if callable(tokens) else tokens
+
     def reserve(self, tokens: int = 0) -> float:
         """Reserve one request and `tokens` tokens; return the seconds to wait before sending."""
         with self._lock:
@@ -290,16 +297,17 @@ class RateLimiter:
             return wait
 
     async def acquire(
-        self, tokens: int = 0, sleep: Sleep | None = None, probe: bool = True
+        self, tokens: Tokens = 0, sleep: Sleep | None = None, probe: bool = True
     ) -> float:
         """Wait until one request with `tokens` tokens may be sent; return the seconds waited.
 
-        `sleep` replaces the limiter's own sleep for this call (a caller's injected sleep);
-        `probe=False` skips the wait for the first headers (the caller did it already).
+        `tokens` may be a function, called only when a token limit is known (after the wait
+        for the first headers). `sleep` replaces the limiter's own sleep for this call (a
+        caller's injected sleep); `probe=False` skips the wait for the first headers.
         """
         sleep = sleep or self._sleep
         waited = await self.await_first_headers(sleep) if probe else 0.0
-        wait = self.reserve(tokens)
+        wait = self.reserve(self.cost_of(tokens))
         if wait > 0:
             await sleep(wait)
         return waited + wait
@@ -378,7 +386,7 @@ class Limiter(Protocol):
 
     def set_caps(self, rpm: float | None, tpm: float | None) -> None: ...
 
-    async def acquire(self, tokens: int = 0, sleep: Sleep | None = None) -> float: ...
+    async def acquire(self, tokens: Tokens = 0, sleep: Sleep | None = None) -> float: ...
 
     def throttle(self, seconds: float) -> None: ...
 

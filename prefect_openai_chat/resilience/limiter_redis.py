@@ -38,7 +38,14 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from prefect_openai_chat.resilience.limiter import KINDS, Kind, RateLimiter, Sleep, read_limits
+from prefect_openai_chat.resilience.limiter import (
+    KINDS,
+    Kind,
+    RateLimiter,
+    Sleep,
+    Tokens,
+    read_limits,
+)
 
 logger = logging.getLogger("prefect_openai_chat.resilience.limiter")
 
@@ -173,10 +180,11 @@ class SharedRateLimiter:
             how = f"a local 1/{self.workers} share while Redis is away"
         return f"{self.local.describe()}; {how}"
 
-    async def acquire(self, tokens: int = 0, sleep: Sleep | None = None) -> float:
+    async def acquire(self, tokens: Tokens = 0, sleep: Sleep | None = None) -> float:
         """Wait until one request with `tokens` tokens may be sent; return the seconds waited."""
         sleep = sleep or self.local._sleep
         waited = await self.local.await_first_headers(sleep)
+        tokens = self.local.cost_of(tokens)
         if self._down_until is not None and time.monotonic() < self._down_until:
             return waited + await self.local.acquire(tokens, sleep, probe=False)
         try:

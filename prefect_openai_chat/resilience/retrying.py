@@ -342,7 +342,7 @@ async def call_with_retries(
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     on_retry: Callable[[RetryEvent], None] | None = None,
     reload_credentials: Callable[[], Awaitable[bool]] | None = None,
-    tokens: int = 0,
+    tokens: int | Callable[[], int] = 0,
     clock: Callable[[], float] = time.monotonic,
     outage_patience_s: float | None = None,
 ) -> tuple[T, int]:
@@ -359,7 +359,8 @@ async def call_with_retries(
         sleep: The async sleep between attempts (inject a recording one in tests).
         on_retry: Called before each retry's sleep.
         reload_credentials: Called once on a 401; return True if the key changed.
-        tokens: Tokens of one attempt (prompt plus completion room), for the token bucket.
+        tokens: Tokens of one attempt (prompt plus completion room), for the token bucket;
+            a function is called only once a token limit is known (counting costs time).
         clock: The monotonic clock of the rate-limit patience.
         outage_patience_s: Overrides the policy's (0: fail at once on an open circuit, for a
             caller with a fallback to turn to).
@@ -369,7 +370,7 @@ async def call_with_retries(
         permit = await loop.permit_within_patience(sleep)
         try:
             if limiter is not None:
-                await limiter.acquire(tokens if limiter.limits_tokens else 0, sleep=sleep)
+                await limiter.acquire(tokens, sleep=sleep)
             if gate is None:
                 result = await attempt(loop.sent)
             else:
