@@ -107,11 +107,12 @@ def _first(values: list[str]) -> str | None:
 
 
 def _first_match(facts: TextFacts, key: str, pattern: str) -> str | None:
-    labelled = facts.labelled(key, strict=True)
-    if labelled is not None and facts.matches(pattern) and labelled in facts.matches(pattern):
-        return labelled
+    """The labelled value if it fits `pattern`, else the first match in the text."""
     found = facts.matches(pattern)
-    return found[0] if found else None
+    if not found:
+        return None
+    labelled = facts.labelled(key, strict=True)
+    return labelled if labelled in found else found[0]
 
 
 def _id_for(facts: TextFacts, key: str) -> str | None:
