@@ -77,7 +77,10 @@ _GREETING = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_HELLO = re.compile(r"^(?:hi|hello|hey|dear \w+)\b[,!]?\s*", re.IGNORECASE)
+_HELLO = re.compile(
+    r"^(?:hi|hello|hey|hola|hallo|grüezi|good (?:morning|afternoon|evening)|dear \w+)\b[,!]?\s*",
+    re.IGNORECASE,
+)
 _TRAILING = _set(
     """a an the and or but to of in on at for with that which i my is was every since from by as
     after before when if because so than then into about like your our its this these"""
