@@ -219,7 +219,7 @@ def _generic_object(facts: TextFacts, rng: random.Random, model: str) -> dict[st
         obj["date"] = facts.dates[0]
     if facts.amounts:
         obj["amount"], obj["currency"] = facts.amounts[0]
-    obj["summary"] = prose(rng, 12, model)
+    obj["summary"] = facts.summary or prose(rng, 12, model)
     return obj
 
 

@@ -18,6 +18,7 @@ import random
 import uuid
 from typing import Any
 
+from prefect_openai_chat.simulator import choices, fields
 from prefect_openai_chat.simulator.facts import TextFacts
 
 _MAX_DEPTH = 8
@@ -36,7 +37,6 @@ _WORDS = [
     "kestrel",
     "lumen",
 ]
-_MISSING = object()
 
 
 class SchemaFiller:
@@ -84,7 +84,7 @@ class SchemaFiller:
         if "const" in schema:
             return schema["const"]
         if schema.get("enum"):
-            return self._enum(schema["enum"], key)
+            return self._enum(schema, key)[0]
         branches = schema.get("anyOf") or schema.get("oneOf")
         kind = schema.get("type")
         if isinstance(kind, list):
@@ -95,6 +95,11 @@ class SchemaFiller:
             if not real:
                 return None
             branch = real[0]
+            if "description" in schema and "description" not in branch:
+                branch = {**branch, "description": schema["description"]}
+            if nullable and depth > 0 and branch.get("enum"):
+                value, found = self._enum(branch, key)
+                return value if found else None
             if nullable and depth > 0 and branch.get("type") not in ("object", "array", None):
                 value, found = self._scalar(branch, key)
                 return value if found else None
@@ -117,39 +122,45 @@ class SchemaFiller:
         high = int(schema.get("maxItems", max(low, 2)))
         if items.get("type") == "string" and "enum" not in items:
             found = self._found_list(items, key)
-            if found:
-                return found[: max(low, min(high, len(found)))] + [
-                    self._value(items, key, depth + 1) for _ in range(low - len(found))
+            need = int(schema.get("minItems", 0))
+            if found is not None and (found or not need):
+                return found[: max(need, min(high, len(found)))] + [
+                    self._value(items, key, depth + 1) for _ in range(need - len(found))
                 ]
         count = max(low, min(high, 1 + self.rng.randrange(2)))
         singular = key[:-1] if key.endswith("s") else key
         return [self._value(items, singular, depth + 1) for _ in range(count)]
 
-    def _found_list(self, items: dict[str, Any], key: str) -> list[str]:
-        if items.get("format") == "email" or "email" in key.lower():
+    def _found_list(self, items: dict[str, Any], key: str) -> list[str] | None:
+        if items.get("format") == "email":
             return list(self.facts.emails)
-        if items.get("format") == "date" or "date" in key.lower():
+        if items.get("format") == "date":
             return list(self.facts.dates)
-        return []
+        return fields.list_for(self.facts, key)
 
     # --- scalars ------------------------------------------------------------------------
 
-    def _enum(self, options: list[Any], key: str) -> Any:
-        best, best_pos = _MISSING, -1
-        for option in options:
-            if option is None:
-                continue
-            pos = self.facts.mentions(str(option))
-            if pos >= 0 and (best_pos < 0 or pos < best_pos):
-                best, best_pos = option, pos
-        if best is not _MISSING:
-            return best
+    def _enum(self, schema: dict[str, Any], key: str) -> tuple[Any, bool]:
+        """The option the text supports (True), else a default or a draw (False)."""
+        options = schema["enum"]
+        if "currency" in key.lower() and self.facts.amounts:
+            code = self.facts.amounts[0][1]
+            if code in options:
+                return code, True
         labelled = self.facts.labelled(key)
         if labelled:
             for option in options:
-                if str(option).lower() in labelled.lower():
-                    return option
-        return options[self.rng.randrange(len(options))]
+                if option is not None and str(option).lower() == labelled.lower():
+                    return option, True
+        real = [o for o in options if o is not None]
+        if not real:
+            return None, False
+        option, score = choices.pick(real, str(schema.get("description", "")), self.facts.text)
+        if score > 0:
+            return option, True
+        if option is not None:
+            return option, False
+        return real[self.rng.randrange(len(real))], False
 
     def _scalar(self, schema: dict[str, Any], key: str) -> tuple[Any, bool]:
         kind = schema.get("type", "string")
@@ -187,9 +198,7 @@ class SchemaFiller:
             found = amounts[0][1] if amounts else None
             fallback = "USD"
         else:
-            found = self.facts.labelled(key)
-            if found is None and "name" in low_key:
-                found = self._next("name", self.facts.names)
+            found = fields.string_for(self.facts, key, schema)
             fallback = f"{low_key.replace('_', ' ')} {self.rng.choice(_WORDS)}".strip()
         value = found if found is not None else fallback
         return _fit_length(value, schema), found is not None
