@@ -53,7 +53,7 @@ MEMBER_TTL_S = 30.0  # a worker that has not reserved for this long no longer co
 
 # KEYS: the buckets' hash, the workers' sorted set.
 # ARGV: worker id, then per kind (requests, tokens): capacity, rate/s (0: unknown),
-# remaining to align to (-1: none), units to charge, units to take; then the pause in
+# remaining to align to ('none': none), units to charge, units to take; then the pause in
 # seconds (0: none). Returns {seconds to wait, workers seen}.
 _RESERVE_LUA = """
 local t = redis.call('TIME')
@@ -67,7 +67,7 @@ local function bucket(p, cap, rate, align, charge, take)
   local level = tonumber(redis.call('HGET', KEYS[1], p .. 'l')) or cap
   local at = tonumber(redis.call('HGET', KEYS[1], p .. 'a')) or now
   level = math.min(cap, level + math.max(0, now - at) * rate)
-  if align >= 0 and align < level then level = align end
+  if align ~= nil and align < level then level = align end
   level = level - charge - math.min(take, cap)
   redis.call('HSET', KEYS[1], p .. 'c', cap, p .. 'r', rate, p .. 'l', level, p .. 'a', now)
   if level < 0 then return -level / rate end
@@ -224,7 +224,7 @@ class SharedRateLimiter:
             limits = self.local.effective(kind) or (0.0, 0.0)
             take = 1 if kind == "requests" else tokens
             used = charge if kind == "tokens" else 0.0
-            args += [limits[0], limits[1], align.get(kind, -1), used, take]
+            args += [limits[0], limits[1], align.get(kind, "none"), used, take]
         args += [pause, MEMBER_TTL_S]
         try:
             wait, workers = await self._client()(keys=self._keys, args=args)
