@@ -32,18 +32,21 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, unmapped
+from prefect import unmapped
 from pydantic import BaseModel
 
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.flows.checks import (
-    check_template_against,
-    resolve_schema,
-    template_fields,
+from prefect_openai_chat.flows.checks import check_source_against_prompt, resolve_schema
+from prefect_openai_chat.flows.sinks import Sink, check_distinct, check_writable, open_outputs
+from prefect_openai_chat.flows.sources import (
+    Keys,
+    SourceItem,
+    check_source,
+    count_records,
+    read_records,
+    source_flow,
 )
-from prefect_openai_chat.flows.sinks import Sink, check_writable, open_sink
-from prefect_openai_chat.flows.sources import SourceItem, check_source, count_records, read_records
 from prefect_openai_chat.flows.summary import RunArtifacts, RunTotals
 from prefect_openai_chat.results import RecordOutcome
 from prefect_openai_chat.tasks import events
@@ -68,7 +71,7 @@ def _quarantine_row(
         "line": item.line,
         "key": key,  # the same key the output rows use (a batch's own index would repeat)
         "reason": reason,
-        "outcome": outcome.outcome if outcome else "unreadable",
+        "outcome": outcome.outcome if outcome else item.kind,
         "attempts": outcome.attempts if outcome else 0,
         "record": item.record if item.record is not None else item.raw,
         "last_raw_output": outcome.last_raw_output if outcome else None,
@@ -120,7 +123,7 @@ def _per_record(
     return [o for o in outcomes if o is not None]
 
 
-@flow(name="extract-records", log_prints=True)
+@source_flow(name="extract-records", log_prints=True)
 def extract_records(
     source: str | Iterable[dict[str, Any]],
     schema: Any,
@@ -165,22 +168,19 @@ def extract_records(
         raise InvalidInputError("batch_size and concurrency must be at least 1")
     out_path = check_writable(output, "output")
     quarantine_path = check_writable(quarantine, "quarantine")
-    if out_path.resolve() == quarantine_path.resolve():
-        raise InvalidInputError("output and quarantine must be different files")
-    fields = template_fields(prompt)
-    if isinstance(source, str | Path):
-        check_template_against(read_records(source), fields)
-    else:
+    check_distinct(source, out_path, quarantine_path, cache)
+    if not isinstance(source, str | Path):
         source = list(source)  # an iterable is read twice: once here, once below
-        check_template_against(read_records(source), fields)
+    check_source_against_prompt(source, prompt)
+    keys = Keys(key_field)
     total = count_records(source)
     batches_total = None if total is None else max(1, -(-total // batch_size))
     totals = RunTotals()
     trips_before = events.trips
     artifacts = RunArtifacts()
     logger = run_logger()
-    with open_sink(out_path, model_cls) as rows, open_sink(quarantine_path) as bad:
-        for number, batch in enumerate(_batches(read_records(source), batch_size), start=1):
+    with open_outputs(out_path, quarantine_path, model_cls) as (rows, bad):
+        for number, batch in enumerate(_batches(read_records(source, keys), batch_size), start=1):
             label = f"batch {number}/{batches_total or '?'}"
             _run_batch(
                 batch,
@@ -202,6 +202,7 @@ def extract_records(
             artifacts.progress(totals.records, total)
         _check_exactly_once(totals, rows, bad)
     totals.circuit_trips = events.trips - trips_before
+    totals.count_keys(keys)
     wall = round(time.perf_counter() - started, 3)
     extra = {"wall_time_s": wall, "output": str(out_path), "quarantine": str(quarantine_path)}
     artifacts.finish(totals, extra)
@@ -239,9 +240,9 @@ def _run_batch(
     for item in batch:
         if item.record is None:
             reason = item.error or "unreadable"
-            totals.add(RecordOutcome(index=item.line, key=str(item.line), ok=False, reason=reason))
-            totals.add_quarantined(item.line, str(item.line), reason)
-            bad.write(_quarantine_row(item, str(item.line), None, reason))
+            totals.add(RecordOutcome(index=item.line, key=item.key, ok=False, reason=reason))
+            totals.add_quarantined(item.line, item.key, reason)
+            bad.write(_quarantine_row(item, item.key, None, reason))
     if not readable:
         return
     records = [item.record for item in readable if item.record is not None]
@@ -266,7 +267,7 @@ def _run_batch(
         )
         outcomes = report.records
     for item, outcome in zip(readable, outcomes, strict=True):
-        key = str(item.record.get(key_field)) if key_field and item.record else str(item.line)
+        key = item.key
         totals.add(outcome)
         if outcome.ok:
             rows.write({"_key": key, **(outcome.value or {})})

@@ -121,16 +121,19 @@ def test_check_source_errors_name_the_culprit(tmp_path: Path) -> None:
 
 
 def test_template_fields_and_the_check_against_records() -> None:
-    assert template_fields("Subject: {subject}\n\n{body} {meta[lang]} {a.b} {{literal}}") == {
+    assert template_fields("Subject: {subject}\n\n{body} {meta[lang]} {t:>{w}} {{literal}}") == {
         "subject",
         "body",
         "meta",
-        "a",
+        "t",
+        "w",
     }
     with pytest.raises(InvalidInputError, match="malformed"):
         template_fields("{subject")
     with pytest.raises(InvalidInputError, match="positional field"):
         template_fields("{}")
+    with pytest.raises(InvalidInputError, match=r"attribute access \{a\.b\}; use \{a\[b\]\}"):
+        template_fields("{a.b}")
 
     items = list(read_records([{"subject": "s"}, {"body": "b"}]))
     check_template_against(items, {"subject", "body"})  # each field on some record: fine
