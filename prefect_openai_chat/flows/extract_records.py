@@ -143,13 +143,14 @@ def extract_records(
     """Extract `schema` from every record of `source` into `output`, the rest into `quarantine`.
 
     Args:
-        source: A .jsonl or .csv path (streamed), or an iterable of dicts.
+        source: A .jsonl or .csv path (streamed), or an iterable of dicts (a generator too).
         schema: A pydantic model, or its import path "package.module:Model".
         chat_model: A `ChatModel` block, or the name of a saved one.
         prompt: A `str.format` template over a record's fields.
         output: Where valid rows go: .jsonl, .parquet or .sqlite.
-        quarantine: Where failed records go, with the reason: .jsonl.
-        key_field: The record field that identifies it in outputs (else its line).
+        quarantine: Where failed records go, with the reason: .jsonl, .parquet or .sqlite.
+        key_field: The record field that identifies it in outputs (else its line); a key
+            seen before sends the later record to quarantine as a duplicate.
         batch_size: Records per `extract_batch` task.
         concurrency: Extractions in flight inside a batch.
         instructions: What to extract, in words.
