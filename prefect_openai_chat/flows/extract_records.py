@@ -125,7 +125,7 @@ def _per_record(
 
 @source_flow(name="extract-records", log_prints=True)
 def extract_records(
-    source: str | Iterable[dict[str, Any]],
+    source: str | Iterable[Any],  # items are checked one by one: a non-dict is quarantined
     schema: Any,
     chat_model: ChatModel | str,
     prompt: str,

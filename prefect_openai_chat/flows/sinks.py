@@ -371,7 +371,14 @@ def recover_outputs(output: Path, quarantine: Path) -> list[str]:
     done: list[str] = []
     journal = journal_path(output)
     if journal.is_file():
-        plan = json.loads(journal.read_text(encoding="utf-8"))
+        try:
+            plan = json.loads(journal.read_text(encoding="utf-8"))
+            plan["moves"] = [(str(tmp), str(target)) for tmp, target in plan["moves"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RuntimeError(
+                f"the commit journal {journal} cannot be read ({exc}); move each temporary"
+                " file it names into place by hand, or delete it to keep the files as they are"
+            ) from exc
         if not _alive(int(plan.get("pid", 0))):
             for tmp, target in plan["moves"]:
                 if Path(tmp).exists():

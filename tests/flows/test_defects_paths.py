@@ -112,6 +112,19 @@ def test_a_generator_source_works_after_with_options(
     assert summary["records"] == summary["valid"] == 2
 
 
+def test_an_item_that_is_not_a_dict_is_quarantined_not_fatal(
+    fresh_sim: Simulator, chat_model: ChatModel, tmp_path: Path
+) -> None:
+    tickets = sample_tickets(2, start=50)
+    source = (x for x in [tickets[0], "not a dict", tickets[1]])
+
+    summary = run_flow(source, chat_model, tmp_path)
+
+    assert (summary["records"], summary["valid"], summary["quarantined"]) == (3, 2, 1)
+    (bad,) = read_jsonl(tmp_path / "bad.jsonl")
+    assert (bad["line"], bad["reason"]) == (2, "item 2 is a str, not a dict")
+
+
 # --- 7. an empty source, bytes that are not UTF-8 -----------------------------------------------
 
 
