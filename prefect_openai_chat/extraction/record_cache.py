@@ -2,7 +2,9 @@
 
 Keys come from `extraction_cache_key` (record content, schema, prompt, model,
 generation parameters); values are the JSON of a finished record outcome. Only
-final outcomes are stored: a transient error is tried again on the next run.
+final outcomes are stored: a transient error is tried again on the next run. A raw
+model answer is kept up to `RAW_OUTPUT_LIMIT` bytes (`cap_raw_output`), here and in
+the quarantine file, with a marker saying how much was cut.
 
 Example:
     >>> import tempfile, os
@@ -15,13 +17,46 @@ Example:
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+RAW_OUTPUT_LIMIT = 64 * 1024  # bytes of UTF-8 kept of a raw model answer
 _SCHEMA = "CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, outcome TEXT NOT NULL)"
 _CHUNK = 500  # SQLite's variable limit is far above; keeps statements small
+
+
+def cap_raw_output(text: str | None, limit: int = RAW_OUTPUT_LIMIT) -> str | None:
+    """`text` cut to `limit` bytes of UTF-8, with a marker saying how much was cut.
+
+    Example:
+        >>> cap_raw_output("x" * 10, limit=4)
+        'xxxx\\n[prefect-openai-chat: 6 more bytes cut; the raw output had 10 bytes]'
+    """
+    if text is None or len(text) * 4 <= limit:  # at most 4 bytes a character: short enough
+        return text
+    data = text.encode("utf-8", errors="surrogatepass")
+    if len(data) <= limit:
+        return text
+    kept = data[:limit].decode("utf-8", errors="ignore")  # never half a character
+    cut = len(data) - len(kept.encode("utf-8", errors="surrogatepass"))
+    return (
+        f"{kept}\n[prefect-openai-chat: {cut} more bytes cut; the raw output had {len(data)} bytes]"
+    )
+
+
+def _capped(outcome: str) -> str:
+    """A stored outcome's JSON with its `last_raw_output` capped (parsed only when long)."""
+    if len(outcome) * 4 <= RAW_OUTPUT_LIMIT:
+        return outcome
+    value = json.loads(outcome)
+    raw = value.get("last_raw_output") if isinstance(value, dict) else None
+    if not isinstance(raw, str) or cap_raw_output(raw) == raw:
+        return outcome
+    value["last_raw_output"] = cap_raw_output(raw)
+    return json.dumps(value, ensure_ascii=False)
 
 
 class RecordCache:
@@ -53,12 +88,13 @@ class RecordCache:
         return found
 
     def put_many(self, outcomes: Mapping[str, str]) -> None:
-        """Store (or replace) outcomes in one transaction."""
+        """Store (or replace) outcomes in one transaction; long raw outputs are capped."""
         if not outcomes:
             return
+        rows = [(key, _capped(outcome)) for key, outcome in outcomes.items()]
         with self._lock:
             self._db.executemany(
-                "INSERT OR REPLACE INTO records (key, outcome) VALUES (?, ?)", outcomes.items()
+                "INSERT OR REPLACE INTO records (key, outcome) VALUES (?, ?)", rows
             )
             self._db.commit()
 

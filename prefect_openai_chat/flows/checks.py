@@ -9,13 +9,15 @@ Example:
 from __future__ import annotations
 
 import importlib
-import string
 from collections.abc import Iterable
+from pathlib import Path
 
 from pydantic import BaseModel
 
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.flows.sources import SourceItem
+from prefect_openai_chat.extraction import templates
+from prefect_openai_chat.flows.sources import Source, SourceItem, read_records
+from prefect_openai_chat.tasks._common import run_logger
 
 
 def resolve_schema(schema: type[BaseModel] | str) -> type[BaseModel]:
@@ -47,34 +49,52 @@ def resolve_schema(schema: type[BaseModel] | str) -> type[BaseModel]:
 
 
 def template_fields(prompt: str) -> set[str]:
-    """The record fields a `str.format` template uses."""
+    """The record fields a `str.format` template uses; malformed templates are refused."""
     try:
-        parsed = list(string.Formatter().parse(prompt))
-    except ValueError as exc:
-        raise InvalidInputError(f"prompt template is malformed: {exc}") from exc
-    fields = set()
-    for _, name, _, _ in parsed:
-        if name is None:
-            continue
-        base = name.split(".")[0].split("[")[0]
-        if not base or base.isdigit():
-            raise InvalidInputError(
-                f"prompt template uses a positional field {{{name}}}; name the record field instead"
-            )
-        fields.add(base)
-    return fields
+        return templates.template_fields(prompt)
+    except templates.PromptTemplateError as exc:
+        raise InvalidInputError(str(exc)) from exc
 
 
-def check_template_against(items: Iterable[SourceItem], fields: set[str]) -> None:
-    """Raise when the template names a field that no record of the source has."""
+def check_template_against(items: Iterable[SourceItem], fields: set[str]) -> tuple[int, int]:
+    """Raise when the template names a field that no readable record of the source has.
+
+    Returns how many items and readable records were looked at (it stops early once
+    every field was seen): (0, 0) for an empty source.
+    """
     missing = set(fields)
+    seen = readable = 0
     for item in items:
+        seen += 1
         if item.record is not None:
+            readable += 1
             missing -= item.record.keys()
             if not missing:
-                return
-    if missing:
+                return seen, readable
+    if missing and readable:
         raise InvalidInputError(
             f"the prompt template names {sorted(missing)}, which no record of the source has;"
             " fix the template or the source"
+        )
+    return seen, readable
+
+
+def check_source_against_prompt(source: Source, prompt: str) -> None:
+    """Refuse a malformed prompt or one no record fits; warn when the source has no record.
+
+    An empty source is no error: the run finishes with 0 records and empty files.
+    """
+    fields = template_fields(prompt)
+    seen, readable = check_template_against(read_records(source), fields)
+    name = str(source) if isinstance(source, str | Path) else "the iterable"
+    if not seen:
+        run_logger().warning(
+            "source %s is empty: no record to extract; the run writes empty output and"
+            " quarantine files",
+            name,
+        )
+    elif not readable:
+        run_logger().warning(
+            "source %s has no readable record: every line goes to quarantine with the reason",
+            name,
         )

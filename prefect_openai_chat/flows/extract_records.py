@@ -34,19 +34,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, unmapped
+from prefect import unmapped
 from prefect.futures import PrefectFuture, as_completed
 from pydantic import BaseModel
 
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.flows.checks import (
-    check_template_against,
-    resolve_schema,
-    template_fields,
+from prefect_openai_chat.flows.checks import check_source_against_prompt, resolve_schema
+from prefect_openai_chat.flows.sinks import Sink, check_distinct, check_writable, open_outputs
+from prefect_openai_chat.flows.sources import (
+    Keys,
+    SourceItem,
+    check_source,
+    count_records,
+    read_records,
+    source_flow,
 )
-from prefect_openai_chat.flows.sinks import Sink, check_writable, open_sink
-from prefect_openai_chat.flows.sources import SourceItem, check_source, count_records, read_records
 from prefect_openai_chat.flows.summary import RunArtifacts, RunTotals
 from prefect_openai_chat.resilience import AdaptiveConcurrency
 from prefect_openai_chat.results import BatchReport, RecordOutcome
@@ -77,7 +80,7 @@ def _quarantine_row(
         "line": item.line,
         "key": key,  # the same key the output rows use (a batch's own index would repeat)
         "reason": reason,
-        "outcome": outcome.outcome if outcome else "unreadable",
+        "outcome": outcome.outcome if outcome else item.kind,
         "attempts": outcome.attempts if outcome else 0,
         "record": item.record if item.record is not None else item.raw,
         "last_raw_output": outcome.last_raw_output if outcome else None,
@@ -129,9 +132,9 @@ def _per_record(
     return [o for o in outcomes if o is not None]
 
 
-@flow(name="extract-records", log_prints=True)
+@source_flow(name="extract-records", log_prints=True)
 def extract_records(
-    source: str | Iterable[dict[str, Any]],
+    source: str | Iterable[Any],  # items are checked one by one: a non-dict is quarantined
     schema: Any,
     chat_model: ChatModel | str,
     prompt: str,
@@ -149,14 +152,15 @@ def extract_records(
     """Extract `schema` from every record of `source` into `output`, the rest into `quarantine`.
 
     Args:
-        source: A .jsonl or .csv path (streamed), or an iterable of dicts.
+        source: A .jsonl or .csv path (streamed), or an iterable of dicts (a generator too).
         schema: A pydantic model, or its import path "package.module:Model".
         chat_model: A `ChatModel` block, or the name of a saved one.
         prompt: A `str.format` template over a record's fields.
         output: Where valid rows go: .jsonl, .parquet or .sqlite.
-        quarantine: Where failed records go, with the reason: .jsonl.
-        key_field: The record field that identifies it in outputs (else its line).
-        batch_size: Records per `extract_batch` task (the unit of checkpoints and task runs).
+        quarantine: Where failed records go, with the reason: .jsonl, .parquet or .sqlite.
+        key_field: The record field that identifies it in outputs (else its line); a key
+            seen before sends the later record to quarantine as a duplicate.
+        batch_size: Records per `extract_batch` task (the unit of task runs in the UI).
         concurrency: The most HTTP calls in flight over the whole run; batches overlap.
         instructions: What to extract, in words.
         mode: `auto`, `json_schema`, `json_object` or `tools`.
@@ -174,14 +178,11 @@ def extract_records(
         raise InvalidInputError("batch_size and concurrency must be at least 1")
     out_path = check_writable(output, "output")
     quarantine_path = check_writable(quarantine, "quarantine")
-    if out_path.resolve() == quarantine_path.resolve():
-        raise InvalidInputError("output and quarantine must be different files")
-    fields = template_fields(prompt)
-    if isinstance(source, str | Path):
-        check_template_against(read_records(source), fields)
-    else:
+    check_distinct(source, out_path, quarantine_path, cache)
+    if not isinstance(source, str | Path):
         source = list(source)  # an iterable is read twice: once here, once below
-        check_template_against(read_records(source), fields)
+    check_source_against_prompt(source, prompt)
+    keys = Keys(key_field)
     total = count_records(source)
     batches_total = None if total is None else max(1, -(-total // batch_size))
     totals = RunTotals()
@@ -193,9 +194,9 @@ def extract_records(
         chat_model, model_cls, prompt, key_field, concurrency, instructions, mode, max_reprompts,
         cache, share_concurrency(f"extract-records-{uuid.uuid4().hex}", gate),
     )  # fmt: skip
-    with open_sink(out_path, model_cls) as rows, open_sink(quarantine_path) as bad:
+    with open_outputs(out_path, quarantine_path, model_cls) as (rows, bad):
         window = _Window(job, rows, bad, totals, lambda: artifacts.progress(totals.records, total))
-        for number, batch in enumerate(_batches(read_records(source), batch_size), start=1):
+        for number, batch in enumerate(_batches(read_records(source, keys), batch_size), start=1):
             label = f"batch {number}/{batches_total or '?'}"
             if per_record_tasks:
                 window.run_per_record(batch)
@@ -204,6 +205,7 @@ def extract_records(
         window.drain()
         _check_exactly_once(totals, rows, bad)
     totals.circuit_trips = events.trips - trips_before
+    totals.count_keys(keys)
     wall = round(time.perf_counter() - started, 3)
     extra = {
         "wall_time_s": wall,
@@ -326,16 +328,15 @@ class _Window:
             if item.record is None:
                 reason = item.error or "unreadable"
                 self.totals.add(
-                    RecordOutcome(index=item.line, key=str(item.line), ok=False, reason=reason)
+                    RecordOutcome(index=item.line, key=item.key, ok=False, reason=reason)
                 )
-                self.totals.add_quarantined(item.line, str(item.line), reason)
-                self.bad.write(_quarantine_row(item, str(item.line), None, reason))
+                self.totals.add_quarantined(item.line, item.key, reason)
+                self.bad.write(_quarantine_row(item, item.key, None, reason))
         return [item for item in batch if item.record is not None]
 
     def _write(self, readable: list[SourceItem], outcomes: list[RecordOutcome]) -> None:
-        key_field = self.job.key_field
         for item, outcome in zip(readable, outcomes, strict=True):
-            key = str(item.record.get(key_field)) if key_field and item.record else str(item.line)
+            key = item.key
             self.totals.add(outcome)
             if outcome.ok:
                 self.rows.write({"_key": key, **(outcome.value or {})})

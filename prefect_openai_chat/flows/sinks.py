@@ -1,8 +1,11 @@
 """Write valid rows (JSONL, Parquet or SQLite, by extension) and quarantined records (JSONL).
 
-Each sink writes to a temporary file beside its target and moves it into place only
-when the run completes, so a crashed run never leaves half a file and a re-run
-never duplicates rows.
+Each sink writes to a temporary file beside its target (`.<name>.tmp-<pid>`) and moves
+it into place only when the run completes, so a crashed run never leaves half a file
+and a re-run never duplicates rows. `open_outputs` moves a run's output and quarantine
+as one step: a journal naming both moves is written first, and a run that finds a
+journal left by a crash finishes those moves before it starts (`recover_outputs`),
+then removes temporaries of processes that are gone.
 
 Example:
     >>> import tempfile, os
@@ -18,7 +21,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,6 +32,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.extraction.record_cache import cap_raw_output
+from prefect_openai_chat.tasks._common import run_logger
 
 SUFFIXES = (".jsonl", ".ndjson", ".parquet", ".sqlite", ".db")
 
@@ -49,20 +57,105 @@ def check_writable(path: str | Path, what: str) -> Path:
     return target
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links too
+    except OSError:
+        return False
+
+
+def check_distinct(
+    source: object, output: Path, quarantine: Path, cache: bool | str | Path = False
+) -> None:
+    """Refuse two roles on one file: writing one would overwrite the other (or the input).
+
+    Paths are compared after resolving `.`, `..`, relative spellings and symbolic links.
+    """
+    paths: dict[str, Path] = {}
+    if isinstance(source, str | Path):
+        paths["source"] = Path(source)
+    paths["output"], paths["quarantine"] = output, quarantine
+    if isinstance(cache, str | Path) and not isinstance(cache, bool):
+        paths["cache"] = Path(cache)
+    roles = list(paths.items())
+    for i, (first, a) in enumerate(roles):
+        for second, b in roles[i + 1 :]:
+            if _same_file(a, b):
+                spelled = str(a) if str(a) == str(b) else f"{str(a)!r} and {str(b)!r}"
+                raise InvalidInputError(
+                    f"{first} and {second} must be different files, both are {spelled}"
+                    f" ({a.resolve()}): the run would overwrite its {first}; choose another"
+                    f" {second} path"
+                )
+
+
+def temporary_path(path: Path) -> Path:
+    """Where this process writes `path` before moving it into place: `.<name>.tmp-<pid>`."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    """Flush a file (or a folder's entries) to disk; a no-op where the OS cannot."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 class Sink:
-    """Rows to one file, made visible atomically on a clean close."""
+    """Rows to one file, made visible atomically on a clean close.
+
+    `capped` names text fields cut to `RAW_OUTPUT_LIMIT` bytes on the way in.
+    """
+
+    capped: tuple[str, ...] = ()
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self.tmp = temporary_path(path)
+        for leftover in (self.tmp, *_companions(self.tmp)):  # an earlier run with our pid
+            leftover.unlink(missing_ok=True)
         self.rows = 0
+        self._closed = False
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row."""
+        for name in self.capped:
+            if isinstance(row.get(name), str):
+                row = {**row, name: cap_raw_output(row[name])}
+        self._write(row)
+        self.rows += 1
+
+    def _write(self, row: dict[str, Any]) -> None:
         raise NotImplementedError
 
     def _close(self) -> None:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish the temporary file and flush it to disk (it is not in place yet)."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+            _fsync(self.tmp)
+
+    def discard(self) -> None:
+        """Drop the temporary file; the target stays as it was."""
+        try:
+            if not self._closed:
+                self._closed = True
+                self._close()
+        finally:
+            for leftover in (self.tmp, *_companions(self.tmp)):
+                leftover.unlink(missing_ok=True)
 
     def __enter__(self) -> Sink:
         return self
@@ -70,11 +163,16 @@ class Sink:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._close()
         if kind is None:
+            self.close()
             os.replace(self.tmp, self.path)
         else:
-            self.tmp.unlink(missing_ok=True)
+            self.discard()
+
+
+def _companions(tmp: Path) -> list[Path]:
+    """SQLite's own files beside a temporary database."""
+    return [tmp.with_name(tmp.name + suffix) for suffix in ("-journal", "-wal", "-shm")]
 
 
 class JsonlSink(Sink):
@@ -84,9 +182,8 @@ class JsonlSink(Sink):
         super().__init__(path)
         self._handle = self.tmp.open("w", encoding="utf-8")
 
-    def write(self, row: dict[str, Any]) -> None:
+    def _write(self, row: dict[str, Any]) -> None:
         self._handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        self.rows += 1
 
     def _close(self) -> None:
         self._handle.close()
@@ -146,9 +243,8 @@ class ParquetSink(Sink):
         self._writer = pq.ParquetWriter(str(self.tmp), self._schema)
         self._pending: list[dict[str, Any]] = []
 
-    def write(self, row: dict[str, Any]) -> None:
+    def _write(self, row: dict[str, Any]) -> None:
         self._pending.append({n: _cell(row.get(n), k) for n, k in self._columns.items()})
-        self.rows += 1
         if len(self._pending) >= self.BATCH:
             self._flush()
 
@@ -184,9 +280,8 @@ class SqliteSink(Sink):
         names = ", ".join(f'"{n}"' for n in columns)
         self._insert = f"INSERT INTO records ({names}) VALUES ({marks})"
 
-    def write(self, row: dict[str, Any]) -> None:
+    def _write(self, row: dict[str, Any]) -> None:
         self._db.execute(self._insert, [_cell(row.get(n), k) for n, k in self._columns.items()])
-        self.rows += 1
 
     def _close(self) -> None:
         self._db.commit()
@@ -194,13 +289,159 @@ class SqliteSink(Sink):
 
 
 def open_sink(
-    path: str | Path, schema: type[BaseModel] | None = None, key_column: str = "_key"
+    path: str | Path,
+    schema: type[BaseModel] | None = None,
+    key_column: str = "_key",
+    columns: dict[str, str] | None = None,
 ) -> Sink:
-    """The sink for `path`'s extension: JSONL, Parquet or SQLite."""
+    """The sink for `path`'s extension: JSONL, Parquet or SQLite.
+
+    Flat formats get `columns` (name -> kind), else the schema's fields after `key_column`.
+    """
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix == ".parquet":
-        return ParquetSink(target, columns_of(schema, key_column))
+        return ParquetSink(target, columns or columns_of(schema, key_column))
     if suffix in (".sqlite", ".db"):
-        return SqliteSink(target, columns_of(schema, key_column))
+        return SqliteSink(target, columns or columns_of(schema, key_column))
     return JsonlSink(target)
+
+
+# Every quarantine row, in every format; `record` is JSON text in Parquet and SQLite.
+QUARANTINE_COLUMNS = {
+    "line": "integer",
+    "key": "string",
+    "reason": "string",
+    "outcome": "string",
+    "attempts": "integer",
+    "record": "json",
+    "last_raw_output": "string",
+}
+
+
+def open_quarantine(path: str | Path) -> Sink:
+    """The quarantine sink: full rows in every format, raw outputs capped."""
+    sink = open_sink(path, columns=QUARANTINE_COLUMNS)
+    sink.capped = ("last_raw_output",)
+    return sink
+
+
+# --- committing the output and the quarantine as one step ------------------------------------
+
+
+def journal_path(output: Path) -> Path:
+    """The commit journal of a run writing `output`: `.<name>.commit` beside it."""
+    return output.with_name(f".{output.name}.commit")
+
+
+def _alive(pid: int) -> bool:
+    """Whether another process with this id runs (our own id counts as gone: not yet written)."""
+    if pid == os.getpid():
+        return False
+    if os.name == "nt":  # pragma: no cover - os.kill would end the process there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _stale_temporaries(target: Path) -> list[Path]:
+    pattern = re.compile(
+        rf"^\.{re.escape(target.name)}\.(?:tmp|probe)-(\d+)(?:-journal|-wal|-shm)?$"
+    )
+    found = []
+    if target.parent.is_dir():
+        for entry in target.parent.iterdir():
+            match = pattern.match(entry.name)
+            if match and not _alive(int(match.group(1))):
+                found.append(entry)
+    return sorted(found)
+
+
+def recover_outputs(output: Path, quarantine: Path) -> list[str]:
+    """Finish a commit a crash interrupted, and remove temporaries of dead processes.
+
+    Run before a run writes `output` and `quarantine` (`open_outputs` does); returns what
+    it did, one sentence each.
+    """
+    done: list[str] = []
+    journal = journal_path(output)
+    if journal.is_file():
+        try:
+            plan = json.loads(journal.read_text(encoding="utf-8"))
+            plan["moves"] = [(str(tmp), str(target)) for tmp, target in plan["moves"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RuntimeError(
+                f"the commit journal {journal} cannot be read ({exc}); move each temporary"
+                " file it names into place by hand, or delete it to keep the files as they are"
+            ) from exc
+        if not _alive(int(plan.get("pid", 0))):
+            for tmp, target in plan["moves"]:
+                if Path(tmp).exists():
+                    os.replace(tmp, target)
+                    done.append(f"moved {tmp} to {target} (a commit interrupted by a crash)")
+            for folder in {Path(target).parent for _, target in plan["moves"]}:
+                _fsync(folder, directory=True)
+            journal.unlink()
+    for target in (output, quarantine, journal):
+        for stale in _stale_temporaries(target):
+            stale.unlink(missing_ok=True)
+            done.append(f"removed {stale}, left by a process that is gone")
+    return done
+
+
+def commit(sinks: list[Sink], journal: Path) -> None:
+    """Move every sink's file into place as one step, through a journal written first.
+
+    A crash before the journal is in place leaves every target as it was; a crash after
+    leaves the journal, and the next `recover_outputs` finishes the moves.
+    """
+    try:
+        for sink in sinks:
+            sink.close()
+        moves = [[str(s.tmp.absolute()), str(s.path.absolute())] for s in sinks]
+        staged = temporary_path(journal)
+        staged.write_text(json.dumps({"pid": os.getpid(), "moves": moves}), encoding="utf-8")
+        _fsync(staged)
+        os.replace(staged, journal)
+        _fsync(journal.parent, directory=True)
+    except BaseException:
+        for sink in sinks:
+            sink.discard()
+        temporary_path(journal).unlink(missing_ok=True)
+        raise
+    for sink in sinks:
+        os.replace(sink.tmp, sink.path)
+    for folder in {s.path.parent for s in sinks}:
+        _fsync(folder, directory=True)
+    journal.unlink()
+
+
+@contextmanager
+def open_outputs(
+    output: Path, quarantine: Path, schema: type[BaseModel] | None = None
+) -> Iterator[tuple[Sink, Sink]]:
+    """The output and quarantine sinks of a run, moved into place together on a clean exit.
+
+    First finishes what a crashed run left (see `recover_outputs`). On an exception
+    both temporaries are dropped and both targets stay as they were.
+    """
+    for line in recover_outputs(output, quarantine):
+        run_logger().warning("%s", line)
+    rows = open_sink(output, schema)
+    try:
+        bad = open_quarantine(quarantine)
+    except BaseException:
+        rows.discard()
+        raise
+    try:
+        yield rows, bad
+    except BaseException:
+        rows.discard()
+        bad.discard()
+        raise
+    commit([rows, bad], journal_path(output))

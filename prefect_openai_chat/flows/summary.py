@@ -14,7 +14,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from prefect_openai_chat.flows.sources import Keys
 from prefect_openai_chat.results import RecordOutcome
+from prefect_openai_chat.tasks._common import run_logger
 
 QUARANTINE_TABLE_ROWS = 200
 
@@ -34,6 +36,8 @@ class RunTotals:
     cost_usd: float = 0.0
     retries: int = 0
     circuit_trips: int = 0
+    duplicate_keys: int = 0
+    missing_keys: int = 0
     latencies: list[float] = field(default_factory=list)
     quarantine_rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -59,6 +63,23 @@ class RunTotals:
         """Keep the first rows of the quarantine table for the UI."""
         if len(self.quarantine_rows) < QUARANTINE_TABLE_ROWS:
             self.quarantine_rows.append({"line": line, "key": key, "reason": reason or ""})
+
+    def count_keys(self, keys: Keys) -> None:
+        """Take the key counts of the run's source, and warn about them in the run's log."""
+        self.duplicate_keys, self.missing_keys = keys.duplicates, keys.missing
+        if keys.duplicates:
+            run_logger().warning(
+                "%d records repeat a %r seen before: each is in quarantine with reason"
+                " 'duplicate key', the first record with that key is the one kept",
+                keys.duplicates,
+                keys.field,
+            )
+        if keys.missing:
+            run_logger().warning(
+                "%d records have no %r: they are keyed by their line number",
+                keys.missing,
+                keys.field,
+            )
 
     def percentile(self, q: float) -> float | None:
         """The q-th latency percentile in seconds (None without API calls)."""
@@ -86,6 +107,8 @@ class RunTotals:
             "p95_latency_s": None if p95 is None else round(p95, 4),
             "retries": self.retries,
             "circuit_trips": self.circuit_trips,
+            "duplicate_keys": self.duplicate_keys,
+            "missing_keys": self.missing_keys,
         }
 
 

@@ -19,7 +19,6 @@ circuit's reset timeout.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +34,7 @@ from prefect_openai_chat._sync import sync_twin
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.extraction import ensure_model, run_extraction
+from prefect_openai_chat.extraction import ensure_model, run_extraction, templates
 from prefect_openai_chat.extraction.record_cache import RecordCache
 from prefect_openai_chat.resilience import AdaptiveConcurrency
 from prefect_openai_chat.results import (
@@ -80,17 +79,12 @@ def default_cache_path() -> Path:
 
 
 def render(record: Record, prompt: str | None) -> str:
-    """The text sent for a record: the prompt template over its fields, or the record itself."""
-    if isinstance(record, str):
-        return record if prompt is None else prompt.format(text=record)
-    if prompt is None:
-        return json.dumps(record, ensure_ascii=False, default=str)
-    try:
-        return prompt.format(**record)
-    except KeyError as exc:
-        raise InvalidInputError(
-            f"the record has no field {exc.args[0]!r}, which the prompt template needs"
-        ) from None
+    """The text sent for a record: the prompt template over its fields, or the record itself.
+
+    A record that does not fit raises `RecordTemplateError` (skipped, the others go on); a
+    template that fits no record raises `PromptTemplateError` before any call.
+    """
+    return templates.render(record, prompt)
 
 
 @dataclass

@@ -121,16 +121,19 @@ def test_check_source_errors_name_the_culprit(tmp_path: Path) -> None:
 
 
 def test_template_fields_and_the_check_against_records() -> None:
-    assert template_fields("Subject: {subject}\n\n{body} {meta[lang]} {a.b} {{literal}}") == {
+    assert template_fields("Subject: {subject}\n\n{body} {meta[lang]} {t:>{w}} {{literal}}") == {
         "subject",
         "body",
         "meta",
-        "a",
+        "t",
+        "w",
     }
     with pytest.raises(InvalidInputError, match="malformed"):
         template_fields("{subject")
     with pytest.raises(InvalidInputError, match="positional field"):
         template_fields("{}")
+    with pytest.raises(InvalidInputError, match=r"attribute access \{a\.b\}; use \{a\[b\]\}"):
+        template_fields("{a.b}")
 
     items = list(read_records([{"subject": "s"}, {"body": "b"}]))
     check_template_against(items, {"subject", "body"})  # each field on some record: fine
@@ -278,3 +281,33 @@ def test_sqlite_sink_is_atomic_too(tmp_path: Path) -> None:
         sink.write({"_key": "1"})
         raise ValueError("crash")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- templates and strict decoding ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Subject: {subject}\n\n{body}",
+        "{ticket_id!r:>12} {{literal}} {subject:.20} {body!s}",
+        "{channel:^{width}}",
+    ],
+)
+def test_rendering_matches_str_format_so_cache_keys_do_not_change(prompt: str) -> None:
+    from flow_support import sample_tickets
+
+    from prefect_openai_chat.extraction.templates import render
+
+    for ticket in sample_tickets(20):
+        record = {**ticket, "width": 11}
+        assert render(record, prompt) == prompt.format(**record)
+    assert render("a text", "Ticket: {text}") == "Ticket: a text"
+    assert render({"a": 1}, None) == '{"a": 1}'
+
+
+def test_a_csv_header_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"id,r\xe9sum\xe9\n1,x\n")
+    with pytest.raises(InvalidInputError, match=r"the CSV header: line 1 is not valid UTF-8"):
+        list(read_records(path))
