@@ -19,7 +19,7 @@ from prefect_openai_chat.blocks.credentials import (
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.chat.clients import cached_async_client, cached_sync_client
 from prefect_openai_chat.chat.protection import Protection
-from prefect_openai_chat.chat.runner import ClientFactory
+from prefect_openai_chat.chat.runner import ClientFactory, FallbackLoader
 from prefect_openai_chat.chat.settings import ChatSettings
 from prefect_openai_chat.resilience import (
     RetryPolicy,
@@ -110,6 +110,19 @@ class ChatModel(Block):
     )
     max_connections: int = Field(
         default=100, description="The size of the HTTP connection pool per client."
+    )
+    attempt_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Seconds one HTTP attempt may take in all (a trickling server resets the read"
+            " timeout with every byte); empty: 2 x read_timeout_s + connect_timeout_s."
+        ),
+    )
+    call_timeout_s: float | None = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds one logical call may take, retries included; empty: no limit.",
     )
     # --- outcomes ---
     content_filter: Literal["raise", "flag"] = Field(
@@ -264,7 +277,16 @@ class ChatModel(Block):
             name=name,
             context_strategy=self.context_strategy,
             context_window=self.context_window,
+            attempt_timeout_s=self.attempt_deadline_s,
+            call_timeout_s=self.call_timeout_s,
         )
+
+    @property
+    def attempt_deadline_s(self) -> float:
+        """`attempt_timeout_s`, or 2 x read_timeout_s + connect_timeout_s when it is empty."""
+        if self.attempt_timeout_s is not None:
+            return self.attempt_timeout_s
+        return 2 * self.read_timeout_s + self.connect_timeout_s
 
     def retry_policy(self) -> RetryPolicy:
         """The two-tier retry policy these settings describe."""
@@ -300,7 +322,7 @@ class ChatModel(Block):
     def runner(
         self,
         name: str = "primary",
-        fallbacks: Sequence[ChatRunner] = (),
+        fallbacks: Sequence[ChatRunner | FallbackLoader] = (),
         reload_credentials: Callable[[], Awaitable[bool]] | None = None,
         client: ClientFactory | None = None,
     ) -> ChatRunner:

@@ -33,7 +33,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import uuid
@@ -52,6 +51,7 @@ from pybreaker import (
 )
 
 from prefect_openai_chat.errors import CircuitOpenError
+from prefect_openai_chat.redaction import redact_text
 from prefect_openai_chat.resilience.circuit_storage import FailoverStorage
 from prefect_openai_chat.resilience.registry import Registry
 
@@ -225,10 +225,10 @@ class CircuitGuard:
         now = self._clock()
         opened_at, last_error = self.storage.open_info()
         if state == STATE_OPEN and now < opened_at + self.reset_timeout_s:
-            raise CircuitOpenError(self.key, opened_at + self.reset_timeout_s, last_error)
+            raise CircuitOpenError(self.key, opened_at + self.reset_timeout_s, last_error, now)
         token = uuid.uuid4().hex
         if not self.storage.acquire_probe(token, self.probe_lease_s):
-            raise CircuitOpenError(self.key, now + self.reset_timeout_s, last_error)
+            raise CircuitOpenError(self.key, now + self.reset_timeout_s, last_error, now)
         with self._lock:
             if self.breaker.state.name == STATE_OPEN:
                 self._transition(self.breaker.half_open)
@@ -290,9 +290,6 @@ class CircuitGuard:
             self.storage.release_probe(permit.token)
 
 
-_SECRET = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+)")
-
-
 def describe_error(exc: BaseException) -> str:
     """A short, secret-free description of an error for logs and events.
 
@@ -302,7 +299,7 @@ def describe_error(exc: BaseException) -> str:
     """
     status = getattr(exc, "status_code", None)
     text = str(exc).splitlines()[0] if str(exc) else ""
-    text = _SECRET.sub("***", text)[:200]
+    text = redact_text(text)[:200]
     head = f"{type(exc).__name__}" + (f" {status}" if status else "")
     return f"{head}: {text}" if text else head
 
