@@ -101,10 +101,20 @@ def _redact_one(exc: BaseException) -> None:
     response = getattr(exc, "response", None)
     for holder in (getattr(exc, "request", None), getattr(response, "request", None)):
         _redact_headers(getattr(holder, "headers", None))
-    content = getattr(response, "_content", None)  # the raw body, kept for pickling
-    if response is not None and isinstance(content, bytes):
+    if response is not None:
+        _redact_body(response)
+
+
+def _redact_body(response: Any) -> None:
+    """The raw body an `httpx` response keeps (and pickles): bytes and decoded text."""
+    content = getattr(response, "_content", None)
+    if isinstance(content, bytes):
         with contextlib.suppress(Exception):
             response._content = redact_text(content.decode("utf-8", "replace")).encode()
+    text = getattr(response, "_text", None)
+    if isinstance(text, str):
+        with contextlib.suppress(Exception):
+            response._text = redact_text(text)
 
 
 def _redact_headers(headers: Any) -> None:
