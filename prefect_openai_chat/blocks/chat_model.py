@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import openai
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from prefect_openai_chat.blocks.credentials import (
     _DOCS,
@@ -35,6 +35,8 @@ from prefect_openai_chat.tokens.prices import Price
 
 logger = logging.getLogger("prefect_openai_chat")
 _warned: set[str] = set()
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 GENERATION_FIELDS = (
     "temperature",
@@ -70,6 +72,8 @@ class ChatModel(Block):
             return chat_completion(chat_model, [{"role": "user", "content": "Hello"}])
         ```
     """
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # errors never echo a URL's password
 
     _block_type_name = "OpenAI Chat Model"
     _logo_url = _LOGO  # type: ignore[assignment]  # Prefect types it as HttpUrl
@@ -207,6 +211,21 @@ class ChatModel(Block):
     @classmethod
     def _known_rows(cls, value: dict[str, str]) -> dict[str, str]:
         build_verdicts(value)  # a clear ValueError naming the unknown row or action
+        return value
+
+    @field_validator("circuit_redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        url = value.get_secret_value().strip() if value is not None else ""
+        if not url:
+            return None
+        scheme = url.partition("://")[0].lower() if "://" in url else ""
+        if scheme not in REDIS_SCHEMES:
+            shown = f"{scheme}://" if scheme else "no scheme"
+            raise ValueError(
+                f"circuit_redis_url must start with redis://, rediss:// or unix:// (got {shown});"
+                " for example redis://127.0.0.1:6379/0, or leave it empty to keep circuits local"
+            )
         return value
 
     @model_validator(mode="after")
