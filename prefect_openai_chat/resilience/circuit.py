@@ -163,6 +163,7 @@ class CircuitGuard:
         redis_prefix: Redis key prefix.
         probe_lease_s: How long an unanswered probe blocks others (a lost probe expires).
         redis_recheck_s: While Redis is down, how often to check whether it is back.
+        redis_cache_s: How long a state read from Redis is reused (see `FailoverStorage`).
     """
 
     def __init__(
@@ -177,6 +178,7 @@ class CircuitGuard:
         redis_prefix: str = "prefect-openai-chat",
         probe_lease_s: float | None = None,
         redis_recheck_s: float = 5.0,
+        redis_cache_s: float = 0.2,
     ) -> None:
         if fail_max < 1 or success_threshold < 1:
             raise ValueError("fail_max and success_threshold must be at least 1")
@@ -193,7 +195,9 @@ class CircuitGuard:
         self._lock = threading.Lock()
         self._transitioning = False
         self._last_error: str | None = None
-        self.storage = FailoverStorage(key, redis_url, redis_prefix, redis_recheck_s)
+        self.storage = FailoverStorage(
+            key, redis_url, redis_prefix, redis_recheck_s, cache_s=redis_cache_s
+        )
         self.breaker = CircuitBreaker(
             fail_max=fail_max,
             reset_timeout=reset_timeout_s,
