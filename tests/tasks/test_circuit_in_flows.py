@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
 import re
+import statistics
 import time
-from datetime import datetime, timezone
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import openai
