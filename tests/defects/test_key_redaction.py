@@ -9,6 +9,7 @@ import pickle
 import secrets
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -110,3 +111,39 @@ def events(worker: EventsWorker) -> list[Any]:
     client = worker._client
     assert isinstance(client, AssertingEventsClient)
     return [e.model_dump() for e in client.events]
+
+
+def test_an_echoed_key_stays_out_of_the_quarantine_file_and_artifacts(
+    server: Simulator, tmp_path: Path, isolated_results: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from prefect_openai_chat.flows import extract_records
+
+    server.configure(fault_rates={"echo-key": 1.0})
+    server.reset()
+    records = [{"id": i, "text": f"Say hi to Ada number {i}."} for i in range(3)]
+    model = sim_model(server, api_key=PLAIN, max_attempts=1, task_retries=0)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            summary = extract_records(
+                source=records,
+                schema=Greeting,
+                chat_model=model,
+                prompt="{text}",
+                output=str(tmp_path / "out.jsonl"),
+                quarantine=str(tmp_path / "quarantine.jsonl"),
+                key_field="id",
+                cache=False,
+            )
+    finally:
+        server.configure(fault_rates={})
+    assert summary["quarantined"] == 3
+    quarantined = (tmp_path / "quarantine.jsonl").read_text(encoding="utf-8")
+    assert "***" in quarantined  # the reason keeps the server's words, masked
+    assert_clean(quarantined, PLAIN)
+    assert_clean(caplog.text, PLAIN)
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    assert artifacts
+    assert_clean(repr([a.model_dump() for a in artifacts]), PLAIN)
