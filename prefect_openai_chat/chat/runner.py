@@ -27,7 +27,7 @@ import contextvars
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,14 +275,24 @@ class ChatRunner:
             tokens=tokens,
         )
 
-    async def _complete_once(self, request: dict[str, Any], number: int) -> ChatResult:
-        """One HTTP attempt, within the attempt deadline; a 200 that is no completion raises."""
+    def _complete_once(self, request: dict[str, Any], number: int) -> Awaitable[ChatResult]:
+        """One HTTP attempt; a 200 that is no chat completion raises."""
+        return self._within_attempt_deadline(request, self._plain_attempt(request))
+
+    def _stream_once(
+        self, request: dict[str, Any], on_delta: DeltaCallback | None, number: int
+    ) -> Awaitable[ChatResult]:
+        """One streamed HTTP attempt, every chunk within the attempt deadline."""
+        return self._within_attempt_deadline(request, self._stream_attempt(request, on_delta))
+
+    async def _within_attempt_deadline(
+        self, request: dict[str, Any], attempt: Coroutine[Any, Any, ChatResult]
+    ) -> ChatResult:
+        """Run one attempt under `attempt_timeout_s`; raise a typed error naming the endpoint."""
         window = self._start_attempt()
         try:
             async with window:
-                raw = await self._client().chat.completions.with_raw_response.create(**request)
-                self._observe_limits(raw.headers)
-                return result_from_raw(raw, raw.headers.get("x-request-id"), self._where)
+                return await attempt
         except Exception as exc:
             error = self._attempt_error(exc, window)
             if isinstance(error, ContentFilteredError) and self.settings.content_filter == "flag":
@@ -292,22 +302,10 @@ class ChatRunner:
                 raise
             raise error from (None if isinstance(error, AttemptTimeoutError) else exc)
 
-    async def _stream_once(
-        self, request: dict[str, Any], on_delta: DeltaCallback | None, number: int
-    ) -> ChatResult:
-        """One streamed HTTP attempt, within the attempt deadline (every chunk included)."""
-        window = self._start_attempt()
-        try:
-            async with window:
-                return await self._stream_attempt(request, on_delta)
-        except Exception as exc:
-            error = self._attempt_error(exc, window)
-            if isinstance(error, ContentFilteredError) and self.settings.content_filter == "flag":
-                return self._filtered_prompt(request, exc)
-            self._note_error(error)
-            if error is exc:
-                raise
-            raise error from (None if isinstance(error, AttemptTimeoutError) else exc)
+    async def _plain_attempt(self, request: dict[str, Any]) -> ChatResult:
+        raw = await self._client().chat.completions.with_raw_response.create(**request)
+        self._observe_limits(raw.headers)
+        return result_from_raw(raw, raw.headers.get("x-request-id"), self._where)
 
     async def _stream_attempt(
         self, request: dict[str, Any], on_delta: DeltaCallback | None
