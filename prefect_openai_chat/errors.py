@@ -12,7 +12,12 @@ Example:
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timezone
 from typing import Any
+
+# Set on an exception by the runner: the raising block's task-tier delay in seconds.
+TASK_DELAY_MARK = "_prefect_openai_chat_task_delay"
 
 
 class ChatError(Exception):
@@ -47,11 +52,35 @@ class TruncatedOutputError(ChatError):
 
 
 class ContentFilteredError(ChatError):
-    """The provider's content filter stopped the answer (`finish_reason == "content_filter"`)."""
+    """The provider's content filter stopped the prompt or the answer; never retried.
 
-    def __init__(self, message: str, partial: Any = None) -> None:
+    Attributes:
+        partial: The result, when the answer was filtered (`finish_reason == "content_filter"`).
+        categories: Filter category to its verdict, e.g. `{"hate": {"filtered": True,
+            "severity": "high"}}`, when the provider named them (Azure's prompt filter).
+    """
+
+    def __init__(
+        self, message: str, partial: Any = None, categories: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.partial = partial
+        self.categories = categories or {}
+
+
+class MalformedResponseError(ChatError):
+    """A 200 answer that is not a chat completion (empty, no choices, not JSON, not JSON at all).
+
+    Retried like an outage: proxies and overloaded gateways send these, a real model does not.
+    """
+
+
+class AttemptTimeoutError(ChatError, TimeoutError):
+    """One HTTP attempt outlasted `attempt_timeout_s` (e.g. a server trickling bytes); retried."""
+
+
+class CallTimeoutError(ChatError):
+    """The whole logical call outlasted `call_timeout_s`, retries included; not retried."""
 
 
 class IncompleteStreamError(ChatError):
@@ -100,14 +129,41 @@ class StaticFallbackError(ChatError):
     """Only the static fallback answered: the endpoint is down and there is nothing to extract."""
 
 
-class CircuitOpenError(ChatError):
-    """The circuit for this endpoint and model is open; the call was not sent."""
+class MissingFallbackError(ChatError, ValueError):
+    """A fallback model named in `fallback_models` is not a saved `ChatModel` block."""
 
-    def __init__(self, key: str, retry_at: float, last_error: str | None = None) -> None:
+
+class CircuitOpenError(ChatError):
+    """The circuit for this endpoint and model is open; the call was not sent.
+
+    Attributes:
+        key: The circuit key (base URL and model).
+        retry_at: When the next probe may go, in unix seconds.
+        last_error: The outage error that opened it.
+    """
+
+    def __init__(
+        self, key: str, retry_at: float, last_error: str | None = None, now: float | None = None
+    ) -> None:
         self.key = key
         self.retry_at = retry_at
         self.last_error = last_error
         super().__init__(
             f"circuit {key!r} is open after repeated outage errors"
-            f" (last: {last_error or 'unknown'}); next probe at unix time {retry_at:.1f}"
+            f" (last: {last_error or 'unknown'}); next probe {probe_time(retry_at, now)}"
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.retry_at, self.last_error))
+
+
+def probe_time(at: float, now: float | None = None) -> str:
+    """`in 12.3 s (at 2026-01-02T03:04:05Z)`: seconds from now and the UTC wall-clock time.
+
+    Example:
+        >>> probe_time(1_700_000_030.0, now=1_700_000_000.0)
+        'in 30.0 s (at 2023-11-14T22:13:50Z)'
+    """
+    wait = max(0.0, at - (time.time() if now is None else now))
+    wall = datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"in {wait:.1f} s (at {wall})"

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import openai
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from prefect_openai_chat.blocks.credentials import (
     _DOCS,
@@ -20,7 +20,7 @@ from prefect_openai_chat.blocks.credentials import (
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.chat.clients import cached_async_client, cached_sync_client
 from prefect_openai_chat.chat.protection import Protection
-from prefect_openai_chat.chat.runner import ClientFactory
+from prefect_openai_chat.chat.runner import ClientFactory, FallbackLoader
 from prefect_openai_chat.chat.settings import ChatSettings
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.resilience import (
@@ -37,6 +37,8 @@ from prefect_openai_chat.tokens.prices import Price
 
 logger = logging.getLogger("prefect_openai_chat")
 _warned: set[str] = set()
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 GENERATION_FIELDS = (
     "temperature",
@@ -72,6 +74,8 @@ class ChatModel(Block):
             return chat_completion(chat_model, [{"role": "user", "content": "Hello"}])
         ```
     """
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # errors never echo a URL's password
 
     _block_type_name = "OpenAI Chat Model"
     _logo_url = _LOGO  # type: ignore[assignment]  # Prefect types it as HttpUrl
@@ -112,6 +116,19 @@ class ChatModel(Block):
     )
     max_connections: int = Field(
         default=100, description="The size of the HTTP connection pool per client."
+    )
+    attempt_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Seconds one HTTP attempt may take in all (a trickling server resets the read"
+            " timeout with every byte); empty: 2 x read_timeout_s + connect_timeout_s."
+        ),
+    )
+    call_timeout_s: float | None = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds one logical call may take, retries included; empty: no limit.",
     )
     # --- outcomes ---
     content_filter: Literal["raise", "flag"] = Field(
@@ -217,6 +234,21 @@ class ChatModel(Block):
         build_verdicts(value)  # a clear ValueError naming the unknown row or action
         return value
 
+    @field_validator("circuit_redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        url = value.get_secret_value().strip() if value is not None else ""
+        if not url:
+            return None
+        scheme = url.partition("://")[0].lower() if "://" in url else ""
+        if scheme not in REDIS_SCHEMES:
+            shown = f"{scheme}://" if scheme else "no scheme"
+            raise ValueError(
+                f"circuit_redis_url must start with redis://, rediss:// or unix:// (got {shown});"
+                " for example redis://127.0.0.1:6379/0, or leave it empty to keep circuits local"
+            )
+        return value
+
     @model_validator(mode="after")
     def _warn_about_settings(self) -> ChatModel:
         if self.temperature not in (None, 1.0) and self.top_p not in (None, 1.0):
@@ -285,7 +317,16 @@ class ChatModel(Block):
             name=name,
             context_strategy=self.context_strategy,
             context_window=self.context_window,
+            attempt_timeout_s=self.attempt_deadline_s,
+            call_timeout_s=self.call_timeout_s,
         )
+
+    @property
+    def attempt_deadline_s(self) -> float:
+        """`attempt_timeout_s`, or 2 x read_timeout_s + connect_timeout_s when it is empty."""
+        if self.attempt_timeout_s is not None:
+            return self.attempt_timeout_s
+        return 2 * self.read_timeout_s + self.connect_timeout_s
 
     def retry_policy(self) -> RetryPolicy:
         """The two-tier retry policy these settings describe."""
@@ -350,7 +391,7 @@ class ChatModel(Block):
     def runner(
         self,
         name: str = "primary",
-        fallbacks: Sequence[ChatRunner] = (),
+        fallbacks: Sequence[ChatRunner | FallbackLoader] = (),
         reload_credentials: Callable[[], Awaitable[bool]] | None = None,
         client: ClientFactory | None = None,
     ) -> ChatRunner:

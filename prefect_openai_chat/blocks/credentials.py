@@ -16,6 +16,7 @@ from prefect.blocks.abstract import CredentialsBlock
 from pydantic import Field, SecretStr
 
 from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.redaction import remember_secret
 
 _LOGO = "https://images.ctfassets.net/gm98wzqotmnx/2b2cSpF6p0w6nWzUyDZLda/openai.png"
 _DOCS = "https://github.com/prefect-openai-chat/prefect-openai-chat#readme"
@@ -90,10 +91,10 @@ class OpenAICredentials(CredentialsBlock):
     def resolve_api_key(self) -> str:
         """The key to send: the block's, else `OPENAI_API_KEY`, else a clear error."""
         if self.api_key is not None and self.api_key.get_secret_value():
-            return self.api_key.get_secret_value()
+            return remember_secret(self.api_key.get_secret_value())
         from_env = os.environ.get("OPENAI_API_KEY")
         if from_env:
-            return from_env
+            return remember_secret(from_env)
         raise InvalidInputError(
             "no OpenAI API key: set api_key on the OpenAICredentials block"
             " or the OPENAI_API_KEY environment variable"
@@ -192,7 +193,7 @@ class AzureOpenAICredentials(CredentialsBlock):
 
     def resolve_api_key(self) -> str:
         """The secret that will be sent (key or token); for fingerprints and rotation checks."""
-        return next(iter(self._secrets().values()))
+        return remember_secret(next(iter(self._secrets().values())))
 
     def cache_key(self) -> Hashable:
         """What makes two clients interchangeable; holds a fingerprint, never the secret."""

@@ -22,32 +22,49 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
+import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import openai
 from openai import AsyncOpenAI
 
 from prefect_openai_chat.chat.context import completion_room, overflow, server_window, shorten
 from prefect_openai_chat.chat.messages import validate_messages, validate_model_name
 from prefect_openai_chat.chat.protection import Protection
-from prefect_openai_chat.chat.response import StreamAccumulator, result_from_completion
+from prefect_openai_chat.chat.response import (
+    StreamAccumulator,
+    content_filter_error,
+    result_from_raw,
+    with_server_words,
+)
 from prefect_openai_chat.chat.settings import ChatSettings
 from prefect_openai_chat.errors import (
+    TASK_DELAY_MARK,
+    AttemptTimeoutError,
+    CallTimeoutError,
     ContentFilteredError,
     ContextWindowExceededError,
+    MalformedResponseError,
+    MissingFallbackError,
     TruncatedOutputError,
     add_note,
 )
+from prefect_openai_chat.redaction import redact_exception, remember_secret
 from prefect_openai_chat.resilience import (
     Action,
     Verdict,
     call_with_retries,
     circuit_key,
+    describe_error,
     mark_for_task_tier,
 )
+from prefect_openai_chat.resilience.waits import Deadline
 from prefect_openai_chat.results import ChatResult, Usage
 from prefect_openai_chat.tokens import count_message_tokens, count_text_tokens, estimate_cost
 from prefect_openai_chat.tokens.context import context_limit
@@ -55,6 +72,25 @@ from prefect_openai_chat.tokens.context import context_limit
 ClientFactory = Callable[[], AsyncOpenAI]
 DeltaCallback = Callable[[str], None]
 Sleep = Callable[[float], Awaitable[None]]
+FallbackLoader = Callable[[], Awaitable["ChatRunner"]]  # loads a fallback when first needed
+
+logger = logging.getLogger("prefect_openai_chat")
+
+
+@dataclass
+class _Tally:
+    """Everything one logical call spent: every HTTP attempt, and the summary calls' usage."""
+
+    attempts: int = 0
+    extra_usage: Usage = field(default_factory=Usage)
+    extra_cost: float | None = 0.0
+    last_error: str | None = None
+
+
+# The tally of the logical call in progress: fallbacks and summaries add to the caller's.
+_TALLY: contextvars.ContextVar[_Tally | None] = contextvars.ContextVar(
+    "prefect_openai_chat_tally", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +117,8 @@ class ChatRunner:
         settings: Model, generation defaults and outcome handling.
         client: Returns the `AsyncOpenAI` client to use (cached by the caller).
         protection: Retry policy, circuit guard, retry budget and limiter.
-        fallbacks: Runners tried in order when this endpoint is down.
+        fallbacks: Runners (or async loaders of runners, called only when needed) tried in
+            order when this endpoint is down.
         static_fallback: Text returned when every fallback is down too.
     """
 
@@ -91,7 +128,7 @@ class ChatRunner:
         client: ClientFactory,
         *,
         protection: Protection | None = None,
-        fallbacks: Sequence[ChatRunner] = (),
+        fallbacks: Sequence[ChatRunner | FallbackLoader] = (),
         static_fallback: str | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.perf_counter,
@@ -131,23 +168,69 @@ class ChatRunner:
             TruncatedOutputError: `finish_reason == "length"`; `.partial` holds the result.
             ContentFilteredError: the content filter stopped it (unless settings flag it).
         """
-        request = self._request(validate_messages(messages), overrides)
+        outer = _TALLY.get() is None  # a fallback's call joins its caller's tally and deadline
+        token = _TALLY.set(_Tally()) if outer else None
         try:
-            window = self.settings.context_window
-            if not _surely_fits(request, window) and overflow(request, window) > 0:
-                if self.settings.context_strategy == "bigger_model":
-                    return await self._bigger_model(_Call(request, stream, on_delta, overrides))
-                strategy = self.settings.context_strategy
-                request = await shorten(request, strategy, window, self._summary)
-            started = self._clock()
-            try:
-                result, attempts = await self._send(request, stream, on_delta)
-            except Exception as exc:
-                return await self._recover(exc, _Call(request, stream, on_delta, overrides))
-            return self._finish(result, request, attempts, started)
+            if outer and self.settings.call_timeout_s is not None:
+                return await self._within_call_deadline(messages, stream, on_delta, overrides)
+            return await self._complete(messages, stream, on_delta, overrides)
         except Exception as exc:
-            mark_for_task_tier(exc, self.protection.policy)
+            redact_exception(exc)
+            policy = self.protection.policy
+            mark_for_task_tier(exc, policy)
+            setattr(exc, TASK_DELAY_MARK, policy.task_retry_delay_s)
             raise
+        finally:
+            if token is not None:
+                _TALLY.reset(token)
+
+    async def _within_call_deadline(
+        self,
+        messages: Sequence[Any],
+        stream: bool,
+        on_delta: DeltaCallback | None,
+        overrides: dict[str, Any],
+    ) -> ChatResult:
+        window = Deadline(self.settings.call_timeout_s)
+        try:
+            async with window:
+                return await self._complete(messages, stream, on_delta, overrides)
+        except TimeoutError:
+            if not window.expired:
+                raise
+            tally = _TALLY.get() or _Tally()
+            raise CallTimeoutError(
+                f"the call to {self._where} did not finish within call_timeout_s="
+                f"{self.settings.call_timeout_s:g} s ({tally.attempts} HTTP attempt(s), last"
+                f" error: {tally.last_error or 'none'}); raise call_timeout_s on the ChatModel"
+                " or check the endpoint"
+            ) from None
+
+    async def _complete(
+        self,
+        messages: Sequence[Any],
+        stream: bool,
+        on_delta: DeltaCallback | None,
+        overrides: dict[str, Any],
+    ) -> ChatResult:
+        request = self._request(validate_messages(messages), overrides)
+        window = self.settings.context_window
+        if not _surely_fits(request, window) and overflow(request, window) > 0:
+            if self.settings.context_strategy == "bigger_model":
+                return await self._bigger_model(_Call(request, stream, on_delta, overrides))
+            strategy = self.settings.context_strategy
+            request = await shorten(request, strategy, window, self._summary)
+        started = self._clock()
+        try:
+            result, attempts = await self._send(request, stream, on_delta)
+        except Exception as exc:
+            return await self._recover(exc, _Call(request, stream, on_delta, overrides))
+        return self._finish(result, request, attempts, started)
+
+    @functools.cached_property
+    def _where(self) -> str:
+        """The endpoint, for messages: `http://host/v1 (model gpt-4o-mini)`."""
+        return f"{self.key.split('|', 1)[0]} (model {self.settings.model})"
 
     async def _recover(self, exc: Exception, call: _Call) -> ChatResult:
         """A context strategy or a fallback for an error the in-call tier gave up on."""
@@ -206,13 +289,40 @@ class ChatRunner:
             p.limiter.settle(tokens(), result.usage.total_tokens)
         return result, attempts
 
-    async def _complete_once(self, request: dict[str, Any], number: int) -> ChatResult:
+    def _complete_once(self, request: dict[str, Any], number: int) -> Awaitable[ChatResult]:
+        """One HTTP attempt; a 200 that is no chat completion raises."""
+        return self._within_attempt_deadline(request, self._plain_attempt(request))
+
+    def _stream_once(
+        self, request: dict[str, Any], on_delta: DeltaCallback | None, number: int
+    ) -> Awaitable[ChatResult]:
+        """One streamed HTTP attempt, every chunk within the attempt deadline."""
+        return self._within_attempt_deadline(request, self._stream_attempt(request, on_delta))
+
+    async def _within_attempt_deadline(
+        self, request: dict[str, Any], attempt: Coroutine[Any, Any, ChatResult]
+    ) -> ChatResult:
+        """Run one attempt under `attempt_timeout_s`; raise a typed error naming the endpoint."""
+        window = self._start_attempt()
+        try:
+            async with window:
+                return await attempt
+        except Exception as exc:
+            error = self._attempt_error(exc, window)
+            if isinstance(error, ContentFilteredError) and self.settings.content_filter == "flag":
+                return self._filtered_prompt(request, exc)
+            self._note_error(error)
+            if error is exc:
+                raise
+            raise error from (None if isinstance(error, AttemptTimeoutError) else exc)
+
+    async def _plain_attempt(self, request: dict[str, Any]) -> ChatResult:
         raw = await self._client().chat.completions.with_raw_response.create(**request)
         self._observe_limits(raw.headers)
-        return result_from_completion(raw.parse(), raw.headers.get("x-request-id"))
+        return result_from_raw(raw, raw.headers.get("x-request-id"), self._where)
 
-    async def _stream_once(
-        self, request: dict[str, Any], on_delta: DeltaCallback | None, number: int
+    async def _stream_attempt(
+        self, request: dict[str, Any], on_delta: DeltaCallback | None
     ) -> ChatResult:
         started = self._clock()
         raw = await self._client().chat.completions.with_raw_response.create(
@@ -231,12 +341,53 @@ class ChatRunner:
                         first_token = self._clock() - started
                     if on_delta is not None:
                         on_delta(text)
+        except ValueError as exc:  # a `data:` line that is not JSON, or not a chunk
+            raise MalformedResponseError(
+                f"{self._where} sent a stream chunk that is not a completion chunk ({exc:.200})"
+                f" after {accumulator.chunks} chunks (request {request_id or 'n/a'});"
+                " retried as an outage"
+            ) from exc
         finally:
             await stream.close()
-        result = accumulator.result(request_id)
+        result = accumulator.result(request_id, self._where)
         if accumulator.usage is None:  # a server that ignores include_usage: count it here
             result = result.model_copy(update={"usage": _local_usage(request, result)})
         return result.model_copy(update={"time_to_first_token_s": first_token})
+
+    def _start_attempt(self) -> Deadline:
+        """Count the attempt in the call's tally; remember the key to redact; the deadline."""
+        tally = _TALLY.get()
+        if tally is not None:
+            tally.attempts += 1
+        with contextlib.suppress(Exception):  # a failing client fails the attempt itself
+            remember_secret(self._client().api_key)
+        return Deadline(self.settings.attempt_timeout_s)
+
+    def _attempt_error(self, exc: Exception, window: Deadline) -> Exception:
+        """The error an attempt raises: typed, with the server's own words and the endpoint."""
+        if isinstance(exc, TimeoutError) and window.expired:
+            return AttemptTimeoutError(
+                f"one attempt to {self._where} took longer than attempt_timeout_s="
+                f"{self.settings.attempt_timeout_s:g} s (the server kept the connection busy"
+                " without finishing); retried as a timeout"
+            )
+        if isinstance(exc, openai.APIStatusError):
+            with_server_words(exc)
+            return content_filter_error(exc, self._where) or exc
+        return exc
+
+    def _note_error(self, error: BaseException) -> None:
+        tally = _TALLY.get()
+        if tally is not None:
+            tally.last_error = describe_error(error)
+
+    def _filtered_prompt(self, request: dict[str, Any], exc: Exception) -> ChatResult:
+        """A filtered prompt under content_filter='flag': a result `_check_finish` flags."""
+        return ChatResult(
+            finish_reason="content_filter",
+            model=request["model"],
+            request_id=getattr(exc, "request_id", None),
+        )
 
     def _observe_limits(self, headers: Any) -> None:
         if self.protection.limiter is not None:
@@ -245,8 +396,16 @@ class ChatRunner:
     # --- when the call cannot be sent as it is ---
 
     async def _summary(self, messages: list[dict[str, Any]]) -> str:
+        """The summary call of `summarize`: its attempts, usage and cost join the call's."""
         request = {"model": self.settings.model, "messages": messages, "max_completion_tokens": 512}
         result, _ = await self._send(request, False, None)
+        tally = _TALLY.get()
+        if tally is not None:
+            tally.extra_usage = tally.extra_usage + result.usage
+            cost = self._cost(result, request)
+            tally.extra_cost = (
+                None if cost is None or tally.extra_cost is None else (tally.extra_cost + cost)
+            )
         return result.content or ""
 
     async def _after_overflow(self, exc: Exception, call: _Call) -> ChatResult:
@@ -281,7 +440,8 @@ class ChatRunner:
     async def _bigger_model(self, call: _Call) -> ChatResult:
         request = call.request
         needed = count_message_tokens(request["messages"], request["model"], request.get("tools"))
-        for runner in self.fallbacks:
+        for fallback in self.fallbacks:
+            runner = await _load(fallback)
             window = context_limit(runner.settings.model, runner.settings.context_window)
             if needed + completion_room(request) <= window:
                 return await call.hand_over(runner)
@@ -293,7 +453,15 @@ class ChatRunner:
         )
 
     async def _fall_back(self, exc: Exception, call: _Call) -> ChatResult:
-        for runner in self.fallbacks:
+        """Try each fallback in order (loading it now); a missing one is named, never hidden."""
+        missing: list[MissingFallbackError] = []
+        for fallback in self.fallbacks:
+            try:
+                runner = await _load(fallback)
+            except MissingFallbackError as load_exc:
+                missing.append(load_exc)
+                logger.warning("%s", load_exc)
+                continue
             try:
                 return await call.hand_over(runner)
             except Exception as fallback_exc:
@@ -301,30 +469,48 @@ class ChatRunner:
                     exc, f"fallback {runner.settings.name!r} failed too: {fallback_exc!r:.200}"
                 )
         if self.static_fallback is not None:
+            tally = _TALLY.get()
             return ChatResult(
                 content=self.static_fallback,
                 finish_reason="stop",
                 model="static",
                 answered_by="static",
-                attempts=0,
+                attempts=tally.attempts if tally is not None else 0,
             )
+        if missing:
+            raise MissingFallbackError(
+                f"{self._where} failed ({describe_error(exc)}) and no fallback could answer: "
+                + "; ".join(str(m) for m in missing)
+            ) from exc
         raise exc
 
     # --- the outcome ---
 
-    def _finish(
-        self, result: ChatResult, request: dict[str, Any], attempts: int, started: float
-    ) -> ChatResult:
+    def _cost(self, result: ChatResult, request: dict[str, Any]) -> float | None:
         usage = result.usage
-        cost = estimate_cost(
+        return estimate_cost(
             result.model or request["model"],
             usage.prompt_tokens,
             usage.completion_tokens,
             usage.cached_tokens,
             prices=self.settings.prices,
         )
+
+    def _finish(
+        self, result: ChatResult, request: dict[str, Any], attempts: int, started: float
+    ) -> ChatResult:
+        """Cost, attempts and latency of the whole logical call (summary calls included)."""
+        usage, cost = result.usage, self._cost(result, request)
+        tally = _TALLY.get()
+        if tally is not None:
+            attempts = tally.attempts or attempts
+            if tally.extra_usage != Usage():
+                usage = usage + tally.extra_usage
+                extra = tally.extra_cost
+                cost = None if cost is None or extra is None else cost + extra
         result = result.model_copy(
             update={
+                "usage": usage,
                 "cost_usd": cost,
                 "attempts": attempts,
                 "latency_s": self._clock() - started,
@@ -351,6 +537,11 @@ class ChatRunner:
                 partial=result,
             )
         return result
+
+
+async def _load(fallback: ChatRunner | FallbackLoader) -> ChatRunner:
+    """The fallback's runner, loading it on first use."""
+    return fallback if isinstance(fallback, ChatRunner) else await fallback()
 
 
 def _is_outage(verdict: Verdict) -> bool:

@@ -31,6 +31,8 @@ class ChatSettings:
     context_window: int | None = None
     base_url: str = "https://api.openai.com/v1"
     name: str = "primary"
+    attempt_timeout_s: float | None = None  # one HTTP attempt, every read included
+    call_timeout_s: float | None = None  # the whole logical call, retries included
 
     def request_defaults(self) -> dict[str, Any]:
         """Generation parameters that are set (None means: leave it to the API)."""

@@ -33,7 +33,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import uuid
@@ -52,6 +51,7 @@ from pybreaker import (
 )
 
 from prefect_openai_chat.errors import CircuitOpenError
+from prefect_openai_chat.redaction import redact_text
 from prefect_openai_chat.resilience.circuit_storage import FailoverStorage
 from prefect_openai_chat.resilience.registry import Registry
 
@@ -163,6 +163,7 @@ class CircuitGuard:
         redis_prefix: Redis key prefix.
         probe_lease_s: How long an unanswered probe blocks others (a lost probe expires).
         redis_recheck_s: While Redis is down, how often to check whether it is back.
+        redis_cache_s: How long a state read from Redis is reused (see `FailoverStorage`).
     """
 
     def __init__(
@@ -177,6 +178,7 @@ class CircuitGuard:
         redis_prefix: str = "prefect-openai-chat",
         probe_lease_s: float | None = None,
         redis_recheck_s: float = 5.0,
+        redis_cache_s: float = 0.2,
     ) -> None:
         if fail_max < 1 or success_threshold < 1:
             raise ValueError("fail_max and success_threshold must be at least 1")
@@ -193,7 +195,9 @@ class CircuitGuard:
         self._lock = threading.Lock()
         self._transitioning = False
         self._last_error: str | None = None
-        self.storage = FailoverStorage(key, redis_url, redis_prefix, redis_recheck_s)
+        self.storage = FailoverStorage(
+            key, redis_url, redis_prefix, redis_recheck_s, cache_s=redis_cache_s
+        )
         self.breaker = CircuitBreaker(
             fail_max=fail_max,
             reset_timeout=reset_timeout_s,
@@ -229,10 +233,10 @@ class CircuitGuard:
         now = self._clock()
         opened_at, last_error = self.storage.open_info()
         if state == STATE_OPEN and now < opened_at + self.reset_timeout_s:
-            raise CircuitOpenError(self.key, opened_at + self.reset_timeout_s, last_error)
+            raise CircuitOpenError(self.key, opened_at + self.reset_timeout_s, last_error, now)
         token = uuid.uuid4().hex
         if not self.storage.acquire_probe(token, self.probe_lease_s):
-            raise CircuitOpenError(self.key, now + self.reset_timeout_s, last_error)
+            raise CircuitOpenError(self.key, now + self.reset_timeout_s, last_error, now)
         with self._lock:
             if self.breaker.state.name == STATE_OPEN:
                 self._transition(self.breaker.half_open)
@@ -294,9 +298,6 @@ class CircuitGuard:
             self.storage.release_probe(permit.token)
 
 
-_SECRET = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+)")
-
-
 def describe_error(exc: BaseException) -> str:
     """A short, secret-free description of an error for logs and events.
 
@@ -306,7 +307,7 @@ def describe_error(exc: BaseException) -> str:
     """
     status = getattr(exc, "status_code", None)
     text = str(exc).splitlines()[0] if str(exc) else ""
-    text = _SECRET.sub("***", text)[:200]
+    text = redact_text(text)[:200]
     head = f"{type(exc).__name__}" + (f" {status}" if status else "")
     return f"{head}: {text}" if text else head
 

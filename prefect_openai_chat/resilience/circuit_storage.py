@@ -81,6 +81,10 @@ class FailoverStorage(CircuitBreakerStorage):
         prefix: Redis key prefix (use a distinct one per test or deployment).
         recheck_s: While Redis is down, how often to check whether it is back.
         monotonic: A monotonic clock for leases and re-checks.
+        cache_s: How long a state, failure count or open record read from Redis is reused
+            (writes from this process update it at once), so that a busy process makes a few
+            Redis reads per second per circuit instead of one or two per attempt, and a slow
+            Redis stalls the event loop that often at most. 0 reads Redis every time.
     """
 
     def __init__(
@@ -90,8 +94,11 @@ class FailoverStorage(CircuitBreakerStorage):
         prefix: str = "prefect-openai-chat",
         recheck_s: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
+        cache_s: float = 0.2,
     ) -> None:
         super().__init__("failover")
+        self.cache_s = cache_s
+        self._cache: dict[str, tuple[float, Any]] = {}
         self.key = key
         self.redis_url = redis_url
         self.recheck_s = recheck_s
@@ -192,23 +199,48 @@ class FailoverStorage(CircuitBreakerStorage):
                 return result
         return on_memory()
 
+    def _cached(self, name: str, read: Callable[[], T]) -> T:
+        """`read()`, reused for `cache_s` seconds."""
+        if self.cache_s <= 0 or self._client is None:  # memory only: nothing to save
+            return read()
+        now = self._monotonic()
+        hit = self._cache.get(name)
+        if hit is not None and now - hit[0] < self.cache_s:
+            return hit[1]  # type: ignore[no-any-return]
+        value = read()
+        self._cache[name] = (now, value)
+        return value
+
+    def _remember(self, name: str, value: Any) -> None:
+        self._cache[name] = (self._monotonic(), value)
+
+    def forget_cached(self) -> None:
+        """Read Redis afresh on the next access (after a change made here, and in tests)."""
+        self._cache.clear()
+
     # --- pybreaker's storage interface ------------------------------------------------
 
     @property
     def state(self) -> str:
-        return self._pick(lambda r: r.state, lambda: self._memory.state)
+        return self._cached(
+            "state", lambda: self._pick(lambda r: r.state, lambda: self._memory.state)
+        )
 
     @state.setter
     def state(self, state: str) -> None:
         self._memory.state = state
         self._pick(lambda r: setattr(r, "state", state), lambda: None)
+        self._remember("state", state)
+        self._cache.pop("open_info", None)
 
     def increment_counter(self) -> None:
+        self._cache.pop("counter", None)  # the next read must see the count it reached
         self._pick(lambda r: r.increment_counter(), self._memory.increment_counter)
 
     def reset_counter(self) -> None:
         self._memory.reset_counter()
         self._pick(lambda r: r.reset_counter(), lambda: None)
+        self._remember("counter", 0)
 
     def increment_success_counter(self) -> None:
         self._pick(lambda r: r.increment_success_counter(), self._memory.increment_success_counter)
@@ -219,7 +251,9 @@ class FailoverStorage(CircuitBreakerStorage):
 
     @property
     def counter(self) -> int:
-        return self._pick(lambda r: r.counter, lambda: self._memory.counter)
+        return self._cached(
+            "counter", lambda: self._pick(lambda r: r.counter, lambda: self._memory.counter)
+        )
 
     @property
     def success_counter(self) -> int:
@@ -242,6 +276,7 @@ class FailoverStorage(CircuitBreakerStorage):
     def set_opened(self, at: float, last_error: str) -> None:
         """Record when (on the guard's clock) and why the circuit opened."""
         self._mem_opened_at_s, self._mem_last_error = at, last_error
+        self._remember("open_info", (at, last_error))
         if self._use_redis():
             with contextlib.suppress(Exception):  # already reported; memory holds it
                 self._client.mset(
@@ -250,6 +285,9 @@ class FailoverStorage(CircuitBreakerStorage):
 
     def open_info(self) -> tuple[float, str | None]:
         """(opened at, last error) of the current or latest opening."""
+        return self._cached("open_info", self._read_open_info)
+
+    def _read_open_info(self) -> tuple[float, str | None]:
         if self._use_redis():
             try:
                 at, err = self._client.mget(self._k("opened_at_s"), self._k("last_error"))

@@ -24,11 +24,15 @@ from enum import Enum
 import openai
 
 from prefect_openai_chat.errors import (
+    CallTimeoutError,
     CircuitOpenError,
+    ContentFilteredError,
     ContextWindowExceededError,
     CredentialsRejectedError,
     IncompleteStreamError,
     InsufficientQuotaError,
+    MalformedResponseError,
+    MissingFallbackError,
     RateLimitPatienceError,
     StaticFallbackError,
     StreamErrorEvent,
@@ -80,6 +84,9 @@ DEFAULT_VERDICTS: dict[str, Verdict] = {
     "409": _v(_R, True, True),
     "5xx": _v(_R, True, True),  # 500, 502, 503, 504, other 5xx
     "stream_interrupted": _v(_R, True, True),  # error event mid-stream, cut stream
+    "malformed_response": _v(_R, True, True),  # 200 but not a completion: {}, no choices, text
+    "content_filter": _v(_F, False, False),  # the provider filtered the prompt (Azure 400)
+    "call_timeout": _v(_F, False, False),  # the whole call outlasted call_timeout_s
     "context_length_exceeded": _v(Action.CONTEXT, False, False),
     "400": _v(_F, False, False),
     "401": _v(Action.RELOAD_CREDENTIALS, False, False),
@@ -136,6 +143,14 @@ def error_row(exc: BaseException) -> str:
         return "rate_limit_patience"
     if isinstance(exc, CredentialsRejectedError | ContextWindowExceededError):
         return "unknown"  # already decided: fail, no retry
+    if isinstance(exc, MissingFallbackError):
+        return "unknown"  # a configuration error: fail, no retry
+    if isinstance(exc, MalformedResponseError):
+        return "malformed_response"
+    if isinstance(exc, ContentFilteredError):
+        return "content_filter"
+    if isinstance(exc, CallTimeoutError):
+        return "call_timeout"
     if isinstance(exc, StreamErrorEvent):
         return _stream_error_row(exc.code, exc.type)
     if isinstance(exc, IncompleteStreamError):
@@ -167,6 +182,8 @@ def _status_row(exc: openai.APIStatusError) -> str:
         return "insufficient_quota" if _QUOTA in (exc.code, exc.type) else "rate_limit"
     if status in (400, 413, 422) and _is_context_overflow(exc):
         return "context_length_exceeded"
+    if status == 400 and _real_code(exc) == "content_filter":
+        return "content_filter"  # Azure's prompt filter
     if status in (400, 401, 403, 404, 408, 409, 422):
         return str(status)
     if status >= 500:

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import math
 import time
@@ -117,3 +118,50 @@ class wait_retry_after(wait_base):
         if delay is not None:
             return min(delay, self.cap)
         return float(self.fallback(retry_state))
+
+
+class Deadline:
+    """`async with Deadline(seconds):` cancels the block after `seconds` and raises TimeoutError.
+
+    `expired` tells a deadline's own TimeoutError from any other. `None` means no deadline.
+
+    Example:
+        >>> import asyncio
+        >>> async def slow() -> bool:
+        ...     window = Deadline(0.01)
+        ...     try:
+        ...         async with window:
+        ...             await asyncio.sleep(1)
+        ...     except TimeoutError:
+        ...         pass
+        ...     return window.expired
+        >>> asyncio.run(slow())
+        True
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    async def __aenter__(self) -> Deadline:
+        if self.seconds is not None:
+            self._task = asyncio.current_task()
+            self._handle = asyncio.get_running_loop().call_later(self.seconds, self._fire)
+        return self
+
+    def _fire(self) -> None:
+        self.expired = True
+        if self._task is not None:
+            self._task.cancel("prefect-openai-chat deadline")
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._handle is None:
+            return
+        self._handle.cancel()
+        if self.expired and exc_type is asyncio.CancelledError:
+            task = self._task
+            if task is not None and hasattr(task, "uncancel"):
+                task.uncancel()  # Python 3.11+: this cancellation was ours
+            raise TimeoutError(f"deadline of {self.seconds} s passed") from None

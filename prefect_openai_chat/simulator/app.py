@@ -27,8 +27,14 @@ from prefect_openai_chat.simulator.errors import (
     error_body,
     fault_error,
     retry_headers,
+    shape_fault_response,
 )
-from prefect_openai_chat.simulator.faults import HTTP_FAULTS, STREAM_FAULTS, parse_fault_list
+from prefect_openai_chat.simulator.faults import (
+    HTTP_FAULTS,
+    SHAPE_FAULTS,
+    STREAM_FAULTS,
+    parse_fault_list,
+)
 from prefect_openai_chat.simulator.profiles import settings_for
 from prefect_openai_chat.simulator.ratelimit import format_duration
 from prefect_openai_chat.simulator.request import ChatRequest, parse_chat_request
@@ -197,7 +203,7 @@ def _check_model_and_context(req: ChatRequest, settings: SimulatorSettings) -> i
 
 def _http_fault(faults: tuple[str, ...], stream: bool) -> str | None:
     for fault in faults:
-        if fault in HTTP_FAULTS:
+        if fault in HTTP_FAULTS or fault in SHAPE_FAULTS:
             return fault
         if not stream and fault in STREAM_FAULTS:
             return fault
@@ -207,6 +213,13 @@ def _http_fault(faults: tuple[str, ...], stream: bool) -> str | None:
 def _http_fault_response(ctx: _Ctx, fault: str, req: ChatRequest, done: Any) -> Any:
     state = ctx.state
     settings = state.settings
+    if fault in SHAPE_FAULTS:
+        state.counters.record_fault(fault)
+        status, answer = shape_fault_response(
+            fault, ctx.headers(), req.model, req.stream, ctx.key, done, settings.hang_s
+        )
+        state.counters.record_status(status)
+        return answer
     if fault in ("reset", "hang", "stall"):
         state.counters.record_fault(fault)
         return ResetResponse(0.0 if fault == "reset" else settings.hang_s, on_done=done)
@@ -288,7 +301,8 @@ def _stream(
     if end == "done":
         if req.include_usage:
             frames.append(writer.usage_frame(prompt, completion))
-        frames.append(payloads.DONE)
+        if "no-done" not in faults:
+            frames.append(payloads.DONE)
     if stream_fault:
         state.counters.record_fault(stream_fault)
     state.counters.record_status(200)

@@ -9,8 +9,13 @@ Example:
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from prefect_openai_chat.simulator.responses import BodyResponse, encode_headers, wait_disconnect
 
 _TYPE_NAMES = {
     bool: "a boolean",
@@ -166,3 +171,142 @@ def retry_headers(seconds: float) -> dict[str, str]:
     """`retry-after` (whole seconds, rounded up) and `retry-after-ms`."""
     ms = max(1, round(seconds * 1000))
     return {"retry-after": str(max(0, -(-ms // 1000))), "retry-after-ms": str(ms)}
+
+
+# --- shape faults: odd answers of real servers and proxies ----------------------------
+
+OLLAMA_404 = 'model "llama3" not found, try pulling it first'
+DETAIL_400 = "Invalid request: temperature must be at most 2"
+PLAIN_400 = "Bad Request: the upstream could not parse the request"
+AZURE_FILTER_MESSAGE = (
+    "The response was filtered due to the prompt triggering Azure OpenAI's content management"
+    " policy. Please modify your prompt and retry."
+)
+TRICKLE_INTERVAL_S = 1.0
+
+
+def azure_filter_body() -> dict[str, Any]:
+    """Azure OpenAI's 400 for a prompt its content filter stopped."""
+    result = {
+        "hate": {"filtered": True, "severity": "high"},
+        "jailbreak": {"filtered": False, "detected": False},
+        "self_harm": {"filtered": False, "severity": "safe"},
+        "sexual": {"filtered": False, "severity": "safe"},
+        "violence": {"filtered": True, "severity": "medium"},
+    }
+    return {
+        "error": {
+            "message": AZURE_FILTER_MESSAGE,
+            "type": None,
+            "param": "prompt",
+            "code": "content_filter",
+            "status": 400,
+            "innererror": {
+                "code": "ResponsibleAIPolicyViolation",
+                "content_filter_result": result,
+            },
+        }
+    }
+
+
+def _completion(model: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-" + os.urandom(12).hex(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": {"prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 5},
+    }
+
+
+def _null_content_stream(model: str) -> bytes:
+    base = {"id": "chatcmpl-" + os.urandom(12).hex(), "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": model}  # fmt: skip
+    first = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": None},
+                                  "finish_reason": None}]}  # fmt: skip
+    last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    frames = [b"data: " + json.dumps(f).encode() + b"\n\n" for f in (first, last)]
+    return b"".join(frames) + b"data: [DONE]\n\n"
+
+
+def shape_fault_response(
+    fault: str,
+    headers: dict[str, str],
+    model: str,
+    stream: bool,
+    api_key: str,
+    done: Any,
+    hang_s: float = 600.0,
+) -> tuple[int, Any]:
+    """(HTTP status, ASGI answer) for one of the shape faults; a trickle lasts `hang_s`."""
+    if fault == "trickle":
+        return 200, TrickleResponse(headers, stream, hang_s, on_done=done)
+    status, content_type, body = _shape_body(fault, model, stream, api_key)
+    return status, BodyResponse(status, headers, body, content_type, on_done=done)
+
+
+def _shape_body(fault: str, model: str, stream: bool, api_key: str) -> tuple[int, bytes, bytes]:
+    json_type = b"application/json"
+    if fault == "empty-object":
+        return 200, json_type, b"{}"
+    if fault == "no-choices":
+        return 200, json_type, json.dumps(_completion(model, [])).encode()
+    if fault == "invalid-json":
+        return 200, json_type, b'{"id": "chatcmpl-1", "choices": [{"index": 0, "message": '
+    if fault == "text-plain":
+        return 200, b"text/plain; charset=utf-8", b"OK"
+    if fault == "null-content":
+        if stream:
+            return 200, b"text/event-stream; charset=utf-8", _null_content_stream(model)
+        message = {"role": "assistant", "content": None, "refusal": None}
+        choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
+        return 200, json_type, json.dumps(_completion(model, [choice])).encode()
+    if fault == "echo-key":
+        echoed = (
+            f"upstream proxy error while forwarding 'Authorization: Bearer {api_key}'"
+            f" (key {api_key} was not accepted upstream)"
+        )
+        body = {"error": {"message": echoed, "type": "server_error", "param": None, "code": None}}
+        return 500, json_type, json.dumps(body).encode()
+    if fault == "ollama-404":
+        return 404, json_type, json.dumps({"error": OLLAMA_404}).encode()
+    if fault == "detail-error":
+        return 400, json_type, json.dumps({"detail": DETAIL_400}).encode()
+    if fault == "plain-error":
+        return 400, b"text/plain; charset=utf-8", PLAIN_400.encode()
+    if fault == "azure-filter":
+        return 400, json_type, json.dumps(azure_filter_body()).encode()
+    raise ValueError(f"not a shape fault: {fault!r}")
+
+
+class TrickleResponse:
+    """Headers at once, then one byte per `TRICKLE_INTERVAL_S` until the client leaves.
+
+    Every byte resets a per-read timeout, so only a deadline on the whole attempt ends it.
+    """
+
+    def __init__(
+        self, headers: dict[str, str], stream: bool, limit_s: float = 600.0, on_done: Any = None
+    ) -> None:
+        self.headers, self.stream, self.limit_s, self.on_done = headers, stream, limit_s, on_done
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        kind = b"text/event-stream; charset=utf-8" if self.stream else b"application/json"
+        try:
+            await send(
+                {"type": "http.response.start", "status": 200,
+                 "headers": encode_headers(self.headers, kind)}
+            )  # fmt: skip
+            started = time.monotonic()
+            while time.monotonic() - started < self.limit_s:
+                # JSON allows leading whitespace; an SSE parser waits for a line's end.
+                await send({"type": "http.response.body", "body": b" ", "more_body": True})
+                if await wait_disconnect(receive, TRICKLE_INTERVAL_S):
+                    return
+            await send({"type": "http.response.body", "body": b""})
+        except OSError:
+            pass
+        finally:
+            if self.on_done is not None:
+                self.on_done()

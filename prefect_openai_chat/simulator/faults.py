@@ -29,7 +29,25 @@ JSON_FAULTS = (
     "missing-fields",
     "prose-json",
 )
-FAULTS: tuple[str, ...] = HTTP_FAULTS + STREAM_FAULTS + CONTENT_FAULTS + JSON_FAULTS
+# --- shape faults: odd answers real servers and proxies give (see simulator/errors.py) ---
+SHAPE_FAULTS = (
+    "empty-object",
+    "no-choices",
+    "invalid-json",
+    "text-plain",
+    "null-content",
+    "echo-key",
+    "trickle",
+    "ollama-404",
+    "detail-error",
+    "plain-error",
+    "azure-filter",
+)
+# --- stream-end faults: a stream with a finish_reason but no `data: [DONE]` -------------
+END_FAULTS = ("no-done",)
+FAULTS: tuple[str, ...] = (
+    HTTP_FAULTS + STREAM_FAULTS + CONTENT_FAULTS + JSON_FAULTS + SHAPE_FAULTS + END_FAULTS
+)
 NO_FAULT = ("ok", "none", "")
 
 FAULT_DOCS: dict[str, str] = {
@@ -55,6 +73,18 @@ FAULT_DOCS: dict[str, str] = {
     "wrong-types": "schema-violating values (types, enums)",
     "missing-fields": "required fields left out",
     "prose-json": "prose before and after the JSON",
+    "empty-object": "200 with the body `{}`",
+    "no-choices": "200 with a completion whose `choices` is empty",
+    "invalid-json": "200 application/json with a body that is not JSON",
+    "text-plain": "200 text/plain `OK` instead of a completion",
+    "null-content": "200 with message.content null and finish_reason stop (a stream: no text)",
+    "echo-key": "500 whose error message echoes the caller's API key (a leaky proxy)",
+    "trickle": "headers, then one byte per second until hang_s or the client leaves",
+    "ollama-404": 'Ollama\'s 404 `{"error": "model \\"llama3\\" not found, try pulling it first"}`',
+    "detail-error": '400 `{"detail": "..."}` as FastAPI-based servers answer',
+    "plain-error": "400 text/plain error body",
+    "azure-filter": "Azure's 400 content_filter with innererror.content_filter_result",
+    "no-done": "a stream with finish_reason and usage but without `data: [DONE]`",
 }
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any
+import threading
+from typing import Any, SupportsIndex, overload
 
 from prefect.exceptions import MissingContextError, ObjectNotFound
 from prefect.logging import get_run_logger
 
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat import ChatRunner
-from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.errors import TASK_DELAY_MARK, InvalidInputError, MissingFallbackError
 from prefect_openai_chat.resilience import RetryPolicy, make_retry_condition
 from prefect_openai_chat.resilience.policy import MAX_TASK_RETRIES
 from prefect_openai_chat.results import ChatResult
@@ -23,10 +24,46 @@ _counter = itertools.count(1)
 # generated from the policy, re-runs a task only for errors that outlast the in-call tier
 # and only as often as the raising ChatModel's own `task_retries` allows.
 TASK_RETRY_CEILING = MAX_TASK_RETRIES
-retry_condition = make_retry_condition(RetryPolicy())
+_policy_condition = make_retry_condition(RetryPolicy())
+_decided = threading.local()  # the delay the condition just read from the raising block
+
+
+class BlockRetryDelay(list[float]):
+    """Prefect's `retry_delay_seconds` that follows the raising `ChatModel`.
+
+    Prefect reads the delay right after calling the retry condition, in the same thread;
+    the condition records the delay the failed call's block asked for (its
+    `circuit_reset_timeout_s`, marked on the exception by the runner), and this list
+    answers it. Without a mark it answers the default policy's delay. A task given
+    `.with_options(retry_delay_seconds=...)` uses that fixed delay instead.
+    """
+
+    def __init__(self, default: float) -> None:
+        super().__init__([default])
+        self.default = default
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> float: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[float]: ...
+    def __getitem__(self, index: SupportsIndex | slice) -> float | list[float]:
+        if isinstance(index, slice):
+            return list.__getitem__(self, index)
+        delay = getattr(_decided, "delay", None)
+        _decided.delay = None
+        return self.default if delay is None else float(delay)
+
+
+def retry_condition(task: Any, task_run: Any, state: Any) -> Any:
+    """The task tier's `retry_condition_fn`: the policy's answer, and the block's delay."""
+    data = getattr(state, "data", None)
+    _decided.delay = getattr(data, TASK_DELAY_MARK, None)
+    return _policy_condition(task, task_run, state)
+
+
 TASK_TIER: dict[str, Any] = {
     "retries": TASK_RETRY_CEILING,
-    "retry_delay_seconds": RetryPolicy().task_retry_delay_s,
+    "retry_delay_seconds": BlockRetryDelay(RetryPolicy().task_retry_delay_s),
     "retry_condition_fn": retry_condition,
 }
 
@@ -69,9 +106,7 @@ async def build_runner(chat_model: ChatModel | str) -> tuple[ChatModel, ChatRunn
         current[0], key_in_use[0] = fresh, fresh_key
         return changed
 
-    fallbacks = [
-        (await resolve_chat_model(name)).runner(name=name) for name in model.fallback_models
-    ]
+    fallbacks = [SavedFallback(name, model.model) for name in model.fallback_models]
     cached: list[Any] = [None, None]  # (key, client): one lookup per key, not per attempt
 
     def client() -> Any:
@@ -82,6 +117,27 @@ async def build_runner(chat_model: ChatModel | str) -> tuple[ChatModel, ChatRunn
     return model, model.runner(
         fallbacks=fallbacks, reload_credentials=reload_credentials, client=client
     )
+
+
+class SavedFallback:
+    """Loads the saved `ChatModel` block of a fallback the first time a call needs it."""
+
+    def __init__(self, name: str, primary: str) -> None:
+        self.name, self.primary = name, primary
+        self._runner: ChatRunner | None = None
+
+    async def __call__(self) -> ChatRunner:
+        if self._runner is None:
+            try:
+                model: ChatModel = await ChatModel.aload(self.name)
+            except (ValueError, ObjectNotFound):
+                raise MissingFallbackError(
+                    f"fallback {self.name!r} of the ChatModel for {self.primary!r} is not a saved"
+                    f" ChatModel block; save one with ChatModel(...).save({self.name!r}), or"
+                    " remove it from fallback_models"
+                ) from None
+            self._runner = model.runner(name=self.name)
+        return self._runner
 
 
 def model_label(chat_model: Any) -> str:

@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect_openai_chat._sync import run_sync
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat.runner import DeltaCallback
+from prefect_openai_chat.redaction import redact_exception
 from prefect_openai_chat.results import ChatResult
 from prefect_openai_chat.tasks._common import TASK_TIER, build_runner, chat_run_name, log_result
 
@@ -40,8 +41,12 @@ async def _chat(
     on_delta: DeltaCallback | None,
     overrides: dict[str, Any],
 ) -> ChatResult:
-    _, runner = await build_runner(chat_model)
-    result = await runner.complete(messages, stream=stream, on_delta=on_delta, **overrides)
+    try:
+        _, runner = await build_runner(chat_model)
+        result = await runner.complete(messages, stream=stream, on_delta=on_delta, **overrides)
+    except Exception as exc:
+        redact_exception(exc)  # also what fails before the runner's own boundary
+        raise
     log_result(result, "stream" if stream else "chat")
     return result
 

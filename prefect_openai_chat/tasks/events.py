@@ -13,6 +13,7 @@ import threading
 
 from prefect.events import emit_event
 
+from prefect_openai_chat.redaction import redact_text
 from prefect_openai_chat.resilience import CircuitEvent, add_circuit_listener
 
 logger = logging.getLogger("prefect_openai_chat.circuit")
@@ -30,7 +31,8 @@ def on_circuit_event(event: CircuitEvent) -> None:
     """Log the change and emit it as a Prefect event (once: not when merely observed)."""
     global trips
     level = logging.WARNING if event.name == "opened" else logging.INFO
-    logger.log(level, "circuit %s %s (last error: %s)", event.key, event.name, event.last_error)
+    last_error = redact_text(event.last_error) if event.last_error else None  # maybe from Redis
+    logger.log(level, "circuit %s %s (last error: %s)", event.key, event.name, last_error)
     if event.observed:
         return  # another process made the change and emitted the event
     if event.name == "opened":
@@ -42,7 +44,7 @@ def on_circuit_event(event: CircuitEvent) -> None:
                 "prefect.resource.id": f"prefect-openai-chat.circuit.{event.key}",
                 "prefect.resource.name": event.key,
             },
-            payload={"key": event.key, "state": event.name, "last_error": event.last_error},
+            payload={"key": event.key, "state": event.name, "last_error": last_error},
         )
     except Exception:
         logger.debug("could not emit circuit event", exc_info=True)

@@ -36,6 +36,7 @@ from prefect_openai_chat.extraction import (
     run_extraction,
 )
 from prefect_openai_chat.extraction.prompts import TextOrMessages
+from prefect_openai_chat.redaction import redact_exception
 from prefect_openai_chat.results import ChatResult, Extraction
 from prefect_openai_chat.tasks._common import (
     TASK_TIER,
@@ -141,18 +142,22 @@ async def _aextract(
         summed over every attempt.
     """
     model_cls = ensure_model(schema)
-    _, runner = await build_runner(chat_model)
-    result = await run_extraction(
-        runner_call(runner),
-        model_cls,
-        text_or_messages,
-        model=runner.settings.model,
-        instructions=instructions,
-        mode=mode,
-        max_reprompts=max_reprompts,
-        token_budget=token_budget,
-        max_completion_tokens=runner.settings.defaults.get("max_completion_tokens"),
-    )
+    try:
+        _, runner = await build_runner(chat_model)
+        result = await run_extraction(
+            runner_call(runner),
+            model_cls,
+            text_or_messages,
+            model=runner.settings.model,
+            instructions=instructions,
+            mode=mode,
+            max_reprompts=max_reprompts,
+            token_budget=token_budget,
+            max_completion_tokens=runner.settings.defaults.get("max_completion_tokens"),
+        )
+    except Exception as exc:
+        redact_exception(exc)  # also what fails before the runner's own boundary
+        raise
     run_logger().info(
         "extract %s outcome=%s attempts=%d reprompts=%d repaired=%s tokens=%d cost=%s%s",
         model_cls.__name__,

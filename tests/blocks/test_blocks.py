@@ -9,6 +9,7 @@ import openai
 import pytest
 from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
+from pydantic import ValidationError
 
 from prefect_openai_chat import AzureOpenAICredentials, ChatModel, OpenAICredentials
 from prefect_openai_chat.errors import InvalidInputError
@@ -148,3 +149,30 @@ def test_blocks_save_and_load_through_prefect_server() -> None:
     azure = AzureOpenAICredentials(azure_endpoint="https://x.openai.azure.com", api_key=SECRET)
     azure.save("test-azure", overwrite=True)
     assert AzureOpenAICredentials.load("test-azure").resolve_api_key() == SECRET
+
+
+# --- issue #10, defect 8: the circuit's Redis URL is checked when the block is made ------
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "rediss://u:pw@cache:6380/1", "unix:///tmp/redis.sock"]
+)
+def test_redis_url_schemes_accepted(url: str) -> None:
+    model = ChatModel(circuit_redis_url=url)
+    assert model.circuit_redis_url is not None
+    assert model.circuit_redis_url.get_secret_value() == url
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:6379/0", "127.0.0.1:6379", "redis:/oops", "postgres://u:pw@db/x"]
+)
+def test_redis_url_with_a_bad_scheme_fails_when_the_block_is_made(url: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        ChatModel(circuit_redis_url=url)
+    text = str(info.value)
+    assert "circuit_redis_url must start with redis://, rediss:// or unix://" in text
+    assert "pw" not in text  # the URL's password is never shown
+
+
+def test_empty_redis_url_keeps_circuits_local() -> None:
+    assert ChatModel(circuit_redis_url="").circuit_redis_url is None

@@ -20,6 +20,7 @@ from prefect_openai_chat.errors import CircuitOpenError
 from prefect_openai_chat.resilience import CircuitGuard
 
 pytestmark = pytest.mark.redis
+CACHE_S = 0.25  # a little more than the default redis_cache_s (0.2 s)
 
 
 @pytest.fixture
@@ -46,6 +47,7 @@ def test_state_is_shared_through_redis(redis_url: str, prefix: str) -> None:
     a.record_failure(a.before_call(), connection_error())
     b.record_failure(b.before_call(), connection_error())
     a.record_failure(a.before_call(), connection_error())  # third failure across both: open
+    time.sleep(CACHE_S)  # b reuses what it read from Redis for up to redis_cache_s
     with pytest.raises(CircuitOpenError) as info:
         b.before_call()
     assert "APIConnectionError" in (info.value.last_error or "")
@@ -87,6 +89,7 @@ def _probe_worker(redis_url: str, prefix: str, barrier: Any, out: Any) -> None:
     for permit in probes:
         guard.record_success(permit)
     barrier.wait()
+    time.sleep(CACHE_S)  # the other process's change shows within redis_cache_s
     out.put(guard.state)
 
 
@@ -189,6 +192,7 @@ def test_redis_stopped_mid_run_changes_nothing_but_a_warning(
     calls(20)
     assert guard.storage.backend == "redis"
     throwaway_redis.stop()
+    time.sleep(CACHE_S)  # the next call reads Redis again and finds it gone
     start = time.perf_counter()
     calls(200)
     assert time.perf_counter() - start < 2.0  # no hanging on a dead Redis

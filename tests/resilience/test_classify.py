@@ -6,11 +6,16 @@ import pytest
 from resilience_helpers import api_error, connection_error, status_error, timeout_error
 
 from prefect_openai_chat.errors import (
+    AttemptTimeoutError,
+    CallTimeoutError,
     CircuitOpenError,
+    ContentFilteredError,
     ContextWindowExceededError,
     CredentialsRejectedError,
     IncompleteStreamError,
     InsufficientQuotaError,
+    MalformedResponseError,
+    MissingFallbackError,
     StreamErrorEvent,
 )
 from prefect_openai_chat.resilience import Action, Verdict, build_verdicts, classify, error_row
@@ -67,6 +72,15 @@ TABLE = [
     (CredentialsRejectedError("no"), ("unknown", F, False, False, False)),
     (ContextWindowExceededError("too long"), ("unknown", F, False, False, False)),
     (ValueError("a bug"), ("unknown", F, False, False, False)),
+    (MalformedResponseError("{}"), ("malformed_response", R, True, True, False)),
+    (AttemptTimeoutError("trickle"), ("timeout", R, True, True, False)),
+    (CallTimeoutError("600 s"), ("call_timeout", F, False, False, False)),
+    (ContentFilteredError("hate"), ("content_filter", F, False, False, False)),
+    (
+        status_error(400, api_error("content_filter", "filtered by Azure")),
+        ("content_filter", F, False, False, False),
+    ),
+    (MissingFallbackError("not saved"), ("unknown", F, False, False, False)),
 ]
 
 

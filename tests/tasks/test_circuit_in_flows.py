@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import statistics
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import openai
@@ -73,7 +75,11 @@ def test_opens_after_n_outage_errors_then_fails_fast(
     assert isinstance(error.__cause__, openai.InternalServerError)
     assert error.key == key and key in str(error)
     assert before + 60.0 <= error.retry_at <= time.time() + 60.0
-    assert f"next probe at unix time {error.retry_at:.1f}" in str(error)
+    # The next probe in seconds from now and as UTC wall-clock time, not a unix timestamp.
+    wall = datetime.fromtimestamp(error.retry_at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert re.search(r"next probe in (59\.\d|60\.0) s \(at ", str(error)), str(error)
+    assert f"(at {wall})" in str(error)
+    assert "unix" not in str(error)
     assert "InternalServerError 503" in (error.last_error or "")
     assert model.protection(key).guard is not None
     assert model.protection(key).guard.state == "open"

@@ -1,0 +1,128 @@
+"""Keep API keys out of every exception, log line and event the plugin produces.
+
+A server or proxy may echo the key it was sent (in an error message, in a body). The
+plugin redacts, at its boundary, every string it hands on: the exception the runner
+raises (its message, `args`, `message`, `body`, notes, the request's auth headers and
+the whole cause chain), the lines it logs and the payloads of its events. What is
+redacted: every key the plugin has built a client with (`remember_secret`), and
+anything that looks like an OpenAI key (`sk-...`) or a bearer token.
+
+Example:
+    >>> from prefect_openai_chat.redaction import redact_text, remember_secret
+    >>> remember_secret("azure-key-0123456789")
+    >>> redact_text("bad key azure-key-0123456789, also sk-proj-abcdefgh12345678")
+    'bad key ***, also ***'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+S = TypeVar("S", bound="str | None")
+
+MASK = "***"
+MIN_SECRET_LENGTH = 8  # shorter values would mask ordinary words
+_SHAPES = re.compile(
+    r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-*]{6,}|(?i:bearer)\s+[A-Za-z0-9._\-~+/]{6,}=*"
+)
+_AUTH_HEADERS = ("authorization", "api-key", "x-api-key", "openai-api-key")
+
+_lock = threading.Lock()
+_secrets: frozenset[str] = frozenset()
+_pattern: re.Pattern[str] | None = None
+
+
+def remember_secret(secret: S) -> S:
+    """Redact `secret` from now on (shorter than 8 characters: ignored); returns it."""
+    global _secrets, _pattern
+    if secret is None or len(secret) < MIN_SECRET_LENGTH or secret in _secrets:
+        return secret
+    with _lock:
+        _secrets = _secrets | {str(secret)}
+        longest_first = sorted(_secrets, key=len, reverse=True)
+        _pattern = re.compile("|".join(re.escape(s) for s in longest_first))
+    return secret
+
+
+def redact_text(text: str, extra: Iterable[str] = ()) -> str:
+    """`text` with every known secret, `sk-...` key and bearer token replaced by `***`."""
+    for secret in extra:
+        if secret and len(secret) >= MIN_SECRET_LENGTH:
+            text = text.replace(secret, MASK)
+    pattern = _pattern
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    return _SHAPES.sub(MASK, text)
+
+
+def redact_value(value: Any) -> Any:
+    """A copy of a JSON-like value (str, list, tuple, dict) with its strings redacted."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_value(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(redact_value(v) for v in value)
+    return value
+
+
+def redact_exception(exc: BaseException) -> BaseException:
+    """Redact `exc` in place, with its notes and its whole cause/context chain; returns it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        _redact_one(current)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return exc
+
+
+def _redact_one(exc: BaseException) -> None:
+    with contextlib.suppress(Exception):  # an exception type with a read-only args: leave it
+        exc.args = tuple(redact_value(a) for a in exc.args)
+    for name in ("message", "body", "last_error"):
+        value = getattr(exc, name, None)
+        if value is not None:
+            with contextlib.suppress(Exception):
+                setattr(exc, name, redact_value(value))
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        notes[:] = [redact_text(n) if isinstance(n, str) else n for n in notes]
+    response = getattr(exc, "response", None)
+    for holder in (getattr(exc, "request", None), getattr(response, "request", None)):
+        _redact_headers(getattr(holder, "headers", None))
+    if response is not None:
+        _redact_body(response)
+
+
+def _redact_body(response: Any) -> None:
+    """The raw body an `httpx` response keeps (and pickles): bytes and decoded text."""
+    content = getattr(response, "_content", None)
+    if isinstance(content, bytes):
+        with contextlib.suppress(Exception):
+            response._content = redact_text(content.decode("utf-8", "replace")).encode()
+    text = getattr(response, "_text", None)
+    if isinstance(text, str):
+        with contextlib.suppress(Exception):
+            response._text = redact_text(text)
+
+
+def _redact_headers(headers: Any) -> None:
+    if headers is None:
+        return
+    for name in _AUTH_HEADERS:
+        try:
+            if name in headers:
+                headers[name] = MASK
+        except Exception:  # immutable headers: nothing to do
+            return
