@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import openai
 from prefect.blocks.core import Block
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from prefect_openai_chat.blocks.credentials import (
     _DOCS,
@@ -234,9 +234,9 @@ class ChatModel(Block):
         build_verdicts(value)  # a clear ValueError naming the unknown row or action
         return value
 
-    @field_validator("circuit_redis_url")
+    @field_validator("redis_url", "circuit_redis_url")
     @classmethod
-    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+    def _redis_scheme(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         url = value.get_secret_value().strip() if value is not None else ""
         if not url:
             return None
@@ -244,8 +244,9 @@ class ChatModel(Block):
         if scheme not in REDIS_SCHEMES:
             shown = f"{scheme}://" if scheme else "no scheme"
             raise ValueError(
-                f"circuit_redis_url must start with redis://, rediss:// or unix:// (got {shown});"
-                " for example redis://127.0.0.1:6379/0, or leave it empty to keep circuits local"
+                f"{info.field_name} must start with redis://, rediss:// or unix:// (got {shown});"
+                " for example redis://127.0.0.1:6379/0, or leave it empty to keep the circuit"
+                " and the rate limiter local to the process"
             )
         return value
 
