@@ -130,14 +130,19 @@ def _add_setup(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_setup(args: argparse.Namespace) -> int:
-    from prefect_openai_chat.setup import save_blocks
+    from prefect_openai_chat.setup import save_blocks, temporary_server_warning
 
+    warning = temporary_server_warning()
+    if warning:
+        print(warning, file=sys.stderr)
     try:
         credentials, chat_model = save_blocks(args.credentials, args.chat_model, args.model)
     except ValueError as exc:
         print(f"setup failed: {exc}", file=sys.stderr)
         return 2
     print(f"saved OpenAICredentials block {credentials!r} and ChatModel block {chat_model!r}")
+    if warning:
+        print("they were saved in a temporary server and are gone: see the warning above", file=sys.stderr)
     return 0
 
 
