@@ -94,7 +94,12 @@ def test_the_readme_deployment_commands_work_in_order(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     with Simulator(profile="ideal", seed=11) as sim, prefect_server.settings():
-        env = {**prefect_server.env, "OPENAI_API_KEY": sim.api_key, "OPENAI_BASE_URL": sim.base_url}
+        env = {
+            **prefect_server.env,
+            "OPENAI_API_KEY": sim.api_key,
+            "OPENAI_BASE_URL": sim.base_url,
+            "PREFECT_WORKER_QUERY_SECONDS": "1",  # poll every second, not every 15 s
+        }
         flow_run_id: UUID | None = None
         for command in commands[:-1]:
             done = subprocess.run(
