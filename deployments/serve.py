@@ -87,7 +87,7 @@ def build_deployment(
     flow: Flow[..., Any] | None = None,
     name: str = SERVED_NAME,
 ) -> RunnerDeployment:
-    """`extract_records` (or `flow`) deployed as `name`, with the schedule and parameters in `config`."""
+    """`extract_records` (or `flow`) deployed as `name`, with the schedule etc. of `config`."""
     config = config or load_deployment_config()
     if flow is None:
         from prefect_openai_chat.flows.extract_records import extract_records

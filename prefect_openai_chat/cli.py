@@ -142,7 +142,7 @@ def _run_setup(args: argparse.Namespace) -> int:
         return 2
     print(f"saved OpenAICredentials block {credentials!r} and ChatModel block {chat_model!r}")
     if warning:
-        print("they were saved in a temporary server and are gone: see the warning above", file=sys.stderr)
+        print("they went to a temporary server and are gone: see the warning", file=sys.stderr)
     return 0
 
 

@@ -76,7 +76,9 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0
-    assert capsys.readouterr().out.strip() == f"prefect-openai-chat {prefect_openai_chat.__version__}"
+    assert (
+        capsys.readouterr().out.strip() == f"prefect-openai-chat {prefect_openai_chat.__version__}"
+    )
 
 
 def test_demo_with_an_unknown_profile_lists_the_profiles(
@@ -116,7 +118,9 @@ def test_demo_ignores_an_openai_key_unless_asked(
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens there
     summary = run_demo(records=5, profile="ideal", output=str(tmp_path / "demo"))
     assert summary["valid"] == 5
-    assert summary["endpoint"].startswith("the local simulator (profile 'ideal') at http://127.0.0.1:")
+    assert summary["endpoint"].startswith(
+        "the local simulator (profile 'ideal') at http://127.0.0.1:"
+    )
 
 
 @pytest.mark.usefixtures("isolated_results")
@@ -139,7 +143,17 @@ def test_demo_that_extracts_nothing_fails_loudly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(
-        ["demo", "--model", "gpt-nope", "--profile", "ideal", "--records", "3", "--output", str(tmp_path / "demo")]
+        [
+            "demo",
+            "--model",
+            "gpt-nope",
+            "--profile",
+            "ideal",
+            "--records",
+            "3",
+            "--output",
+            str(tmp_path / "demo"),
+        ]
     )
     assert code == 1
     err = capsys.readouterr().err

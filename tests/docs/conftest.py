@@ -19,7 +19,10 @@ from prefect_openai_chat.examples.tickets import sample_tickets_path
 from prefect_openai_chat.simulator import Simulator
 
 MODEL = "gpt-4o-mini-2024-07-18"
-SETUP_BLOCKS = (("openai-chat-credentials", "openai-credentials"), ("openai-chat-model", "nightly-chat-model"))
+SETUP_BLOCKS = (
+    ("openai-chat-credentials", "openai-credentials"),
+    ("openai-chat-model", "nightly-chat-model"),
+)
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +78,8 @@ def user_machine(
     docs_simulator.configure(script=[])
     shutil.copy(sample_tickets_path(), work / "tickets.jsonl")  # the docs' "tickets.jsonl"
     if not setup_blocks or _saved_versions() != setup_blocks:
-        save_blocks("openai-credentials", "nightly-chat-model", MODEL)  # `prefect-openai-chat setup`
+        save_blocks(
+            "openai-credentials", "nightly-chat-model", MODEL
+        )  # `prefect-openai-chat setup`
         setup_blocks.update(_saved_versions())
     yield work

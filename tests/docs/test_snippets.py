@@ -61,7 +61,9 @@ def run_block(
             if tb.tb_frame.f_code.co_filename == str(example.path)
         ]  # fmt: skip
         where = f"{example.path.relative_to(ROOT)}:{lines[-1] if lines else example.start_line}"
-        message = f"the block at {example_id(example)} failed at {where}: {type(exc).__name__}: {exc}"
+        message = (
+            f"the block at {example_id(example)} failed at {where}: {type(exc).__name__}: {exc}"
+        )
         raise AssertionError(message) from None
 
 
