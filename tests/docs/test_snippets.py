@@ -29,8 +29,17 @@ def example_id(example: CodeExample) -> str:
 
 def mode_of(example: CodeExample) -> str:
     mode = example.prefix_settings().get("test", "run")
-    assert mode in MODES, f"{example_id(example)}: test={mode!r}, expected one of {sorted(MODES)}"
+    assert mode in MODES, (
+        f"{example_id(example)}: unknown test={mode!r}, use one of {sorted(MODES)}"
+    )
     return mode
+
+
+def skip_reason(example: CodeExample) -> str:
+    """The reason a skipped block gives; a skip without one is an error."""
+    reason = example.prefix_settings().get("reason")
+    assert reason, f'{example_id(example)}: test="skip" needs reason="..." in the fence'
+    return reason
 
 
 def blocks_before(example: CodeExample) -> list[CodeExample]:
@@ -83,13 +92,12 @@ def test_the_docs_have_python_blocks() -> None:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
 def test_block_runs_as_written(
-    example: CodeExample, eval_example: EvalExample, user_machine: Path
+    example: CodeExample, eval_example: EvalExample, request: pytest.FixtureRequest
 ) -> None:
     mode = mode_of(example)
     if mode == "skip":
-        reason = example.prefix_settings().get("reason")
-        assert reason, f'{example_id(example)}: test="skip" needs reason="..." in the fence'
-        pytest.skip(f"{example_id(example)}: {reason}")
+        pytest.skip(f"{example_id(example)}: {skip_reason(example)}")
+    request.getfixturevalue("user_machine")  # the machine the docs assume (tests/docs/conftest.py)
     namespace: dict[str, Any] = {}
     if mode == "continue":
         chain = blocks_before(example)
@@ -97,3 +105,24 @@ def test_block_runs_as_written(
         for previous in chain:
             namespace = run_block(eval_example, previous, namespace)
     run_block(eval_example, example, namespace)
+
+
+def test_a_broken_block_fails_with_its_page_and_line(eval_example: EvalExample) -> None:
+    broken = CodeExample.create(
+        "x = 1\nprint(undefined_name)\n", path=ROOT / "README.md", start_line=40
+    )
+    with pytest.raises(AssertionError) as failure:
+        run_block(eval_example, broken, {})
+    assert str(failure.value) == (
+        "the block at README.md:40 failed at README.md:42:"
+        " NameError: name 'undefined_name' is not defined"
+    )
+
+
+def test_a_skip_needs_a_reason_and_a_mode_must_be_known() -> None:
+    block = CodeExample.create("pass\n", path=ROOT / "README.md", prefix='python test="skip"')
+    assert mode_of(block) == "skip"
+    with pytest.raises(AssertionError, match=r'needs reason="\.\.\."'):
+        skip_reason(block)
+    with pytest.raises(AssertionError, match="unknown"):
+        mode_of(CodeExample.create("pass\n", path=ROOT / "README.md", prefix='python test="nope"'))
