@@ -1,8 +1,11 @@
 """Serve the nightly ticket extraction from one process: no work pool, no worker.
 
 The schedule, concurrency limit and parameters come from `deployments/prefect.yaml`,
-so the served deployment and the work-pool deployment never drift apart. Paths in
-the parameters are relative to the repository root; `main` runs from there.
+so the served deployment and the work-pool deployment never drift apart. It is served
+under a name of its own, `extract-records/nightly-served`: serving under the name
+`prefect deploy` used would replace that deployment (and its pull steps, so the next
+worker run would fail), and stopping `serve.py` pauses the deployment it served.
+Paths in the parameters are relative to the repository root; `main` runs from there.
 
 Usage (the ChatModel block "nightly-chat-model" must exist, see deployments/README.md):
     python deployments/serve.py          # serve; a run every night at 02:00 Europe/Berlin
@@ -35,7 +38,8 @@ if TYPE_CHECKING:
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = Path(__file__).resolve().with_name("prefect.yaml")
-DEPLOYMENT_NAME = "nightly-ticket-extraction"
+DEPLOYMENT_NAME = "nightly-ticket-extraction"  # in prefect.yaml, run by a worker
+SERVED_NAME = "nightly-served"  # served by this script; never the worker's deployment
 
 
 def load_deployment_config(
@@ -79,16 +83,18 @@ def concurrency_of(config: dict[str, Any]) -> ConcurrencyLimitConfig | None:
 
 
 def build_deployment(
-    config: dict[str, Any] | None = None, flow: Flow[..., Any] | None = None
+    config: dict[str, Any] | None = None,
+    flow: Flow[..., Any] | None = None,
+    name: str = SERVED_NAME,
 ) -> RunnerDeployment:
-    """`extract_records` (or `flow`) deployed with the schedule and parameters in `config`."""
+    """`extract_records` (or `flow`) deployed as `name`, with the schedule etc. of `config`."""
     config = config or load_deployment_config()
     if flow is None:
         from prefect_openai_chat.flows.extract_records import extract_records
 
         flow = extract_records
     deployment = flow.to_deployment(
-        name=config["name"],
+        name=name,
         schedules=schedules_of(config),
         concurrency_limit=concurrency_of(config),
         parameters=dict(config.get("parameters") or {}),

@@ -1,7 +1,9 @@
 """The `prefect-openai-chat` command: the demo, the simulator, and block setup.
 
 Example:
-    $ prefect-openai-chat demo
+    $ prefect-openai-chat --version
+    $ prefect-openai-chat demo                     # the local simulator, no key, no cost
+    $ prefect-openai-chat demo --real --records 20 # OPENAI_API_KEY: real, paid calls
     $ prefect-openai-chat simulator --profile flaky --port 8787 --seed 7
     $ prefect-openai-chat setup --chat-model nightly-chat-model
 """
@@ -16,21 +18,27 @@ from collections.abc import Sequence
 def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser(
         "demo",
-        help="extract support tickets with a Prefect flow (simulator unless a key is set)",
+        help="extract support tickets with a Prefect flow (the local simulator unless --real)",
         description="Run the extract-records flow over the shipped sample support tickets"
-        " and print what it did. With no OPENAI_API_KEY (or with --simulate) the calls go"
-        " to the local simulator, so it needs no key and no network.",
+        " and print what it did. The calls go to the local simulator, so it needs no key"
+        " and no network, unless you ask for a real, paid API with --real or"
+        " --credentials-block.",
     )
-    demo.add_argument(
+    where = demo.add_mutually_exclusive_group()
+    where.add_argument(
         "--simulate",
         action="store_true",
-        default=None,
-        help="use the local simulator even when OPENAI_API_KEY is set",
+        help="call the local simulator (the default)",
     )
-    demo.add_argument(
+    where.add_argument(
+        "--real",
+        action="store_true",
+        help="call the real API: OPENAI_API_KEY, and OPENAI_BASE_URL when set (costs money)",
+    )
+    where.add_argument(
         "--credentials-block",
         metavar="NAME",
-        help="call the API of this saved OpenAICredentials block",
+        help="call the API of this saved OpenAICredentials block (costs money)",
     )
     demo.add_argument(
         "--profile",
@@ -60,21 +68,39 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from prefect_openai_chat.demo import DemoError, first_reason, quiet_prefect_environment
+
+    quiet_prefect_environment()  # before Prefect starts a server
     from prefect_openai_chat.demo import run_demo
 
     if not 1 <= args.records <= 300:
         print("--records must be between 1 and 300", file=sys.stderr)
         return 2
-    summary = run_demo(
-        profile=args.profile,
-        seed=args.seed,
-        model=args.model,
-        records=args.records,
-        output=args.output,
-        simulate=args.simulate,
-        credentials_block=args.credentials_block,
-    )
-    return 0 if summary["records"] == summary["valid"] + summary["quarantined"] else 1
+    try:
+        summary = run_demo(
+            profile=args.profile,
+            seed=args.seed,
+            model=args.model,
+            records=args.records,
+            output=args.output,
+            real=args.real,
+            credentials_block=args.credentials_block,
+        )
+    except DemoError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    if summary["records"] != summary["valid"] + summary["quarantined"]:
+        print("demo: some records ended neither valid nor quarantined", file=sys.stderr)
+        return 1
+    if summary["records"] and not summary["valid"]:
+        reason = first_reason(summary["quarantine"]) or "see the quarantine file"
+        print(
+            f"demo FAILED: nothing was extracted, all {summary['records']} records were"
+            f" quarantined ({summary['quarantine']}). First reason: {reason}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _add_setup(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -104,15 +130,32 @@ def _add_setup(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_setup(args: argparse.Namespace) -> int:
-    from prefect_openai_chat.setup import save_blocks
+    from prefect_openai_chat.setup import save_blocks, temporary_server_warning
 
+    warning = temporary_server_warning()
+    if warning:
+        print(warning, file=sys.stderr)
     try:
         credentials, chat_model = save_blocks(args.credentials, args.chat_model, args.model)
     except ValueError as exc:
         print(f"setup failed: {exc}", file=sys.stderr)
         return 2
     print(f"saved OpenAICredentials block {credentials!r} and ChatModel block {chat_model!r}")
+    if warning:
+        print("they went to a temporary server and are gone: see the warning", file=sys.stderr)
     return 0
+
+
+def _version() -> str:
+    """The installed distribution's version, else the package's own."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("prefect-openai-chat")
+    except PackageNotFoundError:
+        from prefect_openai_chat import __version__
+
+        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="prefect-openai-chat",
         description="OpenAI Chat Completions inside Prefect pipelines, safely.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(commands)
     _add_setup(commands)

@@ -1,10 +1,11 @@
 """`prefect-openai-chat demo`: the main job, runnable on a fresh machine with no key.
 
-It runs `extract_records` over the shipped sample tickets. Without an API key (or
-with `--simulate`) it calls the local simulator (profile `flaky`, so the run shows
-retries, a re-prompt or two and a quarantined record); with `OPENAI_API_KEY` set,
-or `--credentials-block NAME`, it calls the real API. Prefect runs on its local
-ephemeral API unless `PREFECT_API_URL` points at a server.
+It runs `extract_records` over the shipped sample tickets against the local simulator
+(profile `flaky`, so the run shows retries, a re-prompt or two and a quarantined
+record). Only when asked, with `real=True` (`--real`: `OPENAI_API_KEY`, and
+`OPENAI_BASE_URL` when set) or a saved credentials block (`--credentials-block NAME`),
+does it call a real, paid API. Prefect runs on its local ephemeral API, without
+telemetry, unless `PREFECT_API_URL` points at a server.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from prefect_openai_chat.examples.tickets import (
 
 SCHEMA = "prefect_openai_chat.examples.tickets:SupportTicket"
 DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
+# Set before Prefect starts its ephemeral server: no telemetry heartbeat (on a fresh
+# PREFECT_HOME it races the first migrations and prints "database is locked"), and
+# time for the server to start on a busy machine.
+QUIET_PREFECT = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+}
 ROWS = (
     ("records", "records"),
     ("valid", "valid"),
@@ -33,44 +41,79 @@ ROWS = (
     ("reprompted", "re-prompted"),
     ("quarantined", "quarantined"),
     ("from_cache", "from cache"),
-    ("total_tokens", "tokens"),
+    ("total_tokens", "tokens (paid for in this run)"),
     ("cost_usd", "cost (USD)"),
     ("retries", "retries"),
     ("circuit_trips", "circuit trips"),
     ("p50_latency_s", "latency p50 (s)"),
     ("p95_latency_s", "latency p95 (s)"),
-    ("wall_time_s", "wall time (s)"),
+    ("wall_time_s", "flow wall time (s)"),
+    ("demo_time_s", "demo total, with Prefect start-up (s)"),
 )
+
+
+class DemoError(Exception):
+    """A demo option that cannot work; the message says what to do instead."""
+
+
+def quiet_prefect_environment() -> None:
+    """Turn Prefect's telemetry off for this process and the servers it starts."""
+    for name, value in QUIET_PREFECT.items():
+        os.environ.setdefault(name, value)
+
+
+def check_profile(profile: str) -> None:
+    """Raise `DemoError` listing the profiles when `profile` is not one of them."""
+    from prefect_openai_chat.simulator import PROFILES
+
+    if profile not in PROFILES:
+        raise DemoError(
+            f"unknown simulator profile {profile!r}; choose one of: {', '.join(PROFILES)}"
+        )
+
+
+def _client_url(credentials: Any) -> str:
+    """Where a client built from these credentials really sends its requests."""
+    return str(credentials.get_client().base_url).rstrip("/")
 
 
 @contextlib.contextmanager
 def _endpoint(
-    simulate: bool, profile: str, seed: int, model: str, credentials_block: str | None
+    real: bool, profile: str, seed: int, model: str, credentials_block: str | None
 ) -> Iterator[tuple[Any, str]]:
     """The ChatModel to use and a line saying where the calls go."""
     from prefect_openai_chat.blocks import ChatModel, OpenAICredentials
 
-    if simulate:
-        from prefect_openai_chat.simulator import Simulator
-
-        with Simulator(profile=profile, seed=seed) as sim:
-            credentials = OpenAICredentials(base_url=sim.base_url, api_key=sim.api_key)
-            chat_model = ChatModel(
-                credentials=credentials,
-                model=model,
-                backoff_base_s=0.1,
-                backoff_cap_s=2.0,
-                circuit_reset_timeout_s=2.0,
-            )
-            yield chat_model, f"the local simulator (profile {profile!r}) at {sim.base_url}"
-        return
     if credentials_block:
-        credentials = OpenAICredentials.load(credentials_block)  # type: ignore[assignment]
-        where = f"the API behind the credentials block {credentials_block!r}"
-    else:
+        try:
+            credentials = OpenAICredentials.load(credentials_block)
+        except ValueError as exc:
+            raise DemoError(
+                f"no OpenAICredentials block named {credentials_block!r} on the Prefect API"
+                f" ({exc}); save one first, e.g. with `prefect-openai-chat setup`"
+            ) from exc
+        where = f"{_client_url(credentials)} (credentials block {credentials_block!r})"
+        yield ChatModel(credentials=credentials, model=model), where
+        return
+    if real:
+        if not os.environ.get("OPENAI_API_KEY"):
+            raise DemoError("--real needs OPENAI_API_KEY; export it, or drop --real")
         credentials = OpenAICredentials()
-        where = "the OpenAI API (OPENAI_API_KEY)"
-    yield ChatModel(credentials=credentials, model=model), where
+        where = f"{_client_url(credentials)} (OPENAI_API_KEY from the environment)"
+        yield ChatModel(credentials=credentials, model=model), where
+        return
+    from prefect_openai_chat.simulator import Simulator
+
+    with Simulator(profile=profile, seed=seed) as sim:
+        credentials = OpenAICredentials(base_url=sim.base_url, api_key=sim.api_key)
+        chat_model = ChatModel(
+            credentials=credentials,
+            model=model,
+            backoff_base_s=0.1,
+            backoff_cap_s=2.0,
+            circuit_reset_timeout_s=2.0,
+        )
+        yield chat_model, f"the local simulator (profile {profile!r}) at {sim.base_url}"
 
 
 def _sample(records: int, folder: Path) -> Path:
@@ -80,6 +123,19 @@ def _sample(records: int, folder: Path) -> Path:
         for line in itertools.islice(src, records):
             dst.write(line)
     return path
+
+
+def first_reason(quarantine: str | os.PathLike[str]) -> str | None:
+    """The reason of the first quarantined record, to say why nothing was extracted."""
+    try:
+        with open(quarantine, encoding="utf-8") as lines:
+            for line in lines:
+                if line.strip():
+                    entry = json.loads(line)
+                    return str(entry.get("reason") or entry.get("error") or entry)
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def _print_summary(summary: dict[str, Any], where: str, out: Path) -> None:
@@ -107,19 +163,40 @@ def run_demo(
     model: str = DEFAULT_MODEL,
     records: int = 300,
     output: str = "prefect-openai-chat-demo",
-    simulate: bool | None = None,
+    real: bool = False,
     credentials_block: str | None = None,
 ) -> dict[str, Any]:
-    """Run the demo flow and print its summary; returns the flow's summary dict."""
+    """Run the demo flow and print its summary; returns the flow's summary dict.
+
+    Raises:
+        DemoError: for an unknown profile, `real` without a key, or a missing block.
+    """
+    if not (real or credentials_block):
+        check_profile(profile)
+    quiet_prefect_environment()
+    from prefect.settings import (
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
     from prefect_openai_chat.flows import extract_records
 
-    if simulate is None:
-        simulate = not (os.environ.get("OPENAI_API_KEY") or credentials_block)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     source = _sample(records, out)
     started = time.perf_counter()
-    with _endpoint(simulate, profile, seed, model, credentials_block) as (chat_model, where):
+    with (
+        temporary_settings(
+            updates={
+                PREFECT_SERVER_ANALYTICS_ENABLED: False,
+                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: max(
+                    90, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+                ),
+            }
+        ),
+        _endpoint(real, profile, seed, model, credentials_block) as (chat_model, where),
+    ):
         summary = extract_records(
             source=str(source),
             schema=SCHEMA,
@@ -131,7 +208,8 @@ def run_demo(
             key_field="ticket_id",
             cache=str(out / "record-cache.sqlite"),
         )
-    summary["wall_time_s"] = round(time.perf_counter() - started, 2)
+    summary["demo_time_s"] = round(time.perf_counter() - started, 2)
+    summary["endpoint"] = where
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _print_summary(summary, where, out)
     return summary

@@ -6,6 +6,20 @@ import os
 
 from pydantic import SecretStr
 
+TEMPORARY_SERVER_WARNING = (
+    "warning: PREFECT_API_URL is not set, so Prefect starts a temporary server for this"
+    " command alone and throws it away afterwards, with the blocks saved in it."
+    " Start a server (`prefect server start`, in its own terminal), point every shell at it"
+    " (`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`), then run this again."
+)
+
+
+def temporary_server_warning() -> str | None:
+    """A warning when commands would talk to a throwaway ephemeral server, else None."""
+    from prefect.settings import PREFECT_API_URL
+
+    return None if PREFECT_API_URL.value() else TEMPORARY_SERVER_WARNING
+
 
 def save_blocks(credentials_name: str, chat_model_name: str, model: str) -> tuple[str, str]:
     """Register the block types, then save the credentials and a ChatModel that uses them.

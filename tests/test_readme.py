@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+BLOCKS = re.findall(r"```python[^\n]*\n(.*?)```", README, re.S)
+GUIDE = (ROOT / "deployments" / "README.md").read_text(encoding="utf-8")
 
 
 def test_readme_has_python_examples() -> None:
@@ -49,3 +50,24 @@ def test_the_automation_example_builds() -> None:
 def test_every_doc_page_the_readme_links_exists() -> None:
     for link in re.findall(r"\]\(((?:docs|benchmarks)/[^)#]+)", README):
         assert (ROOT / link).is_file(), link
+
+
+@pytest.mark.parametrize("text", [README, GUIDE], ids=["README.md", "deployments/README.md"])
+def test_both_readmes_say_to_start_a_server_and_set_the_api_url(text: str) -> None:
+    text = " ".join(text.split())
+    assert "prefect server start" in text
+    assert "prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api" in text
+    assert "PREFECT_API_URL must be set to start a Worker" in text
+
+
+def test_the_deployment_guide_saves_the_blocks_as_the_readme_does() -> None:
+    for text in (" ".join(README.split()), " ".join(GUIDE.split())):
+        assert "prefect-openai-chat setup" in text
+        assert "prefect block register -m prefect_openai_chat.blocks" in text
+    assert "model='gpt-4o-mini'" not in GUIDE and 'model="gpt-4o-mini"' not in GUIDE
+    assert "gpt-4o-mini-2024-07-18" in GUIDE
+
+
+def test_serve_and_the_worker_deployment_have_distinct_names() -> None:
+    assert "nightly-served" in README and "nightly-served" in GUIDE
+    assert "python deployments/serve.py" in GUIDE

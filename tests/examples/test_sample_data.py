@@ -314,7 +314,7 @@ def test_serve_uses_the_schedule_and_parameters_of_prefect_yaml(
         """Same parameters as extract_records; never runs here."""
 
     runner_deployment = serve.build_deployment(flow=stand_in)
-    assert runner_deployment.name == "nightly-ticket-extraction"
+    assert runner_deployment.name == "nightly-served"  # never the worker's deployment
     [schedule] = runner_deployment.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "Europe/Berlin")
     assert runner_deployment.concurrency_limit == 1
