@@ -1,7 +1,7 @@
 """Credentials blocks: where the API key lives, and the clients built from it.
 
 Both blocks build clients with `max_retries=0`: the plugin's own policy retries,
-so that SDK retries never multiply with task retries (DESIGN.md).
+so that SDK retries never multiply with task retries (docs/architecture.md).
 """
 
 from __future__ import annotations

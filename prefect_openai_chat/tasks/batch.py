@@ -314,14 +314,14 @@ async def _aextract_batch(
             record_cache.close()
     report = BatchReport(records=outcomes)
     run_logger().info(
-        "extract %s batch: %d records, %d valid, %d to quarantine, %d from cache, %d tokens,"
-        " concurrency %d of %d (lowest %d)",
+        "extract %s batch: %d records, %d valid, %d to quarantine, %d from cache,"
+        " %d tokens paid in this run, concurrency %d of %d (lowest %d)",
         model_cls.__name__,
         report.total,
         report.valid,
         report.failed,
         sum(o.cached for o in outcomes),
-        report.usage.total_tokens,
+        sum(o.usage.total_tokens for o in outcomes if not o.cached),
         gate.limit,
         gate.maximum,
         gate.lowest,

@@ -1,4 +1,4 @@
-"""Circuit state changes as Prefect events and log lines, for the UI and automations.
+"""Circuit state changes as Prefect events, for the UI and automations.
 
 Event names: `prefect-openai-chat.circuit.opened`, `.half-opened`, `.closed`; the
 resource is the circuit (`prefect-openai-chat.circuit.<key>`), the payload holds
@@ -28,11 +28,12 @@ def event_name(event: CircuitEvent) -> str:
 
 
 def on_circuit_event(event: CircuitEvent) -> None:
-    """Log the change and emit it as a Prefect event (once: not when merely observed)."""
+    """Emit the change as a Prefect event (once: not when merely observed).
+
+    The change is logged once, by `resilience.circuit`, not here again.
+    """
     global trips
-    level = logging.WARNING if event.name == "opened" else logging.INFO
     last_error = redact_text(event.last_error) if event.last_error else None  # maybe from Redis
-    logger.log(level, "circuit %s %s (last error: %s)", event.key, event.name, last_error)
     if event.observed:
         return  # another process made the change and emitted the event
     if event.name == "opened":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from defect_support import SCHEMA_PATH, run_flow
+from flow_defects_support import SCHEMA_PATH, run_flow
 from flow_support import MODEL, read_jsonl, sample_tickets, write_jsonl
 
 from prefect_openai_chat import ChatModel

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from defect_support import run_flow
+from flow_defects_support import run_flow
 from flow_support import read_jsonl, sample_tickets, write_jsonl
 from prefect import flow
 

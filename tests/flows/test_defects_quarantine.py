@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from defect_support import run_flow
+from flow_defects_support import run_flow
 from flow_support import make_model, read_jsonl, sample_tickets, write_jsonl
 
 from prefect_openai_chat.simulator import Simulator

@@ -1,6 +1,6 @@
 """The error table and the task tier, through the real tasks inside real Prefect flows.
 
-Every row of DESIGN.md's error table is driven through `chat_completion` (or its stream
+Every row of the README's error table is driven through `chat_completion` (or its stream
 twin) against the simulator over real HTTP, with the real `openai` client: the attempts
 the server saw, the task runs Prefect made, and the exception the caller gets. Then the
 task tier on its own: an open circuit re-runs the task, a 400 never does, the number of
