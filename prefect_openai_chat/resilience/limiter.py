@@ -233,9 +233,11 @@ class RateLimiter:
         `paced=False` gives the learned rate itself, not the 97% the calls are paced at.
         """
         cap, learned = self._caps.get(kind), self._learned[kind]
-        capacity = learned.capacity
+        # A bucket that never shows anything spent (an unlimited key reporting nominal
+        # figures) is not counting: it has a capacity, but no rate to pace by.
+        capacity = learned.capacity if learned.rate else None
         factor = PACING if paced else 1.0
-        rate = learned.rate * factor if learned.rate else (capacity / 60.0 if capacity else None)
+        rate = learned.rate * factor if learned.rate else None
         if cap is not None:
             capacity = cap if capacity is None else min(cap, capacity)
             rate = cap / 60.0 if rate is None else min(cap / 60.0, rate)

@@ -100,6 +100,11 @@ def test_the_readme_deployment_commands_work_in_order(
             "OPENAI_BASE_URL": sim.base_url,
             "PREFECT_WORKER_QUERY_SECONDS": "1",  # poll every second, not every 15 s
         }
+        # The README starts from a fresh server: forget what another test created on this one.
+        subprocess.run(
+            [sys.executable, "-m", "prefect", "work-pool", "delete", "llm-pool"],
+            env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+        )  # fmt: skip
         flow_run_id: UUID | None = None
         for command in commands[:-1]:
             done = subprocess.run(

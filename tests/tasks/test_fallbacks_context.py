@@ -25,7 +25,7 @@ from resilience_support import (
 from prefect_openai_chat import ChatModel, ChatResult, chat_completion, count_message_tokens
 from prefect_openai_chat.chat.context import SUMMARY_PROMPT
 from prefect_openai_chat.errors import ContextWindowExceededError, CredentialsRejectedError
-from prefect_openai_chat.resilience import RateLimiter, circuit_key, get_rate_limiter
+from prefect_openai_chat.resilience import RateLimiter, get_rate_limiter
 from prefect_openai_chat.simulator import Simulator
 from prefect_openai_chat.tasks._common import build_runner
 from prefect_openai_chat.tokens.context import fit_messages
@@ -370,7 +370,7 @@ def test_401_reload_reads_a_rotated_environment_variable(
 def test_requests_per_minute_paces_calls(up: Simulator) -> None:
     rpm = 600  # one request every 0.1 s once the first minute's burst is spent
     model = sim_model(up, requests_per_minute=rpm, task_retries=0)
-    limiter = get_rate_limiter(circuit_key(model.endpoint, model.model), rpm=rpm, tpm=None)
+    limiter = get_rate_limiter(model.rate_limit_key(), rpm=rpm, tpm=None)
     for _ in range(rpm):
         limiter.reserve()  # spend the burst, as a busy night would have
 
