@@ -260,13 +260,17 @@ class ChatRunner:
             attempt = functools.partial(self._complete_once, request)
         p = self.protection
 
+        room = completion_room(request)
+
         @functools.cache
         def tokens() -> int:
-            """What the API charges the token bucket up front: the prompt and the room asked for."""
+            """The reservation: the exact prompt, and the room asked for (else what answers
+            without one have been writing); the API charges the room up front."""
             prompt = count_message_tokens(
                 request["messages"], request["model"], request.get("tools")
             )
-            return prompt + completion_room(request)
+            expected = p.limiter.expected_completion if p.limiter is not None else 0
+            return prompt + (room or round(expected))
 
         result, attempts = await call_with_retries(
             attempt,
@@ -284,9 +288,10 @@ class ChatRunner:
             # with somewhere else to turn, an open circuit is not waited out
             outage_patience_s=0.0 if self._has_fallback else None,
         )
-        if p.limiter is not None and p.limiter.limits_tokens and not completion_room(request):
+        if p.limiter is not None and p.limiter.limits_tokens and not room:
             # Without a room asked for, the API charges what was written, after the answer.
-            p.limiter.settle(tokens(), result.usage.total_tokens)
+            usage = result.usage
+            p.limiter.settle(tokens(), usage.total_tokens, written=usage.completion_tokens)
         return result, attempts
 
     def _complete_once(self, request: dict[str, Any], number: int) -> Awaitable[ChatResult]:

@@ -10,8 +10,8 @@ Configured `rpm` / `tpm` stay a cap on what is learned.
 `acquire(tokens)` reserves one request and `tokens` tokens and sleeps until they are
 covered (a bucket may go negative: the deficit is a queue); `throttle(seconds)` pauses
 every caller after a 429; `settle(reserved, used)` charges what a call used beyond
-its reservation. While nothing is known (no headers yet, no caps), one call is sent
-alone (a probe), so a large `concurrency` does not burst into a small, unknown limit.
+its reservation. Until the first answer arrives, one call is sent alone (a probe), so
+a large `concurrency` does not burst into a small, unknown limit.
 
 State is guarded by a short threading lock, never held while sleeping: one limiter
 serves every thread and event loop of a process. `SharedRateLimiter`
@@ -51,7 +51,7 @@ Tokens = int | Callable[[], int]  # a count, or a function that counts when aske
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-PROBE_TIMEOUT_S = 2.0  # the longest other callers wait for the first headers
+PROBE_TIMEOUT_S = 30.0  # a safety net: the probe's answer or error ends the wait sooner
 # Learned rates are paced at 97%: headers are rounded, and calls sent on time do not
 # reach the server on time; sending exactly at the limit would meet a 429 now and then.
 PACING = 0.97
@@ -181,7 +181,7 @@ class RateLimiter:
         tpm: A cap on tokens per minute (None: only what the API says).
         clock: A monotonic clock in seconds.
         sleep: The async sleep used to wait (inject a recording one in tests).
-        learn: Learn limits from `x-ratelimit-*` headers (False: only the caps).
+        learn: Learn limits from `x-ratelimit-*` headers (False: only the caps, no probe).
     """
 
     def __init__(
@@ -201,6 +201,7 @@ class RateLimiter:
         self._probe_started: float | None = None
         self._seen_headers = not learn
         self._share = 1.0
+        self.expected_completion = 0.0  # tokens a call without a completion room writes
         self.set_caps(rpm, tpm)
 
     # --- configuration ---------------------------------------------------------------
@@ -315,11 +316,12 @@ class RateLimiter:
         return waited + wait
 
     async def await_first_headers(self, sleep: Sleep) -> float:
-        """Until the first headers arrive, one call goes alone; the others wait for it.
+        """Until the first answer arrives, one call goes alone; the others wait for it.
 
-        Only while nothing is known: configured caps pace the first calls themselves.
+        Caps do not skip this: a cap of 3,000 requests a minute allows a burst of 3,000,
+        and the server's real bucket may hold far fewer.
         """
-        if self._seen_headers or any(self._buckets.values()):
+        if self._seen_headers:
             return 0.0
         with self._lock:
             if self._probe_started is None:
@@ -338,14 +340,18 @@ class RateLimiter:
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
-    def settle(self, reserved: int, used: int) -> None:
-        """Charge the token bucket what a call used beyond its reservation."""
-        extra = used - reserved
+    def settle(self, reserved: int, used: int, written: int | None = None) -> None:
+        """Reconcile a reservation with what the API charged: `used - reserved` more tokens
+        (or fewer, given back). `written`: the completion tokens of a call that asked for no
+        room, which teaches what the next such call should reserve for its answer.
+        """
+        if written is not None:
+            self.expected_completion = 0.8 * self.expected_completion + 0.2 * written
         bucket = self._buckets["tokens"]
-        if extra > 0 and bucket is not None:
+        if used != reserved and bucket is not None:
             with self._lock:
                 bucket.refill(self._clock())
-                bucket.balance -= extra
+                bucket.balance = min(bucket.capacity, bucket.balance - (used - reserved))
 
     def observe(self, headers: Mapping[str, str] | Any) -> None:
         """Learn from a response's `x-ratelimit-*` headers and align the buckets with them."""
@@ -394,7 +400,10 @@ class Limiter(Protocol):
 
     def observe(self, headers: Mapping[str, str] | Any) -> None: ...
 
-    def settle(self, reserved: int, used: int) -> None: ...
+    @property
+    def expected_completion(self) -> float: ...
+
+    def settle(self, reserved: int, used: int, written: int | None = None) -> None: ...
 
     def describe(self) -> str: ...
 

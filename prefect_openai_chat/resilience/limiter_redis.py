@@ -68,7 +68,7 @@ local function bucket(p, cap, rate, align, charge, take)
   local at = tonumber(redis.call('HGET', KEYS[1], p .. 'a')) or now
   level = math.min(cap, level + math.max(0, now - at) * rate)
   if align ~= nil and align < level then level = align end
-  level = level - charge - math.min(take, cap)
+  level = math.min(cap, level - charge) - math.min(take, cap)
   redis.call('HSET', KEYS[1], p .. 'c', cap, p .. 'r', rate, p .. 'l', level, p .. 'a', now)
   if level < 0 then return -level / rate end
   return 0
@@ -167,11 +167,16 @@ class SharedRateLimiter:
         with self._lock:
             self._pause = max(self._pause, seconds)
 
-    def settle(self, reserved: int, used: int) -> None:
-        """Charge the shared token bucket what a call used beyond its reservation."""
-        self.local.settle(reserved, used)
+    @property
+    def expected_completion(self) -> float:
+        """Tokens a call without a completion room writes, as this process has seen."""
+        return self.local.expected_completion
+
+    def settle(self, reserved: int, used: int, written: int | None = None) -> None:
+        """Reconcile a reservation with what the API charged, in the shared bucket too."""
+        self.local.settle(reserved, used, written)
         with self._lock:
-            self._charge += max(0, used - reserved)
+            self._charge += used - reserved
 
     def describe(self) -> str:
         """The limits in force and how they are shared."""
@@ -209,9 +214,15 @@ class SharedRateLimiter:
         if client is None:
             import redis.asyncio
 
-            redis_client = redis.asyncio.Redis.from_url(
-                self.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0
+            # Many calls reserve at once: wait for a free connection rather than fail.
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self.redis_url,
+                max_connections=16,
+                timeout=2.0,
+                socket_timeout=2.0,
+                socket_connect_timeout=1.0,
             )
+            redis_client = redis.asyncio.Redis(connection_pool=pool)
             client = self._clients[loop] = redis_client.register_script(_RESERVE_LUA)
         return client
 

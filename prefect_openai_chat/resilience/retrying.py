@@ -266,10 +266,8 @@ class _Loop:
         if verdict is None:  # cancelled, KeyboardInterrupt: not ours to handle
             raise exc
         self.last_error = exc
-        if self.limiter is not None:
-            headers = headers_of(exc)
-            if headers is not None:
-                self.limiter.observe(headers)
+        if self.limiter is not None:  # an answer without headers ends the first-call probe too
+            self.limiter.observe(headers_of(exc) or {})
         if verdict.rate_limited:
             pause = self.pacing.pause_for(exc, self.limiter)
             if self.limiter is not None:

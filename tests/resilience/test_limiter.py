@@ -30,7 +30,7 @@ def test_parse_duration(text: str, seconds: float | None) -> None:
 
 async def test_request_bucket_spaces_calls_after_the_burst(clock: FakeClock) -> None:
     sleep = RecordingSleep()
-    limiter = RateLimiter(rpm=60, clock=clock, sleep=sleep)
+    limiter = RateLimiter(rpm=60, clock=clock, sleep=sleep, learn=False)
     waits = [await limiter.acquire() for _ in range(62)]
     assert waits[:60] == [0.0] * 60  # a full bucket lets a burst through
     assert waits[60:] == pytest.approx([1.0, 2.0])  # then one per second, queued
@@ -38,7 +38,7 @@ async def test_request_bucket_spaces_calls_after_the_burst(clock: FakeClock) -> 
 
 
 async def test_token_bucket(clock: FakeClock) -> None:
-    limiter = RateLimiter(tpm=6000, clock=clock, sleep=RecordingSleep())
+    limiter = RateLimiter(tpm=6000, clock=clock, sleep=RecordingSleep(), learn=False)
     assert await limiter.acquire(5000) == 0.0
     assert await limiter.acquire(2000) == pytest.approx(10.0)  # 1000 tokens short at 100/s
     clock.advance(30.0)

@@ -392,7 +392,7 @@ async def test_rate_limiter_spaces_requests_by_rpm_and_tpm() -> None:
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    limiter = RateLimiter(rpm=60, tpm=600, clock=lambda: now[0], sleep=sleep)
+    limiter = RateLimiter(rpm=60, tpm=600, clock=lambda: now[0], sleep=sleep, learn=False)
     waits = [await limiter.acquire(tokens=10) for _ in range(62)]
     assert waits[:60] == [0.0] * 60  # the bucket starts full: one minute's worth
     assert waits[60:] == pytest.approx([1.0, 2.0])  # then one request per second
