@@ -52,9 +52,9 @@ Tokens = int | Callable[[], int]  # a count, or a function that counts when aske
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 PROBE_TIMEOUT_S = 30.0  # a safety net: the probe's answer or error ends the wait sooner
-# Learned rates are paced at 97%: headers are rounded, and calls sent on time do not
-# reach the server on time; sending exactly at the limit would meet a 429 now and then.
-PACING = 0.97
+# Learned rates are paced below the limit: headers are rounded, calls sent on time do not
+# reach the server on time, and an answer's length is known only after it (tokens).
+PACING: dict[Kind, float] = {"requests": 0.99, "tokens": 0.97}
 _POLL_S = 0.01
 
 
@@ -231,13 +231,13 @@ class RateLimiter:
     def effective(self, kind: Kind, paced: bool = True) -> tuple[float, float] | None:
         """(capacity, units per second) in force for `kind`, or None when unlimited.
 
-        `paced=False` gives the learned rate itself, not the 97% the calls are paced at.
+        `paced=False` gives the learned rate itself, not the share the calls are paced at.
         """
         cap, learned = self._caps.get(kind), self._learned[kind]
         # A bucket that never shows anything spent (an unlimited key reporting nominal
         # figures) is not counting: it has a capacity, but no rate to pace by.
         capacity = learned.capacity if learned.rate else None
-        factor = PACING if paced else 1.0
+        factor = PACING[kind] if paced else 1.0
         rate = learned.rate * factor if learned.rate else None
         if cap is not None:
             capacity = cap if capacity is None else min(cap, capacity)

@@ -83,7 +83,7 @@ async def test_bucket_follows_what_the_server_says_remains(clock: FakeClock) -> 
     limiter = RateLimiter(clock=clock, sleep=sleep)
     limiter.observe(headers("requests", 50, 0, "1s"))  # others spent it all: 50 per second
     # one unit of headroom, paced at 97%: the next request in about 2/50 s
-    assert await limiter.acquire() == pytest.approx(2 / (50 * PACING), rel=0.01)
+    assert await limiter.acquire() == pytest.approx(2 / (50 * PACING["requests"]), rel=0.01)
     clock.advance(1.0)
     assert await limiter.acquire() == 0.0
 
@@ -94,7 +94,9 @@ def test_relearns_when_the_limit_changes(clock: FakeClock) -> None:
     assert limiter.learned["requests"] == pytest.approx((50.0, 50.0), rel=0.01)
     limiter.observe(headers("requests", 20, 10, "500ms"))  # the tier changed: 20 per second
     assert limiter.learned["requests"] == pytest.approx((20.0, 20.0), rel=0.01)
-    assert limiter.effective("requests") == pytest.approx((20.0, 20.0 * PACING), rel=0.01)
+    assert limiter.effective("requests") == pytest.approx(
+        (20.0, 20.0 * PACING["requests"]), rel=0.01
+    )
 
 
 def test_configured_caps_bound_what_is_learned(clock: FakeClock) -> None:
@@ -103,7 +105,9 @@ def test_configured_caps_bound_what_is_learned(clock: FakeClock) -> None:
     limiter.observe(headers("requests", 5000, 4900, "1.2s"))
     assert limiter.effective("requests") == pytest.approx((600.0, 10.0))  # the cap stays
     limiter.observe(headers("requests", 100, 90, "6s"))
-    assert limiter.effective("requests") == pytest.approx((100.0, 10 / 6 * PACING), rel=0.01)
+    assert limiter.effective("requests") == pytest.approx(
+        (100.0, 10 / 6 * PACING["requests"]), rel=0.01
+    )
 
 
 async def test_until_the_first_headers_one_call_goes_alone() -> None:
