@@ -167,6 +167,16 @@ outages = _Outages()
 POLL_OPEN_S = 1.0  # while a probe is in flight, how often the others look again
 
 
+def _bucket_empty(exc: BaseException) -> bool:
+    """Whether a 429 says a bucket is empty (or says nothing): a reason to send fewer at once.
+
+    A 429 whose headers show requests and tokens left is a passing fault of the server
+    (a proxy, a busy shard), not too many calls in flight.
+    """
+    readings = read_limits(headers_of(exc))
+    return not readings or any(reading.remaining < 1 for reading in readings.values())
+
+
 def _said(exc: BaseException) -> str:
     """The rate-limit headers of a 429, in short."""
     headers = headers_of(exc)
@@ -378,7 +388,7 @@ async def call_with_retries(
                 gate.record(clock() - started)
         except BaseException as exc:
             verdict = loop.failure(permit, exc)
-            if gate is not None and verdict.rate_limited:
+            if gate is not None and verdict.rate_limited and _bucket_empty(exc):
                 gate.record(None, overloaded=True)
             if verdict.action is Action.RELOAD_CREDENTIALS:
                 loop.reloaded = True

@@ -18,6 +18,7 @@ from prefect_openai_chat.errors import (
     InsufficientQuotaError,
 )
 from prefect_openai_chat.resilience import (
+    AdaptiveConcurrency,
     CircuitGuard,
     RateLimiter,
     RetryBudget,
@@ -198,3 +199,27 @@ def test_sync_twin(clock: FakeClock) -> None:
 
     assert call_with_retries_sync(attempt, policy=POLICY, key="k", sleep=delays.append) == ("ok", 3)
     assert delays == [1.2, 1.2]
+
+
+def _rate_limited(remaining: str) -> BaseException:
+    headers = {
+        "retry-after-ms": "10",
+        "x-ratelimit-limit-requests": "50",
+        "x-ratelimit-remaining-requests": remaining,
+        "x-ratelimit-reset-requests": "1s",
+    }
+    return status_error(429, api_error("rate_limit_exceeded"), headers)
+
+
+@pytest.mark.parametrize(("remaining", "level"), [("0", 8), ("12", 16)])
+async def test_only_an_empty_bucket_lowers_the_concurrency(
+    recording_sleep: RecordingSleep, remaining: str, level: int
+) -> None:
+    """A 429 that shows requests left is a passing fault, not too many calls in flight."""
+    gate = AdaptiveConcurrency(16)
+    attempt, _ = failing(_rate_limited(remaining))
+    result = await call_with_retries(
+        attempt, policy=POLICY, key="k", gate=gate, sleep=recording_sleep
+    )
+    assert result == ("ok", 2)
+    assert gate.limit == level
