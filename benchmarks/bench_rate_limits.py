@@ -32,7 +32,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from _common import MODEL, chat_model, extract_tickets, hard_case_ids, tickets, verdict
@@ -57,10 +58,21 @@ def long_tickets(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**r, "body": r["body"] + FILLER * 60} for r in records]
 
 
-def simulator(**limits: Any) -> Simulator:
-    return Simulator(
+@asynccontextmanager
+async def simulator(**limits: Any) -> AsyncIterator[Simulator]:
+    """A simulator in its own process, warmed up: its first answer builds caches for a
+    second or so, which neither side should be measured on. Then its counters and
+    buckets start afresh."""
+    async with Simulator(
         profile="ideal", subprocess=True, time_scale=SCALE, ttft_s=LATENCY_S, seed=3, **limits
-    )
+    ) as sim:
+        mode = resolve_mode("auto", MODEL)
+        messages, params = build_request(SupportTicket, "warm up", None, mode, model=MODEL)
+        client = AsyncOpenAI(base_url=sim.base_url, api_key=sim.api_key, max_retries=0)
+        await client.chat.completions.create(model=MODEL, messages=messages, **params)
+        await client.close()
+        sim.reset()
+        yield sim
 
 
 async def after_first_minute(sim: Simulator) -> Any:

@@ -9,9 +9,6 @@ from typing import Any
 from prefect import flow
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
-from prefect_openai_chat.resilience import budget as budget_module
-from prefect_openai_chat.resilience import circuit as circuit_module
-from prefect_openai_chat.resilience import limiter as limiter_module
 from prefect_openai_chat.simulator import Simulator
 
 MODEL = "gpt-4o-mini-2024-07-18"
@@ -21,13 +18,6 @@ MESSAGES = [{"role": "user", "content": "Say hi."}]
 def fault(name: str) -> dict[str, Any]:
     """Request overrides that force a simulator fault on every attempt."""
     return {"extra_headers": {"x-simulator-fault": name}}
-
-
-def clear_resilience() -> None:
-    """Forget every process-wide circuit guard, retry budget and limiter."""
-    circuit_module._registry.clear()
-    budget_module._registry.clear()
-    limiter_module._registry.clear()
 
 
 def sim_model(sim: Simulator, api_key: str | None = None, **fields: Any) -> ChatModel:

@@ -9,7 +9,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from defect_support import MESSAGES, MODEL, clear_resilience, run_task, sim_model
+from defect_support import MESSAGES, MODEL, run_task, sim_model
+from registry_support import clear_resilience
 
 from prefect_openai_chat import ChatResult, chat_completion, estimate_cost
 from prefect_openai_chat.simulator import Simulator

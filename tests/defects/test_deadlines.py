@@ -8,8 +8,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from defect_support import MESSAGES, MODEL, clear_resilience, fault, run_task, sim_model
+from defect_support import MESSAGES, MODEL, fault, run_task, sim_model
 from pydantic import BaseModel
+from registry_support import clear_resilience
 
 from prefect_openai_chat import ChatModel, chat_completion, extract, stream_chat_completion
 from prefect_openai_chat.errors import AttemptTimeoutError, CallTimeoutError

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from defect_support import MESSAGES, clear_resilience, fault, run_task, sim_model
+from defect_support import MESSAGES, fault, run_task, sim_model
+from registry_support import clear_resilience
 
 from prefect_openai_chat import ChatResult, chat_completion, stream_chat_completion
 from prefect_openai_chat.errors import ContentFilteredError

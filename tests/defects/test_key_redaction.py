@@ -14,10 +14,11 @@ from typing import Any
 
 import openai
 import pytest
-from defect_support import MESSAGES, clear_resilience, fault, run_task, sim_model
+from defect_support import MESSAGES, fault, run_task, sim_model
 from prefect.events.worker import EventsWorker
 from prefect.testing.fixtures import AssertingEventsClient, asserting_events_worker
 from pydantic import BaseModel
+from registry_support import clear_resilience
 
 from prefect_openai_chat import chat_completion, extract
 from prefect_openai_chat.simulator import Simulator

@@ -8,7 +8,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from defect_support import MESSAGES, clear_resilience, run_task, sim_model
+from defect_support import MESSAGES, run_task, sim_model
+from registry_support import clear_resilience
 
 from prefect_openai_chat import ChatResult, chat_completion
 from prefect_openai_chat.errors import MissingFallbackError

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from defect_support import MESSAGES, MODEL, clear_resilience, fault, run_task, sim_model
+from defect_support import MESSAGES, MODEL, fault, run_task, sim_model
+from registry_support import clear_resilience
 
 from prefect_openai_chat import ChatResult, chat_completion, stream_chat_completion
 from prefect_openai_chat.errors import IncompleteStreamError, MalformedResponseError

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from defect_support import MESSAGES, clear_resilience, sim_model
+from defect_support import MESSAGES, sim_model
 from prefect import flow
 from prefect.client.orchestration import get_client
+from registry_support import clear_resilience
 
 from prefect_openai_chat import ChatResult, achat_completion, chat_completion
 from prefect_openai_chat.simulator import Simulator

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis_support import ThrowawayRedis, free_port, throwaway_redis_server
 from resilience_helpers import connection_error
 
 from prefect_openai_chat.errors import CircuitOpenError
@@ -116,60 +114,9 @@ def test_exactly_one_probe_across_two_processes(redis_url: str, prefix: str) -> 
     assert guard.state == "closed"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ThrowawayRedis:
-    """A redis-server of our own on a free port, that the test may stop and start."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        for _ in range(100):
-            try:
-                client.ping()
-                return
-            except redis.RedisError:
-                time.sleep(0.02)
-        raise RuntimeError("throwaway redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
 @pytest.fixture
 def throwaway_redis() -> Iterator[ThrowawayRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = ThrowawayRedis()
-    server.start()
-    yield server
-    server.stop()
+    yield from throwaway_redis_server()
 
 
 def test_redis_stopped_mid_run_changes_nothing_but_a_warning(
@@ -217,7 +164,7 @@ def test_redis_stopped_mid_run_changes_nothing_but_a_warning(
 def test_redis_down_at_start_falls_back(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="prefect_openai_chat.resilience")
     guard = CircuitGuard(
-        "http://127.0.0.1:1/v1|no-redis", redis_url=f"redis://127.0.0.1:{_free_port()}/0"
+        "http://127.0.0.1:1/v1|no-redis", redis_url=f"redis://127.0.0.1:{free_port()}/0"
     )
     guard.record_success(guard.before_call())
     assert guard.storage.backend == "memory"

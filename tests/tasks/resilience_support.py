@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
+from registry_support import clear_resilience
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,23 +22,12 @@ from starlette.routing import Route
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
 from prefect_openai_chat.resilience import RetryEvent
-from prefect_openai_chat.resilience import budget as budget_module
-from prefect_openai_chat.resilience import circuit as circuit_module
-from prefect_openai_chat.resilience import limiter as limiter_module
-from prefect_openai_chat.resilience import retrying as retrying_module
 from prefect_openai_chat.simulator import Simulator
 from prefect_openai_chat.simulator.server import ServerThread
 
 MODEL = "gpt-4o-mini-2024-07-18"
 MESSAGES = [{"role": "user", "content": "Say hi."}]
-
-
-def clear_resilience() -> None:
-    """Forget every process-wide circuit guard, retry budget, limiter and outage (isolation)."""
-    circuit_module._registry.clear()
-    budget_module._registry.clear()
-    limiter_module._registry.clear()
-    retrying_module.outages.clear()
+__all__ = ["clear_resilience"]  # re-exported for the tests of this folder
 
 
 def fast_model(base_url: str, api_key: str, **fields: Any) -> ChatModel:
