@@ -3,8 +3,9 @@
 `AdaptiveConcurrency` is a semaphore whose size moves between 1 and `maximum`
 by additive increase, multiplicative decrease (AIMD, as TCP does): every success
 adds `1 / limit` (one slot per round of calls); a 429 that shows an empty bucket
-halves the limit, at most once per round trip (a burst of 429s is one signal). So `concurrency=64` against a
-small limit stops flooding the server, and a large limit is used in full.
+halves the limit, at most once per round trip (a burst of 429s is one signal). So
+`concurrency=64` against a small limit stops flooding the server, and a large limit
+is used in full.
 
 Latency is not a signal here: an LLM call takes 10 times longer for a 10 times
 longer answer, and a busy client machine slows every call; both would shrink the

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 import redis
-from defect_support import MESSAGES, clear_resilience
+from defect_support import MESSAGES
+from registry_support import clear_resilience
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
 from prefect_openai_chat.simulator import Simulator
