@@ -9,7 +9,7 @@ anything that looks like an OpenAI key (`sk-...`) or a bearer token.
 
 Example:
     >>> from prefect_openai_chat.redaction import redact_text, remember_secret
-    >>> remember_secret("azure-key-0123456789")
+    >>> _ = remember_secret("azure-key-0123456789")
     >>> redact_text("bad key azure-key-0123456789, also sk-proj-abcdefgh12345678")
     'bad key ***, also ***'
 """

@@ -21,10 +21,10 @@ Example:
     >>> import asyncio
     >>> from prefect_openai_chat.resilience.limiter import RateLimiter, parse_duration
     >>> limiter = RateLimiter()
-    >>> limiter.observe({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "59",
-    ...                  "x-ratelimit-reset-requests": "1s"})
-    >>> limiter.learned["requests"]
-    (60.0, 1.0)
+    >>> limiter.observe({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "30",
+    ...                  "x-ratelimit-reset-requests": "30s"})
+    >>> limiter.describe()
+    '60 requests (refill 60/min)'
     >>> asyncio.run(limiter.acquire())
     0.0
     >>> parse_duration("6m0s"), parse_duration("12ms")

@@ -130,10 +130,9 @@ def make_retry_condition(policy: RetryPolicy) -> Callable[[Any, Any, Any], Condi
     awaitable, which Prefect awaits.
 
     Example:
-        >>> from prefect_openai_chat.errors import CircuitOpenError
         >>> class FailedState:
         ...     def result(self, raise_on_failure=True):
-        ...         return CircuitOpenError("k", 0.0)
+        ...         return TimeoutError("stalled")
         >>> make_retry_condition(RetryPolicy())(None, None, FailedState())
         True
     """

@@ -1,0 +1,47 @@
+"""Rules the whole package keeps: every docstring example runs, and the core layers never
+import Prefect (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import prefect_openai_chat
+
+PACKAGE = Path(prefect_openai_chat.__file__).parent
+CORE_LAYERS = ("resilience", "tokens", "extraction", "chat")
+MODULES = sorted(
+    info.name
+    for info in pkgutil.walk_packages([str(PACKAGE)], prefix="prefect_openai_chat.")
+    if not info.name.endswith("__main__")
+)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name: str) -> None:
+    module = importlib.import_module(name)
+    failed, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert failed == 0, f"{failed} docstring example(s) of {name} failed (run it with -s)"
+
+
+@pytest.mark.parametrize("layer", CORE_LAYERS)
+def test_core_layers_never_import_prefect(layer: str) -> None:
+    offenders = []
+    for path in sorted((PACKAGE / layer).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            offenders += [
+                f"{path.relative_to(PACKAGE)}:{node.lineno} imports {n}"
+                for n in names
+                if n == "prefect" or n.startswith("prefect.")
+            ]
+    assert offenders == [], "the core layers stay free of Prefect:\n" + "\n".join(offenders)
