@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -33,13 +34,17 @@ LIMITS = {
 WORKER = """
 import asyncio, json, sys, time
 import openai
-from prefect_openai_chat.resilience import AdaptiveConcurrency, RetryPolicy, call_with_retries
+from prefect_openai_chat.resilience import AdaptiveConcurrency, RateLimiter, RetryPolicy
+from prefect_openai_chat.resilience import call_with_retries
 from prefect_openai_chat.resilience.limiter_redis import SharedRateLimiter
 
 base_url, api_key, redis_url, prefix, calls = sys.argv[1:6]
 
 async def main():
-    limiter = SharedRateLimiter("sim|shared|gpt-4o-mini", redis_url, prefix=prefix)
+    if redis_url:
+        limiter = SharedRateLimiter("sim|shared|gpt-4o-mini", redis_url, prefix=prefix)
+    else:  # the comparison: each worker with a limiter of its own
+        limiter = RateLimiter()
     gate = AdaptiveConcurrency(8)
     client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0)
 
@@ -57,7 +62,8 @@ async def main():
     started = time.time()
     results = await asyncio.gather(*(one() for _ in range(int(calls))))
     ended = time.time()
-    print(json.dumps({"ok": len(results), "workers": limiter.workers, "span": [started, ended]}))
+    workers = getattr(limiter, "workers", 1)
+    print(json.dumps({"ok": len(results), "workers": workers, "span": [started, ended]}))
 
 asyncio.run(main())
 """
@@ -78,8 +84,8 @@ def throwaway_redis() -> Iterator[ThrowawayRedis]:
     yield from throwaway_redis_server()
 
 
-def test_two_processes_share_one_limit(redis_url: str, prefix: str) -> None:
-    """Two workers, each free to use the whole limit, together stay within it."""
+def _two_workers(redis_url: str, prefix: str) -> tuple[list[dict[str, Any]], Any]:
+    """Two worker processes, 90 calls each, against one simulator; their outputs and its stats."""
     # 30 requests per (time-scaled) minute of 0.5 s: 60 per second for both workers together.
     with Simulator(profile="ideal", rpm=30, time_scale=120.0, ttft_s=0.02) as sim:
         procs = [
@@ -91,16 +97,24 @@ def test_two_processes_share_one_limit(redis_url: str, prefix: str) -> None:
             for _ in range(2)
         ]
         outputs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
-        stats = sim.stats()
+        return outputs, sim.stats()
+
+
+def test_two_processes_share_one_limit(redis_url: str, prefix: str) -> None:
+    """Two workers, each free to use the whole limit, together stay within it."""
+    outputs, stats = _two_workers(redis_url, prefix)
+    _, alone = _two_workers("", prefix)  # the same two, each with a limiter of its own
     assert [o["ok"] for o in outputs] == [90, 90]
     assert max(o["workers"] for o in outputs) == 2
     # 180 requests at 60/s after a full bucket of 30 take 2.5 s, however the work was split.
     elapsed = max(o["span"][1] for o in outputs) - min(o["span"][0] for o in outputs)
     assert elapsed >= 2.5 * 0.9
     assert stats.by_status.get(200) == 180
-    # Each worker alone would send at the whole limit: about half refused. Shared, only a
-    # few at the start, before both have learned (a loaded machine adds a few).
-    assert stats.by_status.get(429, 0) <= 18
+    # Each alone sends at the whole limit: 50 to 150 refusals in runs on this machine.
+    # Shared, usually none, at most a bucket's worth while both are still learning.
+    shared, separate = stats.by_status.get(429, 0), alone.by_status.get(429, 0)
+    assert shared < separate, (shared, separate)
+    assert shared <= 0.25 * stats.requests, (shared, stats.requests)
 
 
 async def test_redis_gone_falls_back_to_a_local_share_and_rejoins(
