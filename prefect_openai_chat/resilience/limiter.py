@@ -370,9 +370,6 @@ class RateLimiter:
                     # One unit of headroom: the server's clock and ours are not one clock.
                     bucket.balance = min(bucket.balance, reading.remaining - 1)
 
-    # Earlier name of `observe`, kept for callers of 0.1.
-    update_from_headers = observe
-
     def describe(self) -> str:
         """The limits in force, for logs and error messages, e.g. `5000 requests/min`."""
         parts = []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
+import redis
 from resilience_helpers import FakeClock, RecordingSleep
 
 
@@ -27,3 +29,14 @@ def unique_key(request: pytest.FixtureRequest) -> str:
 
 
 ErrorFactory = Callable[..., BaseException]
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    value = f"test-resilience-{uuid.uuid4().hex}"
+    yield value
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{value}:*"))
+    if keys:
+        client.delete(*keys)

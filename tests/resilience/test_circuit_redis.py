@@ -21,17 +21,6 @@ pytestmark = pytest.mark.redis
 CACHE_S = 0.25  # a little more than the default redis_cache_s (0.2 s)
 
 
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
-    value = f"test-resilience-{uuid.uuid4().hex}"
-    yield value
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{value}:*"))
-    if keys:
-        client.delete(*keys)
-
-
 def shared_guard(redis_url: str, prefix: str, **settings: Any) -> CircuitGuard:
     return CircuitGuard(
         "http://127.0.0.1:1/v1|shared", redis_url=redis_url, redis_prefix=prefix, **settings

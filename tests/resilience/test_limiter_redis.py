@@ -8,12 +8,10 @@ import logging
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 from redis_support import ThrowawayRedis, throwaway_redis_server
 
 from prefect_openai_chat.resilience.limiter_redis import SharedRateLimiter
@@ -67,16 +65,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    value = f"test-limiter-{uuid.uuid4().hex}"
-    yield value
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{value}:*"))
-    if keys:
-        client.delete(*keys)
 
 
 @pytest.fixture
