@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from model_support import MODEL, fast_model
 from prefect import flow
 
-from prefect_openai_chat import ChatModel, OpenAICredentials
+from prefect_openai_chat import ChatModel
 from prefect_openai_chat.simulator import Simulator
 
-MODEL = "gpt-4o-mini-2024-07-18"
 MESSAGES = [{"role": "user", "content": "Say hi."}]
+__all__ = ["MESSAGES", "MODEL", "fault", "run_task", "sim_model"]
 
 
 def fault(name: str) -> dict[str, Any]:
@@ -21,20 +22,8 @@ def fault(name: str) -> dict[str, Any]:
 
 
 def sim_model(sim: Simulator, api_key: str | None = None, **fields: Any) -> ChatModel:
-    """A ChatModel on `sim` whose in-call tier never sleeps for long."""
-    settings: dict[str, Any] = {
-        "model": MODEL,
-        "read_timeout_s": 5.0,
-        "connect_timeout_s": 2.0,
-        "backoff_base_s": 0.0,
-        "backoff_cap_s": 0.01,
-        "retry_after_cap_s": 0.05,
-        "circuit_failures": 1000,
-        "retry_budget_ratio": 1.0,
-        **fields,
-    }
-    credentials = OpenAICredentials(base_url=sim.base_url, api_key=api_key or sim.api_key)
-    return ChatModel(credentials=credentials, **settings)
+    """`fast_model` on `sim`, with its key unless another is given."""
+    return fast_model(sim.base_url, api_key or sim.api_key, **fields)
 
 
 def run_task(task: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[str, Any]:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
+from model_support import MODEL, fast_model
 from prefect.client.orchestration import get_client
 from registry_support import clear_resilience
 from starlette.applications import Starlette
@@ -20,32 +21,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from prefect_openai_chat import ChatModel, OpenAICredentials
+from prefect_openai_chat import ChatModel
 from prefect_openai_chat.resilience import RetryEvent
 from prefect_openai_chat.simulator import Simulator
 from prefect_openai_chat.simulator.server import ServerThread
 
-MODEL = "gpt-4o-mini-2024-07-18"
 MESSAGES = [{"role": "user", "content": "Say hi."}]
-__all__ = ["clear_resilience"]  # re-exported for the tests of this folder
-
-
-def fast_model(base_url: str, api_key: str, **fields: Any) -> ChatModel:
-    """A ChatModel whose in-call tier never sleeps for long, with any field overridden."""
-    settings: dict[str, Any] = {
-        "model": MODEL,
-        "read_timeout_s": 5.0,
-        "connect_timeout_s": 2.0,
-        "backoff_base_s": 0.0,
-        "backoff_cap_s": 0.01,
-        "retry_after_cap_s": 0.05,
-        "circuit_failures": 1000,
-        "outage_patience_s": 0.0,  # an open circuit fails at once: waiting has its own tests
-        "retry_budget_ratio": 1.0,
-        **fields,
-    }
-    credentials = OpenAICredentials(base_url=base_url, api_key=api_key)
-    return ChatModel(credentials=credentials, **settings)
+__all__ = ["MODEL", "clear_resilience", "fast_model"]  # re-exported for this folder
 
 
 def sim_model(sim: Simulator, **fields: Any) -> ChatModel:
