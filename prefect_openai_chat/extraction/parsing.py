@@ -5,6 +5,13 @@
 3. repair the syntax locally with `json_repair` (trailing commas, single quotes,
    a missing bracket) - a repaired value must still pass validation.
 
+Whatever the text, this ends quickly with a `ParseOutcome`: JSON nested deeper than
+Python's parser allows is "no_json", not a RecursionError; the placeholder patterns
+look at most 80 characters ahead (linear time on any text); and `json_repair`, which is
+slow on large or deeply nested garbage, is only given JSON of at most `MAX_REPAIR_CHARS`
+characters nested at most `MAX_REPAIR_DEPTH` levels - larger broken JSON is "no_json",
+and the extraction re-asks instead.
+
 Before any of that, a refusal (the API's `refusal` field, or refusal text with no
 JSON in it) and a "lazy" answer (placeholders like `// ... rest of code`, `...`
 as a value, `[truncated]`, `<rest of ...>`) are recognised: neither is parsed.
@@ -18,9 +25,11 @@ Example:
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -30,6 +39,8 @@ from pydantic import BaseModel
 from prefect_openai_chat.results import ChatResult
 
 M = TypeVar("M", bound=BaseModel)
+MAX_REPAIR_CHARS = 64_000  # json_repair takes seconds on 100 KB of garbage
+MAX_REPAIR_DEPTH = 100  # and time growing with the square of the nesting depth
 ParseKind = Literal["json", "refusal", "lazy", "empty", "no_json"]
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n?(.*?)(?:```|\Z)", re.DOTALL)
@@ -38,18 +49,20 @@ _LAZY_TEXT = [
     for p in (
         r"(?<![:/\w])//\s*(?:\.\.\.|…)",  # // ... rest of code
         r"/\*\s*(?:\.\.\.|…)",
-        r"(?<![:/\w])//\s[^\n]*\b(?:rest|remaining|omitted|more|same as above)\b",
         r"#\s*(?:\.\.\.|…)\s*(?:rest|remaining|more)",
         r"\[\s*(?:\.\.\.\s*)?truncated\s*(?:\.\.\.\s*)?\]",
-        r"<\s*(?:rest|remainder|remaining)\s+of\b[^>]*>",
-        r"(?:\.\.\.|…)\s*\(?\s*(?:rest|remaining|more|etc)\b[^\n\"]*(?:omitted|here|follow|continues|above|below)",
+        r"<\s*(?:rest|remainder|remaining)\s+of\b[^>]{0,80}>",
         r"[\[,:]\s*(?:\.\.\.|…)\s*[,\]}]",  # a bare ellipsis standing for values
     )
 ]
+# No pattern here scans far ahead of where it starts (`[^>]{0,80}`, not `[^>]*`): a long
+# line of near-misses would make it quadratic. Two need a word up to 80 characters
+# after a head; `_NEAR` finds those without backtracking (see `_Near`).
 # One pass over a string decides whether any pattern can match at all (most strings: no).
 _ANY_LAZY = re.compile("|".join(f"(?:{p.pattern})" for p in _LAZY_TEXT), re.IGNORECASE)
 _LAZY_VALUE = re.compile(
-    r"^\s*(?:\.\.\.|…|etc\.?|and so on|\[\s*truncated\s*\]|<[^>]*\b(?:rest|remaining)\b[^>]*>"
+    r"^\s*(?:\.\.\.|…|etc\.?|and so on|\[\s*truncated\s*\]"
+    r"|<[^>]{0,80}\b(?:rest|remaining)\b[^>]{0,80}>"
     r"|\(?\s*(?:\.\.\.|…)?\s*(?:rest|remaining) (?:of|omitted)\b.*)\s*$",
     re.IGNORECASE,
 )
@@ -112,7 +125,7 @@ def parse_output(text: str | None, *, refusal: str | None = None) -> ParseOutcom
     if not stripped:
         return ParseOutcome("empty", text=raw, reason="the answer was empty")
     try:
-        data = json.loads(stripped)
+        data = _loads(stripped)
     except ValueError:
         pass
     else:
@@ -138,8 +151,11 @@ def parse_output(text: str | None, *, refusal: str | None = None) -> ParseOutcom
     if markers:
         return _lazy(raw, segment, markers)
     try:
-        data = json.loads(segment)
+        data = _loads(segment)
     except ValueError:
+        too_big = _too_big_to_repair(segment)
+        if too_big:
+            return ParseOutcome("no_json", text=raw, json_text=segment, reason=too_big)
         try:
             data = json_repair.repair_json(segment, return_objects=True, skip_json_loads=True)
         except Exception as exc:  # json_repair raises plain ValueError/RecursionError
@@ -272,7 +288,7 @@ def _best_segment(text: str, first: int, max_tries: int = 20) -> tuple[int, int]
             longest = span
         if end > 0 and (loadable is None or end - start > loadable[1] - loadable[0]):
             try:
-                json.loads(text[start:end])
+                _loads(text[start:end])
             except ValueError:
                 pass
             else:
@@ -285,40 +301,133 @@ def _best_segment(text: str, first: int, max_tries: int = 20) -> tuple[int, int]
     return loadable or longest
 
 
-def _json_end(text: str, start: int) -> int:
-    """Index just past the bracket closing the one at `start`, or -1 if it never closes."""
-    depth = 0
-    in_string = False
-    escaped = False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "{[":
+def _loads(text: str) -> Any:
+    """`json.loads`; JSON nested deeper than Python's parser allows is a ValueError too."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply for Python's parser") from None
+
+
+def _too_big_to_repair(segment: str) -> str | None:
+    """Why `segment` is not given to `json_repair` (too long or too deep), else None."""
+    if len(segment) > MAX_REPAIR_CHARS:
+        return (
+            f"malformed JSON of {len(segment):,} characters, more than the {MAX_REPAIR_CHARS:,}"
+            " repaired locally"
+        )
+    depth = _max_depth(segment)
+    if depth > MAX_REPAIR_DEPTH:
+        return (
+            f"malformed JSON nested {depth} levels deep, more than the {MAX_REPAIR_DEPTH}"
+            " repaired locally"
+        )
+    return None
+
+
+def _max_depth(text: str) -> int:
+    """The deepest bracket nesting in `text`, outside strings."""
+    depth = deepest = 0
+    for token in _STRUCTURE.finditer(text):
+        ch = token.group()
+        if ch in "{[":
             depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "}]":
+            depth -= 1
+    return deepest
+
+
+# A JSON string (or an unclosed one, to the end) or a bracket: what bracket matching reads.
+_DEEPEST = 5_000
+_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+
+
+def _json_end(text: str, start: int) -> int:
+    """Index just past the bracket closing the one at `start`, or -1 if it never closes.
+
+    Past `_DEEPEST` levels it stops looking (-1): Python's parser cannot load that anyway.
+    """
+    depth = 0
+    for token in _STRUCTURE.finditer(text, start):
+        ch = token.group()
+        if ch in "{[":
+            depth += 1
+            if depth > _DEEPEST:
+                return -1
         elif ch in "}]":
             depth -= 1
             if depth == 0:
-                return i + 1
+                return token.end()
     return -1
 
 
 def _lazy_markers(text: str) -> list[str]:
-    if not _ANY_LAZY.search(text):
-        return []
     found = []
-    for pattern in _LAZY_TEXT:
-        match = pattern.search(text)
-        if match:
-            found.append(match.group(0).strip())
+    if _ANY_LAZY.search(text):
+        for pattern in _LAZY_TEXT:
+            match = pattern.search(text)
+            if match:
+                found.append(match.group(0).strip())
+    for near in _NEAR:
+        marker = near.search(text)
+        if marker:
+            found.append(marker)
     return found
+
+
+class _Near:
+    """A head, then one of some words starting at most `reach` characters after it on its
+    line: `(?:head)[^\\n]{0,80}(?:words)` without the regex's backtracking over those 80
+    characters, which took seconds on a megabyte of near-misses (`... more ... more`)."""
+
+    def __init__(self, head: str, words: str, stops: str = "\n", reach: int = 80) -> None:
+        self.head = re.compile(head, re.IGNORECASE)
+        self.words = re.compile(words, re.IGNORECASE)
+        self.stops = re.compile(f"[{stops}]")
+        self.reach = reach
+
+    def search(self, text: str) -> str | None:
+        """The first head-and-word found, from the head to the word's end, else None.
+
+        One pass: heads, words and line ends are each found once, in order.
+        """
+        heads = self.head.finditer(text)
+        first = next(heads, None)
+        if first is None:  # most texts: no need to look for the words at all
+            return None
+        words, stops = self.words.finditer(text), self.stops.finditer(text)
+        word, stop = next(words, None), next(stops, None)
+        for head in itertools.chain([first], heads):
+            after = head.end()
+            word = _first_from(words, word, after)
+            if word is None:
+                return None
+            if word.start() > after + self.reach:
+                continue
+            stop = _first_from(stops, stop, after)
+            if stop is None or stop.start() >= word.start():
+                return text[head.start() : word.end()].strip()
+        return None
+
+
+def _first_from(
+    matches: Iterator[re.Match[str]], current: re.Match[str] | None, at: int
+) -> re.Match[str] | None:
+    """The first match starting at or after `at`: `current`, or a later one of `matches`."""
+    while current is not None and current.start() < at:
+        current = next(matches, None)
+    return current
+
+
+_NEAR = (
+    _Near(r"(?<![:/\w])//\s", r"\b(?:rest|remaining|omitted|more|same as above)\b"),  # // rest
+    _Near(  # ... (rest omitted here)
+        r"(?:\.\.\.|…)\s*\(?\s*(?:rest|remaining|more|etc)\b",
+        r"omitted|here|follow|continues|above|below",
+        stops='\n"',
+    ),
+)
 
 
 def _lazy_values(data: Any, limit: int = 10_000) -> list[str]:
