@@ -1,5 +1,12 @@
 """Turn what the API returned (a completion, or a stream of chunks) into a `ChatResult`.
 
+Whatever the body, this gives a `ChatResult` or a typed error (`MalformedResponseError`,
+`IncompleteStreamError`), never a bare KeyError or ValidationError from deep inside:
+fields a server leaves out read as missing, a usage figure that is not a count reads as
+0, tool calls without an id or an index are tolerated (arguments sent as a JSON object
+are kept as its text), and a choice, message, chunk or content of the wrong type is a
+malformed response.
+
 Example:
     >>> from prefect_openai_chat.chat.response import StreamAccumulator
     >>> StreamAccumulator().content
@@ -8,11 +15,13 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import openai
+from pydantic import ValidationError
 
 from prefect_openai_chat.errors import (
     ContentFilteredError,
@@ -34,8 +43,8 @@ def usage_from(raw: Any) -> Usage:
     prompt_details = get("prompt_tokens_details")
     completion_details = get("completion_tokens_details")
     return Usage(
-        prompt_tokens=get("prompt_tokens", 0) or 0,
-        completion_tokens=get("completion_tokens", 0) or 0,
+        prompt_tokens=_count(get("prompt_tokens", 0)),
+        completion_tokens=_count(get("completion_tokens", 0)),
         cached_tokens=_detail(prompt_details, "cached_tokens"),
         reasoning_tokens=_detail(completion_details, "reasoning_tokens"),
     )
@@ -45,7 +54,25 @@ def _detail(details: Any, name: str) -> int:
     if details is None:
         return 0
     value = details.get(name) if isinstance(details, dict) else getattr(details, name, None)
-    return int(value or 0)
+    return _count(value)
+
+
+def _count(value: Any) -> int:
+    """A token count as a server sent it (`12`, `12.0`, `"12"`); anything else is 0.
+
+    Example:
+        >>> _count(12), _count("12"), _count(-3), _count("many"), _count(None)
+        (12, 12, 0, 0, 0)
+    """
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    if isinstance(value, float) and value.is_integer():
+        return max(int(value), 0)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return 0
 
 
 def result_from_raw(raw: Any, request_id: str | None, where: str) -> ChatResult:
@@ -70,41 +97,109 @@ def result_from_raw(raw: Any, request_id: str | None, where: str) -> ChatResult:
         raise MalformedResponseError(
             f"{said} {kind} instead of a chat completion: {text!r} {after}"
         )
-    if not completion.choices:
-        what = "an empty JSON object" if completion.id is None else "a completion without choices"
+    choices = getattr(completion, "choices", None)
+    if not choices:
+        empty = getattr(completion, "id", None) is None
+        what = "an empty JSON object" if empty else "a completion without choices"
         raise MalformedResponseError(f"{said} {what} {after}")
-    if completion.choices[0].message is None:
+    if not isinstance(choices, list) or not _is_object(choices[0]):
+        raise MalformedResponseError(f"{said} a choice that is not an object {after}")
+    message = getattr(choices[0], "message", None)
+    if message is None:
         raise MalformedResponseError(f"{said} a choice without a message {after}")
-    return result_from_completion(completion, request_id)
+    if not _is_object(message):
+        raise MalformedResponseError(f"{said} a message that is not an object {after}")
+    try:
+        return result_from_completion(completion, request_id)
+    except (ValidationError, ValueError) as exc:
+        raise MalformedResponseError(f"{said} a completion with {_wrong(exc)} {after}") from exc
+
+
+def _label(value: Any) -> str | None:
+    """An id, a model name or a fingerprint: a string, else ignored."""
+    return value if isinstance(value, str) else None
+
+
+def _is_object(value: Any) -> bool:
+    """Whether the SDK made a JSON object of `value` (not a string, number, list or null)."""
+    return value is not None and not isinstance(value, str | int | float | list | dict)
+
+
+def _wrong(exc: Exception) -> str:
+    """What was wrong in a completion or chunk, in a few words."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "a field"
+        return f"a wrong value in {where} ({first['msg']})"
+    return str(exc)[:200]
+
+
+def _text(value: Any, what: str) -> str | None:
+    """`value` if it is a string or None; content as a list of text parts is joined."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):  # content parts: [{"type": "text", "text": "..."}]
+        texts = [
+            getattr(p, "text", None) or (p.get("text") if isinstance(p, dict) else None)
+            for p in value
+        ]
+        if all(isinstance(t, str) for t in texts):
+            return "".join(texts)  # type: ignore[arg-type]
+    raise ValueError(f"{what} that is not text: {value!r:.80}")
+
+
+def _arguments(value: Any) -> str:
+    """Tool-call arguments as text: a JSON object some servers send is kept as its JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    raise ValueError(f"tool-call arguments that are not text: {value!r:.80}")
+
+
+def _tool_call(call: Any) -> ToolCall | None:
+    """A complete tool call of a message, or None for one without a function."""
+    function = getattr(call, "function", None)
+    if not _is_object(call) or function is None:
+        return None
+    return ToolCall(
+        id=_text(getattr(call, "id", None), "a tool-call id") or "",
+        name=_text(getattr(function, "name", None), "a tool name") or "",
+        arguments=_arguments(getattr(function, "arguments", None)),
+    )
 
 
 def result_from_completion(completion: Any, request_id: str | None) -> ChatResult:
     """Build a `ChatResult` from a parsed `ChatCompletion` (first choice).
 
     An answer with no content, no tool calls and no refusal is an empty answer: its
-    `content` is `""` (never None), whatever its finish reason.
+    `content` is `""` (never None), whatever its finish reason. An answer of tool calls
+    alone has `content` None, whether the server sent `""` or null (a stream cannot tell).
     """
     choice = completion.choices[0] if completion.choices else None
     message = choice.message if choice is not None else None
-    tool_calls = [
-        ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments or "")
-        for call in (getattr(message, "tool_calls", None) or [])
-        if getattr(call, "function", None) is not None
-    ]
-    content = getattr(message, "content", None)
-    refusal = getattr(message, "refusal", None)
+    calls = getattr(message, "tool_calls", None) or []
+    if not isinstance(calls, list):
+        raise ValueError(f"tool_calls that are not a list: {calls!r:.80}")
+    tool_calls = [call for call in map(_tool_call, calls) if call is not None]
+    content = _text(getattr(message, "content", None), "content")
+    refusal = _text(getattr(message, "refusal", None), "a refusal")
     if content is None and not tool_calls and refusal is None:
         content = ""  # an empty answer, e.g. `content: null` with finish_reason stop
+    elif content == "" and tool_calls:
+        content = None  # only tool calls, as a stream of the same answer reads
     return ChatResult(
         content=content,
         tool_calls=tool_calls,
         refusal=refusal,
         finish_reason=getattr(choice, "finish_reason", None),
-        model=completion.model or "",
-        system_fingerprint=getattr(completion, "system_fingerprint", None),
-        response_id=completion.id,
+        model=_label(getattr(completion, "model", None)) or "",
+        system_fingerprint=_label(getattr(completion, "system_fingerprint", None)),
+        response_id=_label(getattr(completion, "id", None)),
         request_id=request_id,
-        usage=usage_from(completion.usage),
+        usage=usage_from(getattr(completion, "usage", None)),
     )
 
 
@@ -135,37 +230,74 @@ class StreamAccumulator:
         return "".join(self.parts)
 
     def add(self, chunk: Any) -> str | None:
-        """Take one chunk; return the new text it carried, if any."""
+        """Take one chunk; return the new text it carried, if any.
+
+        Raises:
+            ValueError: the chunk, a choice or a delta is not an object, or a field that
+                carries the answer has the wrong type (the runner: `MalformedResponseError`).
+        """
+        if not _is_object(chunk):
+            raise ValueError(f"a chunk that is not an object: {chunk!r:.80}")
         self.chunks += 1
-        self.model = chunk.model or self.model
-        self.response_id = chunk.id or self.response_id
+        self.model = _label(getattr(chunk, "model", None)) or self.model
+        self.response_id = _label(getattr(chunk, "id", None)) or self.response_id
         self.system_fingerprint = (
-            getattr(chunk, "system_fingerprint", None) or self.system_fingerprint
+            _label(getattr(chunk, "system_fingerprint", None)) or self.system_fingerprint
         )
         if getattr(chunk, "usage", None) is not None:
             self.usage = usage_from(chunk.usage)
-        if not chunk.choices:  # the usage-only last chunk
+        choices = getattr(chunk, "choices", None)
+        if not choices:  # the usage-only last chunk
             return None
-        choice = chunk.choices[0]
-        if choice.finish_reason is not None:
-            self.finish_reason = choice.finish_reason
-        delta = choice.delta
+        if not isinstance(choices, list) or not _is_object(choices[0]):
+            raise ValueError(f"a choice that is not an object: {choices!r:.80}")
+        choice = choices[0]
+        finish = getattr(choice, "finish_reason", None)
+        if finish is not None:
+            self.finish_reason = _text(finish, "a finish_reason")
+        delta = getattr(choice, "delta", None)
         if delta is None:
             return None
-        if getattr(delta, "refusal", None):
-            self.refusal_parts.append(delta.refusal)
-        for call in getattr(delta, "tool_calls", None) or []:
-            parts = self.tool_calls.setdefault(call.index, _ToolCallParts())
-            parts.id = call.id or parts.id
-            if call.function is not None:
-                parts.name = call.function.name or parts.name
-                if call.function.arguments:
-                    parts.arguments.append(call.function.arguments)
-        text = delta.content
+        if not _is_object(delta):
+            raise ValueError(f"a delta that is not an object: {delta!r:.80}")
+        refusal = _text(getattr(delta, "refusal", None), "a refusal")
+        if refusal:
+            self.refusal_parts.append(refusal)
+        calls = getattr(delta, "tool_calls", None) or []
+        if not isinstance(calls, list):
+            raise ValueError(f"tool_calls that are not a list: {calls!r:.80}")
+        for call in calls:
+            self._add_call(call)
+        text = _text(getattr(delta, "content", None), "content")
         if text:
             self.parts.append(text)
-            return str(text)
+            return text
         return None
+
+    def _add_call(self, call: Any) -> None:
+        """One tool-call fragment; a server that sends no `index` continues the last call
+        unless the fragment names a new id."""
+        if not _is_object(call):
+            raise ValueError(f"a tool call that is not an object: {call!r:.80}")
+        call_id = _text(getattr(call, "id", None), "a tool-call id")
+        index = getattr(call, "index", None)
+        if not isinstance(index, int) or isinstance(index, bool):
+            known = {parts.id: i for i, parts in self.tool_calls.items()}
+            last = max(self.tool_calls, default=0)
+            if call_id and call_id in known:
+                index = known[call_id]
+            elif call_id and self.tool_calls and self.tool_calls[last].id:
+                index = last + 1
+            else:
+                index = last
+        parts = self.tool_calls.setdefault(index, _ToolCallParts())
+        parts.id = call_id or parts.id
+        function = getattr(call, "function", None)
+        if function is not None:
+            parts.name = _text(getattr(function, "name", None), "a tool name") or parts.name
+            arguments = _arguments(getattr(function, "arguments", None))
+            if arguments:
+                parts.arguments.append(arguments)
 
     def result(self, request_id: str | None, where: str = "the server") -> ChatResult:
         """The complete answer; raises `IncompleteStreamError` if the stream was cut.
@@ -178,6 +310,15 @@ class StreamAccumulator:
                 f" finish_reason (request {request_id or 'n/a'}); the partial text is not an"
                 " answer"
             )
+        try:
+            return self._result(request_id)
+        except ValidationError as exc:  # the fields are checked as they come; a safety net
+            raise MalformedResponseError(
+                f"the stream from {where} held {_wrong(exc)} (request {request_id or 'n/a'});"
+                " retried as an outage"
+            ) from exc
+
+    def _result(self, request_id: str | None) -> ChatResult:
         return ChatResult(
             content=self.content if (self.parts or not self.tool_calls) else None,
             tool_calls=[

@@ -324,7 +324,10 @@ class ChatRunner:
     async def _plain_attempt(self, request: dict[str, Any]) -> ChatResult:
         raw = await self._client().chat.completions.with_raw_response.create(**_as_sent(request))
         self._observe_limits(raw.headers)
-        return result_from_raw(raw, raw.headers.get("x-request-id"), self._where)
+        result = result_from_raw(raw, raw.headers.get("x-request-id"), self._where)
+        if result.usage.prompt_tokens == 0:  # no usable usage (a prompt is never 0 tokens)
+            result = result.model_copy(update={"usage": _local_usage(request, result)})
+        return result
 
     async def _stream_attempt(
         self, request: dict[str, Any], on_delta: DeltaCallback | None
@@ -348,7 +351,7 @@ class ChatRunner:
                         on_delta(text)
         except ValueError as exc:  # a `data:` line that is not JSON, or not a chunk
             raise MalformedResponseError(
-                f"{self._where} sent a stream chunk that is not a completion chunk ({exc:.200})"
+                f"{self._where} sent a stream chunk that is not a completion chunk ({exc!s:.200})"
                 f" after {accumulator.chunks} chunks (request {request_id or 'n/a'});"
                 " retried as an outage"
             ) from exc
