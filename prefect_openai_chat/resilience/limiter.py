@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import threading
 import time
@@ -56,19 +57,28 @@ PROBE_TIMEOUT_S = 30.0  # a safety net: the probe's answer or error ends the wai
 # reach the server on time, and an answer's length is known only after it (tokens).
 PACING: dict[Kind, float] = {"requests": 0.99, "tokens": 0.97}
 _POLL_S = 0.01
+MAX_RESET_S = 86_400.0  # the longest bucket reset believed: a day
 
 
 def parse_duration(text: str) -> float | None:
-    """Seconds in a rate-limit reset value such as `"1s"`, `"6m0s"`, `"12ms"` or `"0.5"`."""
+    """Seconds in a rate-limit reset value such as `"1s"`, `"6m0s"`, `"12ms"` or `"0.5"`.
+
+    None for anything else, and for values past `MAX_RESET_S` (a day) or not finite:
+    `"inf"`, `"nan"` or `"99999999h"` would pace the calls to a standstill.
+
+    Example:
+        >>> parse_duration("1.5s"), parse_duration("-3"), parse_duration("inf")
+        (1.5, 0.0, None)
+    """
     text = text.strip()
     try:
-        return max(0.0, float(text))
+        seconds = max(0.0, float(text))
     except ValueError:
-        pass
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        return None
-    return sum(float(n) * _UNIT[u] for n, u in parts)
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            return None
+        seconds = sum(float(n) * _UNIT[u] for n, u in parts)
+    return seconds if math.isfinite(seconds) and seconds <= MAX_RESET_S else None
 
 
 @dataclass(frozen=True)
@@ -111,9 +121,9 @@ def read_limits(headers: Mapping[str, str] | Any) -> dict[Kind, LimitReading]:
             continue
         try:
             cap, left = float(limit), float(remaining)
-        except ValueError:
+        except (TypeError, ValueError):
             continue
-        if cap <= 0 or left < 0:
+        if not (math.isfinite(cap) and math.isfinite(left)) or cap <= 0 or left < 0:
             continue
         reset = parse_duration(str(headers.get(f"x-ratelimit-reset-{kind}") or ""))
         readings[kind] = LimitReading(cap, min(left, cap), reset)
@@ -153,6 +163,8 @@ class _Learned:
             self._upper.append(spent / (reset - rounding))
         lowest = max(self._lower)
         self.rate = max(min(self._upper), lowest) if self._upper else (lowest or self.rate)
+        if self.rate:  # no bucket takes more than MAX_RESET_S to fill: no wait of weeks
+            self.rate = max(self.rate, reading.limit / MAX_RESET_S)
 
 
 class _Bucket:
