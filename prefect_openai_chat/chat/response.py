@@ -33,6 +33,8 @@ from prefect_openai_chat.results import ChatResult, ToolCall, Usage
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
 _WORDS_LIMIT = 300
+_WORDS_DEPTH = 20
+_WORDS_ITEMS = 20  # items of a list body read
 
 
 def usage_from(raw: Any) -> Usage:
@@ -352,16 +354,19 @@ def server_words(exc: openai.APIStatusError) -> str | None:
     return server_words_of(exc.body)
 
 
-def server_words_of(body: Any) -> str | None:
-    """`server_words` for a parsed body (dict, list or text)."""
+def server_words_of(body: Any, _depth: int = 0) -> str | None:
+    """`server_words` for a parsed body (dict, list or text); looks 20 levels deep at most
+    (a body nested a thousand levels deep would otherwise raise RecursionError)."""
     if isinstance(body, str):
         return _words_of_text(body) or None
+    if _depth >= _WORDS_DEPTH:
+        return None
     if isinstance(body, list):
-        parts = [server_words_of(item) for item in body]
+        parts = [server_words_of(item, _depth + 1) for item in body[:_WORDS_ITEMS]]
         return "; ".join(p for p in parts if p) or None
     if isinstance(body, dict):
         for key in ("message", "error", "detail", "msg", "error_message", "title"):
-            words = server_words_of(body.get(key))
+            words = server_words_of(body.get(key), _depth + 1)
             if words:
                 return words[:_WORDS_LIMIT]
     return None
