@@ -16,9 +16,6 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-# Set on an exception by the runner: the raising block's task-tier delay in seconds.
-TASK_DELAY_MARK = "_prefect_openai_chat_task_delay"
-
 
 class ChatError(Exception):
     """Base class of every error the plugin raises itself."""

@@ -38,6 +38,7 @@ from prefect_openai_chat.resilience.policy import (
     RetryPolicy,
     make_retry_condition,
     mark_for_task_tier,
+    task_retry_delay,
 )
 from prefect_openai_chat.resilience.retrying import (
     RetryEvent,
@@ -82,6 +83,7 @@ __all__ = [
     "read_limits",
     "remove_circuit_listener",
     "retry_after_of",
+    "task_retry_delay",
     "wait_exponential_full_jitter",
     "wait_retry_after",
 ]
