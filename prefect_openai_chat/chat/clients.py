@@ -37,7 +37,7 @@ PER_LOOP = 64  # clients one event loop keeps (settings x credentials in use at 
 class _LoopClients:
     """The clients of one event loop, closed when the loop shuts down its async generators."""
 
-    def __init__(self, per_loop: int, on_shutdown: Callable[[], None]) -> None:
+    def __init__(self, per_loop: int, on_shutdown: Callable[[_LoopClients], None]) -> None:
         self.clients: OrderedDict[Hashable, Any] = OrderedDict()
         self.per_loop = per_loop
         self._on_shutdown = on_shutdown
@@ -49,7 +49,7 @@ class _LoopClients:
         try:
             yield
         finally:
-            self._on_shutdown()
+            self._on_shutdown(self)
             clients, self.clients = list(self.clients.values()), OrderedDict()
             await asyncio.gather(*(_close(client) for client in clients))
 
@@ -91,7 +91,9 @@ class ClientCache(Generic[C]):
                 for old in [old for old in self._loops if old.is_closed()]:
                     del self._loops[old]
                 held = weakref.ref(loop)  # the entry must not keep its loop alive
-                entry = self._loops[loop] = _LoopClients(self.per_loop, lambda: self._forget(held))
+                entry = self._loops[loop] = _LoopClients(
+                    self.per_loop, lambda done: self._forget(held, done)
+                )
             if key in entry.clients:  # another thread on this loop built it first
                 return entry.clients[key]  # type: ignore[no-any-return]
             entry.add(key, client)
@@ -103,15 +105,16 @@ class ClientCache(Generic[C]):
             return len(self._loops)
 
     def clear(self) -> None:
-        """Forget every client (they close with their loops or are garbage-collected)."""
+        """Forget every client; each loop closes the clients it held when it next runs."""
         with self._lock:
             self._loops.clear()
 
-    def _forget(self, held: weakref.ref[asyncio.AbstractEventLoop]) -> None:
+    def _forget(self, held: weakref.ref[asyncio.AbstractEventLoop], done: _LoopClients) -> None:
+        """A loop shut down (or a cleared entry was collected): drop its entry, if still it."""
         loop = held()
-        if loop is not None:
-            with self._lock:
-                self._loops.pop(loop, None)
+        with self._lock:
+            if loop is not None and self._loops.get(loop) is done:
+                del self._loops[loop]
 
 
 class ClientSource:

@@ -186,7 +186,7 @@ def extract_records(
     total = count_records(source)
     batches_total = None if total is None else max(1, -(-total // batch_size))
     totals = RunTotals()
-    trips_before = events.trips
+    trips = events.count_trips()
     artifacts = RunArtifacts()
     logger = run_logger()
     gate = AdaptiveConcurrency(concurrency, name="extract-records")
@@ -204,7 +204,7 @@ def extract_records(
                 window.submit(batch, label, in_flight=2 + -(-concurrency // batch_size))
         window.drain()
         _check_exactly_once(totals, rows, bad)
-    totals.circuit_trips = events.trips - trips_before
+    totals.circuit_trips = trips.stop()
     totals.count_keys(keys)
     wall = round(time.perf_counter() - started, 3)
     extra = {
