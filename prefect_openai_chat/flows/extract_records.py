@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +61,6 @@ from prefect_openai_chat.tasks.batch import (
     share_concurrency,
 )
 from prefect_openai_chat.tasks.extract import extract
-
-# The parameter is called `schema`, as users expect; pydantic warns that the name shadows
-# an attribute of the model Prefect builds to validate flow parameters. That is harmless.
-warnings.filterwarnings("ignore", message='Field name "schema" in "Extract_Records')
 
 
 def _batches(items: Iterator[SourceItem], size: int) -> Iterator[list[SourceItem]]:
