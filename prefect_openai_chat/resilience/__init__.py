@@ -40,11 +40,7 @@ from prefect_openai_chat.resilience.policy import (
     mark_for_task_tier,
     task_retry_delay,
 )
-from prefect_openai_chat.resilience.retrying import (
-    RetryEvent,
-    call_with_retries,
-    call_with_retries_sync,
-)
+from prefect_openai_chat.resilience.retrying import RetryEvent, call_with_retries
 from prefect_openai_chat.resilience.waits import (
     parse_retry_after,
     retry_after_of,
@@ -68,7 +64,6 @@ __all__ = [
     "add_circuit_listener",
     "build_verdicts",
     "call_with_retries",
-    "call_with_retries_sync",
     "circuit_key",
     "classify",
     "describe_error",
