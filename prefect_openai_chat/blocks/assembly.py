@@ -71,6 +71,7 @@ class RunnerFactory:
         environment read anew; the call is retried only if the key changed)."""
         model = await resolve_chat_model(chat_model)
         source = self.source(model)
+        source.key  # noqa: B018  # read the credentials now: a missing key fails before any call
 
         async def reload_credentials() -> bool:
             fresh = await resolve_chat_model(chat_model) if isinstance(chat_model, str) else model
@@ -98,11 +99,11 @@ class RunnerFactory:
     ) -> ChatRunner:
         """The runner of `model` alone: settings, client, protection, the given fallbacks."""
         settings = model.chat_settings(name)
-        if client is None:
-            client = source = source or self.source(model)
-        fingerprint = None  # read from the source's key: the key is not hashed again
-        if source is not None:
+        fingerprint = None
+        if source is not None:  # assembled: the key was read already, not hashed again
             fingerprint = key_fingerprint(cast(ClientKey, source.key)[0])
+        if client is None:
+            client = source or self.source(model)  # reads the credentials at the first call
         protection = self.protection(
             model, circuit_key(settings.base_url, settings.model), fingerprint
         )
@@ -116,8 +117,8 @@ class RunnerFactory:
         )
 
     def source(self, model: ChatModel) -> ClientSource:
-        """The client source of `model`'s settings (reads the credentials once)."""
-        return ClientSource(_client_key(model), _builder(model), self.clients)
+        """The client source of `model`'s settings (reads the credentials once, when needed)."""
+        return ClientSource(lambda: _client_key(model), _builder(model), self.clients)
 
     @staticmethod
     def protection(model: ChatModel, key: str, fingerprint: str | None = None) -> Protection:

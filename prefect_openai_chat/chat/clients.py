@@ -120,12 +120,13 @@ class ClientCache(Generic[C]):
 class ClientSource:
     """The client of one runner: its settings key and how to build it, from a `ClientCache`.
 
-    `switch` changes the key (new credentials after a 401); calling the source gives the
+    The key is read on first use (`key_of()`, e.g. the credentials' fingerprint) and kept;
+    `switch` changes it (new credentials after a 401). Calling the source gives the
     running loop's client for the current key.
 
     Example:
         >>> import asyncio
-        >>> source = ClientSource(("key", 1), object, ClientCache())
+        >>> source = ClientSource(lambda: ("key", 1), object, ClientCache())
         >>> async def same() -> bool:
         ...     return source() is source()
         >>> asyncio.run(same())
@@ -134,8 +135,18 @@ class ClientSource:
         (False, True)
     """
 
-    def __init__(self, key: Hashable, build: Callable[[], Any], cache: ClientCache[Any]) -> None:
-        self.key, self._build, self._cache = key, build, cache
+    def __init__(
+        self, key_of: Callable[[], Hashable], build: Callable[[], Any], cache: ClientCache[Any]
+    ) -> None:
+        self._key_of, self._build, self._cache = key_of, build, cache
+        self._key: Hashable | None = None
+
+    @property
+    def key(self) -> Hashable:
+        """The settings key of the client in use (read once, when first needed)."""
+        if self._key is None:
+            self._key = self._key_of()
+        return self._key
 
     def __call__(self) -> Any:
         return self._cache.get(self.key, self._build)
@@ -143,7 +154,7 @@ class ClientSource:
     def switch(self, key: Hashable, build: Callable[[], Any]) -> bool:
         """Use the client for `key` from now on; True when it differs from the one in use."""
         changed = key != self.key
-        self.key, self._build = key, build
+        self._key, self._build = key, build
         return changed
 
 
