@@ -27,6 +27,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 P = ParamSpec("P")
 T = TypeVar("T")
 _local = threading.local()
+_SHUTDOWN_WAIT_S = 5.0  # the longest a thread's loop waits for its last tasks when it ends
 _helper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="prefect-openai-chat-sync")
 
 
@@ -47,6 +48,9 @@ def _shut_down(loop: asyncio.AbstractEventLoop) -> None:
         asyncio.get_running_loop()
     except RuntimeError:
         with contextlib.suppress(Exception):
+            pending = asyncio.all_tasks(loop)  # e.g. closing the clients of a cleared cache
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=_SHUTDOWN_WAIT_S))
             loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         return

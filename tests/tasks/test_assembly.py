@@ -9,10 +9,13 @@ import gc
 import threading
 
 import openai
+import pytest
 from resilience_support import clear_resilience
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
 from prefect_openai_chat._sync import run_sync
+from prefect_openai_chat.blocks import chat_model as chat_model_module
+from prefect_openai_chat.blocks import credentials as credentials_module
 from prefect_openai_chat.blocks.assembly import RUNNERS
 from prefect_openai_chat.chat.clients import CLIENTS, ClientCache
 from prefect_openai_chat.resilience import CircuitGuard
@@ -95,3 +98,27 @@ def test_two_runs_in_one_process_count_their_own_circuit_trips() -> None:
         thread.join()
     assert trips == {"a": 1, "b": 0}
     clear_resilience()
+
+
+def test_assembling_a_call_hashes_the_key_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    hashed: list[str] = []
+    real = credentials_module._fingerprint
+
+    def counting(secret: str | None) -> str:
+        hashed.append("x")
+        return real(secret)
+
+    monkeypatch.setattr(credentials_module, "_fingerprint", counting)
+    monkeypatch.setattr(chat_model_module.hashlib, "sha256", _forbidden)
+
+    async def one_call_assembled() -> None:
+        _, runner = await RUNNERS.assemble(_model())
+        runner._client()
+        runner._client()
+
+    asyncio.run(one_call_assembled())
+    assert len(hashed) == 1  # the client's key and the limiter's key share one fingerprint
+
+
+def _forbidden(*args: object) -> None:
+    raise AssertionError("the limiter's key hashed the secret again")
