@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import gc
 import threading
+import types
 
 import openai
 import pytest
@@ -109,7 +110,7 @@ def test_assembling_a_call_hashes_the_key_once(monkeypatch: pytest.MonkeyPatch) 
         return real(secret)
 
     monkeypatch.setattr(credentials_module, "_fingerprint", counting)
-    monkeypatch.setattr(chat_model_module.hashlib, "sha256", _forbidden)
+    monkeypatch.setattr(chat_model_module, "hashlib", types.SimpleNamespace(sha256=_forbidden))
 
     async def one_call_assembled() -> None:
         _, runner = await RUNNERS.assemble(_model())
