@@ -34,8 +34,8 @@ from typing import Any
 
 import openai
 
-from prefect_openai_chat.blocks import ChatModel, OpenAICredentials
 from prefect_openai_chat import reset_process_state
+from prefect_openai_chat.blocks import ChatModel, OpenAICredentials
 from prefect_openai_chat.simulator import OutageWindow, Simulator
 
 MODEL = "gpt-4o-mini-2024-07-18"
