@@ -34,8 +34,8 @@ from typing import Any
 
 import openai
 
+from prefect_openai_chat import reset_process_state
 from prefect_openai_chat.blocks import ChatModel, OpenAICredentials
-from prefect_openai_chat.resilience import budget, circuit, limiter
 from prefect_openai_chat.simulator import OutageWindow, Simulator
 
 MODEL = "gpt-4o-mini-2024-07-18"
@@ -80,9 +80,7 @@ async def run_batch(call: Call, calls: int, workers: int, pause_s: float) -> tup
 
 def forget_circuits() -> None:
     """A fresh circuit, budget and limiter for each batch (process-wide registries)."""
-    circuit._registry.clear()
-    budget._registry.clear()
-    limiter._registry.clear()
+    reset_process_state()
 
 
 def measure(

@@ -35,6 +35,7 @@ _WHERE = {
     "Usage": "results",
     "count_message_tokens": "tokens",
     "estimate_cost": "tokens",
+    "reset_process_state": "process",
 }
 __all__ = [
     "AzureOpenAICredentials",
@@ -54,11 +55,13 @@ __all__ = [
     "estimate_cost",
     "extract",
     "extract_batch",
+    "reset_process_state",
     "stream_chat_completion",
 ]
 
 if TYPE_CHECKING:
     from prefect_openai_chat.blocks import AzureOpenAICredentials, ChatModel, OpenAICredentials
+    from prefect_openai_chat.process import reset_process_state
     from prefect_openai_chat.results import (
         BatchReport,
         ChatResult,

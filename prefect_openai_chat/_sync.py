@@ -1,8 +1,10 @@
 """Run the async implementation from sync code: the `name` twin of each `aname`.
 
 Each thread keeps one event loop, so that the clients cached on it are reused
-from call to call. Called where a loop is already running (a notebook, an async
-flow calling a sync task inline), the coroutine runs on a helper thread instead.
+from call to call. The loop is shut down (its clients closed, see `chat/clients.py`)
+and closed when its thread ends, or at exit for a thread that outlives the
+interpreter's shutdown hooks. Called where a loop is already running (a notebook, an
+async flow calling a sync task inline), the coroutine runs on a helper thread instead.
 
 Example:
     >>> import asyncio
@@ -14,8 +16,10 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar, cast
@@ -23,7 +27,37 @@ from typing import Any, ParamSpec, TypeVar, cast
 P = ParamSpec("P")
 T = TypeVar("T")
 _local = threading.local()
+_SHUTDOWN_WAIT_S = 5.0  # the longest a thread's loop waits for its last tasks when it ends
 _helper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="prefect-openai-chat-sync")
+
+
+class _ThreadLoop:
+    """The event loop of one thread's sync calls; shut down when the thread drops it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        # Runs when the thread ends (its thread-local values are released) or at exit.
+        weakref.finalize(self, _shut_down, self.loop)
+
+
+def _shut_down(loop: asyncio.AbstractEventLoop) -> None:
+    """Close `loop` after its async generators (which close its cached clients)."""
+    if loop.is_closed():
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        with contextlib.suppress(Exception):
+            pending = asyncio.all_tasks(loop)  # e.g. closing the clients of a cleared cache
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=_SHUTDOWN_WAIT_S))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        return
+    # Released in a thread whose own loop runs: shut it down on a thread of its own.
+    closer = threading.Thread(target=_shut_down, args=(loop,), name="prefect-openai-chat-close")
+    closer.start()
+    closer.join()
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -31,10 +65,10 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
-        if loop is None or loop.is_closed():
-            loop = _local.loop = asyncio.new_event_loop()
-        return loop.run_until_complete(coro)
+        held: _ThreadLoop | None = getattr(_local, "held", None)
+        if held is None or held.loop.is_closed():
+            held = _local.held = _ThreadLoop()
+        return held.loop.run_until_complete(coro)
     future = _helper.submit(cast(Callable[..., Any], run_sync), coro)
     return cast(T, future.result())
 

@@ -1,8 +1,12 @@
-"""Every exception the plugin raises, in one place.
+"""The exceptions a call can raise to its caller, and their base class `ChatError`.
 
 Catch `ChatError` for anything the plugin decided; the `openai` exceptions that the
-policy lets through unchanged keep their own classes. Each class says what
-happened in one line; none of them ever carries a secret.
+policy lets through unchanged keep their own classes. Errors that belong to one
+module live there: the prompt template errors (`extraction/templates.py`, both
+`ChatError`s), `NotStrictError` (`extraction/schema.py`, caught inside it),
+`VocabularyError` (`tokens/encodings.py`, a broken installation) and `DemoError`
+(`demo.py`, the demo command). Each class says what happened in one line; none
+ever carries a secret.
 
 Example:
     >>> from prefect_openai_chat.errors import ChatError, CircuitOpenError
@@ -15,9 +19,6 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 from typing import Any
-
-# Set on an exception by the runner: the raising block's task-tier delay in seconds.
-TASK_DELAY_MARK = "_prefect_openai_chat_task_delay"
 
 
 class ChatError(Exception):
@@ -85,15 +86,6 @@ class CallTimeoutError(ChatError):
 
 class IncompleteStreamError(ChatError):
     """A stream ended without a finish reason or `[DONE]`; its text is not an answer."""
-
-
-class StreamErrorEvent(ChatError):
-    """The server sent an error event in the middle of a stream."""
-
-    def __init__(self, message: str, code: str | None = None, type: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.type = type
 
 
 # --- the policy gave up or refused -----------------------------------------------------

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from prefect_openai_chat.resilience import budget as budget_module
-from prefect_openai_chat.resilience import circuit as circuit_module
-from prefect_openai_chat.resilience import limiter as limiter_module
-from prefect_openai_chat.resilience import retrying as retrying_module
+from prefect_openai_chat import reset_process_state
 
 
 def clear_resilience() -> None:
-    """Forget every process-wide circuit guard, retry budget, limiter and outage (isolation)."""
-    circuit_module._registry.clear()
-    budget_module._registry.clear()
-    limiter_module._registry.clear()
-    retrying_module.outages.clear()
+    """Forget every process-wide circuit guard, retry budget, limiter, outage and client."""
+    reset_process_state()

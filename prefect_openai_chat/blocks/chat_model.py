@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import openai
@@ -18,19 +18,11 @@ from prefect_openai_chat.blocks.credentials import (
     OpenAICredentials,
 )
 from prefect_openai_chat.chat import ChatRunner
-from prefect_openai_chat.chat.clients import cached_async_client, cached_sync_client
-from prefect_openai_chat.chat.protection import Protection
+from prefect_openai_chat.chat.clients import CLIENTS
 from prefect_openai_chat.chat.runner import ClientFactory, FallbackLoader
 from prefect_openai_chat.chat.settings import ChatSettings
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.resilience import (
-    RetryPolicy,
-    build_verdicts,
-    circuit_key,
-    get_circuit_guard,
-    get_rate_limiter,
-    get_retry_budget,
-)
+from prefect_openai_chat.resilience import RetryPolicy, build_verdicts
 from prefect_openai_chat.resilience.policy import MAX_TASK_RETRIES
 from prefect_openai_chat.tokens import is_pinned_snapshot, model_info
 from prefect_openai_chat.tokens.prices import Price
@@ -277,27 +269,29 @@ class ChatModel(Block):
             pool=self.pool_timeout_s,
         )
 
-    def _client_key(self) -> Hashable:
-        timeouts = (
+    def pool_settings(self) -> tuple[float, float, float, float, int]:
+        """The timeouts and the pool size: with the credentials, what makes clients differ."""
+        return (
             self.connect_timeout_s,
             self.read_timeout_s,
             self.write_timeout_s,
             self.pool_timeout_s,
             self.max_connections,
         )
-        return (self.credentials.cache_key(), timeouts)
+
+    def build_client(self, async_client: bool = False) -> openai.OpenAI | openai.AsyncOpenAI:
+        """A new client for these settings (SDK retries off, split timeouts, a sized pool)."""
+        return self.credentials.get_client(
+            async_client, timeout=self.timeout(), max_connections=self.max_connections
+        )
 
     def get_client(self, async_client: bool = False) -> openai.OpenAI | openai.AsyncOpenAI:
-        """The cached client for these settings in this thread (and event loop, if async)."""
-
-        def build() -> Any:
-            return self.credentials.get_client(
-                async_client, timeout=self.timeout(), max_connections=self.max_connections
-            )
-
-        if async_client:
-            return cached_async_client(self._client_key(), build)  # type: ignore[no-any-return]
-        return cached_sync_client(self._client_key(), build)  # type: ignore[no-any-return]
+        """An async client cached for these settings on the running event loop (closed with
+        the loop), or, for `async_client=False`, a new sync client to keep and close."""
+        if not async_client:
+            return self.build_client()
+        key = (self.credentials.cache_key(), self.pool_settings())
+        return CLIENTS.get(key, lambda: self.build_client(async_client=True))  # type: ignore[no-any-return]
 
     def chat_settings(self, name: str = "primary") -> ChatSettings:
         """The Prefect-free settings the runner works from."""
@@ -348,46 +342,25 @@ class ChatModel(Block):
         url = self.redis_url or self.circuit_redis_url
         return url.get_secret_value() if url else None
 
-    def rate_limit_key(self) -> str:
+    def rate_limit_key(self, fingerprint: str | None = None) -> str:
         """The limiter's key: endpoint, account and model (limits are per organisation and model).
 
         The account is the credentials' organisation (and project) when set, else a
-        fingerprint of the key: set `organization` so that several keys share one limiter.
+        fingerprint of the key (`fingerprint`, when the caller has it already): set
+        `organization` so that several keys share one limiter.
         """
         credentials = self.credentials
         parts = (getattr(credentials, "organization", None), getattr(credentials, "project", None))
         account = "/".join(str(part) for part in parts if part)
-        if not account:
+        if not account and fingerprint is None:
             try:
                 secret = credentials.resolve_api_key()
             except InvalidInputError:
                 secret = ""
-            account = "key-" + hashlib.sha256(secret.encode()).hexdigest()[:12]
+            fingerprint = hashlib.sha256(secret.encode()).hexdigest()
+        if not account:
+            account = f"key-{fingerprint:.12}"
         return f"{self.endpoint}|{account}|{self.model}"
-
-    def protection(self, key: str) -> Protection:
-        """Policy, circuit guard, retry budget and limiter for calls on `key`."""
-        redis = self.shared_redis_url()
-        guard = get_circuit_guard(
-            key,
-            fail_max=self.circuit_failures,
-            reset_timeout_s=self.circuit_reset_timeout_s,
-            success_threshold=self.circuit_successes,
-            redis_url=redis,
-        )
-        # Always a limiter: it learns the limits from the API's headers; the fields cap them.
-        limiter = get_rate_limiter(
-            self.rate_limit_key(),
-            rpm=self.requests_per_minute,
-            tpm=self.tokens_per_minute,
-            redis_url=redis,
-        )
-        return Protection(
-            policy=self.retry_policy(),
-            guard=guard,
-            budget=get_retry_budget(key, ratio=self.retry_budget_ratio),
-            limiter=limiter,
-        )
 
     def runner(
         self,
@@ -396,16 +369,15 @@ class ChatModel(Block):
         reload_credentials: Callable[[], Awaitable[bool]] | None = None,
         client: ClientFactory | None = None,
     ) -> ChatRunner:
-        """A `ChatRunner` for these settings, through this model's cached async client."""
-        settings = self.chat_settings(name)
-        protection = self.protection(circuit_key(settings.base_url, settings.model))
-        protection.reload_credentials = reload_credentials
-        return ChatRunner(
-            settings,
-            client or (lambda: self.get_client(async_client=True)),  # type: ignore[arg-type, return-value]
-            protection=protection,
+        """A `ChatRunner` for this block alone: `RUNNERS.build(self, ...)` (blocks/assembly.py)."""
+        from prefect_openai_chat.blocks.assembly import RUNNERS  # assembly reads this module
+
+        return RUNNERS.build(
+            self,
+            name=name,
             fallbacks=fallbacks,
-            static_fallback=self.static_fallback,
+            reload_credentials=reload_credentials,
+            client=client,
         )
 
     def generation_params(self) -> dict[str, Any]:

@@ -34,6 +34,17 @@ def client_cache_key(
     return (kind, *parts, tuple(sorted((headers or {}).items())), _fingerprint(secret))
 
 
+def key_fingerprint(cache_key: Hashable) -> str:
+    """The fingerprint of the secret inside a credentials block's `cache_key()`, not hashed again.
+
+    Example:
+        >>> key_fingerprint(client_cache_key("openai", None, "sk-doc")) == _fingerprint("sk-doc")
+        True
+    """
+    assert isinstance(cache_key, tuple), "a credentials block's cache_key() is a tuple"
+    return str(cache_key[-1])
+
+
 def client_options(timeout: openai.Timeout | None, max_connections: int | None) -> dict[str, Any]:
     """Options shared by every client: no SDK retries, split timeouts, a sized pool."""
     options: dict[str, Any] = {"max_retries": 0}

@@ -45,7 +45,6 @@ from prefect_openai_chat.chat.response import (
 )
 from prefect_openai_chat.chat.settings import ChatSettings
 from prefect_openai_chat.errors import (
-    TASK_DELAY_MARK,
     AttemptTimeoutError,
     CallTimeoutError,
     ContentFilteredError,
@@ -176,9 +175,7 @@ class ChatRunner:
             return await self._complete(messages, stream, on_delta, overrides)
         except Exception as exc:
             redact_exception(exc)
-            policy = self.protection.policy
-            mark_for_task_tier(exc, policy)
-            setattr(exc, TASK_DELAY_MARK, policy.task_retry_delay_s)
+            mark_for_task_tier(exc, self.protection.policy)
             raise
         finally:
             if token is not None:

@@ -208,7 +208,7 @@ def drop_null_defaults(schema: type[BaseModel], data: Any) -> Any:
     return out
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=512)  # bounded: the plan refers to nested classes, no weak key
 def _field_plan(schema: type[BaseModel]) -> tuple[tuple[str, bool, type[BaseModel] | None], ...]:
     """Per field: its JSON key, whether a `null` may be dropped, the model nested in it."""
     plan = []

@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import functools
 import inspect
 import json
 import re
@@ -34,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.extraction.class_cache import class_cache
 
 MAX_NESTING = 10
 MAX_PROPERTIES = 5000
@@ -116,7 +116,7 @@ def schema_spec(schema: type[BaseModel]) -> SchemaSpec:
     return _spec(ensure_model(schema))
 
 
-@functools.cache
+@class_cache
 def _spec(model: type[BaseModel]) -> SchemaSpec:
     try:
         original = model.model_json_schema()
@@ -166,12 +166,12 @@ def _fresh_schema(schema: type[BaseModel]) -> dict[str, Any]:
     return fresh
 
 
-@functools.cache
+@class_cache
 def _schema_json(model: type[BaseModel]) -> str:
     return json.dumps(_spec(model).json_schema, ensure_ascii=False)
 
 
-@functools.cache
+@class_cache
 def schema_text(schema: type[BaseModel]) -> str:
     """Pretty JSON of `model_json_schema()`, for the system message in `json_object` mode."""
     return json.dumps(schema_spec(schema).original, indent=2, ensure_ascii=False)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +61,6 @@ from prefect_openai_chat.tasks.batch import (
     share_concurrency,
 )
 from prefect_openai_chat.tasks.extract import extract
-
-# The parameter is called `schema`, as users expect; pydantic warns that the name shadows
-# an attribute of the model Prefect builds to validate flow parameters. That is harmless.
-warnings.filterwarnings("ignore", message='Field name "schema" in "Extract_Records')
 
 
 def _batches(items: Iterator[SourceItem], size: int) -> Iterator[list[SourceItem]]:
@@ -186,7 +181,7 @@ def extract_records(
     total = count_records(source)
     batches_total = None if total is None else max(1, -(-total // batch_size))
     totals = RunTotals()
-    trips_before = events.trips
+    trips = events.count_trips()
     artifacts = RunArtifacts()
     logger = run_logger()
     gate = AdaptiveConcurrency(concurrency, name="extract-records")
@@ -204,7 +199,7 @@ def extract_records(
                 window.submit(batch, label, in_flight=2 + -(-concurrency // batch_size))
         window.drain()
         _check_exactly_once(totals, rows, bad)
-    totals.circuit_trips = events.trips - trips_before
+    totals.circuit_trips = trips.stop()
     totals.count_keys(keys)
     wall = round(time.perf_counter() - started, 3)
     extra = {

@@ -13,9 +13,11 @@ Example:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import inspect
 import json
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -271,15 +273,37 @@ class SourceFlow(Flow[P, R]):
 
     if not TYPE_CHECKING:  # type checkers keep `Flow.__call__`'s precise overloads
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            with _schema_parameter_allowed():
+                super().__init__(*args, **kwargs)
+
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             args, kwargs = materialise_source(self.fn, args, kwargs)
             return super().__call__(*args, **kwargs)
 
+    def validate_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """As `Flow.validate_parameters`, without pydantic's warning about `schema`."""
+        with _schema_parameter_allowed():
+            return super().validate_parameters(parameters)
+
     def with_options(self, **options: Any) -> SourceFlow[P, R]:
         """As `Flow.with_options`, keeping the generator-safe call."""
-        copy = super().with_options(**options)
+        with _schema_parameter_allowed():
+            copy = super().with_options(**options)
         copy.__class__ = type(self)
         return copy  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _schema_parameter_allowed() -> Iterator[None]:
+    """Prefect validates a flow's parameters through a pydantic model it builds when the
+    flow is made and at each call; a parameter called `schema`, as users expect, makes
+    pydantic warn that it shadows an attribute of `BaseModel`. That is harmless here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message='Field name "schema" in ".*" shadows', category=UserWarning
+        )
+        yield
 
 
 def source_flow(**options: Any) -> Callable[[Callable[P, R]], SourceFlow[P, R]]:

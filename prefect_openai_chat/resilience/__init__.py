@@ -38,12 +38,9 @@ from prefect_openai_chat.resilience.policy import (
     RetryPolicy,
     make_retry_condition,
     mark_for_task_tier,
+    task_retry_delay,
 )
-from prefect_openai_chat.resilience.retrying import (
-    RetryEvent,
-    call_with_retries,
-    call_with_retries_sync,
-)
+from prefect_openai_chat.resilience.retrying import RetryEvent, call_with_retries
 from prefect_openai_chat.resilience.waits import (
     parse_retry_after,
     retry_after_of,
@@ -67,7 +64,6 @@ __all__ = [
     "add_circuit_listener",
     "build_verdicts",
     "call_with_retries",
-    "call_with_retries_sync",
     "circuit_key",
     "classify",
     "describe_error",
@@ -82,6 +78,7 @@ __all__ = [
     "read_limits",
     "remove_circuit_listener",
     "retry_after_of",
+    "task_retry_delay",
     "wait_exponential_full_jitter",
     "wait_retry_after",
 ]

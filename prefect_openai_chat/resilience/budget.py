@@ -46,13 +46,11 @@ class RetryBudget:
         min_retries_per_window: int = 10,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not (math.isfinite(ratio) and ratio >= 0.0):
-            raise ValueError(f"ratio must be a share of requests such as 0.2, got {ratio!r}")
         if window_s <= 0:
             raise ValueError(f"window_s must be positive seconds, got {window_s!r}")
         if min_retries_per_window < 0:
             raise ValueError(f"min_retries_per_window must be >= 0, got {min_retries_per_window}")
-        self.ratio = ratio
+        self.set_ratio(ratio)
         self.window_s = window_s
         self.min_retries_per_window = min_retries_per_window
         self._clock = clock
@@ -61,6 +59,12 @@ class RetryBudget:
         self._retries = [0] * _BUCKETS
         self._epoch = math.floor(clock() / self._width)  # bucket number of the newest bucket
         self._lock = threading.Lock()
+
+    def set_ratio(self, ratio: float) -> None:
+        """Allow `ratio` retries per request from now on."""
+        if not (math.isfinite(ratio) and ratio >= 0.0):
+            raise ValueError(f"ratio must be a share of requests such as 0.2, got {ratio!r}")
+        self.ratio = ratio
 
     def _advance(self) -> None:
         """Zero the buckets that slid out of the window since the last call (lock held)."""
@@ -99,14 +103,20 @@ class RetryBudget:
         return {"requests": requests, "retries": retries, "remaining": max(0.0, allowed - retries)}
 
 
-_registry: Registry[RetryBudget] = Registry()
+_registry: Registry[RetryBudget] = Registry("retry budgets")
 
 
 def get_retry_budget(key: str, **settings: Any) -> RetryBudget:
-    """The process-wide budget for `key` (a circuit key) and `settings`, created on first use.
+    """The process-wide budget for `key` (a circuit key), created on first use.
+
+    One endpoint and model has one budget, whatever the blocks that call it; the last
+    `ratio` given is in force (other settings only count when the budget is made).
 
     Example:
-        >>> get_retry_budget("doc-example") is get_retry_budget("doc-example")
+        >>> get_retry_budget("doc-example", ratio=0.5) is get_retry_budget("doc-example")
         True
     """
-    return _registry.get(key, settings, lambda: RetryBudget(**settings))
+    budget = _registry.get(key, lambda: RetryBudget(**settings))
+    if "ratio" in settings and settings["ratio"] != budget.ratio:
+        budget.set_ratio(settings["ratio"])
+    return budget

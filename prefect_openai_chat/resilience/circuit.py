@@ -93,19 +93,23 @@ class Permit:
     token: str | None = None
 
 
-_listeners: list[Callable[[CircuitEvent], None]] = []
+_listeners: tuple[Callable[[CircuitEvent], None], ...] = ()  # replaced, never changed in place
+_listeners_lock = threading.Lock()
 
 
 def add_circuit_listener(fn: Callable[[CircuitEvent], None]) -> None:
     """Call `fn` on every state change of every guard in this process (idempotent)."""
-    if fn not in _listeners:
-        _listeners.append(fn)
+    global _listeners
+    with _listeners_lock:
+        if fn not in _listeners:
+            _listeners = (*_listeners, fn)
 
 
 def remove_circuit_listener(fn: Callable[[CircuitEvent], None]) -> None:
     """Stop calling `fn`; unknown listeners are ignored."""
-    if fn in _listeners:
-        _listeners.remove(fn)
+    global _listeners
+    with _listeners_lock:
+        _listeners = tuple(known for known in _listeners if known != fn)
 
 
 def _emit(event: CircuitEvent) -> None:
@@ -117,7 +121,7 @@ def _emit(event: CircuitEvent) -> None:
         " (observed)" if event.observed else "",
         event.last_error or "none",
     )
-    for fn in list(_listeners):
+    for fn in _listeners:  # a snapshot: the tuple is replaced, never changed
         try:
             fn(event)
         except Exception:  # a listener must never break a call
@@ -271,6 +275,27 @@ class CircuitGuard:
         """The attempt failed with a client error (or was cancelled): no count, no reset."""
         self._release(permit)
 
+    def configure(
+        self,
+        fail_max: int | None = None,
+        reset_timeout_s: float | None = None,
+        success_threshold: int | None = None,
+    ) -> None:
+        """Change the thresholds in place (None keeps one); the state stays as it is."""
+        if fail_max is not None and fail_max != self.fail_max:
+            if fail_max < 1:
+                raise ValueError("fail_max must be at least 1")
+            self.fail_max = self.breaker.fail_max = fail_max
+        if reset_timeout_s is not None and float(reset_timeout_s) != self.reset_timeout_s:
+            if reset_timeout_s < 0:
+                raise ValueError(f"reset_timeout_s must be >= 0 seconds, got {reset_timeout_s!r}")
+            self.reset_timeout_s = float(reset_timeout_s)
+            self.breaker.reset_timeout = reset_timeout_s
+        if success_threshold is not None and success_threshold != self.success_threshold:
+            if success_threshold < 1:
+                raise ValueError("success_threshold must be at least 1")
+            self.success_threshold = self.breaker.success_threshold = success_threshold
+
     def reset(self) -> None:
         """Close the circuit and clear its counters (for operators and tests)."""
         with self._lock:
@@ -327,14 +352,22 @@ def circuit_key(base_url: str, model: str) -> str:
     return f"{clean}|{model}"
 
 
-_registry: Registry[CircuitGuard] = Registry()
+_registry: Registry[CircuitGuard] = Registry("circuit guards")
+_TUNABLE = ("fail_max", "reset_timeout_s", "success_threshold")
 
 
 def get_circuit_guard(key: str, **settings: Any) -> CircuitGuard:
-    """The process-wide guard for `key` and `settings`, created on first use.
+    """The process-wide guard for `key` (and the Redis it shares through), made on first use.
+
+    One endpoint and model has one guard, whatever the blocks that call it: their
+    `fail_max`, `reset_timeout_s` and `success_threshold` are applied to it, the last
+    ones given in force (other settings only count when the guard is made).
 
     Example:
-        >>> get_circuit_guard("doc|model") is get_circuit_guard("doc|model")
+        >>> get_circuit_guard("doc|model", fail_max=3) is get_circuit_guard("doc|model")
         True
     """
-    return _registry.get(key, settings, lambda: CircuitGuard(key, **settings))
+    slot = (key, settings.get("redis_url"), settings.get("redis_prefix"))
+    guard = _registry.get(slot, lambda: CircuitGuard(key, **settings))
+    guard.configure(**{name: settings[name] for name in _TUNABLE if name in settings})
+    return guard

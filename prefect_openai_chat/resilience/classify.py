@@ -35,7 +35,6 @@ from prefect_openai_chat.errors import (
     MissingFallbackError,
     RateLimitPatienceError,
     StaticFallbackError,
-    StreamErrorEvent,
 )
 
 
@@ -151,8 +150,6 @@ def error_row(exc: BaseException) -> str:
         return "content_filter"
     if isinstance(exc, CallTimeoutError):
         return "call_timeout"
-    if isinstance(exc, StreamErrorEvent):
-        return _stream_error_row(exc.code, exc.type)
     if isinstance(exc, IncompleteStreamError):
         return "stream_interrupted"
     # openai errors.

@@ -417,7 +417,7 @@ class Limiter(Protocol):
     def describe(self) -> str: ...
 
 
-_registry: Registry[Limiter] = Registry()
+_registry: Registry[Limiter] = Registry("rate limiters")
 
 
 def get_rate_limiter(
@@ -441,6 +441,6 @@ def get_rate_limiter(
             return SharedRateLimiter(key, redis_url, rpm, tpm)
         return RateLimiter(rpm, tpm)
 
-    limiter = _registry.get(key, {"redis_url": redis_url}, build)
+    limiter = _registry.get((key, redis_url), build)
     limiter.set_caps(rpm, tpm)
     return limiter

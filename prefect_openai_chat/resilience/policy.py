@@ -4,8 +4,9 @@
 three questions: what to do about an error (`classify`), how long to wait before
 the next in-call attempt (`wait`), and how many HTTP attempts one logical call
 can make at most across both tiers (`max_total_attempts`).
-`make_retry_condition` turns the policy into the plain function Prefect wants as
-a task's `retry_condition_fn`.
+`task_retry_delay` is the task tier's one decision (run again? after how long?);
+`make_retry_condition` adapts it to the plain function Prefect wants as a task's
+`retry_condition_fn`, and `extract_batch` adapts it to the rounds of a record.
 
 Example:
     >>> from prefect_openai_chat.resilience.policy import RetryPolicy
@@ -44,7 +45,8 @@ class RetryPolicy(BaseModel):
         backoff_cap: Largest backoff window, in seconds.
         retry_after_cap: Longest server-requested Retry-After honoured, in seconds.
         task_retries: Prefect task re-runs for errors that outlast the in-call tier.
-        task_retry_delay_s: Seconds Prefect waits before re-running the task.
+        task_retry_delay_s: Seconds the task tier waits before running the task again (the
+            block's `circuit_reset_timeout_s`: the time an open circuit takes to probe).
         rate_limit_patience_s: The longest one call waits out 429 rate_limit_exceeded
             answers, from the first; they count neither against `max_attempts` nor the budget.
         outage_patience_s: How long, from when a circuit opened, calls wait for its half-open
@@ -105,29 +107,60 @@ TASK_TIER_MARK = "_prefect_openai_chat_task_tier"
 
 
 def mark_for_task_tier(exc: BaseException, policy: RetryPolicy) -> None:
-    """Record on `exc` what `policy` says about re-running the task for it.
+    """Record on `exc` what `policy` says about running the task again for it.
 
-    The generated retry condition reads the mark, so one plain function honours the
-    policy of whichever `ChatModel` raised: whether to retry, and how many times.
+    `task_retry_delay` reads the mark, so the task tier honours the policy of whichever
+    `ChatModel` raised: whether to run again, how many times, and after how long.
 
     Example:
         >>> error = TimeoutError("stalled")
         >>> mark_for_task_tier(error, RetryPolicy(task_retries=1))
         >>> getattr(error, TASK_TIER_MARK)
-        (True, 1)
+        (True, 1, 30.0)
     """
-    setattr(exc, TASK_TIER_MARK, (policy.classify(exc).task_retry, policy.task_retries))
+    mark = (policy.classify(exc).task_retry, policy.task_retries, policy.task_retry_delay_s)
+    setattr(exc, TASK_TIER_MARK, mark)
 
 
-def make_retry_condition(policy: RetryPolicy) -> Callable[[Any, Any, Any], ConditionResult]:
-    """A plain function for a Prefect task's `retry_condition_fn`, derived from `policy`.
+def task_retry_delay(outcome: object, runs: int, policy: RetryPolicy) -> float | None:
+    """The task tier's one decision: after `runs` runs, the last failing with `outcome`,
+    the seconds to wait before running again, or None for no further run.
+
+    An error marked by `mark_for_task_tier` is decided by the marking policy; any other
+    by `policy`. Prefect's `retry_condition_fn` (`make_retry_condition`) and the rounds
+    of a record inside `extract_batch` are both adapters of this function.
+
+    Example:
+        >>> policy = RetryPolicy(task_retries=1, task_retry_delay_s=5)
+        >>> [task_retry_delay(TimeoutError(), runs, policy) for runs in (1, 2)]
+        [5.0, None]
+        >>> task_retry_delay(ValueError("bad input"), 1, policy) is None
+        True
+    """
+    if not isinstance(outcome, BaseException):
+        return None
+    mark = getattr(outcome, TASK_TIER_MARK, None)
+    if mark is None:
+        retry, limit, delay = (
+            policy.classify(outcome).task_retry,
+            policy.task_retries,
+            policy.task_retry_delay_s,
+        )
+    else:
+        retry, limit, delay = mark
+    return float(delay) if retry and runs <= limit else None
+
+
+def make_retry_condition(
+    policy: RetryPolicy, on_retry: Callable[[float], None] | None = None
+) -> Callable[[Any, Any, Any], ConditionResult]:
+    """A plain function for a Prefect task's `retry_condition_fn`: `task_retry_delay`.
 
     Prefect calls it with `(task, task_run, state)`. It takes the exception from the
-    failed state (`state.data`, else `state.result(raise_on_failure=False)`) and
-    answers the policy's `task_retry`; an error marked by `mark_for_task_tier` answers
-    with the mark instead, bounded by the marking policy's `task_retries`. In an async
-    task Prefect's `state.result` is a coroutine; the condition then returns an
-    awaitable, which Prefect awaits.
+    failed state (`state.data`, else `state.result(raise_on_failure=False)`) and the
+    task run's `run_count`, and answers whether `task_retry_delay` gives a delay;
+    `on_retry` receives that delay. In an async task Prefect's `state.result` is a
+    coroutine; the condition then returns an awaitable, which Prefect awaits.
 
     Example:
         >>> class FailedState:
@@ -138,13 +171,10 @@ def make_retry_condition(policy: RetryPolicy) -> Callable[[Any, Any, Any], Condi
     """
 
     def decide(outcome: object, task_run: Any) -> bool:
-        if not isinstance(outcome, BaseException):
-            return False
-        marked = getattr(outcome, TASK_TIER_MARK, None)
-        if marked is None:
-            return policy.classify(outcome).task_retry
-        allowed, task_retries = marked
-        return bool(allowed) and getattr(task_run, "run_count", 0) <= task_retries
+        delay = task_retry_delay(outcome, getattr(task_run, "run_count", 0), policy)
+        if delay is not None and on_retry is not None:
+            on_retry(delay)
+        return delay is not None
 
     async def decide_later(pending: Awaitable[object], task_run: Any) -> bool:
         return decide(await pending, task_run)

@@ -194,7 +194,7 @@ def _said(exc: BaseException) -> str:
 
 
 class _Loop:
-    """What happens after a failed attempt: shared by the async and the sync runner."""
+    """The state of one call's attempts, and what happens after a failed one."""
 
     def __init__(
         self,
@@ -398,41 +398,6 @@ async def call_with_retries(
             seconds = loop.delay(exc, verdict)
             if seconds > 0:
                 await sleep(seconds)
-            continue
-        loop.success(permit)
-        return result, loop.sent
-
-
-def call_with_retries_sync(
-    attempt: Callable[[int], T],
-    *,
-    policy: RetryPolicy,
-    key: str,
-    guard: CircuitGuard | None = None,
-    budget: RetryBudget | None = None,
-    sleep: Callable[[float], Any] = time.sleep,
-    on_retry: Callable[[RetryEvent], None] | None = None,
-    reload_credentials: Callable[[], bool] | None = None,
-) -> tuple[T, int]:
-    """The sync twin of `call_with_retries` (no limiter, gate or waiting for a probe).
-
-    Example:
-        >>> call_with_retries_sync(lambda n: n * 10, policy=RetryPolicy(), key="k")
-        (10, 1)
-    """
-    loop = _Loop(policy, key, guard, budget, None, on_retry, outage_patience_s=0.0)
-    while True:
-        permit = loop.permit()
-        try:
-            result = attempt(loop.sent)
-        except BaseException as exc:
-            verdict = loop.failure(permit, exc)
-            if verdict.action is Action.RELOAD_CREDENTIALS:
-                loop.reloaded = True
-                if reload_credentials is None or not reload_credentials():
-                    loop._reject_credentials(exc)
-                continue
-            sleep(loop.delay(exc, verdict))
             continue
         loop.success(permit)
         return result, loop.sent

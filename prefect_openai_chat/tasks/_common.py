@@ -1,4 +1,7 @@
-"""What every task shares: resolving the `ChatModel`, run names, the one log line."""
+"""What every task shares: the task tier's Prefect options, run names, the one log line.
+
+Runners come from `blocks/assembly.py` (`RUNNERS.assemble`).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,12 @@ import logging
 import threading
 from typing import Any, SupportsIndex, overload
 
-from prefect.exceptions import MissingContextError, ObjectNotFound
+from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
 from prefect_openai_chat.blocks import ChatModel
+from prefect_openai_chat.blocks.assembly import RUNNERS
 from prefect_openai_chat.chat import ChatRunner
-from prefect_openai_chat.errors import TASK_DELAY_MARK, InvalidInputError, MissingFallbackError
 from prefect_openai_chat.resilience import RetryPolicy, make_retry_condition
 from prefect_openai_chat.resilience.policy import MAX_TASK_RETRIES
 from prefect_openai_chat.results import ChatResult
@@ -20,21 +23,20 @@ from prefect_openai_chat.tasks.events import install_circuit_events
 
 _counter = itertools.count(1)
 
-# The task tier. Prefect's `retries` is only the ceiling: the condition, a plain function
-# generated from the policy, re-runs a task only for errors that outlast the in-call tier
-# and only as often as the raising ChatModel's own `task_retries` allows.
+# The task tier. Prefect's `retries` is only the ceiling: the condition, the policy's
+# `task_retry_delay` adapted to Prefect, re-runs a task only for errors that outlast the
+# in-call tier and only as often as the raising ChatModel's own `task_retries` allows.
 TASK_RETRY_CEILING = MAX_TASK_RETRIES
-_policy_condition = make_retry_condition(RetryPolicy())
-_decided = threading.local()  # the delay the condition just read from the raising block
+_decided = threading.local()  # the delay the condition just decided, for BlockRetryDelay
 
 
 class BlockRetryDelay(list[float]):
     """Prefect's `retry_delay_seconds` that follows the raising `ChatModel`.
 
     Prefect reads the delay right after calling the retry condition, in the same thread;
-    the condition records the delay the failed call's block asked for (its
+    the condition records the delay the task tier decided (the failed call's block's
     `circuit_reset_timeout_s`, marked on the exception by the runner), and this list
-    answers it. Without a mark it answers the default policy's delay. A task given
+    answers it. Without one it answers the default policy's delay. A task given
     `.with_options(retry_delay_seconds=...)` uses that fixed delay instead.
     """
 
@@ -54,12 +56,11 @@ class BlockRetryDelay(list[float]):
         return self.default if delay is None else float(delay)
 
 
-def retry_condition(task: Any, task_run: Any, state: Any) -> Any:
-    """The task tier's `retry_condition_fn`: the policy's answer, and the block's delay."""
-    data = getattr(state, "data", None)
-    _decided.delay = getattr(data, TASK_DELAY_MARK, None)
-    return _policy_condition(task, task_run, state)
+def _remember_delay(delay: float) -> None:
+    _decided.delay = delay
 
+
+retry_condition = make_retry_condition(RetryPolicy(), on_retry=_remember_delay)
 
 TASK_TIER: dict[str, Any] = {
     "retries": TASK_RETRY_CEILING,
@@ -68,76 +69,10 @@ TASK_TIER: dict[str, Any] = {
 }
 
 
-async def resolve_chat_model(chat_model: ChatModel | str) -> ChatModel:
-    """Return the block itself, or load the saved `ChatModel` of that name."""
-    if isinstance(chat_model, ChatModel):
-        return chat_model
-    if not isinstance(chat_model, str) or not chat_model.strip():
-        raise InvalidInputError(
-            f"chat_model must be a ChatModel block or the name of a saved one, got {chat_model!r}"
-        )
-    try:
-        return await ChatModel.aload(chat_model.strip())
-    except (ValueError, ObjectNotFound) as exc:
-        raise InvalidInputError(
-            f"no saved ChatModel block named {chat_model!r}; save one with"
-            " ChatModel(...).save(name) or `prefect-openai-chat setup`, or pass the block itself"
-        ) from exc
-
-
-async def build_runner(chat_model: ChatModel | str) -> tuple[ChatModel, ChatRunner]:
-    """The block and its runner, with its fallbacks and credential reloading.
-
-    A 401 reloads the credentials once: the saved block again (when named), and the
-    environment variable read anew; the call is retried only if the key changed.
-    """
+async def assemble(chat_model: ChatModel | str) -> tuple[ChatModel, ChatRunner]:
+    """The block and its runner, from the one factory; circuit changes become Prefect events."""
     install_circuit_events()
-    model = await resolve_chat_model(chat_model)
-    current = [model]
-    key_in_use = [model.credentials.cache_key()]
-
-    async def reload_credentials() -> bool:
-        fresh = await resolve_chat_model(chat_model) if isinstance(chat_model, str) else model
-        try:
-            fresh_key = fresh.credentials.cache_key()
-        except InvalidInputError:
-            return False
-        changed = fresh_key != key_in_use[0]
-        current[0], key_in_use[0] = fresh, fresh_key
-        return changed
-
-    fallbacks = [SavedFallback(name, model.model) for name in model.fallback_models]
-    cached: list[Any] = [None, None]  # (key, client): one lookup per key, not per attempt
-
-    def client() -> Any:
-        if cached[0] != key_in_use[0]:
-            cached[:] = [key_in_use[0], current[0].get_client(async_client=True)]
-        return cached[1]
-
-    return model, model.runner(
-        fallbacks=fallbacks, reload_credentials=reload_credentials, client=client
-    )
-
-
-class SavedFallback:
-    """Loads the saved `ChatModel` block of a fallback the first time a call needs it."""
-
-    def __init__(self, name: str, primary: str) -> None:
-        self.name, self.primary = name, primary
-        self._runner: ChatRunner | None = None
-
-    async def __call__(self) -> ChatRunner:
-        if self._runner is None:
-            try:
-                model: ChatModel = await ChatModel.aload(self.name)
-            except (ValueError, ObjectNotFound):
-                raise MissingFallbackError(
-                    f"fallback {self.name!r} of the ChatModel for {self.primary!r} is not a saved"
-                    f" ChatModel block; save one with ChatModel(...).save({self.name!r}), or"
-                    " remove it from fallback_models"
-                ) from None
-            self._runner = model.runner(name=self.name)
-        return self._runner
+    return await RUNNERS.assemble(chat_model)
 
 
 def model_label(chat_model: Any) -> str:

@@ -12,13 +12,15 @@ Each record gets its own outcome: a validated value, or the reason it goes to
 quarantine. A finished record is cached as soon as it finishes, on what determines
 it, so a re-run (even after a crash mid-batch) pays only for what is new. Records
 that failed for a reason that outlasts the in-call retries (an open circuit, an
-outage) get the task tier inside the batch: they are tried again after the
-circuit's reset timeout.
+outage) get the task tier inside the batch: the same decision as the tasks'
+`retry_condition_fn` (`resilience.policy.task_retry_delay`), so they are tried again
+after the circuit's reset timeout, at most `task_retries` times.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -36,14 +38,14 @@ from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction import ensure_model, run_extraction, templates
 from prefect_openai_chat.extraction.record_cache import RecordCache
-from prefect_openai_chat.resilience import AdaptiveConcurrency
+from prefect_openai_chat.resilience import AdaptiveConcurrency, task_retry_delay
 from prefect_openai_chat.results import (
     BatchReport,
     Extraction,
     Outcome,
     RecordOutcome,
 )
-from prefect_openai_chat.tasks._common import build_runner, run_logger
+from prefect_openai_chat.tasks._common import assemble, run_logger
 from prefect_openai_chat.tasks.extract import extraction_key, runner_call
 
 Record = Mapping[str, Any] | str
@@ -174,9 +176,8 @@ class _BatchRun:
         on_done: Callable[[], None],
     ) -> None:
         policy = self.runner.protection.policy
-        rounds = policy.task_retries + 1
         spent: list[Extraction[Any]] = []  # earlier rounds were paid for too
-        for round_number in range(rounds):
+        for runs in itertools.count(1):  # the task tier, bounded by `task_retry_delay`
             errors: list[BaseException] = []
             async with self.semaphore:
                 extraction = await run_extraction(
@@ -193,11 +194,11 @@ class _BatchRun:
                     ),
                     on_error="return",
                 )
-            retry = bool(errors) and policy.classify(errors[-1]).task_retry
-            if not retry or round_number == rounds - 1:
+            delay = task_retry_delay(errors[-1] if errors else None, runs, policy)
+            if delay is None:
                 break
             spent.append(extraction)
-            await asyncio.sleep(policy.task_retry_delay_s)
+            await asyncio.sleep(delay)
         outcome = _with_earlier_rounds(
             record_outcome(index, self.key_of(index, record), extraction), spent
         )
@@ -295,7 +296,7 @@ async def _aextract_batch(
     if concurrency < 1:
         raise InvalidInputError(f"concurrency must be at least 1, got {concurrency}")
     model_cls = ensure_model(schema)
-    model, runner = await build_runner(chat_model)
+    model, runner = await assemble(chat_model)
     gate = _gate_for(concurrency_pool, concurrency)
     runner.protection.gate = gate
     spec = BatchSpec(

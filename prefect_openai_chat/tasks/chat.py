@@ -25,7 +25,7 @@ from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat.runner import DeltaCallback
 from prefect_openai_chat.redaction import redact_exception
 from prefect_openai_chat.results import ChatResult
-from prefect_openai_chat.tasks._common import TASK_TIER, build_runner, chat_run_name, log_result
+from prefect_openai_chat.tasks._common import TASK_TIER, assemble, chat_run_name, log_result
 
 _TASK_OPTIONS: dict[str, Any] = {
     "cache_policy": NO_CACHE,
@@ -42,7 +42,7 @@ async def _chat(
     overrides: dict[str, Any],
 ) -> ChatResult:
     try:
-        _, runner = await build_runner(chat_model)
+        _, runner = await assemble(chat_model)
         result = await runner.complete(messages, stream=stream, on_delta=on_delta, **overrides)
     except Exception as exc:
         redact_exception(exc)  # also what fails before the runner's own boundary

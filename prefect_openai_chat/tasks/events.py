@@ -8,6 +8,7 @@ or pause a deployment.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 
@@ -19,7 +20,48 @@ from prefect_openai_chat.resilience import CircuitEvent, add_circuit_listener
 logger = logging.getLogger("prefect_openai_chat.circuit")
 _installed = False
 _lock = threading.Lock()
-trips = 0  # circuits opened in this process (for run summaries)
+
+
+class TripCounter:
+    """Circuits opened by the calls of one run (its context and the tasks that copy it)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+        self._token: contextvars.Token[tuple[TripCounter, ...]] | None = None
+
+    def add(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def stop(self) -> int:
+        """Stop counting (in the context that started it); the count so far."""
+        if self._token is not None:
+            _counting.reset(self._token)
+            self._token = None
+        return self.count
+
+
+# The counters of the runs the current context belongs to (a flow's tasks copy its context).
+_counting: contextvars.ContextVar[tuple[TripCounter, ...]] = contextvars.ContextVar(
+    "prefect_openai_chat_trip_counters", default=()
+)
+
+
+def count_trips() -> TripCounter:
+    """Count the circuits the calls made from this context open, until `stop()`.
+
+    Two flows in one process count apart; tasks on other processes (a process pool,
+    Dask) are not seen.
+
+    Example:
+        >>> counter = count_trips()
+        >>> counter.stop()
+        0
+    """
+    counter = TripCounter()
+    counter._token = _counting.set((*_counting.get(), counter))
+    return counter
 
 
 def event_name(event: CircuitEvent) -> str:
@@ -32,12 +74,12 @@ def on_circuit_event(event: CircuitEvent) -> None:
 
     The change is logged once, by `resilience.circuit`, not here again.
     """
-    global trips
     last_error = redact_text(event.last_error) if event.last_error else None  # maybe from Redis
     if event.observed:
         return  # another process made the change and emitted the event
     if event.name == "opened":
-        trips += 1
+        for counter in _counting.get():  # the listener runs in the context of the failing call
+            counter.add()
     try:
         emit_event(
             event=event_name(event),

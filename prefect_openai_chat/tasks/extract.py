@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from prefect_openai_chat._sync import run_sync, sync_twin
 from prefect_openai_chat.blocks import ChatModel
+from prefect_openai_chat.blocks.assembly import resolve_chat_model
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import StaticFallbackError
 from prefect_openai_chat.extraction import (
@@ -40,9 +41,8 @@ from prefect_openai_chat.redaction import redact_exception
 from prefect_openai_chat.results import ChatResult, Extraction
 from prefect_openai_chat.tasks._common import (
     TASK_TIER,
-    build_runner,
+    assemble,
     model_label,
-    resolve_chat_model,
     run_logger,
 )
 
@@ -143,7 +143,7 @@ async def _aextract(
     """
     model_cls = ensure_model(schema)
     try:
-        _, runner = await build_runner(chat_model)
+        _, runner = await assemble(chat_model)
         result = await run_extraction(
             runner_call(runner),
             model_cls,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import openai
 import pytest
@@ -94,24 +93,24 @@ def test_azure_without_any_secret_is_a_clear_error(monkeypatch: pytest.MonkeyPat
         credentials.get_client()
 
 
-def test_clients_are_cached_per_thread_and_per_loop() -> None:
+def test_async_clients_are_cached_per_loop_and_closed_with_it() -> None:
     model = ChatModel(
         credentials=OpenAICredentials(api_key=SECRET, base_url="http://127.0.0.1:9/v1")
     )
-    assert model.get_client() is model.get_client()
-    other: list[object] = []
-    thread = threading.Thread(target=lambda: other.append(model.get_client()))
-    thread.start()
-    thread.join()
-    assert other[0] is not model.get_client()
+    assert model.get_client() is not model.get_client()  # sync: a new client to keep
 
-    async def twice() -> tuple[object, object]:
-        return model.get_client(async_client=True), model.get_client(async_client=True)
+    async def twice() -> tuple[openai.AsyncOpenAI, openai.AsyncOpenAI]:
+        return _async_pair(model)
 
     first_a, first_b = asyncio.run(twice())
     second_a, _ = asyncio.run(twice())
     assert first_a is first_b
     assert first_a is not second_a  # a new event loop gets its own client
+    assert first_a.is_closed() and second_a.is_closed()  # asyncio.run shut their loops down
+
+
+def _async_pair(model: ChatModel) -> tuple[openai.AsyncOpenAI, openai.AsyncOpenAI]:
+    return model.get_client(async_client=True), model.get_client(async_client=True)  # type: ignore[return-value]
 
 
 def test_floating_alias_warns_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -72,5 +72,6 @@ def test_thread_safe_never_grants_more_than_allowed(clock: FakeClock) -> None:
 def test_registry_returns_one_budget_per_key() -> None:
     a = get_retry_budget("budget-registry-test", ratio=0.5)
     assert get_retry_budget("budget-registry-test", ratio=0.5) is a and a.ratio == 0.5
-    assert get_retry_budget("budget-registry-test", ratio=0.1) is not a  # other settings
+    assert get_retry_budget("budget-registry-test", ratio=0.1) is a  # one per key
+    assert a.ratio == 0.1  # the last ratio given is in force
     assert get_retry_budget("budget-registry-test-2") is not a

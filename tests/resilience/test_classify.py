@@ -16,7 +16,6 @@ from prefect_openai_chat.errors import (
     InsufficientQuotaError,
     MalformedResponseError,
     MissingFallbackError,
-    StreamErrorEvent,
 )
 from prefect_openai_chat.resilience import Action, Verdict, build_verdicts, classify, error_row
 
@@ -47,10 +46,6 @@ TABLE = [
     (status_error(504, api_error(None)), ("5xx", R, True, True, False)),
     (status_error(529, api_error(None)), ("5xx", R, True, True, False)),
     (IncompleteStreamError("no [DONE]"), ("stream_interrupted", R, True, True, False)),
-    (
-        StreamErrorEvent("server_error mid-stream", code="server_error"),
-        ("stream_interrupted", R, True, True, False),
-    ),
     (
         status_error(400, api_error("context_length_exceeded", "This model's maximum...")),
         ("context_length_exceeded", C, False, False, False),
@@ -149,6 +144,5 @@ def test_mid_stream_error_events_from_the_sdk() -> None:
     assert error_row(event) == "stream_interrupted" and classify(event).outage
     quota = openai.APIError("x", request, body={"code": "insufficient_quota", "type": None})
     assert error_row(quota) == "insufficient_quota"
-    assert error_row(StreamErrorEvent("x", code="insufficient_quota")) == "insufficient_quota"
     validation = openai.APIResponseValidationError(httpx2.Response(200, request=request), body=None)
     assert error_row(validation) == "unknown"

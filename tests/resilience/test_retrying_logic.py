@@ -25,7 +25,6 @@ from prefect_openai_chat.resilience import (
     RetryEvent,
     RetryPolicy,
     call_with_retries,
-    call_with_retries_sync,
 )
 
 # outage_patience_s=0: an open circuit fails at once (waiting is tested on its own)
@@ -185,20 +184,6 @@ async def test_rate_limit_throttles_every_caller(
         attempt, policy=POLICY, key="k", limiter=limiter, sleep=recording_sleep
     ) == ("ok", 2)
     assert limiter.paused_for == pytest.approx(3.0)  # other callers wait too
-
-
-def test_sync_twin(clock: FakeClock) -> None:
-    delays: list[float] = []
-    seen: list[int] = []
-
-    def attempt(n: int) -> str:
-        seen.append(n)
-        if n < 3:
-            raise status_error(429, api_error("rate_limit_exceeded"), {"retry-after-ms": "1200"})
-        return "ok"
-
-    assert call_with_retries_sync(attempt, policy=POLICY, key="k", sleep=delays.append) == ("ok", 3)
-    assert delays == [1.2, 1.2]
 
 
 def _rate_limited(remaining: str) -> BaseException:

@@ -21,6 +21,7 @@ from prefect.testing.fixtures import AssertingEventsClient, asserting_events_wor
 from resilience_support import MESSAGES, clear_resilience, sim_model
 
 from prefect_openai_chat import ChatResult, achat_completion, chat_completion
+from prefect_openai_chat.blocks.assembly import RUNNERS
 from prefect_openai_chat.errors import CircuitOpenError
 from prefect_openai_chat.resilience import circuit_key
 from prefect_openai_chat.simulator import Simulator
@@ -81,8 +82,8 @@ def test_opens_after_n_outage_errors_then_fails_fast(
     assert f"(at {wall})" in str(error)
     assert "unix" not in str(error)
     assert "InternalServerError 503" in (error.last_error or "")
-    assert model.protection(key).guard is not None
-    assert model.protection(key).guard.state == "open"
+    assert RUNNERS.protection(model, key).guard is not None
+    assert RUNNERS.protection(model, key).guard.state == "open"
 
     (opened,) = circuit_events(asserting_events_worker)
     assert opened.event == "prefect-openai-chat.circuit.opened"
@@ -122,7 +123,7 @@ def test_client_errors_neither_open_nor_reset_the_streak(sim: Simulator) -> None
         return outcomes
 
     outcomes = mixed()
-    guard = model.protection(key).guard
+    guard = RUNNERS.protection(model, key).guard
     assert guard is not None and guard.state == "open"
     # 2 outage errors, then 400s in between: the 3rd outage error (5th call) opened it.
     assert isinstance(outcomes[3], openai.InternalServerError)
@@ -173,7 +174,7 @@ def test_half_open_lets_one_probe_through_and_closes(
     assert len(answered) == 1 and len(refused) == 49
     assert all(isinstance(r, ChatResult) for r in out["after"])
     assert sim.stats().requests == 2 + 1 + 5
-    guard = model.protection(key).guard
+    guard = RUNNERS.protection(model, key).guard
     assert guard is not None and guard.state == "closed"
     names = [e.event.rsplit(".", 1)[1] for e in circuit_events(asserting_events_worker)]
     assert names == ["opened", "half-opened", "closed"]

@@ -23,11 +23,11 @@ from resilience_support import (
 )
 
 from prefect_openai_chat import ChatModel, ChatResult, chat_completion, count_message_tokens
+from prefect_openai_chat.blocks.assembly import RUNNERS
 from prefect_openai_chat.chat.context import SUMMARY_PROMPT
 from prefect_openai_chat.errors import ContextWindowExceededError, CredentialsRejectedError
 from prefect_openai_chat.resilience import RateLimiter, get_rate_limiter
 from prefect_openai_chat.simulator import Simulator
-from prefect_openai_chat.tasks._common import build_runner
 from prefect_openai_chat.tokens.context import fit_messages
 
 SYNC_CHAT = chat_completion.with_options(retry_delay_seconds=0)
@@ -317,7 +317,7 @@ def test_401_reloads_the_block_saved_anew_once(up: Simulator) -> None:
     @flow
     async def rotations() -> tuple[Any, Any]:
         # Rotated to another wrong key while the task ran: 401, reload (changed), 401, fail.
-        _, runner = await build_runner(name)  # what the task does when it starts
+        _, runner = await RUNNERS.assemble(name)  # what the task does when it starts
         await fast_model(up.base_url, "sk-still-wrong-4444").asave(name, overwrite=True)
         try:
             await runner.complete(MESSAGES)
@@ -325,7 +325,7 @@ def test_401_reloads_the_block_saved_anew_once(up: Simulator) -> None:
             rejected = exc
         requests = up.stats().by_status.copy()
         # Rotated to the right key: 401, reload (changed), 200.
-        _, runner = await build_runner(name)
+        _, runner = await RUNNERS.assemble(name)
         await fast_model(up.base_url, up.api_key).asave(name, overwrite=True)
         return (rejected, requests), await runner.complete(MESSAGES)
 
@@ -346,7 +346,7 @@ def test_401_reload_reads_a_rotated_environment_variable(
 
     @flow
     async def rotated() -> tuple[list[bool], Any, ChatResult]:
-        _, runner = await build_runner(model)
+        _, runner = await RUNNERS.assemble(model)
         reload = runner.protection.reload_credentials
         assert reload is not None
         try:

@@ -38,6 +38,7 @@ from prefect_openai_chat import (
     chat_completion,
     stream_chat_completion,
 )
+from prefect_openai_chat.blocks.assembly import RUNNERS
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import (
     CircuitOpenError,
@@ -204,7 +205,7 @@ async def _sleeps_through_429s(sim: Simulator, model: ChatModel) -> RecordingSle
     runner = ChatRunner(
         settings,
         lambda: client,
-        protection=model.protection(circuit_key(settings.base_url, settings.model)),
+        protection=RUNNERS.protection(model, circuit_key(settings.base_url, settings.model)),
         sleep=sleep,
         clock=clock,
     )

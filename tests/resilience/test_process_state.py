@@ -1,0 +1,91 @@
+"""Process-wide state: bounded registries, one object per endpoint, one reset for all."""
+
+from __future__ import annotations
+
+import threading
+
+from prefect_openai_chat import reset_process_state
+from prefect_openai_chat.resilience import get_circuit_guard, get_rate_limiter, get_retry_budget
+from prefect_openai_chat.resilience.circuit import (
+    CircuitEvent,
+    _emit,
+    add_circuit_listener,
+    remove_circuit_listener,
+)
+from prefect_openai_chat.resilience.registry import Registry
+
+
+def test_a_registry_keeps_the_most_recently_used_keys_only() -> None:
+    registry: Registry[list[int]] = Registry("test", size=3)
+    first = registry.get("a", list)
+    for key in "bcd":
+        registry.get(key, list)
+    assert len(registry) == 3
+    assert registry.get("a", list) is not first  # pushed out by b, c, d: made afresh
+    assert registry.get("d", list) is registry.get("d", list)
+
+
+def test_a_registry_makes_one_object_per_key_across_threads() -> None:
+    registry: Registry[object] = Registry("threads")
+    barrier = threading.Barrier(16)
+    seen: list[object] = []
+
+    def take() -> None:
+        barrier.wait()
+        seen.append(registry.get("one", object))
+
+    threads = [threading.Thread(target=take) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(item) for item in seen}) == 1
+
+
+def test_blocks_with_other_settings_share_the_endpoints_guard_budget_and_limiter() -> None:
+    key = "http://process-state.test/v1|m"
+    guard = get_circuit_guard(key, fail_max=5, reset_timeout_s=30.0)
+    budget = get_retry_budget(key, ratio=0.2)
+    limiter = get_rate_limiter(key + "|acct", rpm=100)
+    assert get_circuit_guard(key, fail_max=2, reset_timeout_s=5.0) is guard
+    assert (guard.fail_max, guard.reset_timeout_s) == (2, 5.0)
+    assert get_retry_budget(key, ratio=0.5) is budget and budget.ratio == 0.5
+    assert get_rate_limiter(key + "|acct", rpm=50) is limiter
+
+
+def test_reset_process_state_forgets_every_guard_budget_and_limiter() -> None:
+    key = "http://process-state-reset.test/v1|m"
+    guard, budget = get_circuit_guard(key), get_retry_budget(key)
+    limiter = get_rate_limiter(key)
+    reset_process_state()
+    assert get_circuit_guard(key) is not guard
+    assert get_retry_budget(key) is not budget
+    assert get_rate_limiter(key) is not limiter
+
+
+def test_listeners_added_and_removed_while_events_are_emitted() -> None:
+    """Adding and removing listeners from many threads while events fire loses none."""
+    event = CircuitEvent("closed", "listener-test|m", None, 0.0)
+    kept: list[CircuitEvent] = []
+
+    def keep(e: CircuitEvent) -> None:
+        kept.append(e)
+
+    def churn(n: int) -> None:
+        def mine(e: CircuitEvent) -> None: ...
+
+        for _ in range(200):
+            add_circuit_listener(mine)
+            _emit(event)
+            remove_circuit_listener(mine)
+
+    add_circuit_listener(keep)
+    try:
+        threads = [threading.Thread(target=churn, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        remove_circuit_listener(keep)
+    assert len(kept) == 8 * 200  # `keep` saw every event, whatever the others did
