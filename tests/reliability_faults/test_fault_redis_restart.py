@@ -114,10 +114,13 @@ def test_a_run_survives_redis_going_away_and_coming_back(
 
     # Warned on the way out and on the way back, for the limiter and the circuit.
     said = [r.getMessage() for r in caplog.records]
-    assert any("rate limiter" in m and "does not answer" in m for m in said), said
-    assert any("rate limiter" in m and "answers again" in m for m in said), said
     assert any("keeps its state in this process" in m for m in said), said
     assert any("shares its state again" in m for m in said), said
+    went = [m for m in said if "rate limiter" in m and "does not answer" in m]
+    back = [m for m in said if "rate limiter" in m and "answers again" in m]
+    if how == "killed":  # a frozen Redis may be waited out by the calls that were waiting
+        assert went, said
+    assert len(back) == len(went) <= 2, said  # one rejoin per time away, no flapping
 
     # The rate stayed within the limit: the shared buckets paced it, the local share too.
     too_many = stats.by_status.get(429, 0)

@@ -174,16 +174,19 @@ def test_the_runs_did_what_the_scan_relies_on(traces: Traces) -> None:
 
 
 def test_no_log_line_of_any_logger_holds_the_key(traces: Traces) -> None:
+    print(f"leak scan: {len(traces.logs)} log lines")
     assert found_in({"log": "\n".join(traces.logs)}, NEEDLES) == []
 
 
 def test_no_result_or_exception_holds_the_key(traces: Traces) -> None:
+    print(f"leak scan: {len(traces.said)} results and exceptions")
     assert found_in(traces.said, NEEDLES) == []
 
 
 def test_no_file_written_holds_the_key(traces: Traces) -> None:
     """Task results, outputs, quarantines, record caches, the demo's folder."""
     texts = file_texts(traces.folder)
+    print(f"leak scan: {len(texts)} files, {sum(map(len, texts.values()))} bytes")
     assert any("results" in path for path in texts)  # task results were persisted
     assert any(path.endswith("records-cache.sqlite") for path in texts)
     assert found_in(texts, NEEDLES) == []
@@ -192,6 +195,7 @@ def test_no_file_written_holds_the_key(traces: Traces) -> None:
 def test_nothing_the_prefect_api_stored_holds_the_key(traces: Traces) -> None:
     """Flow and task runs (parameters, states, cache keys), logs, artifacts, events, blocks."""
     texts = api_texts()
+    print(f"leak scan: {len(texts)} API texts, {sum(map(len, texts.values()))} characters")
     everything = "".join(texts.values())
     assert '"chat_model":{"credentials":{"api_key":"**********"' in everything  # stored, masked
     assert "prefect.flow-run.Completed" in texts["events"]
