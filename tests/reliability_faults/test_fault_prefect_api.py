@@ -38,6 +38,7 @@ from prefect_openai_chat.simulator import Simulator
 RECORDS = 200
 FROZEN_AFTER, FROZEN_FOR_S = 30, 8.0  # simulator requests before the freeze; its length
 REPO = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT_S = max(SERVER_STARTUP_TIMEOUT_S, 180.0)  # 2 cores shared by a whole suite
 
 FLOW = """
 import json, sys
@@ -89,7 +90,7 @@ class OwnServer:
                 command, cwd=self.info.home, env=self.info.env, stdin=subprocess.DEVNULL,
                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-        wait_healthy(self.info.url, self.process, self.info.log, SERVER_STARTUP_TIMEOUT_S)
+        wait_healthy(self.info.url, self.process, self.info.log, STARTUP_TIMEOUT_S)
 
     def signal(self, number: int) -> None:
         if self.process is not None:
