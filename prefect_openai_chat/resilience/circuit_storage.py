@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from pybreaker import (
     STATE_CLOSED,
+    STATE_OPEN,
     CircuitBreakerStorage,
     CircuitMemoryStorage,
     CircuitRedisStorage,
@@ -107,6 +108,7 @@ class FailoverStorage(CircuitBreakerStorage):
         self._mem_opened_at_s = 0.0
         self._mem_last_error: str | None = None
         self._mem_probe: tuple[str, float] | None = None
+        self._opened_alone = False  # opened while Redis was away: tell Redis when it is back
         self._ns = f"{prefix}:{key}"
         self._client: Any = None
         self._redis: CircuitRedisStorage | None = None
@@ -147,7 +149,7 @@ class FailoverStorage(CircuitBreakerStorage):
         if was_up:
             logger.warning(
                 "Redis at %s is unreachable (%s); circuit %r keeps its state in this process"
-                " until Redis is back (checking every %.0f s)",
+                " until Redis is back (checking every %g s)",
                 _safe_url(self.redis_url),
                 type(exc).__name__,
                 self.key,
@@ -179,12 +181,46 @@ class FailoverStorage(CircuitBreakerStorage):
             return False
         with self._lock:
             self._down_until = None
+        self.forget_cached()
         logger.info(
             "Redis at %s is reachable again; circuit %r shares its state again",
             _safe_url(self.redis_url),
             self.key,
         )
+        self._share_opened_alone()
         return True
+
+    def _share_opened_alone(self) -> None:
+        """Write to Redis an opening this process saw while Redis was away.
+
+        Without this, the first read after Redis is back (a restarted, empty Redis, or
+        one that other processes kept closed) would close the circuit here and the
+        endpoint would be hammered again until `fail_max` more failures. An open or
+        half-open state in Redis is left alone: it is as cautious, and newer.
+        """
+        if not self._opened_alone or self._memory.state != STATE_OPEN or self._redis is None:
+            return
+        self._opened_alone = False
+        try:
+            if self._redis.state != STATE_CLOSED:
+                return
+            self._client.mset(
+                {
+                    self._k("opened_at_s"): repr(self._mem_opened_at_s),
+                    self._k("last_error"): self._mem_last_error or "",
+                }
+            )
+            opened_at = self._memory.opened_at
+            if opened_at is not None:
+                self._redis.opened_at = opened_at
+            self._redis.state = STATE_OPEN
+        except Exception:
+            return  # Redis went away again: already reported, memory still holds it
+        logger.warning(
+            "circuit %r opened while Redis was away; Redis at %s now says so to every process",
+            self.key,
+            _safe_url(self.redis_url),
+        )
 
     @property
     def backend(self) -> str:
@@ -229,6 +265,8 @@ class FailoverStorage(CircuitBreakerStorage):
     @state.setter
     def state(self, state: str) -> None:
         self._memory.state = state
+        if self._client is not None and not self._use_redis():
+            self._opened_alone = state == STATE_OPEN
         self._pick(lambda r: setattr(r, "state", state), lambda: None)
         self._remember("state", state)
         self._cache.pop("open_info", None)

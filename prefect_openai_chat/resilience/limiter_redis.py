@@ -127,6 +127,7 @@ class SharedRateLimiter:
         self._charge = 0.0
         self._pause = 0.0
         self._down_until: float | None = None
+        self._went_at = 0.0  # when Redis was found away (monotonic)
         self.workers = 1
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
@@ -192,12 +193,14 @@ class SharedRateLimiter:
         tokens = self.local.cost_of(tokens)
         if self._down_until is not None and time.monotonic() < self._down_until:
             return waited + await self.local.acquire(tokens, sleep, probe=False)
+        began = time.monotonic()
         try:
             wait = await self._reserve(tokens)
         except Exception as exc:  # redis.RedisError, OSError, timeouts
             self._went_away(exc)
             return waited + await self.local.acquire(tokens, sleep, probe=False)
-        if self._down_until is not None:
+        # An answer to a reservation sent before Redis was found away says nothing about now.
+        if self._down_until is not None and began >= self._went_at:
             self._down_until = None
             self.local.share = 1.0
             logger.warning("rate limiter %r: Redis answers again; the limit is shared", self.key)
@@ -249,6 +252,7 @@ class SharedRateLimiter:
 
     def _went_away(self, exc: BaseException) -> None:
         if self._down_until is None:
+            self._went_at = time.monotonic()
             self.local.share = 1.0 / self.workers
             logger.warning(
                 "rate limiter %r: Redis at %s does not answer (%s); using a local 1/%d share"
