@@ -105,6 +105,11 @@ class RetryEvent:
     verdict: Verdict
 
 
+# A 429 without Retry-After waits at least half of this, even with `backoff_base_s=0`:
+# retrying at once only asks an empty bucket again (thousands of requests a minute).
+MIN_RATE_LIMIT_WINDOW_S = 0.5
+
+
 class _Pacing:
     """The 429s of one call: how long it has waited, against the policy's patience."""
 
@@ -121,7 +126,8 @@ class _Pacing:
         self.count += 1
         asked = retry_after_of(exc)
         if asked is None:  # no Retry-After: back off with full jitter
-            window = self.policy.backoff_base * 2 ** min(self.count - 1, 6)
+            base = max(self.policy.backoff_base, MIN_RATE_LIMIT_WINDOW_S)  # a bucket must refill
+            window = base * 2 ** min(self.count - 1, 6)
             asked = random.uniform(0.5, 1.0) * min(window, max(self.policy.backoff_cap, 1.0))
         waited = now - self.first
         patience = self.policy.rate_limit_patience_s

@@ -208,3 +208,20 @@ async def test_only_an_empty_bucket_lowers_the_concurrency(
     )
     assert result == ("ok", 2)
     assert gate.limit == level
+
+
+async def test_a_429_without_retry_after_waits_even_with_no_backoff(
+    recording_sleep: RecordingSleep,
+) -> None:
+    """`backoff_base_s=0` must not turn an empty bucket into thousands of requests."""
+    no_backoff = RetryPolicy(max_attempts=4, backoff_base=0.0, backoff_cap=20.0)
+    rate_limited = status_error(429, api_error("rate_limit_exceeded"))  # no Retry-After
+    attempt, seen = failing(rate_limited, rate_limited, rate_limited)
+    assert await call_with_retries(attempt, policy=no_backoff, key="k", sleep=recording_sleep) == (
+        "ok",
+        4,
+    )
+    assert len(seen) == 4
+    pauses = [d for d in recording_sleep.delays if d > 0]
+    assert len(pauses) == 3
+    assert min(pauses) >= 0.25  # half of MIN_RATE_LIMIT_WINDOW_S at the least
