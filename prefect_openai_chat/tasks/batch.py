@@ -53,6 +53,9 @@ Record = Mapping[str, Any] | str
 # Outcomes that the same inputs would reach again; errors (outages) are tried again.
 FINAL_OUTCOMES = frozenset({"ok", "invalid", "truncated", "refused", "content_filter", "budget"})
 RECORDS_PER_SLOT = 4  # records in progress per HTTP slot: enough to keep every slot busy
+# Records claimed in the ledger per HTTP slot, per batch: few enough that workers sharing a
+# ledger over the same input each find records left to claim, enough to keep slots busy.
+CLAIMS_PER_SLOT = 2
 
 _pools: weakref.WeakValueDictionary[str, AdaptiveConcurrency] = weakref.WeakValueDictionary()
 
@@ -111,7 +114,7 @@ class _BatchRun:
         self.runner, self.model, self.spec, self.cache = runner, model, spec, cache
         self.semaphore = asyncio.Semaphore(spec.concurrency * RECORDS_PER_SLOT)
         # Records claimed and not finished: claimed as they start, not all at the outset.
-        self.window = asyncio.Semaphore(spec.concurrency * RECORDS_PER_SLOT)
+        self.window = asyncio.Semaphore(spec.concurrency * CLAIMS_PER_SLOT)
         self.claims = RecordClaims(cache) if cache is not None else None
 
     def key_of(self, index: int, record: Record) -> str:
