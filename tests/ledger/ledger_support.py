@@ -57,11 +57,10 @@ def extract_in_child(env: dict[str, str], job: dict[str, Any], barrier: Any, res
     try:
         os.environ.update(env)
         from model_support import fast_model
+        from prefect import flow
 
         from prefect_openai_chat.examples.tickets import TICKET_PROMPT, SupportTicket
         from prefect_openai_chat.flows import extract_records
-
-        from prefect import flow
 
         chat_model = fast_model(job["base_url"], job["api_key"])
         flow(name="warm-up")(lambda: None)()  # a process's first flow run is slow to start
