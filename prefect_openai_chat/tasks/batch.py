@@ -177,7 +177,7 @@ class _BatchRun:
         assert self.claims is not None
         await self.window.acquire()
         try:
-            if self.claims.try_claim(key):
+            if await self.claims.try_claim(key):
                 return None
         except BaseException:
             self.window.release()
@@ -219,7 +219,7 @@ class _BatchRun:
             try:
                 await self._pay(offset, index, record, text, key, outcomes)
             finally:
-                self.claims.release(key)  # not finished (else completed): others may try
+                await self.claims.release(key)  # not finished (else completed): others may try
                 self.window.release()
         else:
             await self._pay(offset, index, record, text, key, outcomes)
@@ -264,7 +264,7 @@ class _BatchRun:
         )
         outcomes[offset] = outcome
         if self.claims is not None and outcome.outcome in FINAL_OUTCOMES:
-            self.claims.complete(key, outcome.model_dump_json())  # checkpoint it now
+            await self.claims.complete(key, outcome.model_dump_json())  # checkpoint it now
 
 
 def _with_earlier_rounds(outcome: RecordOutcome, spent: list[Extraction[Any]]) -> RecordOutcome:

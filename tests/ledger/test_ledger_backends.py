@@ -126,11 +126,11 @@ def test_a_waiting_worker_gets_the_holders_outcome_without_claiming(
             RecordClaims(ledger, poll_s=0.05) as holder,
             RecordClaims(other, poll_s=0.05) as waiter,
         ):
-            assert holder.try_claim("k") and not waiter.try_claim("k")
+            assert await holder.try_claim("k") and not await waiter.try_claim("k")
             waiting = asyncio.create_task(waiter.wait("k"))
             await asyncio.sleep(0.2)
             assert not waiting.done()
-            holder.complete("k", '{"ok": true}')
+            await holder.complete("k", '{"ok": true}')
             return await asyncio.wait_for(waiting, 5), set(waiter.held)
 
     stored, held = asyncio.run(scenario())
@@ -143,14 +143,14 @@ def test_a_released_record_goes_to_one_waiter_of_the_batch(ledger: Ledger, other
             RecordClaims(ledger, poll_s=0.05) as holder,
             RecordClaims(other, poll_s=0.05) as waiter,
         ):
-            assert holder.try_claim("k")
+            assert await holder.try_claim("k")
             first, second = (asyncio.create_task(waiter.wait("k")) for _ in range(2))
             await asyncio.sleep(0.1)
-            holder.release("k")  # a transient failure: somebody else may try
+            await holder.release("k")  # a transient failure: somebody else may try
             done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
             assert [t.result() for t in done] == [None]  # one of them now holds the claim
             assert waiter.held == {"k"}
-            waiter.complete("k", '{"ok": true}')  # ... and pays: the other gets its outcome
+            await waiter.complete("k", '{"ok": true}')  # ... and pays: the other gets its outcome
             return [await asyncio.wait_for(t, 5) for t in (first, second)]
 
     assert sorted(asyncio.run(scenario()), key=str) == [None, '{"ok": true}']
@@ -159,7 +159,7 @@ def test_a_released_record_goes_to_one_waiter_of_the_batch(ledger: Ledger, other
 def test_leases_are_renewed_while_the_batch_runs(ledger: Ledger, other: Ledger) -> None:
     async def scenario() -> set[str]:
         async with RecordClaims(ledger, lease_s=0.4, renew_every_s=0.1) as holder:
-            assert holder.try_claim("k")
+            assert await holder.try_claim("k")
             await asyncio.sleep(1.0)  # more than two leases: alive only if renewed
             return other.claim_many(["k"], "w2", lease_s=60)
 
@@ -180,7 +180,7 @@ def test_a_dead_workers_record_is_taken_over_after_its_lease(
     async def take_over() -> tuple[str | None, set[str], float]:
         async with RecordClaims(ledger, poll_s=0.05) as claims:
             started = time.monotonic()
-            assert not claims.try_claim("k")  # the dead worker's lease is still running
+            assert not await claims.try_claim("k")  # the dead worker's lease is still running
             stored = await asyncio.wait_for(claims.wait("k"), 10)
             return stored, set(claims.held), time.monotonic() - started
 

@@ -1,7 +1,8 @@
 """`extract_records` on a shared ledger: a record done anywhere is never paid again.
 
 Real flows on the session's Prefect API, the real `openai` client and the simulator
-over HTTP; the concurrent runs are two spawned processes. The simulator's `ideal`
+over HTTP; the concurrent runs are two spawned processes sharing a PostgreSQL ledger
+(two processes on one SQLite file race in tests/ledger/test_ledger_backends.py). The simulator's `ideal`
 profile answers every record in exactly one request, so its request count is the
 number of records paid for: equal to the number of distinct records, no record was
 requested twice.
@@ -87,8 +88,9 @@ def test_a_rerun_on_the_ledger_makes_no_request(
     assert (tmp_path / "second.jsonl").read_text() == (tmp_path / "first.jsonl").read_text()
 
 
-def test_two_concurrent_runs_on_one_ledger_never_pay_twice(
-    sim: Simulator, cache_setting: str, tmp_path: Path
+@pytest.mark.slow  # two spawned interpreters import Prefect: ~10 s on an idle 2-core machine
+def test_two_concurrent_runs_on_one_postgres_ledger_never_pay_twice(
+    sim: Simulator, postgres_ledger_url: str, tmp_path: Path
 ) -> None:
     records = 40
     source = tickets_file(tmp_path, records)
@@ -104,7 +106,7 @@ def test_two_concurrent_runs_on_one_ledger_never_pay_twice(
             "quarantine": str(tmp_path / f"{name}-quarantine.jsonl"),
             "batch_size": 10,
             "concurrency": 3,
-            "cache": cache_setting,
+            "cache": postgres_ledger_url,
         }
         env_of_worker = {**env, "PREFECT_HOME": str(tmp_path / f"prefect-home-{name}")}
         worker = SPAWN.Process(target=extract_in_child, args=(env_of_worker, job, barrier, results))

@@ -11,7 +11,9 @@ A record claimed by someone else is awaited, never paid for: `wait(key)` returns
 outcome once the holder stores it, or `None` once this worker holds the claim itself
 (the holder released it, or its lease ran out). One poller per batch looks up every
 awaited key in one query every `poll_s`. A worker never waits while holding a claim
-it has not started on, so batches that wait for each other cannot deadlock.
+it has not started on, so batches that wait for each other cannot deadlock. Every
+ledger call runs in a worker thread: a database round trip, or SQLite waiting for
+another process's write, never stalls the event loop the batch's calls run on.
 
 Example:
     >>> import asyncio, tempfile, os
@@ -21,10 +23,10 @@ Example:
     ...     async with RecordClaims(ledger, poll_s=0.01) as first, RecordClaims(
     ...         ledger, poll_s=0.01
     ...     ) as second:
-    ...         assert first.try_claim("k") and not second.try_claim("k")
+    ...         assert await first.try_claim("k") and not await second.try_claim("k")
     ...         waiting = asyncio.create_task(second.wait("k"))
     ...         await asyncio.sleep(0.05)
-    ...         first.complete("k", '{"ok": true}')
+    ...         await first.complete("k", '{"ok": true}')
     ...         return await waiting
     >>> asyncio.run(two_workers())
     '{"ok": true}'
@@ -84,12 +86,12 @@ class RecordClaims:
                 future.cancel()
         self._waiting.clear()
         if self.held:
-            self._quietly("release", self.ledger.release, list(self.held), self.owner)
+            await self._quietly("release", self.ledger.release, list(self.held), self.owner)
             self.held.clear()
 
-    def try_claim(self, key: str) -> bool:
+    async def try_claim(self, key: str) -> bool:
         """Claim `key` now; False when it is finished or someone holds a live lease on it."""
-        if self.ledger.claim_many([key], self.owner, self.lease_s):
+        if await asyncio.to_thread(self.ledger.claim_many, [key], self.owner, self.lease_s):
             self.held.add(key)
             return True
         return False
@@ -102,20 +104,20 @@ class RecordClaims:
             self._poller = asyncio.create_task(self._poll())
         return await future
 
-    def complete(self, key: str, outcome: str) -> None:
+    async def complete(self, key: str, outcome: str) -> None:
         """Store `key`'s final outcome; a failure to store is logged (the outcome is not lost)."""
-        self._quietly("store the outcome of", self.ledger.complete, key, outcome)
         self.held.discard(key)
+        await self._quietly("store the outcome of", self.ledger.complete, key, outcome)
 
-    def release(self, key: str) -> None:
+    async def release(self, key: str) -> None:
         """Give `key` back (a transient failure: another worker or the next run tries again)."""
         if key in self.held:
-            self._quietly("release", self.ledger.release, [key], self.owner)
             self.held.discard(key)
+            await self._quietly("release", self.ledger.release, [key], self.owner)
 
-    def _quietly(self, what: str, action: Any, *args: Any) -> None:
+    async def _quietly(self, what: str, action: Any, *args: Any) -> None:
         try:
-            action(*args)
+            await asyncio.to_thread(action, *args)
         except Exception as exc:  # the ledger is a checkpoint: the run goes on without it
             logger.warning(
                 "could not %s a record in the ledger (%s: %s); its claim lapses after"
@@ -132,7 +134,9 @@ class RecordClaims:
             if not self.held:
                 continue
             try:
-                still = self.ledger.renew(list(self.held), self.owner, self.lease_s)
+                still = await asyncio.to_thread(
+                    self.ledger.renew, list(self.held), self.owner, self.lease_s
+                )
             except Exception as exc:  # tried again at the next beat, within the lease
                 logger.warning("could not renew %d leases: %s", len(self.held), exc)
                 continue
@@ -149,7 +153,7 @@ class RecordClaims:
         while self._waiting:
             await asyncio.sleep(self.poll_s)
             try:
-                self._poll_once()
+                await self._poll_once()
             except Exception as exc:  # every waiter hears of it: its record cannot go on
                 for waiters in self._waiting.values():
                     for future in waiters:
@@ -157,19 +161,23 @@ class RecordClaims:
                             future.set_exception(exc)
                 self._waiting.clear()
 
-    def _poll_once(self) -> None:
+    async def _poll_once(self) -> None:
         for key in [k for k, waiters in self._waiting.items() if all(f.done() for f in waiters)]:
             del self._waiting[key]  # every waiter of it was cancelled
         keys = list(self._waiting)
         if not keys:
             return
-        finished = self.ledger.get_many(keys)
+        finished = await asyncio.to_thread(self.ledger.get_many, keys)
         for key, outcome in finished.items():
             for future in self._waiting.pop(key):
                 if not future.done():
                     future.set_result(outcome)
         free = [k for k in keys if k not in finished]
-        granted = self.ledger.claim_many(free, self.owner, self.lease_s) if free else set()
+        granted = set()
+        if free:
+            granted = await asyncio.to_thread(
+                self.ledger.claim_many, free, self.owner, self.lease_s
+            )
         for key in granted:
             self.held.add(key)
             waiters = self._waiting[key]
@@ -178,6 +186,6 @@ class RecordClaims:
             if waiters:
                 waiters.popleft().set_result(None)  # one waiter pays; the others wait for it
             else:
-                self.release(key)
+                await self.release(key)
             if not waiters:
-                del self._waiting[key]
+                self._waiting.pop(key, None)
