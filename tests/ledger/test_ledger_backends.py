@@ -167,6 +167,26 @@ def test_leases_are_renewed_while_the_batch_runs(ledger: Ledger, other: Ledger) 
     assert other.claim_many(["k"], "w2", lease_s=60) == {"k"}  # released on exit
 
 
+def test_claims_made_while_leases_are_renewed_are_kept(
+    ledger: Ledger, other: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = [f"k{n}" for n in range(150)]
+
+    async def scenario() -> set[str]:
+        async with RecordClaims(ledger, lease_s=30, renew_every_s=0.005) as claims:
+            for number, key in enumerate(keys):
+                assert await claims.try_claim(key)
+                if number % 3 == 0:
+                    await claims.complete(key, '{"ok": true}')
+            await asyncio.sleep(0.05)
+            return set(claims.held)
+
+    held = asyncio.run(scenario())
+    assert held == {k for n, k in enumerate(keys) if n % 3}
+    assert "leases ran out" not in caplog.text
+    assert other.claim_many(keys, "w2", lease_s=60) == held  # released when the batch ended
+
+
 def test_a_dead_workers_record_is_taken_over_after_its_lease(
     cache_setting: str, ledger: Ledger
 ) -> None:

@@ -133,14 +133,16 @@ class RecordClaims:
             await asyncio.sleep(self.renew_every_s)
             if not self.held:
                 continue
+            renewing = set(self.held)
             try:
                 still = await asyncio.to_thread(
-                    self.ledger.renew, list(self.held), self.owner, self.lease_s
+                    self.ledger.renew, list(renewing), self.owner, self.lease_s
                 )
             except Exception as exc:  # tried again at the next beat, within the lease
-                logger.warning("could not renew %d leases: %s", len(self.held), exc)
+                logger.warning("could not renew %d leases: %s", len(renewing), exc)
                 continue
-            lost = self.held - still
+            # Claimed meanwhile: not asked about; finished or released meanwhile: not held.
+            lost = (renewing - still) & self.held
             if lost:
                 logger.warning(
                     "%d leases ran out before they were renewed (was the process paused?):"
