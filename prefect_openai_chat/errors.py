@@ -41,6 +41,11 @@ class InvalidInputError(ChatError, ValueError):
     """The caller passed something the API would reject; nothing was sent."""
 
 
+class LedgerError(ChatError):
+    """The record ledger (`cache=`) cannot be opened or used: a bad URL, a missing driver,
+    or a database that does not answer. The message names it (password masked)."""
+
+
 # --- outcomes of a call that reached the server --------------------------------------
 
 

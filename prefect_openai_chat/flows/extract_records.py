@@ -3,8 +3,8 @@
 Every input record ends exactly once: valid rows in `output` (JSONL, Parquet or
 SQLite, by extension), everything else in `quarantine` with the reason, the
 attempts and the last raw output. A re-run pays only for records it has not done
-(the record cache is keyed on content, schema, prompt, model and generation
-parameters).
+(the record ledger is keyed on content, schema, prompt, model and generation
+parameters), and runs sharing a ledger never pay twice for one record.
 
 Example:
     ```python
@@ -39,6 +39,7 @@ from pydantic import BaseModel
 
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.extraction.ledger import ledger_kind, open_ledger
 from prefect_openai_chat.flows.checks import check_source_against_prompt, resolve_schema
 from prefect_openai_chat.flows.sinks import Sink, check_distinct, check_writable, open_outputs
 from prefect_openai_chat.flows.sources import (
@@ -161,7 +162,9 @@ def extract_records(
         mode: `auto`, `json_schema`, `json_object` or `tools`.
         max_reprompts: Re-asks after an invalid answer, per record.
         per_record_tasks: One `extract` task per record instead of batches (small inputs).
-        cache: True for the default record cache, a path for another, False for none.
+        cache: The record ledger: True for the default (`PREFECT_OPENAI_CHAT_CACHE` when
+            set, else a SQLite file under PREFECT_HOME), a SQLite path, a `postgresql://`
+            URL shared by every worker on every host (docs/scale-out.md), or False.
 
     Returns:
         The run's totals; `records == valid + quarantined` always.
@@ -174,6 +177,8 @@ def extract_records(
     out_path = check_writable(output, "output")
     quarantine_path = check_writable(quarantine, "quarantine")
     check_distinct(source, out_path, quarantine_path, cache)
+    if ledger_kind(cache) == "postgres":  # a bad URL or a database down: before any call
+        open_ledger(cache).close()  # type: ignore[union-attr]
     if not isinstance(source, str | Path):
         source = list(source)  # an iterable is read twice: once here, once below
     check_source_against_prompt(source, prompt)

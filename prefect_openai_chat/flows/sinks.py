@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.extraction.record_cache import cap_raw_output
+from prefect_openai_chat.extraction.ledger import cap_raw_output
 from prefect_openai_chat.tasks._common import run_logger
 
 SUFFIXES = (".jsonl", ".ndjson", ".parquet", ".sqlite", ".db")
@@ -77,7 +77,7 @@ def check_distinct(
     if isinstance(source, str | Path):
         paths["source"] = Path(source)
     paths["output"], paths["quarantine"] = output, quarantine
-    if isinstance(cache, str | Path) and not isinstance(cache, bool):
+    if isinstance(cache, str | Path) and "://" not in str(cache):  # a URL is no file
         paths["cache"] = Path(cache)
     roles = list(paths.items())
     for i, (first, a) in enumerate(roles):

@@ -9,8 +9,11 @@ records per slot are in progress at once. Batches of one flow run share one gate
 (`concurrency_pool`), so batches can overlap without exceeding `concurrency`.
 
 Each record gets its own outcome: a validated value, or the reason it goes to
-quarantine. A finished record is cached as soon as it finishes, on what determines
-it, so a re-run (even after a crash mid-batch) pays only for what is new. Records
+quarantine. A finished record is stored in the record ledger (`cache=`) as soon as it
+finishes, on what determines it, so a re-run (even after a crash mid-batch) pays only
+for what is new. A record is claimed in the ledger right before its first call and
+given back if it does not finish, so workers sharing a ledger never pay twice for it:
+one that finds a record claimed waits for its outcome. Records
 that failed for a reason that outlasts the in-call retries (an open circuit, an
 outage) get the task tier inside the batch: the same decision as the tasks'
 `retry_condition_fn` (`resilience.policy.task_retry_delay`), so they are tried again
@@ -37,7 +40,7 @@ from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction import ensure_model, run_extraction, templates
-from prefect_openai_chat.extraction.record_cache import RecordCache
+from prefect_openai_chat.extraction.ledger import Ledger, RecordClaims, open_ledger
 from prefect_openai_chat.resilience import AdaptiveConcurrency, task_retry_delay
 from prefect_openai_chat.results import (
     BatchReport,
@@ -52,6 +55,9 @@ Record = Mapping[str, Any] | str
 # Outcomes that the same inputs would reach again; errors (outages) are tried again.
 FINAL_OUTCOMES = frozenset({"ok", "invalid", "truncated", "refused", "content_filter", "budget"})
 RECORDS_PER_SLOT = 4  # records in progress per HTTP slot: enough to keep every slot busy
+# Records claimed in the ledger per HTTP slot, per batch: few enough that workers sharing a
+# ledger over the same input each find records left to claim, enough to keep slots busy.
+CLAIMS_PER_SLOT = 2
 
 _pools: weakref.WeakValueDictionary[str, AdaptiveConcurrency] = weakref.WeakValueDictionary()
 
@@ -104,13 +110,14 @@ class BatchSpec:
 
 
 class _BatchRun:
-    """One batch: cache lookups, bounded concurrency, per-record outcomes."""
+    """One batch: ledger lookups and claims, bounded concurrency, per-record outcomes."""
 
-    def __init__(
-        self, runner: ChatRunner, model: ChatModel, spec: BatchSpec, cache: RecordCache | None
-    ):
+    def __init__(self, runner: ChatRunner, model: ChatModel, spec: BatchSpec, cache: Ledger | None):
         self.runner, self.model, self.spec, self.cache = runner, model, spec, cache
         self.semaphore = asyncio.Semaphore(spec.concurrency * RECORDS_PER_SLOT)
+        # Records claimed and not finished: claimed as they start, not all at the outset.
+        self.window = asyncio.Semaphore(spec.concurrency * CLAIMS_PER_SLOT)
+        self.claims = RecordClaims(cache) if cache is not None else None
 
     def key_of(self, index: int, record: Record) -> str:
         field = self.spec.key_field
@@ -145,19 +152,43 @@ class _BatchRun:
                 continue
             index, text, key = start + offset, maybe_text, maybe_key
             if key in cached:
-                hit = RecordOutcome.model_validate_json(cached[key])
-                outcomes[offset] = hit.model_copy(
-                    update={
-                        "index": index,
-                        "key": self.key_of(index, records[offset]),
-                        "cached": True,
-                    }
-                )
+                outcomes[offset] = self._hit(cached[key], index, records[offset])
                 on_done()
                 continue
             pending.append(self._one(offset, index, records[offset], text, key, outcomes, on_done))
-        await asyncio.gather(*pending)
+        if self.claims is None:
+            await asyncio.gather(*pending)
+        else:
+            async with self.claims:  # renews the leases this batch holds while it runs
+                await asyncio.gather(*pending)
         return [o for o in outcomes if o is not None]
+
+    def _hit(self, stored: str, index: int, record: Record) -> RecordOutcome:
+        """A record's outcome from the ledger (finished earlier, or by another worker)."""
+        hit = RecordOutcome.model_validate_json(stored)
+        return hit.model_copy(
+            update={"index": index, "key": self.key_of(index, record), "cached": True}
+        )
+
+    async def _claim(self, key: str) -> str | None:
+        """Claim `key` with a place in the window (None), or the outcome another worker stored.
+
+        A record claimed elsewhere is awaited outside the window: a batch waiting for
+        another never holds claims it has not started on, so batches cannot deadlock.
+        """
+        assert self.claims is not None
+        await self.window.acquire()
+        try:
+            if await self.claims.try_claim(key):
+                return None
+        except BaseException:
+            self.window.release()
+            raise
+        self.window.release()
+        stored = await self.claims.wait(key)
+        if stored is None:
+            await self.window.acquire()  # the holder let it go: the claim is now ours
+        return stored
 
     def _cache_key(self, text: str) -> str:
         s = self.spec
@@ -174,6 +205,36 @@ class _BatchRun:
         key: str,
         outcomes: list[RecordOutcome | None],
         on_done: Callable[[], None],
+    ) -> None:
+        if self.claims is not None:
+            try:
+                stored = await self._claim(key)
+            except Exception as exc:  # not sent, so not paid: quarantined, tried next run
+                reason = f"the record ledger failed ({type(exc).__name__}: {exc}); not sent"
+                outcomes[offset] = _failed(index, self.key_of(index, record), "error", reason)
+                on_done()
+                return
+            if stored is not None:
+                outcomes[offset] = self._hit(stored, index, record)
+                on_done()
+                return
+            try:
+                await self._pay(offset, index, record, text, key, outcomes)
+            finally:
+                await self.claims.release(key)  # not finished (else completed): others may try
+                self.window.release()
+        else:
+            await self._pay(offset, index, record, text, key, outcomes)
+        on_done()
+
+    async def _pay(
+        self,
+        offset: int,
+        index: int,
+        record: Record,
+        text: str,
+        key: str,
+        outcomes: list[RecordOutcome | None],
     ) -> None:
         policy = self.runner.protection.policy
         spent: list[Extraction[Any]] = []  # earlier rounds were paid for too
@@ -203,9 +264,8 @@ class _BatchRun:
             record_outcome(index, self.key_of(index, record), extraction), spent
         )
         outcomes[offset] = outcome
-        if self.cache is not None and outcome.outcome in FINAL_OUTCOMES:
-            self.cache.put_many({key: outcome.model_dump_json()})  # checkpoint it now
-        on_done()
+        if self.claims is not None and outcome.outcome in FINAL_OUTCOMES:
+            await self.claims.complete(key, outcome.model_dump_json())  # checkpoint it now
 
 
 def _with_earlier_rounds(outcome: RecordOutcome, spent: list[Extraction[Any]]) -> RecordOutcome:
@@ -283,7 +343,9 @@ async def _aextract_batch(
         token_budget: Most tokens to spend on one record over all its attempts.
         concurrency: The most HTTP calls in flight at once (the real level adapts below it).
         key_field: The record field that names it in the report (else its index).
-        cache: True for the default record cache, a path for another, False for none.
+        cache: The record ledger: True for the default (`PREFECT_OPENAI_CHAT_CACHE` when
+            set, else a SQLite file under PREFECT_HOME), a SQLite path, a
+            `postgresql://` URL shared by every host, or False for none.
         start_index: Index of the first record (for reports over several batches).
         progress: Show a progress bar (default: when stderr is a terminal).
         batch_label: Shown in the task run name, e.g. "batch 3/40".
@@ -302,17 +364,15 @@ async def _aextract_batch(
     spec = BatchSpec(
         model_cls, prompt, instructions, mode, max_reprompts, token_budget, concurrency, key_field
     )
-    record_cache = None
-    if cache is not False:
-        record_cache = RecordCache(default_cache_path() if cache is True else Path(cache))
+    ledger = open_ledger(cache, default_cache_path)
     try:
         with _progress(len(records), model_cls.__name__, progress) as advance:
-            outcomes = await _BatchRun(runner, model, spec, record_cache).run(
+            outcomes = await _BatchRun(runner, model, spec, ledger).run(
                 records, start_index, advance
             )
     finally:
-        if record_cache is not None:
-            record_cache.close()
+        if ledger is not None:
+            ledger.close()
     report = BatchReport(records=outcomes)
     run_logger().info(
         "extract %s batch: %d records, %d valid, %d to quarantine, %d from cache,"

@@ -67,7 +67,7 @@ def test_a_flat_quarantine_keeps_every_field(
 
 
 def test_a_huge_raw_output_is_capped_in_the_quarantine_file(tmp_path: Path) -> None:
-    from prefect_openai_chat.extraction.record_cache import RAW_OUTPUT_LIMIT
+    from prefect_openai_chat.extraction.ledger import RAW_OUTPUT_LIMIT
     from prefect_openai_chat.flows.sinks import open_quarantine
 
     huge = '{"answer": "' + "x" * (20 * MIB) + '"}'
@@ -89,15 +89,16 @@ def test_a_huge_raw_output_is_capped_in_the_quarantine_file(tmp_path: Path) -> N
 
 
 def test_a_huge_raw_output_is_capped_in_the_record_cache(tmp_path: Path) -> None:
-    from prefect_openai_chat.extraction.record_cache import RAW_OUTPUT_LIMIT, RecordCache
+    from prefect_openai_chat.extraction.ledger import RAW_OUTPUT_LIMIT, SqliteLedger
     from prefect_openai_chat.results import RecordOutcome
 
     huge = "é" * (10 * MIB)  # 20 MiB of UTF-8: the cut never splits a character
     outcome = RecordOutcome(
         index=0, key="T-1", ok=False, outcome="invalid", last_raw_output=huge
     ).model_dump_json()
-    cache = RecordCache(tmp_path / "cache.sqlite")
-    cache.put_many({"k": outcome, "small": '{"ok": true}'})
+    cache = SqliteLedger(tmp_path / "cache.sqlite")
+    cache.complete("k", outcome)
+    cache.complete("small", '{"ok": true}')
     stored = cache.get_many(["k", "small"])
     cache.close()
 

@@ -25,7 +25,7 @@ from prefect_openai_chat.examples.tickets import (
     TicketTriage,
     sample_tickets_path,
 )
-from prefect_openai_chat.extraction.record_cache import RecordCache
+from prefect_openai_chat.extraction.ledger import SqliteLedger
 from prefect_openai_chat.simulator import Simulator
 from prefect_openai_chat.tasks.batch import aextract_batch, extract_batch
 
@@ -135,7 +135,7 @@ def test_record_cache_skips_done_records_and_redoes_on_changes(
 
     first = run_batch(chat_model, records, cache=cache)
     assert first.valid == 8 and sim_clean.stats().requests == 8
-    assert len(RecordCache(cache)) == 8
+    assert len(SqliteLedger(cache)) == 8
 
     sim_clean.reset()
     again = run_batch(chat_model, records, cache=cache)
@@ -182,7 +182,7 @@ def test_transient_errors_are_not_cached(sim_clean: Simulator, tmp_path: Path) -
     assert outcomes == ["error", "ok", "error", "ok", "ok"]
     failed = first.records[0]
     assert not failed.ok and failed.attempts == 1 and "503" in (failed.reason or "")
-    assert len(RecordCache(cache)) == 3
+    assert len(SqliteLedger(cache)) == 3
 
     sim_clean.configure(script=[])
     sim_clean.reset()

@@ -1,0 +1,143 @@
+"""What every ledger backend offers, and what it stores.
+
+A ledger maps an extraction's cache key (`extraction_cache_key`) to the JSON of the
+record's final outcome, and hands out claims so that two workers never pay for the
+same record: a worker *claims* a key before it calls the API, under a *lease* it
+renews while the call runs; it *completes* the key with the final outcome, or
+*releases* it after a transient failure. A claim whose lease ran out (its worker died)
+can be claimed again by anyone. Only final outcomes are stored. A raw model answer is
+kept up to `RAW_OUTPUT_LIMIT` bytes (`cap_raw_output`), here and in the quarantine
+file, with a marker saying how much was cut.
+
+Example:
+    >>> import tempfile, os
+    >>> from prefect_openai_chat.extraction.ledger import SqliteLedger
+    >>> ledger = SqliteLedger(os.path.join(tempfile.mkdtemp(), "records.sqlite"))
+    >>> ledger.claim_many(["k"], owner="worker-1", lease_s=30)
+    {'k'}
+    >>> ledger.claim_many(["k"], owner="worker-2", lease_s=30)  # a live lease: not granted
+    set()
+    >>> ledger.complete("k", '{"ok": true}')
+    >>> ledger.get_many(["k", "missing"])
+    {'k': '{"ok": true}'}
+    >>> ledger.close()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
+
+RAW_OUTPUT_LIMIT = 64 * 1024  # bytes of UTF-8 kept of a raw model answer
+LEASE_S = 60.0  # a claim's lease; a dead worker's records are free again after it
+RENEW_EVERY_S = LEASE_S / 4  # how often a live worker renews the leases it holds
+POLL_S = 0.5  # how often a worker waiting for another's claim looks at the ledger
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """Finished records and live claims, shared by every worker that opens the same ledger."""
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, str]:
+        """The stored outcomes (JSON) of those `keys` that are finished."""
+        ...
+
+    def claim_many(self, keys: Iterable[str], owner: str, lease_s: float) -> set[str]:
+        """Claim `keys` for `owner` for `lease_s` seconds; returns the keys granted.
+
+        A key is granted when it is not finished and nobody holds a live lease on it
+        (a lease that ran out counts as none). A lease is never granted twice, not
+        even to the same owner: two records with the same key in one batch pay once.
+        """
+        ...
+
+    def renew(self, keys: Iterable[str], owner: str, lease_s: float) -> set[str]:
+        """Extend `owner`'s leases on `keys` to `lease_s` from now; returns those still held."""
+        ...
+
+    def complete(self, key: str, outcome: str) -> None:
+        """Store `key`'s final outcome (JSON) and end any claim on it; long raw outputs capped."""
+        ...
+
+    def release(self, keys: Iterable[str], owner: str) -> None:
+        """Give up `owner`'s claims on unfinished `keys` (after a transient failure)."""
+        ...
+
+    def __len__(self) -> int:
+        """The number of finished records."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection."""
+        ...
+
+
+def new_owner() -> str:
+    """A claim owner naming this host and process, unique per call.
+
+    Example:
+        >>> a, b = new_owner(), new_owner()
+        >>> a != b and a.split(":")[1] == b.split(":")[1]
+        True
+    """
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def unique(keys: Iterable[str]) -> list[str]:
+    """`keys` without repeats, sorted: claimers lock rows in one order, so never deadlock.
+
+    Example:
+        >>> unique(["b", "a", "b"])
+        ['a', 'b']
+    """
+    return sorted(set(keys))
+
+
+def chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    """`items` in slices of at most `size`.
+
+    Example:
+        >>> [list(c) for c in chunks(["a", "b", "c"], 2)]
+        [['a', 'b'], ['c']]
+    """
+    return (items[start : start + size] for start in range(0, len(items), size))
+
+
+def cap_raw_output(text: str | None, limit: int = RAW_OUTPUT_LIMIT) -> str | None:
+    """`text` cut to `limit` bytes of UTF-8, with a marker saying how much was cut.
+
+    Example:
+        >>> cap_raw_output("x" * 10, limit=4)
+        'xxxx\\n[prefect-openai-chat: 6 more bytes cut; the raw output had 10 bytes]'
+    """
+    if text is None or len(text) * 4 <= limit:  # at most 4 bytes a character: short enough
+        return text
+    data = text.encode("utf-8", errors="surrogatepass")
+    if len(data) <= limit:
+        return text
+    kept = data[:limit].decode("utf-8", errors="ignore")  # never half a character
+    cut = len(data) - len(kept.encode("utf-8", errors="surrogatepass"))
+    return (
+        f"{kept}\n[prefect-openai-chat: {cut} more bytes cut; the raw output had {len(data)} bytes]"
+    )
+
+
+def capped(outcome: str) -> str:
+    """A stored outcome's JSON with its `last_raw_output` capped (parsed only when long).
+
+    Example:
+        >>> capped('{"ok": true}')
+        '{"ok": true}'
+    """
+    if len(outcome) * 4 <= RAW_OUTPUT_LIMIT:
+        return outcome
+    value = json.loads(outcome)
+    raw = value.get("last_raw_output") if isinstance(value, dict) else None
+    if not isinstance(raw, str) or cap_raw_output(raw) == raw:
+        return outcome
+    value["last_raw_output"] = cap_raw_output(raw)
+    return json.dumps(value, ensure_ascii=False)

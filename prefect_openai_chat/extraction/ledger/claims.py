@@ -1,0 +1,193 @@
+"""One worker's claims while a batch runs: claim before paying, wait for the others' claims.
+
+`RecordClaims` wraps a `Ledger` for the records of one batch. `try_claim(key)` claims a
+record right before its first call; `complete(key, outcome)` stores a final outcome;
+`release(key)` gives a record back after a transient failure. While the batch runs, a
+background task renews the leases it holds every `renew_every_s`, so a long call (or a
+task-tier wait for an open circuit) keeps its claim; if the process dies, the renewals
+stop and the leases run out after `lease_s`.
+
+A record claimed by someone else is awaited, never paid for: `wait(key)` returns the
+outcome once the holder stores it, or `None` once this worker holds the claim itself
+(the holder released it, or its lease ran out). One poller per batch looks up every
+awaited key in one query every `poll_s`. A worker never waits while holding a claim
+it has not started on, so batches that wait for each other cannot deadlock. Every
+ledger call runs in a worker thread: a database round trip, or SQLite waiting for
+another process's write, never stalls the event loop the batch's calls run on.
+
+Example:
+    >>> import asyncio, tempfile, os
+    >>> from prefect_openai_chat.extraction.ledger import SqliteLedger
+    >>> ledger = SqliteLedger(os.path.join(tempfile.mkdtemp(), "records.sqlite"))
+    >>> async def two_workers():
+    ...     async with RecordClaims(ledger, poll_s=0.01) as first, RecordClaims(
+    ...         ledger, poll_s=0.01
+    ...     ) as second:
+    ...         assert await first.try_claim("k") and not await second.try_claim("k")
+    ...         waiting = asyncio.create_task(second.wait("k"))
+    ...         await asyncio.sleep(0.05)
+    ...         await first.complete("k", '{"ok": true}')
+    ...         return await waiting
+    >>> asyncio.run(two_workers())
+    '{"ok": true}'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+from prefect_openai_chat.extraction.ledger.base import (
+    LEASE_S,
+    POLL_S,
+    RENEW_EVERY_S,
+    Ledger,
+    new_owner,
+)
+
+logger = logging.getLogger("prefect_openai_chat.extraction.ledger")
+
+
+class RecordClaims:
+    """Claims of one batch in `ledger`, renewed while it runs; an async context manager."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        lease_s: float = LEASE_S,
+        renew_every_s: float | None = None,
+        poll_s: float = POLL_S,
+        owner: str | None = None,
+    ) -> None:
+        self.ledger, self.lease_s, self.poll_s = ledger, lease_s, poll_s
+        self.renew_every_s = renew_every_s or min(RENEW_EVERY_S, lease_s / 4)
+        self.owner = owner or new_owner()
+        self.held: set[str] = set()
+        self._waiting: dict[str, deque[asyncio.Future[str | None]]] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> RecordClaims:
+        self._renewer = asyncio.create_task(self._renew_forever())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in (self._renewer, self._poller):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for waiters in self._waiting.values():
+            for future in waiters:
+                future.cancel()
+        self._waiting.clear()
+        if self.held:
+            await self._quietly("release", self.ledger.release, list(self.held), self.owner)
+            self.held.clear()
+
+    async def try_claim(self, key: str) -> bool:
+        """Claim `key` now; False when it is finished or someone holds a live lease on it."""
+        if await asyncio.to_thread(self.ledger.claim_many, [key], self.owner, self.lease_s):
+            self.held.add(key)
+            return True
+        return False
+
+    async def wait(self, key: str) -> str | None:
+        """The outcome of `key` once another worker finishes it, or None once this one holds it."""
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, deque()).append(future)
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll())
+        return await future
+
+    async def complete(self, key: str, outcome: str) -> None:
+        """Store `key`'s final outcome; a failure to store is logged (the outcome is not lost)."""
+        self.held.discard(key)
+        await self._quietly("store the outcome of", self.ledger.complete, key, outcome)
+
+    async def release(self, key: str) -> None:
+        """Give `key` back (a transient failure: another worker or the next run tries again)."""
+        if key in self.held:
+            self.held.discard(key)
+            await self._quietly("release", self.ledger.release, [key], self.owner)
+
+    async def _quietly(self, what: str, action: Any, *args: Any) -> None:
+        try:
+            await asyncio.to_thread(action, *args)
+        except Exception as exc:  # the ledger is a checkpoint: the run goes on without it
+            logger.warning(
+                "could not %s a record in the ledger (%s: %s); its claim lapses after"
+                " %.0f s and the record may be paid again by another worker or run",
+                what,
+                type(exc).__name__,
+                exc,
+                self.lease_s,
+            )
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.renew_every_s)
+            if not self.held:
+                continue
+            renewing = set(self.held)
+            try:
+                still = await asyncio.to_thread(
+                    self.ledger.renew, list(renewing), self.owner, self.lease_s
+                )
+            except Exception as exc:  # tried again at the next beat, within the lease
+                logger.warning("could not renew %d leases: %s", len(renewing), exc)
+                continue
+            # Claimed meanwhile: not asked about; finished or released meanwhile: not held.
+            lost = (renewing - still) & self.held
+            if lost:
+                logger.warning(
+                    "%d leases ran out before they were renewed (was the process paused?):"
+                    " another worker may pay for those records too",
+                    len(lost),
+                )
+                self.held -= lost
+
+    async def _poll(self) -> None:
+        while self._waiting:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await self._poll_once()
+            except Exception as exc:  # every waiter hears of it: its record cannot go on
+                for waiters in self._waiting.values():
+                    for future in waiters:
+                        if not future.done():
+                            future.set_exception(exc)
+                self._waiting.clear()
+
+    async def _poll_once(self) -> None:
+        for key in [k for k, waiters in self._waiting.items() if all(f.done() for f in waiters)]:
+            del self._waiting[key]  # every waiter of it was cancelled
+        keys = list(self._waiting)
+        if not keys:
+            return
+        finished = await asyncio.to_thread(self.ledger.get_many, keys)
+        for key, outcome in finished.items():
+            for future in self._waiting.pop(key):
+                if not future.done():
+                    future.set_result(outcome)
+        free = [k for k in keys if k not in finished]
+        granted = set()
+        if free:
+            granted = await asyncio.to_thread(
+                self.ledger.claim_many, free, self.owner, self.lease_s
+            )
+        for key in granted:
+            self.held.add(key)
+            waiters = self._waiting[key]
+            while waiters and waiters[0].done():
+                waiters.popleft()
+            if waiters:
+                waiters.popleft().set_result(None)  # one waiter pays; the others wait for it
+            else:
+                await self.release(key)
+            if not waiters:
+                self._waiting.pop(key, None)

@@ -1,0 +1,161 @@
+"""The embedded ledger: one SQLite file, shared by the processes of one host.
+
+The finished records live in the `records (key, outcome)` table the plugin has always
+written, so a record cache file of an earlier version is read as it is; the claims
+live beside it in a `claims (key, owner, lease_until)` table, created on first open.
+Every write is one `BEGIN IMMEDIATE` transaction (SQLite's single writer), so a claim
+and a completion never interleave. WAL mode lets readers run beside the writer; it
+needs every user of the file on one host (no network file systems).
+
+Example:
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "records.sqlite")
+    >>> ledger = SqliteLedger(path)
+    >>> sorted(ledger.claim_many(["a", "b"], owner="w1", lease_s=30))
+    ['a', 'b']
+    >>> ledger.release(["b"], owner="w1")
+    >>> ledger.complete("a", '{"ok": true}')
+    >>> sorted(ledger.claim_many(["a", "b"], owner="w2", lease_s=30))  # a is done, b is free
+    ['b']
+    >>> len(ledger)
+    1
+    >>> ledger.close()
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from prefect_openai_chat.extraction.ledger.base import capped, chunks, unique
+
+_RECORDS = "CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, outcome TEXT NOT NULL)"
+_CLAIMS = (
+    "CREATE TABLE IF NOT EXISTS claims"
+    " (key TEXT PRIMARY KEY, owner TEXT NOT NULL, lease_until REAL NOT NULL)"
+)
+_CHUNK = 500  # SQLite's variable limit is far above; keeps statements small
+
+
+class SqliteLedger:
+    """A thread-safe ledger in one SQLite file (WAL mode, several processes of one host)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, check_same_thread=False, timeout=30, isolation_level=None
+        )
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._write():
+            self._db.execute(_RECORDS)
+            self._db.execute(_CLAIMS)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once (no upgrade from a read lock to deadlock on)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _select(self, sql: str, keys: list[str], *params: object) -> list[tuple[str, str]]:
+        """Rows of `sql` (`{marks}`: the keys) over `keys` in chunks; the caller holds the lock."""
+        rows: list[tuple[str, str]] = []
+        for chunk in chunks(keys, _CHUNK):
+            marks = ",".join("?" * len(chunk))
+            rows += self._db.execute(sql.format(marks=marks), [*chunk, *params]).fetchall()
+        return rows
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, str]:
+        """The stored outcomes of `keys` that are finished."""
+        wanted = unique(keys)
+        with self._lock:
+            return dict(
+                self._select("SELECT key, outcome FROM records WHERE key IN ({marks})", wanted)
+            )
+
+    def claim_many(self, keys: Iterable[str], owner: str, lease_s: float) -> set[str]:
+        """Claim the unfinished, unclaimed (or lapsed) `keys` for `owner`; the keys granted."""
+        wanted = unique(keys)
+        if not wanted:
+            return set()
+        with self._write() as db:
+            now = time.time()
+            done = {
+                k
+                for k, _ in self._select(
+                    "SELECT key, 1 FROM records WHERE key IN ({marks})", wanted
+                )
+            }
+            held = {
+                k
+                for k, _ in self._select(
+                    "SELECT key, 1 FROM claims WHERE key IN ({marks}) AND lease_until > ?",
+                    wanted,
+                    now,
+                )
+            }
+            granted = [k for k in wanted if k not in done and k not in held]
+            db.executemany(
+                "INSERT OR REPLACE INTO claims (key, owner, lease_until) VALUES (?, ?, ?)",
+                [(k, owner, now + lease_s) for k in granted],
+            )
+        return set(granted)
+
+    def renew(self, keys: Iterable[str], owner: str, lease_s: float) -> set[str]:
+        """Extend `owner`'s leases on `keys`; the keys it still holds."""
+        wanted = unique(keys)
+        if not wanted:
+            return set()
+        with self._write() as db:
+            now = time.time()
+            for chunk in chunks(wanted, _CHUNK):
+                marks = ",".join("?" * len(chunk))
+                db.execute(
+                    f"UPDATE claims SET lease_until = ? WHERE owner = ? AND key IN ({marks})",
+                    [now + lease_s, owner, *chunk],
+                )
+            sql = "SELECT key, 1 FROM claims WHERE key IN ({marks}) AND owner = ?"
+            return {k for k, _ in self._select(sql, wanted, owner)}
+
+    def complete(self, key: str, outcome: str) -> None:
+        """Store `key`'s final outcome and end its claim, in one transaction."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO records (key, outcome) VALUES (?, ?)",
+                (key, capped(outcome)),
+            )
+            db.execute("DELETE FROM claims WHERE key = ?", (key,))
+
+    def release(self, keys: Iterable[str], owner: str) -> None:
+        """Give up `owner`'s claims on `keys`."""
+        wanted = unique(keys)
+        if not wanted:
+            return
+        with self._write() as db:
+            for chunk in chunks(wanted, _CHUNK):
+                marks = ",".join("?" * len(chunk))
+                db.execute(
+                    f"DELETE FROM claims WHERE owner = ? AND key IN ({marks})", [owner, *chunk]
+                )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
