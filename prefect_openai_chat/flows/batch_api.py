@@ -47,8 +47,8 @@ from prefect_openai_chat.extraction.record_cache import RecordCache
 from prefect_openai_chat.flows.sources import SourceItem
 from prefect_openai_chat.flows.summary import RunArtifacts
 from prefect_openai_chat.results import RecordOutcome
-from prefect_openai_chat.tasks._common import build_runner, resolve_chat_model, run_logger
 from prefect_openai_chat.tasks import batch as batch_tasks
+from prefect_openai_chat.tasks._common import build_runner, resolve_chat_model, run_logger
 from prefect_openai_chat.tasks.batch import FINAL_OUTCOMES, _gate_for, record_outcome, render
 from prefect_openai_chat.tasks.extract import extraction_key, runner_call
 
