@@ -154,7 +154,7 @@ def _job(request: Request, state: Any) -> Job:
     job: Job | None = state.batches.jobs.get(batch_id)
     if job is None:
         raise SimError(404, f"No batch found with id '{batch_id}'.", param="batch_id")
-    state.batches.refresh(job, state.answer_batch_line)
+    state.batches.refresh(job, state.answer_batch_line, state.settings.batch_duration_s)
     return job
 
 
@@ -181,7 +181,7 @@ async def _list_batches(request: Request, state: Any, key: str) -> tuple[int, An
         raise SimError(400, "Invalid 'limit': expected an integer.", param="limit") from None
     page = jobs[:limit]
     for job in page:
-        store.refresh(job, state.answer_batch_line)
+        store.refresh(job, state.answer_batch_line, state.settings.batch_duration_s)
     data = [store.body(job) for job in page]
     return 200, {
         "object": "list",
