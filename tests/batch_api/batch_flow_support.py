@@ -15,7 +15,8 @@ MODEL = "gpt-4o-mini-2024-07-18"
 SCHEMA = "prefect_openai_chat.examples.tickets:SupportTicket"
 
 
-def batch_model(sim: Simulator) -> ChatModel:
+def batch_model(sim: Simulator | Any) -> ChatModel:
+    """A ChatModel on `sim` (anything with `base_url` and `api_key`)."""
     credentials = OpenAICredentials(base_url=sim.base_url, api_key=sim.api_key)
     return ChatModel(credentials=credentials, model=MODEL, read_timeout_s=5.0)
 
@@ -26,7 +27,7 @@ def tickets(n: int) -> list[dict[str, Any]]:
 
 
 def run_night(
-    sim: Simulator, folder: Path, records: list[dict[str, Any]], **options: Any
+    sim: Simulator | Any, folder: Path, records: list[dict[str, Any]], **options: Any
 ) -> dict[str, Any]:
     """`extract_records(via="batch")` over `records`; outputs under `folder`."""
     batch_options = {"poll_interval_s": 0.05, **options.pop("batch_options", {})}
