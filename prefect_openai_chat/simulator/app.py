@@ -40,7 +40,11 @@ from prefect_openai_chat.simulator.faults import (
     parse_fault_list,
 )
 from prefect_openai_chat.simulator.profiles import settings_for
-from prefect_openai_chat.simulator.prompt_cache import MIN_CACHED_TOKENS, prompt_tokens_for_cache
+from prefect_openai_chat.simulator.prompt_cache import (
+    CACHE_STEP,
+    MIN_CACHED_TOKENS,
+    prompt_tokens_for_cache,
+)
 from prefect_openai_chat.simulator.ratelimit import format_duration
 from prefect_openai_chat.simulator.request import ChatRequest, parse_chat_request
 from prefect_openai_chat.simulator.responses import BodyResponse, ResetResponse, StreamResponse
@@ -290,8 +294,9 @@ def _cached_tokens(state: SimulatorState, key: str, req: ChatRequest, prompt: in
     if not state.settings.prompt_caching or prompt < MIN_CACHED_TOKENS:
         return 0
     encode = get_encoding(model_info(req.model).encoding).encode_ordinary
-    tokens = prompt_tokens_for_cache(req.messages, req.tools, req.response_format, encode)
-    cached = min(state.prompt_cache.lookup_and_store(f"{key}|{req.model}", tokens), prompt)
+    tokens = prompt_tokens_for_cache(req.messages, req.tools, None, encode)
+    found = state.prompt_cache.lookup_and_store(f"{key}|{req.model}", tokens)
+    cached = min(found, prompt // CACHE_STEP * CACHE_STEP)  # whole 128-token steps of the prompt
     state.counters.cached_tokens += cached
     return cached
 
