@@ -41,6 +41,16 @@ def test_a_night_via_batch_costs_half_and_a_rerun_pays_nothing(
     assert not list((tmp_path).rglob("batch-run-*.json"))  # the ledger is gone once done
 
 
+def test_a_later_run_without_the_record_cache_asks_again(
+    batch_sim: Simulator, tmp_path: Path
+) -> None:
+    records = tickets(5)
+    for name in ("one", "two"):
+        run_night(batch_sim, tmp_path / name, records, cache=False)
+        ended_once(tmp_path / name, records)
+    assert batch_sim.stats().batches_created == 2  # a finished run's batch is never reused
+
+
 def test_shuffled_output_and_failed_lines_are_matched_and_reasked_online(
     batch_sim: Simulator, tmp_path: Path
 ) -> None:

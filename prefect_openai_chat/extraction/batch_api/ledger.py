@@ -2,9 +2,10 @@
 
 A run is named by what it extracts (the model, the endpoint and every record's cache
 key); its ledger is a small JSON file holding, per round, each submitted batch's
-`custom_id`s, input file and batch id. It is written (atomically) right after a batch
-is created and before it is waited for, and removed when the run has ended every
-record.
+`custom_id`s, input file and batch id. It is written (atomically) when the run starts
+(with a fresh attempt id that its batches carry in their metadata) and right after each
+batch is created, before it is waited for; it is removed when the run has ended every
+record, so a later run of the same inputs starts afresh.
 
 Example:
     >>> import tempfile
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -42,10 +44,21 @@ class BatchLedger:
     def open(cls, folder: str | Path, key: str) -> BatchLedger:
         """The ledger of run `key` in `folder` (empty when the run is new)."""
         path = Path(folder) / f"batch-run-{key}.json"
-        data: dict[str, Any] = {"run": key, "rounds": {}}
         if path.exists():
-            data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(path, key, data)
+            return cls(path, key, json.loads(path.read_text(encoding="utf-8")))
+        ledger = cls(path, key, {"run": key, "attempt": uuid.uuid4().hex, "rounds": {}})
+        ledger._save()  # on disk before any batch is created, with the name batches carry
+        return ledger
+
+    @property
+    def run_name(self) -> str:
+        """What this run's batches carry in their metadata: the run and this attempt at it.
+
+        A restarted run reads the same ledger, so it finds batches by this name; a later run
+        of the same inputs (after this one finished) has a new one, so it never picks up
+        this run's batches.
+        """
+        return f"{self.key}-{self.data.get('attempt', '')}"
 
     def batches(self, round_number: int) -> list[dict[str, Any]]:
         """The batches created in `round_number`, in order."""

@@ -204,7 +204,7 @@ class BatchNight:
             return planned.batch_id
         digest = hashlib.sha256("\n".join(planned.custom_ids).encode()).hexdigest()[:16]
         metadata = {
-            "prefect_openai_chat_run": self.ledger.key,
+            "prefect_openai_chat_run": self.ledger.run_name,
             "round": str(round_number),
             "chunk": digest,
         }
