@@ -24,20 +24,20 @@ def ended_once(folder: Path, records: list[dict]) -> tuple[list[dict], list[dict
 def test_a_night_via_batch_costs_half_and_a_rerun_pays_nothing(
     batch_sim: Simulator, tmp_path: Path
 ) -> None:
-    records = tickets(30)
+    records = tickets(20)
     summary = run_night(batch_sim, tmp_path / "first", records)
     rows, _ = ended_once(tmp_path / "first", records)
-    assert summary["records"] == 30 == summary["valid"] + summary["quarantined"]
-    assert summary["batch_records"] == 30 and len(rows) == summary["valid"]
+    assert summary["records"] == 20 == summary["valid"] + summary["quarantined"]
+    assert summary["batch_records"] == 20 and len(rows) == summary["valid"]
     stats = batch_sim.stats()
-    assert (stats.batches_created, stats.batch_requests) == (1, 30)
+    assert (stats.batches_created, stats.batch_requests) == (1, 20)
     assert summary["cost_usd"] == pytest.approx(summary["online_cost_usd"] / 2, rel=0.02)
 
     again = run_night(batch_sim, tmp_path / "again", records)
     ended_once(tmp_path / "again", records)
     stats = batch_sim.stats()
-    assert (stats.batches_created, stats.batch_requests, stats.requests) == (1, 30, 0)
-    assert again["from_cache"] == 30 and again["cost_usd"] == 0
+    assert (stats.batches_created, stats.batch_requests, stats.requests) == (1, 20, 0)
+    assert again["from_cache"] == 20 and again["cost_usd"] == 0
     assert not list((tmp_path).rglob("batch-run-*.json"))  # the ledger is gone once done
 
 
@@ -104,19 +104,19 @@ def test_a_batch_that_fails_validation_quarantines_its_records_with_the_reason(
 
 
 def test_waves_keep_within_the_enqueued_token_limit(batch_sim: Simulator, tmp_path: Path) -> None:
-    limit = 12_000  # about 30 ticket requests
+    limit = 6_000  # about 15 ticket requests
     batch_sim.configure(batch_enqueued_token_limit=limit)
-    records = tickets(60)
+    records = tickets(30)
     summary = run_night(
         batch_sim,
         tmp_path,
         records,
-        batch_options={"enqueued_token_limit": limit, "max_requests": 25},
+        batch_options={"enqueued_token_limit": limit, "max_requests": 12},
     )
     ended_once(tmp_path, records)
     stats = batch_sim.stats()
-    assert stats.batches_created >= 3 and stats.batch_requests == 60
-    assert summary["batch_records"] == 60 and stats.requests == 0
+    assert stats.batches_created >= 3 and stats.batch_requests == 30
+    assert summary["batch_records"] == 30 and stats.requests == 0
 
 
 @pytest.mark.parametrize("reask", ["online", "batch"])
