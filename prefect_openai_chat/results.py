@@ -114,6 +114,13 @@ class RecordOutcome(BaseModel):
     latency_s: float = 0.0
     cached: bool = False
     last_raw_output: str | None = None
+    via: Literal["online", "batch"] = Field(
+        default="online", description="`batch` when the first answer came from the Batch API."
+    )
+    online_cost_usd: float | None = Field(
+        default=None,
+        description="What the same attempts would have cost online (None: the same as cost_usd).",
+    )
 
 
 class BatchReport(BaseModel):

@@ -238,6 +238,20 @@ class ChatRunner:
             return await self._fall_back(exc, call)
         raise exc
 
+    def request_body(self, messages: Sequence[Any], **overrides: Any) -> dict[str, Any]:
+        """The JSON body `complete` sends for `messages` (before any context fitting).
+
+        For the Batch API, whose lines must hold the very request an online call sends.
+
+        Example:
+            >>> runner = ChatRunner(ChatSettings(model="gpt-4o-mini", defaults={"seed": 1}), None)
+            >>> runner.request_body([{"role": "user", "content": "Hi"}], temperature=0)
+            {'seed': 1, 'temperature': 0, 'messages': [{'role': 'user', 'content': 'Hi'}], \
+'model': 'gpt-4o-mini'}
+        """
+        sent = _as_sent(self._request(validate_messages(messages), overrides))
+        return {**sent["extra_body"], "model": sent["model"]}
+
     # --- one logical call through the in-call tier ---
 
     def _request(self, messages: list[dict[str, Any]], overrides: dict[str, Any]) -> dict[str, Any]:

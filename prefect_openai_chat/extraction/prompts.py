@@ -17,6 +17,8 @@ Example:
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
@@ -73,6 +75,31 @@ def supports_structured_outputs(model: str) -> bool:
             return name == "gpt-4o"  # the alias; audio/realtime variants are not for this
         return tuple(int(g) for g in snapshot.groups()) >= (2024, 8, 6)
     return False
+
+
+def supports_prompt_cache_key(model: str) -> bool:
+    """True when `model` is an OpenAI model that takes the `prompt_cache_key` parameter.
+
+    Example:
+        >>> supports_prompt_cache_key("gpt-4o-mini"), supports_prompt_cache_key("llama3")
+        (True, False)
+    """
+    name = model.split("/")[-1].lower()
+    return name.startswith(("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4"))
+
+
+def prompt_cache_key(system: str, params: Mapping[str, Any]) -> str:
+    """A stable key naming the constant part of a request (instructions, schema, mode).
+
+    Requests that share it share a long prefix, so the API routes them to the same
+    prompt cache; the record itself comes last in the messages and is not part of it.
+
+    Example:
+        >>> prompt_cache_key("Extract.", {"response_format": {"type": "json_object"}})[:4]
+        'poc-'
+    """
+    blob = json.dumps([system, params], sort_keys=True, ensure_ascii=False, default=str)
+    return "poc-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
 def resolve_mode(mode: str, model: str) -> ConcreteMode:
@@ -139,6 +166,8 @@ def build_request(
     else:
         tools, tool_choice = tool_definition(model_cls)
         params = {"tools": tools, "tool_choice": tool_choice}
+    if supports_prompt_cache_key(model):  # the constant part comes first: make it one cache
+        params["prompt_cache_key"] = prompt_cache_key(messages[0]["content"], params)
     return messages, params
 
 

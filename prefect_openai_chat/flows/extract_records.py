@@ -40,6 +40,7 @@ from pydantic import BaseModel
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.ledger import ledger_kind, open_ledger
+from prefect_openai_chat.flows.batch_api import check_via, run_batch_night
 from prefect_openai_chat.flows.checks import check_source_against_prompt, resolve_schema
 from prefect_openai_chat.flows.sinks import Sink, check_distinct, check_writable, open_outputs
 from prefect_openai_chat.flows.sources import (
@@ -144,6 +145,8 @@ def extract_records(
     max_reprompts: int = 2,
     per_record_tasks: bool = False,
     cache: bool | str = True,
+    via: str = "online",
+    batch_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Extract `schema` from every record of `source` into `output`, the rest into `quarantine`.
 
@@ -165,6 +168,10 @@ def extract_records(
         cache: The record ledger: True for the default (`PREFECT_OPENAI_CHAT_CACHE` when
             set, else a SQLite file under PREFECT_HOME), a SQLite path, a `postgresql://`
             URL shared by every worker on every host (docs/scale-out.md), or False.
+        via: `online` (answers now), or `batch`: the OpenAI Batch API, at half the price,
+            answered within 24 hours (see docs/concepts/batch-api.md).
+        batch_options: With `via="batch"`: `poll_interval_s`, `reask`, `unfinished`,
+            `enqueued_token_limit`, ... (`BatchOptions`).
 
     Returns:
         The run's totals; `records == valid + quarantined` always.
@@ -172,6 +179,7 @@ def extract_records(
     started = time.perf_counter()
     model_cls = resolve_schema(schema)
     check_source(source)
+    check_via(via, per_record_tasks)
     if batch_size < 1 or concurrency < 1:
         raise InvalidInputError("batch_size and concurrency must be at least 1")
     out_path = check_writable(output, "output")
@@ -196,7 +204,10 @@ def extract_records(
     )  # fmt: skip
     with open_outputs(out_path, quarantine_path, model_cls) as (rows, bad):
         window = _Window(job, rows, bad, totals, lambda: artifacts.progress(totals.records, total))
-        for number, batch in enumerate(_batches(read_records(source, keys), batch_size), start=1):
+        if via == "batch":
+            run_batch_night(job, window, read_records(source, keys), batch_options, artifacts)
+        online = _batches(read_records(source, keys), batch_size) if via == "online" else ()
+        for number, batch in enumerate(online, start=1):
             label = f"batch {number}/{batches_total or '?'}"
             if per_record_tasks:
                 window.run_per_record(batch)

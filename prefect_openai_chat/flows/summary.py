@@ -34,6 +34,9 @@ class RunTotals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    cached_tokens: int = 0
+    batch_records: int = 0
+    online_cost_usd: float = 0.0
     retries: int = 0
     circuit_trips: int = 0
     duplicate_keys: int = 0
@@ -55,6 +58,10 @@ class RunTotals:
             self.prompt_tokens += outcome.usage.prompt_tokens
             self.completion_tokens += outcome.usage.completion_tokens
             self.cost_usd += outcome.cost_usd or 0.0
+            self.cached_tokens += outcome.usage.cached_tokens
+            self.batch_records += outcome.via == "batch"
+            online = outcome.online_cost_usd
+            self.online_cost_usd += (outcome.cost_usd or 0.0) if online is None else online
             self.retries += outcome.retries
             if outcome.attempts:
                 self.latencies.append(outcome.latency_s)
@@ -103,6 +110,9 @@ class RunTotals:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "cost_usd": round(self.cost_usd, 6),
+            "cached_tokens": self.cached_tokens,
+            "batch_records": self.batch_records,
+            "online_cost_usd": round(self.online_cost_usd, 6),
             "p50_latency_s": None if p50 is None else round(p50, 4),
             "p95_latency_s": None if p95 is None else round(p95, 4),
             "retries": self.retries,

@@ -1,4 +1,5 @@
-"""The Starlette app: `/v1/chat/completions`, `/v1/models`, and the `/_simulator/*` admin endpoints.
+"""The Starlette app: `/v1/chat/completions`, `/v1/models`, `/v1/files`, `/v1/batches`, and the
+`/_simulator/*` admin endpoints.
 
 Example:
     >>> app = create_app(profile="ideal")
@@ -21,6 +22,7 @@ from starlette.routing import Route
 
 from prefect_openai_chat.simulator import payloads
 from prefect_openai_chat.simulator.answers import build_answer
+from prefect_openai_chat.simulator.batch_routes import batch_routes
 from prefect_openai_chat.simulator.errors import (
     HTML_502,
     SimError,
@@ -30,18 +32,26 @@ from prefect_openai_chat.simulator.errors import (
     shape_fault_response,
 )
 from prefect_openai_chat.simulator.faults import (
+    CONTENT_FAULTS,
     HTTP_FAULTS,
+    JSON_FAULTS,
     SHAPE_FAULTS,
     STREAM_FAULTS,
     parse_fault_list,
 )
 from prefect_openai_chat.simulator.profiles import settings_for
+from prefect_openai_chat.simulator.prompt_cache import (
+    CACHE_STEP,
+    MIN_CACHED_TOKENS,
+    prompt_tokens_for_cache,
+)
 from prefect_openai_chat.simulator.ratelimit import format_duration
 from prefect_openai_chat.simulator.request import ChatRequest, parse_chat_request
 from prefect_openai_chat.simulator.responses import BodyResponse, ResetResponse, StreamResponse
 from prefect_openai_chat.simulator.settings import SimulatorSettings
 from prefect_openai_chat.simulator.state import SimulatorState
 from prefect_openai_chat.tokens import count_message_tokens, model_info
+from prefect_openai_chat.tokens.encodings import get_encoding
 
 LISTED_MODELS = (
     "gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4-turbo",
@@ -64,9 +74,12 @@ def create_app(
             Route("/_simulator/settings", _admin_settings, methods=["GET"]),
             Route("/_simulator/reset", _admin_reset, methods=["POST"]),
             Route("/_simulator/configure", _admin_configure, methods=["POST"]),
+            *batch_routes(_check_key),
         ],
         exception_handlers={HTTPException: _http_error},
     )
+    state.answer_batch_line = lambda key, body: _answer_batch_line(state, key, body)
+    state.batch_prompt_tokens = _batch_prompt_tokens
     app.state.sim = state
     return app
 
@@ -265,20 +278,82 @@ def _answer(
     if answer.fault:
         counters.record_fault(answer.fault)
     counters.record_tokens(ctx.key, prompt, completion)
+    cached = _cached_tokens(state, ctx.key, req, prompt)
     env = payloads.Envelope.new(req.model, _fingerprint(settings.seed))
     rate = settings.tokens_per_s
     if not req.stream:
         counters.record_status(200)
         delay = settings.ttft_s + (completion / rate if rate else 0.0)
-        body = payloads.to_json(payloads.completion_body(env, answer, prompt))
+        body = payloads.to_json(payloads.completion_body(env, answer, prompt, cached))
         return BodyResponse(200, ctx.headers(), body, delay_s=delay, on_done=done)
-    return _stream(ctx, req, answer, env, prompt, completion, faults, done)
+    return _stream(ctx, req, answer, env, (prompt, cached), completion, faults, done)
+
+
+def _cached_tokens(state: SimulatorState, key: str, req: ChatRequest, prompt: int) -> int:
+    """Prompt tokens read from the prompt cache (0 below 1,024 or with caching off)."""
+    if not state.settings.prompt_caching or prompt < MIN_CACHED_TOKENS:
+        return 0
+    encode = get_encoding(model_info(req.model).encoding).encode_ordinary
+    tokens = prompt_tokens_for_cache(req.messages, req.tools, None, encode)
+    found = state.prompt_cache.lookup_and_store(f"{key}|{req.model}", tokens)
+    cached = min(found, prompt // CACHE_STEP * CACHE_STEP)  # whole 128-token steps of the prompt
+    state.counters.cached_tokens += cached
+    return cached
+
+
+def _answer_batch_line(
+    state: SimulatorState, key: str, body: dict[str, Any]
+) -> tuple[int, dict[str, Any], int]:
+    """One batch line answered like `/v1/chat/completions`: (status, body, prompt tokens).
+
+    Content and JSON faults of `fault_rates` apply; HTTP faults belong to the connection
+    and do not (`batch_faults` fails lines instead).
+    """
+    settings, counters = state.settings, state.counters
+    counters.batch_requests += 1
+    try:
+        req = parse_chat_request(payloads.to_json(body))
+        if req.stream:
+            raise SimError(400, "Streaming is not supported by the Batch API.", param="stream")
+        prompt = _check_model_and_context(req, settings)
+    except SimError as err:
+        return err.status, error_body(err, "openai"), 0
+    rates = {
+        name: rate
+        for name, rate in settings.fault_rates.items()
+        if name in CONTENT_FAULTS or name in JSON_FAULTS
+    }
+    faults, u_reprompt = state.picker.draw(rates, (), 0)
+    answer = build_answer(
+        req,
+        faults,
+        seed=settings.seed,
+        u_reprompt=u_reprompt,
+        reprompt_failure_rate=settings.reprompt_failure_rate,
+    )
+    completion = sum(c.completion_tokens for c in answer.choices)
+    cached = _cached_tokens(state, key, req, prompt)
+    tally = counters.batch_tokens
+    tally["prompt"] += prompt
+    tally["completion"] += completion
+    tally["cached"] += cached
+    env = payloads.Envelope.new(req.model, _fingerprint(settings.seed))
+    return 200, payloads.completion_body(env, answer, prompt, cached), prompt
+
+
+def _batch_prompt_tokens(body: dict[str, Any]) -> int:
+    """A batch line's prompt tokens, for the enqueued-token limit (0 if it cannot be counted)."""
+    try:
+        return count_message_tokens(body["messages"], body["model"], body.get("tools"))
+    except Exception:
+        return 0
 
 
 def _stream(
-    ctx: _Ctx, req: ChatRequest, answer: Any, env: Any, prompt: int, completion: int,
-    faults: tuple[str, ...], done: Any,
+    ctx: _Ctx, req: ChatRequest, answer: Any, env: Any, prompt_cached: tuple[int, int],
+    completion: int, faults: tuple[str, ...], done: Any,
 ) -> StreamResponse:  # fmt: skip
+    prompt, cached = prompt_cached
     state = ctx.state
     settings = state.settings
     writer = payloads.ChunkWriter(env, req.include_usage)
@@ -300,7 +375,7 @@ def _stream(
         frames += [first, *body, last]
     if end == "done":
         if req.include_usage:
-            frames.append(writer.usage_frame(prompt, completion))
+            frames.append(writer.usage_frame(prompt, completion, cached))
         if "no-done" not in faults:
             frames.append(payloads.DONE)
     if stream_fault:

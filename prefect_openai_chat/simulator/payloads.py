@@ -40,13 +40,13 @@ class Envelope:
         return cls("chatcmpl-" + os.urandom(15).hex()[:29], int(time.time()), model, fingerprint)
 
 
-def usage_body(prompt: int, completion: int) -> dict[str, Any]:
-    """`usage` with the detail objects the API sends."""
+def usage_body(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
+    """`usage` with the detail objects the API sends; `cached` of the prompt read from cache."""
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
             "audio_tokens": 0,
@@ -74,7 +74,9 @@ def _message(choice: Choice) -> dict[str, Any]:
     return message
 
 
-def completion_body(env: Envelope, answer: Answer, prompt_tokens: int) -> dict[str, Any]:
+def completion_body(
+    env: Envelope, answer: Answer, prompt_tokens: int, cached_tokens: int = 0
+) -> dict[str, Any]:
     """The non-streaming `chat.completion` object."""
     completion = sum(c.completion_tokens for c in answer.choices)
     return {
@@ -86,7 +88,7 @@ def completion_body(env: Envelope, answer: Answer, prompt_tokens: int) -> dict[s
             {"index": i, "message": _message(c), "logprobs": None, "finish_reason": c.finish_reason}
             for i, c in enumerate(answer.choices)
         ],
-        "usage": usage_body(prompt_tokens, completion),
+        "usage": usage_body(prompt_tokens, completion, cached_tokens),
         "service_tier": "default",
         "system_fingerprint": env.fingerprint,
     }
@@ -151,9 +153,9 @@ class ChunkWriter:
             body = [self.delta(index, {"content": part}) for part in chunks(choice.content or "")]
         return first, body, self.delta(index, {}, choice.finish_reason)
 
-    def usage_frame(self, prompt: int, completion: int) -> bytes:
+    def usage_frame(self, prompt: int, completion: int, cached: int = 0) -> bytes:
         """The final `choices: []` frame carrying usage."""
-        return self.frame([], usage_body(prompt, completion))
+        return self.frame([], usage_body(prompt, completion, cached))
 
 
 def error_frame() -> bytes:

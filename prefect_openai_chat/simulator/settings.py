@@ -122,6 +122,27 @@ class SimulatorSettings(BaseModel):
     allow_fault_header: bool = Field(
         default=True, description="Honour the `x-simulator-fault` header."
     )
+    prompt_caching: bool = Field(
+        default=True,
+        description="Report a recently seen prompt prefix of >= 1,024 tokens as cached tokens.",
+    )
+    prompt_cache_ttl_s: float = Field(
+        default=300.0, gt=0, description="How long a prompt prefix stays cached after its use."
+    )
+    batch_duration_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="Seconds a batch takes from creation to `completed` (the real API: hours).",
+    )
+    batch_faults: list[str] = Field(
+        default_factory=list,
+        description="Faults of every new batch: validation-failed, expire, line-errors, shuffle.",
+    )
+    batch_enqueued_token_limit: int | None = Field(
+        default=None,
+        gt=0,
+        description="Prompt tokens a model may have in unfinished batches (None: no limit).",
+    )
 
     @field_validator("fault_rates")
     @classmethod
@@ -141,6 +162,18 @@ class SimulatorSettings(BaseModel):
         for entry in script:
             parse_fault_list(entry)  # raises ValueError naming the bad fault
         return script
+
+    @field_validator("batch_faults")
+    @classmethod
+    def _check_batch_faults(cls, faults: list[str]) -> list[str]:
+        from prefect_openai_chat.simulator.batches import BATCH_FAULTS
+
+        for name in faults:
+            if name not in BATCH_FAULTS:
+                raise ValueError(
+                    f"unknown batch fault {name!r}; known batch faults: {', '.join(BATCH_FAULTS)}"
+                )
+        return faults
 
     @field_validator("api_keys")
     @classmethod

@@ -12,9 +12,12 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
+from prefect_openai_chat.simulator.batches import BatchStore
 from prefect_openai_chat.simulator.faults import FaultPicker
+from prefect_openai_chat.simulator.prompt_cache import PromptCache
 from prefect_openai_chat.simulator.ratelimit import RateLimiter
 from prefect_openai_chat.simulator.settings import SimulatorSettings
 from prefect_openai_chat.simulator.stats import Counters, SimulatorStats
@@ -33,6 +36,11 @@ class SimulatorState:
         self.outage_clock = time.monotonic()
         self.outage_base = 0  # request index at which the outage windows' count starts
         self.api_keys = frozenset(settings.api_keys)
+        self.prompt_cache = PromptCache(settings.prompt_cache_ttl_s)
+        self.batches = BatchStore()  # files and batches outlive `reset()`, as on an account
+        # set by `create_app`: answer one batch line; count a batch line's prompt tokens
+        self.answer_batch_line: Callable[[str, dict[str, Any]], tuple[int, dict[str, Any], int]]
+        self.batch_prompt_tokens: Callable[[dict[str, Any]], int]
 
     def _new_limiter(self) -> RateLimiter:
         s = self.settings
@@ -48,6 +56,7 @@ class SimulatorState:
         self.limiter = self._new_limiter()
         self.outage_clock = time.monotonic()
         self.outage_base = 0
+        self.prompt_cache = PromptCache(self.settings.prompt_cache_ttl_s)
 
     def configure(self, **overrides: Any) -> SimulatorSettings:
         """Apply `overrides` now; new `outages` are timed and counted from this moment.
@@ -62,6 +71,8 @@ class SimulatorState:
         if any(name in overrides for name in _LIMITER_FIELDS):
             s = self.settings
             self.limiter.reconfigure(s.rpm, s.tpm, s.time_scale)
+        if "prompt_cache_ttl_s" in overrides:
+            self.prompt_cache.ttl_s = self.settings.prompt_cache_ttl_s
         if "outages" in overrides:
             self.outage_clock = time.monotonic()
             self.outage_base = self.counters.requests

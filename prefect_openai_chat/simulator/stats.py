@@ -47,6 +47,15 @@ class SimulatorStats(BaseModel):
     last_admitted_at: float | None = Field(
         default=None, description="Unix time (`time.time()`) of the last admitted request."
     )
+    cached_tokens: int = Field(
+        default=0, description="Prompt tokens reported as cached (chat requests and batch lines)."
+    )
+    files_uploaded: int = Field(default=0, description="Files uploaded to `/v1/files`.")
+    batches_created: int = Field(default=0, description="Batches created on `/v1/batches`.")
+    batch_requests: int = Field(default=0, description="Batch lines answered (any status).")
+    batch_tokens: dict[str, int] = Field(
+        default_factory=dict, description="Usage of the batch lines: prompt, completion, cached."
+    )
 
     @property
     def admitted_per_s(self) -> float | None:
@@ -88,6 +97,11 @@ class Counters:
         self.admitted = 0
         self.first_admitted_at: float | None = None
         self.last_admitted_at: float | None = None
+        self.cached_tokens = 0
+        self.files_uploaded = 0
+        self.batches_created = 0
+        self.batch_requests = 0
+        self.batch_tokens = {"prompt": 0, "completion": 0, "cached": 0}
 
     def enter(self) -> int:
         """Count a new request; return its index since the last reset."""
@@ -147,4 +161,9 @@ class Counters:
             admitted=self.admitted,
             first_admitted_at=self.first_admitted_at,
             last_admitted_at=self.last_admitted_at,
+            cached_tokens=self.cached_tokens,
+            files_uploaded=self.files_uploaded,
+            batches_created=self.batches_created,
+            batch_requests=self.batch_requests,
+            batch_tokens=dict(self.batch_tokens),
         )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from prefect_openai_chat.tokens.models import _family_of
 
 PRICES_CHECKED_ON = "2025-08-07"
+BATCH_DISCOUNT = 0.5  # the Batch API bills every token class at half the online rate
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,19 @@ def estimate_cost(
     completion_tokens: int,
     cached_tokens: int = 0,
     prices: Mapping[str, Price] | None = None,
+    batch: bool = False,
 ) -> float | None:
-    """Cost in USD of one call; `cached_tokens` are the part of `prompt_tokens` read from cache."""
+    """Cost in USD of one call; `cached_tokens` are the part of `prompt_tokens` read from cache.
+
+    Cached tokens are billed at the model's cached-input rate; `batch=True` bills a Batch
+    API request at `BATCH_DISCOUNT` of the online rate.
+
+    Example:
+        >>> estimate_cost("gpt-4o-mini", 2_000_000, 0, cached_tokens=1_000_000)
+        0.225
+        >>> estimate_cost("gpt-4o-mini", 2_000_000, 0, cached_tokens=1_000_000, batch=True)
+        0.1125
+    """
     price = price_for(model, prices)
     if price is None:
         return None
@@ -80,4 +92,6 @@ def estimate_cost(
         + cached * price.cached_input
         + completion_tokens * price.output
     ) / 1_000_000
+    if batch:
+        usd *= BATCH_DISCOUNT
     return round(usd, 10)

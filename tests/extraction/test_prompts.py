@@ -43,7 +43,7 @@ def test_json_schema_mode() -> None:
     messages, params = build_request(Person, PERSON_TEXT, mode="auto", model="gpt-4o-mini")
     assert [m["role"] for m in messages] == ["system", "user"]
     assert messages[1]["content"] == PERSON_TEXT
-    assert set(params) == {"response_format"}
+    assert set(params) == {"response_format", "prompt_cache_key"}  # OpenAI: one cache key
     assert params["response_format"]["json_schema"]["strict"] is True
 
 
@@ -61,7 +61,7 @@ def test_json_object_mode_puts_the_schema_and_the_word_json_in_the_system_messag
 
 def test_tools_mode_forces_the_function_call() -> None:
     messages, params = build_request(Person, PERSON_TEXT, mode="tools", model="gpt-4o-mini")
-    assert set(params) == {"tools", "tool_choice"}
+    assert set(params) == {"tools", "tool_choice", "prompt_cache_key"}
     assert params["tool_choice"]["function"]["name"] == "Person"
     assert params["tools"][0]["function"]["parameters"]["additionalProperties"] is False
     assert "`Person`" in messages[0]["content"]

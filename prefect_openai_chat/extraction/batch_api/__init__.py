@@ -1,0 +1,32 @@
+"""The OpenAI Batch API as a way to run a night's extractions at half the price, Prefect-free.
+
+* `lines`: batch input lines, split by the API's limits and planned in waves by the
+  model's enqueued-token limit.
+* `outputs`: output and error files read back into `ChatResult`s by `custom_id`.
+* `replay`: one record's extraction replayed over its batch answers, through the same
+  parse, repair, validate and re-ask code as an online call.
+* `ledger`: the batch ids of a run, written before any wait, so a restarted run resumes.
+* `client`: upload, create, poll and download over an `AsyncOpenAI` client.
+* `night`: the whole run, record in, outcome out, every record exactly once.
+"""
+
+from prefect_openai_chat.extraction.batch_api.lines import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_REQUESTS,
+    BatchLine,
+    batch_line,
+    plan_waves,
+    split_lines,
+)
+from prefect_openai_chat.extraction.batch_api.night import BatchNight, BatchOptions
+
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_REQUESTS",
+    "BatchLine",
+    "BatchNight",
+    "BatchOptions",
+    "batch_line",
+    "plan_waves",
+    "split_lines",
+]

@@ -1,0 +1,331 @@
+"""A night of extractions through the Batch API: every record in, one outcome out.
+
+`BatchNight` holds one `Work` per distinct request (records with the same cache key
+share it). Round 0 sends every record's first request in batches; each answer is
+replayed through the online path's parse, repair and validation (`replay`), and
+what still needs a call (a re-ask, more room, a failed line) is sent online, or in
+the next round's batches with `reask="batch"`. Batches are planned within the API's
+limits and the model's enqueued-token limit, and recorded in the run's ledger before
+any wait, so a restarted run picks them up instead of paying again.
+
+Example:
+    >>> BatchOptions.from_mapping({"poll_interval_s": 5, "reask": "batch"}).reask
+    'batch'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from prefect_openai_chat.chat import ChatRunner
+from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.extraction.batch_api.client import TERMINAL, BatchClient
+from prefect_openai_chat.extraction.batch_api.ledger import BatchLedger
+from prefect_openai_chat.extraction.batch_api.lines import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_REQUESTS,
+    BatchLine,
+    batch_line,
+    plan_waves,
+    split_lines,
+)
+from prefect_openai_chat.extraction.batch_api.outputs import LineResult, read_result_lines
+from prefect_openai_chat.extraction.batch_api.replay import NextRequest, replay_extraction
+from prefect_openai_chat.extraction.engine import CallFn
+from prefect_openai_chat.results import ChatResult, Extraction
+from prefect_openai_chat.tokens import count_message_tokens
+
+Status = Literal["queued", "answered", "failed_line", "unfinished", "batch_failed", "done"]
+OnBatches = Callable[[Sequence[Any]], None]
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How a batch run behaves; every field has a sensible default.
+
+    Attributes:
+        poll_interval_s: Seconds between two looks at a running batch.
+        reask: Where re-asks, retries with more room and failed lines go: `online`
+            (at once, at the online price) or `batch` (a follow-up batch).
+        unfinished: What becomes of records an expired or cancelled batch did not
+            answer: `resubmit` them in a new batch, or `quarantine` them.
+        enqueued_token_limit: The model's enqueued-token limit (prompt tokens in
+            unfinished batches); None: no waves.
+        max_requests: Requests per batch (the API's limit: 50,000).
+        max_bytes: Bytes per batch input file (the API's limit: 200 MB).
+        max_rounds: Batch rounds at most; what still needs a call then goes online.
+    """
+
+    poll_interval_s: float = 30.0
+    reask: Literal["online", "batch"] = "online"
+    unfinished: Literal["resubmit", "quarantine"] = "resubmit"
+    enqueued_token_limit: int | None = None
+    max_requests: int = MAX_BATCH_REQUESTS
+    max_bytes: int = MAX_BATCH_BYTES
+    max_rounds: int = 4
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any] | None) -> BatchOptions:
+        """Options from a dict, with a clear error for an unknown name or a bad value."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(options or {}) - known
+        if unknown:
+            raise InvalidInputError(
+                f"unknown batch option(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
+        made = cls(**dict(options or {}))
+        if made.reask not in ("online", "batch"):
+            raise InvalidInputError(
+                f"batch option reask must be 'online' or 'batch', got {made.reask!r}"
+            )
+        if made.unfinished not in ("resubmit", "quarantine"):
+            raise InvalidInputError(
+                "batch option unfinished must be 'resubmit' or 'quarantine',"
+                f" got {made.unfinished!r}"
+            )
+        if made.poll_interval_s <= 0 or made.max_rounds < 1:
+            raise InvalidInputError("batch options poll_interval_s and max_rounds must be positive")
+        return made
+
+
+@dataclass
+class Work:
+    """One distinct request of the night and what became of it."""
+
+    custom_id: str
+    text: str
+    status: Status = "queued"
+    line: BatchLine | None = None
+    answers: list[ChatResult] = field(default_factory=list)
+    batch_cost: float = 0.0
+    online_cost_of_answers: float = 0.0
+    note: str | None = None
+    extraction: Extraction[Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the record has its outcome."""
+        return self.status == "done"
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A batch to wait for: already created (`batch_id`) or still to submit."""
+
+    lines: Sequence[BatchLine]
+    custom_ids: list[str]
+    batch_id: str | None = None
+
+
+class BatchNight:
+    """The batch rounds of one run, Prefect-free: plan, submit, wait, collect, settle."""
+
+    def __init__(
+        self,
+        schema: type[BaseModel],
+        model: str,
+        options: BatchOptions,
+        ledger: BatchLedger,
+        extraction_options: Mapping[str, Any],
+        prices: Any = None,
+    ) -> None:
+        self.schema, self.model, self.options, self.ledger = schema, model, options, ledger
+        self.extraction_options = {"model": model, **extraction_options}
+        self.prices = prices
+        self.works: dict[str, Work] = {}
+
+    # --- round 0: every record's first request ---
+
+    async def prepare(self, texts: Mapping[str, str], runner: ChatRunner) -> None:
+        """One `Work` per custom id, with its first request built as the online path builds it."""
+        for custom_id, text in texts.items():
+            work = self.works[custom_id] = Work(custom_id, text)
+            await self._next(work, runner)
+
+    async def _next(self, work: Work, runner: ChatRunner) -> NextRequest | Extraction[Any]:
+        """Replay the work's answers; queue the request it needs next, or finish it."""
+        step = await replay_extraction(
+            self.schema, work.text, work.answers, None, **self.extraction_options
+        )
+        if isinstance(step, NextRequest):
+            body = runner.request_body(step.messages, **step.params)
+            tokens = count_message_tokens(body["messages"], self.model, body.get("tools"))
+            work.line = batch_line(work.custom_id, body, tokens)
+            work.status = "queued"
+        else:
+            self._finish(work, step)
+        return step
+
+    def _finish(
+        self, work: Work, extraction: Extraction[Any] | None, note: str | None = None
+    ) -> None:
+        work.extraction, work.note, work.status, work.line = extraction, note, "done", None
+
+    # --- planning ---
+
+    def plan(self, round_number: int) -> list[list[Planned]]:
+        """The waves of this round: batches the ledger holds first, then new ones."""
+        queued = {w.custom_id for w in self.works.values() if w.status == "queued"}
+        if not queued:
+            return []
+        recorded = []
+        covered: set[str] = set()
+        for entry in self.ledger.batches(round_number):
+            ids = list(entry["custom_ids"])
+            covered.update(ids)
+            if queued.intersection(ids):
+                recorded.append(Planned((), ids, entry["batch_id"]))
+        fresh = [
+            self.works[c].line for c in sorted(queued - covered) if self.works[c].line is not None
+        ]
+        options = self.options
+        chunks = split_lines(
+            [line for line in fresh if line is not None],
+            options.max_requests,
+            options.max_bytes,
+            options.enqueued_token_limit,
+        )
+        waves: list[list[Planned]] = [recorded] if recorded else []
+        for wave in plan_waves(chunks, options.enqueued_token_limit):
+            waves.append([Planned(chunk, [line.custom_id for line in chunk]) for chunk in wave])
+        return waves
+
+    # --- submitting, waiting, collecting ---
+
+    async def submit(self, client: BatchClient, round_number: int, planned: Planned) -> str:
+        """Create the batch (or find the one a crashed run created); record it; its id."""
+        if planned.batch_id is not None:
+            return planned.batch_id
+        digest = hashlib.sha256("\n".join(planned.custom_ids).encode()).hexdigest()[:16]
+        metadata = {
+            "prefect_openai_chat_run": self.ledger.run_name,
+            "round": str(round_number),
+            "chunk": digest,
+        }
+        batch = await client.find(metadata)
+        if batch is None:
+            data = b"".join(line.data for line in planned.lines)
+            file_id = await client.upload(data, f"{self.ledger.key}-{round_number}-{digest}.jsonl")
+            batch = await client.create(file_id, metadata)
+        self.ledger.add(round_number, planned.custom_ids, batch.input_file_id, batch.id)
+        return str(batch.id)
+
+    async def wait(
+        self,
+        client: BatchClient,
+        batch_ids: Sequence[str],
+        on_batches: OnBatches,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> list[Any]:
+        """Poll until every batch has ended; `on_batches` sees them after each look."""
+        while True:
+            batches = [await client.retrieve(batch_id) for batch_id in batch_ids]
+            on_batches(batches)
+            if all(b.status in TERMINAL for b in batches):
+                return batches
+            await sleep(self.options.poll_interval_s)
+
+    async def collect(self, client: BatchClient, batch: Any, custom_ids: Sequence[str]) -> None:
+        """Match the batch's output and error lines to their works by `custom_id`."""
+        mine = [c for c in custom_ids if c in self.works and self.works[c].status == "queued"]
+        if batch.status == "failed":
+            self._failed_batch(batch, list(custom_ids), mine)
+            return
+        results: dict[str, LineResult] = {}
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            data = await client.download(file_id)
+            results.update(read_result_lines(data, self.model, self.prices))
+        for custom_id in mine:
+            work, result = self.works[custom_id], results.get(custom_id)
+            if result is not None and result.answer is not None:
+                work.answers.append(result.answer)
+                work.batch_cost += result.answer.cost_usd or 0.0
+                work.online_cost_of_answers += result.online_cost_usd or 0.0
+                work.status = "answered"
+            elif (result is not None and result.unfinished) or (
+                result is None
+                and batch.status
+                in (
+                    "expired",
+                    "cancelled",
+                )
+            ):
+                work.status, work.note = "unfinished", f"batch {batch.id} {batch.status} first"
+            else:
+                work.status = "failed_line"
+                work.note = (
+                    f"batch {batch.id}: {result.error}"
+                    if result is not None
+                    else f"batch {batch.id} returned no line for this record"
+                )
+
+    def _failed_batch(self, batch: Any, custom_ids: list[str], mine: list[str]) -> None:
+        errors = list(getattr(batch.errors, "data", None) or [])
+        if any(getattr(e, "code", None) == "token_limit_exceeded" for e in errors):
+            return  # still queued: the next round sends it once the queue has room
+        by_id: dict[str, str] = {}
+        for error in errors:
+            line = getattr(error, "line", None)
+            text = f"{getattr(error, 'code', None) or 'error'}: {getattr(error, 'message', '')}"
+            if isinstance(line, int) and 1 <= line <= len(custom_ids):
+                by_id[custom_ids[line - 1]] = f"line {line}: {text}"
+        first = next(iter(by_id.values()), None) or (
+            f"{errors[0].code}: {errors[0].message}" if errors else "no reason given"
+        )
+        for custom_id in mine:
+            reason = by_id.get(custom_id) or f"another line failed it ({first})"
+            self.works[custom_id].status = "batch_failed"
+            self.works[custom_id].note = f"batch {batch.id} failed validation: {reason}"
+
+    # --- settling ---
+
+    async def settle(
+        self, round_number: int, runner: ChatRunner, online: CallFn, slots: int
+    ) -> None:
+        """Decide every answered or failed work: finished, queued again, or online now."""
+        last_round = round_number + 1 >= self.options.max_rounds
+        batch_again = self.options.reask == "batch" and not last_round
+        go_online: list[Work] = []
+        for work in self.works.values():
+            if work.status == "answered":
+                step = await self._next(work, runner)
+                if isinstance(step, NextRequest) and not batch_again:
+                    go_online.append(work)
+            elif work.status == "failed_line":
+                if batch_again:
+                    work.status = "queued"  # the same request, in the next round
+                else:
+                    go_online.append(work)
+            elif work.status == "unfinished":
+                if self.options.unfinished == "quarantine":
+                    self._finish(work, None, f"{work.note}; not answered (unfinished='quarantine')")
+                elif last_round:
+                    go_online.append(work)
+                else:
+                    work.status = "queued"
+            elif work.status == "batch_failed":
+                self._finish(work, None, work.note)
+            elif work.status == "queued" and last_round:
+                go_online.append(work)  # a batch the queue had no room for, in the last round
+        semaphore = asyncio.Semaphore(max(1, slots))
+
+        async def finish_online(work: Work) -> None:
+            async with semaphore:
+                result = await replay_extraction(
+                    self.schema, work.text, work.answers, online, **self.extraction_options
+                )
+            assert not isinstance(result, NextRequest)
+            self._finish(work, result)
+
+        await asyncio.gather(*(finish_online(work) for work in go_online))
+
+    @property
+    def open_works(self) -> int:
+        """Works without an outcome yet."""
+        return sum(not w.finished for w in self.works.values())

@@ -1,0 +1,350 @@
+"""`extract_records(..., via="batch")`: a night's extractions through the OpenAI Batch API.
+
+The Prefect side of `extraction.batch_api`: the records' first requests go out in
+batches (half the price, answered within 24 hours), a polling task waits for them
+and shows their `request_counts` in the run's progress artifact, and each answer
+goes through the same parse, repair and validation as an online call. What still
+needs a call afterwards (a re-ask, more room, a failed line) is sent online by
+default. The batch ids are recorded before any wait, so a restarted run resumes
+them, and finished records go to the record cache, so a re-run pays nothing.
+
+Example:
+    ```python
+    from prefect_openai_chat.flows import extract_records
+
+    summary = extract_records(
+        source="tickets.jsonl",
+        schema="prefect_openai_chat.examples.tickets:SupportTicket",
+        chat_model="nightly-chat-model",
+        prompt="Subject: {subject}\\n\\n{body}",
+        output="out/tickets.jsonl",
+        quarantine="out/quarantine.jsonl",
+        via="batch",
+        batch_options={"poll_interval_s": 60},
+    )
+    print(summary["cost_usd"], summary["online_cost_usd"])
+    ```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prefect import task
+from prefect.artifacts import update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+
+from prefect_openai_chat._sync import run_sync
+from prefect_openai_chat.blocks import ChatModel
+from prefect_openai_chat.blocks.assembly import resolve_chat_model
+from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.extraction.batch_api import BatchNight, BatchOptions
+from prefect_openai_chat.extraction.batch_api.client import BatchClient
+from prefect_openai_chat.extraction.batch_api.ledger import BatchLedger, run_key
+from prefect_openai_chat.extraction.batch_api.night import Planned, Work
+from prefect_openai_chat.extraction.ledger import Ledger, open_ledger, resolve_cache
+from prefect_openai_chat.flows.sources import SourceItem
+from prefect_openai_chat.flows.summary import RunArtifacts
+from prefect_openai_chat.results import RecordOutcome
+from prefect_openai_chat.tasks import batch as batch_tasks
+from prefect_openai_chat.tasks._common import assemble, run_logger
+from prefect_openai_chat.tasks.batch import FINAL_OUTCOMES, _gate_for, record_outcome, render
+from prefect_openai_chat.tasks.extract import extraction_key, runner_call
+
+if TYPE_CHECKING:
+    from prefect_openai_chat.flows.extract_records import _Job, _Window
+
+VIAS = ("online", "batch")
+
+
+def check_via(via: str, per_record_tasks: bool) -> None:
+    """`via` must be `online` or `batch`; `batch` runs no per-record tasks.
+
+    Example:
+        >>> check_via("batch", False)
+    """
+    if via not in VIAS:
+        raise InvalidInputError(f"via must be 'online' or 'batch', got {via!r}")
+    if via == "batch" and per_record_tasks:
+        raise InvalidInputError("per_record_tasks=True runs records online; use via='online'")
+
+
+def ledger_folder(cache: bool | str) -> Path:
+    """Where a run's batch ledger lives: next to its record cache."""
+    target = resolve_cache(cache)
+    if target is True or target is False or (isinstance(target, str) and "://" in target):
+        target = batch_tasks.default_cache_path()  # a shared ledger: the run's file stays local
+    return Path(target).parent / "batch-runs"
+
+
+def run_batch_night(
+    job: _Job,
+    window: _Window,
+    items: Iterator[SourceItem],
+    batch_options: Mapping[str, Any] | None,
+    artifacts: RunArtifacts,
+) -> None:
+    """Extract every readable record of `items` through the Batch API; write them out."""
+    options = BatchOptions.from_mapping(batch_options)
+    readable = window._readable(list(items))
+    model = run_sync(resolve_chat_model(job.chat_model))
+    keys: list[str | None] = []
+    texts: dict[str, str] = {}
+    skipped: dict[int, str] = {}
+    for position, item in enumerate(readable):
+        try:
+            text = render(item.record or {}, job.prompt)
+        except InvalidInputError as exc:
+            keys.append(None)
+            skipped[position] = str(exc)
+            continue
+        key = extraction_key(
+            model, job.schema, text, job.instructions, job.mode, job.max_reprompts, None
+        )
+        keys.append(key)
+        texts.setdefault(key, text)
+    cache = open_ledger(job.cache, batch_tasks.default_cache_path)
+    try:
+        known = cache.get_many(texts) if cache is not None else {}
+        fresh = {key: text for key, text in texts.items() if key not in known}
+        night: BatchNight | None = None
+        ledger = BatchLedger.open(
+            ledger_folder(job.cache), run_key(model.model, _base(model), texts)
+        )
+        if fresh:
+            night = _run_rounds(job, model, options, ledger, fresh, cache, artifacts)
+        outcomes = _outcomes(readable, keys, skipped, known, night)
+        window._write(readable, outcomes)
+        ledger.remove()
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def _base(model: ChatModel) -> str:
+    return str(getattr(model.credentials, "base_url", None) or "https://api.openai.com/v1")
+
+
+def _run_rounds(
+    job: _Job,
+    model: ChatModel,
+    options: BatchOptions,
+    ledger: BatchLedger,
+    texts: dict[str, str],
+    cache: Ledger | None,
+    artifacts: RunArtifacts,
+) -> BatchNight:
+    night = run_sync(_prepare(job, model, options, ledger, texts))
+    logger = run_logger()
+    for round_number in range(options.max_rounds):
+        waves = night.plan(round_number)
+        if not waves and round_number > 0:
+            break
+        for number, wave in enumerate(waves, start=1):
+            label = f"round {round_number + 1}, wave {number}/{len(waves)}"
+            ids = submit_batches(job.chat_model, night, round_number, wave, label)
+            logger.info("batch API %s: %d batch(es) %s", label, len(ids), ", ".join(ids))
+            batches = wait_for_batches(job.chat_model, night, ids, artifacts.progress_id, label)
+            collect_batches(job.chat_model, night, batches, wave)
+        settle_records(job, night, round_number, cache)
+        if night.open_works == 0:
+            break
+    for work in night.works.values():  # never left without an outcome
+        if not work.finished:
+            work.status, work.note = "done", f"no outcome after {options.max_rounds} batch rounds"
+    return night
+
+
+async def _prepare(
+    job: _Job,
+    model: ChatModel,
+    options: BatchOptions,
+    ledger: BatchLedger,
+    texts: dict[str, str],
+) -> BatchNight:
+    _, runner = await assemble(model)
+    night = BatchNight(
+        job.schema,
+        runner.settings.model,
+        options,
+        ledger,
+        {
+            "instructions": job.instructions,
+            "mode": job.mode,
+            "max_reprompts": job.max_reprompts,
+            "max_completion_tokens": runner.settings.defaults.get("max_completion_tokens"),
+        },
+        prices=runner.settings.prices,
+    )
+    await night.prepare(texts, runner)
+    return night
+
+
+def _client(model: ChatModel) -> BatchClient:
+    return BatchClient(model.get_client(async_client=True))  # type: ignore[arg-type]
+
+
+async def _asubmit(
+    chat_model: ChatModel | str, night: BatchNight, round_number: int, wave: Sequence[Planned],
+    label: str,
+) -> list[str]:  # fmt: skip
+    """Create the wave's batches (or find those a crashed run made), recorded before any wait."""
+    model = await resolve_chat_model(chat_model)
+    client = _client(model)
+    return [await night.submit(client, round_number, planned) for planned in wave]
+
+
+async def _await_batches(
+    chat_model: ChatModel | str, night: BatchNight, batch_ids: list[str], progress_id: Any,
+    label: str,
+) -> list[Any]:  # fmt: skip
+    """Poll the batches until they end, showing their request counts as the run's progress."""
+    model = await resolve_chat_model(chat_model)
+    seen: list[str] = []
+
+    def show(batches: Sequence[Any]) -> None:
+        total = done = failed = 0
+        parts = []
+        for batch in batches:
+            counts = batch.request_counts
+            if counts is not None:
+                total, done, failed = (
+                    total + counts.total,
+                    done + counts.completed,
+                    failed + counts.failed,
+                )
+            parts.append(f"{batch.id} {batch.status}")
+        text = (
+            f"Batch API {label}: {done} of {total} requests completed, {failed} failed"
+            f" ({'; '.join(parts)})"
+        )
+        if text != (seen[-1] if seen else None):
+            seen.append(text)
+            run_logger().info("%s", text)
+            if progress_id is not None:
+                share = 100.0 * (done + failed) / total if total else 0.0
+                update_progress_artifact(progress_id, min(share, 100.0), description=text)
+
+    return await night.wait(_client(model), batch_ids, show)
+
+
+async def _acollect(
+    chat_model: ChatModel | str, night: BatchNight, batches: list[Any], wave: Sequence[Planned]
+) -> None:
+    """Download the output and error files and match their lines by custom_id."""
+    model = await resolve_chat_model(chat_model)
+    client = _client(model)
+    for batch, planned in zip(batches, wave, strict=True):
+        await night.collect(client, batch, planned.custom_ids)
+        if batch.status == "failed":
+            errors = getattr(batch.errors, "data", None) or []
+            for error in errors[:20]:
+                run_logger().warning(
+                    "batch %s failed validation: line %s: %s: %s",
+                    batch.id, error.line, error.code, error.message,
+                )  # fmt: skip
+
+
+async def _asettle(job: _Job, night: BatchNight, round_number: int, cache: Ledger | None) -> None:
+    """Finish what the answers settle; send re-asks online (or queue them); cache outcomes."""
+    before = {key for key, work in night.works.items() if work.finished}
+    _, runner = await assemble(job.chat_model)
+    runner.protection.gate = _gate_for(job.concurrency_pool, job.concurrency)
+    await night.settle(round_number, runner, runner_call(runner), slots=job.concurrency * 4)
+    if cache is None:
+        return
+    for key, work in night.works.items():  # each final outcome stored as it is settled
+        if work.finished and key not in before:
+            outcome = _work_outcome(0, key, work)
+            if outcome.outcome in FINAL_OUTCOMES:
+                cache.complete(key, outcome.model_dump_json())
+
+
+_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE}
+
+
+@task(name="batch-api-submit", task_run_name="submit batches, {label}", **_OPTIONS)
+def submit_batches(
+    chat_model: ChatModel | str, night: BatchNight, round_number: int, wave: list[Planned],
+    label: str,
+) -> list[str]:  # fmt: skip
+    """Create a wave's batches; their ids are in the ledger before this returns."""
+    return run_sync(_asubmit(chat_model, night, round_number, wave, label))
+
+
+@task(name="batch-api-wait", task_run_name="wait for batches, {label}", **_OPTIONS)
+def wait_for_batches(
+    chat_model: ChatModel | str, night: BatchNight, batch_ids: list[str], progress_id: Any,
+    label: str,
+) -> list[Any]:  # fmt: skip
+    """Poll a wave's batches every `poll_interval_s` until each has ended."""
+    return run_sync(_await_batches(chat_model, night, batch_ids, progress_id, label))
+
+
+@task(name="batch-api-collect", **_OPTIONS)
+def collect_batches(
+    chat_model: ChatModel | str, night: BatchNight, batches: list[Any], wave: list[Planned]
+) -> None:
+    """Download a wave's output and error files; match the lines to their records."""
+    run_sync(_acollect(chat_model, night, batches, wave))
+
+
+@task(name="batch-api-settle", **_OPTIONS)
+def settle_records(job: _Job, night: BatchNight, round_number: int, cache: Ledger | None) -> None:
+    """Validate the round's answers; re-ask online (or queue for the next round); cache."""
+    run_sync(_asettle(job, night, round_number, cache))
+
+
+def _work_outcome(index: int, key: str, work: Work) -> RecordOutcome:
+    if work.extraction is None:
+        return RecordOutcome(
+            index=index, key=key, ok=False, outcome="error", reason=work.note, via="batch"
+        )
+    outcome = record_outcome(index, key, work.extraction)
+    online = None
+    if work.answers:
+        online = round(
+            (outcome.cost_usd or 0.0) - work.batch_cost + work.online_cost_of_answers, 10
+        )
+    return outcome.model_copy(
+        update={"via": "batch" if work.answers else "online", "online_cost_usd": online}
+    )
+
+
+def _outcomes(
+    readable: list[SourceItem],
+    keys: list[str | None],
+    skipped: dict[int, str],
+    known: Mapping[str, str],
+    night: BatchNight | None,
+) -> list[RecordOutcome]:
+    """One outcome per readable record, in order; a repeated request is paid once."""
+    outcomes: list[RecordOutcome] = []
+    paid: set[str] = set()
+    for position, (item, key) in enumerate(zip(readable, keys, strict=True)):
+        if key is None:
+            outcomes.append(
+                RecordOutcome(
+                    index=item.line,
+                    key=item.key,
+                    ok=False,
+                    outcome="skipped",
+                    reason=skipped[position],
+                )
+            )
+            continue
+        if key in known:
+            hit = RecordOutcome.model_validate_json(known[key])
+            outcomes.append(
+                hit.model_copy(update={"index": item.line, "key": item.key, "cached": True})
+            )
+            continue
+        assert night is not None
+        outcome = _work_outcome(item.line, item.key, night.works[key])
+        if key in paid:  # the same request again: answered once, paid once
+            outcome = outcome.model_copy(update={"cached": True})
+        paid.add(key)
+        outcomes.append(outcome)
+    return outcomes
