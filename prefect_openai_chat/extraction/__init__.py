@@ -27,7 +27,6 @@ from prefect_openai_chat.extraction.prompts import (
     PROMPT_VERSION,
     build_request,
     resolve_mode,
-    supports_structured_outputs,
 )
 from prefect_openai_chat.extraction.reprompt import (
     Problem,
@@ -42,6 +41,7 @@ from prefect_openai_chat.extraction.schema import (
     schema_text,
     tool_definition,
 )
+from prefect_openai_chat.tokens.models import supports_structured_outputs  # the model table's
 
 __all__ = [
     "MODES",
