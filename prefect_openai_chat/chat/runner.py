@@ -490,7 +490,7 @@ class ChatRunner:
                 finish_reason="stop",
                 model="static",
                 answered_by="static",
-                attempts=tally.attempts if tally is not None else 0,
+                http_attempts=tally.attempts if tally is not None else 0,
             )
         if missing:
             raise MissingFallbackError(
@@ -527,7 +527,7 @@ class ChatRunner:
             update={
                 "usage": usage,
                 "cost_usd": cost,
-                "attempts": attempts,
+                "http_attempts": attempts,
                 "latency_s": self._clock() - started,
                 "answered_by": self.settings.name,
             }

@@ -20,7 +20,7 @@ Example:
     >>> async def call(messages, params):
     ...     return ChatResult(content='```json\\n{"name": "Oslo"}\\n```', finish_reason="stop")
     >>> result = asyncio.run(run_extraction(call, City, "I live in Oslo.", model="gpt-4o-mini"))
-    >>> result.ok, result.value, result.repaired, result.attempts
+    >>> result.ok, result.value, result.repaired, result.calls
     (True, City(name='Oslo'), True, 1)
 """
 
@@ -65,7 +65,7 @@ _DEFAULT_FIRST_LIMIT = 1024  # when a truncated answer reports no usage at all
 class _Tally:
     """What the attempts so far cost and said."""
 
-    attempts: int = 0
+    calls: int = 0
     usage: Usage = field(default_factory=Usage)
     costs: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -78,8 +78,8 @@ class _Tally:
     retries: int = 0
 
     def add(self, result: ChatResult, model: str) -> None:
-        self.attempts += 1
-        self.retries += max(0, result.attempts - 1)
+        self.calls += 1
+        self.retries += max(0, result.http_attempts - 1)
         self.usage = self.usage + result.usage
         cost = result.cost_usd
         if cost is None:
@@ -94,7 +94,7 @@ class _Tally:
         self.latency_s += result.latency_s
 
     def error(self, text: str) -> None:
-        self.errors.append(f"attempt {self.attempts}: {text}")
+        self.errors.append(f"attempt {self.calls}: {text}")
 
     def finish(
         self, schema: type[M], outcome: Outcome, reason: str | None, value: M | None = None
@@ -105,7 +105,7 @@ class _Tally:
             ok=outcome == "ok",
             outcome=outcome,
             reason=reason,
-            attempts=self.attempts,
+            calls=self.calls,
             retries=self.retries,
             repaired=self.repaired,
             reprompts=self.reprompts,
@@ -206,7 +206,7 @@ async def run_extraction(
         except Exception as exc:
             if on_error == "raise":
                 raise
-            tally.attempts += 1
+            tally.calls += 1
             tally.error(f"{type(exc).__name__}: {exc}")
             return tally.finish(model_cls, "error", f"the call failed: {type(exc).__name__}: {exc}")
         tally.add(result, model)

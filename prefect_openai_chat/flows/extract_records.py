@@ -81,7 +81,7 @@ def _quarantine_row(
         "key": key,  # the same key the output rows use (a batch's own index would repeat)
         "reason": reason,
         "outcome": outcome.outcome if outcome else item.kind,
-        "attempts": outcome.attempts if outcome else 0,
+        "attempts": outcome.calls if outcome else 0,  # chat completions made for it
         "record": item.record if item.record is not None else item.raw,
         "last_raw_output": outcome.last_raw_output if outcome else None,
     }
@@ -124,7 +124,7 @@ def _per_record(
                 key=str(index),
                 ok=False,
                 outcome="error",
-                attempts=1,
+                calls=1,
                 reason=f"the call failed: {type(exc).__name__}: {exc}",
             )
             continue

@@ -56,7 +56,7 @@ class RunTotals:
             self.completion_tokens += outcome.usage.completion_tokens
             self.cost_usd += outcome.cost_usd or 0.0
             self.retries += outcome.retries
-            if outcome.attempts:
+            if outcome.calls:
                 self.latencies.append(outcome.latency_s)
 
     def add_quarantined(self, line: int | None, key: str, reason: str | None) -> None:

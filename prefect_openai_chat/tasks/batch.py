@@ -211,12 +211,12 @@ def _with_earlier_rounds(outcome: RecordOutcome, spent: list[Extraction[Any]]) -
     """Add what earlier rounds of the same record cost to its final outcome."""
     if not spent:
         return outcome
-    usage, attempts = outcome.usage, outcome.attempts
+    usage, calls = outcome.usage, outcome.calls
     costs = [c for c in (outcome.cost_usd, *(e.cost_usd for e in spent)) if c is not None]
     for earlier in spent:
-        usage, attempts = usage + earlier.usage, attempts + earlier.attempts
+        usage, calls = usage + earlier.usage, calls + earlier.calls
     cost = round(sum(costs), 10) if costs else None
-    return outcome.model_copy(update={"usage": usage, "attempts": attempts, "cost_usd": cost})
+    return outcome.model_copy(update={"usage": usage, "calls": calls, "cost_usd": cost})
 
 
 def record_outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordOutcome:
@@ -229,7 +229,7 @@ def record_outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordO
         value=value.model_dump(mode="json") if isinstance(value, BaseModel) else None,
         outcome=extraction.outcome,
         reason=extraction.reason,
-        attempts=extraction.attempts,
+        calls=extraction.calls,
         retries=extraction.retries,
         repaired=extraction.repaired,
         reprompts=extraction.reprompts,

@@ -159,10 +159,10 @@ async def _aextract(
         redact_exception(exc)  # also what fails before the runner's own boundary
         raise
     run_logger().info(
-        "extract %s outcome=%s attempts=%d reprompts=%d repaired=%s tokens=%d cost=%s%s",
+        "extract %s outcome=%s calls=%d reprompts=%d repaired=%s tokens=%d cost=%s%s",
         model_cls.__name__,
         result.outcome,
-        result.attempts,
+        result.calls,
         result.reprompts,
         result.repaired,
         result.usage.total_tokens,
