@@ -95,6 +95,8 @@ class ChatResult(BaseModel):
 Outcome = Literal[
     "ok", "invalid", "truncated", "refused", "content_filter", "budget", "error", "skipped"
 ]
+# Outcomes the same inputs would reach again, so they are cached; errors (outages) are not.
+FINAL_OUTCOMES = frozenset({"ok", "invalid", "truncated", "refused", "content_filter", "budget"})
 
 
 def _renamed(old: str, new: str) -> None:

@@ -38,6 +38,7 @@ from prefect_openai_chat.extraction import ensure_model, run_extraction, templat
 from prefect_openai_chat.extraction.record_cache import RecordCache
 from prefect_openai_chat.resilience import AdaptiveConcurrency
 from prefect_openai_chat.results import (
+    FINAL_OUTCOMES,
     BatchReport,
     Extraction,
     Outcome,
@@ -47,8 +48,6 @@ from prefect_openai_chat.tasks._common import build_runner, run_logger
 from prefect_openai_chat.tasks.extract import extraction_key, runner_call
 
 Record = Mapping[str, Any] | str
-# Outcomes that the same inputs would reach again; errors (outages) are tried again.
-FINAL_OUTCOMES = frozenset({"ok", "invalid", "truncated", "refused", "content_filter", "budget"})
 RECORDS_PER_SLOT = 4  # records in progress per HTTP slot: enough to keep every slot busy
 
 _pools: weakref.WeakValueDictionary[str, AdaptiveConcurrency] = weakref.WeakValueDictionary()
