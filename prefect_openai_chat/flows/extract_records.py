@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import unmapped
 from prefect.futures import PrefectFuture, as_completed
 from pydantic import BaseModel
 
@@ -55,13 +54,7 @@ from prefect_openai_chat.resilience import AdaptiveConcurrency
 from prefect_openai_chat.results import BatchReport, RecordOutcome
 from prefect_openai_chat.tasks import events
 from prefect_openai_chat.tasks._common import run_logger
-from prefect_openai_chat.tasks.batch import (
-    extract_batch,
-    record_outcome,
-    render,
-    share_concurrency,
-)
-from prefect_openai_chat.tasks.extract import extract
+from prefect_openai_chat.tasks.batch import extract_batch, share_concurrency
 
 # The parameter is called `schema`, as users expect; pydantic warns that the name shadows
 # an attribute of the model Prefect builds to validate flow parameters. That is harmless.
@@ -85,51 +78,6 @@ def _quarantine_row(
         "record": item.record if item.record is not None else item.raw,
         "last_raw_output": outcome.last_raw_output if outcome else None,
     }
-
-
-def _per_record(
-    chat_model: ChatModel | str,
-    schema: type[BaseModel],
-    records: list[dict[str, Any]],
-    prompt: str,
-    instructions: str | None,
-    mode: str,
-    max_reprompts: int,
-) -> list[RecordOutcome]:
-    """One `extract` task per record, for small inputs a user wants to see record by record."""
-    outcomes: list[RecordOutcome | None] = [None] * len(records)
-    texts: dict[int, str] = {}
-    for index, record in enumerate(records):
-        try:
-            texts[index] = render(record, prompt)
-        except InvalidInputError as exc:
-            outcomes[index] = RecordOutcome(
-                index=index, key=str(index), ok=False, outcome="skipped", reason=str(exc)
-            )
-    # Only the texts are mapped: a block and the strings are iterable, `map` would split them.
-    futures = extract.map(
-        unmapped(chat_model),
-        unmapped(schema),
-        list(texts.values()),
-        unmapped(instructions),
-        unmapped(mode),
-        unmapped(max_reprompts),
-    )
-    for index, future in zip(texts, futures, strict=True):
-        try:
-            extraction = future.result()
-        except Exception as exc:  # as in extract_batch: quarantined with the reason, run goes on
-            outcomes[index] = RecordOutcome(
-                index=index,
-                key=str(index),
-                ok=False,
-                outcome="error",
-                calls=1,
-                reason=f"the call failed: {type(exc).__name__}: {exc}",
-            )
-            continue
-        outcomes[index] = record_outcome(index, str(index), extraction)
-    return [o for o in outcomes if o is not None]
 
 
 @source_flow(name="extract-records", log_prints=True)
@@ -165,7 +113,8 @@ def extract_records(
         instructions: What to extract, in words.
         mode: `auto`, `json_schema`, `json_object` or `tools`.
         max_reprompts: Re-asks after an invalid answer, per record.
-        per_record_tasks: One `extract` task per record instead of batches (small inputs).
+        per_record_tasks: One `extract_batch` task run per record, each visible in the UI,
+            instead of batches of `batch_size` (small inputs).
         cache: True for the default record cache, a path for another, False for none.
 
     Returns:
@@ -183,6 +132,9 @@ def extract_records(
         source = list(source)  # an iterable is read twice: once here, once below
     check_source_against_prompt(source, prompt)
     keys = Keys(key_field)
+    unit = "batch"
+    if per_record_tasks:  # the same per-record logic as batches, one task run per record
+        batch_size, unit = 1, "record"
     total = count_records(source)
     batches_total = None if total is None else max(1, -(-total // batch_size))
     totals = RunTotals()
@@ -197,11 +149,8 @@ def extract_records(
     with open_outputs(out_path, quarantine_path, model_cls) as (rows, bad):
         window = _Window(job, rows, bad, totals, lambda: artifacts.progress(totals.records, total))
         for number, batch in enumerate(_batches(read_records(source, keys), batch_size), start=1):
-            label = f"batch {number}/{batches_total or '?'}"
-            if per_record_tasks:
-                window.run_per_record(batch)
-            else:
-                window.submit(batch, label, in_flight=2 + -(-concurrency // batch_size))
+            label = f"{unit} {number}/{batches_total or '?'}"
+            window.submit(batch, label, in_flight=2 + -(-concurrency // batch_size))
         window.drain()
         _check_exactly_once(totals, rows, bad)
     totals.circuit_trips = events.trips - trips_before
@@ -292,18 +241,6 @@ class _Window:
         )
         self.pending[future] = readable
         future.add_done_callback(self.finished.add)
-
-    def run_per_record(self, batch: list[SourceItem]) -> None:
-        """One `extract` task per record (small inputs a user wants to see record by record)."""
-        readable = self._readable(batch)
-        if readable:
-            job = self.job
-            records = [item.record for item in readable if item.record is not None]
-            outcomes = _per_record(
-                job.chat_model, job.schema, records, job.prompt, job.instructions, job.mode,
-                job.max_reprompts,
-            )  # fmt: skip
-            self._write(readable, outcomes)
 
     def drain(self) -> None:
         """Wait for every batch still in flight and write it out."""

@@ -34,7 +34,12 @@ from prefect_openai_chat._sync import sync_twin
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.extraction import ensure_model, run_extraction, templates
+from prefect_openai_chat.extraction import (
+    ExtractionOptions,
+    ensure_model,
+    run_extraction,
+    templates,
+)
 from prefect_openai_chat.extraction.record_cache import RecordCache
 from prefect_openai_chat.resilience import AdaptiveConcurrency
 from prefect_openai_chat.results import (
@@ -108,6 +113,15 @@ class _BatchRun:
     ):
         self.runner, self.model, self.spec, self.cache = runner, model, spec, cache
         self.semaphore = asyncio.Semaphore(spec.concurrency * RECORDS_PER_SLOT)
+        self.options = ExtractionOptions(  # one object for every record, checked once
+            model=runner.settings.model,
+            instructions=spec.instructions,
+            mode=spec.mode,
+            max_reprompts=spec.max_reprompts,
+            token_budget=spec.token_budget,
+            max_completion_tokens=runner.settings.defaults.get("max_completion_tokens"),
+            on_error="return",
+        )
 
     def key_of(self, index: int, record: Record) -> str:
         field = self.spec.key_field
@@ -179,18 +193,7 @@ class _BatchRun:
             errors: list[BaseException] = []
             async with self.semaphore:
                 extraction = await run_extraction(
-                    runner_call(self.runner, errors),
-                    self.spec.schema,
-                    text,
-                    model=self.runner.settings.model,
-                    instructions=self.spec.instructions,
-                    mode=self.spec.mode,
-                    max_reprompts=self.spec.max_reprompts,
-                    token_budget=self.spec.token_budget,
-                    max_completion_tokens=self.runner.settings.defaults.get(
-                        "max_completion_tokens"
-                    ),
-                    on_error="return",
+                    runner_call(self.runner, errors), self.spec.schema, text, self.options
                 )
             retry = bool(errors) and policy.classify(errors[-1]).task_retry
             if not retry or round_number == rounds - 1:
@@ -298,7 +301,14 @@ async def _aextract_batch(
     gate = _gate_for(concurrency_pool, concurrency)
     runner.protection.gate = gate
     spec = BatchSpec(
-        model_cls, prompt, instructions, mode, max_reprompts, token_budget, concurrency, key_field
+        schema=model_cls,
+        prompt=prompt,
+        instructions=instructions,
+        mode=mode,
+        max_reprompts=max_reprompts,
+        token_budget=token_budget,
+        concurrency=concurrency,
+        key_field=key_field,
     )
     record_cache = None
     if cache is not False:

@@ -32,6 +32,7 @@ from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import StaticFallbackError
 from prefect_openai_chat.extraction import (
     CallFn,
+    ExtractionOptions,
     ensure_model,
     extraction_cache_key,
     run_extraction,
@@ -159,10 +160,7 @@ async def _aextract(
             if hit is not None:
                 run_logger().info("extract %s: from the cache", model_cls.__name__)
                 return hit
-        result = await run_extraction(
-            runner_call(runner),
-            model_cls,
-            text_or_messages,
+        options = ExtractionOptions(
             model=runner.settings.model,
             instructions=instructions,
             mode=mode,
@@ -170,6 +168,7 @@ async def _aextract(
             token_budget=token_budget,
             max_completion_tokens=runner.settings.defaults.get("max_completion_tokens"),
         )
+        result = await run_extraction(runner_call(runner), model_cls, text_or_messages, options)
         if key is not None:
             await _store(key, result)
     except Exception as exc:
