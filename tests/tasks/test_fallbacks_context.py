@@ -167,7 +167,7 @@ def test_fail_names_both_numbers_and_sends_nothing(up: Simulator) -> None:
     prompt = count_message_tokens(LONG, MODEL)
     assert isinstance(error, ContextWindowExceededError)
     assert (error.prompt_tokens, error.limit) == (prompt, WINDOW)
-    assert f"({prompt} tokens)" in str(error) and f"{WINDOW} tokens" in str(error)
+    assert f"needs {prompt} tokens" in str(error) and f"{WINDOW}-token context window" in str(error)
     assert "truncate_oldest" in str(error)
     assert up.stats().requests == 0
     assert task_run_count(task_run_id) == 1
