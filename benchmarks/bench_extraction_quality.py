@@ -62,7 +62,7 @@ def how_fixed(outcome: RecordOutcome) -> str:
         return "re-prompt"
     if outcome.repaired:
         return "local repair"
-    if outcome.attempts > 1:
+    if outcome.calls > 1:
         return "retry with more room"
     return "first answer"
 

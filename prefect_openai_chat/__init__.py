@@ -1,7 +1,8 @@
 """Prefect 3 tasks, blocks and flows that make OpenAI Chat Completions safe in pipelines.
 
 Names load on first use, so that `prefect_openai_chat.simulator` or
-`prefect_openai_chat.tokens` can be imported without importing Prefect.
+`prefect_openai_chat.tokens` can be imported without importing Prefect. The error
+classes are here too: `from prefect_openai_chat import TruncatedOutputError`.
 
 Example:
     >>> from prefect_openai_chat import count_message_tokens
@@ -33,18 +34,50 @@ _WHERE = {
     "BatchReport": "results",
     "RecordOutcome": "results",
     "Usage": "results",
+    "AttemptTimeoutError": "errors",
+    "CallTimeoutError": "errors",
+    "ChatError": "errors",
+    "CircuitOpenError": "errors",
+    "ContentFilteredError": "errors",
+    "ContextWindowExceededError": "errors",
+    "CredentialsRejectedError": "errors",
+    "IncompleteStreamError": "errors",
+    "InsufficientQuotaError": "errors",
+    "InvalidInputError": "errors",
+    "MalformedResponseError": "errors",
+    "MissingFallbackError": "errors",
+    "RateLimitPatienceError": "errors",
+    "StaticFallbackError": "errors",
+    "TruncatedOutputError": "errors",
+    "ToolCall": "results",
     "count_message_tokens": "tokens",
     "estimate_cost": "tokens",
     "reset_process_state": "process",
 }
 __all__ = [
+    "AttemptTimeoutError",
     "AzureOpenAICredentials",
     "BatchReport",
+    "CallTimeoutError",
+    "ChatError",
     "ChatModel",
     "ChatResult",
+    "CircuitOpenError",
+    "ContentFilteredError",
+    "ContextWindowExceededError",
+    "CredentialsRejectedError",
     "Extraction",
+    "IncompleteStreamError",
+    "InsufficientQuotaError",
+    "InvalidInputError",
+    "MalformedResponseError",
+    "MissingFallbackError",
     "OpenAICredentials",
+    "RateLimitPatienceError",
     "RecordOutcome",
+    "StaticFallbackError",
+    "ToolCall",
+    "TruncatedOutputError",
     "Usage",
     "achat_completion",
     "aextract",
@@ -61,12 +94,30 @@ __all__ = [
 
 if TYPE_CHECKING:
     from prefect_openai_chat.blocks import AzureOpenAICredentials, ChatModel, OpenAICredentials
+    from prefect_openai_chat.errors import (
+        AttemptTimeoutError,
+        CallTimeoutError,
+        ChatError,
+        CircuitOpenError,
+        ContentFilteredError,
+        ContextWindowExceededError,
+        CredentialsRejectedError,
+        IncompleteStreamError,
+        InsufficientQuotaError,
+        InvalidInputError,
+        MalformedResponseError,
+        MissingFallbackError,
+        RateLimitPatienceError,
+        StaticFallbackError,
+        TruncatedOutputError,
+    )
     from prefect_openai_chat.process import reset_process_state
     from prefect_openai_chat.results import (
         BatchReport,
         ChatResult,
         Extraction,
         RecordOutcome,
+        ToolCall,
         Usage,
     )
     from prefect_openai_chat.tasks import (

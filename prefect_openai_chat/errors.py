@@ -105,12 +105,53 @@ class CredentialsRejectedError(ChatError):
 
 
 class ContextWindowExceededError(ChatError, ValueError):
-    """The prompt plus the completion room does not fit the model's context window."""
+    """The prompt plus the completion room does not fit the model's context window.
+
+    `for_prompt` builds it with the one wording every caller uses.
+
+    Example:
+        >>> error = ContextWindowExceededError.for_prompt("gpt-4", 9000, 500, 8192, "shorten it")
+        >>> print(str(error).replace("answer (", "answer\\n("))
+        the prompt needs 9000 tokens plus 500 for the answer
+        (9500 in all), over the 8192-token context window of 'gpt-4'; shorten it
+    """
 
     def __init__(self, message: str, prompt_tokens: int = 0, limit: int = 0) -> None:
         super().__init__(message)
         self.prompt_tokens = prompt_tokens
         self.limit = limit
+
+    @classmethod
+    def for_prompt(
+        cls,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        limit: int | None,
+        hint: str,
+        *,
+        counted_by: str = "",
+    ) -> ContextWindowExceededError:
+        """The error for a prompt of `prompt_tokens` with `completion_tokens` of room.
+
+        Args:
+            model: The model whose window it is.
+            prompt_tokens: Tokens of the prompt (messages and tools).
+            completion_tokens: Room reserved for the answer.
+            limit: The window in tokens; None when not known (the server did not say).
+            hint: What to change, e.g. "shorten the input".
+            counted_by: Who found it too long when it is not the local count,
+                e.g. "the server".
+        """
+        window = f"the {limit}-token context window" if limit else "the context window"
+        who = f" ({counted_by} says so)" if counted_by else ""
+        return cls(
+            f"the prompt needs {prompt_tokens} tokens plus {completion_tokens} for the answer"
+            f" ({prompt_tokens + completion_tokens} in all), over {window} of {model!r}{who};"
+            f" {hint}",
+            prompt_tokens=prompt_tokens,
+            limit=limit or 0,
+        )
 
 
 class RateLimitPatienceError(ChatError):

@@ -1,16 +1,26 @@
 """The results the tasks return: plain pydantic models, safe to persist and cache.
 
+Derived totals (`Usage.total_tokens`, `BatchReport.valid`, ...) are computed fields:
+they are in `model_dump()` and the JSON, and ignored when a dump is read back.
+
+Two counts are named apart: `ChatResult.http_attempts` counts the HTTP requests of one
+chat completion (in-call retries included); `Extraction.calls` counts the chat
+completions an extraction made (first answer, re-asks, re-sends with more room).
+
 Example:
     >>> from prefect_openai_chat.results import Usage
     >>> (Usage(prompt_tokens=10, completion_tokens=5) + Usage(prompt_tokens=1)).total_tokens
     16
+    >>> Usage(prompt_tokens=2, completion_tokens=3).model_dump()["total_tokens"]
+    5
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
 
 T = TypeVar("T")
 
@@ -25,6 +35,7 @@ class Usage(BaseModel):
     cached_tokens: int = 0
     reasoning_tokens: int = 0
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def total_tokens(self) -> int:
         """Prompt plus completion tokens."""
@@ -62,7 +73,11 @@ class ChatResult(BaseModel):
     cost_usd: float | None = None
     latency_s: float = 0.0
     time_to_first_token_s: float | None = None
-    attempts: int = 1
+    http_attempts: int = Field(
+        default=1,
+        validation_alias=AliasChoices("http_attempts", "attempts"),
+        description="HTTP requests sent for this completion, in-call retries included.",
+    )
     answered_by: str = Field(
         default="primary", description="Which model answered: 'primary', a fallback, or 'static'."
     )
@@ -70,48 +85,77 @@ class ChatResult(BaseModel):
         default=False, description="True when a content filter stopped the answer."
     )
 
+    @property
+    def attempts(self) -> int:
+        """Deprecated name of `http_attempts`."""
+        _renamed("ChatResult.attempts", "http_attempts")
+        return self.http_attempts
+
 
 Outcome = Literal[
     "ok", "invalid", "truncated", "refused", "content_filter", "budget", "error", "skipped"
 ]
+# Outcomes the same inputs would reach again, so they are cached; errors (outages) are not.
+FINAL_OUTCOMES = frozenset({"ok", "invalid", "truncated", "refused", "content_filter", "budget"})
 
 
-class Extraction(BaseModel, Generic[T]):
-    """A validated value extracted from text, or why there is none, and what it cost."""
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=3)
 
-    value: T | None = None
+
+class _Spent(BaseModel):
+    """What one record's extraction did and cost: shared by `Extraction` and `RecordOutcome`."""
+
     ok: bool = False
     outcome: Outcome = "error"
     reason: str | None = None
-    attempts: int = 0
-    retries: int = Field(default=0, description="In-call HTTP retries over every attempt.")
+    calls: int = Field(
+        default=0,
+        validation_alias=AliasChoices("calls", "attempts"),
+        description="Chat completions made: the first answer, re-asks, re-sends with more room.",
+    )
+    retries: int = Field(default=0, description="In-call HTTP retries over every call.")
     repaired: bool = False
     reprompts: int = 0
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = None
+    latency_s: float = 0.0
+
+    @property
+    def attempts(self) -> int:
+        """Deprecated name of `calls`."""
+        _renamed(f"{type(self).__name__}.attempts", "calls")
+        return self.calls
+
+
+class Extraction(_Spent, Generic[T]):
+    """A validated value extracted from text, or why there is none, and what it cost.
+
+    Besides the fields shared with `RecordOutcome` (`ok`, `outcome`, `reason`, `calls`,
+    `retries`, `repaired`, `reprompts`, `usage`, `cost_usd`, `latency_s`), it keeps every
+    call's errors, raw output, finish reason and request id.
+    """
+
+    value: T | None = None
     errors: list[str] = Field(default_factory=list)
     raw_outputs: list[str] = Field(default_factory=list)
     finish_reasons: list[str | None] = Field(default_factory=list)
     request_ids: list[str | None] = Field(default_factory=list)
-    latency_s: float = 0.0
 
 
-class RecordOutcome(BaseModel):
-    """What became of one input record in a batch."""
+class RecordOutcome(_Spent):
+    """What became of one input record in a batch: an `Extraction`, made ready to write.
+
+    `value` is the validated value as JSON data (`model.model_dump(mode="json")`): a
+    batch's outcomes are cached and persisted as JSON, whatever the schema. Rebuild the
+    schema object with `Schema.model_validate(outcome.value)`. Of the extraction's
+    lists only the last raw output is kept (`last_raw_output`).
+    """
 
     index: int
     key: str
     ok: bool
     value: dict[str, Any] | None = None
-    outcome: Outcome = "error"
-    reason: str | None = None
-    attempts: int = 0
-    retries: int = 0
-    repaired: bool = False
-    reprompts: int = 0
-    usage: Usage = Field(default_factory=Usage)
-    cost_usd: float | None = None
-    latency_s: float = 0.0
     cached: bool = False
     last_raw_output: str | None = None
     via: Literal["online", "batch"] = Field(
@@ -128,21 +172,25 @@ class BatchReport(BaseModel):
 
     records: list[RecordOutcome] = Field(default_factory=list)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def total(self) -> int:
         """Records in the batch."""
         return len(self.records)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def valid(self) -> int:
         """Records with a validated value."""
         return sum(r.ok for r in self.records)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def failed(self) -> int:
         """Records that go to quarantine."""
         return self.total - self.valid
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def usage(self) -> Usage:
         """Tokens over every attempt of every record."""
@@ -151,6 +199,7 @@ class BatchReport(BaseModel):
             total = total + record.usage
         return total
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def cost_usd(self) -> float | None:
         """Summed cost, or None when no record had a known price."""

@@ -29,7 +29,7 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
         PREFECT_LOCAL_STORAGE_PATH: tmp_path_factory.mktemp("prefect-results"),
     }
-    with prefect_test_harness(server_startup_timeout=60), temporary_settings(updates=updates):
+    with prefect_test_harness(server_startup_timeout=180), temporary_settings(updates=updates):
         yield
 
 

@@ -45,3 +45,19 @@ def test_core_layers_never_import_prefect(layer: str) -> None:
                 if n == "prefect" or n.startswith("prefect.")
             ]
     assert offenders == [], "the core layers stay free of Prefect:\n" + "\n".join(offenders)
+
+
+def test_every_error_class_and_result_model_is_exported_at_the_top_level() -> None:
+    from prefect_openai_chat import errors, results
+
+    public = [
+        name
+        for module in (errors, results)
+        for name, value in vars(module).items()
+        if isinstance(value, type)
+        and value.__module__ == module.__name__
+        and not name.startswith("_")
+    ]
+    missing = [name for name in public if name not in prefect_openai_chat.__all__]
+    assert missing == [], f"export these from prefect_openai_chat: {missing}"
+    assert all(getattr(prefect_openai_chat, name) is not None for name in public)

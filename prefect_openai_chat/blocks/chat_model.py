@@ -25,6 +25,7 @@ from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.resilience import RetryPolicy, build_verdicts
 from prefect_openai_chat.resilience.policy import MAX_TASK_RETRIES
 from prefect_openai_chat.tokens import is_pinned_snapshot, model_info
+from prefect_openai_chat.tokens.context import ContextStrategy
 from prefect_openai_chat.tokens.prices import Price
 
 logger = logging.getLogger("prefect_openai_chat")
@@ -213,7 +214,7 @@ class ChatModel(Block):
     static_fallback: str | None = Field(
         default=None, description="Text answered when this model and every fallback are down."
     )
-    context_strategy: Literal["fail", "truncate_oldest", "summarize", "bigger_model"] = Field(
+    context_strategy: ContextStrategy = Field(
         default="fail", description="What to do when the prompt does not fit the context window."
     )
     context_window: int | None = Field(

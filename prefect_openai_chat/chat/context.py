@@ -14,9 +14,15 @@ from typing import Any
 
 from prefect_openai_chat.errors import ContextWindowExceededError
 from prefect_openai_chat.tokens import count_message_tokens, get_encoding, model_info
-from prefect_openai_chat.tokens.context import context_limit, fit_messages, split_for_summary
+from prefect_openai_chat.tokens.context import (
+    STRATEGIES,
+    SUMMARY_TOKENS,
+    context_limit,
+    fit_messages,
+    split_for_summary,
+)
+from prefect_openai_chat.tokens.roles import INSTRUCTION_ROLES
 
-SUMMARY_TOKENS = 512
 SUMMARY_PROMPT = (
     "Summarise the earlier part of this conversation in a few sentences. Keep names,"
     " numbers, decisions and open questions; drop pleasantries."
@@ -78,13 +84,14 @@ async def shorten(
         summary = await summarize(_summary_request(_transcript(dropped), model, limit))
         return {**request, "messages": _insert_summary(kept, summary)}
     prompt = count_message_tokens(messages, model, tools)
-    raise ContextWindowExceededError(
-        f"the prompt ({prompt} tokens) plus the completion room ({room} tokens) exceeds"
-        f" {model}'s context window of {limit} tokens; shorten the input, lower"
-        " max_completion_tokens, or set context_strategy to truncate_oldest, summarize"
-        " or bigger_model on the ChatModel",
-        prompt_tokens=prompt,
-        limit=limit,
+    others = ", ".join(s for s in STRATEGIES if s != "fail")
+    raise ContextWindowExceededError.for_prompt(
+        model,
+        prompt,
+        room,
+        limit,
+        "shorten the input, lower max_completion_tokens, or set context_strategy to one of"
+        f" {others} on the ChatModel",
     )
 
 
@@ -115,7 +122,7 @@ def _transcript(messages: list[dict[str, Any]]) -> str:
 
 def _insert_summary(kept: list[dict[str, Any]], summary: str) -> list[dict[str, Any]]:
     lead = 0
-    while lead < len(kept) and kept[lead].get("role") in ("system", "developer"):
+    while lead < len(kept) and kept[lead].get("role") in INSTRUCTION_ROLES:
         lead += 1
     note = {"role": "system", "content": f"{NOTE_PREFIX}{summary}"}
     return [*kept[:lead], note, *kept[lead:]]

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.tokens.roles import ROLES
 
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
 
 

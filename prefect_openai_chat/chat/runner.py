@@ -34,7 +34,12 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from prefect_openai_chat.chat.context import completion_room, overflow, server_window, shorten
+from prefect_openai_chat.chat.context import (
+    completion_room,
+    overflow,
+    server_window,
+    shorten,
+)
 from prefect_openai_chat.chat.messages import validate_messages, validate_model_name
 from prefect_openai_chat.chat.protection import Protection
 from prefect_openai_chat.chat.response import (
@@ -66,7 +71,7 @@ from prefect_openai_chat.resilience import (
 from prefect_openai_chat.resilience.waits import Deadline
 from prefect_openai_chat.results import ChatResult, Usage
 from prefect_openai_chat.tokens import count_message_tokens, count_text_tokens, estimate_cost
-from prefect_openai_chat.tokens.context import context_limit
+from prefect_openai_chat.tokens.context import SUMMARY_TOKENS, context_limit
 
 ClientFactory = Callable[[], AsyncOpenAI]
 DeltaCallback = Callable[[str], None]
@@ -416,7 +421,11 @@ class ChatRunner:
 
     async def _summary(self, messages: list[dict[str, Any]]) -> str:
         """The summary call of `summarize`: its attempts, usage and cost join the call's."""
-        request = {"model": self.settings.model, "messages": messages, "max_completion_tokens": 512}
+        request = {
+            "model": self.settings.model,
+            "messages": messages,
+            "max_completion_tokens": SUMMARY_TOKENS,
+        }
         result, _ = await self._send(request, False, None)
         tally = _TALLY.get()
         if tally is not None:
@@ -437,14 +446,13 @@ class ChatRunner:
             needed = count_message_tokens(
                 request["messages"], request["model"], request.get("tools")
             )
-            named = f" of {window} tokens" if window else ""
-            raise ContextWindowExceededError(
-                f"the server rejected the prompt ({needed} tokens plus"
-                f" {completion_room(request)} for the answer) as longer than"
-                f" {request['model']}'s context window{named}; shorten the input, or set"
-                " context_window and context_strategy on the ChatModel",
-                prompt_tokens=needed,
-                limit=window or 0,
+            raise ContextWindowExceededError.for_prompt(
+                request["model"],
+                needed,
+                completion_room(request),
+                window,
+                "shorten the input, or set context_window and context_strategy on the ChatModel",
+                counted_by="the server",
             ) from exc
         if window is not None:
             shorter = await shorten(request, strategy, window, self._summary)
@@ -464,11 +472,13 @@ class ChatRunner:
             window = context_limit(runner.settings.model, runner.settings.context_window)
             if needed + completion_room(request) <= window:
                 return await call.hand_over(runner)
-        raise ContextWindowExceededError(
-            f"the prompt ({needed} tokens) fits neither {request['model']} nor any fallback"
-            " model; add a fallback with a larger context window or shorten the input",
-            prompt_tokens=needed,
-            limit=context_limit(request["model"], self.settings.context_window),
+        raise ContextWindowExceededError.for_prompt(
+            request["model"],
+            needed,
+            completion_room(request),
+            context_limit(request["model"], self.settings.context_window),
+            "it fits neither this model nor any fallback model; add a fallback with a larger"
+            " context window or shorten the input",
         )
 
     async def _fall_back(self, exc: Exception, call: _Call) -> ChatResult:
@@ -494,7 +504,7 @@ class ChatRunner:
                 finish_reason="stop",
                 model="static",
                 answered_by="static",
-                attempts=tally.attempts if tally is not None else 0,
+                http_attempts=tally.attempts if tally is not None else 0,
             )
         if missing:
             raise MissingFallbackError(
@@ -531,7 +541,7 @@ class ChatRunner:
             update={
                 "usage": usage,
                 "cost_usd": cost,
-                "attempts": attempts,
+                "http_attempts": attempts,
                 "latency_s": self._clock() - started,
                 "answered_by": self.settings.name,
             }

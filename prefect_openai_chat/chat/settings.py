@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from prefect_openai_chat.tokens.context import ContextStrategy
 from prefect_openai_chat.tokens.prices import Price
 
 ContentFilterMode = Literal["raise", "flag"]
-ContextStrategy = Literal["fail", "truncate_oldest", "summarize", "bigger_model"]
 
 
 @dataclass(frozen=True)

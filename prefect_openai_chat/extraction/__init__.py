@@ -14,7 +14,7 @@ Example:
 """
 
 from prefect_openai_chat.extraction.cache import extraction_cache_key
-from prefect_openai_chat.extraction.engine import CallFn, run_extraction
+from prefect_openai_chat.extraction.engine import CallFn, ExtractionOptions, run_extraction
 from prefect_openai_chat.extraction.parsing import (
     ParseOutcome,
     answer_text,
@@ -27,7 +27,6 @@ from prefect_openai_chat.extraction.prompts import (
     PROMPT_VERSION,
     build_request,
     resolve_mode,
-    supports_structured_outputs,
 )
 from prefect_openai_chat.extraction.reprompt import (
     Problem,
@@ -42,11 +41,13 @@ from prefect_openai_chat.extraction.schema import (
     schema_text,
     tool_definition,
 )
+from prefect_openai_chat.tokens.models import supports_structured_outputs  # the model table's
 
 __all__ = [
     "MODES",
     "PROMPT_VERSION",
     "CallFn",
+    "ExtractionOptions",
     "ParseOutcome",
     "Problem",
     "SchemaSpec",

@@ -20,18 +20,19 @@ Example:
     >>> async def call(messages, params):
     ...     return ChatResult(content='```json\\n{"name": "Oslo"}\\n```', finish_reason="stop")
     >>> result = asyncio.run(run_extraction(call, City, "I live in Oslo.", model="gpt-4o-mini"))
-    >>> result.ok, result.value, result.repaired, result.attempts
+    >>> result.ok, result.value, result.repaired, result.calls
     (True, City(name='Oslo'), True, 1)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -40,7 +41,7 @@ from prefect_openai_chat.errors import (
     InvalidInputError,
     TruncatedOutputError,
 )
-from prefect_openai_chat.extraction.parsing import parse_result, validate
+from prefect_openai_chat.extraction.parsing import ParseOutcome, parse_result, validate
 from prefect_openai_chat.extraction.prompts import TextOrMessages, build_request, resolve_mode
 from prefect_openai_chat.extraction.reprompt import (
     correction_for_lazy,
@@ -65,7 +66,7 @@ _DEFAULT_FIRST_LIMIT = 1024  # when a truncated answer reports no usage at all
 class _Tally:
     """What the attempts so far cost and said."""
 
-    attempts: int = 0
+    calls: int = 0
     usage: Usage = field(default_factory=Usage)
     costs: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -78,8 +79,8 @@ class _Tally:
     retries: int = 0
 
     def add(self, result: ChatResult, model: str) -> None:
-        self.attempts += 1
-        self.retries += max(0, result.attempts - 1)
+        self.calls += 1
+        self.retries += max(0, result.http_attempts - 1)
         self.usage = self.usage + result.usage
         cost = result.cost_usd
         if cost is None:
@@ -94,7 +95,7 @@ class _Tally:
         self.latency_s += result.latency_s
 
     def error(self, text: str) -> None:
-        self.errors.append(f"attempt {self.attempts}: {text}")
+        self.errors.append(f"attempt {self.calls}: {text}")
 
     def finish(
         self, schema: type[M], outcome: Outcome, reason: str | None, value: M | None = None
@@ -105,7 +106,7 @@ class _Tally:
             ok=outcome == "ok",
             outcome=outcome,
             reason=reason,
-            attempts=self.attempts,
+            calls=self.calls,
             retries=self.retries,
             repaired=self.repaired,
             reprompts=self.reprompts,
@@ -131,21 +132,53 @@ def _extraction_type(schema: type[BaseModel]) -> type[Extraction[Any]]:
     return Extraction[schema]  # type: ignore[valid-type]
 
 
+@dataclass(frozen=True)
+class ExtractionOptions:
+    """How one record is extracted: everything but the call, the schema and the text.
+
+    Checked when made: a bad number raises `InvalidInputError` saying which and why.
+
+    Attributes:
+        model: Model name: decides the "auto" mode, token counts, limits and prices.
+        instructions: What to extract; a sensible default otherwise.
+        mode: "auto", "json_schema", "json_object" or "tools".
+        max_reprompts: Re-asks after an invalid, unparseable or lazy answer.
+        token_budget: Most tokens (prompt + completion, all calls) for this record.
+        max_completion_tokens: Completion limit of the first call (None: the server's).
+        max_length_retries: Re-sends with more room after `finish_reason == "length"`.
+        length_growth: Factor by which the completion limit grows on each of those.
+        max_completion_cap: Upper bound for the grown limit (the model's maximum anyway).
+        on_error: "raise" lets errors of `call` other than truncation and content filter
+            propagate; "return" turns them into `outcome="error"` with what was spent.
+
+    Example:
+        >>> ExtractionOptions(model="gpt-4o-mini", max_reprompts=-1)
+        Traceback (most recent call last):
+        ...
+        prefect_openai_chat.errors.InvalidInputError: max_reprompts must be >= 0, got -1
+    """
+
+    model: str
+    instructions: str | None = None
+    mode: str = "auto"
+    max_reprompts: int = 2
+    token_budget: int | None = None
+    max_completion_tokens: int | None = None
+    max_length_retries: int = 2
+    length_growth: float = 2.0
+    max_completion_cap: int | None = None
+    on_error: Literal["raise", "return"] = "raise"
+
+    def __post_init__(self) -> None:
+        _check_numbers(self)
+
+
 async def run_extraction(
     call: CallFn,
     schema: type[M],
     text_or_messages: TextOrMessages,
-    *,
-    model: str,
-    instructions: str | None = None,
-    mode: str = "auto",
-    max_reprompts: int = 2,
-    token_budget: int | None = None,
-    max_completion_tokens: int | None = None,
-    max_length_retries: int = 2,
-    length_growth: float = 2.0,
-    max_completion_cap: int | None = None,
-    on_error: Literal["raise", "return"] = "raise",
+    options: ExtractionOptions | None = None,
+    **fields: Any,
 ) -> Extraction[M]:
     """Extract one validated `schema` value from a text (or messages) through `call`.
 
@@ -153,147 +186,192 @@ async def run_extraction(
         call: Sends one chat completion: `await call(messages, params) -> ChatResult`.
         schema: The pydantic model to extract; its validators take part in re-prompts.
         text_or_messages: The record's text, or chat messages holding it (never changed).
-        model: Model name: decides the "auto" mode, token counts, limits and prices.
-        instructions: What to extract; a sensible default otherwise.
-        mode: "auto", "json_schema", "json_object" or "tools".
-        max_reprompts: Re-asks after an invalid, unparseable or lazy answer.
-        token_budget: Most tokens (prompt + completion, all attempts) for this record.
-        max_completion_tokens: Completion limit of the first attempt (None: the server's).
-        max_length_retries: Re-sends with more room after `finish_reason == "length"`.
-        length_growth: Factor by which the completion limit grows on each of those.
-        max_completion_cap: Upper bound for the grown limit (the model's maximum anyway).
-        on_error: "raise" lets errors of `call` other than truncation and content filter
-            propagate; "return" turns them into `outcome="error"` with what was spent.
+        options: An `ExtractionOptions`.
+        **fields: `ExtractionOptions` fields, instead of `options` or over it
+            (`model="gpt-4o-mini", max_reprompts=1`).
 
     Returns:
         An `Extraction[schema]`: `ok` and `value`, or `outcome` and `reason`, plus usage,
-        cost, errors, raw outputs, finish reasons and request ids of every attempt.
+        cost, errors, raw outputs, finish reasons and request ids of every call.
     """
-    model_cls = cast("type[M]", ensure_model(schema))
-    _check_numbers(
-        max_reprompts,
-        token_budget,
-        max_completion_tokens,
-        max_length_retries,
-        length_growth,
-        max_completion_cap,
+    if options is None:
+        options = ExtractionOptions(**fields)
+    elif fields:
+        options = dataclasses.replace(options, **fields)
+    return await _Extraction(call, cast("type[M]", ensure_model(schema)), options).run(
+        text_or_messages
     )
-    concrete = resolve_mode(mode, model)
-    base_messages, base_params = build_request(
-        model_cls, text_or_messages, instructions, concrete, model=model
-    )
-    tool_name = schema_spec(model_cls).name if concrete == "tools" else None
-    cap = get_model_info(model).max_output_tokens
-    if max_completion_cap is not None:
-        cap = min(cap, max_completion_cap)
-    tally = _Tally()
-    messages = base_messages
-    limit = None if max_completion_tokens is None else min(max_completion_tokens, cap)
-    length_retries = 0
-    lazy_asked = False
-    while True:
-        params = dict(base_params)
-        if limit is not None:
-            params["max_completion_tokens"] = limit
-        if token_budget is not None:
-            stop = _fit_budget(messages, params, model, token_budget, tally.usage.total_tokens, cap)
+
+
+class _Extraction(Generic[M]):
+    """One record's loop: send, then handle the answer by what it turned out to be.
+
+    Each `_after_*` method returns the finished `Extraction`, or None to send again
+    (with `self.messages` and `self.limit` as it left them).
+    """
+
+    def __init__(self, call: CallFn, schema: type[M], options: ExtractionOptions) -> None:
+        self.call, self.schema, self.options = call, schema, options
+        self.mode = resolve_mode(options.mode, options.model)
+        self.tool_name = schema_spec(schema).name if self.mode == "tools" else None
+        cap = get_model_info(options.model).max_output_tokens
+        if options.max_completion_cap is not None:
+            cap = min(cap, options.max_completion_cap)
+        self.cap = cap
+        first = options.max_completion_tokens
+        self.limit = None if first is None else min(first, cap)
+        self.tally = _Tally()
+        self.base_messages: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []
+        self.length_retries = 0
+        self.lazy_asked = False
+
+    async def run(self, text_or_messages: TextOrMessages) -> Extraction[M]:
+        self.base_messages, base_params = build_request(
+            self.schema,
+            text_or_messages,
+            self.options.instructions,
+            self.mode,
+            model=self.options.model,
+        )
+        self.messages = self.base_messages
+        while True:
+            params = dict(base_params)
+            if self.limit is not None:
+                params["max_completion_tokens"] = self.limit
+            sent = await self._send(params)
+            if isinstance(sent, Extraction):
+                return sent
+            if sent.finish_reason == "length":
+                done = self._after_length(sent, params)
+            elif sent.finish_reason == "content_filter" or sent.flagged:
+                done = self._after_filter()
+            else:
+                done = self._after_answer(parse_result(sent))
+            if done is not None:
+                return done
+
+    def _finish(
+        self, outcome: Outcome, reason: str | None, value: M | None = None
+    ) -> Extraction[M]:
+        return self.tally.finish(self.schema, outcome, reason, value)
+
+    async def _send(self, params: dict[str, Any]) -> ChatResult | Extraction[M]:
+        """One call's result (a cut or filtered answer too), or the finished extraction."""
+        options, tally = self.options, self.tally
+        if options.token_budget is not None:
+            stop = _fit_budget(
+                self.messages,
+                params,
+                options.model,
+                options.token_budget,
+                tally.usage.total_tokens,
+                self.cap,
+            )
             if stop is not None:
-                return tally.finish(model_cls, "budget", stop)
+                return self._finish("budget", stop)
         try:
-            result = await call(messages, params)
+            result = await self.call(self.messages, params)
         except (TruncatedOutputError, ContentFilteredError) as exc:
             partial = exc.partial if isinstance(exc.partial, ChatResult) else ChatResult()
             reason = "length" if isinstance(exc, TruncatedOutputError) else "content_filter"
             result = partial.model_copy(update={"finish_reason": reason})
         except Exception as exc:
-            if on_error == "raise":
+            if options.on_error == "raise":
                 raise
-            tally.attempts += 1
+            tally.calls += 1
             tally.error(f"{type(exc).__name__}: {exc}")
-            return tally.finish(model_cls, "error", f"the call failed: {type(exc).__name__}: {exc}")
-        tally.add(result, model)
+            return self._finish("error", f"the call failed: {type(exc).__name__}: {exc}")
+        tally.add(result, options.model)
+        return result
 
-        if result.finish_reason == "length":
-            used = params.get("max_completion_tokens") or result.usage.completion_tokens
-            used = used or count_text_tokens(tally.raw_outputs[-1], model) or _DEFAULT_FIRST_LIMIT
-            tally.error(f"truncated at the token limit ({used} completion tokens); not parsed")
-            grown = min(math.ceil(used * length_growth), cap)
-            if length_retries >= max_length_retries or grown <= used:
-                why = (
-                    f"the model's limit of {cap} completion tokens was reached"
-                    if grown <= used
-                    else f"{length_retries} retries with more room did not help"
-                )
-                return tally.finish(
-                    model_cls,
-                    "truncated",
-                    f"the answer was cut at the token limit on every attempt ({why}, last limit"
-                    f" {used}); raise max_completion_tokens or max_completion_cap, or ask for less",
-                )
-            limit = grown
-            length_retries += 1
-            continue
-        if result.finish_reason == "content_filter" or result.flagged:
-            tally.error("stopped by the provider's content filter")
-            return tally.finish(
-                model_cls, "content_filter", "the provider's content filter stopped the answer"
-            )
+    def _after_length(self, result: ChatResult, params: dict[str, Any]) -> Extraction[M] | None:
+        """A cut answer is never parsed: send again with more room, within bounds."""
+        options, tally = self.options, self.tally
+        used = params.get("max_completion_tokens") or result.usage.completion_tokens
+        used = (
+            used or count_text_tokens(tally.raw_outputs[-1], options.model) or _DEFAULT_FIRST_LIMIT
+        )
+        tally.error(f"truncated at the token limit ({used} completion tokens); not parsed")
+        grown = min(math.ceil(used * options.length_growth), self.cap)
+        if self.length_retries < options.max_length_retries and grown > used:
+            self.limit = grown
+            self.length_retries += 1
+            return None
+        why = (
+            f"the model's limit of {self.cap} completion tokens was reached"
+            if grown <= used
+            else f"{self.length_retries} retries with more room did not help"
+        )
+        return self._finish(
+            "truncated",
+            f"the answer was cut at the token limit on every attempt ({why}, last limit"
+            f" {used}); raise max_completion_tokens or max_completion_cap, or ask for less",
+        )
 
-        parsed = parse_result(result)
-        correction: str
+    def _after_filter(self) -> Extraction[M]:
+        self.tally.error("stopped by the provider's content filter")
+        return self._finish("content_filter", "the provider's content filter stopped the answer")
+
+    def _after_answer(self, parsed: ParseOutcome) -> Extraction[M] | None:
+        """A complete answer: a value, a final refusal, or a re-ask with what was wrong."""
+        tally = self.tally
         if parsed.kind == "refusal":
             tally.error(parsed.reason or "refused")
-            return tally.finish(model_cls, "refused", f"the model {parsed.reason or 'refused'}")
+            return self._finish("refused", f"the model {parsed.reason or 'refused'}")
         if parsed.kind == "json":
-            value, error, unwrapped = _validated(model_cls, parsed.data)
-            if value is not None:
+            checked = _validated(self.schema, parsed.data)
+            if not isinstance(checked, ValidationError):
+                value, unwrapped = checked
                 tally.repaired = parsed.repaired or unwrapped
-                return tally.finish(model_cls, "ok", None, value)
-            assert error is not None
-            problems = problems_from_error(error, model_cls)
+                return self._finish("ok", None, value)
+            problems = problems_from_error(checked, self.schema)
             problem_text = "; ".join(str(p) for p in problems)
             tally.error(problem_text)
-            correction = correction_for_problems(problems, tool_name=tool_name)
+            correction = correction_for_problems(problems, tool_name=self.tool_name)
             failure = f"invalid: {problem_text}"
         elif parsed.kind == "lazy":
             tally.error(parsed.reason or "lazy answer")
             failure = f"lazy answer: {parsed.reason}"
-            if lazy_asked:
-                return tally.finish(model_cls, "invalid", f"{failure}, also after a re-prompt")
-            lazy_asked = True
-            correction = correction_for_lazy(parsed.lazy_markers, tool_name=tool_name)
+            if self.lazy_asked:
+                return self._finish("invalid", f"{failure}, also after a re-prompt")
+            self.lazy_asked = True
+            correction = correction_for_lazy(parsed.lazy_markers, tool_name=self.tool_name)
         else:
             tally.error(parsed.reason or "no JSON")
             failure = parsed.reason or "no JSON in the answer"
-            correction = correction_for_unparseable(failure, tool_name=tool_name)
+            correction = correction_for_unparseable(failure, tool_name=self.tool_name)
+        return self._reprompt(parsed, failure, correction)
 
-        if tally.reprompts >= max_reprompts:
-            return tally.finish(
-                model_cls,
-                "invalid",
-                f"{failure} (after {tally.reprompts} re-prompt{'s' * (tally.reprompts != 1)})",
-            )
+    def _reprompt(
+        self, parsed: ParseOutcome, failure: str, correction: str
+    ) -> Extraction[M] | None:
+        tally = self.tally
+        if tally.reprompts >= self.options.max_reprompts:
+            plural = "s" * (tally.reprompts != 1)
+            return self._finish("invalid", f"{failure} (after {tally.reprompts} re-prompt{plural})")
         tally.reprompts += 1
         last_answer = parsed.json_text or parsed.text
         if "json_repair" in parsed.fixes:  # show the model the value the problems refer to
             last_answer = json.dumps(parsed.data, ensure_ascii=False)
-        messages = reprompt_messages(base_messages, last_answer, correction)
+        self.messages = reprompt_messages(self.base_messages, last_answer, correction)
+        return None
 
 
-def _validated(schema: type[M], data: Any) -> tuple[M | None, ValidationError | None, bool]:
-    """`(value, None, unwrapped)` when `data` validates (maybe once unwrapped), else the error."""
+def _validated(schema: type[M], data: Any) -> tuple[M, bool] | ValidationError:
+    """`(value, unwrapped)` when `data` validates (maybe once unwrapped), else the error."""
     try:
-        return validate(schema, data), None, False
+        return validate(schema, data), False
     except ValidationError as exc:
         if isinstance(data, dict) and len(data) == 1:
             # `{"Person": {...}}` or `{"properties": {...}}` around a valid value
             (inner,) = data.values()
             if isinstance(inner, dict):
                 try:
-                    return validate(schema, inner), None, True
+                    return validate(schema, inner), True
                 except ValidationError:
                     pass
-        return None, exc, False
+        return exc
 
 
 def _fit_budget(
@@ -322,26 +400,29 @@ def _fit_budget(
     )
 
 
-def _check_numbers(
-    max_reprompts: int,
-    token_budget: int | None,
-    max_completion_tokens: int | None,
-    max_length_retries: int,
-    length_growth: float,
-    max_completion_cap: int | None,
-) -> None:
+def _check_numbers(o: ExtractionOptions) -> None:
     checks = [
-        (max_reprompts >= 0, f"max_reprompts must be >= 0, got {max_reprompts}"),
-        (max_length_retries >= 0, f"max_length_retries must be >= 0, got {max_length_retries}"),
-        (length_growth > 1, f"length_growth must be > 1, got {length_growth}"),
-        (token_budget is None or token_budget > 0, f"token_budget must be > 0, got {token_budget}"),
+        (o.max_reprompts >= 0, f"max_reprompts must be >= 0, got {o.max_reprompts}"),
         (
-            max_completion_tokens is None or max_completion_tokens > 0,
-            f"max_completion_tokens must be > 0, got {max_completion_tokens}",
+            o.max_length_retries >= 0,
+            f"max_length_retries must be >= 0, got {o.max_length_retries}",
+        ),
+        (o.length_growth > 1, f"length_growth must be > 1, got {o.length_growth}"),
+        (
+            o.token_budget is None or o.token_budget > 0,
+            f"token_budget must be > 0, got {o.token_budget}",
         ),
         (
-            max_completion_cap is None or max_completion_cap > 0,
-            f"max_completion_cap must be > 0, got {max_completion_cap}",
+            o.max_completion_tokens is None or o.max_completion_tokens > 0,
+            f"max_completion_tokens must be > 0, got {o.max_completion_tokens}",
+        ),
+        (
+            o.max_completion_cap is None or o.max_completion_cap > 0,
+            f"max_completion_cap must be > 0, got {o.max_completion_cap}",
+        ),
+        (
+            o.on_error in ("raise", "return"),
+            f"on_error must be 'raise' or 'return', got {o.on_error!r}",
         ),
     ]
     for ok, message in checks:

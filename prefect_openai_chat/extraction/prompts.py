@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -33,6 +32,8 @@ from prefect_openai_chat.extraction.schema import (
     schema_text,
     tool_definition,
 )
+from prefect_openai_chat.tokens.models import supports_structured_outputs
+from prefect_openai_chat.tokens.roles import INSTRUCTION_ROLES, ROLES
 
 Mode = Literal["auto", "json_schema", "json_object", "tools"]
 ConcreteMode = Literal["json_schema", "json_object", "tools"]
@@ -51,30 +52,8 @@ _TEXT = {
         " It must match this JSON schema:\n{schema}"
     ),
 }
-_SNAPSHOT = re.compile(r"-(\d{4})-(\d{2})-(\d{2})$")
-_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
 TextOrMessages = str | Sequence[Mapping[str, Any]]
-
-
-def supports_structured_outputs(model: str) -> bool:
-    """True when `model` accepts `response_format={"type": "json_schema", ...}`.
-
-    Example:
-        >>> supports_structured_outputs("gpt-4o-2024-05-13"), supports_structured_outputs("gpt-4.1")
-        (False, True)
-    """
-    name = model.split("/")[-1].lower()
-    if name.startswith(("gpt-5", "gpt-4.1", "gpt-4o-mini", "o3", "o4")):
-        return True
-    if name == "o1" or name.startswith("o1-"):
-        return not name.startswith(("o1-mini", "o1-preview"))
-    if name == "gpt-4o" or name.startswith("gpt-4o-"):
-        snapshot = _SNAPSHOT.search(name)
-        if snapshot is None:
-            return name == "gpt-4o"  # the alias; audio/realtime variants are not for this
-        return tuple(int(g) for g in snapshot.groups()) >= (2024, 8, 6)
-    return False
 
 
 def supports_prompt_cache_key(model: str) -> bool:
@@ -186,16 +165,16 @@ def _messages(text_or_messages: TextOrMessages, system: str) -> list[dict[str, A
         )
     messages: list[dict[str, Any]] = []
     for i, message in enumerate(text_or_messages):
-        if not isinstance(message, Mapping) or message.get("role") not in _ROLES:
+        if not isinstance(message, Mapping) or message.get("role") not in ROLES:
             raise InvalidInputError(
-                f"message {i} must be a dict with a 'role' among {sorted(_ROLES)},"
+                f"message {i} must be a dict with a 'role' among {sorted(ROLES)},"
                 f" got {message!r:.80}"
             )
         messages.append(copy.deepcopy(dict(message)))
     if not any(m["role"] == "user" and _has_text(m.get("content")) for m in messages):
         raise InvalidInputError("the messages contain no user message with text to extract from")
     first = messages[0]
-    if first["role"] in ("system", "developer") and isinstance(first.get("content"), str):
+    if first["role"] in INSTRUCTION_ROLES and isinstance(first.get("content"), str):
         first["content"] = f"{first['content'].rstrip()}\n\n{system}"
     else:
         messages.insert(0, {"role": "system", "content": system})

@@ -183,41 +183,104 @@ def to_strict_schema(original: dict[str, Any]) -> dict[str, Any]:
     if root.get("type") != "object":
         raise NotStrictError("the root of a strict schema must be an object")
     defs = root.pop("$defs", None) or root.pop("definitions", None) or {}
-    counter = [0, 0]  # properties, enum values
-    out = _strict_node(root, root_defs=defs, depth=0, counter=counter)
+    walk = _StrictWalk(defs)
+    out = walk.node(root, depth=0)
     if defs:
-        out["$defs"] = {
-            name: _strict_node(node, root_defs=defs, depth=1, counter=counter)
-            for name, node in defs.items()
-        }
-    if counter[0] > MAX_PROPERTIES:
+        out["$defs"] = {name: walk.node(node, depth=1) for name, node in defs.items()}
+    if walk.properties > MAX_PROPERTIES:
         raise NotStrictError(f"more than {MAX_PROPERTIES} properties in total")
-    if counter[1] > MAX_ENUM_VALUES:
+    if walk.enum_values > MAX_ENUM_VALUES:
         raise NotStrictError(f"more than {MAX_ENUM_VALUES} enum values in total")
     return out
 
 
-def _strict_node(
-    node: dict[str, Any], *, root_defs: dict[str, Any], depth: int, counter: list[int]
-) -> dict[str, Any]:
-    if depth > MAX_NESTING:
-        raise NotStrictError(f"nested more than {MAX_NESTING} levels deep")
-    if not node:
-        raise NotStrictError("a field accepts any value (an empty schema, e.g. `Any`)")
-    node = dict(node)
-    if "$ref" in node and len(node) > 1:
-        # strict mode rejects keywords next to `$ref`: inline the target, keep the siblings
-        target = _resolve(node["$ref"], root_defs)
-        siblings = {k: v for k, v in node.items() if k != "$ref"}
-        node = {**target, **siblings}
-    if "oneOf" in node:  # pydantic's discriminated unions: anyOf says the same for one match
-        node["anyOf"] = node.pop("oneOf")
-    all_of = node.pop("allOf", None)
-    if all_of is not None:
+@dataclass
+class _StrictWalk:
+    """One pass over a schema: the definitions `$ref`s point to, and the totals so far."""
+
+    root_defs: dict[str, Any]
+    properties: int = 0
+    enum_values: int = 0
+
+    def node(self, node: dict[str, Any], depth: int) -> dict[str, Any]:
+        """The strict form of one schema node (and, through it, of its children)."""
+        if depth > MAX_NESTING:
+            raise NotStrictError(f"nested more than {MAX_NESTING} levels deep")
+        if not node:
+            raise NotStrictError("a field accepts any value (an empty schema, e.g. `Any`)")
+        out, hints = _kept_keywords(self._flattened(node))
+        self._children(out, depth)
+        if "enum" in out:
+            self.enum_values += len(out["enum"])
+        if hints:
+            text = "; ".join(hints)
+            out["description"] = (
+                f"{out['description']} ({text})" if out.get("description") else text
+            )
+        return out
+
+    def _flattened(self, node: dict[str, Any]) -> dict[str, Any]:
+        """`node` without the forms strict mode rejects: `$ref` with siblings, `oneOf`, `allOf`."""
+        node = dict(node)
+        if "$ref" in node and len(node) > 1:
+            # strict mode rejects keywords next to `$ref`: inline the target, keep the siblings
+            target = _resolve(node["$ref"], self.root_defs)
+            siblings = {k: v for k, v in node.items() if k != "$ref"}
+            node = {**target, **siblings}
+        if "oneOf" in node:  # pydantic's discriminated unions: anyOf says the same for one match
+            node["anyOf"] = node.pop("oneOf")
+        all_of = node.pop("allOf", None)
+        if all_of is None:
+            return node
         if len(all_of) != 1:
             raise NotStrictError("`allOf` with several schemas is not supported")
-        node = {**all_of[0], **node}
-        return _strict_node(node, root_defs=root_defs, depth=depth, counter=counter)
+        return self._flattened({**all_of[0], **node})
+
+    def _children(self, out: dict[str, Any], depth: int) -> None:
+        """Make the properties, the items and the alternatives of `out` strict, in place."""
+        types = out.get("type")
+        if types == "object" or (isinstance(types, list) and "object" in types):
+            self._object(out, depth)
+        if "items" in out:
+            items = out["items"]
+            if not isinstance(items, dict):
+                raise NotStrictError("tuple-style `items` are not supported")
+            out["items"] = self.node(items, depth + 1)
+        elif out.get("type") == "array":
+            raise NotStrictError("an array without an `items` schema (a tuple or `list[Any]`)")
+        if "anyOf" in out:
+            out["anyOf"] = [self.node(v, depth) for v in out["anyOf"]]
+
+    def _object(self, out: dict[str, Any], depth: int) -> None:
+        extra = out.get("additionalProperties", False)
+        if extra is not False:
+            raise NotStrictError(
+                "a free-form mapping (`dict[...]` or extra fields) is not supported"
+            )
+        if "patternProperties" in out:
+            raise NotStrictError("`patternProperties` is not supported")
+        properties: dict[str, Any] = out.get("properties") or {}
+        if not properties:
+            raise NotStrictError("an object without declared properties is not supported")
+        required = set(out.get("required") or [])
+        new_props: dict[str, Any] = {}
+        for name, prop in properties.items():
+            self.properties += 1
+            strict_prop = self.node(prop, depth + 1)
+            if name not in required and not _nullable(strict_prop, self.root_defs):
+                description = strict_prop.pop("description", None)
+                strict_prop = {"anyOf": [strict_prop, {"type": "null"}]}
+                if description:
+                    strict_prop["description"] = description
+            new_props[name] = strict_prop
+        out["properties"] = new_props
+        out["required"] = list(new_props)
+        out["additionalProperties"] = False
+
+
+def _kept_keywords(node: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The keywords strict mode keeps, and the others as hints for the description."""
+    node = dict(node)
     fmt = node.pop("format", None)
     hints: list[str] = []
     if fmt is not None:
@@ -231,61 +294,11 @@ def _strict_node(
             continue
         if key in _HINT:
             hints.append(f"{key}: {json.dumps(value)}")
-            continue
-        if key == "format":
+        elif key == "format" or key in _KEEP:
             out[key] = value
-            continue
-        if key not in _KEEP:
+        else:
             raise NotStrictError(f"the keyword {key!r} is not supported in strict mode")
-        out[key] = value
-    types = out.get("type")
-    is_object = types == "object" or (isinstance(types, list) and "object" in types)
-    if is_object:
-        _strict_object(out, root_defs=root_defs, depth=depth, counter=counter)
-    if "items" in out:
-        items = out["items"]
-        if not isinstance(items, dict):
-            raise NotStrictError("tuple-style `items` are not supported")
-        out["items"] = _strict_node(items, root_defs=root_defs, depth=depth + 1, counter=counter)
-    elif out.get("type") == "array":
-        raise NotStrictError("an array without an `items` schema (a tuple or `list[Any]`)")
-    if "anyOf" in out:
-        out["anyOf"] = [
-            _strict_node(v, root_defs=root_defs, depth=depth, counter=counter) for v in out["anyOf"]
-        ]
-    if "enum" in out:
-        counter[1] += len(out["enum"])
-    if hints:
-        text = "; ".join(hints)
-        out["description"] = f"{out['description']} ({text})" if out.get("description") else text
-    return out
-
-
-def _strict_object(
-    out: dict[str, Any], *, root_defs: dict[str, Any], depth: int, counter: list[int]
-) -> None:
-    extra = out.get("additionalProperties", False)
-    if extra is not False:
-        raise NotStrictError("a free-form mapping (`dict[...]` or extra fields) is not supported")
-    if "patternProperties" in out:
-        raise NotStrictError("`patternProperties` is not supported")
-    properties: dict[str, Any] = out.get("properties") or {}
-    if not properties:
-        raise NotStrictError("an object without declared properties is not supported")
-    required = set(out.get("required") or [])
-    new_props: dict[str, Any] = {}
-    for name, prop in properties.items():
-        counter[0] += 1
-        strict_prop = _strict_node(prop, root_defs=root_defs, depth=depth + 1, counter=counter)
-        if name not in required and not _nullable(strict_prop, root_defs):
-            description = strict_prop.pop("description", None)
-            strict_prop = {"anyOf": [strict_prop, {"type": "null"}]}
-            if description:
-                strict_prop["description"] = description
-        new_props[name] = strict_prop
-    out["properties"] = new_props
-    out["required"] = list(new_props)
-    out["additionalProperties"] = False
+    return out, hints
 
 
 def _nullable(node: dict[str, Any], root_defs: dict[str, Any]) -> bool:

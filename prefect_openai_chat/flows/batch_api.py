@@ -47,10 +47,10 @@ from prefect_openai_chat.extraction.batch_api.night import Planned, Work
 from prefect_openai_chat.extraction.ledger import Ledger, open_ledger, resolve_cache
 from prefect_openai_chat.flows.sources import SourceItem
 from prefect_openai_chat.flows.summary import RunArtifacts
-from prefect_openai_chat.results import RecordOutcome
+from prefect_openai_chat.results import FINAL_OUTCOMES, RecordOutcome
 from prefect_openai_chat.tasks import batch as batch_tasks
 from prefect_openai_chat.tasks._common import assemble, run_logger
-from prefect_openai_chat.tasks.batch import FINAL_OUTCOMES, _gate_for, record_outcome, render
+from prefect_openai_chat.tasks.batch import _gate_for, record_outcome, render
 from prefect_openai_chat.tasks.extract import extraction_key, runner_call
 
 if TYPE_CHECKING:

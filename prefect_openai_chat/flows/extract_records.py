@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import unmapped
 from prefect.futures import PrefectFuture, as_completed
 from pydantic import BaseModel
 
@@ -56,13 +55,7 @@ from prefect_openai_chat.resilience import AdaptiveConcurrency
 from prefect_openai_chat.results import BatchReport, RecordOutcome
 from prefect_openai_chat.tasks import events
 from prefect_openai_chat.tasks._common import run_logger
-from prefect_openai_chat.tasks.batch import (
-    extract_batch,
-    record_outcome,
-    render,
-    share_concurrency,
-)
-from prefect_openai_chat.tasks.extract import extract
+from prefect_openai_chat.tasks.batch import extract_batch, share_concurrency
 
 
 def _batches(items: Iterator[SourceItem], size: int) -> Iterator[list[SourceItem]]:
@@ -78,55 +71,10 @@ def _quarantine_row(
         "key": key,  # the same key the output rows use (a batch's own index would repeat)
         "reason": reason,
         "outcome": outcome.outcome if outcome else item.kind,
-        "attempts": outcome.attempts if outcome else 0,
+        "attempts": outcome.calls if outcome else 0,  # chat completions made for it
         "record": item.record if item.record is not None else item.raw,
         "last_raw_output": outcome.last_raw_output if outcome else None,
     }
-
-
-def _per_record(
-    chat_model: ChatModel | str,
-    schema: type[BaseModel],
-    records: list[dict[str, Any]],
-    prompt: str,
-    instructions: str | None,
-    mode: str,
-    max_reprompts: int,
-) -> list[RecordOutcome]:
-    """One `extract` task per record, for small inputs a user wants to see record by record."""
-    outcomes: list[RecordOutcome | None] = [None] * len(records)
-    texts: dict[int, str] = {}
-    for index, record in enumerate(records):
-        try:
-            texts[index] = render(record, prompt)
-        except InvalidInputError as exc:
-            outcomes[index] = RecordOutcome(
-                index=index, key=str(index), ok=False, outcome="skipped", reason=str(exc)
-            )
-    # Only the texts are mapped: a block and the strings are iterable, `map` would split them.
-    futures = extract.map(
-        unmapped(chat_model),
-        unmapped(schema),
-        list(texts.values()),
-        unmapped(instructions),
-        unmapped(mode),
-        unmapped(max_reprompts),
-    )
-    for index, future in zip(texts, futures, strict=True):
-        try:
-            extraction = future.result()
-        except Exception as exc:  # as in extract_batch: quarantined with the reason, run goes on
-            outcomes[index] = RecordOutcome(
-                index=index,
-                key=str(index),
-                ok=False,
-                outcome="error",
-                attempts=1,
-                reason=f"the call failed: {type(exc).__name__}: {exc}",
-            )
-            continue
-        outcomes[index] = record_outcome(index, str(index), extraction)
-    return [o for o in outcomes if o is not None]
 
 
 @source_flow(name="extract-records", log_prints=True)
@@ -164,7 +112,8 @@ def extract_records(
         instructions: What to extract, in words.
         mode: `auto`, `json_schema`, `json_object` or `tools`.
         max_reprompts: Re-asks after an invalid answer, per record.
-        per_record_tasks: One `extract` task per record instead of batches (small inputs).
+        per_record_tasks: One `extract_batch` task run per record, each visible in the UI,
+            instead of batches of `batch_size` (small inputs).
         cache: The record ledger: True for the default (`PREFECT_OPENAI_CHAT_CACHE` when
             set, else a SQLite file under PREFECT_HOME), a SQLite path, a `postgresql://`
             URL shared by every worker on every host (docs/scale-out.md), or False.
@@ -191,6 +140,9 @@ def extract_records(
         source = list(source)  # an iterable is read twice: once here, once below
     check_source_against_prompt(source, prompt)
     keys = Keys(key_field)
+    unit = "batch"
+    if per_record_tasks:  # the same per-record logic as batches, one task run per record
+        batch_size, unit = 1, "record"
     total = count_records(source)
     batches_total = None if total is None else max(1, -(-total // batch_size))
     totals = RunTotals()
@@ -208,11 +160,8 @@ def extract_records(
             run_batch_night(job, window, read_records(source, keys), batch_options, artifacts)
         online = _batches(read_records(source, keys), batch_size) if via == "online" else ()
         for number, batch in enumerate(online, start=1):
-            label = f"batch {number}/{batches_total or '?'}"
-            if per_record_tasks:
-                window.run_per_record(batch)
-            else:
-                window.submit(batch, label, in_flight=2 + -(-concurrency // batch_size))
+            label = f"{unit} {number}/{batches_total or '?'}"
+            window.submit(batch, label, in_flight=2 + -(-concurrency // batch_size))
         window.drain()
         _check_exactly_once(totals, rows, bad)
     totals.circuit_trips = trips.stop()
@@ -303,18 +252,6 @@ class _Window:
         )
         self.pending[future] = readable
         future.add_done_callback(self.finished.add)
-
-    def run_per_record(self, batch: list[SourceItem]) -> None:
-        """One `extract` task per record (small inputs a user wants to see record by record)."""
-        readable = self._readable(batch)
-        if readable:
-            job = self.job
-            records = [item.record for item in readable if item.record is not None]
-            outcomes = _per_record(
-                job.chat_model, job.schema, records, job.prompt, job.instructions, job.mode,
-                job.max_reprompts,
-            )  # fmt: skip
-            self._write(readable, outcomes)
 
     def drain(self) -> None:
         """Wait for every batch still in flight and write it out."""

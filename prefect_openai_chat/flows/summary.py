@@ -63,7 +63,7 @@ class RunTotals:
             online = outcome.online_cost_usd
             self.online_cost_usd += (outcome.cost_usd or 0.0) if online is None else online
             self.retries += outcome.retries
-            if outcome.attempts:
+            if outcome.calls:
                 self.latencies.append(outcome.latency_s)
 
     def add_quarantined(self, line: int | None, key: str, reason: str | None) -> None:

@@ -27,6 +27,7 @@ from prefect_openai_chat.simulator.jsonfaults import dumps, render_json_fault
 from prefect_openai_chat.simulator.request import ChatRequest
 from prefect_openai_chat.simulator.schema import SchemaFiller
 from prefect_openai_chat.simulator.text import cut_tokens, prose
+from prefect_openai_chat.tokens.roles import INSTRUCTION_ROLES
 
 REFUSAL = "I'm sorry, but I can't assist with that request."
 _LAZY_TAILS = (
@@ -245,7 +246,7 @@ def _text(content: Any) -> str:
 def _schema_in_system(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
     decoder = json.JSONDecoder()
     for message in messages:
-        if message["role"] not in ("system", "developer"):
+        if message["role"] not in INSTRUCTION_ROLES:
             continue
         text = _text(message.get("content"))
         if '"properties"' not in text:

@@ -52,11 +52,9 @@ from prefect_openai_chat.simulator.settings import SimulatorSettings
 from prefect_openai_chat.simulator.state import SimulatorState
 from prefect_openai_chat.tokens import count_message_tokens, model_info
 from prefect_openai_chat.tokens.encodings import get_encoding
+from prefect_openai_chat.tokens.models import FAMILIES
 
-LISTED_MODELS = (
-    "gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4-turbo",
-    "gpt-3.5-turbo", "o3-mini", "o4-mini", "gpt-5", "gpt-5-mini", "gpt-5-nano",
-)  # fmt: skip
+LISTED_MODELS = FAMILIES  # every family of the plugin's model table is served
 _STALL_FRAMES = 3
 
 

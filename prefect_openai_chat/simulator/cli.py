@@ -37,94 +37,114 @@ def _epilog() -> str:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the simulator's options to `parser`."""
-    parser.add_argument(
+    """Add the simulator's options to `parser`, in groups as `--help` shows them."""
+    _add_server_options(
+        parser.add_argument_group("the server: where it listens, who it accepts, how it logs")
+    )
+    _add_fault_options(parser.add_argument_group("faults: random, scripted, outages"))
+    _add_limit_options(parser.add_argument_group("rate limits and the models served"))
+    _add_timing_options(
+        parser.add_argument_group("timing: how fast answers come, how long hangs last")
+    )
+    return parser
+
+
+def _add_server_options(group: Any) -> None:
+    group.add_argument(
         "--profile", default="ideal", choices=list(PROFILES), help="Behaviour preset (see below)."
     )
-    parser.add_argument(
+    group.add_argument(
         "--host", default="127.0.0.1", help="Loopback address to bind (default 127.0.0.1)."
     )
-    parser.add_argument(
+    group.add_argument(
         "--port", type=int, default=8787, help="Port to bind; 0 picks a free one (default 8787)."
     )
-    parser.add_argument("--seed", type=int, help="Seed of the fault draws and answers (default 0).")
-    parser.add_argument(
+    group.add_argument(
         "--api-key",
         action="append",
         dest="api_keys",
         metavar="KEY",
         help="Accepted API key; repeat for several (default sk-simulator).",
     )
-    parser.add_argument(
+    group.add_argument(
+        "--log-level", default="warning", help="uvicorn log level (default warning)."
+    )
+    group.add_argument(
+        "--settings-json",
+        metavar="JSON",
+        help="Any settings as one JSON object (applied after the profile).",
+    )
+
+
+def _add_fault_options(group: Any) -> None:
+    group.add_argument("--seed", type=int, help="Seed of the fault draws and answers (default 0).")
+    group.add_argument(
         "--fault",
         action="append",
         default=[],
         metavar="NAME=RATE",
         help="Per-request probability of a fault, e.g. 503=0.05; repeatable.",
     )
-    parser.add_argument(
+    group.add_argument(
         "--script",
         nargs="*",
         metavar="FAULT",
         help="Faults of the first requests in order ('ok' = none), e.g. --script 503 503 ok.",
     )
-    parser.add_argument(
+    group.add_argument(
         "--outage",
         action="append",
         default=[],
         metavar="WINDOW",
         help="Outage START_S:END_S[:refuse|503], or #FROM:TO[:mode] by request index; repeatable.",
     )
-    parser.add_argument("--rpm", type=int, help="Requests per minute per key (default unlimited).")
-    parser.add_argument("--tpm", type=int, help="Tokens per minute per key (default unlimited).")
-    parser.add_argument(
-        "--time-scale", type=float, help="60 makes a rate-limit minute last one second (default 1)."
-    )
-    parser.add_argument(
-        "--ttft", type=float, dest="ttft_s", help="Seconds before the first token (default 0)."
-    )
-    parser.add_argument("--tokens-per-s", type=float, help="Generation speed (default instant).")
-    parser.add_argument(
-        "--error-format",
-        choices=["openai", "vllm", "ollama"],
-        help="Error body shape (default openai).",
-    )
-    parser.add_argument(
+    group.add_argument(
         "--reprompt-failure-rate",
         type=float,
         help="Chance a re-prompt gets a faulty JSON answer again.",
     )
-    parser.add_argument(
-        "--hang", type=float, dest="hang_s", help="Longest hang in seconds (default 30)."
+    group.add_argument(
+        "--error-format",
+        choices=["openai", "vllm", "ollama"],
+        help="Error body shape (default openai).",
     )
-    parser.add_argument(
-        "--stall",
-        type=float,
-        dest="stall_s",
-        help="How long a stalled stream stays silent (default 30).",
+
+
+def _add_limit_options(group: Any) -> None:
+    group.add_argument("--rpm", type=int, help="Requests per minute per key (default unlimited).")
+    group.add_argument("--tpm", type=int, help="Tokens per minute per key (default unlimited).")
+    group.add_argument(
+        "--time-scale", type=float, help="60 makes a rate-limit minute last one second (default 1)."
     )
-    parser.add_argument(
+    group.add_argument(
         "--retry-after",
         type=float,
         dest="retry_after_s",
         help="retry-after of an injected 429 (default 1).",
     )
-    parser.add_argument(
+    group.add_argument(
         "--model",
         action="append",
         default=[],
         metavar="NAME=CONTEXT",
         help="Serve an extra model with that context window; repeatable.",
     )
-    parser.add_argument(
-        "--settings-json",
-        metavar="JSON",
-        help="Any settings as one JSON object (applied after the profile).",
+
+
+def _add_timing_options(group: Any) -> None:
+    group.add_argument(
+        "--ttft", type=float, dest="ttft_s", help="Seconds before the first token (default 0)."
     )
-    parser.add_argument(
-        "--log-level", default="warning", help="uvicorn log level (default warning)."
+    group.add_argument("--tokens-per-s", type=float, help="Generation speed (default instant).")
+    group.add_argument(
+        "--hang", type=float, dest="hang_s", help="Longest hang in seconds (default 30)."
     )
-    return parser
+    group.add_argument(
+        "--stall",
+        type=float,
+        dest="stall_s",
+        help="How long a stalled stream stays silent (default 30).",
+    )
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

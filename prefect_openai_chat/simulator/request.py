@@ -18,8 +18,8 @@ from prefect_openai_chat.simulator.errors import (
     invalid_value,
     missing,
 )
+from prefect_openai_chat.tokens.roles import INSTRUCTION_ROLES, ROLES
 
-ROLES = ("system", "assistant", "user", "function", "tool", "developer")
 _ROLE_LIST = "'system', 'assistant', 'user', 'function', 'tool', and 'developer'"
 
 
@@ -138,8 +138,15 @@ def _check_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
             )
         content = message.get("content")
         if content is None:
-            if role in ("user", "system", "developer", "tool") or (
-                role == "assistant" and not message.get("tool_calls") and "refusal" not in message
+            if (
+                role == "user"
+                or role in INSTRUCTION_ROLES
+                or role == "tool"
+                or (
+                    role == "assistant"
+                    and not message.get("tool_calls")
+                    and "refusal" not in message
+                )
             ):
                 raise missing(f"{where}.content")
         elif not isinstance(content, (str, list)):

@@ -113,6 +113,6 @@ def log_result(result: ChatResult, what: str = "chat") -> None:
         cost,
         result.latency_s,
         ttft,
-        result.attempts,
+        result.http_attempts,
         result.answered_by,
     )

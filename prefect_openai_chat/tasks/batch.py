@@ -39,10 +39,16 @@ from prefect_openai_chat._sync import sync_twin
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.extraction import ensure_model, run_extraction, templates
+from prefect_openai_chat.extraction import (
+    ExtractionOptions,
+    ensure_model,
+    run_extraction,
+    templates,
+)
 from prefect_openai_chat.extraction.ledger import Ledger, RecordClaims, open_ledger
 from prefect_openai_chat.resilience import AdaptiveConcurrency, task_retry_delay
 from prefect_openai_chat.results import (
+    FINAL_OUTCOMES,
     BatchReport,
     Extraction,
     Outcome,
@@ -52,8 +58,6 @@ from prefect_openai_chat.tasks._common import assemble, run_logger
 from prefect_openai_chat.tasks.extract import extraction_key, runner_call
 
 Record = Mapping[str, Any] | str
-# Outcomes that the same inputs would reach again; errors (outages) are tried again.
-FINAL_OUTCOMES = frozenset({"ok", "invalid", "truncated", "refused", "content_filter", "budget"})
 RECORDS_PER_SLOT = 4  # records in progress per HTTP slot: enough to keep every slot busy
 # Records claimed in the ledger per HTTP slot, per batch: few enough that workers sharing a
 # ledger over the same input each find records left to claim, enough to keep slots busy.
@@ -118,6 +122,15 @@ class _BatchRun:
         # Records claimed and not finished: claimed as they start, not all at the outset.
         self.window = asyncio.Semaphore(spec.concurrency * CLAIMS_PER_SLOT)
         self.claims = RecordClaims(cache) if cache is not None else None
+        self.options = ExtractionOptions(  # one object for every record, checked once
+            model=runner.settings.model,
+            instructions=spec.instructions,
+            mode=spec.mode,
+            max_reprompts=spec.max_reprompts,
+            token_budget=spec.token_budget,
+            max_completion_tokens=runner.settings.defaults.get("max_completion_tokens"),
+            on_error="return",
+        )
 
     def key_of(self, index: int, record: Record) -> str:
         field = self.spec.key_field
@@ -242,18 +255,7 @@ class _BatchRun:
             errors: list[BaseException] = []
             async with self.semaphore:
                 extraction = await run_extraction(
-                    runner_call(self.runner, errors),
-                    self.spec.schema,
-                    text,
-                    model=self.runner.settings.model,
-                    instructions=self.spec.instructions,
-                    mode=self.spec.mode,
-                    max_reprompts=self.spec.max_reprompts,
-                    token_budget=self.spec.token_budget,
-                    max_completion_tokens=self.runner.settings.defaults.get(
-                        "max_completion_tokens"
-                    ),
-                    on_error="return",
+                    runner_call(self.runner, errors), self.spec.schema, text, self.options
                 )
             delay = task_retry_delay(errors[-1] if errors else None, runs, policy)
             if delay is None:
@@ -272,12 +274,12 @@ def _with_earlier_rounds(outcome: RecordOutcome, spent: list[Extraction[Any]]) -
     """Add what earlier rounds of the same record cost to its final outcome."""
     if not spent:
         return outcome
-    usage, attempts = outcome.usage, outcome.attempts
+    usage, calls = outcome.usage, outcome.calls
     costs = [c for c in (outcome.cost_usd, *(e.cost_usd for e in spent)) if c is not None]
     for earlier in spent:
-        usage, attempts = usage + earlier.usage, attempts + earlier.attempts
+        usage, calls = usage + earlier.usage, calls + earlier.calls
     cost = round(sum(costs), 10) if costs else None
-    return outcome.model_copy(update={"usage": usage, "attempts": attempts, "cost_usd": cost})
+    return outcome.model_copy(update={"usage": usage, "calls": calls, "cost_usd": cost})
 
 
 def record_outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordOutcome:
@@ -290,7 +292,7 @@ def record_outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordO
         value=value.model_dump(mode="json") if isinstance(value, BaseModel) else None,
         outcome=extraction.outcome,
         reason=extraction.reason,
-        attempts=extraction.attempts,
+        calls=extraction.calls,
         retries=extraction.retries,
         repaired=extraction.repaired,
         reprompts=extraction.reprompts,
@@ -362,7 +364,14 @@ async def _aextract_batch(
     gate = _gate_for(concurrency_pool, concurrency)
     runner.protection.gate = gate
     spec = BatchSpec(
-        model_cls, prompt, instructions, mode, max_reprompts, token_budget, concurrency, key_field
+        schema=model_cls,
+        prompt=prompt,
+        instructions=instructions,
+        mode=mode,
+        max_reprompts=max_reprompts,
+        token_budget=token_budget,
+        concurrency=concurrency,
+        key_field=key_field,
     )
     ledger = open_ledger(cache, default_cache_path)
     try:

@@ -20,7 +20,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from prefect_openai_chat._sync import run_sync
+from prefect_openai_chat._sync import sync_twin
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat.runner import DeltaCallback
 from prefect_openai_chat.redaction import redact_exception
@@ -51,8 +51,7 @@ async def _chat(
     return result
 
 
-@task(name="achat_completion", **_TASK_OPTIONS)
-async def achat_completion(
+async def _achat_completion(
     chat_model: ChatModel | str, messages: Sequence[Any], **overrides: Any
 ) -> ChatResult:
     """Send one chat completion and return its `ChatResult`.
@@ -70,35 +69,38 @@ async def achat_completion(
     return await _chat(chat_model, messages, False, None, overrides)
 
 
-@task(name="chat_completion", **_TASK_OPTIONS)
-def chat_completion(
-    chat_model: ChatModel | str, messages: Sequence[Any], **overrides: Any
-) -> ChatResult:
-    """Sync twin of `achat_completion`."""
-    return run_sync(_chat(chat_model, messages, False, None, overrides))
-
-
-@task(name="astream_chat_completion", **_TASK_OPTIONS)
-async def astream_chat_completion(
+async def _astream_chat_completion(
     chat_model: ChatModel | str,
     messages: Sequence[Any],
     on_delta: DeltaCallback | None = None,
     **overrides: Any,
 ) -> ChatResult:
-    """Stream one chat completion; `on_delta` sees each text piece; returns the whole result.
+    """Stream one chat completion and return the finished `ChatResult`, not a stream.
+
+    Unlike the SDK's `create(stream=True)`, which returns an iterator of chunks, this
+    task returns once the stream has ended, with the same `ChatResult` as
+    `chat_completion` (content, tool calls, usage, cost). What streaming adds is
+    `on_delta`, called with each text piece as it arrives (to show progress or pass the
+    text on), and `time_to_first_token_s` on the result. A task result must be a
+    finished value that Prefect can persist and retry, so there is no chunk iterator.
 
     A stream cut before its finish reason, a stall longer than the read timeout
     and a mid-stream error event are retryable errors, never a partial answer.
+
+    Args:
+        chat_model: A `ChatModel` block, or the name of a saved one.
+        messages: The conversation, as `{"role": ..., "content": ...}` dicts.
+        on_delta: Called with each piece of text as it arrives.
+        **overrides: Request parameters for this call (`temperature`, `tools`, ...).
     """
     return await _chat(chat_model, messages, True, on_delta, overrides)
 
 
-@task(name="stream_chat_completion", **_TASK_OPTIONS)
-def stream_chat_completion(
-    chat_model: ChatModel | str,
-    messages: Sequence[Any],
-    on_delta: DeltaCallback | None = None,
-    **overrides: Any,
-) -> ChatResult:
-    """Sync twin of `astream_chat_completion`."""
-    return run_sync(_chat(chat_model, messages, True, on_delta, overrides))
+achat_completion = task(name="achat_completion", **_TASK_OPTIONS)(_achat_completion)
+chat_completion = task(name="chat_completion", **_TASK_OPTIONS)(sync_twin(_achat_completion))
+astream_chat_completion = task(name="astream_chat_completion", **_TASK_OPTIONS)(
+    _astream_chat_completion
+)
+stream_chat_completion = task(name="stream_chat_completion", **_TASK_OPTIONS)(
+    sync_twin(_astream_chat_completion)
+)

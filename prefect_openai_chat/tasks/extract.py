@@ -22,23 +22,24 @@ import itertools
 from typing import Any
 
 from prefect import task
-from prefect.context import TaskRunContext
+from prefect.cache_policies import NO_CACHE
+from prefect.results import get_result_store
 from pydantic import BaseModel
 
-from prefect_openai_chat._sync import run_sync, sync_twin
+from prefect_openai_chat._sync import sync_twin
 from prefect_openai_chat.blocks import ChatModel
-from prefect_openai_chat.blocks.assembly import resolve_chat_model
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import StaticFallbackError
 from prefect_openai_chat.extraction import (
     CallFn,
+    ExtractionOptions,
     ensure_model,
     extraction_cache_key,
     run_extraction,
 )
 from prefect_openai_chat.extraction.prompts import TextOrMessages
 from prefect_openai_chat.redaction import redact_exception
-from prefect_openai_chat.results import ChatResult, Extraction
+from prefect_openai_chat.results import FINAL_OUTCOMES, ChatResult, Extraction
 from prefect_openai_chat.tasks._common import (
     TASK_TIER,
     assemble,
@@ -91,19 +92,19 @@ def extraction_key(
     )
 
 
-def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    chat_model = parameters["chat_model"]
-    if not isinstance(chat_model, ChatModel):
-        chat_model = run_sync(resolve_chat_model(chat_model))
-    return "extract-" + extraction_key(
-        chat_model,
-        ensure_model(parameters["schema"]),
-        parameters["text_or_messages"],
-        parameters.get("instructions"),
-        parameters.get("mode", "auto"),
-        parameters.get("max_reprompts", 2),
-        parameters.get("token_budget"),
-    )
+async def _cached(key: str, schema: type[BaseModel]) -> Extraction[Any] | None:
+    """The extraction stored under `key` in Prefect's result storage, if any."""
+    store = get_result_store()
+    if not await store.aexists(key):
+        return None
+    data = (await store.aread(key)).result
+    return Extraction[schema].model_validate(data)  # type: ignore[valid-type]
+
+
+async def _store(key: str, result: Extraction[Any]) -> None:
+    """Keep a final outcome; an error (an outage) is tried again next time."""
+    if result.outcome in FINAL_OUTCOMES:
+        await get_result_store().awrite(result.model_dump(mode="json"), key=key)
 
 
 def _run_name(parameters: dict[str, Any]) -> str:
@@ -120,13 +121,18 @@ async def _aextract(
     mode: str = "auto",
     max_reprompts: int = 2,
     token_budget: int | None = None,
+    cache: bool = True,
 ) -> Extraction[Any]:
     """Extract one validated `schema` value from a text or a conversation.
 
     The answer is parsed cheapest first (code fences and prose stripped, JSON repaired
     locally), validated with the schema's own validators, and re-asked with a list of
-    what was wrong. A cut answer is re-sent with more room, never parsed. Results are
-    cached on what determines them, so a re-run does not pay again.
+    what was wrong. A cut answer is re-sent with more room, never parsed.
+
+    Like `extract_batch` and `extract_records`, it caches by default: a final outcome is
+    kept in Prefect's result storage under what determines it (text, schema,
+    instructions, mode, model and generation parameters), with no expiry, so a re-run
+    does not pay again; `cache=False` always asks. Errors are never cached.
 
     Args:
         chat_model: A `ChatModel` block, or the name of a saved one.
@@ -136,6 +142,7 @@ async def _aextract(
         mode: `auto`, `json_schema`, `json_object` or `tools`.
         max_reprompts: Re-asks after an invalid answer.
         token_budget: Most tokens to spend on this record over all attempts.
+        cache: Reuse (and keep) the outcome of the same inputs; False: always ask.
 
     Returns:
         An `Extraction`: `ok` and `value`, or `outcome` and `reason`; usage and cost
@@ -143,11 +150,17 @@ async def _aextract(
     """
     model_cls = ensure_model(schema)
     try:
-        _, runner = await assemble(chat_model)
-        result = await run_extraction(
-            runner_call(runner),
-            model_cls,
-            text_or_messages,
+        model, runner = await assemble(chat_model)
+        key = None
+        if cache:
+            key = "extract-" + extraction_key(
+                model, model_cls, text_or_messages, instructions, mode, max_reprompts, token_budget
+            )
+            hit = await _cached(key, model_cls)
+            if hit is not None:
+                run_logger().info("extract %s: from the cache", model_cls.__name__)
+                return hit
+        options = ExtractionOptions(
             model=runner.settings.model,
             instructions=instructions,
             mode=mode,
@@ -155,14 +168,17 @@ async def _aextract(
             token_budget=token_budget,
             max_completion_tokens=runner.settings.defaults.get("max_completion_tokens"),
         )
+        result = await run_extraction(runner_call(runner), model_cls, text_or_messages, options)
+        if key is not None:
+            await _store(key, result)
     except Exception as exc:
         redact_exception(exc)  # also what fails before the runner's own boundary
         raise
     run_logger().info(
-        "extract %s outcome=%s attempts=%d reprompts=%d repaired=%s tokens=%d cost=%s%s",
+        "extract %s outcome=%s calls=%d reprompts=%d repaired=%s tokens=%d cost=%s%s",
         model_cls.__name__,
         result.outcome,
-        result.attempts,
+        result.calls,
         result.reprompts,
         result.repaired,
         result.usage.total_tokens,
@@ -172,9 +188,10 @@ async def _aextract(
     return result
 
 
+# The cache is looked up in the task (`_cached`), after the block is loaded without
+# blocking: a Prefect `cache_key_fn` is sync and would load a named block on the loop.
 _EXTRACT_OPTIONS: dict[str, Any] = {
-    "cache_key_fn": _cache_key,
-    "persist_result": True,
+    "cache_policy": NO_CACHE,
     "task_run_name": _run_name,
     **TASK_TIER,
 }

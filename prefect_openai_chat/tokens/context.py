@@ -19,16 +19,18 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from prefect_openai_chat.errors import ContextWindowExceededError
 from prefect_openai_chat.tokens.counting import REPLY_PRIMER, count_message_tokens
 from prefect_openai_chat.tokens.models import model_info
+from prefect_openai_chat.tokens.roles import INSTRUCTION_ROLES, RESULT_ROLES
 
-Strategy = Literal["truncate_oldest", "fail"]
-STRATEGIES: tuple[str, ...] = ("truncate_oldest", "fail", "summarize", "bigger_model")
-_PINNED_ROLES = frozenset({"system", "developer"})
-_RESULT_ROLES = frozenset({"tool", "function"})
+# What to do when a prompt does not fit: the one list (ChatModel, ChatSettings read it).
+ContextStrategy = Literal["fail", "truncate_oldest", "summarize", "bigger_model"]
+STRATEGIES: tuple[str, ...] = get_args(ContextStrategy)
+SUMMARY_TOKENS = 512  # the room of the summary `summarize` asks for
+_PINNED_ROLES = INSTRUCTION_ROLES
 
 Message = Mapping[str, Any]
 
@@ -53,7 +55,7 @@ def _units(messages: Sequence[Message]) -> list[list[int]]:
         role = message.get("role")
         if role in _PINNED_ROLES:
             continue
-        if role in _RESULT_ROLES and units:
+        if role in RESULT_ROLES and units:
             units[-1].append(i)
         else:
             units.append([i])
@@ -83,16 +85,6 @@ def _split(
             fitting = False  # keep a contiguous newest tail: never skip a turn to fit an older one
             dropped[:0] = unit
     return sorted(kept), dropped
-
-
-def _exceeded(model: str, prompt: int, completion: int, limit: int, hint: str) -> Exception:
-    return ContextWindowExceededError(
-        f"the prompt needs {prompt} tokens plus {completion} for the answer"
-        f" ({prompt + completion} in all), over the {limit}-token context window of {model!r};"
-        f" {hint}",
-        prompt_tokens=prompt,
-        limit=limit,
-    )
 
 
 def fit_messages(
@@ -131,7 +123,7 @@ def fit_messages(
     if prompt + max_completion_tokens <= limit:
         return [dict(m) for m in messages]
     if strategy == "fail":
-        raise _exceeded(
+        raise ContextWindowExceededError.for_prompt(
             model,
             prompt,
             max_completion_tokens,
@@ -149,7 +141,7 @@ def split_for_summary(
     messages: Sequence[Message],
     model: str,
     max_completion_tokens: int,
-    summary_tokens: int = 512,
+    summary_tokens: int = SUMMARY_TOKENS,
     context_window: int | None = None,
     tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -196,7 +188,7 @@ def _keep_newest(
     kept, dropped = _split(messages, model, limit - max_completion_tokens - reserve, tools)
     kept_msgs = [dict(messages[i]) for i in kept]
     if not any(m.get("role") not in _PINNED_ROLES for m in kept_msgs):
-        raise _exceeded(
+        raise ContextWindowExceededError.for_prompt(
             model,
             prompt,
             max_completion_tokens,

@@ -1,4 +1,4 @@
-"""Issue #10, defects 10 and 11: `ChatResult.attempts` counts every HTTP attempt of the
+"""Issue #10, defects 10 and 11: `ChatResult.http_attempts` counts every HTTP attempt of the
 logical call (summary call, re-send after an overflow, fallbacks), and a summarised call
 reports the summary call's usage and cost too. Each figure is checked against what the
 simulator itself counted."""
@@ -54,7 +54,7 @@ def narrow() -> Iterator[Simulator]:
 def billed(result: ChatResult, sim: Simulator) -> None:
     """The result reports exactly what the server counted, and its price."""
     stats = sim.stats()
-    assert result.attempts == stats.requests
+    assert result.http_attempts == stats.requests
     assert result.usage.prompt_tokens == stats.prompt_tokens
     assert result.usage.completion_tokens == stats.completion_tokens
     expected = estimate_cost(MODEL, stats.prompt_tokens, stats.completion_tokens)
@@ -76,7 +76,7 @@ def test_server_overflow_then_summary_counts_all_three_attempts(narrow: Simulato
     _, result = run_task(CHAT, model, LONG)
     assert isinstance(result, ChatResult), repr(result)
     assert narrow.stats().by_status == {400: 1, 200: 2}  # rejected, summary, main
-    assert result.attempts == 3
+    assert result.http_attempts == 3
     billed(result, narrow)
 
 
@@ -85,7 +85,7 @@ def test_server_overflow_then_truncate_counts_both_attempts(narrow: Simulator) -
     model = sim_model(narrow, context_strategy="truncate_oldest", context_window=BELIEVED_WINDOW)
     _, result = run_task(CHAT, model, LONG)
     assert isinstance(result, ChatResult), repr(result)
-    assert result.attempts == 2 == narrow.stats().requests
+    assert result.http_attempts == 2 == narrow.stats().requests
 
 
 def test_fallback_attempts_add_to_the_primarys(up: Simulator) -> None:
@@ -103,4 +103,4 @@ def test_fallback_attempts_add_to_the_primarys(up: Simulator) -> None:
     assert isinstance(result, ChatResult), repr(result)
     assert result.answered_by == fallback
     assert up.stats().by_status == {503: 3, 200: 1}
-    assert result.attempts == 4
+    assert result.http_attempts == 4

@@ -62,7 +62,7 @@ def test_one_malformed_answer_is_retried_into_an_answer(sim: Simulator, name: st
     _, result = run_task(CHAT, sim_model(sim, max_attempts=2, task_retries=0), MESSAGES)
     assert isinstance(result, ChatResult), repr(result)
     assert result.content and result.finish_reason == "stop"
-    assert result.attempts == 2 and sim.stats().requests == 2
+    assert result.http_attempts == 2 and sim.stats().requests == 2
 
 
 @pytest.mark.parametrize("task", [CHAT, STREAM], ids=["chat", "stream"])

@@ -65,7 +65,7 @@ def test_redis_reads_are_a_few_per_second_not_per_attempt(sim: Simulator, redis_
     async def caller() -> int:
         attempts = 0
         for _ in range(ROUNDS):
-            attempts += (await runner.complete(MESSAGES)).attempts
+            attempts += (await runner.complete(MESSAGES)).http_attempts
         return attempts
 
     async def main() -> tuple[int, float]:

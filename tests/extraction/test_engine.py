@@ -31,7 +31,7 @@ async def test_a_clean_answer_takes_one_call_and_its_usage_is_exact(ideal_sim: A
     assert result.value.email == "ada@example.com"
     assert result.value.priority is Priority.high and result.value.category == "billing"
     assert result.value.amount == 42.5
-    assert (result.attempts, result.reprompts, result.repaired) == (1, 0, False)
+    assert (result.calls, result.reprompts, result.repaired) == (1, 0, False)
     messages, params = call.sent[0]
     assert result.usage.prompt_tokens == count_message_tokens(messages, MODEL)
     assert result.cost_usd == estimate_cost(
@@ -49,7 +49,7 @@ async def test_every_mode_works_end_to_end(ideal_sim: Any, mode: str) -> None:
     result = await run_extraction(call, Person, PERSON_TEXT, model=MODEL, mode=mode)
     assert result.ok, result.errors
     assert result.value == Person(name="Grace Hopper", age=85, email="grace@example.com")
-    assert result.attempts == 1
+    assert result.calls == 1
 
 
 @pytest.mark.parametrize("fault", ["fenced-json", "prose-json", "malformed-json"])
@@ -57,7 +57,7 @@ async def test_local_fixes_cost_no_extra_call(ideal_sim: Any, fault: str) -> Non
     before = _requests(ideal_sim)
     result = await run_extraction(sim_call(ideal_sim, fault), Ticket, TICKET_TEXT, model=MODEL)
     assert result.ok and result.repaired, result.errors
-    assert result.attempts == 1 and result.reprompts == 0
+    assert result.calls == 1 and result.reprompts == 0
     assert _requests(ideal_sim) - before == 1
     assert result.value is not None and result.value.email == "ada@example.com"
 
@@ -78,7 +78,7 @@ async def test_invalid_answers_are_reprompted_once(
     call = sim_call(ideal_sim, fault)
     result = await run_extraction(call, schema, caller, model=MODEL)
     assert result.ok, result.errors
-    assert (result.attempts, result.reprompts, result.repaired) == (2, 1, False)
+    assert (result.calls, result.reprompts, result.repaired) == (2, 1, False)
     assert len(result.errors) == 1 and result.errors[0].startswith("attempt 1:")
     reprompt, _ = call.sent[1]
     assert [m["role"] for m in reprompt] == ["system", "user", "assistant", "user"]
@@ -116,7 +116,7 @@ async def test_truncation_gives_up_after_bounded_growth(ideal_sim: Any) -> None:
     )
     assert not result.ok and result.outcome == "truncated" and result.value is None
     assert [p["max_completion_tokens"] for _, p in call.sent] == [50, 150, 400]
-    assert result.attempts == 3 and result.finish_reasons == ["length"] * 3
+    assert result.calls == 3 and result.finish_reasons == ["length"] * 3
     assert "token limit" in (result.reason or "") and "max_completion_tokens" in (
         result.reason or ""
     )
@@ -142,7 +142,7 @@ async def test_refusals_and_content_filter_are_not_reasked(
     before = _requests(ideal_sim)
     result = await run_extraction(sim_call(ideal_sim, fault), Ticket, TICKET_TEXT, model=MODEL)
     assert not result.ok and result.outcome == outcome and words in (result.reason or "")
-    assert result.attempts == 1 and _requests(ideal_sim) - before == 1
+    assert result.calls == 1 and _requests(ideal_sim) - before == 1
     assert result.usage.prompt_tokens > 0  # paid for
 
 
@@ -156,7 +156,7 @@ async def test_business_rules_are_reprompted_and_the_conversation_stays_bounded(
     assert result.outcome == "invalid" and not result.ok
     assert "a billing ticket needs an amount" in (result.reason or "")
     assert "after 3 re-prompts" in (result.reason or "")
-    assert result.attempts == 4 and result.reprompts == 3 and len(result.errors) == 4
+    assert result.calls == 4 and result.reprompts == 3 and len(result.errors) == 4
     sizes = [len(messages) for messages, _ in call.sent]
     assert sizes == [2, 4, 4, 4]
     assert all("needs an amount" in m[-1]["content"] for m, _ in call.sent[1:])
@@ -168,7 +168,7 @@ async def test_one_reprompt_for_a_lazy_answer_only(ideal_sim: Any) -> None:
     # the simulator answers re-prompts correctly unless forced; forced twice, it stays lazy
     assert result.outcome in ("invalid", "ok")
     if result.outcome == "invalid":
-        assert result.attempts == 2 and "also after a re-prompt" in (result.reason or "")
+        assert result.calls == 2 and "also after a re-prompt" in (result.reason or "")
 
 
 async def test_token_budget_stops_before_an_attempt_that_could_exceed_it(ideal_sim: Any) -> None:
@@ -176,7 +176,7 @@ async def test_token_budget_stops_before_an_attempt_that_could_exceed_it(ideal_s
     result = await run_extraction(
         sim_call(ideal_sim), Ticket, TICKET_TEXT, model=MODEL, token_budget=50
     )
-    assert result.outcome == "budget" and result.attempts == 0
+    assert result.outcome == "budget" and result.calls == 0
     assert _requests(ideal_sim) == before  # nothing was sent
     assert "token budget of 50" in (result.reason or "")
 
@@ -188,7 +188,7 @@ async def test_token_budget_covers_all_attempts(ideal_sim: Any) -> None:
     one_attempt = first.usage.prompt_tokens // 2 + 200  # room for one attempt, not two
     call = sim_call(ideal_sim, "wrong-types")
     result = await run_extraction(call, Ticket, TICKET_TEXT, model=MODEL, token_budget=one_attempt)
-    assert result.outcome == "budget" and result.attempts == 1
+    assert result.outcome == "budget" and result.calls == 1
     assert result.usage.total_tokens <= one_attempt
     # without max_completion_tokens, the budget left is the completion room
     assert call.sent[0][1]["max_completion_tokens"] <= one_attempt
@@ -204,7 +204,7 @@ async def test_errors_of_the_call_propagate_or_return(ideal_sim: Any) -> None:
         model=MODEL,
         on_error="return",
     )
-    assert result.outcome == "error" and result.attempts == 2
+    assert result.outcome == "error" and result.calls == 2
     assert "InternalServerError" in (result.reason or "")
     assert result.usage.prompt_tokens > 0  # the first attempt is still counted
 
@@ -239,7 +239,7 @@ async def test_a_second_lazy_answer_is_not_reasked() -> None:
         return lazy
 
     result = await run_extraction(call, Person, PERSON_TEXT, model=MODEL, max_reprompts=5)
-    assert result.outcome == "invalid" and result.attempts == 2 and result.reprompts == 1
+    assert result.outcome == "invalid" and result.calls == 2 and result.reprompts == 1
     assert "also after a re-prompt" in (result.reason or "")
     assert "placeholders" in sent[1][-1]["content"]
 
@@ -263,7 +263,7 @@ async def test_sloppy_json_profile_ends_valid_and_accounts_every_request() -> No
         stats = sim.stats()
     assert all(r.ok for r in results), [r.reason for r in results if not r.ok]
     assert [r.value for r in results] == [Person(name=n, age=a, email=e) for n, a, e in people]
-    assert stats.requests == sum(r.attempts for r in results)
+    assert stats.requests == sum(r.calls for r in results)
     assert stats.reprompts == sum(r.reprompts for r in results)
     assert any(r.repaired for r in results)  # fixed locally
     assert any(r.reprompts for r in results)  # fixed by asking again

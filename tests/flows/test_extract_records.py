@@ -319,7 +319,8 @@ def test_per_record_tasks_mode(fresh_sim: Simulator, tmp_path: Path) -> None:
     summary = run(source, chat_model, out, bad, tmp_path / "c.sqlite", per_record_tasks=True)
 
     assert (summary["records"], summary["valid"], summary["quarantined"]) == (4, 3, 1)
-    assert fresh_sim.stats().requests == 3  # the record missing a field is never sent
+    # the record missing a field is never sent (an in-call retry on a loaded machine is counted)
+    assert fresh_sim.stats().requests == 3 + summary["retries"]
     assert keys_of(read_jsonl(out), "_key") == [r["ticket_id"] for r in records[:3]]
     (quarantined,) = read_jsonl(bad)
     assert quarantined["key"] == "T-NOBODY" and quarantined["line"] == 4

@@ -101,7 +101,8 @@ def test_two_processes_share_one_limit(redis_url: str, prefix: str) -> None:
     # Each alone sends at the whole limit: 50 to 150 refusals in runs on this machine.
     # Shared, usually none, at most a bucket's worth while both are still learning.
     shared, separate = stats.by_status.get(429, 0), alone.by_status.get(429, 0)
-    assert shared < separate, (shared, separate)
+    # On a machine too loaded to send at the limit even alone, both are 0: no contrast.
+    assert shared < separate or shared == separate == 0, (shared, separate)
     assert shared <= 0.25 * stats.requests, (shared, stats.requests)
 
 

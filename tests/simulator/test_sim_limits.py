@@ -48,7 +48,8 @@ def test_bucket_refills_with_an_injected_clock() -> None:
 
 
 def test_rpm_limit_gives_429_with_headers() -> None:
-    with Simulator(rpm=3, time_scale=20.0) as sim:  # one request back per second
+    # 3 per real minute: no request comes back during the test, however slow the machine.
+    with Simulator(rpm=3, time_scale=1.0) as sim:
         remaining = [_create(sim).headers["x-ratelimit-remaining-requests"] for _ in range(3)]  # type: ignore[attr-defined]
         assert remaining == ["2", "1", "0"]
         with pytest.raises(openai.RateLimitError) as info:
@@ -57,12 +58,13 @@ def test_rpm_limit_gives_429_with_headers() -> None:
         assert err.code == "rate_limit_exceeded" and err.type == "requests"
         assert "Limit 3, Used 3, Requested 1" in err.message
         retry_ms = int(err.response.headers["retry-after-ms"])
-        # 3 per scaled minute = one per second, less the time the four requests took
-        # (the exact refill arithmetic is tested with a fake clock above).
-        assert 0 < retry_ms <= 1000
+        # one request back every 20 s, less the time the four requests took (the exact
+        # refill arithmetic is tested with a fake clock above)
+        assert 0 < retry_ms <= 20_000
         assert err.response.headers["x-ratelimit-limit-requests"] == "3"
         assert sim.stats().by_fault == {"rate-limit": 1}
-        time.sleep(retry_ms / 1000 + 0.02)
+        sim.configure(time_scale=60.0)  # now one back every 1/3 s; what was used stays used
+        time.sleep(0.4)
         assert _create(sim)
 
 
@@ -100,15 +102,32 @@ def test_outage_by_request_count_with_503() -> None:
         assert sim.stats().by_fault == {"outage": 2}
 
 
+def _first_success_after(sim: Simulator, timeout: float = 10.0) -> float:
+    """Seconds until a request gets through (connections refused until then)."""
+    started = time.monotonic()
+    while True:
+        try:
+            _create(sim)
+            return time.monotonic() - started
+        except openai.APIConnectionError:
+            assert time.monotonic() - started < timeout, "the outage did not end"
+            time.sleep(0.05)
+
+
 def test_outage_by_time_refuses_connections() -> None:
-    with Simulator(outages=[OutageWindow(start_s=0.0, end_s=0.3, mode="refuse")]) as sim:
+    # The window is timed from the simulator's start (and from each reset), not from the
+    # first request: long enough that a slow first request still falls inside it.
+    window = 1.0
+    before = time.monotonic()
+    with Simulator(outages=[OutageWindow(start_s=0.0, end_s=window, mode="refuse")]) as sim:
         with pytest.raises(openai.APIConnectionError):
             _create(sim)
-        time.sleep(0.35)
-        assert _create(sim)
+        assert time.monotonic() - before + _first_success_after(sim) >= window
+        before = time.monotonic()
         sim.reset()  # the outage clock starts again
         with pytest.raises(openai.APIConnectionError):
             _create(sim)
+        assert time.monotonic() - before + _first_success_after(sim) >= window
 
 
 def test_configure_starts_an_outage_now(fresh_simulator: Simulator) -> None:

@@ -80,7 +80,10 @@ def test_the_refill_rate_follows_from_limit_remaining_and_reset() -> None:
             used = limit - int(headers[f"x-ratelimit-remaining-{kind}"])
             reset = _seconds(headers[f"x-ratelimit-reset-{kind}"])
             assert reset > 0
-            assert used / reset == pytest.approx(limit / 60 * SLOW, rel=0.05)
+            # `remaining` is the level rounded down, so the units short of full are in
+            # (used - 1, used]: the rate is bounded, whatever refilled while requests went out.
+            rate = limit / 60 * SLOW
+            assert (used - 1) / reset <= rate * 1.01 and rate <= used / reset * 1.01
 
 
 def test_tokens_charged_are_prompt_plus_n_times_the_cap_or_what_was_generated() -> None:

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from model_support import MODEL, fast_model
 from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 from registry_support import clear_resilience
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -41,19 +42,29 @@ def unique_name(prefix: str) -> str:
 
 
 def task_run_count(task_run_id: UUID, timeout: float = 10.0) -> int:
-    """How many times Prefect ran the task, read back from the API once it is final."""
+    """How many times Prefect ran the task, read back from the API once it is final.
+
+    Task runs reach the API through a background event worker: a run not yet
+    persisted answers 404, which here means "not yet", not "never".
+    """
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while True:
-            task_run = client.read_task_run(task_run_id)
-            if task_run.state_type is not None and task_run.state_type.value in (
-                "COMPLETED",
-                "FAILED",
-                "CRASHED",
-            ):
-                return int(task_run.run_count)
+            state = "not persisted yet"
+            try:
+                task_run = client.read_task_run(task_run_id)
+            except ObjectNotFound:
+                pass
+            else:
+                state = str(task_run.state_type)
+                if task_run.state_type is not None and task_run.state_type.value in (
+                    "COMPLETED",
+                    "FAILED",
+                    "CRASHED",
+                ):
+                    return int(task_run.run_count)
             if time.monotonic() > deadline:
-                raise AssertionError(f"task run {task_run_id} not final: {task_run.state_type}")
+                raise AssertionError(f"task run {task_run_id} not final after {timeout}s: {state}")
             time.sleep(0.05)
 
 

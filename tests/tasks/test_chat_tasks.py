@@ -37,7 +37,7 @@ def _check_result(result: ChatResult, sim: Simulator) -> None:
     assert result.usage.completion_tokens > 0
     assert result.cost_usd is not None and result.cost_usd > 0
     assert result.latency_s > 0
-    assert result.attempts == 1
+    assert result.http_attempts == 1
     assert sim.stats().requests == 1
 
 

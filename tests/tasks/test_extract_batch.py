@@ -84,7 +84,7 @@ def test_outcomes_per_record_in_order(sim_clean: Simulator, tmp_path: Path) -> N
     assert [o.index for o in report.records] == list(range(11))
     assert [o.key for o in report.records] == [r["ticket_id"] for r in records]
     skipped = report.records[4]
-    assert (skipped.ok, skipped.outcome, skipped.attempts) == (False, "skipped", 0)
+    assert (skipped.ok, skipped.outcome, skipped.calls) == (False, "skipped", 0)
     assert "'body'" in (skipped.reason or "") and "prompt template" in (skipped.reason or "")
     assert report.total == 11 and report.valid == 10 and report.failed == 1
     for record, outcome in zip(records, report.records, strict=True):
@@ -92,7 +92,7 @@ def test_outcomes_per_record_in_order(sim_clean: Simulator, tmp_path: Path) -> N
             assert outcome.value is not None
             SupportTicket.model_validate(outcome.value)
             assert outcome.value["email"].lower() in record["body"].lower()
-            assert outcome.attempts == 1 and not outcome.cached
+            assert outcome.calls == 1 and not outcome.cached
     stats = sim_clean.stats()
     assert stats.requests == 10
     assert report.usage.prompt_tokens == stats.prompt_tokens
@@ -181,7 +181,7 @@ def test_transient_errors_are_not_cached(sim_clean: Simulator, tmp_path: Path) -
     outcomes = [o.outcome for o in first.records]
     assert outcomes == ["error", "ok", "error", "ok", "ok"]
     failed = first.records[0]
-    assert not failed.ok and failed.attempts == 1 and "503" in (failed.reason or "")
+    assert not failed.ok and failed.calls == 1 and "503" in (failed.reason or "")
     assert len(SqliteLedger(cache)) == 3
 
     sim_clean.configure(script=[])
@@ -236,7 +236,7 @@ def test_sloppy_profile_batch_is_valid_and_accounted(tmp_path: Path) -> None:
     assert report.valid >= 58
     assert any(o.repaired for o in report.records)
     assert any(o.reprompts for o in report.records)
-    assert sum(o.attempts for o in report.records) == stats.requests
+    assert sum(o.calls for o in report.records) == stats.requests
     assert sum(o.reprompts for o in report.records) == stats.reprompts
     assert report.usage.prompt_tokens == stats.prompt_tokens
     assert report.usage.completion_tokens == stats.completion_tokens

@@ -82,11 +82,11 @@ def run_extract(chat_model: ChatModel, schema: type[BaseModel], text: Any, **kw:
 def assert_billed(result: Extraction[Any], sim: Simulator) -> None:
     """Usage summed over every attempt is exactly what the simulator billed."""
     stats = sim.stats()
-    assert stats.requests == result.attempts
+    assert stats.requests == result.calls
     assert result.usage.prompt_tokens == stats.prompt_tokens > 0
     assert result.usage.completion_tokens == stats.completion_tokens
     assert len(result.errors) == len(result.raw_outputs) - result.ok
-    assert len(result.finish_reasons) == len(result.request_ids) == result.attempts
+    assert len(result.finish_reasons) == len(result.request_ids) == result.calls
     assert result.cost_usd is not None and result.cost_usd > 0
 
 
@@ -103,7 +103,7 @@ def test_local_repair_needs_no_reprompt(sim: Simulator, fault: str) -> None:
     assert result.value.order_id == "ORD-25347"
     assert (result.value.amount, result.value.currency) == (207.9, "EUR")
     assert result.repaired is True
-    assert (result.attempts, result.reprompts, result.errors) == (1, 0, [])
+    assert (result.calls, result.reprompts, result.errors) == (1, 0, [])
     assert sim.stats().by_fault == {fault: 1}
     assert sim.stats().reprompts == 0
     assert_billed(result, sim)
@@ -113,7 +113,7 @@ def test_clean_answer_is_not_marked_repaired(sim: Simulator) -> None:
     result = run_extract(model_for(sim, "ok"), SupportTicket, TICKET)
 
     assert result.ok and result.repaired is False
-    assert (result.attempts, result.reprompts, result.finish_reasons) == (1, 0, ["stop"])
+    assert (result.calls, result.reprompts, result.finish_reasons) == (1, 0, ["stop"])
     assert_billed(result, sim)
 
 
@@ -140,7 +140,7 @@ async def test_invalid_answer_is_reprompted_once(
     result = await one_record()
 
     assert result.ok and isinstance(result.value, SupportTicket)
-    assert (result.attempts, result.reprompts) == (2, 1)
+    assert (result.calls, result.reprompts) == (2, 1)
     assert result.repaired is False
     assert result.finish_reasons == ["stop", "stop"]
     assert len(result.errors) == 1 and result.errors[0].startswith("attempt 1: ")
@@ -165,7 +165,7 @@ def test_custom_validator_failure_is_reprompted_then_quarantined(sim: Simulator)
     result = run_extract(model_for(sim, "ok"), SupportTicket, NO_CURRENCY, max_reprompts=2)
 
     assert not result.ok and result.outcome == "invalid" and result.value is None
-    assert (result.attempts, result.reprompts) == (3, 2)
+    assert (result.calls, result.reprompts) == (3, 2)
     assert len(result.errors) == 3
     assert all("currency is required when amount is set" in e for e in result.errors)
     assert "after 2 re-prompts" in (result.reason or "")
@@ -193,7 +193,7 @@ def test_truncated_every_time_gives_up_with_growing_room(sim: Simulator) -> None
     result = run_extract(model_for(sim, "truncated-json"), SupportTicket, TICKET)
 
     assert not result.ok and result.outcome == "truncated" and result.value is None
-    assert result.attempts == 3 and result.reprompts == 0
+    assert result.calls == 3 and result.reprompts == 0
     assert result.finish_reasons == ["length"] * 3
     # ROOM, then doubled twice: the simulator fills every limit exactly before cutting
     assert result.usage.completion_tokens == ROOM + 2 * ROOM + 4 * ROOM
@@ -210,7 +210,7 @@ def test_truncated_once_is_resent_with_more_room(sim: Simulator) -> None:
     result = run_extract(model_for(sim), SupportTicket, TICKET)
 
     assert result.ok and result.outcome == "ok"
-    assert result.attempts == 2 and result.reprompts == 0
+    assert result.calls == 2 and result.reprompts == 0
     assert result.finish_reasons == ["length", "stop"]
     assert result.repaired is False  # the cut text was never parsed or repaired
     assert result.errors == [
@@ -238,7 +238,7 @@ def test_refusal_and_content_filter_are_not_reasked(
     result = run_extract(model_for(sim, fault, **settings), SupportTicket, TICKET)
 
     assert not result.ok and result.outcome == outcome and result.value is None
-    assert (result.attempts, result.reprompts) == (1, 0)
+    assert (result.calls, result.reprompts) == (1, 0)
     assert result.finish_reasons == [finish]
     assert result.reason and len(result.errors) == 1
     assert sim.stats().requests == 1
@@ -252,7 +252,7 @@ def test_token_budget_too_small_for_one_attempt_sends_nothing(sim: Simulator) ->
 
     assert not result.ok and result.outcome == "budget"
     assert "token budget of 100" in (result.reason or "")
-    assert result.attempts == 0 and sim.stats().requests == 0
+    assert result.calls == 0 and sim.stats().requests == 0
 
 
 # --- the task cache -------------------------------------------------------------------------

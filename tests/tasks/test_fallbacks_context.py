@@ -137,7 +137,7 @@ def test_static_answer_when_everything_is_down(down: Simulator) -> None:
     assert result.answered_by == "static"
     assert result.content == "The assistant is unavailable; the record was queued."
     assert down.stats().requests == 4  # 2 on the primary, 2 on the fallback
-    assert result.attempts == 4  # every HTTP attempt of the logical call, fallbacks included
+    assert result.http_attempts == 4  # every HTTP attempt of the logical call, fallbacks included
 
 
 def test_a_400_never_falls_back(up: Simulator, down: Simulator) -> None:
@@ -167,7 +167,7 @@ def test_fail_names_both_numbers_and_sends_nothing(up: Simulator) -> None:
     prompt = count_message_tokens(LONG, MODEL)
     assert isinstance(error, ContextWindowExceededError)
     assert (error.prompt_tokens, error.limit) == (prompt, WINDOW)
-    assert f"({prompt} tokens)" in str(error) and f"{WINDOW} tokens" in str(error)
+    assert f"needs {prompt} tokens" in str(error) and f"{WINDOW}-token context window" in str(error)
     assert "truncate_oldest" in str(error)
     assert up.stats().requests == 0
     assert task_run_count(task_run_id) == 1
@@ -333,7 +333,7 @@ def test_401_reloads_the_block_saved_anew_once(up: Simulator) -> None:
     assert isinstance(rejected, CredentialsRejectedError)
     assert "after reloading" in str(rejected) and "4444" not in str(rejected)
     assert requests == {401: 2}
-    assert result.attempts == 2 and result.content
+    assert result.http_attempts == 2 and result.content
     assert up.stats().by_status == {401: 3, 200: 1}
 
 
@@ -360,7 +360,7 @@ def test_401_reload_reads_a_rotated_environment_variable(
     changes, rejected, result = asyncio.run(rotated())
     assert isinstance(rejected, CredentialsRejectedError) and "5555" not in str(rejected)
     assert changes == [True, False]
-    assert result.attempts == 1 and result.content
+    assert result.http_attempts == 1 and result.content
     assert up.stats().by_status == {401: 1, 200: 1}
 
 

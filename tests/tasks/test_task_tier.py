@@ -240,7 +240,7 @@ def test_transient_errors_then_success_in_one_task_run(fresh: Simulator) -> None
         return SYNC_CHAT(model, MESSAGES)
 
     result = recovers()
-    assert result.attempts == 4 and result.content
+    assert result.http_attempts == 4 and result.content
     assert fresh.stats().requests == 4
 
 

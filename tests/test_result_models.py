@@ -1,0 +1,50 @@
+"""The result models' public surface: computed totals in dumps, the two counts named apart."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+from prefect_openai_chat import BatchReport, ChatResult, Extraction, RecordOutcome, Usage
+
+
+class City(BaseModel):
+    name: str
+
+
+def test_derived_totals_are_in_the_dump_and_ignored_when_read_back() -> None:
+    usage = Usage(prompt_tokens=7, completion_tokens=3)
+    assert usage.model_dump()["total_tokens"] == 10
+    report = BatchReport(
+        records=[
+            RecordOutcome(
+                index=0, key="a", ok=True, value={"name": "Oslo"}, usage=usage, cost_usd=0.5
+            ),
+            RecordOutcome(index=1, key="b", ok=False, outcome="invalid", usage=usage),
+        ]
+    )
+    dumped = report.model_dump(mode="json")
+    assert (dumped["total"], dumped["valid"], dumped["failed"]) == (2, 1, 1)
+    assert dumped["usage"]["total_tokens"] == 20 and dumped["cost_usd"] == 0.5
+    assert BatchReport.model_validate_json(report.model_dump_json()) == report
+
+
+def test_http_attempts_and_calls_are_named_apart_and_the_old_name_still_reads() -> None:
+    result = ChatResult(content="hi", http_attempts=3)
+    extraction = Extraction[City](value=City(name="Oslo"), ok=True, outcome="ok", calls=2)
+    assert "attempts" not in result.model_dump() and result.model_dump()["http_attempts"] == 3
+    assert extraction.model_dump()["calls"] == 2
+    with pytest.warns(DeprecationWarning, match="use http_attempts"):
+        assert result.attempts == 3
+    with pytest.warns(DeprecationWarning, match="use calls"):
+        assert extraction.attempts == 2
+    # what was stored under the old name (a record cache, a persisted result) still loads
+    old = RecordOutcome.model_validate_json('{"index": 0, "key": "a", "ok": true, "attempts": 4}')
+    assert old.calls == 4
+
+
+def test_a_record_outcome_value_rebuilds_the_schema_object() -> None:
+    outcome = RecordOutcome(
+        index=0, key="a", ok=True, value=City(name="Oslo").model_dump(mode="json")
+    )
+    assert City.model_validate(outcome.value) == City(name="Oslo")
