@@ -41,6 +41,22 @@ _CLAIMS = (
 _CHUNK = 500  # SQLite's variable limit is far above; keeps statements small
 
 
+def _use_wal(db: sqlite3.Connection, patience_s: float = 30.0) -> None:
+    """Put the file in WAL mode (it stays so); wait while other workers open it too.
+
+    Switching the mode needs the file to itself and SQLite does not wait for that (no
+    busy timeout applies), so many batches opening a new file at once retry here.
+    """
+    deadline = time.monotonic() + patience_s
+    while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class SqliteLedger:
     """A thread-safe ledger in one SQLite file (WAL mode, several processes of one host)."""
 
@@ -52,7 +68,7 @@ class SqliteLedger:
             self.path, check_same_thread=False, timeout=30, isolation_level=None
         )
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")
         with self._write():
             self._db.execute(_RECORDS)
