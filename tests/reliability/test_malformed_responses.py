@@ -329,7 +329,7 @@ def test_an_extraction_over_a_malformed_answer_ends_in_an_outcome_or_a_typed_err
     if case == "content null with tool calls":
         assert result.ok and result.value == City(city="Oslo")
     elif case == "usage missing":  # "Hi!" is no JSON: re-asked, then invalid
-        assert result.outcome == "invalid" and result.attempts == 3
+        assert result.outcome == "invalid" and result.calls == 3
     else:
         assert result.outcome == "error" and "the call failed" in (result.reason or "")
         last = result.errors[-1]

@@ -123,7 +123,7 @@ def extract_from(answer: str) -> Any:
 def test_any_answer_ends_the_extraction_with_an_outcome(answer: str) -> None:
     result = extract_from(answer)
     assert result.outcome in get_args(Outcome)
-    assert result.ok == (result.outcome == "ok") and result.attempts in (1, 2)
+    assert result.ok == (result.outcome == "ok") and result.calls in (1, 2)
 
 
 def _rows(n: int) -> dict[str, Any]:
