@@ -117,6 +117,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="Serve an extra model with that context window; repeatable.",
     )
     parser.add_argument(
+        "--request-log",
+        metavar="PATH",
+        help="Append every chat request (index, time, status, faults, body) to this JSONL file.",
+    )
+    parser.add_argument(
         "--settings-json",
         metavar="JSON",
         help="Any settings as one JSON object (applied after the profile).",
@@ -155,7 +160,7 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
     overrides: dict[str, Any] = {}
     for name in (
         "seed", "api_keys", "rpm", "tpm", "time_scale", "ttft_s", "tokens_per_s", "error_format",
-        "reprompt_failure_rate", "hang_s", "stall_s", "retry_after_s", "script",
+        "reprompt_failure_rate", "hang_s", "stall_s", "retry_after_s", "script", "request_log",
     ):  # fmt: skip
         value = getattr(args, name, None)
         if value is not None:

@@ -122,6 +122,11 @@ class SimulatorSettings(BaseModel):
     allow_fault_header: bool = Field(
         default=True, description="Honour the `x-simulator-fault` header."
     )
+    request_log: str | None = Field(
+        default=None,
+        description="A JSONL file to append every chat request to (index, time, status,"
+        " faults, body); None: no log.",
+    )
 
     @field_validator("fault_rates")
     @classmethod

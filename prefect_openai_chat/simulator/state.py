@@ -16,6 +16,7 @@ from typing import Any
 
 from prefect_openai_chat.simulator.faults import FaultPicker
 from prefect_openai_chat.simulator.ratelimit import RateLimiter
+from prefect_openai_chat.simulator.request_log import RequestLog
 from prefect_openai_chat.simulator.settings import SimulatorSettings
 from prefect_openai_chat.simulator.stats import Counters, SimulatorStats
 
@@ -33,6 +34,7 @@ class SimulatorState:
         self.outage_clock = time.monotonic()
         self.outage_base = 0  # request index at which the outage windows' count starts
         self.api_keys = frozenset(settings.api_keys)
+        self.request_log = RequestLog(settings.request_log) if settings.request_log else None
 
     def _new_limiter(self) -> RateLimiter:
         s = self.settings
@@ -65,6 +67,11 @@ class SimulatorState:
         if "outages" in overrides:
             self.outage_clock = time.monotonic()
             self.outage_base = self.counters.requests
+        if "request_log" in overrides:
+            if self.request_log is not None:
+                self.request_log.close()
+            path = self.settings.request_log
+            self.request_log = RequestLog(path) if path else None
         return self.settings
 
     def outage_mode(self, index: int) -> str | None:
