@@ -3,8 +3,10 @@
 The simulator (its own process, seed 5) answers with every fault at once: 429s, 5xx,
 resets, hangs, stalls, cut bodies, sloppy JSON, refusals, content filter, an insufficient
 quota now and then, rate limits (600 requests and 200,000 tokens per 6 s "minute") and a
-2 s outage that refuses connections 5 s after the start. The flow runs with the
-`ChatModel`'s default retry policy and a fresh record cache, and the run is checked:
+2 s outage that refuses connections (the profile's, moved from 5 s after the simulator's
+start to when the run has made a tenth as many requests as there are records, so that it
+falls inside the run). The flow runs with the `ChatModel`'s default retry policy and a
+fresh record cache, and the run is checked:
 
 * every record ends exactly once: output + quarantine = input, no key lost, no key twice;
 * every quarantined record says why (a non-empty `reason`);
@@ -272,7 +274,7 @@ def soak(
     source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     output, quarantine = folder / "valid.jsonl", folder / "quarantine.jsonl"
     before = rss_now_mib()
-    with OutageMidRun(sim, at_request=max(1, len(records) // 10)) as outage:
+    with OutageMidRun(sim, at_request=max(1, len(records) // 10)) as mid_run:
         started = time.perf_counter()
         summary = extract_records(
             source=str(source),
@@ -288,7 +290,7 @@ def soak(
             cache=str(folder / "record-cache.sqlite"),
         )
         wall = time.perf_counter() - started
-    outage_at = None if outage.started_at is None else outage.started_at - started
+    outage_at = None if mid_run.started_at is None else mid_run.started_at - started
     rss = peak_rss_mib()  # the flow's peak, before the checks below read the files
     counts, problems = check_run(records, output, quarantine, summary)
     bound = policy_bound(model)
@@ -300,7 +302,7 @@ def soak(
     over = {k: n for k, n in per_record.items() if n > bound.per_record}
     if over:
         problems.append(f"records past {bound.per_record} requests: {dict(list(over.items())[:5])}")
-    if outage.windows and outage_at is None:
+    if mid_run.windows and outage_at is None:
         problems.append("the outage did not start: the run made too few requests")
     if unnamed:
         problems.append(f"{unnamed} requests whose body names no record")
