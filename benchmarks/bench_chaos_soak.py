@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RSS_BOUND_MIB = 400  # documented in docs/reliability.md: peak RSS of a 10,000-record run
+RSS_BOUND_MIB = 512  # documented in docs/reliability.md: peak RSS of a 10,000-record run
 SCHEMA = "prefect_openai_chat.examples.tickets:SupportTicket"
 PROMPT = "[record {ticket_id}]\nSubject: {subject}\n\n{body}"  # bodies name their record
 MARK = re.compile(r"\[record ([A-Za-z0-9_-]+)\]")
@@ -109,6 +109,7 @@ class SoakReport:
     by_fault: dict[str, int]
     outage_at_s: float | None
     reasons: dict[str, int]
+    faults: dict[str, FaultFigures] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     def lines(self) -> Iterator[str]:
@@ -138,6 +139,12 @@ class SoakReport:
         if self.outage_at_s is not None:
             yield f"outage           started {self.outage_at_s:.1f} s into the run"
         yield f"faults injected  {json.dumps(self.by_fault, sort_keys=True)}"
+        yield "per fault: injected, records hit, their requests (all), valid, quarantined"
+        for name, f in self.faults.items():
+            yield (
+                f"  {name:15s} {f.injected:>6,} {f.records:>6,} {f.requests:>7,}"
+                f" {f.valid:>6,} {f.quarantined:>5,}"
+            )
         top = sorted(self.reasons.items(), key=lambda kv: -kv[1])[:8]
         yield "quarantine reasons (most common first):"
         for reason, count in top:
@@ -155,6 +162,41 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             db.row_factory = sqlite3.Row
             return [dict(row) for row in db.execute("SELECT * FROM records")]
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+@dataclass
+class FaultFigures:
+    """One fault over a run: how often it was injected, and what the records it hit cost."""
+
+    injected: int = 0
+    records: int = 0  # records that met it at least once
+    requests: int = 0  # every request of those records, 429s included
+    valid: int = 0
+    quarantined: int = 0
+
+
+def per_fault(log: Path, valid_keys: set[str]) -> dict[str, FaultFigures]:
+    """For each fault in the request log: the records it hit, their requests and outcomes."""
+    hit: dict[str, set[str]] = collections.defaultdict(set)
+    injected: collections.Counter[str] = collections.Counter()
+    requests: collections.Counter[str] = collections.Counter()
+    with log.open(encoding="utf-8") as handle:
+        for line in handle:
+            entry = json.loads(line)
+            match = MARK.search(entry["body"])
+            key = match.group(1) if match else "?"
+            requests[key] += 1
+            faults = list(entry["faults"]) or (["rate-limit"] if entry["status"] == 429 else [])
+            for fault in faults:
+                injected[fault] += 1
+                hit[fault].add(key)
+    figures = {}
+    for fault, keys in sorted(hit.items()):
+        ok = len(keys & valid_keys)
+        figures[fault] = FaultFigures(
+            injected[fault], len(keys), sum(requests[k] for k in keys), ok, len(keys) - ok
+        )
+    return figures
 
 
 def requests_by_record(log: Path) -> tuple[dict[str, int], int, int, int, int]:
@@ -306,6 +348,8 @@ def soak(
         problems.append("the outage did not start: the run made too few requests")
     if unnamed:
         problems.append(f"{unnamed} requests whose body names no record")
+    valid_keys = {str(r["_key"]) for r in read_rows(output)} if output.exists() else set()
+    faults = per_fault(request_log, valid_keys)
     reasons: collections.Counter[str] = collections.Counter()
     if quarantine.exists():
         for row in read_rows(quarantine):
@@ -330,6 +374,7 @@ def soak(
         by_fault=sim.stats().by_fault,
         outage_at_s=outage_at,
         reasons=dict(reasons),
+        faults=faults,
         problems=problems,
     )
 
