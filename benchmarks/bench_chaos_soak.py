@@ -123,7 +123,7 @@ class SoakReport:
         yield (
             f"requests seen    {self.requests:>9,}   bound {self.requests_bound:,}"
             f" = {self.records:,} records x {self.bound.per_record}"
-            f" + {self.paced_429:,} 429 answers (pacing) + {self.outage_requests:,} outage"
+            f" + {self.paced_429:,} 429 pacing answers + {self.outage_requests:,} outage"
             " answers (failed probes among them)"
         )
         yield (
@@ -209,8 +209,8 @@ def requests_by_record(log: Path) -> tuple[dict[str, int], int, int, int, int]:
             total += 1
             if entry["faults"] == ["outage"]:
                 outage += 1
-            if entry["status"] == 429:
-                paced += 1
+            if entry["status"] == 429 and "quota" not in entry["faults"]:
+                paced += 1  # rate_limit_exceeded: pacing; a quota 429 ends the call, counted
                 continue
             match = MARK.search(entry["body"])
             if match is None:
