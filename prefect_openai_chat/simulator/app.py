@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.routing import Route
 
 from prefect_openai_chat.simulator import payloads
@@ -112,7 +112,11 @@ async def _chat(request: Request) -> Any:
         status = answer.status if isinstance(answer, BodyResponse) else None
         if isinstance(answer, StreamResponse):
             status = 200
-        state.request_log.write(index, await request.body(), status, applied[0])
+        try:
+            body = await request.body()
+        except ClientDisconnect:  # the client went away before sending it all
+            body = b""
+        state.request_log.write(index, body, status, applied[0])
     return answer
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from pathlib import Path
 
 import openai
@@ -52,3 +54,24 @@ def test_a_refused_request_is_logged_without_a_status(tmp_path: Path) -> None:
     (entry,) = read_request_log(path)
     assert entry["status"] is None and entry["faults"] == ["outage"]
     assert "record D-4" in entry["body"]
+
+
+def test_a_client_gone_before_its_body_is_logged_and_not_left_in_flight(tmp_path: Path) -> None:
+    path = tmp_path / "requests.jsonl"
+    with Simulator(request_log=str(path)) as sim:
+        with socket.create_connection((sim.host, sim.port)) as raw:
+            raw.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer sk-simulator\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 1000\r\n\r\n{"model": "gpt-4o-mini", "mess'
+            )  # then the client dies (SIGKILL) before sending the rest
+        deadline = time.monotonic() + 5
+        while not path.exists() or not read_request_log(path):
+            assert time.monotonic() < deadline, "the request was never logged"
+            time.sleep(0.02)
+        while sim.stats().in_flight:
+            assert time.monotonic() < deadline, "the request stayed in flight"
+            time.sleep(0.02)
+        _ask(sim, "still serving")
+    first, second = read_request_log(path)
+    assert first["body"] == "" and "still serving" in second["body"]
