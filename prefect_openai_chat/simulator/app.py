@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.routing import Route
 
 from prefect_openai_chat.simulator import payloads
@@ -117,13 +117,34 @@ async def _chat(request: Request) -> Any:
     state: SimulatorState = request.app.state.sim
     counters = state.counters
     index = counters.enter()
+    applied: list[tuple[str, ...]] = [()]
+    answer = await _chat_answer(request, state, index, applied)
+    if state.request_log is not None:  # the client has sent the body, even if it is refused
+        status = answer.status if isinstance(answer, BodyResponse) else None
+        if isinstance(answer, StreamResponse):
+            status = 200
+        try:
+            body = await request.body()
+        except ClientDisconnect:  # the client went away before sending it all
+            body = b""
+        state.request_log.write(index, body, status, applied[0])
+    return answer
+
+
+async def _chat_answer(
+    request: Request, state: SimulatorState, index: int, applied: list[tuple[str, ...]]
+) -> Any:
+    """The answer to chat request `index`; `applied[0]` is set to the faults it gets."""
+    counters = state.counters
     done = counters.leave
     ctx = _Ctx(state)
     settings = state.settings
     try:
         faults, u_reprompt = state.picker.draw(settings.fault_rates, settings.script, index)
+        applied[0] = faults
         outage = state.outage_mode(index)
         if outage is not None:
+            applied[0] = ("outage",)
             counters.record_fault("outage")
             if outage == "refuse":
                 return ResetResponse(on_done=done)
@@ -135,7 +156,7 @@ async def _chat(request: Request) -> Any:
         forced = request.headers.get("x-simulator-fault")
         if forced is not None and settings.allow_fault_header:
             try:
-                faults = parse_fault_list(forced)
+                faults = applied[0] = parse_fault_list(forced)
             except ValueError as exc:
                 raise SimError(400, str(exc), param="x-simulator-fault") from None
         prompt_tokens = _check_model_and_context(req, settings)

@@ -70,6 +70,11 @@ def _add_server_options(group: Any) -> None:
         "--log-level", default="warning", help="uvicorn log level (default warning)."
     )
     group.add_argument(
+        "--request-log",
+        metavar="PATH",
+        help="Append every chat request (index, time, status, faults, body) to this JSONL file.",
+    )
+    group.add_argument(
         "--settings-json",
         metavar="JSON",
         help="Any settings as one JSON object (applied after the profile).",
@@ -175,7 +180,7 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
     overrides: dict[str, Any] = {}
     for name in (
         "seed", "api_keys", "rpm", "tpm", "time_scale", "ttft_s", "tokens_per_s", "error_format",
-        "reprompt_failure_rate", "hang_s", "stall_s", "retry_after_s", "script",
+        "reprompt_failure_rate", "hang_s", "stall_s", "retry_after_s", "script", "request_log",
     ):  # fmt: skip
         value = getattr(args, name, None)
         if value is not None:

@@ -143,6 +143,11 @@ class SimulatorSettings(BaseModel):
         gt=0,
         description="Prompt tokens a model may have in unfinished batches (None: no limit).",
     )
+    request_log: str | None = Field(
+        default=None,
+        description="A JSONL file to append every chat request to (index, time, status,"
+        " faults, body); None: no log.",
+    )
 
     @field_validator("fault_rates")
     @classmethod

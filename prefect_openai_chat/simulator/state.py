@@ -19,6 +19,7 @@ from prefect_openai_chat.simulator.batches import BatchStore
 from prefect_openai_chat.simulator.faults import FaultPicker
 from prefect_openai_chat.simulator.prompt_cache import PromptCache
 from prefect_openai_chat.simulator.ratelimit import RateLimiter
+from prefect_openai_chat.simulator.request_log import RequestLog
 from prefect_openai_chat.simulator.settings import SimulatorSettings
 from prefect_openai_chat.simulator.stats import Counters, SimulatorStats
 
@@ -41,6 +42,7 @@ class SimulatorState:
         # set by `create_app`: answer one batch line; count a batch line's prompt tokens
         self.answer_batch_line: Callable[[str, dict[str, Any]], tuple[int, dict[str, Any], int]]
         self.batch_prompt_tokens: Callable[[dict[str, Any]], int]
+        self.request_log = RequestLog(settings.request_log) if settings.request_log else None
 
     def _new_limiter(self) -> RateLimiter:
         s = self.settings
@@ -76,6 +78,11 @@ class SimulatorState:
         if "outages" in overrides:
             self.outage_clock = time.monotonic()
             self.outage_base = self.counters.requests
+        if "request_log" in overrides:
+            if self.request_log is not None:
+                self.request_log.close()
+            path = self.settings.request_log
+            self.request_log = RequestLog(path) if path else None
         return self.settings
 
     def outage_mode(self, index: int) -> str | None:
