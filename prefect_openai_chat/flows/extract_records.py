@@ -41,6 +41,7 @@ from pydantic import BaseModel
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.flows.checks import check_source_against_prompt, resolve_schema
+from prefect_openai_chat.flows.shards import count_in_shard, in_shard
 from prefect_openai_chat.flows.sinks import Sink, check_distinct, check_writable, open_outputs
 from prefect_openai_chat.flows.sources import (
     Keys,
@@ -148,6 +149,8 @@ def extract_records(
     max_reprompts: int = 2,
     per_record_tasks: bool = False,
     cache: bool | str = True,
+    shards: int = 1,
+    shard_deployment: str | None = None,
 ) -> dict[str, Any]:
     """Extract `schema` from every record of `source` into `output`, the rest into `quarantine`.
 
@@ -167,10 +170,22 @@ def extract_records(
         max_reprompts: Re-asks after an invalid answer, per record.
         per_record_tasks: One `extract` task per record instead of batches (small inputs).
         cache: True for the default record cache, a path for another, False for none.
+        shards: Split a file source into this many line ranges, each run by its own
+            worker (see docs/scale-out.md); `concurrency` is then per shard.
+        shard_deployment: The deployment that runs one shard ("extract-records-shard/shard"
+            of a work pool); without it the shards are tasks of this flow's task runner.
 
     Returns:
         The run's totals; `records == valid + quarantined` always.
     """
+    if shards != 1 or shard_deployment is not None:
+        from prefect_openai_chat.flows.fan_out import fan_out
+
+        return fan_out(
+            source, schema, chat_model, prompt, output, quarantine, shards, shard_deployment,
+            key_field=key_field, batch_size=batch_size, concurrency=concurrency,
+            instructions=instructions, mode=mode, max_reprompts=max_reprompts, cache=cache,
+        )  # fmt: skip
     started = time.perf_counter()
     model_cls = resolve_schema(schema)
     check_source(source)
@@ -183,7 +198,7 @@ def extract_records(
         source = list(source)  # an iterable is read twice: once here, once below
     check_source_against_prompt(source, prompt)
     keys = Keys(key_field)
-    total = count_records(source)
+    total = count_in_shard(source, count_records(source))
     batches_total = None if total is None else max(1, -(-total // batch_size))
     totals = RunTotals()
     trips_before = events.trips
@@ -196,7 +211,8 @@ def extract_records(
     )  # fmt: skip
     with open_outputs(out_path, quarantine_path, model_cls) as (rows, bad):
         window = _Window(job, rows, bad, totals, lambda: artifacts.progress(totals.records, total))
-        for number, batch in enumerate(_batches(read_records(source, keys), batch_size), start=1):
+        items = in_shard(read_records(source, keys))  # a shard's lines only, in a shard
+        for number, batch in enumerate(_batches(items, batch_size), start=1):
             label = f"batch {number}/{batches_total or '?'}"
             if per_record_tasks:
                 window.run_per_record(batch)
