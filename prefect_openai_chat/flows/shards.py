@@ -12,15 +12,15 @@ earlier shard) still sends a later record with that key to quarantine as a dupli
 exactly as an unsharded run does; only the records of its own range are sent.
 
 Example:
-    >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "in.jsonl")
-    >>> _ = open(path, "w").write("".join(f'{{"id": {n}}}\\n' for n in range(10)))
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "in.jsonl"
+    >>> _ = path.write_text("".join(f'{{"id": {n}}}\\n' for n in range(10)))
     >>> [(s.first_line, s.last_line) for s in plan_shards(path, 3)]
-    [(1, 4), (5, 7), (8, 10)]
+    [(1, 3), (4, 7), (8, 10)]
     >>> from prefect_openai_chat.flows.sources import read_records
-    >>> with shard_lines(5, 7):
+    >>> with shard_lines(4, 7):
     ...     [item.line for item in in_shard(read_records(path))]
-    [5, 6, 7]
+    [4, 5, 6, 7]
 """
 
 from __future__ import annotations
