@@ -149,6 +149,11 @@ def extract_records_shard(
 @task(name="extract-records-shard", retries=2, retry_delay_seconds=1)
 def run_shard_task(parameters: dict[str, Any], label: str) -> dict[str, Any]:
     """One shard as a task (on a Dask worker, say): the shard flow, as a subflow there."""
+    # Imported here, not taken from this module's globals: a task runner such as Dask
+    # pickles this function by value, and the flow must resolve its annotations from the
+    # real module in the worker.
+    from prefect_openai_chat.flows.fan_out import extract_records_shard
+
     shard_flow = extract_records_shard.with_options(flow_run_name=label)
     result: dict[str, Any] = shard_flow(**parameters)
     return result

@@ -35,6 +35,7 @@ class Request:
     answered: float
     status: int
     record: int | None  # the record marker in the body, None without one
+    client_pid: int | None = None  # the process that sent it (None: not found)
 
 
 class RequestLog:
@@ -44,6 +45,7 @@ class RequestLog:
         self.app = app
         self.requests: list[Request] = []
         self._lock = threading.Lock()
+        self._pids: dict[int, int | None] = {}  # client port -> process id
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != "/v1/chat/completions":
@@ -66,9 +68,33 @@ class RequestLog:
 
         await self.app(scope, logged_receive, logged_send)
         found = MARKER.search(b"".join(body))
-        entry = Request(arrived, time.time(), status["code"], int(found[1]) if found else None)
+        entry = Request(
+            arrived,
+            time.time(),
+            status["code"],
+            int(found[1]) if found else None,
+            self._client_pid(scope),
+        )
         with self._lock:
             self.requests.append(entry)
+
+    def _client_pid(self, scope: Any) -> int | None:
+        """The process on the other end of the request's connection (looked up once per port)."""
+        port = (scope.get("client") or (None, None))[1]
+        if port is None:
+            return None
+        if port not in self._pids:
+            import psutil
+
+            self._pids[port] = next(
+                (
+                    c.pid
+                    for c in psutil.net_connections(kind="tcp")
+                    if c.laddr and c.laddr.port == port and c.raddr
+                ),
+                None,
+            )
+        return self._pids[port]
 
     def paid(self) -> Counter[int]:
         """How many answered (200) requests each record had."""
