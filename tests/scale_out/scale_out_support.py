@@ -8,6 +8,7 @@ and how often.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -36,6 +37,7 @@ class Request:
     status: int
     record: int | None  # the record marker in the body, None without one
     client_pid: int | None = None  # the process that sent it (None: not found)
+    body: str = ""  # a digest of the request body: a re-prompt's differs, a re-send's does not
 
 
 class RequestLog:
@@ -67,13 +69,15 @@ class RequestLog:
             await send(message)
 
         await self.app(scope, logged_receive, logged_send)
-        found = MARKER.search(b"".join(body))
+        data = b"".join(body)
+        found = MARKER.search(data)
         entry = Request(
             arrived,
             time.time(),
             status["code"],
             int(found[1]) if found else None,
             self._client_pid(scope),
+            hashlib.sha256(data).hexdigest(),
         )
         with self._lock:
             self.requests.append(entry)
@@ -97,9 +101,15 @@ class RequestLog:
         return self._pids[port]
 
     def paid(self) -> Counter[int]:
-        """How many answered (200) requests each record had."""
+        """How many answered (200) requests each record had (re-prompts included)."""
         with self._lock:
             return Counter(r.record for r in self.requests if r.status == 200 and r.record)
+
+    def paid_twice(self) -> set[int]:
+        """The records one and the same request of which was answered (paid) more than once."""
+        with self._lock:
+            answered = Counter((r.record, r.body) for r in self.requests if r.status == 200)
+        return {record for (record, _), times in answered.items() if record and times > 1}
 
 
 class LoggedSimulator(Simulator):
