@@ -1,0 +1,165 @@
+"""Two workers against one: a sharded `extract_records` on a Dask cluster of processes.
+
+Each "worker" is a Dask worker process running shards of one `extract_records` run
+(`shards=`, `DaskTaskRunner`), every process at the same concurrency. The simulator
+serves from its own process; the Prefect API is a local server all processes share.
+
+1. latency-bound: 1 s per answer, no rate limit. One worker (2 shards x 8 calls in
+   flight) against two workers (4 shards x 8, two per worker): the same per-worker
+   concurrency of 16. Figure: records per second from the first to the last answered
+   request; target: two workers >= 1.8 x one.
+2. limit-bound: a request limit of 60 per minute, where the simulator's minute lasts one
+   second (60 requests per second), 0.1 s per answer, two workers able to send far more,
+   sharing the limiter (and the circuit) through Redis (`REDIS_URL`, default
+   redis://127.0.0.1:6379/0). Figure: the combined rate as a share of the limit, from the
+   first to the last admitted request, less the first full bucket (as
+   bench_rate_limits.py measures it); targets: >= 0.9 of the limit, and ~0 429s (the
+   workers never asked for more than the limit).
+
+Run: python benchmarks/bench_scale_out.py [--records 384] [--limit-records 900]
+     [--only latency|limit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import chat_model, verdict
+
+from prefect_openai_chat.simulator import Simulator
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+PER_SHARD = 8  # calls in flight per shard
+SHARDS_PER_WORKER = 2  # so a worker holds 16 calls in flight
+SCALE = 60.0  # the simulator's rate-limit minute lasts one second
+RPM = 60  # per scaled minute of one second: 60 requests per second
+
+
+def write_source(folder: Path, count: int) -> Path:
+    """`count` distinct sample tickets as a JSONL file."""
+    import json
+
+    from _common import tickets
+
+    path = folder / "tickets.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        for record in tickets(count):
+            out.write(json.dumps(record) + "\n")
+    return path
+
+
+def sharded_run(sim: Simulator, source: Path, folder: Path, workers: int, **model: Any) -> float:
+    """One `extract_records` over `source` on `workers` Dask processes; the wall time."""
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    from prefect_openai_chat.examples.tickets import TICKET_PROMPT
+    from prefect_openai_chat.flows import extract_records
+
+    runner = DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": workers,
+            "threads_per_worker": SHARDS_PER_WORKER,
+            "processes": True,
+        }
+    )
+    started = time.perf_counter()
+    summary = extract_records.with_options(task_runner=runner)(
+        source=str(source),
+        schema="prefect_openai_chat.examples.tickets:SupportTicket",
+        chat_model=chat_model(sim.base_url, sim.api_key, **model),
+        prompt=TICKET_PROMPT,
+        output=str(folder / f"rows-{workers}.jsonl"),
+        quarantine=str(folder / f"quarantine-{workers}.jsonl"),
+        key_field="ticket_id",
+        batch_size=50,
+        concurrency=PER_SHARD,
+        cache=str(folder / f"cache-{workers}-{time.time_ns()}.sqlite"),  # every call paid
+        shards=workers * SHARDS_PER_WORKER,
+    )
+    wall = time.perf_counter() - started
+    assert summary["records"] == summary["valid"] + summary["quarantined"]
+    return wall
+
+
+def latency_bound(folder: Path, records: int) -> bool:
+    source = write_source(folder, records)
+    rates: dict[int, float] = {}
+    walls: dict[int, float] = {}
+    with Simulator(profile="ideal", seed=3, ttft_s=1.0, subprocess=True) as sim:
+        for workers in (1, 2):
+            sim.reset()
+            walls[workers] = sharded_run(sim, source, folder, workers)
+            stats = sim.stats()
+            rates[workers] = stats.admitted_per_s or 0.0
+            print(
+                f"  {workers} worker(s) x {PER_SHARD * SHARDS_PER_WORKER} in flight:"
+                f" {rates[workers]:6.1f} records/s over the calls,"
+                f" {records / walls[workers]:6.1f} records/s wall ({walls[workers]:.1f}s),"
+                f" {stats.admitted} requests, peak {stats.concurrent_peak} in flight"
+            )
+    ratio = rates[2] / rates[1] if rates[1] else 0.0
+    print(f"  ratio two workers / one: {ratio:.2f} (wall {walls[1] / walls[2]:.2f})")
+    return verdict("latency-bound: two workers >= 1.8 x one", ratio >= 1.8, f"{ratio:.2f}")
+
+
+def limit_bound(folder: Path, records: int) -> bool:
+    source = write_source(folder, records)
+    capacity = float(RPM)  # a full bucket lets one (scaled) minute's allowance through
+    rate = RPM * SCALE / 60.0  # per second
+    with Simulator(profile="ideal", seed=4, ttft_s=0.1, rpm=RPM, time_scale=SCALE) as sim:
+        wall = sharded_run(sim, source, folder, 2, redis_url=REDIS_URL)
+        stats = sim.stats()
+    span = (stats.last_admitted_at or 0.0) - (stats.first_admitted_at or 0.0)
+    fastest = max(0.0, (stats.admitted - capacity) / rate)
+    share = fastest / span if span > 0 else 0.0
+    limited = stats.by_status.get(429, 0)
+    combined = stats.admitted_per_s or 0.0
+    print(
+        f"  2 workers x {PER_SHARD * SHARDS_PER_WORKER} in flight, limiter shared via Redis:"
+        f" {stats.admitted} admitted, {limited} answered 429 ({stats.requests} requests),"
+        f" {combined:.1f} requests/s over {span:.1f}s against a limit of {rate:.0f}/s"
+        f" (bucket {capacity:.0f}), wall {wall:.1f}s"
+    )
+    print(f"  ratio combined / limit (less the first bucket): {share:.3f}")
+    ok = verdict("limit-bound: >= 0.9 of the limit", share >= 0.9, f"{share:.3f}")
+    ok &= verdict(
+        "limit-bound: ~0 429s (<= 1% of requests)",
+        limited <= 0.01 * stats.requests,
+        f"{limited} of {stats.requests}",
+    )
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=384, help="latency-bound records")
+    parser.add_argument("--limit-records", type=int, default=900, help="limit-bound records")
+    parser.add_argument("--only", choices=("latency", "limit"))
+    args = parser.parse_args()
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=120)
+    os.environ["PREFECT_API_URL"] = server.api_url  # every Dask process reports here
+    ok = True
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            if args.only in (None, "latency"):
+                print(f"latency-bound: {args.records} tickets, 1 s per answer, no limit")
+                ok &= latency_bound(Path(tmp), args.records)
+            if args.only in (None, "limit"):
+                print(f"limit-bound: {args.limit_records} tickets, limit 60 requests/s")
+                ok &= limit_bound(Path(tmp), args.limit_records)
+    finally:
+        server.stop()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
