@@ -60,7 +60,7 @@ warnings.filterwarnings("ignore", message='Field name "schema" in "Extract_Recor
 HEARTBEAT_ENV = "PREFECT_OPENAI_CHAT_SHARD_HEARTBEAT_S"
 DEFAULT_HEARTBEAT_S = 10.0
 STALE_BEATS = 5  # a running shard without a heartbeat for this many beats is taken as dead
-PENDING_BEATS = 20  # beats a claimed (Pending) run may take to start its process
+PENDING_GRACE_S = 120.0  # a claimed (Pending) run may take this long to start its process
 RESCHEDULES = 2  # how often the parent re-runs one shard before it gives up
 POLL_S = 1.0
 
@@ -350,7 +350,7 @@ class ShardWatch:
         self.runs, self.parts = runs, parts
         self.reschedules = dict.fromkeys(runs, 0)
         self.stale_s = heartbeat_s() * STALE_BEATS
-        self.pending_s = heartbeat_s() * PENDING_BEATS
+        self.pending_s = max(PENDING_GRACE_S, self.stale_s)
 
     def wait(self, finished: Any) -> None:
         """Return when every shard's run completed; raise when one cannot be completed."""

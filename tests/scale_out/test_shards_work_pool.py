@@ -134,7 +134,10 @@ def shard_runs() -> list[Any]:
 def kill_one_worker_mid_shard(
     sim: LoggedSimulator, workers: list[subprocess.Popen[bytes]], deadline: float
 ) -> float:
-    """Once every shard runs and one is 40% sent, SIGKILL its worker and that worker's shards.
+    """Once no shard is starting and one is 40% sent, SIGKILL its worker and the worker's shards.
+
+    (A shard killed while its process starts would wait out the parent's grace for
+    starting processes, two minutes, before it is run again.)
 
     Returns when it killed them.
     """
@@ -142,7 +145,8 @@ def kill_one_worker_mid_shard(
     while time.monotonic() < deadline:
         runs = shard_runs()
         running = [r for r in runs if r.state and r.state.is_running() and r.infrastructure_pid]
-        for flow_run in running if len(running) == SHARDS else []:
+        starting = [r for r in runs if r.state and r.state.is_pending()]
+        for flow_run in [] if starting else running:
             lines = shard_lines(flow_run.name)
             sent = {r.record for r in sim.log.requests if r.record in lines}
             pid = int(str(flow_run.infrastructure_pid).rsplit(":", 1)[-1])
@@ -151,7 +155,7 @@ def kill_one_worker_mid_shard(
                 kill_tree(worker.pid)
                 return time.time()
         time.sleep(0.2)
-    raise AssertionError("the shards were not all seen running before the deadline")
+    raise AssertionError("no shard was seen running 40% done before the deadline")
 
 
 def shard_lines(name: str) -> range:
@@ -187,7 +191,7 @@ def test_a_killed_worker_s_shard_resumes_and_every_record_ends_once(
     source = write_records(tmp_path / "in.jsonl", RECORDS)
     out = tmp_path / "out"
     result: dict[str, Any] = {}
-    with LoggedSimulator(profile="ideal", seed=11, ttft_s=0.05) as sim:
+    with LoggedSimulator(profile="ideal", seed=11, ttft_s=0.2) as sim:
         with scale_out_server.settings():
             credentials = OpenAICredentials(base_url=sim.base_url, api_key=sim.api_key)
             ChatModel(
