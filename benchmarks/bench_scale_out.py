@@ -7,9 +7,10 @@ serves from its own process; the Prefect API is a local server all processes sha
 1. latency-bound: 1 s per answer, no rate limit. One worker (2 shards x 3 calls in
    flight) against two workers (4 shards x 3, two per worker): the same per-worker
    concurrency of 6 (low, so that the client CPU of the shared 2-core machine is not
-   what binds: the point is the latency). Figure: records per second while the workers are busy (the median
-   of 2 s windows in which requests were answered; start-up, shown apart as the wall
-   time, is Dask's and Prefect's, not the calls'); target: two workers >= 1.8 x one.
+   what binds: the point is the latency). Figure: records per second while the workers
+   are busy (the median of 2 s windows in which requests were answered; start-up, shown
+   apart as the wall time, is Dask's and Prefect's, not the calls'); target: two workers
+   >= 1.8 x one.
 2. limit-bound: a request limit of 8 per minute, where the simulator's minute lasts one
    second (8 requests per second), 0.1 s per answer, two workers able to send far more,
    sharing the limiter (and the circuit) through Redis (`REDIS_URL`, default
