@@ -15,8 +15,9 @@ serves from its own process; the Prefect API is a local server all processes sha
    second (8 requests per second), 0.1 s per answer, two workers able to send far more,
    sharing the limiter (and the circuit) through Redis (`REDIS_URL`, default
    redis://127.0.0.1:6379/0). Figure: the combined rate as a share of the limit, from the
-   first to the last admitted request, less the first full bucket (as
-   bench_rate_limits.py measures it); targets: >= 0.9 of the limit, and ~0 429s (the
+   first to the last admitted request, less the first full bucket, and the 429s after the
+   first (scaled) minute, while the limiter learns the limit from the headers (both as
+   bench_rate_limits.py measures them); targets: >= 0.9 of the limit, <= 1% 429s (the
    workers never asked for more than the limit).
 
 Run: python benchmarks/bench_scale_out.py [--records 288] [--limit-records 400]
@@ -93,18 +94,18 @@ class Sampler:
 
 def sharded_run(sim: Simulator, source: Path, folder: Path, workers: int, **model: Any) -> float:
     """One `extract_records` over `source` on `workers` Dask processes; the wall time."""
+    from distributed import Client, LocalCluster
     from prefect_dask.task_runners import DaskTaskRunner
 
     from prefect_openai_chat.examples.tickets import TICKET_PROMPT
     from prefect_openai_chat.flows import extract_records
 
-    runner = DaskTaskRunner(
-        cluster_kwargs={
-            "n_workers": workers,
-            "threads_per_worker": SHARDS_PER_WORKER,
-            "processes": True,
-        }
-    )
+    # The cluster is up, every worker with it, before the first shard is submitted:
+    # otherwise Dask gives all the shards to the first worker that registers.
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=SHARDS_PER_WORKER, processes=True)
+    with Client(cluster) as client:
+        client.wait_for_workers(workers)
+    runner = DaskTaskRunner(address=cluster.scheduler_address)
     started = time.perf_counter()
     summary = extract_records.with_options(task_runner=runner)(
         source=str(source),
@@ -120,6 +121,7 @@ def sharded_run(sim: Simulator, source: Path, folder: Path, workers: int, **mode
         shards=workers * SHARDS_PER_WORKER,
     )
     wall = time.perf_counter() - started
+    cluster.close()
     assert summary["records"] == summary["valid"] + summary["quarantined"]
     return wall
 
@@ -147,13 +149,28 @@ def latency_bound(folder: Path, records: int) -> bool:
     return verdict("latency-bound: two workers >= 1.8 x one", ratio >= 1.8, f"{ratio:.2f}")
 
 
+def after_first_minute(sim: Simulator) -> Any:
+    """The simulator's stats one (scaled) minute after its first admitted request."""
+    while sim.stats().first_admitted_at is None:
+        time.sleep(0.05)
+    first = sim.stats().first_admitted_at or time.time()
+    time.sleep(max(0.0, first + 60.0 / SCALE - time.time()))
+    return sim.stats()
+
+
 def limit_bound(folder: Path, records: int) -> bool:
     source = write_source(folder, records)
     capacity = float(RPM)  # a full bucket lets one (scaled) minute's allowance through
     rate = RPM * SCALE / 60.0  # per second
     with Simulator(profile="ideal", seed=4, ttft_s=0.1, rpm=RPM, time_scale=SCALE) as sim:
+        early: list[Any] = []
+        watcher = threading.Thread(target=lambda: early.append(after_first_minute(sim)))
+        watcher.start()
         wall = sharded_run(sim, source, folder, 2, redis_url=REDIS_URL)
+        watcher.join()
         stats = sim.stats()
+    late_429 = stats.by_status.get(429, 0) - early[0].by_status.get(429, 0)
+    late_all = stats.requests - early[0].requests
     span = (stats.last_admitted_at or 0.0) - (stats.first_admitted_at or 0.0)
     fastest = max(0.0, (stats.admitted - capacity) / rate)
     share = fastest / span if span > 0 else 0.0
@@ -167,10 +184,11 @@ def limit_bound(folder: Path, records: int) -> bool:
     )
     print(f"  ratio combined / limit (less the first bucket): {share:.3f}")
     ok = verdict("limit-bound: >= 0.9 of the limit", share >= 0.9, f"{share:.3f}")
+    print(f"  429s after the first (scaled) minute, while the limiter learns: {late_429}")
     ok &= verdict(
-        "limit-bound: ~0 429s (<= 1% of requests)",
-        limited <= 0.01 * stats.requests,
-        f"{limited} of {stats.requests}",
+        "limit-bound: ~0 429s after the first minute (<= 1% of requests)",
+        late_429 <= 0.01 * max(late_all, 1),
+        f"{late_429} of {late_all}",
     )
     return ok
 
