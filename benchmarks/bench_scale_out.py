@@ -102,8 +102,10 @@ def sharded_run(sim: Simulator, source: Path, folder: Path, workers: int, **mode
 
     # The cluster is up, every worker with it, before the first shard is submitted:
     # otherwise Dask gives all the shards to the first worker that registers.
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=SHARDS_PER_WORKER, processes=True)
-    with Client(cluster) as client:
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=workers, threads_per_worker=SHARDS_PER_WORKER, processes=True
+    )
+    with Client(cluster) as client:  # type: ignore[no-untyped-call]
         client.wait_for_workers(workers)
     runner = DaskTaskRunner(address=cluster.scheduler_address)
     started = time.perf_counter()
