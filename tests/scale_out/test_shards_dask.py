@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from model_support import fast_model
@@ -41,12 +42,34 @@ def test_shards_run_in_two_dask_processes(
     # cluster reports to one server (else each would start a temporary one of its own).
     monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
 
-    source = write_records(tmp_path / "in.jsonl", RECORDS)
-    runner = DaskTaskRunner(
-        cluster_kwargs={"n_workers": 2, "threads_per_worker": 2, "processes": True}
+    from distributed import Client, LocalCluster
+
+    # Both workers up before the first shard: else Dask may give every shard to the first.
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
     )
+    with Client(cluster) as client:  # type: ignore[no-untyped-call]
+        client.wait_for_workers(2)
+    runner = DaskTaskRunner(address=cluster.scheduler_address)
     on_dask = extract_records.with_options(task_runner=runner)
-    summary = on_dask(
+    try:
+        summary = run_on(on_dask, sim, tmp_path)
+    finally:
+        cluster.close()
+    assert (summary["records"], summary["valid"], summary["shards"]) == (RECORDS, RECORDS, 4)
+    rows = read_jsonl(tmp_path / "out" / "rows.jsonl")
+    assert [row["_key"] for row in rows] == [f"T{n:05d}" for n in range(1, RECORDS + 1)]
+    paid = sim.log.paid()
+    assert sorted(paid) == list(range(1, RECORDS + 1)), "every record was paid for"
+    assert not sim.log.paid_twice(), "no request was paid twice"
+    # the shards ran in the cluster's two processes, not in this one
+    pids = _client_pids(sim)
+    assert os.getpid() not in pids and len(pids) == 2, pids
+
+
+def run_on(on_dask: Any, sim: LoggedSimulator, tmp_path: Path) -> dict[str, Any]:
+    source = write_records(tmp_path / "in.jsonl", RECORDS)
+    summary: dict[str, Any] = on_dask(
         source=str(source),
         schema=SCHEMA,
         chat_model=fast_model(sim.base_url, sim.api_key),
@@ -59,15 +82,7 @@ def test_shards_run_in_two_dask_processes(
         cache=str(tmp_path / "cache.sqlite"),
         shards=4,
     )
-    assert (summary["records"], summary["valid"], summary["shards"]) == (RECORDS, RECORDS, 4)
-    rows = read_jsonl(tmp_path / "out" / "rows.jsonl")
-    assert [row["_key"] for row in rows] == [f"T{n:05d}" for n in range(1, RECORDS + 1)]
-    paid = sim.log.paid()
-    assert sorted(paid) == list(range(1, RECORDS + 1)), "every record was paid for"
-    assert not sim.log.paid_twice(), "no request was paid twice"
-    # the shards ran in the cluster's processes, not in this one
-    pids = {request_pid for request_pid in _client_pids(sim)}
-    assert os.getpid() not in pids and len(pids) == 2, pids
+    return summary
 
 
 def _client_pids(sim: LoggedSimulator) -> set[int]:
