@@ -41,6 +41,7 @@ from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.ledger import ledger_kind, open_ledger
 from prefect_openai_chat.flows.batch_api import check_via, run_batch_night
 from prefect_openai_chat.flows.checks import check_source_against_prompt, resolve_schema
+from prefect_openai_chat.flows.shards import count_in_shard, in_shard
 from prefect_openai_chat.flows.sinks import Sink, check_distinct, check_writable, open_outputs
 from prefect_openai_chat.flows.sources import (
     Keys,
@@ -95,6 +96,8 @@ def extract_records(
     cache: bool | str = True,
     via: str = "online",
     batch_options: dict[str, Any] | None = None,
+    shards: int = 1,
+    shard_deployment: str | None = None,
 ) -> dict[str, Any]:
     """Extract `schema` from every record of `source` into `output`, the rest into `quarantine`.
 
@@ -121,14 +124,32 @@ def extract_records(
             answered within 24 hours (see docs/concepts/batch-api.md).
         batch_options: With `via="batch"`: `poll_interval_s`, `reask`, `unfinished`,
             `enqueued_token_limit`, ... (`BatchOptions`).
+        shards: Split a file source into this many line ranges, each run by its own
+            worker (see docs/scale-out.md); `concurrency` is then per shard.
+        shard_deployment: The deployment that runs one shard ("extract-records-shard/shard"
+            of a work pool); without it the shards are tasks of this flow's task runner.
 
     Returns:
         The run's totals; `records == valid + quarantined` always.
     """
+    check_via(via, per_record_tasks)
+    if shards != 1 or shard_deployment is not None:
+        from prefect_openai_chat.flows.fan_out import fan_out
+
+        if via != "online" or per_record_tasks:
+            raise InvalidInputError(
+                "shards run online batches: use via='online' and per_record_tasks=False with"
+                " shards, or shards=1 for the Batch API or per-record task runs"
+            )
+
+        return fan_out(
+            source, schema, chat_model, prompt, output, quarantine, shards, shard_deployment,
+            key_field=key_field, batch_size=batch_size, concurrency=concurrency,
+            instructions=instructions, mode=mode, max_reprompts=max_reprompts, cache=cache,
+        )  # fmt: skip
     started = time.perf_counter()
     model_cls = resolve_schema(schema)
     check_source(source)
-    check_via(via, per_record_tasks)
     if batch_size < 1 or concurrency < 1:
         raise InvalidInputError("batch_size and concurrency must be at least 1")
     out_path = check_writable(output, "output")
@@ -143,7 +164,7 @@ def extract_records(
     unit = "batch"
     if per_record_tasks:  # the same per-record logic as batches, one task run per record
         batch_size, unit = 1, "record"
-    total = count_records(source)
+    total = count_in_shard(source, count_records(source))
     batches_total = None if total is None else max(1, -(-total // batch_size))
     totals = RunTotals()
     trips = events.count_trips()
@@ -157,8 +178,11 @@ def extract_records(
     with open_outputs(out_path, quarantine_path, model_cls) as (rows, bad):
         window = _Window(job, rows, bad, totals, lambda: artifacts.progress(totals.records, total))
         if via == "batch":
-            run_batch_night(job, window, read_records(source, keys), batch_options, artifacts)
-        online = _batches(read_records(source, keys), batch_size) if via == "online" else ()
+            run_batch_night(
+                job, window, in_shard(read_records(source, keys)), batch_options, artifacts
+            )
+        items = in_shard(read_records(source, keys))  # a shard's lines only, in a shard
+        online = _batches(items, batch_size) if via == "online" else ()
         for number, batch in enumerate(online, start=1):
             label = f"{unit} {number}/{batches_total or '?'}"
             window.submit(batch, label, in_flight=2 + -(-concurrency // batch_size))

@@ -1,0 +1,416 @@
+"""Fan one `extract_records` run out over several workers: one child run per shard.
+
+`extract_records(..., shards=4, shard_deployment="extract-records-shard/shard")` splits
+the source into line ranges before any call, starts one flow run of the deployment
+per shard on its work pool (`run_deployment`), waits for them, and writes the final
+output and quarantine from the shards' parts (`shards.merge_parts`). Without
+`shard_deployment`, the shards run as tasks on the flow's task runner: threads by
+default, processes or hosts with `DaskTaskRunner`.
+
+A shard that fails is run again by Prefect: the shard flow has flow-run `retries`,
+and a shard whose process died (no heartbeat) or that ended Failed or Crashed is
+rescheduled (`AwaitingRetry`, the state the UI's Retry button sets), so a worker of
+the pool picks the same flow run up again. It resumes from the record cache: every
+record it finished before is read back, not paid again.
+
+Example:
+    >>> from prefect_openai_chat.flows.fan_out import schema_reference
+    >>> schema_reference("prefect_openai_chat.examples.tickets:SupportTicket", for_deployment=True)
+    'prefect_openai_chat.examples.tickets:SupportTicket'
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect import flow, task
+from prefect.client.schemas.objects import FlowRun
+from prefect.context import FlowRunContext
+
+from prefect_openai_chat.blocks import ChatModel
+from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.flows.checks import check_source_against_prompt, resolve_schema
+from prefect_openai_chat.flows.shards import (
+    Shard,
+    ShardParts,
+    census,
+    merge_parts,
+    parts_folder,
+    plan_shards,
+    shard_lines,
+    write_summary,
+)
+from prefect_openai_chat.flows.sinks import check_distinct, check_writable
+from prefect_openai_chat.flows.sources import check_source
+from prefect_openai_chat.flows.summary import RunArtifacts
+from prefect_openai_chat.tasks._common import run_logger
+
+# As for extract_records: the parameter `schema` shadows an attribute of Prefect's model.
+warnings.filterwarnings("ignore", message='Field name "schema" in "Extract_Records_Shard')
+
+HEARTBEAT_ENV = "PREFECT_OPENAI_CHAT_SHARD_HEARTBEAT_S"
+DEFAULT_HEARTBEAT_S = 10.0
+STALE_BEATS = 5  # a running shard without a heartbeat for this many beats is taken as dead
+PENDING_GRACE_S = 120.0  # a claimed (Pending) run may take this long to start its process
+RESCHEDULES = 2  # how often the parent re-runs one shard before it gives up
+POLL_S = 1.0
+
+
+def heartbeat_s() -> float:
+    """Seconds between a shard's heartbeats (`PREFECT_OPENAI_CHAT_SHARD_HEARTBEAT_S`, 10)."""
+    raw = os.environ.get(HEARTBEAT_ENV)
+    try:
+        value = float(raw) if raw else DEFAULT_HEARTBEAT_S
+    except ValueError as exc:
+        raise InvalidInputError(f"{HEARTBEAT_ENV}={raw!r} is not a number of seconds") from exc
+    return max(value, 0.1)
+
+
+@contextmanager
+def beating(path: Path | None, every_s: float) -> Iterator[None]:
+    """Touch `path` every `every_s` seconds from a thread while the block runs."""
+    if path is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            path.touch()
+            if stop.wait(every_s):
+                return
+
+    thread = threading.Thread(target=beat, name="shard-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@flow(name="extract-records-shard", retries=2, retry_delay_seconds=2, log_prints=True)
+def extract_records_shard(
+    source: str,
+    schema: Any,
+    chat_model: ChatModel | str,
+    prompt: str,
+    output: str,
+    quarantine: str,
+    first_line: int,
+    last_line: int,
+    summary: str,
+    heartbeat: str | None = None,
+    key_field: str | None = None,
+    batch_size: int = 100,
+    concurrency: int = 16,
+    instructions: str | None = None,
+    mode: str = "auto",
+    max_reprompts: int = 2,
+    cache: bool | str = True,
+) -> dict[str, Any]:
+    """`extract_records` over lines `first_line..last_line` of `source`, into part files.
+
+    `output` and `quarantine` are this shard's parts (JSONL); `summary` receives its
+    totals once both parts are in place; `heartbeat` is touched while it runs.
+    """
+    from prefect_openai_chat.flows.extract_records import extract_records
+
+    with beating(Path(heartbeat) if heartbeat else None, heartbeat_s()):
+        with shard_lines(first_line, last_line):
+            result: dict[str, Any] = extract_records.fn(
+                source=source,
+                schema=schema,
+                chat_model=chat_model,
+                prompt=prompt,
+                output=output,
+                quarantine=quarantine,
+                key_field=key_field,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                instructions=instructions,
+                mode=mode,
+                max_reprompts=max_reprompts,
+                cache=cache,
+            )
+        write_summary(Path(summary), result)
+    return result
+
+
+@task(name="extract-records-shard", retries=2, retry_delay_seconds=1)
+def run_shard_task(parameters: dict[str, Any], label: str) -> dict[str, Any]:
+    """One shard as a task (on a Dask worker, say): the shard flow, as a subflow there."""
+    # Imported here, not taken from this module's globals: a task runner such as Dask
+    # pickles this function by value, and the flow must resolve its annotations from the
+    # real module in the worker.
+    from prefect_openai_chat.flows.fan_out import extract_records_shard
+
+    shard_flow = extract_records_shard.with_options(flow_run_name=label)
+    result: dict[str, Any] = shard_flow(**parameters)
+    return result
+
+
+def schema_reference(schema: Any, for_deployment: bool) -> Any:
+    """What to send a shard as `schema`: the import path a worker can resolve.
+
+    A deployment's parameters are JSON, so a model class is sent as "module:Name"
+    (it must be importable on the workers); a task runner may take the class itself.
+    """
+    if isinstance(schema, str):
+        return schema
+    model = resolve_schema(schema)
+    path = f"{model.__module__}:{model.__qualname__}"
+    try:
+        same = resolve_schema(path) is model
+    except InvalidInputError:
+        same = False
+    if same:
+        return path
+    if for_deployment:
+        raise InvalidInputError(
+            f"schema {model.__qualname__} cannot be imported as {path!r} by a worker; define it"
+            " in an importable module and pass its import path 'package.module:Model'"
+        )
+    return model
+
+
+def chat_model_reference(chat_model: ChatModel | str, for_deployment: bool) -> ChatModel | str:
+    """What to send a shard as `chat_model`: a saved block's name for a deployment."""
+    if isinstance(chat_model, str) or not for_deployment:
+        return chat_model
+    name = getattr(chat_model, "_block_document_name", None)
+    if name and not getattr(chat_model, "_is_anonymous", False):
+        return str(name)
+    raise InvalidInputError(
+        "a shard deployment needs a saved ChatModel: save the block"
+        " (chat_model.save('nightly-chat-model')) and pass its name"
+    )
+
+
+def fan_out(
+    source: Any,
+    schema: Any,
+    chat_model: ChatModel | str,
+    prompt: str,
+    output: str,
+    quarantine: str,
+    shards: int,
+    shard_deployment: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """The body of a sharded `extract_records` run (called by it with `shards` > 1)."""
+    started = time.perf_counter()
+    model_cls = resolve_schema(schema)
+    check_source(source)
+    if not isinstance(source, str | Path):
+        raise InvalidInputError(
+            "shards need a .jsonl or .csv file as source, every shard reads its own lines;"
+            " write the records to a .jsonl file first"
+        )
+    if options["batch_size"] < 1 or options["concurrency"] < 1:
+        raise InvalidInputError("batch_size and concurrency must be at least 1")
+    out_path = check_writable(output, "output")
+    quarantine_path = check_writable(quarantine, "quarantine")
+    check_distinct(source, out_path, quarantine_path, options["cache"])
+    check_source_against_prompt(source, prompt)
+    plan = plan_shards(source, shards)
+    expected = census(source, plan, options["key_field"])
+    context = FlowRunContext.get()
+    run_id = str(context.flow_run.id) if context and context.flow_run else uuid.uuid4().hex
+    folder = parts_folder(out_path, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = [ShardParts.in_folder(folder, shard) for shard in plan]
+    deployed = shard_deployment is not None
+    common = {
+        "source": str(Path(source).absolute()),
+        "schema": schema_reference(schema, deployed),
+        "chat_model": chat_model_reference(chat_model, deployed),
+        "prompt": prompt,
+        **options,
+    }
+    if isinstance(common["cache"], str | Path) and not isinstance(common["cache"], bool):
+        cache = str(common["cache"])
+        common["cache"] = cache if "://" in cache else str(Path(cache).absolute())
+    each = [
+        {
+            **common,
+            "output": str(part.output.absolute()),
+            "quarantine": str(part.quarantine.absolute()),
+            "summary": str(part.summary.absolute()),
+            "heartbeat": str(part.heartbeat.absolute()),
+            "first_line": shard.first_line,
+            "last_line": shard.last_line,
+        }
+        for shard, part in zip(plan, parts, strict=True)
+    ]
+    artifacts = RunArtifacts()
+    total = sum(expected.per_shard)
+    done: list[int] = []
+
+    def finished(number: int) -> None:
+        done.append(number)
+        artifacts.progress(sum(expected.per_shard[n - 1] for n in done), total)
+
+    logger = run_logger()
+    logger.info(
+        "extract-records: %d records in %d shards (%s) via %s",
+        total,
+        len(plan),
+        ", ".join(f"lines {s.first_line}-{s.last_line}" for s in plan),
+        shard_deployment or "the flow's task runner",
+    )
+    if shard_deployment is not None:
+        run_ids = run_on_deployment(shard_deployment, plan, each, parts, run_id, finished)
+    else:
+        run_on_task_runner(plan, each, finished)
+        run_ids = {}
+    totals, summaries = merge_parts(plan, parts, expected, out_path, quarantine_path, model_cls)
+    for part in parts:
+        for path in (part.output, part.quarantine, part.summary, part.heartbeat):
+            path.unlink(missing_ok=True)
+    with suppress(OSError):
+        folder.rmdir()
+    p50 = [s["p50_latency_s"] for s in summaries if s.get("p50_latency_s") is not None]
+    p95 = [s["p95_latency_s"] for s in summaries if s.get("p95_latency_s") is not None]
+    wall = round(time.perf_counter() - started, 3)
+    extra = {
+        "wall_time_s": wall,
+        "p50_latency_s": max(p50) if p50 else None,  # the slowest shard's
+        "p95_latency_s": max(p95) if p95 else None,
+        "concurrency": f"{options['concurrency']} per shard",
+        "shards": len(plan),
+        "shard_runs": ", ".join(str(run_ids[n]) for n in sorted(run_ids)) or "tasks",
+        "output": str(out_path),
+        "quarantine": str(quarantine_path),
+    }
+    artifacts.finish(totals, extra)
+    summary = {**totals.as_dict(), **extra}
+    logger.info(
+        "extract-records: %d records, %d valid, %d quarantined in %d shards, %.1fs",
+        totals.records,
+        totals.valid,
+        totals.quarantined,
+        len(plan),
+        wall,
+    )
+    return summary
+
+
+def run_on_task_runner(plan: list[Shard], each: list[dict[str, Any]], finished: Any) -> None:
+    """Run the shards as tasks on the current flow's task runner and wait for all of them."""
+    futures = [
+        run_shard_task.with_options(task_run_name=f"extract-records {shard.label}").submit(
+            parameters, shard.label
+        )
+        for shard, parameters in zip(plan, each, strict=True)
+    ]
+    for shard, future in zip(plan, futures, strict=True):
+        future.result()
+        finished(shard.number)
+
+
+def run_on_deployment(
+    deployment: str,
+    plan: list[Shard],
+    each: list[dict[str, Any]],
+    parts: list[ShardParts],
+    parent_id: str,
+    finished: Any,
+) -> dict[int, UUID]:
+    """Start one flow run of `deployment` per shard, wait for all, re-run the ones that died."""
+    from prefect.deployments import run_deployment
+
+    runs: dict[int, UUID] = {}
+    for shard, parameters in zip(plan, each, strict=True):
+        flow_run: FlowRun = run_deployment(  # type: ignore[assignment]
+            deployment,
+            parameters=parameters,
+            timeout=0,
+            flow_run_name=f"extract-records {shard.label}",
+            idempotency_key=f"{parent_id}-shard-{shard.number}-of-{shard.of}",
+        )
+        runs[shard.number] = flow_run.id
+    ShardWatch(runs, {s.number: p for s, p in zip(plan, parts, strict=True)}).wait(finished)
+    return runs
+
+
+class ShardWatch:
+    """Waits for the shards' flow runs; reschedules one that failed or whose process died."""
+
+    def __init__(self, runs: dict[int, UUID], parts: dict[int, ShardParts]) -> None:
+        self.runs, self.parts = runs, parts
+        self.reschedules = dict.fromkeys(runs, 0)
+        self.stale_s = heartbeat_s() * STALE_BEATS
+        self.pending_s = max(PENDING_GRACE_S, self.stale_s)
+
+    def wait(self, finished: Any) -> None:
+        """Return when every shard's run completed; raise when one cannot be completed."""
+        from prefect import get_client
+
+        waiting = set(self.runs)
+        with get_client(sync_client=True) as client:
+            while waiting:
+                for number in sorted(waiting):
+                    flow_run = client.read_flow_run(self.runs[number])
+                    state = flow_run.state
+                    if state is None:
+                        continue
+                    if state.is_completed():
+                        waiting.discard(number)
+                        finished(number)
+                    elif state.is_cancelled() or state.is_cancelling():
+                        raise RuntimeError(
+                            f"shard {number}'s flow run {flow_run.id} was cancelled; the output"
+                            " files were not replaced"
+                        )
+                    elif state.is_final():
+                        self.reschedule(client, number, f"it ended {state.type.value}")
+                    elif state.is_running() or state.is_pending():
+                        self.check_alive(client, number, state)
+                if waiting:
+                    time.sleep(POLL_S)
+
+    def check_alive(self, client: Any, number: int, state: Any) -> None:
+        """Reschedule a shard whose run is Running (or Pending) but shows no sign of life."""
+        last = state.timestamp.timestamp()
+        with suppress(OSError):
+            last = max(last, self.parts[number].heartbeat.stat().st_mtime)
+        quiet = time.time() - last
+        limit = self.stale_s if state.is_running() else self.pending_s
+        if quiet > limit:
+            self.reschedule(client, number, f"its process gave no heartbeat for {quiet:.0f}s")
+
+    def reschedule(self, client: Any, number: int, why: str) -> None:
+        """Put the shard's flow run back in the queue (`AwaitingRetry`), up to `RESCHEDULES`."""
+        from prefect.states import AwaitingRetry, Crashed
+
+        run_id = self.runs[number]
+        if self.reschedules[number] >= RESCHEDULES:
+            raise RuntimeError(
+                f"shard {number}'s flow run {run_id} did not complete ({why}) after"
+                f" {RESCHEDULES} re-runs; the output files were not replaced. Run the flow"
+                " again: the records already done come from the record cache"
+            )
+        self.reschedules[number] += 1
+        run_logger().warning(
+            "shard %d (flow run %s): %s; running it again (%d of %d), it resumes from the"
+            " record cache",
+            number,
+            run_id,
+            why,
+            self.reschedules[number],
+            RESCHEDULES,
+        )
+        state = client.read_flow_run(run_id).state
+        if state is not None and not state.is_final():
+            client.set_flow_run_state(run_id, Crashed(message=why), force=True)
+        client.set_flow_run_state(run_id, AwaitingRetry(), force=True)
