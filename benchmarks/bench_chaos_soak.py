@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import inspect
 import json
 import logging
 import os
@@ -79,10 +78,10 @@ class Bound:
 
 def policy_bound(model: Any, max_reprompts: int = MAX_REPROMPTS) -> Bound:
     """The per-record bound, from the block's policy and the extraction loop's own defaults."""
-    from prefect_openai_chat.extraction import run_extraction
+    from prefect_openai_chat.extraction import ExtractionOptions
 
     policy = model.retry_policy()
-    length = inspect.signature(run_extraction).parameters["max_length_retries"].default
+    length = ExtractionOptions(model="bound").max_length_retries
     return Bound(policy.max_attempts, 1 + max_reprompts + int(length), policy.task_retries + 1)
 
 

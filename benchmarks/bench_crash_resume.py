@@ -219,6 +219,8 @@ def named(entries: list[dict[str, Any]]) -> tuple[set[str], int]:
     names, unnamed = set(), 0
     for entry in entries:
         match = MARK.search(entry["body"])
+        if match is None and entry["status"] is None:
+            continue  # a killed client's request, cut mid-body: logged when its socket closed
         if match is None:
             unnamed += 1
         else:

@@ -134,13 +134,12 @@ def extract_records(
     """
     check_via(via, per_record_tasks)
     if shards != 1 or shard_deployment is not None:
-        from prefect_openai_chat.flows.fan_out import fan_out
-
         if via != "online" or per_record_tasks:
             raise InvalidInputError(
                 "shards run online batches: use via='online' and per_record_tasks=False with"
                 " shards, or shards=1 for the Batch API or per-record task runs"
             )
+        from prefect_openai_chat.flows.fan_out import fan_out
 
         return fan_out(
             source, schema, chat_model, prompt, output, quarantine, shards, shard_deployment,
@@ -148,6 +147,61 @@ def extract_records(
             instructions=instructions, mode=mode, max_reprompts=max_reprompts, cache=cache,
         )  # fmt: skip
     started = time.perf_counter()
+    check_via(via, per_record_tasks)
+    run = _check_run(source, schema, output, quarantine, batch_size, concurrency, cache, prompt)
+    if per_record_tasks:  # the same per-record logic as batches, one task run per record
+        batch_size = 1
+    gate = AdaptiveConcurrency(concurrency, name="extract-records")
+    job = _Job(
+        chat_model, run.schema, prompt, key_field, concurrency, instructions, mode, max_reprompts,
+        cache, share_concurrency(f"extract-records-{uuid.uuid4().hex}", gate),
+    )  # fmt: skip
+    keys = Keys(key_field)
+    total = count_in_shard(run.source, count_records(run.source))
+    totals, artifacts, trips = RunTotals(), RunArtifacts(), events.count_trips()
+    with open_outputs(run.output, run.quarantine, run.schema) as (rows, bad):
+        window = _Window(job, rows, bad, totals, lambda: artifacts.progress(totals.records, total))
+        items = in_shard(read_records(run.source, keys))  # a shard's lines only, in a shard
+        if via == "batch":
+            run_batch_night(job, window, items, batch_options, artifacts)
+        else:
+            unit = "record" if per_record_tasks else "batch"
+            window.submit_all(items, batch_size, unit, total)
+        window.drain()
+        _check_exactly_once(totals, rows, bad)
+    totals.circuit_trips = trips.stop()
+    totals.count_keys(keys)
+    extra = {
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "concurrency": f"{gate.limit} of {concurrency} (lowest {gate.lowest})",
+        "output": str(run.output),
+        "quarantine": str(run.quarantine),
+    }
+    artifacts.finish(totals, extra)
+    return _summary(totals, extra)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A run's checked inputs: the schema class, the source, where rows go."""
+
+    schema: type[BaseModel]
+    source: str | Path | list[Any]
+    output: Path
+    quarantine: Path
+
+
+def _check_run(
+    source: str | Iterable[Any],
+    schema: Any,
+    output: str,
+    quarantine: str,
+    batch_size: int,
+    concurrency: int,
+    cache: bool | str,
+    prompt: str,
+) -> _Run:
+    """Every check that can fail before the first call; InvalidInputError says what to fix."""
     model_cls = resolve_schema(schema)
     check_source(source)
     if batch_size < 1 or concurrency < 1:
@@ -157,56 +211,22 @@ def extract_records(
     check_distinct(source, out_path, quarantine_path, cache)
     if ledger_kind(cache) == "postgres":  # a bad URL or a database down: before any call
         open_ledger(cache).close()  # type: ignore[union-attr]
-    if not isinstance(source, str | Path):
-        source = list(source)  # an iterable is read twice: once here, once below
-    check_source_against_prompt(source, prompt)
-    keys = Keys(key_field)
-    unit = "batch"
-    if per_record_tasks:  # the same per-record logic as batches, one task run per record
-        batch_size, unit = 1, "record"
-    total = count_in_shard(source, count_records(source))
-    batches_total = None if total is None else max(1, -(-total // batch_size))
-    totals = RunTotals()
-    trips = events.count_trips()
-    artifacts = RunArtifacts()
-    logger = run_logger()
-    gate = AdaptiveConcurrency(concurrency, name="extract-records")
-    job = _Job(
-        chat_model, model_cls, prompt, key_field, concurrency, instructions, mode, max_reprompts,
-        cache, share_concurrency(f"extract-records-{uuid.uuid4().hex}", gate),
-    )  # fmt: skip
-    with open_outputs(out_path, quarantine_path, model_cls) as (rows, bad):
-        window = _Window(job, rows, bad, totals, lambda: artifacts.progress(totals.records, total))
-        if via == "batch":
-            run_batch_night(
-                job, window, in_shard(read_records(source, keys)), batch_options, artifacts
-            )
-        items = in_shard(read_records(source, keys))  # a shard's lines only, in a shard
-        online = _batches(items, batch_size) if via == "online" else ()
-        for number, batch in enumerate(online, start=1):
-            label = f"{unit} {number}/{batches_total or '?'}"
-            window.submit(batch, label, in_flight=2 + -(-concurrency // batch_size))
-        window.drain()
-        _check_exactly_once(totals, rows, bad)
-    totals.circuit_trips = trips.stop()
-    totals.count_keys(keys)
-    wall = round(time.perf_counter() - started, 3)
-    extra = {
-        "wall_time_s": wall,
-        "concurrency": f"{gate.limit} of {concurrency} (lowest {gate.lowest})",
-        "output": str(out_path),
-        "quarantine": str(quarantine_path),
-    }
-    artifacts.finish(totals, extra)
+    checked = source if isinstance(source, str | Path) else list(source)  # read twice
+    check_source_against_prompt(checked, prompt)
+    return _Run(model_cls, checked, out_path, quarantine_path)
+
+
+def _summary(totals: RunTotals, extra: dict[str, Any]) -> dict[str, Any]:
+    """The run's totals and facts, logged in one line."""
     summary = {**totals.as_dict(), **extra}
-    logger.info(
+    run_logger().info(
         "extract-records: %d records, %d valid, %d quarantined, %d tokens, $%.4f, %.1fs",
         totals.records,
         totals.valid,
         totals.quarantined,
         summary["total_tokens"],
         totals.cost_usd,
-        wall,
+        extra["wall_time_s"],
     )
     return summary
 
@@ -246,6 +266,15 @@ class _Window:
         self.on_progress = on_progress
         self.pending: dict[PrefectFuture[BatchReport], list[SourceItem]] = {}  # input order
         self.finished: set[PrefectFuture[BatchReport]] = set()  # filled from task threads
+
+    def submit_all(
+        self, items: Iterator[SourceItem], batch_size: int, unit: str, total: int | None
+    ) -> None:
+        """Start every batch of `items`, keeping a few more in flight than `concurrency` fills."""
+        batches_total = None if total is None else max(1, -(-total // batch_size))
+        in_flight = 2 + -(-self.job.concurrency // batch_size)
+        for number, batch in enumerate(_batches(items, batch_size), start=1):
+            self.submit(batch, f"{unit} {number}/{batches_total or '?'}", in_flight)
 
     def submit(self, batch: list[SourceItem], label: str, in_flight: int) -> None:
         """Start `batch` as an `extract_batch` task once fewer than `in_flight` are running."""

@@ -112,7 +112,8 @@ def test_two_processes_racing_for_the_same_keys_each_get_every_key_once(
     (owner_a, granted_a), (owner_b, granted_b) = got
     assert set(granted_a).isdisjoint(granted_b)
     assert sorted(granted_a + granted_b) == keys
-    assert granted_a and granted_b, "both racers should have won some keys"
+    # Whether both won some keys depends on the scheduler (one racer may finish before the
+    # other's first claim on a loaded machine); exclusivity is what the ledger promises.
     stored = ledger.get_many(keys)
     assert all(stored[k] == f'{{"owner": "{owner_a}"}}' for k in granted_a)
     assert all(stored[k] == f'{{"owner": "{owner_b}"}}' for k in granted_b)
