@@ -122,6 +122,37 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout_
     raise RuntimeError(f"prefect server not healthy after {timeout_s:.0f}s:\n" + tail(log))
 
 
+def running_server(root: Path) -> Iterator[PrefectServer]:
+    """`prefect server start` on 127.0.0.1:<free port> under `root`; stopped afterwards."""
+    home = root / "home"
+    home.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = server_env(home, f"{url}/api")
+    log = root / "server.log"
+    command = prefect_command(
+        "server", "start", "--host", "127.0.0.1", "--port", str(port),
+        "--no-scheduler", "--analytics-off",
+    )  # fmt: skip
+    started = time.monotonic()
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            command,
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_healthy(url, process, log, SERVER_STARTUP_TIMEOUT_S)
+        print(f"prefect server at {url} healthy after {time.monotonic() - started:.1f}s")
+        yield PrefectServer(url=url, home=home, log=log, env=env)
+    finally:
+        stop_process(process)
+
+
 @dataclass
 class SummaryArtifact:
     """The `extract-records-summary` table artifact of one flow run."""
