@@ -311,6 +311,15 @@ class RateLimiter:
                 wait = max(wait, token_bucket.take(tokens, now))
             return wait
 
+    def balance(self, kind: Kind) -> float | None:
+        """What the `kind` bucket holds now (negative: reservations queued); None: no limit."""
+        with self._lock:
+            bucket = self._buckets[kind]
+            if bucket is None:
+                return None
+            bucket.refill(self._clock())
+            return bucket.balance
+
     async def acquire(
         self, tokens: Tokens = 0, sleep: Sleep | None = None, probe: bool = True
     ) -> float:

@@ -199,6 +199,7 @@ class SharedRateLimiter:
         except Exception as exc:  # redis.RedisError, OSError, timeouts
             self._went_away(exc)
             return waited + await self.local.acquire(tokens, sleep, probe=False)
+        self.local.reserve(tokens)  # spent here too: a fallback starts from what is left
         # An answer to a reservation sent before Redis was found away says nothing about now.
         if self._down_until is not None and began >= self._went_at:
             self._down_until = None
@@ -233,6 +234,11 @@ class SharedRateLimiter:
         with self._lock:
             align, charge, pause = self._align, self._charge, self._pause
             self._align, self._charge, self._pause = {}, 0.0, 0.0
+        if self._down_until is not None:  # maybe back, maybe empty (restarted): never fuller
+            for kind in KINDS:  # than the local buckets that stood in for it
+                left = self.local.balance(kind)
+                if left is not None:
+                    align[kind] = min(align.get(kind, left), left)
         args: list[Any] = [self._member]
         for kind in KINDS:
             limits = self.local.effective(kind) or (0.0, 0.0)
