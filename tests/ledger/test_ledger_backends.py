@@ -188,11 +188,11 @@ def test_claims_made_while_leases_are_renewed_are_kept(
     assert other.claim_many(keys, "w2", lease_s=60) == held  # released when the batch ended
 
 
-def test_a_dead_workers_record_is_taken_over_after_its_lease(
+def test_a_dead_local_workers_record_is_taken_over_without_waiting_for_its_lease(
     cache_setting: str, ledger: Ledger
 ) -> None:
     claimed = SPAWN.Event()
-    dying = SPAWN.Process(target=claim_and_die, args=(cache_setting, ["k"], 1.5, claimed))
+    dying = SPAWN.Process(target=claim_and_die, args=(cache_setting, ["k"], 600.0, claimed))
     dying.start()
     assert claimed.wait(SPAWN_TIMEOUT_S)
     dying.join(timeout=30)
@@ -201,10 +201,10 @@ def test_a_dead_workers_record_is_taken_over_after_its_lease(
     async def take_over() -> tuple[str | None, set[str], float]:
         async with RecordClaims(ledger, poll_s=0.05) as claims:
             started = time.monotonic()
-            assert not await claims.try_claim("k")  # the dead worker's lease is still running
+            assert not await claims.try_claim("k")  # its 600 s lease is still running
             stored = await asyncio.wait_for(claims.wait("k"), 10)
             return stored, set(claims.held), time.monotonic() - started
 
     stored, held, waited = asyncio.run(take_over())
     assert stored is None and held == {"k"}  # this worker holds it now, and pays
-    assert 0.1 < waited < 5
+    assert waited < 5  # the process is gone: no wait for the lease

@@ -38,8 +38,7 @@ def api_url(prefect_harness: None) -> str:
     return str(url)
 
 
-# Here two moments: mid-run and the commit; the benchmark kills at all four on 2,000 records
-# (each re-run also waits out the killed run's claims in the ledger: up to its 60 s lease).
+# Here two moments: mid-run and the commit; the benchmark kills at all four on 2,000 records.
 @pytest.mark.parametrize("moment", ["mid-run", "commit"])
 def test_a_killed_run_resumes_exactly_once_without_paying_twice(
     tmp_path: Path, api_url: str, records: list[dict[str, Any]], moment: str

@@ -67,6 +67,10 @@ class Ledger(Protocol):
         """Give up `owner`'s claims on unfinished `keys` (after a transient failure)."""
         ...
 
+    def holders(self, keys: Iterable[str]) -> dict[str, str]:
+        """The owner of each unfinished key of `keys` that is claimed (live or lapsed)."""
+        ...
+
     def __len__(self) -> int:
         """The number of finished records."""
         ...
@@ -85,6 +89,32 @@ def new_owner() -> str:
         True
     """
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def owner_is_gone(owner: str) -> bool:
+    """True when `owner` names a process of this host that no longer runs.
+
+    Its claims need not wait for their lease: nobody will renew them. An owner of another
+    host, or a live (or reused) process id, is not gone: its lease decides.
+
+    Example:
+        >>> owner_is_gone(new_owner()), owner_is_gone("elsewhere:1:abc")
+        (False, False)
+    """
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, as another user's process
+        return False
+    return False
 
 
 def unique(keys: Iterable[str]) -> list[str]:

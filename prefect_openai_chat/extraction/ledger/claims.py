@@ -46,6 +46,7 @@ from prefect_openai_chat.extraction.ledger.base import (
     RENEW_EVERY_S,
     Ledger,
     new_owner,
+    owner_is_gone,
 )
 
 logger = logging.getLogger("prefect_openai_chat.extraction.ledger")
@@ -128,6 +129,23 @@ class RecordClaims:
                 self.lease_s,
             )
 
+    def _free_from_gone_owners(self, keys: list[str]) -> None:
+        """Release the claims on `keys` of processes of this host that died (a crashed run).
+
+        Their leases would run out anyway; a re-run on the same host need not wait for it.
+        """
+        gone: dict[str, list[str]] = {}
+        for key, owner in self.ledger.holders(keys).items():
+            if owner != self.owner and owner_is_gone(owner):
+                gone.setdefault(owner, []).append(key)
+        for owner, owned in gone.items():
+            self.ledger.release(owned, owner)
+            logger.info(
+                "took over %d record(s) claimed by %s, a process of this host that is gone",
+                len(owned),
+                owner,
+            )
+
     async def _renew_forever(self) -> None:
         while True:
             await asyncio.sleep(self.renew_every_s)
@@ -177,6 +195,7 @@ class RecordClaims:
         free = [k for k in keys if k not in finished]
         granted = set()
         if free:
+            await asyncio.to_thread(self._free_from_gone_owners, free)
             granted = await asyncio.to_thread(
                 self.ledger.claim_many, free, self.owner, self.lease_s
             )

@@ -170,6 +170,18 @@ class PostgresLedger:
                 lambda cur: None,
             )
 
+    def holders(self, keys: Iterable[str]) -> dict[str, str]:
+        """The owner of each unfinished, claimed key of `keys`."""
+        wanted = unique(keys)
+        if not wanted:
+            return {}
+        return self._run(
+            "SELECT key, owner FROM {t} WHERE key = ANY(%(keys)s) AND outcome IS NULL"
+            " AND owner IS NOT NULL",
+            {"keys": wanted},
+            lambda cur: dict(cur.fetchall()),
+        )
+
     def __len__(self) -> int:
         return self._run(
             "SELECT count(*) FROM {t} WHERE outcome IS NOT NULL",

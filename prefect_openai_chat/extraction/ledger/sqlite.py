@@ -167,6 +167,14 @@ class SqliteLedger:
                     f"DELETE FROM claims WHERE owner = ? AND key IN ({marks})", [owner, *chunk]
                 )
 
+    def holders(self, keys: Iterable[str]) -> dict[str, str]:
+        """The owner of each claimed key of `keys`."""
+        wanted = unique(keys)
+        with self._lock:
+            return dict(
+                self._select("SELECT key, owner FROM claims WHERE key IN ({marks})", wanted)
+            )
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
