@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect import flow, task
+from prefect import task
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 
@@ -50,7 +50,7 @@ from prefect_openai_chat.flows.shards import (
     write_summary,
 )
 from prefect_openai_chat.flows.sinks import check_distinct, check_writable
-from prefect_openai_chat.flows.sources import check_source
+from prefect_openai_chat.flows.sources import check_source, source_flow
 from prefect_openai_chat.flows.summary import RunArtifacts
 from prefect_openai_chat.tasks._common import run_logger
 
@@ -98,7 +98,7 @@ def beating(path: Path | None, every_s: float) -> Iterator[None]:
         thread.join()
 
 
-@flow(name="extract-records-shard", retries=2, retry_delay_seconds=2, log_prints=True)
+@source_flow(name="extract-records-shard", retries=2, retry_delay_seconds=2, log_prints=True)
 def extract_records_shard(
     source: str,
     schema: Any,
