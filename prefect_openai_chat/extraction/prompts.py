@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -137,17 +138,29 @@ def build_request(
     concrete = resolve_mode(mode, model)
     system = system_text(model_cls, concrete, instructions)
     messages = _messages(text_or_messages, system)
-    params: dict[str, Any]
-    if concrete == "json_schema":
-        params = {"response_format": response_format(model_cls)}
-    elif concrete == "json_object":
-        params = {"response_format": {"type": "json_object"}}
-    else:
-        tools, tool_choice = tool_definition(model_cls)
-        params = {"tools": tools, "tool_choice": tool_choice}
+    params = _mode_params(model_cls, concrete)
     if supports_prompt_cache_key(model):  # the constant part comes first: make it one cache
-        params["prompt_cache_key"] = prompt_cache_key(messages[0]["content"], params)
+        params["prompt_cache_key"] = _prefix_key(model_cls, concrete, instructions)
     return messages, params
+
+
+def _mode_params(model_cls: type[BaseModel], concrete: ConcreteMode) -> dict[str, Any]:
+    """The request parameters that ask for `concrete` structured output (a new dict)."""
+    if concrete == "json_schema":
+        return {"response_format": response_format(model_cls)}
+    if concrete == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    tools, tool_choice = tool_definition(model_cls)
+    return {"tools": tools, "tool_choice": tool_choice}
+
+
+@functools.lru_cache(maxsize=256)  # bounded: its keys hold the schema class
+def _prefix_key(
+    model_cls: type[BaseModel], concrete: ConcreteMode, instructions: str | None
+) -> str:
+    """`prompt_cache_key` of a schema, mode and instructions: hashed once, not per record."""
+    system = system_text(model_cls, concrete, instructions)
+    return prompt_cache_key(system, _mode_params(model_cls, concrete))
 
 
 def _messages(text_or_messages: TextOrMessages, system: str) -> list[dict[str, Any]]:

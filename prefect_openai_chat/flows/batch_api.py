@@ -50,7 +50,7 @@ from prefect_openai_chat.flows.summary import RunArtifacts
 from prefect_openai_chat.results import FINAL_OUTCOMES, RecordOutcome
 from prefect_openai_chat.tasks import batch as batch_tasks
 from prefect_openai_chat.tasks._common import assemble, run_logger
-from prefect_openai_chat.tasks.batch import _gate_for, record_outcome, render
+from prefect_openai_chat.tasks.batch import gate_for, record_outcome, render
 from prefect_openai_chat.tasks.extract import extraction_key, runner_call
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def run_batch_night(
 ) -> None:
     """Extract every readable record of `items` through the Batch API; write them out."""
     options = BatchOptions.from_mapping(batch_options)
-    readable = window._readable(list(items))
+    readable = window.readable(list(items))
     model = run_sync(resolve_chat_model(job.chat_model))
     keys: list[str | None] = []
     texts: dict[str, str] = {}
@@ -251,7 +251,7 @@ async def _asettle(job: _Job, night: BatchNight, round_number: int, cache: Ledge
     """Finish what the answers settle; send re-asks online (or queue them); cache outcomes."""
     before = {key for key, work in night.works.items() if work.finished}
     _, runner = await assemble(job.chat_model)
-    runner.protection.gate = _gate_for(job.concurrency_pool, job.concurrency)
+    runner.protection.gate = gate_for(job.concurrency_pool, job.concurrency)
     await night.settle(round_number, runner, runner_call(runner), slots=job.concurrency * 4)
     if cache is None:
         return

@@ -278,7 +278,7 @@ class _Window:
 
     def submit(self, batch: list[SourceItem], label: str, in_flight: int) -> None:
         """Start `batch` as an `extract_batch` task once fewer than `in_flight` are running."""
-        readable = self._readable(batch)
+        readable = self.readable(batch)
         if not readable:
             return
         while (
@@ -323,7 +323,7 @@ class _Window:
             self.finished.discard(head)
             self._write(self.pending.pop(head), head.result().records)
 
-    def _readable(self, batch: list[SourceItem]) -> list[SourceItem]:
+    def readable(self, batch: list[SourceItem]) -> list[SourceItem]:
         """The records that parsed; the others go to quarantine now."""
         for item in batch:
             if item.record is None:

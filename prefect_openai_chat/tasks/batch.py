@@ -78,7 +78,8 @@ def share_concurrency(name: str, gate: AdaptiveConcurrency) -> str:
     return name
 
 
-def _gate_for(pool: str | None, concurrency: int) -> AdaptiveConcurrency:
+def gate_for(pool: str | None, concurrency: int) -> AdaptiveConcurrency:
+    """The gate shared under `pool` (`share_concurrency`), else a new one of `concurrency`."""
     gate = _pools.get(pool) if pool else None
     return gate if gate is not None else AdaptiveConcurrency(concurrency, name="extract_batch")
 
@@ -361,7 +362,7 @@ async def _aextract_batch(
         raise InvalidInputError(f"concurrency must be at least 1, got {concurrency}")
     model_cls = ensure_model(schema)
     model, runner = await assemble(chat_model)
-    gate = _gate_for(concurrency_pool, concurrency)
+    gate = gate_for(concurrency_pool, concurrency)
     runner.protection.gate = gate
     spec = BatchSpec(
         schema=model_cls,
