@@ -40,6 +40,7 @@ from typing import Any
 from _common import chat_model, verdict
 
 from prefect_openai_chat.simulator import Simulator
+from prefect_openai_chat.simulator.request_log import read_request_log
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 PER_SHARD = 3  # calls in flight per shard
@@ -164,7 +165,10 @@ def limit_bound(folder: Path, records: int) -> bool:
     source = write_source(folder, records)
     capacity = float(RPM)  # a full bucket lets one (scaled) minute's allowance through
     rate = RPM * SCALE / 60.0  # per second
-    with Simulator(profile="ideal", seed=4, ttft_s=0.1, rpm=RPM, time_scale=SCALE) as sim:
+    log = folder / "requests.jsonl"
+    with Simulator(
+        profile="ideal", seed=4, ttft_s=0.1, rpm=RPM, time_scale=SCALE, request_log=str(log)
+    ) as sim:
         early: list[Any] = []
         watcher = threading.Thread(target=lambda: early.append(after_first_minute(sim)))
         watcher.start()
@@ -186,6 +190,10 @@ def limit_bound(folder: Path, records: int) -> bool:
     )
     print(f"  ratio combined / limit (less the first bucket): {share:.3f}")
     ok = verdict("limit-bound: >= 0.9 of the limit", share >= 0.9, f"{share:.3f}")
+    entries = read_request_log(log)
+    first = min(entry["t"] for entry in entries)
+    when = [f"{entry['t'] - first:.1f}s" for entry in entries if entry["status"] == 429]
+    print(f"  429s at {', '.join(when) or '-'} from the first request")
     print(f"  429s after the first (scaled) minute, while the limiter learns: {late_429}")
     ok &= verdict(
         "limit-bound: ~0 429s after the first minute (<= 1% of requests)",

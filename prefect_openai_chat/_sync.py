@@ -41,23 +41,30 @@ class _ThreadLoop:
 
 
 def _shut_down(loop: asyncio.AbstractEventLoop) -> None:
-    """Close `loop` after its async generators (which close its cached clients)."""
+    """Shut `loop` down on a thread of its own; wait for it only at the interpreter's exit.
+
+    This is a finalizer: it runs wherever the garbage collector runs, possibly in a thread
+    that holds a lock the shutdown needs (a logging handler's, while the clients' close
+    logs), so it must never wait there. At exit it waits, so the clients are closed.
+    """
     if loop.is_closed():
         return
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        with contextlib.suppress(Exception):
-            pending = asyncio.all_tasks(loop)  # e.g. closing the clients of a cleared cache
-            if pending:
-                loop.run_until_complete(asyncio.wait(pending, timeout=_SHUTDOWN_WAIT_S))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-        return
-    # Released in a thread whose own loop runs: shut it down on a thread of its own.
-    closer = threading.Thread(target=_shut_down, args=(loop,), name="prefect-openai-chat-close")
+    closer = threading.Thread(
+        target=_close_loop, args=(loop,), name="prefect-openai-chat-close", daemon=True
+    )
     closer.start()
-    closer.join()
+    if not threading.main_thread().is_alive():  # the interpreter is exiting
+        closer.join(_SHUTDOWN_WAIT_S + 1.0)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Close `loop` after its async generators (which close its cached clients)."""
+    with contextlib.suppress(Exception):
+        pending = asyncio.all_tasks(loop)  # e.g. closing the clients of a cleared cache
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending, timeout=_SHUTDOWN_WAIT_S))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

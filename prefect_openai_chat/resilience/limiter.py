@@ -8,7 +8,8 @@ tokens, and derives the refill rate from them: `(limit - remaining) / reset`. No
 Configured `rpm` / `tpm` stay a cap on what is learned.
 
 `acquire(tokens)` reserves one request and `tokens` tokens and sleeps until they are
-covered (a bucket may go negative: the deficit is a queue); `throttle(seconds)` pauses
+covered (a bucket may go negative: the deficit is a queue; a call that wakes up late
+queues again rather than burst, see `wait_for_slot`); `throttle(seconds)` pauses
 every caller after a 429; `settle(reserved, used)` charges what a call used beyond
 its reservation. Until the first answer arrives, one call is sent alone (a probe), so
 a large `concurrency` does not burst into a small, unknown limit.
@@ -22,7 +23,7 @@ Example:
     >>> from prefect_openai_chat.resilience.limiter import RateLimiter, parse_duration
     >>> limiter = RateLimiter()
     >>> limiter.observe({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "30",
-    ...                  "x-ratelimit-reset-requests": "30s"})
+    ...                  "x-ratelimit-reset-requests": "29s"})
     >>> limiter.describe()
     '60 requests (refill 60/min)'
     >>> asyncio.run(limiter.acquire())
@@ -34,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import threading
@@ -44,6 +46,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from prefect_openai_chat.resilience.registry import Registry
+
+logger = logging.getLogger("prefect_openai_chat.resilience.limiter")
 
 Kind = Literal["requests", "tokens"]
 KINDS: tuple[Kind, ...] = ("requests", "tokens")
@@ -58,6 +62,8 @@ PROBE_TIMEOUT_S = 30.0  # a safety net: the probe's answer or error ends the wai
 PACING: dict[Kind, float] = {"requests": 0.99, "tokens": 0.97}
 _POLL_S = 0.01
 MAX_RESET_S = 86_400.0  # the longest bucket reset believed: a day
+LATE_S = 0.25  # a call that wakes this much past its slot (or one slot's width) queues again
+MAX_RESERVATIONS = 3
 
 
 def parse_duration(text: str) -> float | None:
@@ -79,6 +85,43 @@ def parse_duration(text: str) -> float | None:
             return None
         seconds = sum(float(n) * _UNIT[u] for n, u in parts)
     return seconds if math.isfinite(seconds) and seconds <= MAX_RESET_S else None
+
+
+async def wait_for_slot(
+    reserve: Callable[[], Awaitable[float]],
+    slot_s: float,
+    sleep: Sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> float:
+    """Reserve a slot, sleep until it comes, and queue again when the wake-up came too late.
+
+    A process whose event loop stalled (a long synchronous step, a busy machine) wakes all
+    its sleeping calls at once, long after their slots: sent together they would be a burst
+    the server's bucket was never asked to hold. A call that wakes more than
+    `max(LATE_S, slot_s)` after its slot lets the slot go (it stays spent, which only
+    leaves the server's bucket fuller) and reserves again, at most `MAX_RESERVATIONS` times
+    in all. Returns the seconds reserved to wait.
+
+    Example:
+        >>> import asyncio
+        >>> async def reserve() -> float:
+        ...     return 0.01
+        >>> asyncio.run(wait_for_slot(reserve, slot_s=0.01, sleep=asyncio.sleep))
+        0.01
+    """
+    waited = 0.0
+    for _ in range(MAX_RESERVATIONS):
+        asked_at = clock()
+        wait = await reserve()
+        if wait <= 0:
+            break
+        await sleep(wait)
+        waited += wait
+        late = clock() - (asked_at + wait)
+        if late <= max(LATE_S, slot_s):
+            break
+        logger.debug("rate limiter: woke %.3fs after the slot; queueing again", late)
+    return waited
 
 
 @dataclass(frozen=True)
@@ -136,9 +179,13 @@ class _Learned:
     Servers round `remaining` down and `reset` to the millisecond (to the second past a
     minute), so a reading that shows `d` units spent and the bucket full again in `reset`
     seconds only bounds the rate: `(d - 1) / (reset + e) < rate <= d / (reset - e)`. The
-    estimate is the tightest upper bound of the last readings, kept above their tightest
-    lower bound: exact whenever a reading catches a whole level, as many do, and never
-    above what the server showed. A reading of `1ms` bounds nothing from above.
+    estimate is the tightest lower bound of the last readings: never above what the server
+    allows, so calls paced by it never outrun the server's bucket (an upper bound a few
+    percent high drains it and every worker meets 429s). The lower bounds close in on the
+    rate as readings catch the bucket at other levels; a full bucket's readings (one unit
+    spent) bound nothing from below and leave the estimate as it is. Until a reading
+    bounds the rate from below (the first answer shows one unit spent), the tightest
+    upper bound stands in. A reading of `1ms` bounds nothing from above.
     """
 
     SAMPLES = 32
@@ -158,11 +205,11 @@ class _Learned:
         if not reset or spent < 1:
             return
         rounding = 0.0005 if reset < 60 else 0.5
-        self._lower.append((spent - 1) / (reset + rounding))
+        if spent >= 2:  # one unit spent bounds nothing from below
+            self._lower.append((spent - 1) / (reset + rounding))
         if reset > rounding * 2:
             self._upper.append(spent / (reset - rounding))
-        lowest = max(self._lower)
-        self.rate = max(min(self._upper), lowest) if self._upper else (lowest or self.rate)
+        self.rate = max(self._lower) if self._lower else min(self._upper, default=self.rate)
         if self.rate:  # no bucket takes more than MAX_RESET_S to fill: no wait of weeks
             self.rate = max(self.rate, reading.limit / MAX_RESET_S)
 
@@ -331,10 +378,18 @@ class RateLimiter:
         """
         sleep = sleep or self._sleep
         waited = await self.await_first_headers(sleep) if probe else 0.0
-        wait = self.reserve(self.cost_of(tokens))
-        if wait > 0:
-            await sleep(wait)
-        return waited + wait
+        cost = self.cost_of(tokens)
+
+        async def reserve() -> float:
+            return self.reserve(cost)
+
+        return waited + await wait_for_slot(reserve, self.slot_s, sleep, self._clock)
+
+    @property
+    def slot_s(self) -> float:
+        """Seconds between two requests at the pace in force (0.0 when unlimited)."""
+        limits = self.effective("requests")
+        return 1.0 / limits[1] if limits else 0.0
 
     async def await_first_headers(self, sleep: Sleep) -> float:
         """Until the first answer arrives, one call goes alone; the others wait for it.

@@ -45,6 +45,7 @@ from prefect_openai_chat.resilience.limiter import (
     Sleep,
     Tokens,
     read_limits,
+    wait_for_slot,
 )
 
 logger = logging.getLogger("prefect_openai_chat.resilience.limiter")
@@ -191,23 +192,27 @@ class SharedRateLimiter:
         sleep = sleep or self.local._sleep
         waited = await self.local.await_first_headers(sleep)
         tokens = self.local.cost_of(tokens)
+        return waited + await wait_for_slot(
+            lambda: self._reserve_shared(tokens), self.local.slot_s, sleep
+        )
+
+    async def _reserve_shared(self, tokens: int) -> float:
+        """One reservation in Redis (the local buckets when it does not answer): the wait."""
         if self._down_until is not None and time.monotonic() < self._down_until:
-            return waited + await self.local.acquire(tokens, sleep, probe=False)
+            return self.local.reserve(tokens)
         began = time.monotonic()
         try:
             wait = await self._reserve(tokens)
         except Exception as exc:  # redis.RedisError, OSError, timeouts
             self._went_away(exc)
-            return waited + await self.local.acquire(tokens, sleep, probe=False)
+            return self.local.reserve(tokens)
         self.local.reserve(tokens)  # spent here too: a fallback starts from what is left
         # An answer to a reservation sent before Redis was found away says nothing about now.
         if self._down_until is not None and began >= self._went_at:
             self._down_until = None
             self.local.share = 1.0
             logger.warning("rate limiter %r: Redis answers again; the limit is shared", self.key)
-        if wait > 0:
-            await sleep(wait)
-        return waited + wait
+        return wait
 
     # --- Redis --------------------------------------------------------------------------
 

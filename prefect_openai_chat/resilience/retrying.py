@@ -54,6 +54,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
@@ -383,14 +384,14 @@ async def call_with_retries(
     while True:
         permit = await loop.permit_within_patience(sleep)
         try:
-            if limiter is not None:
-                await limiter.acquire(tokens, sleep=sleep)
-            if gate is None:
+            # The concurrency slot first, then the rate-limit slot: a call that reserved its
+            # send time must send then, not queue behind the gate and go out in a burst.
+            async with gate.slot() if gate is not None else contextlib.nullcontext():
+                if limiter is not None:
+                    await limiter.acquire(tokens, sleep=sleep)
+                started = clock()
                 result = await attempt(loop.sent)
-            else:
-                async with gate.slot():
-                    started = clock()
-                    result = await attempt(loop.sent)
+            if gate is not None:
                 gate.record(clock() - started)
         except BaseException as exc:
             verdict = loop.failure(permit, exc)

@@ -8,7 +8,7 @@ import pytest
 from resilience_helpers import FakeClock, RecordingSleep
 
 from prefect_openai_chat.resilience import RateLimiter, parse_duration, read_limits
-from prefect_openai_chat.resilience.limiter import PACING
+from prefect_openai_chat.resilience.limiter import MAX_RESERVATIONS, PACING, wait_for_slot
 
 
 @pytest.mark.parametrize(
@@ -67,13 +67,19 @@ def headers(kind: str, limit: int, remaining: int, reset: str) -> dict[str, str]
 def test_learns_capacity_and_refill_rate_from_the_headers(clock: FakeClock) -> None:
     limiter = RateLimiter(clock=clock)
     assert limiter.learned == {"requests": None, "tokens": None}
-    # 10 of 50 spent, full again in 200 ms: 50 per second, whatever a "minute" is.
+    # 10 of 50 spent, full again in 200 ms: 50 per second, whatever a "minute" is. But
+    # `remaining` is rounded down (40.6 left shows as 40): the rate is only bounded,
+    # 9 / 0.2005 < rate <= 10 / 0.1995, and the limiter goes by the lower bound.
     limiter.observe({**headers("requests", 50, 40, "200ms"), **headers("tokens", 9000, 6000, "1s")})
-    assert limiter.learned["requests"] == pytest.approx((50.0, 50.0), rel=0.01)
+    assert limiter.learned["requests"] == pytest.approx((50.0, 9 / 0.2005))
     assert limiter.learned["tokens"] == pytest.approx((9000.0, 3000.0), rel=0.01)
-    # `remaining` is rounded down: 45.6 left shows as 45, and the tightest bound wins.
-    limiter.observe(headers("requests", 50, 45, "88ms"))
+    # 45.99 left shows as 45, full in 80 ms: a tighter lower bound, 4 / 0.0805.
+    limiter.observe(headers("requests", 50, 45, "80ms"))
     assert limiter.learned["requests"] == pytest.approx((50.0, 50.0), rel=0.01)
+    assert limiter.learned["requests"][1] < 50.0  # never above what the server allows
+    # A full bucket's reading (one unit spent) bounds nothing from below: nothing changes.
+    limiter.observe(headers("requests", 50, 49, "15ms"))
+    assert limiter.learned["requests"] == pytest.approx((50.0, 4 / 0.0805))
     assert limiter.limits_tokens
     assert "50 requests" in limiter.describe()
 
@@ -82,17 +88,18 @@ async def test_bucket_follows_what_the_server_says_remains(clock: FakeClock) -> 
     sleep = RecordingSleep()
     limiter = RateLimiter(clock=clock, sleep=sleep)
     limiter.observe(headers("requests", 50, 0, "1s"))  # others spent it all: 50 per second
-    # one unit of headroom, paced at 97%: the next request in about 2/50 s
-    assert await limiter.acquire() == pytest.approx(2 / (50 * PACING["requests"]), rel=0.01)
+    # one unit of headroom, paced at 99% of the lower bound: the next request in about 2/49 s
+    rate = 49 / 1.0005 * PACING["requests"]
+    assert await limiter.acquire() == pytest.approx(2 / rate, rel=0.01)
     clock.advance(1.0)
     assert await limiter.acquire() == 0.0
 
 
 def test_relearns_when_the_limit_changes(clock: FakeClock) -> None:
     limiter = RateLimiter(clock=clock)
-    limiter.observe(headers("requests", 50, 40, "200ms"))
+    limiter.observe(headers("requests", 50, 40, "180ms"))
     assert limiter.learned["requests"] == pytest.approx((50.0, 50.0), rel=0.01)
-    limiter.observe(headers("requests", 20, 10, "500ms"))  # the tier changed: 20 per second
+    limiter.observe(headers("requests", 20, 10, "450ms"))  # the tier changed: 20 per second
     assert limiter.learned["requests"] == pytest.approx((20.0, 20.0), rel=0.01)
     assert limiter.effective("requests") == pytest.approx(
         (20.0, 20.0 * PACING["requests"]), rel=0.01
@@ -104,7 +111,7 @@ def test_configured_caps_bound_what_is_learned(clock: FakeClock) -> None:
     assert limiter.effective("requests") == pytest.approx((600.0, 10.0))
     limiter.observe(headers("requests", 5000, 4900, "1.2s"))
     assert limiter.effective("requests") == pytest.approx((600.0, 10.0))  # the cap stays
-    limiter.observe(headers("requests", 100, 90, "6s"))
+    limiter.observe(headers("requests", 100, 90, "5.4s"))
     assert limiter.effective("requests") == pytest.approx(
         (100.0, 10 / 6 * PACING["requests"]), rel=0.01
     )
@@ -145,3 +152,41 @@ def test_read_limits_skips_malformed_values() -> None:
 def test_bad_settings_are_rejected() -> None:
     with pytest.raises(ValueError, match="rpm must be a positive number"):
         RateLimiter(rpm=0)
+
+
+class StallingSleep(RecordingSleep):
+    """A sleep whose first `stalls` wake-ups come `late_s` after the time asked."""
+
+    def __init__(self, clock: FakeClock, stalls: int, late_s: float) -> None:
+        super().__init__(clock)
+        self.stalls, self.late_s = stalls, late_s
+
+    async def __call__(self, seconds: float) -> None:
+        await super().__call__(seconds)
+        if self.stalls > 0:
+            self.stalls -= 1
+            self.clock.advance(self.late_s)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("stalls", "late_s", "reservations"),
+    [
+        (0, 0.0, 1),  # on time: one reservation
+        (1, 0.2, 1),  # 0.2 s late, within LATE_S: sent
+        (1, 2.0, 2),  # a stalled loop: the moment is let go, a new one taken
+        (9, 2.0, MAX_RESERVATIONS),  # a loop that keeps stalling: sent after the last try
+    ],
+)
+async def test_a_call_that_wakes_late_queues_again(
+    clock: FakeClock, stalls: int, late_s: float, reservations: int
+) -> None:
+    asked: list[float] = []
+
+    async def reserve() -> float:
+        asked.append(clock())
+        return 0.5
+
+    sleep = StallingSleep(clock, stalls, late_s)
+    waited = await wait_for_slot(reserve, slot_s=0.1, sleep=sleep, clock=clock)
+    assert len(asked) == reservations
+    assert waited == pytest.approx(0.5 * reservations)

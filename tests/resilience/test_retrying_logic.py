@@ -225,3 +225,31 @@ async def test_a_429_without_retry_after_waits_even_with_no_backoff(
     pauses = [d for d in recording_sleep.delays if d > 0]
     assert len(pauses) == 3
     assert min(pauses) >= 0.25  # half of MIN_RATE_LIMIT_WINDOW_S at the least
+
+
+async def test_a_call_reserves_its_send_time_only_once_it_holds_a_concurrency_slot(
+    clock: FakeClock,
+) -> None:
+    """A reservation held while queueing at the gate would go out in a burst when slots free."""
+    gate = AdaptiveConcurrency(1)
+    seen_in_flight: list[int] = []
+
+    class WatchingLimiter(RateLimiter):
+        async def acquire(
+            self, tokens: object = 0, sleep: object = None, probe: bool = True
+        ) -> float:
+            seen_in_flight.append(gate.in_flight)
+            return 0.0
+
+    limiter = WatchingLimiter(clock=clock)
+
+    async def attempt(n: int) -> str:
+        await asyncio.sleep(0.01)  # the others queue at the gate meanwhile
+        return "ok"
+
+    calls = [
+        call_with_retries(attempt, policy=POLICY, key="k", limiter=limiter, gate=gate)
+        for _ in range(3)
+    ]
+    assert await asyncio.gather(*calls) == [("ok", 1)] * 3
+    assert seen_in_flight == [1, 1, 1]  # each asked the limiter holding the one slot

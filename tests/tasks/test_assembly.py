@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import io
+import logging
 import threading
+import time
 import types
 
 import openai
@@ -14,7 +17,7 @@ import pytest
 from resilience_support import clear_resilience
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
-from prefect_openai_chat._sync import run_sync
+from prefect_openai_chat._sync import _shut_down, run_sync
 from prefect_openai_chat.blocks import chat_model as chat_model_module
 from prefect_openai_chat.blocks import credentials as credentials_module
 from prefect_openai_chat.blocks.assembly import RUNNERS
@@ -56,7 +59,54 @@ def test_clients_of_a_sync_thread_close_when_the_thread_ends() -> None:
     thread.join()
     gc.collect()
     assert made[0] is made[1]  # one loop per thread: reused from call to call
-    assert made[0].is_closed()  # the thread ended: its loop shut down and closed the client
+    # the thread ended: its loop is shut down (on a thread of its own) and closes the client
+    deadline = time.monotonic() + 10
+    while not made[0].is_closed() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert made[0].is_closed()
+
+
+def test_a_loop_released_while_a_logging_lock_is_held_does_not_deadlock() -> None:
+    """The finalizer may run inside a logging handler (the garbage collector runs anywhere).
+
+    Found by the suite: a loop's finalizer ran while a task thread was inside Prefect's
+    console handler, and waited for a thread whose client close logged through that
+    handler: both waited for ever.
+    """
+    handler = logging.StreamHandler(io.StringIO())
+    logger = logging.getLogger("prefect_openai_chat.tests.deadlock")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    loop = asyncio.new_event_loop()
+
+    async def logs_on_close() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            logger.debug("closing a client")  # as httpcore does while a client closes
+
+    task = loop.create_task(logs_on_close())
+    loop.run_until_complete(asyncio.sleep(0))  # the task starts and waits
+
+    async def release_inside_the_handler() -> None:  # a thread whose own loop runs
+        handler.acquire()
+        try:
+            task.cancel()
+            _shut_down(loop)  # what the garbage collector would call here
+        finally:
+            handler.release()
+
+    finished = threading.Event()
+    worker = threading.Thread(
+        target=lambda: (asyncio.run(release_inside_the_handler()), finished.set()), daemon=True
+    )
+    worker.start()
+    assert finished.wait(5), "the finalizer waited for a thread that waits for its lock"
+    deadline = time.monotonic() + 10
+    while not loop.is_closed() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert loop.is_closed() and "closing a client" in handler.stream.getvalue()
+    logger.removeHandler(handler)
 
 
 def test_a_loop_keeps_a_bounded_number_of_clients() -> None:
