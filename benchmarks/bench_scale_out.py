@@ -17,8 +17,8 @@ serves from its own process; the Prefect API is a local server all processes sha
    redis://127.0.0.1:6379/0). Figure: the combined rate as a share of the limit, from the
    first to the last admitted request, less the first full bucket, and the 429s after the
    first (scaled) minute, while the limiter learns the limit from the headers (both as
-   bench_rate_limits.py measures them); targets: >= 0.9 of the limit, <= 1% 429s (the
-   workers never asked for more than the limit).
+   bench_rate_limits.py measures them); targets: >= 0.9 of the limit, and no 429 after
+   the first minute (the workers never asked for more than the limit).
 
 Run: python benchmarks/bench_scale_out.py [--records 288] [--limit-records 400]
      [--only latency|limit]
@@ -196,8 +196,8 @@ def limit_bound(folder: Path, records: int) -> bool:
     print(f"  429s at {', '.join(when) or '-'} from the first request")
     print(f"  429s after the first (scaled) minute, while the limiter learns: {late_429}")
     ok &= verdict(
-        "limit-bound: ~0 429s after the first minute (<= 1% of requests)",
-        late_429 <= 0.01 * max(late_all, 1),
+        "limit-bound: never above the limit (no 429 after the first minute)",
+        late_429 == 0,
         f"{late_429} of {late_all}",
     )
     return ok
