@@ -15,12 +15,13 @@ its reservation. Until the first answer arrives, one call is sent alone (a probe
 a large `concurrency` does not burst into a small, unknown limit.
 
 State is guarded by a short threading lock, never held while sleeping: one limiter
-serves every thread and event loop of a process. `SharedRateLimiter`
+serves every thread and event loop of a process. Reading the headers, and what they say
+about a bucket's rate, is `limit_headers.py`. `SharedRateLimiter`
 (`limiter_redis.py`) keeps the buckets in Redis for several processes.
 
 Example:
     >>> import asyncio
-    >>> from prefect_openai_chat.resilience.limiter import RateLimiter, parse_duration
+    >>> from prefect_openai_chat.resilience.limiter import RateLimiter
     >>> limiter = RateLimiter()
     >>> limiter.observe({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "30",
     ...                  "x-ratelimit-reset-requests": "29s"})
@@ -28,63 +29,37 @@ Example:
     '60 requests (refill 60/min)'
     >>> asyncio.run(limiter.acquire())
     0.0
-    >>> parse_duration("6m0s"), parse_duration("12ms")
-    (360.0, 0.012)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import re
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
+from prefect_openai_chat.resilience.limit_headers import (
+    KINDS,
+    Kind,
+    LearnedBucket,
+    read_limits,
+)
 from prefect_openai_chat.resilience.registry import Registry
 
 logger = logging.getLogger("prefect_openai_chat.resilience.limiter")
 
-Kind = Literal["requests", "tokens"]
-KINDS: tuple[Kind, ...] = ("requests", "tokens")
 Sleep = Callable[[float], Awaitable[Any]]
 Tokens = int | Callable[[], int]  # a count, or a function that counts when asked
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 PROBE_TIMEOUT_S = 30.0  # a safety net: the probe's answer or error ends the wait sooner
 # Learned rates are paced below the limit: headers are rounded, calls sent on time do not
 # reach the server on time, and an answer's length is known only after it (tokens).
 PACING: dict[Kind, float] = {"requests": 0.99, "tokens": 0.97}
 _POLL_S = 0.01
-MAX_RESET_S = 86_400.0  # the longest bucket reset believed: a day
 LATE_S = 0.25  # a call that wakes this much past its slot (or one slot's width) queues again
 MAX_RESERVATIONS = 3
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in a rate-limit reset value such as `"1s"`, `"6m0s"`, `"12ms"` or `"0.5"`.
-
-    None for anything else, and for values past `MAX_RESET_S` (a day) or not finite:
-    `"inf"`, `"nan"` or `"99999999h"` would pace the calls to a standstill.
-
-    Example:
-        >>> parse_duration("1.5s"), parse_duration("-3"), parse_duration("inf")
-        (1.5, 0.0, None)
-    """
-    text = text.strip()
-    try:
-        seconds = max(0.0, float(text))
-    except ValueError:
-        parts = _DURATION.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            return None
-        seconds = sum(float(n) * _UNIT[u] for n, u in parts)
-    return seconds if math.isfinite(seconds) and seconds <= MAX_RESET_S else None
 
 
 async def wait_for_slot(
@@ -122,96 +97,6 @@ async def wait_for_slot(
             break
         logger.debug("rate limiter: woke %.3fs after the slot; queueing again", late)
     return waited
-
-
-@dataclass(frozen=True)
-class LimitReading:
-    """What one response said about one bucket.
-
-    Attributes:
-        limit: `x-ratelimit-limit-*`: the bucket's capacity.
-        remaining: `x-ratelimit-remaining-*`: what is left now.
-        reset_s: `x-ratelimit-reset-*`: seconds until the bucket is full again.
-    """
-
-    limit: float
-    remaining: float
-    reset_s: float | None
-
-    @property
-    def rate(self) -> float | None:
-        """Units refilled per second, when the reading shows a partly spent bucket."""
-        spent = self.limit - self.remaining
-        if spent >= 1 and self.reset_s:
-            return spent / self.reset_s
-        return None
-
-
-def read_limits(headers: Mapping[str, str] | Any) -> dict[Kind, LimitReading]:
-    """The `x-ratelimit-*` readings in `headers`, by kind; malformed values are skipped.
-
-    Example:
-        >>> read_limits({"x-ratelimit-limit-tokens": "1000", "x-ratelimit-remaining-tokens": "750",
-        ...              "x-ratelimit-reset-tokens": "15s"})["tokens"].rate
-        16.666666666666668
-    """
-    readings: dict[Kind, LimitReading] = {}
-    if headers is None:
-        return readings
-    for kind in KINDS:
-        limit, remaining = (headers.get(f"x-ratelimit-{w}-{kind}") for w in ("limit", "remaining"))
-        if limit is None or remaining is None:
-            continue
-        try:
-            cap, left = float(limit), float(remaining)
-        except (TypeError, ValueError):
-            continue
-        if not (math.isfinite(cap) and math.isfinite(left)) or cap <= 0 or left < 0:
-            continue
-        reset = parse_duration(str(headers.get(f"x-ratelimit-reset-{kind}") or ""))
-        readings[kind] = LimitReading(cap, min(left, cap), reset)
-    return readings
-
-
-class _Learned:
-    """A bucket's capacity and refill rate as the headers tell them (re-learned on change).
-
-    Servers round `remaining` down and `reset` to the millisecond (to the second past a
-    minute), so a reading that shows `d` units spent and the bucket full again in `reset`
-    seconds only bounds the rate: `(d - 1) / (reset + e) < rate <= d / (reset - e)`. The
-    estimate is the tightest lower bound of the last readings: never above what the server
-    allows, so calls paced by it never outrun the server's bucket (an upper bound a few
-    percent high drains it and every worker meets 429s). The lower bounds close in on the
-    rate as readings catch the bucket at other levels; a full bucket's readings (one unit
-    spent) bound nothing from below and leave the estimate as it is. Until a reading
-    bounds the rate from below (the first answer shows one unit spent), the tightest
-    upper bound stands in. A reading of `1ms` bounds nothing from above.
-    """
-
-    SAMPLES = 32
-
-    def __init__(self) -> None:
-        self.capacity: float | None = None
-        self.rate: float | None = None
-        self._lower: deque[float] = deque(maxlen=self.SAMPLES)
-        self._upper: deque[float] = deque(maxlen=self.SAMPLES)
-
-    def observe(self, reading: LimitReading) -> None:
-        if reading.limit != self.capacity:  # first reading, or the limit changed: start over
-            self.capacity, self.rate = reading.limit, None
-            self._lower.clear()
-            self._upper.clear()
-        reset, spent = reading.reset_s, reading.limit - reading.remaining
-        if not reset or spent < 1:
-            return
-        rounding = 0.0005 if reset < 60 else 0.5
-        if spent >= 2:  # one unit spent bounds nothing from below
-            self._lower.append((spent - 1) / (reset + rounding))
-        if reset > rounding * 2:
-            self._upper.append(spent / (reset - rounding))
-        self.rate = max(self._lower) if self._lower else min(self._upper, default=self.rate)
-        if self.rate:  # no bucket takes more than MAX_RESET_S to fill: no wait of weeks
-            self.rate = max(self.rate, reading.limit / MAX_RESET_S)
 
 
 class _Bucket:
@@ -254,7 +139,7 @@ class RateLimiter:
         self._clock, self._sleep, self._learn = clock, sleep, learn
         self._lock = threading.Lock()
         self._caps: dict[Kind, float | None] = {}
-        self._learned: dict[Kind, _Learned] = {kind: _Learned() for kind in KINDS}
+        self._learned: dict[Kind, LearnedBucket] = {kind: LearnedBucket() for kind in KINDS}
         self._buckets: dict[Kind, _Bucket | None] = {kind: None for kind in KINDS}
         self._paused_until = 0.0
         self._probe_started: float | None = None

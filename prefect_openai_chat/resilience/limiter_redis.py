@@ -38,15 +38,8 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from prefect_openai_chat.resilience.limiter import (
-    KINDS,
-    Kind,
-    RateLimiter,
-    Sleep,
-    Tokens,
-    read_limits,
-    wait_for_slot,
-)
+from prefect_openai_chat.resilience.limit_headers import KINDS, Kind, read_limits
+from prefect_openai_chat.resilience.limiter import RateLimiter, Sleep, Tokens, wait_for_slot
 
 logger = logging.getLogger("prefect_openai_chat.resilience.limiter")
 

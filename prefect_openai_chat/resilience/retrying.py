@@ -75,7 +75,8 @@ from prefect_openai_chat.resilience.budget import RetryBudget
 from prefect_openai_chat.resilience.circuit import CircuitGuard, Permit
 from prefect_openai_chat.resilience.classify import Action, Verdict
 from prefect_openai_chat.resilience.concurrency import AdaptiveConcurrency
-from prefect_openai_chat.resilience.limiter import Limiter, read_limits
+from prefect_openai_chat.resilience.limit_headers import read_limits
+from prefect_openai_chat.resilience.limiter import Limiter
 from prefect_openai_chat.resilience.policy import RetryPolicy
 from prefect_openai_chat.resilience.waits import headers_of, retry_after_of
 

@@ -1,4 +1,4 @@
-"""Properties of the header parsers: `x-ratelimit-*` (`resilience/limiter.py`) and
+"""Properties of the header parsers: `x-ratelimit-*` (`resilience/limit_headers.py`) and
 `retry-after` / `retry-after-ms` (`resilience/waits.py`). Whatever a server or a proxy
 sends, they never raise and never give a negative, infinite or absurd wait."""
 
@@ -12,13 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tenacity import RetryCallState, wait_fixed
 
-from prefect_openai_chat.resilience.limiter import (
+from prefect_openai_chat.resilience.limit_headers import (
     KINDS,
     MAX_RESET_S,
-    RateLimiter,
     parse_duration,
     read_limits,
 )
+from prefect_openai_chat.resilience.limiter import RateLimiter
 from prefect_openai_chat.resilience.waits import parse_retry_after, wait_retry_after
 
 NOW = 1_700_000_000.0
