@@ -60,6 +60,11 @@ class Answer:
     reprompt: bool
     fault: str | None  # the content or JSON fault applied, if any
 
+    @property
+    def completion_tokens(self) -> int:
+        """What all the choices wrote, in tokens."""
+        return sum(choice.completion_tokens for choice in self.choices)
+
 
 @dataclass(frozen=True)
 class JsonTarget:

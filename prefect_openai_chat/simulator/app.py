@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.routing import Route
 
 from prefect_openai_chat.simulator import payloads
-from prefect_openai_chat.simulator.answers import build_answer
+from prefect_openai_chat.simulator.answers import Answer, build_answer
 from prefect_openai_chat.simulator.batch_routes import batch_routes
 from prefect_openai_chat.simulator.errors import (
     HTML_502,
@@ -270,20 +270,28 @@ def _http_fault_response(ctx: _Ctx, fault: str, req: ChatRequest, done: Any) -> 
     return ctx.error(err, done)
 
 
-def _answer(
-    ctx: _Ctx, req: ChatRequest, faults: tuple[str, ...], prompt: int, u_reprompt: float, done: Any
-) -> Any:
-    state = ctx.state
+def _build(
+    state: SimulatorState, req: ChatRequest, faults: tuple[str, ...], u_reprompt: float
+) -> Answer:
+    """The answer to `req` under `faults`, with the simulator's seed and re-prompt settings."""
     settings = state.settings
-    counters = state.counters
-    answer = build_answer(
+    return build_answer(
         req,
         faults,
         seed=settings.seed,
         u_reprompt=u_reprompt,
         reprompt_failure_rate=settings.reprompt_failure_rate,
     )
-    completion = sum(c.completion_tokens for c in answer.choices)
+
+
+def _answer(
+    ctx: _Ctx, req: ChatRequest, faults: tuple[str, ...], prompt: int, u_reprompt: float, done: Any
+) -> Any:
+    state = ctx.state
+    settings = state.settings
+    counters = state.counters
+    answer = _build(state, req, faults, u_reprompt)
+    completion = answer.completion_tokens
     charge = prompt + (req.max_tokens * req.n if req.max_tokens else completion)
     verdict = state.limiter.check(ctx.key, charge)
     if verdict.refused is not None:
@@ -343,14 +351,8 @@ def _answer_batch_line(
         if name in CONTENT_FAULTS or name in JSON_FAULTS
     }
     faults, u_reprompt = state.picker.draw(rates, (), 0)
-    answer = build_answer(
-        req,
-        faults,
-        seed=settings.seed,
-        u_reprompt=u_reprompt,
-        reprompt_failure_rate=settings.reprompt_failure_rate,
-    )
-    completion = sum(c.completion_tokens for c in answer.choices)
+    answer = _build(state, req, faults, u_reprompt)
+    completion = answer.completion_tokens
     cached = _cached_tokens(state, key, req, prompt)
     tally = counters.batch_tokens
     tally["prompt"] += prompt

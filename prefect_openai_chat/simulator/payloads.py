@@ -78,7 +78,7 @@ def completion_body(
     env: Envelope, answer: Answer, prompt_tokens: int, cached_tokens: int = 0
 ) -> dict[str, Any]:
     """The non-streaming `chat.completion` object."""
-    completion = sum(c.completion_tokens for c in answer.choices)
+    completion = answer.completion_tokens
     return {
         "id": env.id,
         "object": "chat.completion",
