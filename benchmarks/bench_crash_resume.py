@@ -214,6 +214,19 @@ def kill_when_finished(job: Job, share: float, total: int) -> set[str]:
     return job.finished()
 
 
+def settled_requests(job: Job, quiet_s: float = 0.5, limit_s: float = 5.0) -> list[dict[str, Any]]:
+    """The request log once it has not grown for `quiet_s`: the simulator logs a killed
+    client's request when it notices the closed socket, which may come after the kill."""
+    entries, deadline = job.requests(), time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        latest = job.requests()
+        if len(latest) == len(entries):
+            break
+        entries = latest
+    return entries
+
+
 def named(entries: list[dict[str, Any]]) -> tuple[set[str], int]:
     """The records the requests of `entries` name, and how many requests name none."""
     names, unnamed = set(), 0
@@ -289,7 +302,7 @@ def crash_and_resume(
         if job.quarantine.exists():
             problems.append("a killed run left a quarantine file in place")
     report.finished_at_kill = len(finished)
-    before = len(job.requests())
+    before = len(settled_requests(job))  # the killed run's last requests are logged too
 
     started = time.perf_counter()
     summary, said = job.run()
@@ -311,7 +324,10 @@ def crash_and_resume(
         missing = sorted(keys - finished - again)[:10]
         problems.append(f"unfinished records the re-run did not ask for: {missing}")
     if unnamed:
-        problems.append(f"{unnamed} requests name no record")
+        first = next(e for e in job.requests()[before:] if not MARK.search(e["body"]))
+        problems.append(
+            f"{unnamed} requests name no record (status {first['status']}: {first['body'][:120]!r})"
+        )
     if moment == "commit" and "a commit interrupted by a crash" not in said:
         problems.append("the re-run did not say it finished the interrupted commit")
     return report
