@@ -59,7 +59,7 @@ def test_shuffled_output_and_failed_lines_are_matched_and_reasked_online(
     summary = run_night(batch_sim, tmp_path, records)
     rows, _ = ended_once(tmp_path, records)
     stats = batch_sim.stats()
-    assert stats.batches_created == 1 and stats.requests > 0  # the failed lines, online
+    assert stats.batches_created == 1 and stats.requests >= 4  # 4 failed lines, online
     by_key = {row["_key"]: row for row in rows}
     for record in records:  # each row holds its own ticket's order id, whatever the order
         order = re.search(r"ORD-\d{5}", f"{record['subject']} {record['body']}")
