@@ -4,7 +4,9 @@ Each thread keeps one event loop, so that the clients cached on it are reused
 from call to call. The loop is shut down (its clients closed, see `chat/clients.py`)
 and closed when its thread ends, or at exit for a thread that outlives the
 interpreter's shutdown hooks. Called where a loop is already running (a notebook, an
-async flow calling a sync task inline), the coroutine runs on a helper thread instead.
+async flow calling a sync task inline), the coroutine runs on a helper thread instead,
+in a copy of the caller's context: the Prefect run (its logger, its result store and
+settings) is the caller's.
 
 Example:
     >>> import asyncio
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import threading
 import weakref
@@ -76,7 +79,8 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         if held is None or held.loop.is_closed():
             held = _local.held = _ThreadLoop()
         return held.loop.run_until_complete(coro)
-    future = _helper.submit(cast(Callable[..., Any], run_sync), coro)
+    context = contextvars.copy_context()  # the caller's Prefect run and settings
+    future = _helper.submit(context.run, cast(Callable[..., Any], run_sync), coro)
     return cast(T, future.result())
 
 

@@ -109,6 +109,20 @@ def test_a_loop_released_while_a_logging_lock_is_held_does_not_deadlock() -> Non
     logger.removeHandler(handler)
 
 
+def test_a_sync_call_inside_a_running_loop_keeps_the_callers_context() -> None:
+    """An async flow calling a sync twin: the helper thread sees the caller's Prefect run."""
+    run = contextvars.ContextVar[str]("run", default="none")
+
+    async def which_run() -> str:
+        return run.get()
+
+    async def caller() -> str:
+        run.set("the caller's")
+        return run_sync(which_run())  # a loop is running here: the helper thread runs it
+
+    assert asyncio.run(caller()) == "the caller's"
+
+
 def test_a_loop_keeps_a_bounded_number_of_clients() -> None:
     cache: ClientCache[openai.AsyncOpenAI] = ClientCache(per_loop=2)
 

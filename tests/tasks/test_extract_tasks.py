@@ -7,6 +7,7 @@ correctly regardless) or with a scripted first request, so the outcomes are exac
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -306,7 +307,9 @@ def test_a_failed_call_is_not_cached(sim: Simulator) -> None:
     assert sim.stats().requests == 1
 
 
-async def test_saved_block_name_works_and_caches(sim: Simulator) -> None:
+async def test_saved_block_name_works_and_caches(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
     name = "extract-tasks-saved-model"
     await model_for(sim, "fenced-json").save(name, overwrite=True)
 
@@ -321,5 +324,7 @@ async def test_saved_block_name_works_and_caches(sim: Simulator) -> None:
     first = await by_name()
     assert first.ok and first.repaired and sim.stats().requests == 1
     sim.reset()
-    assert by_name_sync().value == first.value  # the same cache key from the sync twin
+    with caplog.at_level(logging.INFO, logger="prefect.task_runs"):
+        assert by_name_sync().value == first.value  # the same cache key from the sync twin
     assert sim.stats().requests == 0
+    assert "extract SupportTicket: from the cache" in caplog.text  # in the task run's log
