@@ -117,12 +117,17 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
-@pytest.fixture
-def fresh(sim: Simulator) -> Simulator:
+def _reset(sim: Simulator) -> Simulator:
+    """The module's simulator as every test starts from it (tests change its settings)."""
     sim.reset()
     sim.configure(fault_rates={}, script=[], retry_after_s=1.0)
     clear_resilience()
     return sim
+
+
+@pytest.fixture
+def fresh(sim: Simulator) -> Simulator:
+    return _reset(sim)
 
 
 def _row_model(sim: Simulator, row: Row) -> ChatModel:
@@ -140,8 +145,7 @@ def row_outcomes(prefect_harness: None, sim: Simulator) -> dict[str, Outcome]:
     def error_table() -> dict[str, Outcome]:
         outcomes: dict[str, Outcome] = {}
         for row in ROWS:
-            sim.reset()
-            clear_resilience()
+            _reset(sim)  # whatever the tests run before this one configured
             params: dict[str, Any] = dict(row.params)
             if row.fault:
                 params["extra_headers"] = {"x-simulator-fault": row.fault}
