@@ -1,14 +1,17 @@
-"""Shared fixtures: one Prefect test harness per session, Redis, a simulator."""
+"""Shared fixtures: one Prefect test harness per session, Redis, PostgreSQL, a simulator."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +67,43 @@ def redis_url() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return REDIS_URL
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """`url` with libpq's `options` setting the connection's `search_path` to `schema`."""
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options={quote(f'-csearch_path={schema}', safe='')}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The PostgreSQL server's URL; skips when unreachable, fails instead when REQUIRE_POSTGRES=1."""
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3) as connection:
+            connection.execute("SELECT 1")
+    except Exception as exc:
+        message = (
+            f"PostgreSQL at {POSTGRES_URL} is unreachable ({str(exc).strip()});"
+            " set POSTGRES_URL or start PostgreSQL"
+        )
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_ledger_url(postgres_url: str) -> Iterator[str]:
+    """A ledger URL whose tables live in a schema of this test's own, dropped after it."""
+    import psycopg
+
+    schema = f"ledger_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield with_search_path(postgres_url, schema)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")

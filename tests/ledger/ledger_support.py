@@ -5,15 +5,8 @@ from __future__ import annotations
 import os
 import traceback
 from typing import Any
-from urllib.parse import quote
 
 SPAWN_TIMEOUT_S = 120  # a spawned interpreter imports Prefect; slow on a loaded machine
-
-
-def with_search_path(url: str, schema: str) -> str:
-    """`url` with libpq's `options` setting the connection's `search_path` to `schema`."""
-    separator = "&" if "?" in url else "?"
-    return f"{url}{separator}options={quote(f'-csearch_path={schema}', safe='')}"
 
 
 def race_for_keys(cache: str, keys: list[str], chunk: int, barrier: Any, results: Any) -> None:

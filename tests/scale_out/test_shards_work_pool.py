@@ -2,11 +2,11 @@
 
 A real `prefect server`, a `process` work pool with two `prefect worker start`
 processes, the shard deployment from `deployments/prefect.yaml`, Redis for the
-circuit and the limiter, the simulator behind a request log. The parent run splits
-the records into four shards, one flow run each. While a shard runs, its worker and
-the shard's process are killed with SIGKILL; the parent sees the shard's heartbeat
-stop, puts the same flow run back in the queue, the other worker runs it again and it
-resumes from the record cache. Every record ends exactly once in the output, and no
+circuit and the limiter, PostgreSQL for the record ledger, the simulator behind a
+request log. The parent run splits 2,000 records into four shards, one flow run each.
+While a shard runs, its worker and the shard's process are killed with SIGKILL; the
+parent sees the shard's heartbeat stop, puts the same flow run back in the queue, the
+other worker runs it again and it resumes from the ledger. Every record ends exactly once in the output, and no
 record is paid twice except the few in flight at the moment of the kill.
 """
 
@@ -30,7 +30,7 @@ from prefect_openai_chat.flows.fan_out import HEARTBEAT_ENV
 
 pytestmark = pytest.mark.slow
 
-RECORDS = 400
+RECORDS = 2000
 SHARDS = 4
 CONCURRENCY = 8
 POOL = "llm-pool"  # the pool deployments/prefect.yaml names
@@ -181,6 +181,7 @@ def test_a_killed_worker_s_shard_resumes_and_every_record_ends_once(
     scale_out_server: PrefectServer,
     workers: list[subprocess.Popen[bytes]],
     redis_url: str,
+    postgres_ledger_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -219,7 +220,7 @@ def test_a_killed_worker_s_shard_resumes_and_every_record_ends_once(
                         key_field="ticket_id",
                         batch_size=25,
                         concurrency=CONCURRENCY,
-                        cache=str(tmp_path / "record-cache.sqlite"),
+                        cache=postgres_ledger_url,  # the ledger every worker shares
                         shards=SHARDS,
                         shard_deployment=DEPLOYMENT,
                     )
@@ -245,11 +246,15 @@ def test_a_killed_worker_s_shard_resumes_and_every_record_ends_once(
         assert summary["records"] == RECORDS == summary["valid"] + summary["quarantined"]
         # every record paid for; none paid again after the kill but those the killed
         # shards had not finished (at most their calls in flight): the resumed shards read
-        # their finished records back from the cache
+        # their finished records back from the ledger
         assert sorted(sim.log.paid()) == list(range(1, RECORDS + 1))
         repaid = repaid_after(sim, killed_at)
         assert len(repaid) <= 2 * CONCURRENCY, f"{len(repaid)} records paid again: {repaid}"
         assert summary["from_cache"] > 0  # the re-run shard read its finished records back
+        print(
+            f"{RECORDS} records, {len(sim.log.requests)} requests; after the kill"
+            f" {len(repaid)} records paid again, {summary['from_cache']} read from the ledger"
+        )
 
     with scale_out_server.settings():
         runs = shard_runs()
