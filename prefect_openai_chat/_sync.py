@@ -3,10 +3,13 @@
 Each thread keeps one event loop, so that the clients cached on it are reused
 from call to call. The loop is shut down (its clients closed, see `chat/clients.py`)
 and closed when its thread ends, or at exit for a thread that outlives the
-interpreter's shutdown hooks. Called where a loop is already running (a notebook, an
-async flow calling a sync task inline), the coroutine runs on a helper thread instead,
-in a copy of the caller's context: the Prefect run (its logger, its result store and
-settings) is the caller's.
+interpreter's shutdown hooks; never by a forked child, which shares the loops' epoll
+instances with its parent (closing a copy there unregisters the parent's self-pipe,
+and the parent's loop then sleeps through every wake-up from another thread).
+
+Called where a loop is already running (a notebook, an async flow calling a sync task
+inline), the coroutine runs on a helper thread instead, in a copy of the caller's
+context: the Prefect run (its logger, its result store and settings) is the caller's.
 
 Example:
     >>> import asyncio
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import os
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
@@ -39,18 +43,21 @@ class _ThreadLoop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        # Runs when the thread ends (its thread-local values are released) or at exit.
-        weakref.finalize(self, _shut_down, self.loop)
+        # Runs when the thread ends (its thread-local values are released) or at exit;
+        # also in a forked child, where the other threads' values are released at once.
+        weakref.finalize(self, _shut_down, self.loop, os.getpid())
 
 
-def _shut_down(loop: asyncio.AbstractEventLoop) -> None:
+def _shut_down(loop: asyncio.AbstractEventLoop, owner_pid: int) -> None:
     """Shut `loop` down on a thread of its own; wait for it only at the interpreter's exit.
 
     This is a finalizer: it runs wherever the garbage collector runs, possibly in a thread
     that holds a lock the shutdown needs (a logging handler's, while the clients' close
     logs), so it must never wait there. At exit it waits, so the clients are closed.
+    A forked child leaves its copy alone: the loop's epoll instance is the parent's, and
+    closing the loop would unregister the parent's self-pipe from it.
     """
-    if loop.is_closed():
+    if loop.is_closed() or os.getpid() != owner_pid:
         return
     closer = threading.Thread(
         target=_close_loop, args=(loop,), name="prefect-openai-chat-close", daemon=True

@@ -8,9 +8,12 @@ import contextvars
 import gc
 import io
 import logging
+import multiprocessing
+import os
 import threading
 import time
 import types
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -92,7 +95,7 @@ def test_a_loop_released_while_a_logging_lock_is_held_does_not_deadlock() -> Non
         handler.acquire()
         try:
             task.cancel()
-            _shut_down(loop)  # what the garbage collector would call here
+            _shut_down(loop, os.getpid())  # what the garbage collector would call here
         finally:
             handler.release()
 
@@ -107,6 +110,29 @@ def test_a_loop_released_while_a_logging_lock_is_held_does_not_deadlock() -> Non
         time.sleep(0.05)
     assert loop.is_closed() and "closing a client" in handler.stream.getvalue()
     logger.removeHandler(handler)
+
+
+def test_a_forked_child_leaves_the_parents_thread_loops_working() -> None:
+    """A forked child releases the other threads' loops; the parent's must still wake up.
+
+    The child shares each loop's epoll instance with the parent: closing its copy there
+    unregistered the parent's self-pipe, and the parent's next result from another thread
+    never woke the loop (a suite hang, in a sync twin after a test that forked).
+    """
+
+    async def answer_from_another_thread() -> int:  # woken through the self-pipe
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: 42)
+
+    thread = ThreadPoolExecutor(1)  # a thread whose sync calls keep one loop
+    try:
+        assert thread.submit(run_sync, answer_from_another_thread()).result(10) == 42
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(1.0,))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+        assert thread.submit(run_sync, answer_from_another_thread()).result(10) == 42
+    finally:
+        thread.shutdown(wait=False)  # a loop that never wakes would hold the thread
 
 
 def test_a_sync_call_inside_a_running_loop_keeps_the_callers_context() -> None:
