@@ -6,8 +6,9 @@ circuit and the limiter, PostgreSQL for the record ledger, the simulator behind 
 request log. The parent run splits 2,000 records into four shards, one flow run each.
 While a shard runs, its worker and the shard's process are killed with SIGKILL; the
 parent sees the shard's heartbeat stop, puts the same flow run back in the queue, the
-other worker runs it again and it resumes from the ledger. Every record ends exactly once in the output, and no
-record is paid twice except the few in flight at the moment of the kill.
+other worker runs it again and it resumes from the ledger. Every record ends exactly
+once in the output, and no record is paid twice except the few in flight at the moment
+of the kill.
 """
 
 from __future__ import annotations
