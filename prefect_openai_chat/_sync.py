@@ -3,8 +3,9 @@
 Each thread keeps one event loop, so that the clients cached on it are reused
 from call to call. The loop is shut down (its clients closed, see `chat/clients.py`)
 and closed when its thread ends, or at exit for a thread that outlives the
-interpreter's shutdown hooks; never by a forked child, which shares the loops' epoll
-instances with its parent (closing a copy there unregisters the parent's self-pipe,
+interpreter's shutdown hooks. A loop belongs to the process that made it: a forked
+child makes its own, and never closes its copies of the parent's, which share their
+epoll instances with the parent (closing one there unregisters the parent's self-pipe,
 and the parent's loop then sleeps through every wake-up from another thread).
 
 Called where a loop is already running (a notebook, an async flow calling a sync task
@@ -33,9 +34,29 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 P = ParamSpec("P")
 T = TypeVar("T")
-_local = threading.local()
 _SHUTDOWN_WAIT_S = 5.0  # the longest a thread's loop waits for its last tasks when it ends
-_helper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="prefect-openai-chat-sync")
+
+
+def _new_helper() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="prefect-openai-chat-sync")
+
+
+_local = threading.local()
+_helper = _new_helper()
+
+
+def _start_afresh() -> None:
+    """In a forked child: new loops and helper threads; the parent's are not the child's.
+
+    The child has none of the parent's threads, and an inherited loop shares its epoll
+    instance with the parent's: the child makes its own on its first sync call.
+    """
+    global _local, _helper
+    _local = threading.local()
+    _helper = _new_helper()
+
+
+os.register_at_fork(after_in_child=_start_afresh)
 
 
 class _ThreadLoop:

@@ -135,6 +135,31 @@ def test_a_forked_child_leaves_the_parents_thread_loops_working() -> None:
         thread.shutdown(wait=False)  # a loop that never wakes would hold the thread
 
 
+def test_a_forked_child_runs_sync_calls_on_loops_of_its_own() -> None:
+    """After a fork, the child's sync calls (plain, and inside a running loop) finish."""
+
+    async def answer_from_another_thread() -> int:
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: 42)
+
+    async def inside_a_running_loop() -> int:
+        return run_sync(answer_from_another_thread())  # the helper thread's path
+
+    def both() -> int:
+        return run_sync(answer_from_another_thread()) + asyncio.run(inside_a_running_loop())
+
+    def child() -> None:
+        os._exit(0 if both() == 84 else 1)
+
+    assert both() == 84  # the parent has a loop of its own and helper threads to pass on
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(30)
+    if process.exitcode is None:
+        process.kill()
+    assert process.exitcode == 0, "the child's sync calls did not finish"
+    assert both() == 84
+
+
 def test_a_sync_call_inside_a_running_loop_keeps_the_callers_context() -> None:
     """An async flow calling a sync twin: the helper thread sees the caller's Prefect run."""
     run = contextvars.ContextVar[str]("run", default="none")
