@@ -57,8 +57,31 @@ def overflow(request: dict[str, Any], window: int | None, shrink: float = 1.0) -
     """Tokens over the window (0 when it fits); `shrink` < 1 pretends the window is smaller."""
     model = request["model"]
     limit = int(context_limit(model, window) * shrink)
+    if _surely_fits(request, limit):  # most requests: no tokenizer needed
+        return 0
     prompt = count_message_tokens(request["messages"], model, request.get("tools"))
     return max(0, prompt + completion_room(request) - limit)
+
+
+def _surely_fits(request: dict[str, Any], limit: int) -> bool:
+    """True when the request fits `limit` tokens even at one token per UTF-8 byte.
+
+    A token of a byte-level BPE is at least one byte and a character at most four,
+    so this bound needs no tokenizer. Requests near the limit, and those with tools
+    or non-text parts, are counted exactly instead.
+    """
+    if request.get("tools"):
+        return False
+    chars = 0
+    for message in request["messages"]:
+        for value in message.values():
+            if isinstance(value, str):
+                chars += len(value)
+            elif value is not None:
+                return False
+    per_message = 4  # 3 tokens of overhead, 1 more for a name
+    bound = 4 * chars + per_message * len(request["messages"]) + 3 + completion_room(request)
+    return bound <= limit
 
 
 async def shorten(

@@ -217,7 +217,7 @@ class ChatRunner:
     ) -> ChatResult:
         request = self._request(validate_messages(messages), overrides)
         window = self.settings.context_window
-        if not _surely_fits(request, window) and overflow(request, window) > 0:
+        if overflow(request, window) > 0:
             if self.settings.context_strategy == "bigger_model":
                 return await self._bigger_model(_Call(request, stream, on_delta, overrides))
             strategy = self.settings.context_strategy
@@ -596,27 +596,6 @@ _SDK_OPTIONS = ("extra_headers", "extra_query", "extra_body", "timeout")
 def _is_outage(verdict: Verdict) -> bool:
     """Errors a fallback can help with: the endpoint is down or its retries ran out."""
     return verdict.action is Action.RETRY or verdict.reason == "circuit_open"
-
-
-def _surely_fits(request: dict[str, Any], window: int | None) -> bool:
-    """True when the request fits the context window even at one token per UTF-8 byte.
-
-    A token of a byte-level BPE is at least one byte and a character at most four,
-    so this bound needs no tokenizer. Requests near the limit, and those with tools
-    or non-text parts, are counted exactly instead.
-    """
-    if request.get("tools"):
-        return False
-    chars = 0
-    for message in request["messages"]:
-        for value in message.values():
-            if isinstance(value, str):
-                chars += len(value)
-            elif value is not None:
-                return False
-    per_message = 4  # 3 tokens of overhead, 1 more for a name
-    bound = 4 * chars + per_message * len(request["messages"]) + 3 + completion_room(request)
-    return bound <= context_limit(request["model"], window)
 
 
 def _local_usage(request: dict[str, Any], result: ChatResult) -> Usage:
