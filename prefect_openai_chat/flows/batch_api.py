@@ -7,6 +7,8 @@ goes through the same parse, repair and validation as an online call. What still
 needs a call afterwards (a re-ask, more room, a failed line) is sent online by
 default. The batch ids are recorded before any wait, so a restarted run resumes
 them, and finished records go to the record cache, so a re-run pays nothing.
+Every error leaving this path is redacted first (`redaction.redact_exception`), as on
+the online path: task and flow states, logs and events never show the key.
 
 Example:
     ```python
@@ -28,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +50,7 @@ from prefect_openai_chat.extraction.batch_api.night import Planned, Work
 from prefect_openai_chat.extraction.ledger import Ledger, open_ledger, resolve_cache
 from prefect_openai_chat.flows.sources import SourceItem
 from prefect_openai_chat.flows.summary import RunArtifacts
+from prefect_openai_chat.redaction import redact_exception, redact_text
 from prefect_openai_chat.results import FINAL_OUTCOMES, RecordOutcome
 from prefect_openai_chat.tasks import batch as batch_tasks
 from prefect_openai_chat.tasks._common import assemble, run_logger
@@ -79,6 +83,16 @@ def ledger_folder(cache: bool | str) -> Path:
     return Path(target).parent / "batch-runs"
 
 
+@contextlib.contextmanager
+def _redacted() -> Iterator[None]:
+    """Redact (in place) whatever error leaves the block: the batch path's boundary."""
+    try:
+        yield
+    except Exception as exc:
+        redact_exception(exc)
+        raise
+
+
 def run_batch_night(
     job: _Job,
     window: _Window,
@@ -87,6 +101,17 @@ def run_batch_night(
     artifacts: RunArtifacts,
 ) -> None:
     """Extract every readable record of `items` through the Batch API; write them out."""
+    with _redacted():
+        _run_batch_night(job, window, items, batch_options, artifacts)
+
+
+def _run_batch_night(
+    job: _Job,
+    window: _Window,
+    items: Iterator[SourceItem],
+    batch_options: Mapping[str, Any] | None,
+    artifacts: RunArtifacts,
+) -> None:
     options = BatchOptions.from_mapping(batch_options)
     readable = window.readable(list(items))
     model = run_sync(resolve_chat_model(job.chat_model))
@@ -183,7 +208,9 @@ async def _prepare(
 
 
 def _client(model: ChatModel) -> BatchClient:
-    return BatchClient(model.get_client(async_client=True))  # type: ignore[arg-type]
+    """The Batch API calls over the model's client, under the model's retry policy."""
+    client = model.get_client(async_client=True)
+    return BatchClient(client, model.retry_policy(), f"{_base(model)} batch API")  # type: ignore[arg-type]
 
 
 async def _asubmit(
@@ -191,9 +218,10 @@ async def _asubmit(
     label: str,
 ) -> list[str]:  # fmt: skip
     """Create the wave's batches (or find those a crashed run made), recorded before any wait."""
-    model = await resolve_chat_model(chat_model)
-    client = _client(model)
-    return [await night.submit(client, round_number, planned) for planned in wave]
+    with _redacted():
+        model = await resolve_chat_model(chat_model)
+        client = _client(model)
+        return [await night.submit(client, round_number, planned) for planned in wave]
 
 
 async def _await_batches(
@@ -201,7 +229,8 @@ async def _await_batches(
     label: str,
 ) -> list[Any]:  # fmt: skip
     """Poll the batches until they end, showing their request counts as the run's progress."""
-    model = await resolve_chat_model(chat_model)
+    with _redacted():
+        model = await resolve_chat_model(chat_model)
     seen: list[str] = []
 
     def show(batches: Sequence[Any]) -> None:
@@ -227,32 +256,43 @@ async def _await_batches(
                 share = 100.0 * (done + failed) / total if total else 0.0
                 update_progress_artifact(progress_id, min(share, 100.0), description=text)
 
-    return await night.wait(_client(model), batch_ids, show)
+    with _redacted():
+        return await night.wait(_client(model), batch_ids, show)
 
 
 async def _acollect(
     chat_model: ChatModel | str, night: BatchNight, batches: list[Any], wave: Sequence[Planned]
 ) -> None:
     """Download the output and error files and match their lines by custom_id."""
-    model = await resolve_chat_model(chat_model)
-    client = _client(model)
-    for batch, planned in zip(batches, wave, strict=True):
-        await night.collect(client, batch, planned.custom_ids)
-        if batch.status == "failed":
-            errors = getattr(batch.errors, "data", None) or []
-            for error in errors[:20]:
-                run_logger().warning(
-                    "batch %s failed validation: line %s: %s: %s",
-                    batch.id, error.line, error.code, error.message,
-                )  # fmt: skip
+    with _redacted():
+        model = await resolve_chat_model(chat_model)
+        client = _client(model)
+        for batch, planned in zip(batches, wave, strict=True):
+            notes = await night.collect(client, batch, planned.custom_ids)
+            if batch.id in night.abandoned:
+                run_logger().warning("%s", night.abandoned[batch.id])
+            for note in notes[:20]:
+                run_logger().warning("%s", note)
+            if len(notes) > 20:
+                run_logger().warning("batch %s: %d more such notes", batch.id, len(notes) - 20)
+            if batch.status == "failed":
+                _log_validation_errors(batch)
+
+
+def _log_validation_errors(batch: Any) -> None:
+    errors = getattr(batch.errors, "data", None) or []
+    for error in errors[:20]:
+        text = f"line {error.line}: {error.code}: {error.message}"
+        run_logger().warning("batch %s failed validation: %s", batch.id, redact_text(text))
 
 
 async def _asettle(job: _Job, night: BatchNight, round_number: int, cache: Ledger | None) -> None:
     """Finish what the answers settle; send re-asks online (or queue them); cache outcomes."""
     before = {key for key, work in night.works.items() if work.finished}
-    _, runner = await assemble(job.chat_model)
-    runner.protection.gate = gate_for(job.concurrency_pool, job.concurrency)
-    await night.settle(round_number, runner, runner_call(runner), slots=job.concurrency * 4)
+    with _redacted():
+        _, runner = await assemble(job.chat_model)
+        runner.protection.gate = gate_for(job.concurrency_pool, job.concurrency)
+        await night.settle(round_number, runner, runner_call(runner), slots=job.concurrency * 4)
     if cache is None:
         return
     for key, work in night.works.items():  # each final outcome stored as it is settled

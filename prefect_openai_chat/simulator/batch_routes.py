@@ -82,6 +82,13 @@ async def _upload(request: Request, state: Any, key: str) -> tuple[int, Any]:
     purpose = fields.get("purpose", b"").decode()
     if purpose not in ("batch", "assistants", "fine-tune", "vision", "user_data", "evals"):
         raise SimError(400, f"Invalid value for 'purpose': {purpose!r}.", param="purpose")
+    if "echo-key" in state.settings.batch_faults:
+        raise SimError(
+            500,
+            f"upstream proxy error while forwarding 'Authorization: Bearer {key}'"
+            f" (key {key} was not accepted upstream)",
+            type="server_error",
+        )
     state.counters.files_uploaded += 1
     return 200, state.batches.add_file(fields["file"], filename, purpose)
 
@@ -154,7 +161,10 @@ def _job(request: Request, state: Any) -> Job:
     job: Job | None = state.batches.jobs.get(batch_id)
     if job is None:
         raise SimError(404, f"No batch found with id '{batch_id}'.", param="batch_id")
-    state.batches.refresh(job, state.answer_batch_line, state.settings.batch_duration_s)
+    settings = state.settings
+    state.batches.refresh(
+        job, state.answer_batch_line, settings.batch_duration_s, settings.batch_faults
+    )
     return job
 
 
@@ -181,7 +191,10 @@ async def _list_batches(request: Request, state: Any, key: str) -> tuple[int, An
         raise SimError(400, "Invalid 'limit': expected an integer.", param="limit") from None
     page = jobs[:limit]
     for job in page:
-        store.refresh(job, state.answer_batch_line, state.settings.batch_duration_s)
+        settings = state.settings
+        store.refresh(
+            job, state.answer_batch_line, settings.batch_duration_s, settings.batch_faults
+        )
     data = [store.body(job) for job in page]
     return 200, {
         "object": "list",

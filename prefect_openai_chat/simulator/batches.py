@@ -6,7 +6,9 @@ first 10%, its lines answered one after the other until 80%, finalizing until 10
 Each line is answered with the same logic as `/v1/chat/completions` (`answer`), and
 the answers go to an output file and an error file in the real API's line format.
 `batch_faults` makes every new batch fail validation, expire half-way, fail some of
-its lines, or write its output in another order than its input.
+its lines, write its output in another order than its input, or break its result
+files (malformed or repeated lines, a line in both files, a line of another batch, an
+output file that is gone), or stay `in_progress` for as long as `stuck` is set.
 
 Example:
     >>> store = BatchStore()
@@ -26,7 +28,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BATCH_ENDPOINT = "/v1/chat/completions"
-BATCH_FAULTS = ("validation-failed", "expire", "line-errors", "shuffle")
+BATCH_FAULTS = (
+    "validation-failed",
+    "expire",
+    "line-errors",
+    "shuffle",
+    "stuck",
+    "missing-output",
+    "malformed-lines",
+    "duplicate-lines",
+    "output-and-error",
+    "foreign-ids",
+    "echo-key",
+)
 MAX_BATCH_LINES = 50_000
 MAX_FILE_BYTES = 200 * 1024 * 1024
 LINE_ERROR_EVERY = 10  # a `line-errors` batch fails input lines 1, 11, 21, ...
@@ -168,11 +182,19 @@ class BatchStore:
             job.status = "cancelling"
             job.stamps["cancelling_at"] = int(time.time())
 
-    def refresh(self, job: Job, answer: LineAnswer, duration_s: float | None = None) -> None:
+    def refresh(
+        self,
+        job: Job,
+        answer: LineAnswer,
+        duration_s: float | None = None,
+        live_faults: tuple[str, ...] | list[str] | None = None,
+    ) -> None:
         """Move `job` along its stages by the time passed; answer its lines when it ends.
 
         `duration_s` (the live `batch_duration_s`) replaces the job's own duration, so a
-        test can speed up a batch that is already running.
+        test can speed up a batch that is already running. A `stuck` batch stays
+        `in_progress` (or `cancelling`) while `live_faults` (the live `batch_faults`) still
+        holds `stuck`: a test can release it.
         """
         if job.status in ("completed", "failed", "expired", "cancelled"):
             return
@@ -184,6 +206,10 @@ class BatchStore:
             if share >= _VALIDATING:
                 job.status = "failed"
                 job.stamps["failed_at"] = int(time.time())
+            return
+        if "stuck" in job.faults and (live_faults is None or "stuck" in live_faults):
+            job.stamps.setdefault("in_progress_at", int(time.time()))
+            job.status = "in_progress" if job.cancel_at is None else "cancelling"
             return
         if job.cancel_at is not None:
             if now - job.cancel_at >= _VALIDATING * job.duration_s:
@@ -224,27 +250,22 @@ class BatchStore:
                 )
                 continue
             if "line-errors" in job.faults and index % LINE_ERROR_EVERY == 0:
-                body = {
-                    "error": {
-                        "message": "The server had an error while processing your request.",
-                        "type": "server_error",
-                        "param": None,
-                        "code": None,
-                    }
-                }
-                status_code = 500
+                body, status_code = _SERVER_ERROR, 500
             else:
                 status_code, body, _ = answer(job.key, line["body"])
             response = {"status_code": status_code, "request_id": _new_id("req_"), "body": body}
             (outputs if status_code == 200 else errors).append(
                 {**row, "response": response, "error": None}
             )
+        job.completed = len(outputs)
+        job.failed = len(errors)
+        _break_results(job, outputs, errors, answer)
         if outputs:
             job.output_file_id = self._result_file(job, outputs, "output")
         if errors:
             job.error_file_id = self._result_file(job, errors, "error")
-        job.completed = len(outputs)
-        job.failed = len(errors)
+        if "missing-output" in job.faults:
+            job.output_file_id = _new_id("file-")  # a file that answers 404
         job.status = status
         job.stamps[f"{status}_at"] = int(time.time())
         if status == "completed":
@@ -283,6 +304,45 @@ class BatchStore:
             },
             "metadata": job.metadata,
         }
+
+
+def _break_results(
+    job: Job, outputs: list[dict[str, Any]], errors: list[dict[str, Any]], answer: LineAnswer
+) -> None:
+    """The result-file faults of `job`, applied to its output and error rows in place."""
+    faults, by_id = job.faults, {row["custom_id"]: row for row in outputs}
+    ids = [line["custom_id"] for line in job.lines]
+    first = by_id.get(ids[0]) if ids else None
+    if "malformed-lines" in faults:
+        if first is not None:  # line 1: a `response` that is a string
+            first["response"] = "<html><body>502 Bad Gateway</body></html>"
+        second = by_id.get(ids[1]) if len(ids) > 1 else None
+        if second is not None:  # line 2: an `error` that is a string, in the error file
+            outputs.remove(second)
+            errors.append({**second, "response": None, "error": "upstream failure"})
+    if "duplicate-lines" in faults and len(ids) > 2:
+        other = job.lines[1]["body"]  # line 1 again, with line 2's answer: a wrong value
+        status, body, _ = answer(job.key, other)
+        response = {"status_code": status, "request_id": _new_id("req_"), "body": body}
+        outputs.append({"id": _new_id("batch_req_"), "custom_id": ids[0], "response": response})
+        third = by_id.get(ids[2])
+        if third is not None:  # line 3 twice, with the same answer
+            outputs.append({**third, "id": _new_id("batch_req_")})
+    if "output-and-error" in faults and first is not None:  # line 1 answered and failed
+        failed = {"status_code": 500, "request_id": _new_id("req_"), "body": _SERVER_ERROR}
+        errors.append({**first, "id": _new_id("batch_req_"), "response": failed})
+    if "foreign-ids" in faults and first is not None:  # a line this batch was never sent
+        outputs.append({**first, "id": _new_id("batch_req_"), "custom_id": _new_id("foreign-")})
+
+
+_SERVER_ERROR = {
+    "error": {
+        "message": "The server had an error while processing your request.",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
+}
 
 
 def _parse_lines(

@@ -136,7 +136,7 @@ class SimulatorSettings(BaseModel):
     )
     batch_faults: list[str] = Field(
         default_factory=list,
-        description="Faults of every new batch: validation-failed, expire, line-errors, shuffle.",
+        description="Faults of every new batch (simulator.batches.BATCH_FAULTS).",
     )
     batch_enqueued_token_limit: int | None = Field(
         default=None,

@@ -1,52 +1,59 @@
 """Files and batches over an `AsyncOpenAI` client: upload, create, find, poll, download.
 
-The client is the one the `ChatModel` builds (retries off): each call here gets a few
-retries of its own for connection errors and 5xx answers, as polling a batch for
-hours must outlive a network blip.
+The client is the one the `ChatModel` builds (retries off): each call here goes through
+the in-call tier (`resilience.retrying.call_with_retries`) with the model's retry
+policy, so the Batch API path retries what the error table says (connection errors,
+timeouts, 5xx, 408, 409), waits what the server's Retry-After says (a 429 is paced
+within `rate_limit_patience_s`), and fails at once on what cannot succeed (400, 401,
+404). Every error leaving this module is redacted: a server may echo the key.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import openai
 from openai import AsyncOpenAI
 
 from prefect_openai_chat.extraction.batch_api.lines import BATCH_ENDPOINT
+from prefect_openai_chat.redaction import redact_exception
+from prefect_openai_chat.resilience.policy import RetryPolicy
+from prefect_openai_chat.resilience.retrying import call_with_retries
 
 T = TypeVar("T")
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-_RETRIES = 4
-
-
-async def _retrying(action: Callable[[], Awaitable[T]]) -> T:
-    for attempt in range(_RETRIES + 1):
-        try:
-            return await action()
-        except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError):
-            if attempt == _RETRIES:
-                raise
-            await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
-    raise AssertionError("unreachable")
 
 
 class BatchClient:
     """The Files and Batch API calls a batch run makes."""
 
-    def __init__(self, client: AsyncOpenAI) -> None:
-        self.client = client
+    def __init__(
+        self, client: AsyncOpenAI, policy: RetryPolicy | None = None, key: str = "batch API"
+    ) -> None:
+        self.client, self.policy, self.key = client, policy or RetryPolicy(), key
+
+    async def _call(self, action: Callable[[], Awaitable[T]]) -> T:
+        """`action` under the retry policy; a failure leaves redacted."""
+        try:
+            result, _ = await call_with_retries(
+                lambda attempt: action(), policy=self.policy, key=self.key
+            )
+        except Exception as exc:
+            redact_exception(exc)
+            raise
+        return result
 
     async def upload(self, data: bytes, name: str) -> str:
         """Upload a batch input file; its id."""
-        file = await _retrying(lambda: self.client.files.create(file=(name, data), purpose="batch"))
+        file = await self._call(
+            lambda: self.client.files.create(file=(name, data), purpose="batch")
+        )
         return file.id
 
     async def create(self, file_id: str, metadata: dict[str, str]) -> Any:
         """Create a batch over `file_id` for chat completions within 24 h."""
-        return await _retrying(
+        return await self._call(
             lambda: self.client.batches.create(
                 input_file_id=file_id,
                 endpoint=BATCH_ENDPOINT,
@@ -60,7 +67,7 @@ class BatchClient:
         after: str | None = None
         for _ in range(pages):
             kwargs: dict[str, Any] = {"limit": 100, **({"after": after} if after else {})}
-            page = await _retrying(functools.partial(self.client.batches.list, **kwargs))
+            page = await self._call(functools.partial(self.client.batches.list, **kwargs))
             for batch in page.data:
                 if batch.metadata == metadata and batch.status != "failed":
                     return batch
@@ -71,15 +78,16 @@ class BatchClient:
 
     async def retrieve(self, batch_id: str) -> Any:
         """The batch as it is now."""
-        return await _retrying(lambda: self.client.batches.retrieve(batch_id))
+        return await self._call(lambda: self.client.batches.retrieve(batch_id))
 
     async def cancel(self, batch_id: str) -> Any:
         """Ask the API to cancel a batch."""
-        return await _retrying(lambda: self.client.batches.cancel(batch_id))
+        return await self._call(lambda: self.client.batches.cancel(batch_id))
 
     async def download(self, file_id: str | None) -> bytes:
         """The content of an output or error file (empty when there is none)."""
         if not file_id:
             return b""
-        content = await _retrying(lambda: self.client.files.content(file_id))
-        return content.content
+        content = await self._call(lambda: self.client.files.content(file_id))
+        data: bytes = content.content
+        return data

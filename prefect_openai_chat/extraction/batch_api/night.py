@@ -6,7 +6,11 @@ replayed through the online path's parse, repair and validation (`replay`), and
 what still needs a call (a re-ask, more room, a failed line) is sent online, or in
 the next round's batches with `reask="batch"`. Batches are planned within the API's
 limits and the model's enqueued-token limit, and recorded in the run's ledger before
-any wait, so a restarted run picks them up instead of paying again.
+any wait, so a restarted run picks them up instead of paying again. A batch still
+unfinished past its deadline (`deadline_s` after its creation) is cancelled and its
+records resubmitted or quarantined; nothing its result files hold (malformed or repeated
+lines, lines of other batches, a file that cannot be read) fails the run: each becomes
+the outcome of the record it concerns, with the reason.
 
 Example:
     >>> BatchOptions.from_mapping({"poll_interval_s": 5, "reask": "batch"}).reask
@@ -17,14 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+import openai
 from pydantic import BaseModel
 
 from prefect_openai_chat.chat import ChatRunner
-from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.errors import ChatError, InvalidInputError
 from prefect_openai_chat.extraction.batch_api.client import TERMINAL, BatchClient
 from prefect_openai_chat.extraction.batch_api.ledger import BatchLedger
 from prefect_openai_chat.extraction.batch_api.lines import (
@@ -35,14 +41,18 @@ from prefect_openai_chat.extraction.batch_api.lines import (
     plan_waves,
     split_lines,
 )
-from prefect_openai_chat.extraction.batch_api.outputs import LineResult, read_result_lines
+from prefect_openai_chat.extraction.batch_api.outputs import MALFORMED, LineResult, ResultLines
 from prefect_openai_chat.extraction.batch_api.replay import NextRequest, replay_extraction
 from prefect_openai_chat.extraction.engine import CallFn
+from prefect_openai_chat.redaction import redact_text
 from prefect_openai_chat.results import ChatResult, Extraction
 from prefect_openai_chat.tokens import count_message_tokens
 
 Status = Literal["queued", "answered", "failed_line", "unfinished", "batch_failed", "done"]
 OnBatches = Callable[[Sequence[Any]], None]
+COMPLETION_WINDOW_S = 24 * 3600.0
+DEADLINE_MARGIN_S = 3600.0
+DOWNLOAD_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,9 @@ class BatchOptions:
         max_requests: Requests per batch (the API's limit: 50,000).
         max_bytes: Bytes per batch input file (the API's limit: 200 MB).
         max_rounds: Batch rounds at most; what still needs a call then goes online.
+        deadline_s: Seconds from a batch's creation after which a batch that has not
+            ended is cancelled and its records are treated as unfinished (the
+            completion window, 24 h, plus an hour).
     """
 
     poll_interval_s: float = 30.0
@@ -69,6 +82,7 @@ class BatchOptions:
     max_requests: int = MAX_BATCH_REQUESTS
     max_bytes: int = MAX_BATCH_BYTES
     max_rounds: int = 4
+    deadline_s: float = COMPLETION_WINDOW_S + DEADLINE_MARGIN_S
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any] | None) -> BatchOptions:
@@ -89,8 +103,10 @@ class BatchOptions:
                 "batch option unfinished must be 'resubmit' or 'quarantine',"
                 f" got {made.unfinished!r}"
             )
-        if made.poll_interval_s <= 0 or made.max_rounds < 1:
-            raise InvalidInputError("batch options poll_interval_s and max_rounds must be positive")
+        if made.poll_interval_s <= 0 or made.max_rounds < 1 or not made.deadline_s > 0:
+            raise InvalidInputError(
+                "batch options poll_interval_s, max_rounds and deadline_s must be positive"
+            )
         return made
 
 
@@ -139,6 +155,7 @@ class BatchNight:
         self.extraction_options = {"model": model, **extraction_options}
         self.prices = prices
         self.works: dict[str, Work] = {}
+        self.abandoned: dict[str, str] = {}  # batch id -> why its records are unfinished
 
     # --- round 0: every record's first request ---
 
@@ -222,48 +239,122 @@ class BatchNight:
         batch_ids: Sequence[str],
         on_batches: OnBatches,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> list[Any]:
-        """Poll until every batch has ended; `on_batches` sees them after each look."""
+        """Poll until every batch has ended or is past its deadline (then cancelled and
+        abandoned); `on_batches` sees them after each look."""
         while True:
             batches = [await client.retrieve(batch_id) for batch_id in batch_ids]
             on_batches(batches)
-            if all(b.status in TERMINAL for b in batches):
+            for batch in batches:
+                if self._open(batch) and self._late(batch, clock()):
+                    await self._abandon(client, batch, clock())
+            if not any(self._open(b) for b in batches):
                 return batches
             await sleep(self.options.poll_interval_s)
 
-    async def collect(self, client: BatchClient, batch: Any, custom_ids: Sequence[str]) -> None:
-        """Match the batch's output and error lines to their works by `custom_id`."""
+    def _open(self, batch: Any) -> bool:
+        return batch.status not in TERMINAL and batch.id not in self.abandoned
+
+    def _late(self, batch: Any, now: float) -> bool:
+        created = getattr(batch, "created_at", None)
+        return isinstance(created, int | float) and now - created > self.options.deadline_s
+
+    async def _abandon(self, client: BatchClient, batch: Any, now: float) -> None:
+        """Cancel a batch past its deadline (best effort) and give its records up."""
+        reason = (
+            f"batch {batch.id} was still {batch.status} {now - batch.created_at:.0f} s after"
+            f" it was created, past its deadline of {self.options.deadline_s:g} s (batch option"
+            " deadline_s); it was cancelled"
+        )
+        try:
+            await client.cancel(batch.id)
+        except (openai.APIError, ChatError) as exc:
+            reason += f" (the cancel failed: {type(exc).__name__}: {exc})"
+        self.abandoned[batch.id] = redact_text(reason)[:500]
+
+    async def collect(
+        self, client: BatchClient, batch: Any, custom_ids: Sequence[str]
+    ) -> list[str]:
+        """Match the batch's output and error lines to their works by `custom_id`.
+
+        Returns notes to log: lines not used (malformed, repeated, of records this batch
+        never sent) and result files that could not be read. Nothing here raises for
+        what a file holds: each problem becomes the outcome of the record it concerns.
+        """
         mine = [c for c in custom_ids if c in self.works and self.works[c].status == "queued"]
+        if batch.id in self.abandoned:
+            for custom_id in mine:
+                self._unfinished(self.works[custom_id], self.abandoned[batch.id])
+            return []
         if batch.status == "failed":
             self._failed_batch(batch, list(custom_ids), mine)
-            return
-        results: dict[str, LineResult] = {}
-        for file_id in (batch.output_file_id, batch.error_file_id):
-            data = await client.download(file_id)
-            results.update(read_result_lines(data, self.model, self.prices))
+            return []
+        lines, unreadable = ResultLines(), []
+        for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
+            try:
+                data = await self._download(client, file_id)
+            except (openai.APIError, ChatError) as exc:
+                text = f"its {kind} file {file_id} could not be read ({type(exc).__name__}: {exc})"
+                unreadable.append(redact_text(text)[:300])
+                continue
+            lines.add(data, self.model, self.prices, f"batch {batch.id} {kind} file")
+        sent = set(custom_ids)
+        foreign = [c for c in lines.by_id if c not in sent]
+        notes = lines.notes + [f"batch {batch.id}: {u}" for u in unreadable]
+        if foreign:
+            notes.append(
+                f"batch {batch.id}: {len(foreign)} result line(s) for records this batch never"
+                f" sent (e.g. {foreign[0][:24]}); ignored"
+            )
         for custom_id in mine:
-            work, result = self.works[custom_id], results.get(custom_id)
-            if result is not None and result.answer is not None:
-                work.answers.append(result.answer)
-                work.batch_cost += result.answer.cost_usd or 0.0
-                work.online_cost_of_answers += result.online_cost_usd or 0.0
-                work.status = "answered"
-            elif (result is not None and result.unfinished) or (
-                result is None
-                and batch.status
-                in (
-                    "expired",
-                    "cancelled",
+            result = lines.by_id.get(custom_id)
+            self._match(batch, self.works[custom_id], result, unreadable)
+            if result is not None and result.code == MALFORMED:
+                notes.append(
+                    f"batch {batch.id}: record {custom_id[:16]}: {result.error}; asked again"
                 )
-            ):
-                work.status, work.note = "unfinished", f"batch {batch.id} {batch.status} first"
-            else:
-                work.status = "failed_line"
-                work.note = (
-                    f"batch {batch.id}: {result.error}"
-                    if result is not None
-                    else f"batch {batch.id} returned no line for this record"
-                )
+        return [redact_text(note)[:500] for note in notes]
+
+    async def _download(self, client: BatchClient, file_id: str | None) -> bytes:
+        """A result file, tried `DOWNLOAD_TRIES` times (each under the retry policy)."""
+        for attempt in range(1, DOWNLOAD_TRIES + 1):
+            try:
+                return await client.download(file_id)
+            except (openai.APIError, ChatError):
+                if attempt == DOWNLOAD_TRIES:
+                    raise
+                await asyncio.sleep(min(self.options.poll_interval_s, 30.0))
+        raise AssertionError("unreachable")
+
+    def _match(
+        self, batch: Any, work: Work, result: LineResult | None, unreadable: list[str]
+    ) -> None:
+        """What one work's line (or its absence) makes of it."""
+        if result is not None and result.answer is not None:
+            work.answers.append(result.answer)
+            work.batch_cost += result.answer.cost_usd or 0.0
+            work.online_cost_of_answers += result.online_cost_usd or 0.0
+            work.status = "answered"
+        elif result is not None and result.conflict:
+            work.status, work.note = "batch_failed", f"batch {batch.id}: {result.error}"
+        elif result is None and unreadable:
+            self._unfinished(work, f"batch {batch.id} abandoned: {'; '.join(unreadable)}")
+        elif (result is not None and result.unfinished) or (
+            result is None and batch.status in ("expired", "cancelled")
+        ):
+            self._unfinished(work, f"batch {batch.id} {batch.status} first")
+        else:
+            work.status = "failed_line"
+            work.note = (
+                f"batch {batch.id}: {result.error}"
+                if result is not None
+                else f"batch {batch.id} returned no line for this record"
+            )
+
+    @staticmethod
+    def _unfinished(work: Work, note: str) -> None:
+        work.status, work.note = "unfinished", note
 
     def _failed_batch(self, batch: Any, custom_ids: list[str], mine: list[str]) -> None:
         errors = list(getattr(batch.errors, "data", None) or [])
@@ -281,7 +372,8 @@ class BatchNight:
         for custom_id in mine:
             reason = by_id.get(custom_id) or f"another line failed it ({first})"
             self.works[custom_id].status = "batch_failed"
-            self.works[custom_id].note = f"batch {batch.id} failed validation: {reason}"
+            note = f"batch {batch.id} failed validation: {reason}"
+            self.works[custom_id].note = redact_text(note)[:500]
 
     # --- settling ---
 
@@ -309,7 +401,7 @@ class BatchNight:
                     go_online.append(work)
                 else:
                     work.status = "queued"
-            elif work.status == "batch_failed":
+            elif work.status == "batch_failed":  # failed validation, or answered differently
                 self._finish(work, None, work.note)
             elif work.status == "queued" and last_round:
                 go_online.append(work)  # a batch the queue had no room for, in the last round
