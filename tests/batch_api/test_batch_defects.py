@@ -7,6 +7,7 @@ exactly once, with the reason, and that the run does not crash or hang.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -213,9 +214,27 @@ def test_an_upload_error_echoing_the_key_is_redacted_everywhere(
             texts[f"flow state {flow_state.name}"] = flow_state.model_dump_json()
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
         texts["api logs"] = "\n".join(log.message for log in logs)
-    assert any("submit batches" in name for name in texts)  # the task that failed is there
+        texts["events"] = _events_of(client, f"prefect.flow-run.{run_id}")
+    assert any("submit batches" in name for name in texts)
+    assert (
+        "prefect.task-run.Failed" in texts["events"]
+    )  # the failed task's event is there  # the task that failed is there
     quarantine = tmp_path / "quarantine.jsonl"
     texts["quarantine"] = quarantine.read_text() if quarantine.exists() else ""
     leaks = [where for where, text in texts.items() for n in needles if n in text]
     assert leaks == []
     assert uploads == 2  # the upload was retried by the model's policy (max_attempts=2)
+
+
+def _events_of(client: Any, resource: str) -> str:
+    """The events about `resource` (and its task runs) the Prefect API stored, as JSON."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=5)
+    query = {"filter": {"any_resource": {"id": [resource]}}, "limit": 50}
+    for _ in range(50):  # events are stored a moment after they are sent
+        events = client.request("POST", "/events/filter", json=query).json()["events"]
+        if any(e["event"] == "prefect.task-run.Failed" for e in events):
+            break
+        time.sleep(0.1)
+    return json.dumps(events)
