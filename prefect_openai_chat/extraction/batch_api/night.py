@@ -265,12 +265,13 @@ class BatchNight:
         reason = (
             f"batch {batch.id} was still {batch.status} {now - batch.created_at:.0f} s after"
             f" it was created, past its deadline of {self.options.deadline_s:g} s (batch option"
-            " deadline_s); it was cancelled"
+            " deadline_s)"
         )
         try:
             await client.cancel(batch.id)
+            reason += "; it was cancelled"
         except (openai.APIError, ChatError) as exc:
-            reason += f" (the cancel failed: {type(exc).__name__}: {exc})"
+            reason += f"; cancelling it failed ({type(exc).__name__}: {exc})"
         self.abandoned[batch.id] = redact_text(reason)[:500]
 
     async def collect(
