@@ -7,6 +7,11 @@ Two counts are named apart: `ChatResult.http_attempts` counts the HTTP requests 
 chat completion (in-call retries included); `Extraction.calls` counts the chat
 completions an extraction made (first answer, re-asks, re-sends with more room).
 
+The texts a record's outcome carries to the quarantine, the record ledger, artifacts and
+events (`reason`, `last_raw_output`) pass the redaction boundary when the model is made:
+known secrets, keys and bearer tokens are masked, a reason is kept to `REASON_LIMIT`
+bytes and a raw answer to `RAW_OUTPUT_LIMIT`, each with a marker saying how much was cut.
+
 Example:
     >>> from prefect_openai_chat.results import Usage
     >>> (Usage(prompt_tokens=10, completion_tokens=5) + Usage(prompt_tokens=1)).total_tokens
@@ -20,9 +25,23 @@ from __future__ import annotations
 import warnings
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field, field_validator
+
+from prefect_openai_chat.redaction import bounded_text
 
 T = TypeVar("T")
+REASON_LIMIT = 4 * 1024  # bytes of UTF-8 kept of a reason (a refusal may run to megabytes)
+RAW_OUTPUT_LIMIT = 64 * 1024  # bytes of UTF-8 kept of a raw model answer
+
+
+def bounded_reason(reason: str | None) -> str | None:
+    """A reason as it may be kept: secrets masked, at most `REASON_LIMIT` bytes (and a marker).
+
+    Example:
+        >>> bounded_reason("x" * 5000)[4090:]
+        'xxxxxx\\n[prefect-openai-chat: 904 more bytes cut; the reason had 5000 bytes]'
+    """
+    return bounded_text(reason, REASON_LIMIT, "the reason")
 
 
 class Usage(BaseModel):
@@ -121,6 +140,11 @@ class _Spent(BaseModel):
     cost_usd: float | None = None
     latency_s: float = 0.0
 
+    @field_validator("reason")
+    @classmethod
+    def _bounded_reason(cls, reason: str | None) -> str | None:
+        return bounded_reason(reason)
+
     @property
     def attempts(self) -> int:
         """Deprecated name of `calls`."""
@@ -165,6 +189,11 @@ class RecordOutcome(_Spent):
         default=None,
         description="What the same attempts would have cost online (None: the same as cost_usd).",
     )
+
+    @field_validator("last_raw_output")
+    @classmethod
+    def _bounded_raw_output(cls, raw: str | None) -> str | None:
+        return bounded_text(raw, RAW_OUTPUT_LIMIT, "the raw output")
 
 
 class BatchReport(BaseModel):
