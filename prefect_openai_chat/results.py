@@ -8,7 +8,8 @@ chat completion (in-call retries included); `Extraction.calls` counts the chat
 completions an extraction made (first answer, re-asks, re-sends with more room).
 
 The texts a record's outcome carries to the quarantine, the record ledger, artifacts and
-events (`reason`, `last_raw_output`) pass the redaction boundary when the model is made:
+events (`reason`, `last_raw_output`, and an `Extraction`'s `errors` and `raw_outputs`, which
+Prefect persists as task results) pass the redaction boundary when the model is made:
 known secrets, keys and bearer tokens are masked, a reason is kept to `REASON_LIMIT`
 bytes and a raw answer to `RAW_OUTPUT_LIMIT`, each with a marker saying how much was cut.
 
@@ -30,11 +31,12 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field,
 from prefect_openai_chat.redaction import bounded_text
 
 T = TypeVar("T")
+S = TypeVar("S", bound="str | None")
 REASON_LIMIT = 4 * 1024  # bytes of UTF-8 kept of a reason (a refusal may run to megabytes)
 RAW_OUTPUT_LIMIT = 64 * 1024  # bytes of UTF-8 kept of a raw model answer
 
 
-def bounded_reason(reason: str | None) -> str | None:
+def bounded_reason(reason: S) -> S:
     """A reason as it may be kept: secrets masked, at most `REASON_LIMIT` bytes (and a marker).
 
     Example:
@@ -42,6 +44,11 @@ def bounded_reason(reason: str | None) -> str | None:
         'xxxxxx\\n[prefect-openai-chat: 904 more bytes cut; the reason had 5000 bytes]'
     """
     return bounded_text(reason, REASON_LIMIT, "the reason")
+
+
+def bounded_raw_output(raw: S) -> S:
+    """A raw answer as it may be kept: secrets masked, at most `RAW_OUTPUT_LIMIT` bytes."""
+    return bounded_text(raw, RAW_OUTPUT_LIMIT, "the raw output")
 
 
 class Usage(BaseModel):
@@ -166,6 +173,16 @@ class Extraction(_Spent, Generic[T]):
     finish_reasons: list[str | None] = Field(default_factory=list)
     request_ids: list[str | None] = Field(default_factory=list)
 
+    @field_validator("errors")
+    @classmethod
+    def _bounded_errors(cls, errors: list[str]) -> list[str]:
+        return [bounded_reason(error) for error in errors]
+
+    @field_validator("raw_outputs")
+    @classmethod
+    def _bounded_raw_outputs(cls, raw_outputs: list[str]) -> list[str]:
+        return [bounded_raw_output(raw) for raw in raw_outputs]
+
 
 class RecordOutcome(_Spent):
     """What became of one input record in a batch: an `Extraction`, made ready to write.
@@ -193,7 +210,7 @@ class RecordOutcome(_Spent):
     @field_validator("last_raw_output")
     @classmethod
     def _bounded_raw_output(cls, raw: str | None) -> str | None:
-        return bounded_text(raw, RAW_OUTPUT_LIMIT, "the raw output")
+        return bounded_raw_output(raw)
 
 
 class BatchReport(BaseModel):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from defect_support import MESSAGES, sim_model
+from defect_support import MESSAGES, run_task, sim_model
 from prefect import flow
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
@@ -29,7 +29,7 @@ from prefect.utilities.dispatch import lookup_type, register_type
 from pydantic import BaseModel, SecretStr
 from registry_support import clear_resilience
 
-from prefect_openai_chat import ChatModel, OpenAICredentials, chat_completion
+from prefect_openai_chat import ChatModel, OpenAICredentials, chat_completion, extract
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.ledger import RAW_OUTPUT_LIMIT
 from prefect_openai_chat.extraction.templates import PromptTemplateError, template_fields
@@ -210,6 +210,23 @@ def test_two_megabyte_refusals_leave_a_small_ledger_quarantine_and_artifact(
         artifacts = client.read_artifacts()
     table = next(a for a in artifacts if a.key == "extract-records-quarantine" and a.data)
     assert len(json.dumps(table.data)) < 20 * 800  # cells of at most 500 bytes and a marker
+
+
+def test_an_extraction_keeps_a_long_refusal_quoting_the_key_masked_and_capped(
+    server: Simulator,
+) -> None:
+    """`extract`'s result is persisted by Prefect: its reason, errors and raw outputs too."""
+    refusal = f"No: {KEY}. " + "I can't assist with that. " * 80_000  # 2 MB
+    server.configure(fault_rates={"refusal": 1.0}, refusal_text=refusal)
+    model = sim_model(server, api_key=KEY, max_attempts=1, task_retries=0)
+    _, result = run_task(extract, model, Greeting, "Say hi to Ada.")
+    assert result.outcome == "refused"
+    texts = [result.reason, *result.errors, *result.raw_outputs]
+    assert all(text.startswith(("the model", "attempt 1", "No: ***")) for text in texts), texts
+    assert len(result.reason.encode()) < REASON_LIMIT + 100
+    assert all(len(error.encode()) < REASON_LIMIT + 100 for error in result.errors)
+    assert all(len(raw.encode()) < RAW_OUTPUT_LIMIT + 100 for raw in result.raw_outputs)
+    assert leaks(repr(result)) == []
 
 
 # --- 4. format specs are literal and bounded ---------------------------------------------------
