@@ -40,6 +40,7 @@ from prefect_openai_chat.simulator.request_log import read_request_log
 GATEWAY = "Bearer hk-gateway-" + secrets.token_hex(12)  # Helicone-Auth: Bearer sk-... in life
 TENANT = "tenant" + secrets.token_hex(10)  # a credential in a header that looks like nothing
 HEADERS = {"Helicone-Auth": GATEWAY, "X-Gateway-Key": TENANT}
+OLD_HEADERS = {"X-Gateway-Key": "old" + secrets.token_hex(10)}  # stays in plain text, so apart
 KEY = "plainkey" + secrets.token_hex(12)  # the API key: no `sk-` shape to give it away
 REASON_LIMIT = 4 * 1024  # results.REASON_LIMIT, written out: the test also runs on older code
 NEEDLES = [GATEWAY, GATEWAY[-8:], TENANT, TENANT[-8:], KEY, KEY[-8:]]
@@ -106,7 +107,7 @@ def save_the_old_way(name: str) -> None:
 
         try:
             old = OldCredentials(
-                api_key=KEY, base_url="http://127.0.0.1:9/v1", default_headers=HEADERS
+                api_key=KEY, base_url="http://127.0.0.1:9/v1", default_headers=OLD_HEADERS
             )
             old.save(name)
         finally:
@@ -142,15 +143,16 @@ def test_a_block_saved_with_plain_headers_still_loads() -> None:
     save_the_old_way(name)
     with get_client(sync_client=True) as client:
         stored = client.read_block_document_by_name(name, "openai-chat-credentials")
-    assert stored.data["default_headers"] == HEADERS  # as the old block stored them
+    assert stored.data["default_headers"] == OLD_HEADERS  # as the old block stored them
     assert lookup_type(Block, "openai-chat-credentials") is OpenAICredentials
     loaded = OpenAICredentials.load(name)
     assert loaded.default_headers is not None
-    assert loaded.default_headers.get_secret_value() == HEADERS
-    assert "**********" in repr(loaded) and TENANT not in repr(loaded)
+    assert loaded.default_headers.get_secret_value() == OLD_HEADERS
+    assert "**********" in repr(loaded) and OLD_HEADERS["X-Gateway-Key"] not in repr(loaded)
     client = loaded.get_client()
     try:
-        assert client.default_headers["X-Gateway-Key"] == TENANT  # what the requests carry
+        sent = client.default_headers["X-Gateway-Key"]  # what every request carries
+        assert sent == OLD_HEADERS["X-Gateway-Key"]
     finally:
         client.close()
 
@@ -158,10 +160,13 @@ def test_a_block_saved_with_plain_headers_still_loads() -> None:
 # --- 2 and 3. kept texts are redacted and capped --------------------------------------------------
 
 
-def run_refusals(server: Simulator, tmp_path: Path, refusal: str, records: int) -> dict[str, Any]:
+def run_refusals(
+    server: Simulator, tmp_path: Path, refusal: str, records: int
+) -> tuple[dict[str, Any], list[Any]]:
+    """`extract_records` with every answer `refusal`: its summary and its artifacts."""
     server.configure(fault_rates={"refusal": 1.0}, refusal_text=refusal)
     model = sim_model(server, api_key=KEY, max_attempts=1, task_retries=0)
-    return extract_records(  # type: ignore[no-any-return]
+    state = extract_records(
         source=[{"id": i, "text": f"Say hi to Ada number {i}."} for i in range(records)],
         schema=Greeting,
         chat_model=model,
@@ -170,14 +175,21 @@ def run_refusals(server: Simulator, tmp_path: Path, refusal: str, records: int) 
         quarantine=str(tmp_path / "quarantine.jsonl"),
         key_field="id",
         cache=str(tmp_path / "ledger.sqlite"),
+        return_state=True,
     )
+    with get_client(sync_client=True) as client:
+        run_id = state.state_details.flow_run_id
+        artifacts = [a for a in client.read_artifacts() if a.flow_run_id == run_id]
+    return state.result(), artifacts
 
 
 def test_a_refusal_quoting_the_key_is_masked_in_quarantine_ledger_and_artifacts(
     server: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.DEBUG):
-        summary = run_refusals(server, tmp_path, f"I can't share the key {KEY} with you.", 3)
+        summary, artifacts = run_refusals(
+            server, tmp_path, f"I can't share the key {KEY} with you.", 3
+        )
     assert summary["quarantined"] == 3
     rows = [json.loads(line) for line in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
     assert all("refused" in row["reason"] and "***" in row["reason"] for row in rows)
@@ -186,7 +198,8 @@ def test_a_refusal_quoting_the_key_is_masked_in_quarantine_ledger_and_artifacts(
     assert "I can't share the key ***" in ledger  # the refusal is there, masked
     assert leaks((tmp_path / "quarantine.jsonl").read_text()) == []
     assert leaks(ledger) == []
-    assert leaks(stored_texts()["artifacts"]) == []
+    assert any(a.key == "extract-records-quarantine" for a in artifacts)
+    assert leaks(repr([a.model_dump() for a in artifacts])) == []
     assert leaks(caplog.text) == []
 
 
@@ -194,7 +207,7 @@ def test_two_megabyte_refusals_leave_a_small_ledger_quarantine_and_artifact(
     server: Simulator, tmp_path: Path
 ) -> None:
     refusal = ("I'm sorry, but I can't assist with that request. " * 42_000)[: 2 * 1024 * 1024]
-    summary = run_refusals(server, tmp_path, refusal, 20)
+    summary, artifacts = run_refusals(server, tmp_path, refusal, 20)
     assert summary["quarantined"] == 20
     ledger = (tmp_path / "ledger.sqlite").stat().st_size
     quarantine = (tmp_path / "quarantine.jsonl").stat().st_size
@@ -206,9 +219,7 @@ def test_two_megabyte_refusals_leave_a_small_ledger_quarantine_and_artifact(
     reason = rows[0]["reason"]
     assert len(reason.encode()) < REASON_LIMIT + 100
     assert reason.endswith(f"the reason had {len('the model refused: ') + len(refusal)} bytes]")
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts()
-    table = next(a for a in artifacts if a.key == "extract-records-quarantine" and a.data)
+    table = next(a for a in artifacts if a.key == "extract-records-quarantine")
     assert len(json.dumps(table.data)) < 20 * 800  # cells of at most 500 bytes and a marker
 
 
