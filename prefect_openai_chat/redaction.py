@@ -5,13 +5,20 @@ plugin redacts, at its boundary, every string it hands on: the exception the run
 raises (its message, `args`, `message`, `body`, notes, the request's auth headers and
 the whole cause chain), the lines it logs and the payloads of its events. What is
 redacted: every key the plugin has built a client with (`remember_secret`), and
-anything that looks like an OpenAI key (`sk-...`) or a bearer token.
+anything that looks like an OpenAI key (`sk-...`) or a bearer token, and the credential
+values of a credentials block's `default_headers` (`remember_headers`).
+
+Text the plugin keeps (a quarantine row, the record ledger, an artifact, an event) also
+passes `bounded_text`: redacted, then cut to a size limit with a marker saying how much
+was cut (`cap_text`), so that neither a key nor a 2 MB answer lands there.
 
 Example:
-    >>> from prefect_openai_chat.redaction import redact_text, remember_secret
+    >>> from prefect_openai_chat.redaction import bounded_text, redact_text, remember_secret
     >>> _ = remember_secret("azure-key-0123456789")
     >>> redact_text("bad key azure-key-0123456789, also sk-proj-abcdefgh12345678")
     'bad key ***, also ***'
+    >>> bounded_text("refused: azure-key-0123456789 " + "x" * 20, limit=16)
+    'refused: *** xxx\\n[prefect-openai-chat: 17 more bytes cut; the text had 33 bytes]'
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 S = TypeVar("S", bound="str | None")
@@ -30,6 +37,19 @@ _SHAPES = re.compile(
     r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-*]{6,}|(?i:bearer)\s+[A-Za-z0-9._\-~+/]{6,}=*"
 )
 _AUTH_HEADERS = ("authorization", "api-key", "x-api-key", "openai-api-key")
+# A header whose name says it carries a credential, or whose value does (an auth scheme, or
+# a long token of letters and digits): its value is redacted. Every value is stored masked.
+_CREDENTIAL_NAME = re.compile(
+    r"auth|key|token|secret|cookie|passw|session|signature|credential", re.I
+)
+_CREDENTIAL_VALUE = re.compile(
+    r"^(?:(?i:bearer|basic|token|digest|apikey)\s+\S+"
+    r"|(?=\S*[A-Za-z])(?=\S*[0-9])[A-Za-z0-9._~+/=\-]{16,})$"
+)
+
+_MARKER = re.compile(
+    r"\n\[prefect-openai-chat: \d+ more bytes cut; [^\]\n]{1,40} had \d+ bytes\]\Z"
+)
 
 _lock = threading.Lock()
 _secrets: frozenset[str] = frozenset()
@@ -48,6 +68,17 @@ def remember_secret(secret: S) -> S:
     return secret
 
 
+def remember_headers(headers: Mapping[str, str] | None) -> None:
+    """Redact from now on the values of `headers` that carry a credential (and the token
+    after an auth scheme such as `Bearer`); fault switches such as `x-simulator-fault:
+    fenced-json` are left readable."""
+    for name, value in (headers or {}).items():
+        text = str(value).strip()
+        if _CREDENTIAL_NAME.search(str(name)) or _CREDENTIAL_VALUE.match(text):
+            remember_secret(text)
+            remember_secret(text.split()[-1] if text.split() else text)
+
+
 def redact_text(text: str, extra: Iterable[str] = ()) -> str:
     """`text` with every known secret, `sk-...` key and bearer token replaced by `***`."""
     for secret in extra:
@@ -57,6 +88,34 @@ def redact_text(text: str, extra: Iterable[str] = ()) -> str:
     if pattern is not None:
         text = pattern.sub(MASK, text)
     return _SHAPES.sub(MASK, text)
+
+
+def cap_text(text: S, limit: int, what: str = "the text") -> S:
+    """`text` cut to `limit` bytes of UTF-8, with a marker saying how much was cut.
+
+    Example:
+        >>> cap_text("x" * 10, limit=4, what="the reason")
+        'xxxx\\n[prefect-openai-chat: 6 more bytes cut; the reason had 10 bytes]'
+    """
+    if text is None or len(text) * 4 <= limit:  # at most 4 bytes a character: short enough
+        return text
+    data = text.encode("utf-8", errors="surrogatepass")
+    if len(data) <= limit:
+        return text
+    marked = _MARKER.search(text[-200:])  # capped before (a stored outcome read back): as is
+    if marked and len(data) - len(marked.group().encode()) <= limit:
+        return text
+    kept = data[:limit].decode("utf-8", errors="ignore")  # never half a character
+    cut = len(data) - len(kept.encode("utf-8", errors="surrogatepass"))
+    marker = f"[prefect-openai-chat: {cut} more bytes cut; {what} had {len(data)} bytes]"
+    return f"{kept}\n{marker}"  # type: ignore[return-value]
+
+
+def bounded_text(text: S, limit: int, what: str = "the text") -> S:
+    """`text` redacted, then capped to `limit` bytes (`cap_text`): what the plugin keeps."""
+    if text is None:
+        return text
+    return cap_text(redact_text(text), limit, what)  # type: ignore[return-value]
 
 
 def redact_value(value: Any) -> Any:

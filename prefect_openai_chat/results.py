@@ -7,6 +7,12 @@ Two counts are named apart: `ChatResult.http_attempts` counts the HTTP requests 
 chat completion (in-call retries included); `Extraction.calls` counts the chat
 completions an extraction made (first answer, re-asks, re-sends with more room).
 
+The texts a record's outcome carries to the quarantine, the record ledger, artifacts and
+events (`reason`, `last_raw_output`, and an `Extraction`'s `errors` and `raw_outputs`, which
+Prefect persists as task results) pass the redaction boundary when the model is made:
+known secrets, keys and bearer tokens are masked, a reason is kept to `REASON_LIMIT`
+bytes and a raw answer to `RAW_OUTPUT_LIMIT`, each with a marker saying how much was cut.
+
 Example:
     >>> from prefect_openai_chat.results import Usage
     >>> (Usage(prompt_tokens=10, completion_tokens=5) + Usage(prompt_tokens=1)).total_tokens
@@ -20,9 +26,29 @@ from __future__ import annotations
 import warnings
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field, field_validator
+
+from prefect_openai_chat.redaction import bounded_text
 
 T = TypeVar("T")
+S = TypeVar("S", bound="str | None")
+REASON_LIMIT = 4 * 1024  # bytes of UTF-8 kept of a reason (a refusal may run to megabytes)
+RAW_OUTPUT_LIMIT = 64 * 1024  # bytes of UTF-8 kept of a raw model answer
+
+
+def bounded_reason(reason: S) -> S:
+    """A reason as it may be kept: secrets masked, at most `REASON_LIMIT` bytes (and a marker).
+
+    Example:
+        >>> bounded_reason("x" * 5000)[4090:]
+        'xxxxxx\\n[prefect-openai-chat: 904 more bytes cut; the reason had 5000 bytes]'
+    """
+    return bounded_text(reason, REASON_LIMIT, "the reason")
+
+
+def bounded_raw_output(raw: S) -> S:
+    """A raw answer as it may be kept: secrets masked, at most `RAW_OUTPUT_LIMIT` bytes."""
+    return bounded_text(raw, RAW_OUTPUT_LIMIT, "the raw output")
 
 
 class Usage(BaseModel):
@@ -121,6 +147,11 @@ class _Spent(BaseModel):
     cost_usd: float | None = None
     latency_s: float = 0.0
 
+    @field_validator("reason")
+    @classmethod
+    def _bounded_reason(cls, reason: str | None) -> str | None:
+        return bounded_reason(reason)
+
     @property
     def attempts(self) -> int:
         """Deprecated name of `calls`."""
@@ -141,6 +172,16 @@ class Extraction(_Spent, Generic[T]):
     raw_outputs: list[str] = Field(default_factory=list)
     finish_reasons: list[str | None] = Field(default_factory=list)
     request_ids: list[str | None] = Field(default_factory=list)
+
+    @field_validator("errors")
+    @classmethod
+    def _bounded_errors(cls, errors: list[str]) -> list[str]:
+        return [bounded_reason(error) for error in errors]
+
+    @field_validator("raw_outputs")
+    @classmethod
+    def _bounded_raw_outputs(cls, raw_outputs: list[str]) -> list[str]:
+        return [bounded_raw_output(raw) for raw in raw_outputs]
 
 
 class RecordOutcome(_Spent):
@@ -165,6 +206,11 @@ class RecordOutcome(_Spent):
         default=None,
         description="What the same attempts would have cost online (None: the same as cost_usd).",
     )
+
+    @field_validator("last_raw_output")
+    @classmethod
+    def _bounded_raw_output(cls, raw: str | None) -> str | None:
+        return bounded_raw_output(raw)
 
 
 class BatchReport(BaseModel):

@@ -2,6 +2,11 @@
 
 Both blocks build clients with `max_retries=0`: the plugin's own policy retries,
 so that SDK retries never multiply with task retries (docs/architecture.md).
+
+`default_headers` often carry a gateway's key (`Helicone-Auth: Bearer sk-...`), so their
+values are secrets: a `SecretDict`, shown as `**********` in flow-run parameters, saved
+block documents and logs; the credential-looking values are masked in every text the
+plugin hands on (`redaction.remember_headers`). A block saved with a plain dict still loads.
 """
 
 from __future__ import annotations
@@ -13,13 +18,18 @@ from typing import Any
 
 import openai
 from prefect.blocks.abstract import CredentialsBlock
-from pydantic import Field, SecretStr
+from prefect.blocks.fields import SecretDict
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.redaction import remember_secret
+from prefect_openai_chat.redaction import remember_headers, remember_secret
 
 _LOGO = "https://images.ctfassets.net/gm98wzqotmnx/2b2cSpF6p0w6nWzUyDZLda/openai.png"
 _DOCS = "https://github.com/prefect-openai-chat/prefect-openai-chat#readme"
+_HEADERS_DOC = (
+    "Extra HTTP headers sent with every request (a gateway's key, for example);"
+    " their values are stored and shown masked."
+)
 
 
 def _fingerprint(secret: str | None) -> str:
@@ -30,8 +40,29 @@ def _fingerprint(secret: str | None) -> str:
 def client_cache_key(
     kind: str, headers: dict[str, str] | None, secret: str, *parts: Any
 ) -> Hashable:
-    """What makes two clients interchangeable; holds a fingerprint of the secret, never it."""
-    return (kind, *parts, tuple(sorted((headers or {}).items())), _fingerprint(secret))
+    """What makes two clients interchangeable; holds fingerprints of the secret and of the
+    headers, never them."""
+    return (kind, *parts, _fingerprint(repr(sorted((headers or {}).items()))), _fingerprint(secret))
+
+
+def checked_headers(value: SecretDict | None) -> SecretDict | None:
+    """`default_headers` with text values; their credentials are masked from now on."""
+    if value is None:
+        return None
+    headers = value.get_secret_value()
+    wrong = sorted(str(name) for name, v in headers.items() if not isinstance(v, str))
+    if wrong:
+        raise ValueError(
+            f"default_headers values must be text; the value of {', '.join(wrong)} is not"
+            " (write it in quotes)"
+        )
+    remember_headers(headers)
+    return value
+
+
+def plain_headers(value: SecretDict | None) -> dict[str, str] | None:
+    """The headers to send, out of their `SecretDict`."""
+    return None if value is None else dict(value.get_secret_value())
 
 
 def key_fingerprint(cache_key: Hashable) -> str:
@@ -81,6 +112,8 @@ class OpenAICredentials(CredentialsBlock):
         ```
     """
 
+    model_config = ConfigDict(hide_input_in_errors=True)  # errors never echo a header's value
+
     _block_type_name = "OpenAI Chat Credentials"
     _logo_url = _LOGO  # type: ignore[assignment]  # Prefect types it as HttpUrl
     _documentation_url = _DOCS  # type: ignore[assignment]
@@ -95,9 +128,9 @@ class OpenAICredentials(CredentialsBlock):
         default=None,
         description="The API base URL, for OpenAI-compatible servers; empty means OpenAI.",
     )
-    default_headers: dict[str, str] | None = Field(
-        default=None, description="Extra HTTP headers sent with every request."
-    )
+    default_headers: SecretDict | None = Field(default=None, description=_HEADERS_DOC)
+
+    _headers = field_validator("default_headers")(checked_headers)
 
     def resolve_api_key(self) -> str:
         """The key to send: the block's, else `OPENAI_API_KEY`, else a clear error."""
@@ -120,7 +153,7 @@ class OpenAICredentials(CredentialsBlock):
         """What makes two clients interchangeable; holds a key fingerprint, never the key."""
         return client_cache_key(
             "openai",
-            self.default_headers,
+            plain_headers(self.default_headers),
             self.resolve_api_key(),
             self.endpoint,
             self.organization,
@@ -142,7 +175,7 @@ class OpenAICredentials(CredentialsBlock):
             organization=self.organization,
             project=self.project,
             base_url=self.base_url,
-            default_headers=self.default_headers,
+            default_headers=plain_headers(self.default_headers),
             **options,
         )
 
@@ -159,6 +192,8 @@ class AzureOpenAICredentials(CredentialsBlock):
         client = credentials.get_client()
         ```
     """
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # errors never echo a header's value
 
     _block_type_name = "Azure OpenAI Chat Credentials"
     _logo_url = _LOGO  # type: ignore[assignment]  # Prefect types it as HttpUrl
@@ -180,9 +215,9 @@ class AzureOpenAICredentials(CredentialsBlock):
     azure_ad_token: SecretStr | None = Field(
         default=None, description="An Azure AD (Entra ID) token, used instead of a key."
     )
-    default_headers: dict[str, str] | None = Field(
-        default=None, description="Extra HTTP headers sent with every request."
-    )
+    default_headers: SecretDict | None = Field(default=None, description=_HEADERS_DOC)
+
+    _headers = field_validator("default_headers")(checked_headers)
 
     @property
     def endpoint(self) -> str:
@@ -209,7 +244,11 @@ class AzureOpenAICredentials(CredentialsBlock):
     def cache_key(self) -> Hashable:
         """What makes two clients interchangeable; holds a fingerprint, never the secret."""
         return client_cache_key(
-            "azure", self.default_headers, self.resolve_api_key(), self.endpoint, self.api_version
+            "azure",
+            plain_headers(self.default_headers),
+            self.resolve_api_key(),
+            self.endpoint,
+            self.api_version,
         )
 
     def get_client(
@@ -226,7 +265,7 @@ class AzureOpenAICredentials(CredentialsBlock):
             azure_endpoint=self.azure_endpoint,
             api_version=self.api_version,
             azure_deployment=self.azure_deployment,
-            default_headers=self.default_headers,
+            default_headers=plain_headers(self.default_headers),
             **self._secrets(),
             **options,
         )

@@ -3,7 +3,9 @@
 A prompt is a `str.format` template over a record's fields (`{subject}`, `{meta[lang]}`,
 `{body:.200}`); a text record has one field, `{text}`. A template that cannot work for
 any record (a lone `{`, a positional `{0}`, attribute access `{a.b}`, an unknown
-conversion) raises `PromptTemplateError` before anything is sent. A record that does not
+conversion, a format spec that takes its width or precision from the record, `{text:>{w}}`,
+or asks for a width or precision above `MAX_SPEC_SIZE`) raises `PromptTemplateError` before
+anything is sent: a record's `w` of 2000000000 would build a 2 GB prompt. A record that does not
 fit the template (a missing field, `{meta[src]}` on a string, a format spec its value
 does not take) raises `RecordTemplateError`, an `InvalidInputError`, naming the field and
 the problem: that record is skipped, the others go on.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import _string  # CPython's own field-name parser (what str.format uses)
 import functools
 import json
+import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +33,11 @@ from typing import Any
 from prefect_openai_chat.errors import ChatError, InvalidInputError
 
 _CONVERSIONS = (None, "r", "s", "a")
+MAX_SPEC_SIZE = 10_000  # the largest width or precision a format spec may ask for
+# The standard format spec: [[fill]align][sign][z][#][0][width][grouping][.precision][type]
+_SPEC = re.compile(
+    r"(?:.?[<>=^])?[-+ ]?z?#?0?(?P<width>\d*)[_,]?(?:\.(?P<precision>\d*))?[a-zA-Z%]?", re.DOTALL
+)
 
 
 class PromptTemplateError(ChatError, ValueError):
@@ -46,16 +54,12 @@ class _Field:
     base: str  # the record field, e.g. "meta"
     path: tuple[int | str, ...]  # the item lookups after it
     conversion: str | None
-    spec: tuple[tuple[str, _Field | None], ...]  # the format spec, itself a template
+    spec: str  # the format spec, literal text only
 
 
 @functools.lru_cache(maxsize=64)
 def parse(prompt: str) -> tuple[tuple[str, _Field | None], ...]:
     """The template as (literal text, field) pairs; raises `PromptTemplateError`."""
-    return _parse(prompt, depth=0)
-
-
-def _parse(prompt: str, depth: int) -> tuple[tuple[str, _Field | None], ...]:
     try:
         parts = list(string.Formatter().parse(prompt))
     except ValueError as exc:
@@ -67,11 +71,11 @@ def _parse(prompt: str, depth: int) -> tuple[tuple[str, _Field | None], ...]:
         if name is None:
             out.append((literal, None))
             continue
-        out.append((literal, _field(name, spec or "", conversion, depth)))
+        out.append((literal, _field(name, spec or "", conversion)))
     return tuple(out)
 
 
-def _field(name: str, spec: str, conversion: str | None, depth: int) -> _Field:
+def _field(name: str, spec: str, conversion: str | None) -> _Field:
     try:
         base, rest = _string.formatter_field_name_split(name)
         lookups = list(rest)
@@ -97,19 +101,32 @@ def _field(name: str, spec: str, conversion: str | None, depth: int) -> _Field:
             f"the prompt template field {{{name}!{conversion}}} has an unknown conversion;"
             " use !r, !s or !a"
         )
-    if depth >= 1 and "{" in spec:
-        raise PromptTemplateError(f"the prompt template nests fields too deeply in {{{name}}}")
-    return _Field(name, base, tuple(path), conversion, _parse(spec, depth + 1))
+    return _Field(name, base, tuple(path), conversion, _checked_spec(name, spec))
+
+
+def _checked_spec(name: str, spec: str) -> str:
+    """`spec` when it is literal and its width and precision are at most `MAX_SPEC_SIZE`."""
+    if "{" in spec or "}" in spec:
+        raise PromptTemplateError(
+            f"the prompt template field {{{name}:{spec}}} takes its format spec from the record;"
+            " a record's value would set the width or precision (a width of 2000000000 builds a"
+            f" 2 GB prompt): write them in the template, such as {{{name}:>20}} or {{{name}:.200}}"
+        )
+    match = _SPEC.fullmatch(spec)
+    for part in ("width", "precision"):
+        digits = (match.group(part) or "").lstrip("0") if match else ""
+        if len(digits) > len(str(MAX_SPEC_SIZE)) or int(digits or 0) > MAX_SPEC_SIZE:
+            raise PromptTemplateError(
+                f"the prompt template field {{{name}:{spec}}} asks for a {part} of"
+                f" {digits[:12]}{'...' if len(digits) > 12 else ''} characters; at most"
+                f" {MAX_SPEC_SIZE:,} is allowed"
+            )
+    return spec
 
 
 def template_fields(prompt: str) -> set[str]:
-    """The record fields a template uses (its format specs included)."""
-    found: set[str] = set()
-    for _, field in parse(prompt):
-        if field is not None:
-            found.add(field.base)
-            found |= {f.base for _, f in field.spec if f is not None}
-    return found
+    """The record fields a template uses."""
+    return {field.base for _, field in parse(prompt) if field is not None}
 
 
 def render(record: Mapping[str, Any] | str, prompt: str | None) -> str:
@@ -147,7 +164,7 @@ def _format(field: _Field, values: Mapping[str, Any]) -> str:
         value = str(value)
     elif field.conversion == "a":
         value = ascii(value)
-    spec = _render(field.spec, values)
+    spec = field.spec
     try:
         return format(value, spec)
     except (TypeError, ValueError) as exc:

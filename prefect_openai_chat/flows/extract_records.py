@@ -53,7 +53,7 @@ from prefect_openai_chat.flows.sources import (
 )
 from prefect_openai_chat.flows.summary import RunArtifacts, RunTotals
 from prefect_openai_chat.resilience import AdaptiveConcurrency
-from prefect_openai_chat.results import BatchReport, RecordOutcome
+from prefect_openai_chat.results import BatchReport, RecordOutcome, bounded_reason
 from prefect_openai_chat.tasks import events
 from prefect_openai_chat.tasks._common import run_logger
 from prefect_openai_chat.tasks.batch import extract_batch, share_concurrency
@@ -70,7 +70,7 @@ def _quarantine_row(
     return {
         "line": item.line,
         "key": key,  # the same key the output rows use (a batch's own index would repeat)
-        "reason": reason,
+        "reason": bounded_reason(reason),  # secrets masked, at most 4 KiB
         "outcome": outcome.outcome if outcome else item.kind,
         "attempts": outcome.calls if outcome else 0,  # chat completions made for it
         "record": item.record if item.record is not None else item.raw,

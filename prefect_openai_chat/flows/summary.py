@@ -1,4 +1,8 @@
-"""Run totals for `extract_records`, and the Prefect artifacts that show them in the UI."""
+"""Run totals for `extract_records`, and the Prefect artifacts that show them in the UI.
+
+Every cell of an artifact table passes the redaction boundary: secrets masked, at most
+`ARTIFACT_CELL_LIMIT` bytes (with a marker saying how much was cut).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,17 @@ from prefect.artifacts import (
 )
 
 from prefect_openai_chat.flows.sources import Keys
+from prefect_openai_chat.redaction import bounded_text
 from prefect_openai_chat.results import RecordOutcome
 from prefect_openai_chat.tasks._common import run_logger
 
 QUARANTINE_TABLE_ROWS = 200
+ARTIFACT_CELL_LIMIT = 500  # bytes of UTF-8 shown in one cell of an artifact table
+
+
+def cell(value: Any) -> str:
+    """A table cell: the value as text, secrets masked, at most `ARTIFACT_CELL_LIMIT` bytes."""
+    return bounded_text("" if value is None else str(value), ARTIFACT_CELL_LIMIT, "the cell")
 
 
 @dataclass
@@ -69,7 +80,8 @@ class RunTotals:
     def add_quarantined(self, line: int | None, key: str, reason: str | None) -> None:
         """Keep the first rows of the quarantine table for the UI."""
         if len(self.quarantine_rows) < QUARANTINE_TABLE_ROWS:
-            self.quarantine_rows.append({"line": line, "key": key, "reason": reason or ""})
+            row = {"line": line, "key": cell(key), "reason": cell(reason)}
+            self.quarantine_rows.append(row)
 
     def count_keys(self, keys: Keys) -> None:
         """Take the key counts of the run's source, and warn about them in the run's log."""
@@ -141,7 +153,7 @@ class RunArtifacts:
         update_progress_artifact(self.progress_id, 100.0)
         summary = {**totals.as_dict(), **extra}
         create_table_artifact(
-            [{"metric": k, "value": "" if v is None else str(v)} for k, v in summary.items()],
+            [{"metric": k, "value": cell(v)} for k, v in summary.items()],
             key=f"{self.prefix}-summary",
             description="What the run did: records, outcomes, tokens, cost, latency, retries.",
         )

@@ -38,6 +38,7 @@ _LAZY_TAILS = (
 _REPROMPT_FAILURES = ("missing-fields", "wrong-types", "malformed-json")
 _MAX_SCAN = 200
 _INFLATE_LIMIT = 8192
+_COUNT_LIMIT = 64 * 1024
 
 
 @dataclass
@@ -125,8 +126,10 @@ def build_answer(
     seed: int,
     u_reprompt: float,
     reprompt_failure_rate: float,
+    refusal: str | None = None,
 ) -> Answer:
-    """The choices for `req` under `faults` (only content and JSON faults matter here)."""
+    """The choices for `req` under `faults` (only content and JSON faults matter here);
+    `refusal` is what the `refusal` fault says (None: `REFUSAL`)."""
     target = json_target(req)
     base = content_seed(seed, req.body)
     content_fault = next((f for f in faults if f in CONTENT_FAULTS), None)
@@ -142,16 +145,25 @@ def build_answer(
     for index in range(req.n):
         rng = random.Random(base + index)
         if target is not None and facts is not None:
-            choices.append(_json_choice(req, target, facts, rng, json_fault, content_fault))
+            choice = _json_choice(req, target, facts, rng, json_fault, content_fault)
         else:
-            choices.append(_text_choice(req, rng, content_fault))
+            choice = _text_choice(req, rng, content_fault)
+        if choice.refusal is not None and refusal is not None:
+            choice = _refused(refusal, req.model)
+        choices.append(choice)
     return Answer(choices, reprompt, json_fault or content_fault)
+
+
+def _refused(text: str, model: str) -> Choice:
+    """A refusal saying `text` (past 64 KiB counted at 4 characters a token, to stay fast)."""
+    tokens = len(text) // 4 if len(text) > _COUNT_LIMIT else cut_tokens(text, 10**6, model)[1]
+    return Choice(None, "stop", tokens, refusal=text)
 
 
 def _text_choice(req: ChatRequest, rng: random.Random, fault: str | None) -> Choice:
     model = req.model
     if fault == "refusal":
-        return Choice(None, "stop", cut_tokens(REFUSAL, 10**6, model)[1], refusal=REFUSAL)
+        return _refused(REFUSAL, model)
     # A natural answer of 20 to 60 tokens; `max_tokens` only cuts it, as it does the real API.
     length = rng.randint(20, 60)
     text = prose(rng, length, model)
@@ -175,7 +187,7 @@ def _json_choice(
 ) -> Choice:
     model = req.model
     if content_fault == "refusal":
-        return Choice(None, "stop", cut_tokens(REFUSAL, 10**6, model)[1], refusal=REFUSAL)
+        return _refused(REFUSAL, model)
     if target.schema is not None:
         instance = SchemaFiller(target.schema, facts, rng).instance()
     else:

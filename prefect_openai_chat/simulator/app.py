@@ -127,7 +127,7 @@ async def _chat(request: Request) -> Any:
             body = await request.body()
         except ClientDisconnect:  # the client went away before sending it all
             body = b""
-        state.request_log.write(index, body, status, applied[0])
+        state.request_log.write(index, body, status, applied[0], request.headers)
     return answer
 
 
@@ -281,6 +281,7 @@ def _build(
         seed=settings.seed,
         u_reprompt=u_reprompt,
         reprompt_failure_rate=settings.reprompt_failure_rate,
+        refusal=settings.refusal_text,
     )
 
 

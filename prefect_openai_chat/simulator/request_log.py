@@ -3,7 +3,8 @@
 With `request_log="path.jsonl"` in the settings, the simulator appends a line for every
 `/v1/chat/completions` request as soon as it has decided the answer: its index (since
 the start or the last reset), the Unix time, the HTTP status (null when the connection
-was reset or left to hang instead), the faults applied, and the request body as text.
+was reset or left to hang instead), the faults applied, the request body as text, and
+its headers (all but `authorization`, whose key the simulator was given).
 Each line is flushed at once, so a test can read the file while a run goes on (or after
 the client was killed). The file is only appended to: `reset()` does not empty it.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +37,22 @@ class RequestLog:
         self._handle = self.path.open("a", encoding="utf-8")
 
     def write(
-        self, index: int, body: bytes, status: int | None, faults: tuple[str, ...] = ()
+        self,
+        index: int,
+        body: bytes,
+        status: int | None,
+        faults: tuple[str, ...] = (),
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        """Append the request `index` with its `body`, answer `status` and applied `faults`."""
+        """Append the request `index` with its `body`, answer `status`, applied `faults` and
+        `headers` (`authorization` left out)."""
         entry = {
             "i": index,
             "t": time.time(),
             "status": status,
             "faults": list(faults),
             "body": body.decode("utf-8", errors="replace"),
+            "headers": {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"},
         }
         self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._handle.flush()

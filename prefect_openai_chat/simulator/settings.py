@@ -143,6 +143,11 @@ class SimulatorSettings(BaseModel):
         gt=0,
         description="Prompt tokens a model may have in unfinished batches (None: no limit).",
     )
+    refusal_text: str | None = Field(
+        default=None,
+        description="What the `refusal` fault says (None: a one-line apology); a long text"
+        " tests the caps on reasons.",
+    )
     request_log: str | None = Field(
         default=None,
         description="A JSONL file to append every chat request to (index, time, status,"

@@ -14,10 +14,11 @@ import threading
 
 from prefect.events import emit_event
 
-from prefect_openai_chat.redaction import redact_text
+from prefect_openai_chat.redaction import bounded_text
 from prefect_openai_chat.resilience import CircuitEvent, add_circuit_listener
 
 logger = logging.getLogger("prefect_openai_chat.circuit")
+EVENT_TEXT_LIMIT = 4 * 1024  # bytes of an error's text kept in an event's payload
 _installed = False
 _lock = threading.Lock()
 
@@ -74,7 +75,8 @@ def on_circuit_event(event: CircuitEvent) -> None:
 
     The change is logged once, by `resilience.circuit`, not here again.
     """
-    last_error = redact_text(event.last_error) if event.last_error else None  # maybe from Redis
+    # maybe from Redis: masked and capped again
+    last_error = bounded_text(event.last_error, EVENT_TEXT_LIMIT, "the error") or None
     if event.observed:
         return  # another process made the change and emitted the event
     if event.name == "opened":

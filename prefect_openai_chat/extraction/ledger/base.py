@@ -32,7 +32,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
-RAW_OUTPUT_LIMIT = 64 * 1024  # bytes of UTF-8 kept of a raw model answer
+from prefect_openai_chat.redaction import cap_text
+from prefect_openai_chat.results import RAW_OUTPUT_LIMIT as RAW_OUTPUT_LIMIT
+from prefect_openai_chat.results import REASON_LIMIT
+
 LEASE_S = 60.0  # a claim's lease; a dead worker's records are free again after it
 RENEW_EVERY_S = LEASE_S / 4  # how often a live worker renews the leases it holds
 POLL_S = 0.5  # how often a worker waiting for another's claim looks at the ledger
@@ -144,30 +147,29 @@ def cap_raw_output(text: str | None, limit: int = RAW_OUTPUT_LIMIT) -> str | Non
         >>> cap_raw_output("x" * 10, limit=4)
         'xxxx\\n[prefect-openai-chat: 6 more bytes cut; the raw output had 10 bytes]'
     """
-    if text is None or len(text) * 4 <= limit:  # at most 4 bytes a character: short enough
-        return text
-    data = text.encode("utf-8", errors="surrogatepass")
-    if len(data) <= limit:
-        return text
-    kept = data[:limit].decode("utf-8", errors="ignore")  # never half a character
-    cut = len(data) - len(kept.encode("utf-8", errors="surrogatepass"))
-    return (
-        f"{kept}\n[prefect-openai-chat: {cut} more bytes cut; the raw output had {len(data)} bytes]"
-    )
+    return cap_text(text, limit, "the raw output")
 
 
 def capped(outcome: str) -> str:
-    """A stored outcome's JSON with its `last_raw_output` capped (parsed only when long).
+    """A stored outcome's JSON with its `last_raw_output` and `reason` capped (parsed only
+    when long).
 
     Example:
         >>> capped('{"ok": true}')
         '{"ok": true}'
     """
-    if len(outcome) * 4 <= RAW_OUTPUT_LIMIT:
+    if len(outcome) * 4 <= REASON_LIMIT:
         return outcome
     value = json.loads(outcome)
-    raw = value.get("last_raw_output") if isinstance(value, dict) else None
-    if not isinstance(raw, str) or cap_raw_output(raw) == raw:
+    if not isinstance(value, dict):
         return outcome
-    value["last_raw_output"] = cap_raw_output(raw)
-    return json.dumps(value, ensure_ascii=False)
+    limits = {
+        "last_raw_output": (RAW_OUTPUT_LIMIT, "the raw output"),
+        "reason": (REASON_LIMIT, "the reason"),
+    }
+    changed = False
+    for name, (limit, what) in limits.items():
+        text = value.get(name)
+        if isinstance(text, str) and (short := cap_text(text, limit, what)) != text:
+            value[name], changed = short, True
+    return json.dumps(value, ensure_ascii=False) if changed else outcome
