@@ -115,14 +115,23 @@ def ledger_role(cache: CacheSetting) -> str:
 
 
 def open_ledger(
-    cache: CacheSetting, default_path: Callable[[], Path] | Path | None = None
+    cache: CacheSetting,
+    default_path: Callable[[], Path] | Path | None = None,
+    *,
+    connect: bool = True,
 ) -> Ledger | None:
-    """The ledger `cache` names, opened (None for `False`); `default_path` for `True`."""
+    """The ledger `cache` names, opened (None for `False`); `default_path` for `True`.
+
+    A PostgreSQL server that does not answer is a `LedgerError` now; with
+    `connect=False` the ledger connects on first use instead, within its patience
+    (`postgres.PATIENCE_S`): what a batch does, so that an outage costs its records
+    (each an `error` outcome saying so), not the batch.
+    """
     kind = ledger_kind(cache)
     if kind == "none":
         return None
     if kind == "postgres":
-        return PostgresLedger(str(resolve_cache(cache)))
+        return PostgresLedger(str(resolve_cache(cache)), connect=connect)
     path = ledger_file(cache, default_path)
     assert path is not None
     return SqliteLedger(path)
