@@ -111,9 +111,10 @@ def check_distinct(roles: dict[str, Path | None], folders: dict[str, Path] | Non
     """Refuse two roles on one file: writing one would overwrite the other (or the input).
 
     `roles` maps a role ("source", "output", "quarantine", "cache ...") to its file; each
-    counts with the files written beside it (lock, commit journal, temporaries). `folders` are folders a run writes into (a sharded run's parts): no file
-    may be one or lie inside. Paths are compared after resolving `.`, `..`, relative
-    spellings, symbolic and hard links.
+    counts with the files written beside it (lock, commit journal, temporaries).
+    `folders` are folders a run writes into (a sharded run's parts): no file may be one
+    or lie inside. Paths are compared after resolving `.`, `..`, relative spellings,
+    symbolic and hard links.
 
     Example:
         >>> from pathlib import Path
