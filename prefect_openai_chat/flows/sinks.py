@@ -185,6 +185,12 @@ def _lock(role: str, target: Path) -> int | None:
                 f" {path}); two runs on one {role} would replace each other's files: wait"
                 f" for that run to finish, or choose another {role} path"
             ) from None
+        except OSError as exc:  # a file system without locks: run unguarded, not refused
+            os.close(fd)
+            run_logger().warning(
+                "cannot lock %s (%s): a second run on %s would not be refused", path, exc, target
+            )
+            return None
         except BaseException:
             os.close(fd)
             raise
