@@ -38,11 +38,22 @@ from pydantic import BaseModel
 
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.extraction.ledger import ledger_kind, open_ledger
-from prefect_openai_chat.flows.batch_api import check_via, run_batch_night
+from prefect_openai_chat.extraction.ledger import (
+    ledger_file,
+    ledger_kind,
+    ledger_role,
+    open_ledger,
+)
+from prefect_openai_chat.flows.batch_api import check_via, ledger_folder, run_batch_night
 from prefect_openai_chat.flows.checks import check_source_against_prompt, resolve_schema
 from prefect_openai_chat.flows.shards import count_in_shard, in_shard
-from prefect_openai_chat.flows.sinks import Sink, check_distinct, check_writable, open_outputs
+from prefect_openai_chat.flows.sinks import (
+    Sink,
+    check_distinct,
+    check_writable,
+    hold_outputs,
+    open_outputs,
+)
 from prefect_openai_chat.flows.sources import (
     Keys,
     SourceItem,
@@ -54,6 +65,7 @@ from prefect_openai_chat.flows.sources import (
 from prefect_openai_chat.flows.summary import RunArtifacts, RunTotals
 from prefect_openai_chat.resilience import AdaptiveConcurrency
 from prefect_openai_chat.results import BatchReport, RecordOutcome, bounded_reason
+from prefect_openai_chat.tasks import batch as batch_tasks
 from prefect_openai_chat.tasks import events
 from prefect_openai_chat.tasks._common import run_logger
 from prefect_openai_chat.tasks.batch import extract_batch, share_concurrency
@@ -148,7 +160,9 @@ def extract_records(
         )  # fmt: skip
     started = time.perf_counter()
     check_via(via, per_record_tasks)
-    run = _check_run(source, schema, output, quarantine, batch_size, concurrency, cache, prompt)
+    run = _check_run(
+        source, schema, output, quarantine, batch_size, concurrency, cache, prompt, via
+    )
     if per_record_tasks:  # the same per-record logic as batches, one task run per record
         batch_size = 1
     gate = AdaptiveConcurrency(concurrency, name="extract-records")
@@ -192,7 +206,7 @@ class _Run:
 
 
 def _check_run(
-    source: str | Iterable[Any],
+    source: str | Path | Iterable[Any],
     schema: Any,
     output: str,
     quarantine: str,
@@ -200,15 +214,32 @@ def _check_run(
     concurrency: int,
     cache: bool | str,
     prompt: str,
+    via: str = "online",
+    folders: dict[str, Path] | None = None,
 ) -> _Run:
-    """Every check that can fail before the first call; InvalidInputError says what to fix."""
+    """Every check that can fail before the first call; InvalidInputError says what to fix.
+
+    The one pre-flight of a run, sharded (`fan_out`, which adds its part folder to
+    `folders`) or not: no two roles on one file (the ledger as `open_ledger` resolves
+    it), no other run writing the outputs, a PostgreSQL ledger that answers.
+    """
     model_cls = resolve_schema(schema)
     check_source(source)
     if batch_size < 1 or concurrency < 1:
         raise InvalidInputError("batch_size and concurrency must be at least 1")
     out_path = check_writable(output, "output")
     quarantine_path = check_writable(quarantine, "quarantine")
-    check_distinct(source, out_path, quarantine_path, cache)
+    roles: dict[str, Path | None] = {
+        "source": Path(source) if isinstance(source, str | Path) else None,
+        "output": out_path,
+        "quarantine": quarantine_path,
+        ledger_role(cache): ledger_file(cache, batch_tasks.default_cache_path),
+    }
+    if via == "batch":
+        roles["the Batch API's batch-ledger folder"] = ledger_folder(cache)
+    check_distinct(roles, folders)
+    with hold_outputs(out_path, quarantine_path):  # refused now if another run writes them
+        pass
     if ledger_kind(cache) == "postgres":  # a bad URL or a database down: before any call
         open_ledger(cache).close()  # type: ignore[union-attr]
     checked = source if isinstance(source, str | Path) else list(source)  # read twice

@@ -35,10 +35,11 @@ from uuid import UUID
 from prefect import task
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
+from pydantic import BaseModel
 
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.flows.checks import check_source_against_prompt, resolve_schema
+from prefect_openai_chat.flows.checks import resolve_schema
 from prefect_openai_chat.flows.shards import (
     Shard,
     ShardParts,
@@ -49,7 +50,7 @@ from prefect_openai_chat.flows.shards import (
     shard_lines,
     write_summary,
 )
-from prefect_openai_chat.flows.sinks import check_distinct, check_writable
+from prefect_openai_chat.flows.sinks import hold_outputs
 from prefect_openai_chat.flows.sources import check_source, source_flow
 from prefect_openai_chat.flows.summary import RunArtifacts
 from prefect_openai_chat.tasks._common import run_logger
@@ -207,25 +208,53 @@ def fan_out(
     shard_deployment: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """The body of a sharded `extract_records` run (called by it with `shards` > 1)."""
+    """The body of a sharded `extract_records` run (called by it with `shards` > 1).
+
+    The same pre-flight as an unsharded run (`_check_run`, with the part folder among
+    the paths), then the run holds its output and quarantine (`hold_outputs`) while its
+    shards run and until their parts are merged: a second run on them is refused.
+    """
+    from prefect_openai_chat.flows.extract_records import _check_run
+
     started = time.perf_counter()
-    model_cls = resolve_schema(schema)
     check_source(source)
     if not isinstance(source, str | Path):
         raise InvalidInputError(
             "shards need a .jsonl or .csv file as source, every shard reads its own lines;"
             " write the records to a .jsonl file first"
         )
-    if options["batch_size"] < 1 or options["concurrency"] < 1:
-        raise InvalidInputError("batch_size and concurrency must be at least 1")
-    out_path = check_writable(output, "output")
-    quarantine_path = check_writable(quarantine, "quarantine")
-    check_distinct(source, out_path, quarantine_path, options["cache"])
-    check_source_against_prompt(source, prompt)
-    plan = plan_shards(source, shards)
-    expected = census(source, plan, options["key_field"])
     context = FlowRunContext.get()
     run_id = str(context.flow_run.id) if context and context.flow_run else uuid.uuid4().hex
+    folder = parts_folder(Path(output), run_id)
+    run = _check_run(
+        source, schema, output, quarantine, options["batch_size"], options["concurrency"],
+        options["cache"], prompt, folders={"the sharded run's part folder": folder},
+    )  # fmt: skip
+    with hold_outputs(run.output, run.quarantine):
+        return _run_shards(
+            source, schema, chat_model, prompt, run.output, run.quarantine, shards,
+            shard_deployment, started=started, run_id=run_id, model_cls=run.schema, **options,
+        )  # fmt: skip
+
+
+def _run_shards(
+    source: str | Path,
+    schema: Any,
+    chat_model: ChatModel | str,
+    prompt: str,
+    out_path: Path,
+    quarantine_path: Path,
+    shards: int,
+    shard_deployment: str | None,
+    *,
+    started: float,
+    run_id: str,
+    model_cls: type[BaseModel],
+    **options: Any,
+) -> dict[str, Any]:
+    """Split, run the shards, merge their parts (the outputs held by the caller)."""
+    plan = plan_shards(source, shards)
+    expected = census(source, plan, options["key_field"])
     folder = parts_folder(out_path, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     parts = [ShardParts.in_folder(folder, shard) for shard in plan]

@@ -22,9 +22,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,6 +37,9 @@ from pydantic import BaseModel
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.ledger import cap_raw_output
 from prefect_openai_chat.tasks._common import run_logger
+
+if sys.platform != "win32":
+    import fcntl
 
 SUFFIXES = (".jsonl", ".ndjson", ".parquet", ".sqlite", ".db")
 
@@ -66,29 +72,165 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_distinct(
-    source: object, output: Path, quarantine: Path, cache: bool | str | Path = False
-) -> None:
+def lock_path(target: Path) -> Path:
+    """The lock a run writing `target` holds for its whole life: `.<name>.lock` beside it."""
+    return target.with_name(f".{target.name}.lock")
+
+
+_TEMPORARY = re.compile(r"^\.(.+)\.(?:tmp|probe)-\d+(?:-journal|-wal|-shm)?$")
+_CHOSEN = ("output", "quarantine", "cache")  # the roles a caller chooses a path for
+
+
+def _files_of(role: str, path: Path) -> list[tuple[str, Path]]:
+    """`path` and the files a run writes beside it in `role`, as messages name them."""
+    files = [(role, path)]
+    if role in ("output", "quarantine"):
+        files.append((f"{role}'s lock file", lock_path(path)))
+    if role == "output":
+        files.append(("output's commit journal", journal_path(path)))
+    return files
+
+
+def _clash(a: Path, b: Path) -> bool:
+    """Whether `a` is `b`, or a temporary file a run writes for `b` (or the other way)."""
+    if _same_file(a, b):
+        return True
+    for one, other in ((a, b), (b, a)):
+        match = _TEMPORARY.match(one.name)
+        if match and _same_file(one.with_name(match.group(1)), other):
+            return True
+    return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    resolved = path.resolve()
+    return resolved == folder.resolve() or folder.resolve() in resolved.parents
+
+
+def check_distinct(roles: dict[str, Path | None], folders: dict[str, Path] | None = None) -> None:
     """Refuse two roles on one file: writing one would overwrite the other (or the input).
 
-    Paths are compared after resolving `.`, `..`, relative spellings and symbolic links.
+    `roles` maps a role ("source", "output", "quarantine", "cache ...") to its file; each
+    counts with the files written beside it (lock, commit journal, temporaries).
+    `folders` are folders a run writes into (a sharded run's parts): no file may be one
+    or lie inside. Paths are compared after resolving `.`, `..`, relative spellings,
+    symbolic and hard links.
+
+    Example:
+        >>> from pathlib import Path
+        >>> try:
+        ...     check_distinct({"output": Path("a.jsonl"), "cache": Path("./a.jsonl")})
+        ... except InvalidInputError as exc:
+        ...     print(str(exc).split(",")[0])
+        output and cache must be different files
     """
-    paths: dict[str, Path] = {}
-    if isinstance(source, str | Path):
-        paths["source"] = Path(source)
-    paths["output"], paths["quarantine"] = output, quarantine
-    if isinstance(cache, str | Path) and "://" not in str(cache):  # a URL is no file
-        paths["cache"] = Path(cache)
-    roles = list(paths.items())
-    for i, (first, a) in enumerate(roles):
-        for second, b in roles[i + 1 :]:
-            if _same_file(a, b):
+    files = [
+        (role, label, path)
+        for role, base in roles.items()
+        if base is not None
+        for label, path in _files_of(role, base)
+    ]
+    for i, (role, first, a) in enumerate(files):
+        for other, second, b in files[i + 1 :]:
+            if role != other and _clash(a, b):
                 spelled = str(a) if str(a) == str(b) else f"{str(a)!r} and {str(b)!r}"
+                fix = next(r for r in (other, role, "output") if r.split(" (")[0] in _CHOSEN)
                 raise InvalidInputError(
                     f"{first} and {second} must be different files, both are {spelled}"
                     f" ({a.resolve()}): the run would overwrite its {first}; choose another"
-                    f" {second} path"
+                    f" {fix.split(' (')[0]} path"
                 )
+    for folder_role, folder in (folders or {}).items():
+        for _, label, path in files:
+            if _inside(path, folder):
+                raise InvalidInputError(
+                    f"{label} {str(path)!r} is inside {folder_role} {str(folder)!r}, which the"
+                    f" run writes and removes: choose a {label.split(' (')[0]} path outside it"
+                )
+
+
+# --- one run per output: a lock held for the run's whole life --------------------------------
+
+_HELD: ContextVar[frozenset[Path]] = ContextVar(
+    "prefect_openai_chat_held_outputs", default=frozenset()
+)
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock file, as its holder wrote it (`host:pid`), for messages."""
+    try:
+        return os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _lock(role: str, target: Path) -> int | None:
+    """Take `target`'s lock without waiting; None where the OS has no `flock`.
+
+    The kernel drops the lock when the process ends, however it ends: a crash never
+    leaves a stale lock (the file it leaves is locked by nobody).
+    """
+    if sys.platform == "win32":  # pragma: no cover - no flock there
+        return None
+    path = lock_path(target)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise InvalidInputError(
+                f"another run is writing {role} {str(target)!r} (process {holder}, which holds"
+                f" {path}); two runs on one {role} would replace each other's files: wait"
+                f" for that run to finish, or choose another {role} path"
+            ) from None
+        except OSError as exc:  # a file system without locks: run unguarded, not refused
+            os.close(fd)
+            run_logger().warning(
+                "cannot lock %s (%s): a second run on %s would not be refused", path, exc, target
+            )
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:  # not a file its last holder removed meanwhile
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{socket.gethostname()}:{os.getpid()}\n".encode(), 0)
+            return fd
+        os.close(fd)
+
+
+@contextmanager
+def hold_outputs(output: Path, quarantine: Path) -> Iterator[None]:
+    """Hold the locks of `output` and `quarantine` while the block runs, or refuse at once.
+
+    A second run on either file gets an `InvalidInputError` naming it before it writes
+    or calls anything (it does not wait: it would only overwrite the first run's result
+    later, paying again). Re-entrant within one run (its context): a sharded run holds
+    its outputs while its shards run and while it merges them.
+    """
+    held = _HELD.get()
+    taken: list[tuple[Path, int | None]] = []
+    try:
+        for role, target in (("output", output), ("quarantine", quarantine)):
+            key = lock_path(target).resolve()
+            if key not in held and key not in {k for k, _ in taken}:
+                taken.append((key, _lock(role, target)))
+        token = _HELD.set(held | {k for k, _ in taken})
+        try:
+            yield
+        finally:
+            _HELD.reset(token)
+    finally:
+        for key, fd in reversed(taken):
+            if fd is not None:
+                key.unlink(missing_ok=True)  # removed while held: see the inode check in _lock
+                os.close(fd)
 
 
 def temporary_path(path: Path) -> Path:
@@ -366,8 +508,15 @@ def recover_outputs(output: Path, quarantine: Path) -> list[str]:
     """Finish a commit a crash interrupted, and remove temporaries of dead processes.
 
     Run before a run writes `output` and `quarantine` (`open_outputs` does); returns what
-    it did, one sentence each.
+    it did, one sentence each. It holds both files' locks (`hold_outputs`), so a live
+    run's journal and temporaries, even of this process, are never taken for a dead one's:
+    while another run writes them it refuses.
     """
+    with hold_outputs(output, quarantine):
+        return _recover(output, quarantine)
+
+
+def _recover(output: Path, quarantine: Path) -> list[str]:
     done: list[str] = []
     journal = journal_path(output)
     if journal.is_file():
@@ -427,21 +576,24 @@ def open_outputs(
 ) -> Iterator[tuple[Sink, Sink]]:
     """The output and quarantine sinks of a run, moved into place together on a clean exit.
 
-    First finishes what a crashed run left (see `recover_outputs`). On an exception
-    both temporaries are dropped and both targets stay as they were.
+    Holds both files' locks from the start to the end of the commit (`hold_outputs`): a
+    second run on either is refused. First finishes what a crashed run left (see
+    `recover_outputs`). On an exception both temporaries are dropped and both targets
+    stay as they were.
     """
-    for line in recover_outputs(output, quarantine):
-        run_logger().warning("%s", line)
-    rows = open_sink(output, schema)
-    try:
-        bad = open_quarantine(quarantine)
-    except BaseException:
-        rows.discard()
-        raise
-    try:
-        yield rows, bad
-    except BaseException:
-        rows.discard()
-        bad.discard()
-        raise
-    commit([rows, bad], journal_path(output))
+    with hold_outputs(output, quarantine):
+        for line in recover_outputs(output, quarantine):
+            run_logger().warning("%s", line)
+        rows = open_sink(output, schema)
+        try:
+            bad = open_quarantine(quarantine)
+        except BaseException:
+            rows.discard()
+            raise
+        try:
+            yield rows, bad
+        except BaseException:
+            rows.discard()
+            bad.discard()
+            raise
+        commit([rows, bad], journal_path(output))

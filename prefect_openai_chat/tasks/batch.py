@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from prefect_openai_chat._sync import sync_twin
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat import ChatRunner
-from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.errors import InvalidInputError, LedgerError
 from prefect_openai_chat.extraction import (
     ExtractionOptions,
     ensure_model,
@@ -158,7 +158,10 @@ class _BatchRun:
             # Without a cache no key is needed; any non-empty placeholder marks "to do".
             keys.append(self._cache_key(text) if self.cache is not None else f"#{offset}")
             outcomes.append(None)
-        cached = self.cache.get_many(k for k in keys if k) if self.cache else {}
+        try:
+            cached = self.cache.get_many(k for k in keys if k) if self.cache else {}
+        except LedgerError:  # unreachable: each record's claim says so below, none is sent
+            cached = {}
         pending = []
         for offset, (maybe_text, maybe_key) in enumerate(zip(texts, keys, strict=True)):
             if maybe_text is None or maybe_key is None:
@@ -225,6 +228,8 @@ class _BatchRun:
                 stored = await self._claim(key)
             except Exception as exc:  # not sent, so not paid: quarantined, tried next run
                 reason = f"the record ledger failed ({type(exc).__name__}: {exc}); not sent"
+                if isinstance(exc, LedgerError):  # it names the ledger and the patience
+                    reason = f"{exc}; not sent"
                 outcomes[offset] = _failed(index, self.key_of(index, record), "error", reason)
                 on_done()
                 return
@@ -374,7 +379,7 @@ async def _aextract_batch(
         concurrency=concurrency,
         key_field=key_field,
     )
-    ledger = open_ledger(cache, default_cache_path)
+    ledger = open_ledger(cache, default_cache_path, connect=False)
     try:
         with _progress(len(records), model_cls.__name__, progress) as advance:
             outcomes = await _BatchRun(runner, model, spec, ledger).run(

@@ -28,7 +28,9 @@ from prefect_openai_chat.extraction.ledger.base import (
 from prefect_openai_chat.extraction.ledger.claims import RecordClaims
 from prefect_openai_chat.extraction.ledger.opening import (
     ENV_VAR,
+    ledger_file,
     ledger_kind,
+    ledger_role,
     open_ledger,
     resolve_cache,
 )
@@ -46,7 +48,9 @@ __all__ = [
     "RecordClaims",
     "SqliteLedger",
     "cap_raw_output",
+    "ledger_file",
     "ledger_kind",
+    "ledger_role",
     "masked_url",
     "new_owner",
     "open_ledger",

@@ -78,18 +78,60 @@ def ledger_kind(cache: CacheSetting) -> Literal["none", "sqlite", "postgres"]:
     )
 
 
-def open_ledger(
+def ledger_file(
     cache: CacheSetting, default_path: Callable[[], Path] | Path | None = None
-) -> Ledger | None:
-    """The ledger `cache` names, opened (None for `False`); `default_path` for `True`."""
-    kind = ledger_kind(cache)
-    target = resolve_cache(cache)
-    if kind == "none":
+) -> Path | None:
+    """The SQLite file `cache` names (None for no ledger or a PostgreSQL one).
+
+    `default_path` gives the file of `True` without `PREFECT_OPENAI_CHAT_CACHE`; the one
+    resolution `open_ledger` opens and the pre-flight path checks compare.
+
+    Example:
+        >>> ledger_file("a.sqlite"), ledger_file(False), ledger_file("postgresql://db/x")
+        (PosixPath('a.sqlite'), None, None)
+    """
+    if ledger_kind(cache) != "sqlite":
         return None
-    if kind == "postgres":
-        return PostgresLedger(str(target))
+    target = resolve_cache(cache)
     if target is True:
         if default_path is None:
             raise InvalidInputError("cache=True needs a default ledger path; pass a path instead")
         target = default_path() if callable(default_path) else default_path
-    return SqliteLedger(Path(str(target)) if not isinstance(target, Path) else target)
+    return Path(str(target)) if not isinstance(target, Path) else target
+
+
+def ledger_role(cache: CacheSetting) -> str:
+    """How messages name the ledger `cache` means: where the setting came from.
+
+    Example:
+        >>> ledger_role("a.sqlite")
+        'cache'
+    """
+    if cache is not True:
+        return "cache"
+    if os.environ.get(ENV_VAR, "").strip():
+        return f"cache (the record ledger {ENV_VAR} names)"
+    return "cache (the default record ledger)"
+
+
+def open_ledger(
+    cache: CacheSetting,
+    default_path: Callable[[], Path] | Path | None = None,
+    *,
+    connect: bool = True,
+) -> Ledger | None:
+    """The ledger `cache` names, opened (None for `False`); `default_path` for `True`.
+
+    A PostgreSQL server that does not answer is a `LedgerError` now; with
+    `connect=False` the ledger connects on first use instead, within its patience
+    (`postgres.PATIENCE_S`): what a batch does, so that an outage costs its records
+    (each an `error` outcome saying so), not the batch.
+    """
+    kind = ledger_kind(cache)
+    if kind == "none":
+        return None
+    if kind == "postgres":
+        return PostgresLedger(str(resolve_cache(cache)), connect=connect)
+    path = ledger_file(cache, default_path)
+    assert path is not None
+    return SqliteLedger(path)

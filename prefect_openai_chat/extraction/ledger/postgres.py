@@ -14,6 +14,17 @@ server-side parameter binding. The table is `prefect_openai_chat_ledger` in the 
 schema of the connection's `search_path`; choose another schema in the URL, e.g.
 `postgresql://user@host/db?options=-csearch_path%3Detl`.
 
+Deadlines: nothing waits on the server without one. A connection attempt gives up after
+`CONNECT_TIMEOUT_S` (5 s); the server cancels a statement after `STATEMENT_TIMEOUT_S`
+(10 s, its `statement_timeout`), and a server that does not answer at all (frozen, or
+the network gone quiet) has its connection shut by the client `STATEMENT_GRACE_S` (2 s)
+later. The *patience*, `PATIENCE_S` (30 s): a call that fails on the connection
+reconnects and tries again, pausing 0.5 s, 1 s, 2 s, 4 s, ... between tries, for that
+long; then the ledger gives up for good (every later call of this object fails at once
+with the same `LedgerError`, so a batch's records become `error` outcomes "not sent"
+instead of each waiting again), and a ledger of the same URL opened within the next
+`PATIENCE_S` tries once, not a second time for the whole patience.
+
 Example (needs a PostgreSQL server; the test suite runs the same through `tests/ledger`):
 
     ledger = PostgresLedger("postgresql://postgres@127.0.0.1:5432/test")
@@ -23,6 +34,11 @@ Example (needs a PostgreSQL server; the test suite runs the same through `tests/
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -32,7 +48,13 @@ from prefect_openai_chat.extraction.ledger.base import capped, unique
 
 TABLE = "prefect_openai_chat_ledger"
 _LOCK_ID = 0x5043_4C45_4447  # pg_advisory_xact_lock: one creator of the table at a time
+CONNECT_TIMEOUT_S = 5.0  # one connection attempt (libpq's floor is 2 s)
+STATEMENT_TIMEOUT_S = 10.0  # one statement, cancelled by the server after it
+STATEMENT_GRACE_S = 2.0  # then the client shuts a connection whose server never answered
+PATIENCE_S = 30.0  # how long a call keeps reconnecting and trying before the ledger gives up
 T = TypeVar("T")
+logger = logging.getLogger("prefect_openai_chat.extraction.ledger")
+_gave_up: dict[str, float] = {}  # URL -> when a ledger of it last gave up (monotonic)
 
 
 def masked_url(url: str) -> str:
@@ -60,36 +82,93 @@ def _driver() -> Any:
     return psycopg
 
 
-class PostgresLedger:
-    """The ledger in a PostgreSQL table, shared by every process that uses the same URL."""
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
-    def __init__(self, url: str, table: str = TABLE, connect_timeout_s: float = 10.0) -> None:
+
+def _shut(db: Any, done: threading.Event, after_s: float) -> None:
+    """Shut `db`'s socket, so that a call blocked on a server that never answers fails now."""
+    if done.is_set():
+        return
+    logger.warning(
+        "the PostgreSQL ledger did not answer within %.0f s; closing the connection", after_s
+    )
+    try:
+        with socket.socket(fileno=os.dup(db.pgconn.socket)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError, AttributeError):  # already closed: nothing blocks on it
+        pass
+
+
+class PostgresLedger:
+    """The ledger in a PostgreSQL table, shared by every process that uses the same URL.
+
+    `connect=False` connects on first use (within the patience) instead of now: a batch
+    opens its ledger so, and a server that is down then costs its records, not the batch.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        table: str = TABLE,
+        connect_timeout_s: float | None = None,
+        *,
+        connect: bool = True,
+        patience_s: float | None = None,
+    ) -> None:
         self.url, self.table = url, table
         self._psycopg = _driver()
-        self._timeout = connect_timeout_s
-        self._db = self._connect()
-        self._ensure_table()
         self._t = self._psycopg.sql.Identifier(table)
+        self._timeout = CONNECT_TIMEOUT_S if connect_timeout_s is None else connect_timeout_s
+        self._patience = PATIENCE_S if patience_s is None else patience_s
+        self._lock = threading.RLock()  # one statement (and one reconnection) at a time
+        self._db: Any = None
+        self._failed: LedgerError | None = None
+        if connect:
+            with self._lock:
+                try:
+                    self._open()
+                except self._psycopg.Error as exc:
+                    raise LedgerError(
+                        f"cannot reach the PostgreSQL ledger at {masked_url(url)}:"
+                        f" {_one_line(exc)}; check cache= (or pass cache=False to run"
+                        " without one)"
+                    ) from None
 
-    def _connect(self) -> Any:
+    def _open(self) -> None:
+        """Connect, set the statement timeout, make sure the table exists (one attempt)."""
+        if self._db is not None:
+            self._db.close()
+        self._db = self._psycopg.connect(
+            self.url, autocommit=True, connect_timeout=max(2, int(self._timeout))
+        )
+        ms = f"{int(STATEMENT_TIMEOUT_S * 1000)}ms"
+        self._guarded(
+            lambda db: db.execute("SELECT set_config('statement_timeout', %s, false)", (ms,))
+        )
+        self._guarded(self._ensure_table)
+
+    def _guarded(self, action: Callable[[Any], T]) -> T:
+        """`action(connection)`, its socket shut if the server has not answered in time."""
+        db, done = self._db, threading.Event()
+        after_s = STATEMENT_TIMEOUT_S + STATEMENT_GRACE_S
+        watchdog = threading.Timer(after_s, _shut, args=(db, done, after_s))
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            return self._psycopg.connect(
-                self.url, autocommit=True, connect_timeout=max(1, int(self._timeout))
-            )
-        except self._psycopg.Error as exc:
-            raise LedgerError(
-                f"cannot reach the PostgreSQL ledger at {masked_url(self.url)}:"
-                f" {str(exc).strip()}; check cache= (or pass cache=False to run without one)"
-            ) from None
+            return action(db)
+        finally:
+            done.set()
+            watchdog.cancel()
 
-    def _ensure_table(self) -> None:
+    def _ensure_table(self, db: Any) -> None:
         sql = self._psycopg.sql
-        exists = self._db.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()[0]
+        exists = db.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()[0]
         if exists is not None:
             return
-        with self._db.transaction():  # concurrent CREATE ... IF NOT EXISTS can collide
-            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
-            self._db.execute(
+        with db.transaction():  # concurrent CREATE ... IF NOT EXISTS can collide
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+            db.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, outcome text,"
                     " owner text, lease_until timestamptz, finished_at timestamptz)"
@@ -97,16 +176,38 @@ class PostgresLedger:
             )
 
     def _run(self, query: str, params: dict[str, Any], rows: Callable[[Any], T]) -> T:
-        """Run `query` (with `{t}` for the table); reconnect once if the connection broke."""
+        """Run `query` (`{t}`: the table); reconnect and try again within the patience."""
         statement = self._psycopg.sql.SQL(query).format(t=self._t)
-        for attempt in (1, 2):
-            try:
-                return rows(self._db.execute(statement, params))
-            except self._psycopg.OperationalError:
-                if attempt == 2 or not (self._db.broken or self._db.closed):
-                    raise
-                self._db = self._connect()
-        raise AssertionError("unreachable")
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            recently = time.monotonic() - _gave_up.get(self.url, -1e9) < self._patience
+            deadline = time.monotonic() + (0.0 if recently else self._patience)
+            pause = 0.5
+            while True:
+                try:
+                    if self._db is None or self._db.closed or self._db.broken:
+                        self._open()
+                    result = self._guarded(lambda db: rows(db.execute(statement, params)))
+                    _gave_up.pop(self.url, None)
+                    return result
+                except self._psycopg.OperationalError as exc:
+                    last = exc
+                if time.monotonic() + pause >= deadline:
+                    break
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+            _gave_up[self.url] = time.monotonic()
+            how = (
+                f"(one more try, after a batch waited {self._patience:.0f} s for it a moment ago)"
+                if recently
+                else f"within {self._patience:.0f} s"
+            )
+            self._failed = LedgerError(
+                f"the record ledger at {masked_url(self.url)} could not be reached {how}:"
+                f" {_one_line(last)}"
+            )
+            raise self._failed
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str]:
         """The stored outcomes of `keys` that are finished."""
@@ -191,4 +292,6 @@ class PostgresLedger:
 
     def close(self) -> None:
         """Close the connection."""
-        self._db.close()
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
