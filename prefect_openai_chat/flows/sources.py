@@ -192,46 +192,54 @@ def record_problem(record: Mapping[Any, Any]) -> str | None:
     with no lone surrogate (half of a UTF-16 pair, which no UTF-8 text can hold).
     The answer reads after "item 3 holds " or "line 3 holds ".
     """
-    stack: list[tuple[Any, tuple[Any, ...]]] = [(record, ())]
+    stack: list[tuple[Any, int, _Path]] = [(record, 1, None)]
     while stack:
-        value, path = stack.pop()
-        if isinstance(value, Mapping | list | tuple):
-            if len(path) >= MAX_DEPTH:
+        value, depth, path = stack.pop()
+        kind = type(value)
+        if kind is str:
+            if found := _SURROGATE.search(value):
+                return _surrogate(found.group(), path)
+        elif kind is int or kind is bool or value is None:
+            continue
+        elif isinstance(value, Mapping | list | tuple):
+            if depth > MAX_DEPTH:
                 return (
                     f"values nested deeper than {MAX_DEPTH} levels (at {_where(path)}):"
                     f" records nested deeper than {MAX_DEPTH} levels are refused; flatten it"
                 )
-            pairs = value.items() if isinstance(value, Mapping) else enumerate(value)
-            for key, inner in pairs:
-                if isinstance(value, Mapping) and (problem := _key_problem(key, path)):
+            pairs: Iterable[tuple[Any, Any]] = enumerate(value)
+            if isinstance(value, Mapping):
+                if problem := _keys_problem(value, path):
                     return problem
-                stack.append((inner, (*path, key)))
-        elif isinstance(value, str):
-            if found := _SURROGATE.search(value):
-                return _surrogate(found.group(), path)
+                pairs = value.items()
+            stack.extend((inner, depth + 1, (path, key)) for key, inner in pairs)
         elif isinstance(value, float) and not math.isfinite(value):
             return f"{value!r} at {_where(path)}, which is not a JSON number; use null or a string"
-        elif not isinstance(value, int | float | bool) and value is not None:
+        elif not isinstance(value, str | int | float):  # bool and None are ints or seen above
             return (
-                f"a {type(value).__name__} at {_where(path)}, which is not JSON data: a record"
+                f"a {kind.__name__} at {_where(path)}, which is not JSON data: a record"
                 " holds strings, numbers, booleans, null, lists and dicts; convert it first"
                 " (e.g. str() or .isoformat())"
             )
     return None
 
 
-def _key_problem(key: Any, path: tuple[Any, ...]) -> str | None:
-    if not isinstance(key, str):
-        return (
-            f"the key {key!r} ({type(key).__name__}) in {_where(path)}: the keys of a record"
-            " and of its dicts must be strings"
-        )
-    if found := _SURROGATE.search(key):
-        return _surrogate(found.group(), path)
+_Path = tuple[Any, Any] | None  # (the parent's path, the key), None for the record itself
+
+
+def _keys_problem(value: Mapping[Any, Any], path: _Path) -> str | None:
+    for key in value:
+        if not isinstance(key, str):
+            return (
+                f"the key {key!r} ({type(key).__name__}) in {_where(path)}: the keys of a"
+                " record and of its dicts must be strings"
+            )
+        if found := _SURROGATE.search(key):
+            return _surrogate(found.group(), path)
     return None
 
 
-def _surrogate(char: str, path: tuple[Any, ...]) -> str:
+def _surrogate(char: str, path: _Path) -> str:
     return (
         f"a lone surrogate ({char.encode('unicode_escape').decode()}) in {_where(path)}: an"
         " invalid Unicode escape, half of a UTF-16 pair, which no UTF-8 text can hold;"
@@ -239,12 +247,16 @@ def _surrogate(char: str, path: tuple[Any, ...]) -> str:
     )
 
 
-def _where(path: tuple[Any, ...]) -> str:
-    """`['meta'][0]`, the record itself for `()`; long paths are cut."""
-    if not path:
+def _where(path: _Path) -> str:
+    """`['meta'][0]`, or "the record"; long paths are cut."""
+    keys: list[Any] = []
+    while path is not None:
+        path, key = path
+        keys.append(key)
+    if not keys:
         return "the record"
-    shown = "".join(f"[{part!r}]" for part in path[:6])
-    return shown + ("[…]" if len(path) > 6 else "")
+    keys.reverse()
+    return "".join(f"[{key!r}]" for key in keys[:6]) + ("[…]" if len(keys) > 6 else "")
 
 
 def _iterable_item(number: int, record: Any) -> SourceItem:
@@ -253,14 +265,18 @@ def _iterable_item(number: int, record: Any) -> SourceItem:
         return SourceItem(number, error=record.error, raw=record.raw)
     if not isinstance(record, Mapping):
         return SourceItem(number, error=f"item {number} is a {type(record).__name__}, not a dict")
+    if error := _item_error(number, record):
+        return SourceItem(number, error=error, raw=_shown(record))
+    return SourceItem(number, record=dict(record))
+
+
+def _item_error(number: int, record: Mapping[Any, Any]) -> str | None:
+    """Why item `number` is not JSON data, else None (never an exception)."""
     try:
         problem = record_problem(record)
-        if problem is None:
-            return SourceItem(number, record=dict(record))
-        error = f"item {number} holds {problem}"
     except Exception as exc:  # a mapping that cannot be read costs that item, not the run
-        error = f"item {number} cannot be read: {type(exc).__name__}: {exc}"
-    return SourceItem(number, error=error, raw=_shown(record))
+        return f"item {number} cannot be read: {type(exc).__name__}: {exc}"
+    return None if problem is None else f"item {number} holds {problem}"
 
 
 @dataclass(frozen=True)
@@ -280,11 +296,9 @@ def set_aside(source: list[Any]) -> list[Any]:
     """`source` with each dict that is not JSON data replaced by a `_SetAside`."""
     replaced: list[Any] | None = None
     for number, value in enumerate(source, start=1):
-        if isinstance(value, Mapping):
-            item = _iterable_item(number, value)
-            if item.error is not None:
-                replaced = replaced or list(source)
-                replaced[number - 1] = _SetAside(item.error, str(item.raw))
+        if isinstance(value, Mapping) and (error := _item_error(number, value)):
+            replaced = replaced or list(source)
+            replaced[number - 1] = _SetAside(error, _shown(value))
     return source if replaced is None else replaced
 
 
@@ -399,19 +413,22 @@ def _line_end(text: str) -> tuple[str, str]:
 
 
 class _CsvRecord:
-    """One CSV record being read, line by line: RFC 4180, as `csv.reader(strict=True)`.
+    """One CSV record being read, line by line: RFC 4180, the fields `csv.reader(strict=True)`
+    gives (the property tests compare them), except that a `\\r` that does not end a line
+    is data.
 
     The `csv` module is not used: it cannot say which line a quoted field starts on, it
-    stops at a `\\r` inside an unquoted field, and its field size limit is one value for
-    the whole process.
+    stops at a `\\r` inside an unquoted field, and its field size limit (128 KiB unless
+    raised) is one value for the whole process.
     """
 
-    def __init__(self, open_since: int = 0, error: str | None = None) -> None:
+    def __init__(self, cut_from: int = 0) -> None:
         self.lines: list[_Line] = []
         self.fields: list[str] = []
-        self.open: list[str] | None = [] if open_since else None  # a quoted field going on
-        self.quote_line = open_since  # where the last quoted field started
-        self.error = error
+        self.open: list[str] | None = [] if cut_from else None  # a quoted field going on
+        self.quote_line = cut_from  # where the last quoted field started
+        self.cut_from = cut_from  # the over-long quoted field this record goes on with
+        self.error = self._inside(cut_from) if cut_from else None
         self.size = 0
 
     def add(self, line: _Line) -> bool:
@@ -494,7 +511,7 @@ class _CsvRecord:
 
     def rest(self) -> _CsvRecord:
         """What follows a record cut for its length: still inside the same quoted field."""
-        return _CsvRecord(self.quote_line, error=self._inside(self.quote_line))
+        return _CsvRecord(cut_from=self.cut_from or self.quote_line)
 
     def _span(self) -> str:
         first, last = self.lines[0].number, self.lines[-1].number
@@ -510,7 +527,7 @@ class _CsvRecord:
     def reason_for(self, number: int) -> str:
         """The quarantine reason of physical line `number` of a broken record."""
         assert self.error is not None
-        main = self.quote_line or self.lines[0].number
+        main = self.cut_from or self.quote_line or self.lines[0].number
         if number == main:
             return self.error
         if number > main:

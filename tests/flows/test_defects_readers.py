@@ -17,6 +17,7 @@ from flow_support import read_jsonl, sample_tickets, write_jsonl
 
 from prefect_openai_chat import ChatModel
 from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.flows import sources
 from prefect_openai_chat.flows.sources import MAX_DEPTH, count_records, read_records
 from prefect_openai_chat.simulator import Simulator
 
@@ -116,6 +117,29 @@ def test_quoted_fields_over_several_lines_are_one_record_and_counted_once(tmp_pa
     ]
     assert count_records(path) == 5
     assert len(path.read_text().splitlines()) > 6  # the bodies do span several lines
+
+
+def test_a_quoted_field_past_the_size_limit_is_quarantined_in_bounded_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "MAX_CSV_RECORD_CHARS", 100)
+    swallowed = "".join(f"T-{n},Printer,still broken\n" for n in range(3, 20))  # lines 3-19
+    path = _csv(tmp_path, HEADER + 'T-1,Login,"Cannot log in\n' + swallowed + 'end"\nT-9,a,b\n')
+
+    items = list(read_records(path))
+
+    assert [i.line for i in items] == list(range(2, 22))  # every line once, T-9 on line 21
+    assert all(i.error is not None for i in items[:-1])
+    assert items[0].error is not None and "past 100 characters" in items[0].error
+    assert all("starts on line 2" in (i.error or "") for i in items[1:-1])
+    assert items[-1].record == {"ticket_id": "T-9", "subject": "a", "body": "b"}
+    assert count_records(path) == 20
+
+
+def test_a_csv_header_with_an_unclosed_quote_is_refused(tmp_path: Path) -> None:
+    path = _csv(tmp_path, 'ticket_id,"body\nT-1,hello\n')
+    with pytest.raises(InvalidInputError, match=r"the CSV header: CSV line 1: .* never closed"):
+        list(read_records(path))
 
 
 # --- 3. a field over 128 KiB ---------------------------------------------------------------------
