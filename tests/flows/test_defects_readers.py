@@ -198,7 +198,8 @@ def test_a_jsonl_line_nested_too_deep_is_quarantined(
 ) -> None:
     good = sample_tickets(2)
     deep = '{"ticket_id": "T-DEEP", "subject": "s", "body": "b", "meta": ' + _nested(depth) + "}"
-    source = write_jsonl(tmp_path / "in.jsonl", [good[0], deep, good[1]])
+    at_limit = {**good[1], "meta": json.loads(_nested(MAX_DEPTH - 1))}  # the record is level 1
+    source = write_jsonl(tmp_path / "in.jsonl", [good[0], deep, at_limit])
 
     summary = run_flow(source, chat_model, tmp_path)
 
