@@ -133,14 +133,15 @@ def count_in_shard(source: Any, count: int | None) -> int | None:
     lines = _LINES.get()
     if lines is None or not isinstance(source, str | Path):
         return count
+    if Path(source).suffix.lower() == ".csv":  # a record may span lines: count as it is read
+        return sum(1 for _ in in_shard(read_records(source)))
     first, last = lines
-    csv = Path(source).suffix.lower() == ".csv"
     found = 0
     with Path(source).open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             if number > last:
                 break
-            if number >= first and line.strip() and not (csv and number == 1):
+            if number >= first and line.strip():
                 found += 1
     return found
 

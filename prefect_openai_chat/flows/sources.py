@@ -1,8 +1,23 @@
 """Read records from JSONL, CSV or an iterable, one at a time, never the whole file.
 
 Every input line becomes exactly one `SourceItem`: a record, or the reason it could
-not be read (a malformed JSONL line, a CSV row with the wrong number of fields), with
-its line number, so that the flow can quarantine it and go on.
+not be read (a malformed JSONL line, a CSV row with the wrong number of fields, a
+record nested too deep or holding a lone surrogate), with its line number, so that the
+flow can quarantine it and go on. Only a file that cannot be read at all (or a CSV
+whose header is unusable) fails the run, with an `InvalidInputError`.
+
+How physical lines map to items:
+
+* JSONL: one item per non-blank line.
+* CSV: the header is the first non-blank record; then one item per non-blank record,
+  numbered by the line it ends on. A quoted field may legitimately span lines, so a
+  record may cover several lines: they make one item. A record that is broken (a quote
+  never closed, or closed and followed by something else than a comma, RFC 4180 read
+  strictly) gives one quarantined item per non-blank physical line it covers: the line
+  where the quoted field starts says what is wrong, every other line says which line
+  to fix. So every physical line ends exactly once, and nothing a stray quote
+  swallowed is ever sent as part of another record.
+* An iterable: one item per element.
 
 Example:
     >>> from prefect_openai_chat.flows.sources import read_records
@@ -14,9 +29,10 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import csv
 import inspect
 import json
+import math
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -28,6 +44,21 @@ from prefect import Flow
 from prefect_openai_chat.errors import InvalidInputError
 
 Source = str | Path | Iterable[Mapping[str, Any]]
+
+MAX_DEPTH = 64
+"""Records nested deeper than this (the record itself is level 1) are quarantined.
+
+Real records rarely nest past ten levels. Prefect's parameter handling, pydantic and the
+JSON encoders recurse a few Python frames per level and exhaust Python's recursion
+limit (1,000 frames) a few hundred levels down (a record 400 levels deep failed the
+whole run where 300 passed, measured in December 2026); 64 leaves them a wide margin,
+with room for what wraps a record and for deeper call stacks.
+"""
+
+MAX_CSV_RECORD_CHARS = 16 * 1024 * 1024
+"""A CSV record longer than this (16 Mi characters) is quarantined: in practice a quote
+never closed. It is far more than any model's context window holds, and it bounds the
+memory a stray quote can make the reader hold."""
 
 
 @dataclass(frozen=True)
@@ -129,25 +160,165 @@ def _read(source: Source) -> Iterator[SourceItem]:
             yield from _read_jsonl(path)
         return
     for number, record in enumerate(source, start=1):
-        if isinstance(record, Mapping):
-            yield SourceItem(number, record=dict(record))
-        else:
-            yield SourceItem(
-                number, error=f"item {number} is a {type(record).__name__}, not a dict"
-            )
+        yield _iterable_item(number, record)
 
 
 def count_records(source: Source) -> int | None:
-    """How many items `read_records` will yield, when that is cheap to know."""
+    """How many items `read_records` will yield, when that is cheap to know.
+
+    A JSONL file counts its non-blank lines; a CSV file is read the way the reader
+    reads it (a quoted field may span lines), so the two always agree.
+    """
     if isinstance(source, str | Path):
         path = Path(source)
-        with path.open("rb") as handle:
-            lines = sum(1 for line in handle if line.strip())
-        return max(lines - 1, 0) if path.suffix.lower() == ".csv" else lines
+        if path.suffix.lower() == ".csv":
+            return sum(1 for _ in _read_csv(path))
+        return sum(1 for line in _lines(path) if not _blank(line.text))
     try:
         return len(source)  # type: ignore[arg-type]
     except TypeError:
         return None
+
+
+# --- records that are JSON data -------------------------------------------------------------
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def record_problem(record: Mapping[Any, Any]) -> str | None:
+    """Why `record` is not JSON data a run can carry, else None.
+
+    JSON data is a dict with string keys whose values are strings, finite numbers,
+    booleans, null, lists (or tuples) and such dicts, nested at most `MAX_DEPTH` levels,
+    with no lone surrogate (half of a UTF-16 pair, which no UTF-8 text can hold).
+    The answer reads after "item 3 holds " or "line 3 holds ".
+    """
+    stack: list[tuple[Any, int, _Path]] = [(record, 1, None)]
+    while stack:
+        value, depth, path = stack.pop()
+        kind = type(value)
+        if kind is str:
+            if found := _SURROGATE.search(value):
+                return _surrogate(found.group(), path)
+        elif kind is int or kind is bool or value is None:
+            continue
+        elif isinstance(value, Mapping | list | tuple):
+            if depth > MAX_DEPTH:
+                return (
+                    f"values nested deeper than {MAX_DEPTH} levels (at {_where(path)}):"
+                    f" records nested deeper than {MAX_DEPTH} levels are refused; flatten it"
+                )
+            pairs: Iterable[tuple[Any, Any]] = enumerate(value)
+            if isinstance(value, Mapping):
+                if problem := _keys_problem(value, path):
+                    return problem
+                pairs = value.items()
+            stack.extend((inner, depth + 1, (path, key)) for key, inner in pairs)
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{value!r} at {_where(path)}, which is not a JSON number; use null or a string"
+        elif not isinstance(value, str | int | float):  # bool and None are ints or seen above
+            return (
+                f"a {kind.__name__} at {_where(path)}, which is not JSON data: a record"
+                " holds strings, numbers, booleans, null, lists and dicts; convert it first"
+                " (e.g. str() or .isoformat())"
+            )
+    return None
+
+
+_Path = tuple[Any, Any] | None  # (the parent's path, the key), None for the record itself
+
+
+def _keys_problem(value: Mapping[Any, Any], path: _Path) -> str | None:
+    for key in value:
+        if not isinstance(key, str):
+            return (
+                f"the key {key!r} ({type(key).__name__}) in {_where(path)}: the keys of a"
+                " record and of its dicts must be strings"
+            )
+        if found := _SURROGATE.search(key):
+            return _surrogate(found.group(), path)
+    return None
+
+
+def _surrogate(char: str, path: _Path) -> str:
+    return (
+        f"a lone surrogate ({char.encode('unicode_escape').decode()}) in {_where(path)}: an"
+        " invalid Unicode escape, half of a UTF-16 pair, which no UTF-8 text can hold;"
+        " fix the text where the record was written (emoji cut in half?)"
+    )
+
+
+def _where(path: _Path) -> str:
+    """`['meta'][0]`, or "the record"; long paths are cut."""
+    keys: list[Any] = []
+    while path is not None:
+        path, key = path
+        keys.append(key)
+    if not keys:
+        return "the record"
+    keys.reverse()
+    return "".join(f"[{key!r}]" for key in keys[:6]) + ("[…]" if len(keys) > 6 else "")
+
+
+def _iterable_item(number: int, record: Any) -> SourceItem:
+    """Item `number` of an iterable source: the record, or why it is set aside."""
+    if isinstance(record, _SetAside):
+        return SourceItem(number, error=record.error, raw=record.raw)
+    if not isinstance(record, Mapping):
+        return SourceItem(number, error=f"item {number} is a {type(record).__name__}, not a dict")
+    if error := _item_error(number, record):
+        return SourceItem(number, error=error, raw=_shown(record))
+    return SourceItem(number, record=dict(record))
+
+
+def _item_error(number: int, record: Mapping[Any, Any]) -> str | None:
+    """Why item `number` is not JSON data, else None (never an exception)."""
+    try:
+        problem = record_problem(record)
+    except Exception as exc:  # a mapping that cannot be read costs that item, not the run
+        return f"item {number} cannot be read: {type(exc).__name__}: {exc}"
+    return None if problem is None else f"item {number} holds {problem}"
+
+
+@dataclass(frozen=True)
+class _SetAside:
+    """An item of an iterable source that is not JSON data, as a flow's `source` holds it.
+
+    Prefect walks, validates and records a flow's parameters before its body runs, and
+    fails the run on an item nested a few hundred levels deep; the flow body never sees
+    the item itself, only why it is quarantined and how it is shown.
+    """
+
+    error: str
+    raw: str
+
+
+def set_aside(source: list[Any]) -> list[Any]:
+    """`source` with each dict that is not JSON data replaced by a `_SetAside`."""
+    replaced: list[Any] | None = None
+    for number, value in enumerate(source, start=1):
+        if isinstance(value, Mapping) and (error := _item_error(number, value)):
+            replaced = replaced or list(source)
+            replaced[number - 1] = _SetAside(error, _shown(value))
+    return source if replaced is None else replaced
+
+
+def _shown(record: Any) -> str:
+    """A set-aside item as JSON text a sink can write: escapes for what is not UTF-8,
+    `repr` for what is not JSON."""
+    try:
+        return json.dumps(record, ensure_ascii=True, default=repr)
+    except (ValueError, TypeError, RecursionError):
+        return f"<a {type(record).__name__} too deep or too odd to show>"
+
+
+# --- lines of a file ---------------------------------------------------------------------------
+
+_BLANK = " \t\n\r\x0b\x0c"  # what `bytes.strip` takes away
+
+
+def _blank(text: str) -> bool:
+    return not text.strip(_BLANK)
 
 
 @dataclass(frozen=True)
@@ -158,7 +329,17 @@ class _Line:
 
 
 def _lines(path: Path) -> Iterator[_Line]:
-    """The file's lines, decoded strictly: a line that is not UTF-8 says where, and why."""
+    """The file's lines, decoded strictly: a line that is not UTF-8 says where, and why.
+
+    A file that cannot be read (gone, a disk error) is an `InvalidInputError`.
+    """
+    try:
+        yield from _decoded(path)
+    except OSError as exc:
+        raise InvalidInputError(f"source {str(path)!r} cannot be read: {exc}") from exc
+
+
+def _decoded(path: Path) -> Iterator[_Line]:
     offset = 0
     with path.open("rb") as handle:
         for number, data in enumerate(handle, start=1):
@@ -179,66 +360,264 @@ def _lines(path: Path) -> Iterator[_Line]:
                 )
 
 
+# --- JSONL -------------------------------------------------------------------------------------
+
+
 def _read_jsonl(path: Path) -> Iterator[SourceItem]:
     for line in _lines(path):
-        number, text = line.number, line.text
-        if not text.strip():
-            continue
-        if line.error:
-            yield SourceItem(number, error=line.error, raw=text.rstrip("\r\n"))
-            continue
+        if not _blank(line.text):
+            yield _jsonl_item(line)
+
+
+def _jsonl_item(line: _Line) -> SourceItem:
+    """One non-blank JSONL line: its record, or why it is quarantined (never an exception)."""
+    number, raw = line.number, line.text.rstrip("\r\n")
+    if line.error:
+        return SourceItem(number, error=line.error, raw=raw)
+    try:
+        record = json.loads(line.text)
+    except json.JSONDecodeError as exc:
+        return SourceItem(number, error=f"malformed JSON on line {number}: {exc.msg}", raw=raw)
+    except RecursionError:
+        error = (
+            f"line {number} holds values nested deeper than {MAX_DEPTH} levels (too deep for"
+            f" the JSON parser): records nested deeper than {MAX_DEPTH} levels are refused;"
+            " flatten it"
+        )
+        return SourceItem(number, error=error, raw=raw)
+    except Exception as exc:  # e.g. an integer of more than 4,300 digits
+        return SourceItem(
+            number, error=f"line {number} cannot be read: {type(exc).__name__}: {exc}", raw=raw
+        )
+    if not isinstance(record, dict):
+        return SourceItem(number, error=f"line {number} is JSON but not an object", raw=raw)
+    if problem := record_problem(record):
+        return SourceItem(number, error=f"line {number} holds {problem}", raw=raw)
+    return SourceItem(number, record=record)
+
+
+# --- CSV ---------------------------------------------------------------------------------------
+
+_QUOTED_TEXT = re.compile(r'[^"]*(?:""[^"]*)*')  # a quoted field's text, up to its closing quote
+
+
+def _line_end(text: str) -> tuple[str, str]:
+    """A physical line's text and its line ending (`\\r\\n`, `\\n`, a last `\\r`, or none).
+
+    A `\\r` anywhere else is data: kept in its field as it is.
+    """
+    if text.endswith("\r\n"):
+        return text[:-2], "\r\n"
+    if text.endswith(("\n", "\r")):
+        return text[:-1], text[-1]
+    return text, ""
+
+
+class _CsvRecord:
+    """One CSV record being read, line by line: RFC 4180, the fields `csv.reader(strict=True)`
+    gives (the property tests compare them), except that a `\\r` that does not end a line
+    is data.
+
+    The `csv` module is not used: it cannot say which line a quoted field starts on, it
+    stops at a `\\r` inside an unquoted field, and its field size limit (128 KiB unless
+    raised) is one value for the whole process.
+    """
+
+    def __init__(self, cut_from: int = 0) -> None:
+        self.lines: list[_Line] = []
+        self.fields: list[str] = []
+        self.open: list[str] | None = [] if cut_from else None  # a quoted field going on
+        self.quote_line = cut_from  # where the last quoted field started
+        self.cut_from = cut_from  # the over-long quoted field this record goes on with
+        self.error = self._inside(cut_from) if cut_from else None
+        self.size = 0
+
+    def add(self, line: _Line) -> bool:
+        """Read one more physical line; True when the record ends with it."""
+        self.lines.append(line)
+        self.size += len(line.text)
         try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield SourceItem(
-                number,
-                error=f"malformed JSON on line {number}: {exc.msg}",
-                raw=text.rstrip("\r\n"),
+            return self._parse(*_line_end(line.text), line.number)
+        except Exception as exc:  # never expected; the record, not the run, pays for it
+            self.error = self.error or f"CSV line {line.number} cannot be read: {exc!r}"
+            return True
+
+    def _parse(self, text: str, end: str, number: int) -> bool:
+        pos: int | None = 0
+        if self.open is not None:
+            pos = self._quoted(text, 0, end)
+        while pos is not None:
+            if text.startswith('"', pos):
+                self.open, self.quote_line = [], number
+                pos = self._quoted(text, pos + 1, end)
+                continue
+            comma = text.find(",", pos)
+            self.fields.append(text[pos:] if comma < 0 else text[pos:comma])
+            if comma < 0:
+                return True
+            pos = comma + 1
+        return self.open is None
+
+    def _quoted(self, text: str, pos: int, end: str) -> int | None:
+        """Read the open quoted field from `pos`: where the next field starts, or None when
+        the record ends on this line or the field goes on on the next."""
+        assert self.open is not None
+        stop = _QUOTED_TEXT.match(text, pos).end()  # type: ignore[union-attr]
+        self.open.append(text[pos:stop])
+        if stop == len(text):
+            self.open.append(end)
+            return None
+        self.fields.append("".join(self.open).replace('""', '"'))
+        self.open = None
+        after = stop + 1  # past the closing quote: a comma, or the line's end
+        if after == len(text):
+            return None
+        if text[after] == ",":
+            return after + 1
+        self._misplaced_quote(text[after], number=self.lines[-1].number)
+        return None
+
+    def _misplaced_quote(self, char: str, number: int) -> None:
+        fix = 'a quote inside a quoted field is written twice ("")'
+        if self.quote_line == number:
+            problem = (
+                f"CSV line {number}: a quoted field is closed and followed by {char!r}"
+                " instead of a comma or the line's end"
             )
-            continue
-        if not isinstance(record, dict):
-            yield SourceItem(
-                number, error=f"line {number} is JSON but not an object", raw=text.rstrip("\r\n")
+        else:
+            problem = (
+                f"CSV line {self.quote_line}: the quoted field that starts here is not"
+                f" closed on its line: it runs on to line {number}, where a quote closes it"
+                f" and {char!r} follows instead of a comma"
             )
-            continue
-        yield SourceItem(number, record=record)
+        self.error = self.error or f"{problem}; {fix}"
+
+    def unterminated(self) -> _CsvRecord:
+        """The record at the end of the file, inside a quoted field: an error."""
+        self.error = self.error or (
+            f"CSV line {self.quote_line}: the quoted field that starts here is never closed"
+            f" (the file ends inside it, {self._span()}); close the quote, and write a quote"
+            ' inside a quoted field twice ("")'
+        )
+        return self
+
+    def too_long(self) -> _CsvRecord:
+        """The record over `MAX_CSV_RECORD_CHARS` inside a quoted field: an error."""
+        self.error = self.error or (
+            f"CSV line {self.quote_line}: the quoted field that starts here runs on past"
+            f" {MAX_CSV_RECORD_CHARS:,} characters ({self._span()}), so its quote is"
+            " probably never closed; close the quote"
+        )
+        return self
+
+    def rest(self) -> _CsvRecord:
+        """What follows a record cut for its length: still inside the same quoted field."""
+        return _CsvRecord(cut_from=self.cut_from or self.quote_line)
+
+    def _span(self) -> str:
+        first, last = self.lines[0].number, self.lines[-1].number
+        return f"lines {first}-{last}" if last > first else f"line {first}"
+
+    @staticmethod
+    def _inside(quote_line: int) -> str:
+        return (
+            f"inside the quoted field that starts on line {quote_line}, which is not closed"
+            f" where it should be; fix line {quote_line}"
+        )
+
+    def reason_for(self, number: int) -> str:
+        """The quarantine reason of physical line `number` of a broken record."""
+        assert self.error is not None
+        main = self.cut_from or self.quote_line or self.lines[0].number
+        if number == main:
+            return self.error
+        if number > main:
+            return f"CSV line {number} is {self._inside(main)}"
+        return f"CSV line {number} starts a record that line {main} breaks; see line {main}"
+
+
+def _csv_records(lines: Iterator[_Line]) -> Iterator[_CsvRecord]:
+    """The file's records, broken ones included; a quoted field past the size limit is
+    cut into records that are all errors, so memory stays bounded."""
+    record = _CsvRecord()
+    for line in lines:
+        if record.add(line):
+            yield record
+            record = _CsvRecord()
+        elif record.size > MAX_CSV_RECORD_CHARS:
+            yield record.too_long()
+            record = record.rest()
+    if record.lines:
+        yield record.unterminated()
 
 
 def _read_csv(path: Path) -> Iterator[SourceItem]:
-    bad_lines: dict[int, str] = {}
+    records = _csv_records(_lines(path))
+    header = _csv_header(path, records)
+    for record in records:
+        yield from _csv_items(record, header)
 
-    def texts() -> Iterator[str]:
-        for line in _lines(path):
-            if line.error:
-                bad_lines[line.number] = line.error
-            yield line.text
 
-    reader = csv.reader(texts())
-    header = next(reader, None)
-    if not header:
-        return
-    last = reader.line_num
-    header_errors = [bad_lines.pop(n) for n in range(1, last + 1) if n in bad_lines]
-    if header_errors:
-        raise InvalidInputError(f"source {str(path)!r}: the CSV header: {header_errors[0]}")
-    width = len(header)
-    for row in reader:
-        number, first = reader.line_num, last + 1
-        last = number
-        errors = [bad_lines.pop(n) for n in range(first, number + 1) if n in bad_lines]
-        if not any(cell.strip() for cell in row):
+def _csv_header(path: Path, records: Iterator[_CsvRecord]) -> list[str]:
+    """The first non-blank record's fields; InvalidInputError when they cannot name columns."""
+    for record in records:
+        if record.error is None and not any(field.strip() for field in record.fields):
             continue
-        if errors:
-            yield SourceItem(number, error=errors[0], raw=",".join(row))
-            continue
-        if len(row) != width:
-            yield SourceItem(
-                number,
-                error=f"CSV line {number} has {len(row)} fields, the header has {width}",
-                raw=",".join(row),
+        where = f"source {str(path)!r}: the CSV header"
+        errors = [line.error for line in record.lines if line.error] + [record.error]
+        if error := next((e for e in errors if e), None):
+            raise InvalidInputError(f"{where}: {error}")
+        header = record.fields
+        if any("\r" in name for name in header):
+            raise InvalidInputError(
+                f"{where} holds a carriage return (\\r) that does not end a line: is the"
+                " file saved with old Mac line endings (\\r alone)? Save it with \\n or"
+                " \\r\\n line endings"
             )
-            continue
-        yield SourceItem(number, record=dict(zip(header, row, strict=True)))
+        if duplicated := _duplicates(header):
+            raise InvalidInputError(
+                f"{where} names {duplicated}: a record would keep only the last of those"
+                " columns; rename them so that every column has its own name"
+            )
+        return header
+    return []
+
+
+def _duplicates(header: list[str]) -> str:
+    """`'text' twice (columns 2 and 3)` for each repeated name; empty when none is."""
+    columns: dict[str, list[int]] = {}
+    for column, name in enumerate(header, start=1):
+        columns.setdefault(name, []).append(column)
+    return "; ".join(
+        f"{name!r} {len(at)} times (columns {', '.join(map(str, at[:-1]))} and {at[-1]})"
+        for name, at in columns.items()
+        if len(at) > 1
+    ).replace(" 2 times", " twice")
+
+
+def _csv_items(record: _CsvRecord, header: list[str]) -> Iterator[SourceItem]:
+    """The items of one record: one, or one per physical line when the record is broken."""
+    if record.error is not None:
+        for line in record.lines:
+            if not _blank(line.text):
+                raw = _line_end(line.text)[0]
+                yield SourceItem(line.number, error=record.reason_for(line.number), raw=raw)
+        return
+    fields = record.fields
+    if not any(field.strip() for field in fields) or not header:
+        return
+    number = record.lines[-1].number
+    raw = _line_end("".join(line.text for line in record.lines))[0]
+    if error := next((line.error for line in record.lines if line.error), None):
+        yield SourceItem(number, error=error, raw=raw)
+    elif len(fields) != len(header):
+        yield SourceItem(
+            number,
+            error=f"CSV line {number} has {len(fields)} fields, the header has {len(header)}",
+            raw=raw,
+        )
+    else:
+        yield SourceItem(number, record=dict(zip(header, fields, strict=True)))
 
 
 # --- a flow whose `source` may be a generator ------------------------------------------------
@@ -250,16 +629,15 @@ R = TypeVar("R")
 def materialise_source(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The call's arguments with an iterable `source` (a generator too) turned into a list."""
+    """The call's arguments with an iterable `source` (a generator too) turned into a list,
+    its dicts that are not JSON data set aside (`set_aside`)."""
     try:
         bound = inspect.signature(fn).bind_partial(*args, **kwargs)
     except TypeError:
         return args, kwargs  # Prefect reports the bad call in its own words
     value = bound.arguments.get("source")
-    if isinstance(value, Iterable) and not isinstance(
-        value, str | bytes | Path | Mapping | list | tuple
-    ):
-        bound.arguments["source"] = list(value)
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes | Path | Mapping):
+        bound.arguments["source"] = set_aside(value if isinstance(value, list) else list(value))
     return bound.args, bound.kwargs
 
 
@@ -268,7 +646,8 @@ class SourceFlow(Flow[P, R]):
 
     Prefect serialises a flow's parameters for its API before the flow body runs, which
     would use up a generator: the body would see no record and report success. This
-    flow makes a list of such a source first.
+    flow makes a list of such a source first, and sets aside the items Prefect's
+    parameter handling would fail the run on (see `set_aside`).
     """
 
     if not TYPE_CHECKING:  # type checkers keep `Flow.__call__`'s precise overloads
