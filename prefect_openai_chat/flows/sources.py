@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from prefect import Flow
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from prefect_openai_chat.errors import InvalidInputError
 
@@ -185,13 +186,14 @@ def count_records(source: Source) -> int | None:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def record_problem(record: Mapping[Any, Any]) -> str | None:
+def record_problem(record: Mapping[Any, Any], other_values: bool = False) -> str | None:
     """Why `record` is not JSON data a run can carry, else None.
 
     JSON data is a dict with string keys whose values are strings, finite numbers,
     booleans, null, lists (or tuples) and such dicts, nested at most `MAX_DEPTH` levels,
     with no lone surrogate (half of a UTF-16 pair, which no UTF-8 text can hold).
-    The answer reads after "item 3 holds " or "line 3 holds ".
+    With `other_values`, values of other types (a date, a Decimal) pass: `as_json_data`
+    converts them. The answer reads after "item 3 holds " or "line 3 holds ".
     """
     stack: list[tuple[Any, int, _Path]] = [(record, 1, None)]
     while stack:
@@ -216,8 +218,8 @@ def record_problem(record: Mapping[Any, Any]) -> str | None:
             stack.extend((inner, depth + 1, (path, key)) for key, inner in pairs)
         elif isinstance(value, float) and not math.isfinite(value):
             return f"{value!r} at {_where(path)}, which is not a JSON number; use null or a string"
-        elif not isinstance(value, str | int | float):  # bool and None are ints or seen above
-            return (
+        elif not isinstance(value, str | int | float) and not other_values:
+            return (  # bool and None are ints or were seen above
                 f"a {kind.__name__} at {_where(path)}, which is not JSON data: a record"
                 " holds strings, numbers, booleans, null, lists and dicts; convert it first"
                 " (e.g. str() or .isoformat())"
@@ -266,18 +268,44 @@ def _iterable_item(number: int, record: Any) -> SourceItem:
         return SourceItem(number, error=record.error, raw=record.raw)
     if not isinstance(record, Mapping):
         return SourceItem(number, error=f"item {number} is a {type(record).__name__}, not a dict")
-    if error := _item_error(number, record):
-        return SourceItem(number, error=error, raw=_shown(record))
-    return SourceItem(number, record=dict(record))
+    item = _as_item(number, record)
+    if isinstance(item, str):
+        return SourceItem(number, error=item, raw=_shown(record))
+    return SourceItem(number, record=item)
 
 
-def _item_error(number: int, record: Mapping[Any, Any]) -> str | None:
-    """Why item `number` is not JSON data, else None (never an exception)."""
+def as_json_data(record: Mapping[Any, Any]) -> dict[str, Any]:
+    """`record` as JSON data: dates, datetimes, Decimals, UUIDs and enums (a database row,
+    a DataFrame's `to_dict("records")`) as pydantic writes them in JSON, e.g. a date as
+    "2024-01-02"; raises ValueError naming what is not JSON data and cannot be made so.
+
+    Example:
+        >>> import datetime
+        >>> as_json_data({"id": 1, "day": datetime.date(2024, 1, 2)})
+        {'id': 1, 'day': '2024-01-02'}
+    """
+    strict = record_problem(record)
+    if strict is None:
+        return dict(record)
+    if problem := record_problem(record, other_values=True):
+        raise ValueError(problem)
     try:
-        problem = record_problem(record)
+        converted: dict[str, Any] = to_jsonable_python(record)
+    except PydanticSerializationError:
+        raise ValueError(strict) from None
+    if record_problem(converted) is not None:
+        raise ValueError(strict)
+    return converted
+
+
+def _as_item(number: int, record: Mapping[Any, Any]) -> dict[str, Any] | str:
+    """Item `number` as JSON data, or why it cannot be (never an exception)."""
+    try:
+        return as_json_data(record)
+    except ValueError as exc:
+        return f"item {number} holds {exc}"
     except Exception as exc:  # a mapping that cannot be read costs that item, not the run
         return f"item {number} cannot be read: {type(exc).__name__}: {exc}"
-    return None if problem is None else f"item {number} holds {problem}"
 
 
 @dataclass(frozen=True)
@@ -294,12 +322,13 @@ class _SetAside:
 
 
 def set_aside(source: list[Any]) -> list[Any]:
-    """`source` with each dict that is not JSON data replaced by a `_SetAside`."""
+    """`source` with each dict as JSON data (`as_json_data`), or replaced by a `_SetAside`."""
     replaced: list[Any] | None = None
     for number, value in enumerate(source, start=1):
-        if isinstance(value, Mapping) and (error := _item_error(number, value)):
+        if isinstance(value, Mapping) and record_problem(value) is not None:
+            item = _as_item(number, value)
             replaced = replaced or list(source)
-            replaced[number - 1] = _SetAside(error, _shown(value))
+            replaced[number - 1] = _SetAside(item, _shown(value)) if isinstance(item, str) else item
     return source if replaced is None else replaced
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import decimal
 import io
 import json
 from pathlib import Path
@@ -20,6 +21,7 @@ from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.flows import sources
 from prefect_openai_chat.flows.sources import MAX_DEPTH, count_records, read_records
 from prefect_openai_chat.simulator import Simulator
+from prefect_openai_chat.simulator.request_log import read_request_log
 
 pytestmark = pytest.mark.filterwarnings('ignore:Field name "schema"')
 
@@ -254,7 +256,7 @@ def test_iterable_items_that_are_not_json_data_are_quarantined(
         good[0],
         {"ticket_id": "T-DEEP", "subject": "s", "body": "b", "meta": _deep_list(500)},
         {"ticket_id": "T-EMOJI", "subject": "s", "body": "half an emoji: \ud83d"},
-        {"ticket_id": "T-WHEN", "subject": "s", "body": "b", "at": datetime.date(2024, 1, 2)},
+        {"ticket_id": "T-WHEN", "subject": "s", "body": "b", "at": object()},
         {"ticket_id": "T-KEY", "subject": "s", "body": "b", 7: "int key"},
         {"ticket_id": "T-NAN", "subject": "s", "body": "b", "score": float("nan")},
         good[1],
@@ -267,10 +269,32 @@ def test_iterable_items_that_are_not_json_data_are_quarantined(
     assert sorted(bad) == [2, 3, 4, 5, 6]
     assert "item 2" in bad[2]["reason"] and f"deeper than {MAX_DEPTH}" in bad[2]["reason"]
     assert "item 3" in bad[3]["reason"] and "lone surrogate" in bad[3]["reason"]
-    assert "item 4" in bad[4]["reason"] and "date" in bad[4]["reason"]
+    assert "item 4" in bad[4]["reason"] and "object" in bad[4]["reason"]
     assert "['at']" in bad[4]["reason"]
     assert "item 5" in bad[5]["reason"] and "int" in bad[5]["reason"]
     assert "item 6" in bad[6]["reason"] and "nan" in bad[6]["reason"]
-    # a set-aside item is shown as JSON text: escapes for the surrogate, repr for the date
+    # a set-aside item is shown as JSON text: escapes for the surrogate, repr for the object
     assert "\\ud83d" in bad[3]["record"]
-    assert json.loads(bad[4]["record"])["at"] == "datetime.date(2024, 1, 2)"
+    assert json.loads(bad[4]["record"])["at"].startswith("<object object at")
+
+
+def test_dates_and_decimals_of_iterable_items_are_sent_as_json_writes_them(
+    fresh_sim: Simulator, chat_model: ChatModel, tmp_path: Path
+) -> None:
+    """A database row or a DataFrame's `to_dict("records")` holds dates and Decimals: the
+    records are extracted, their values as pydantic writes them in JSON."""
+    items = [
+        {**ticket, "opened": datetime.date(2024, 1, 2), "amount": decimal.Decimal("12.50")}
+        for ticket in sample_tickets(2)
+    ]
+
+    log = tmp_path / "requests.jsonl"
+    fresh_sim.configure(request_log=str(log))
+    try:
+        summary = run_flow(items, chat_model, tmp_path, prompt="{body} on {opened}: {amount}")
+    finally:
+        fresh_sim.configure(request_log=None)
+
+    assert (summary["records"], summary["valid"], summary["quarantined"]) == (2, 2, 0)
+    bodies = [entry["body"] for entry in read_request_log(log)]
+    assert len(bodies) == 2 and all("on 2024-01-02: 12.50" in body for body in bodies)
