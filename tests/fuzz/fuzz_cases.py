@@ -20,24 +20,31 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
 from prefect_openai_chat.simulator.scripted import ScriptedAnswer
 
-# CI-sized and derandomized; `HYPOTHESIS_PROFILE=fuzz-long` (or any "*-long") searches longer.
+# CI-sized and derandomized, without shrinking: each example is two flow runs (seconds),
+# shrinking one takes minutes, and a failure's message already shows its whole case.
+# `HYPOTHESIS_PROFILE=fuzz-long` (or any "*-long") searches longer, at random, and shrinks.
 settings.register_profile(
     "fuzz",
     derandomize=True,
     database=None,
-    max_examples=18,
+    max_examples=20,
     deadline=None,  # a flow run takes seconds on a shared machine
+    phases=[Phase.explicit, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     print_blob=True,
 )
 settings.register_profile(
-    "fuzz-long", settings.get_profile("fuzz"), derandomize=False, max_examples=300
+    "fuzz-long",
+    settings.get_profile("fuzz"),
+    derandomize=False,
+    max_examples=300,
+    phases=list(Phase),
 )
 PROFILE = settings.get_profile(
     "fuzz-long" if os.environ.get("HYPOTHESIS_PROFILE", "").endswith("-long") else "fuzz"
@@ -198,7 +205,7 @@ def field_plans(draw: st.DrawFn, index: int, kinds: tuple[str, ...], depth: int)
     kind = draw(st.sampled_from(kinds if depth == 0 else SCALAR_KINDS))
     name = f"{draw(_NAMES)}_{index}"
     alias = draw(st.none() | _ALIASES.map(lambda a: f"{a} {index}"))
-    default = draw(st.sampled_from(["required", "required", "value", "factory", "boom"]))
+    default = draw(st.sampled_from(["required"] * 4 + ["value"] * 2 + ["factory"] * 2 + ["boom"]))
     validator = None
     if kind in VALIDATED and draw(st.integers(0, 2)) == 0:
         validator = draw(st.sampled_from(sorted(EXCEPTIONS)))
@@ -474,6 +481,7 @@ class Case:
     output_suffix: str
     quarantine_suffix: str
     batch_size: int
+    mode: str = "auto"  # how the plugin asks for JSON: auto, json_object or tools
     schema: type[BaseModel] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -485,7 +493,7 @@ class Case:
             f"source: {self.source_kind} bom={self.bom} crlf={self.crlf}"
             f" duplicate_header={self.duplicate_header} blanks={self.blank_lines}",
             f"sinks: output {self.output_suffix}, quarantine {self.quarantine_suffix};"
-            f" batch_size {self.batch_size}",
+            f" batch_size {self.batch_size}; mode {self.mode}",
         ]
         for r in self.records:
             content = r.answer.content or r.answer.refusal or ""
@@ -541,4 +549,129 @@ def cases(draw: st.DrawFn, max_records: int = 5) -> Case:
             st.sampled_from([".jsonl", ".jsonl", ".jsonl", ".parquet", ".sqlite"])
         ),
         batch_size=draw(st.integers(1, 3)),
+        mode=draw(st.sampled_from(["auto", "auto", "auto", "json_object", "tools"])),
     )
+
+
+# --- named cases: one per quirk known to have broken the invariant ------------------------------
+
+_ONE_STR = SchemaPlan("Named", (FieldPlan("name_0", "str"),))
+_VALID = '{"name_0": "va"}'
+
+
+def _one(kind: str, answer: str, quirk: str = "plain") -> tuple[str, str, str | None]:
+    return quirk, kind, answer
+
+
+NAMED: dict[str, tuple[SchemaPlan, str, list[tuple[str, str, str | None]], str, str]] = {
+    # (schema, source kind, [(quirk, answer kind, answer content)], output, quarantine)
+    "alias-columns-parquet": (
+        SchemaPlan("Named", (FieldPlan("name_0", "str", alias="e-mail"),)),
+        "jsonl",
+        [_one("valid", '{"e-mail": "va"}')],
+        ".parquet",
+        ".jsonl",
+    ),
+    "alias-columns-sqlite": (
+        SchemaPlan("Named", (FieldPlan("name_0", "int", alias="Full Name"),)),
+        "jsonl",
+        [_one("valid", '{"Full Name": 3}')],
+        ".sqlite",
+        ".jsonl",
+    ),
+    "nan-in-jsonl": (
+        SchemaPlan("Named", (FieldPlan("name_0", "float"),)),
+        "jsonl",
+        [_one("unstorable", '{"name_0": NaN}'), _one("valid", '{"name_0": 1.5}')],
+        ".jsonl",
+        ".jsonl",
+    ),
+    "int-past-int64-parquet": (
+        SchemaPlan("Named", (FieldPlan("name_0", "int"),)),
+        "jsonl",
+        [_one("unstorable", '{"name_0": 9223372036854775808}'), _one("valid", '{"name_0": 1}')],
+        ".parquet",
+        ".jsonl",
+    ),
+    "int-past-int64-nested-sqlite": (
+        SchemaPlan("Named", (FieldPlan("name_0", "list_int"),)),
+        "jsonl",
+        [_one("unstorable", '{"name_0": [-9223372036854775809]}')],
+        ".sqlite",
+        ".jsonl",
+    ),
+    "validator-raises-keyerror": (
+        SchemaPlan("Named", (FieldPlan("name_0", "int", validator="KeyError"),)),
+        "jsonl",
+        [_one("valid", '{"name_0": -1}'), _one("valid", '{"name_0": 2}')],
+        ".jsonl",
+        ".jsonl",
+    ),
+    "default-factory-raises": (
+        SchemaPlan("Named", (FieldPlan("name_0", "str"), FieldPlan("n_1", "int", default="boom"))),
+        "jsonl",
+        [_one("valid", '{"name_0": "va", "n_1": 1}'), _one("missing", _VALID)],
+        ".jsonl",
+        ".jsonl",
+    ),
+    "csv-duplicate-header": (_ONE_STR, "csv", [_one("valid", _VALID)], ".jsonl", ".jsonl"),
+    "csv-unterminated-quote": (
+        _ONE_STR,
+        "csv",
+        [_one("valid", _VALID, "unterminated"), _one("valid", _VALID), _one("valid", _VALID)],
+        ".jsonl",
+        ".jsonl",
+    ),
+    "csv-big-field": (
+        _ONE_STR,
+        "csv",
+        [_one("valid", _VALID), _one("valid", _VALID, "big")],
+        ".jsonl",
+        ".jsonl",
+    ),
+    "csv-stray-cr": (
+        _ONE_STR,
+        "csv",
+        [_one("valid", _VALID), _one("valid", _VALID, "stray-cr")],
+        ".jsonl",
+        ".jsonl",
+    ),
+    "jsonl-very-deep": (
+        _ONE_STR,
+        "jsonl",
+        [_one("valid", _VALID), _one("valid", _VALID, "very-deep")],
+        ".jsonl",
+        ".jsonl",
+    ),
+    "jsonl-lone-surrogate": (
+        _ONE_STR,
+        "jsonl",
+        [_one("valid", _VALID), _one("valid", _VALID, "surrogate")],
+        ".jsonl",
+        ".jsonl",
+    ),
+    "items-lone-surrogate": (
+        _ONE_STR,
+        "items",
+        [_one("valid", _VALID), _one("valid", _VALID, "surrogate")],
+        ".jsonl",
+        ".jsonl",
+    ),
+}
+
+
+def named_case(name: str) -> Case:
+    """The named case: a small source that once broke the invariant in one way."""
+    schema, kind, rows, output, quarantine = NAMED[name]
+    records = [
+        RecordPlan(
+            number,
+            quirk,
+            "w",
+            5,
+            AnswerPlan(answer, content=content) if content else AnswerPlan(answer),
+        )
+        for number, (quirk, answer, content) in enumerate(rows, start=1)
+    ]
+    duplicate = name == "csv-duplicate-header"
+    return Case(schema, kind, records, [], False, False, duplicate, output, quarantine, 2)

@@ -247,6 +247,7 @@ def run_once(case: Case, sim: Simulator, folder: Path, source: Any) -> dict[str,
         quarantine=str(folder / f"bad{case.quarantine_suffix}"),
         batch_size=case.batch_size,
         concurrency=4,
+        mode=case.mode,
         cache=str(folder / "ledger.sqlite"),
     )
 
@@ -259,8 +260,10 @@ def check_outputs(case: Case, folder: Path, label: str) -> dict[str, str]:
     """Assert invariants 1 and 2 on the files of one run; returns key -> outcome of each."""
     out_path = folder / f"out{case.output_suffix}"
     bad_path = folder / f"bad{case.quarantine_suffix}"
-    rows = read_rows(out_path)
-    bad = read_rows(bad_path)
+    try:
+        rows, bad = read_rows(out_path), read_rows(bad_path)
+    except (ValueError, OSError, sqlite3.Error) as exc:  # e.g. NaN in a JSONL file
+        raise _fail(case, f"{label}: the outputs cannot be read back: {exc}") from exc
     flat = case.output_suffix not in (".jsonl", ".ndjson")
     expected = fates(case)
     seen: dict[str, list[str]] = {}

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from fuzz_cases import PROFILE, Case, cases
+from fuzz_cases import NAMED, PROFILE, Case, cases, named_case
 from fuzz_check import check_case
 from hypothesis import given, settings
 
@@ -31,3 +31,9 @@ pytestmark = pytest.mark.filterwarnings('ignore:Field name "schema"')
 def test_every_record_ends_exactly_once_with_its_answer(sim: Simulator, case: Case) -> None:
     with tempfile.TemporaryDirectory() as folder:
         check_case(case, sim, Path(folder))
+
+
+@pytest.mark.parametrize("name", sorted(NAMED))
+def test_named_quirk_keeps_the_invariant(sim: Simulator, name: str, tmp_path: Path) -> None:
+    """One small case per quirk that broke the invariant, so each is checked on every run."""
+    check_case(named_case(name), sim, tmp_path)
