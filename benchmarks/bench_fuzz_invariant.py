@@ -9,7 +9,8 @@ nothing for finished records. Unlike the test, a failure does not stop the searc
 not shrunk: every failing example is counted, and the distinct failures are printed with
 the first example that showed each.
 
-Printed: examples run, failures found, distinct failures (each with an example), seconds.
+Printed: examples run, failures found, distinct failures (each with an example), the mean
+time of a passing example, seconds.
 Exits 1 when any example failed.
 
 Run: python benchmarks/bench_fuzz_invariant.py [--examples 200] [--records 5] [--seed 0]
@@ -62,6 +63,7 @@ def main() -> int:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     failures: dict[str, list[tuple[BaseException, str]]] = {}
     runs = 0
+    passed: list[float] = []  # seconds of each passing example (two flow runs)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=180):
         updates: dict[Any, Any] = {
@@ -83,10 +85,13 @@ def main() -> int:
                 nonlocal runs
                 runs += 1
                 with tempfile.TemporaryDirectory(dir=tmp) as folder:
+                    begun = time.perf_counter()
                     try:
                         check_case(case, sim, Path(folder))
                     except Exception as exc:
                         failures.setdefault(signature(exc), []).append((exc, case.describe()))
+                    else:
+                        passed.append(time.perf_counter() - begun)
                 print(f"\r{runs} examples, {sum(map(len, failures.values()))} failed", end="")
 
             one()
@@ -97,7 +102,9 @@ def main() -> int:
     for number, (sig, seen) in enumerate(sorted(failures.items(), key=lambda kv: -len(kv[1])), 1):
         exc = seen[0][0]
         print(f"\n[{number}] x{len(seen)}: {sig}\n{str(exc)[:1500]}")
-    print(f"\nseconds: {seconds:.1f}")
+    if passed:
+        print(f"\npassing examples: {len(passed)}, {sum(passed) / len(passed):.2f} s each")
+    print(f"seconds: {seconds:.1f}")
     return 1 if found else 0
 
 

@@ -33,7 +33,7 @@ settings.register_profile(
     "fuzz",
     derandomize=True,
     database=None,
-    max_examples=20,
+    max_examples=25,
     deadline=None,  # a flow run takes seconds on a shared machine
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
