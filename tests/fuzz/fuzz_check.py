@@ -159,7 +159,9 @@ def fates(case: Case) -> dict[str, tuple[str, dict[str, Any] | None, str]]:
         if unterminated:
             fate = EITHER  # swallowed by an open quote: quarantined or refused, never lost
         value, why = (
-            (None, "unreadable") if fate == UNREADABLE else expected_value(case.schema, r.answer)
+            (None, "none, the line is unreadable")
+            if fate == UNREADABLE
+            else expected_value(case.schema, r.answer)
         )
         row = None if value is None else {"_key": r.key, **value}
         out[r.key] = (fate, row, why)
@@ -210,17 +212,14 @@ def same(a: Any, b: Any) -> bool:
 
 
 def cell_matches(cell: Any, expected: Any, flat: bool) -> bool:
-    """A column's cell holds `expected`: as is, as JSON text (nested values), or an SQLite 0/1."""
+    """A cell holds `expected`: as is, or (Parquet, SQLite) as JSON text or an SQLite 0/1."""
     if same(cell, expected):
         return True
-    if flat and isinstance(cell, str) and not isinstance(expected, str):
+    if not flat:
+        return False
+    if isinstance(cell, str):  # a JSON text column: nested values, unions such as int | str
         try:
             return same(strict_loads(cell), expected)
-        except ValueError:
-            return False
-    if flat and isinstance(cell, str) and isinstance(expected, str):
-        try:
-            return same(strict_loads(cell), expected)  # a JSON column (e.g. int | str)
         except ValueError:
             return False
     return isinstance(expected, bool) and type(cell) is int and cell == int(expected)
@@ -284,7 +283,7 @@ def check_outputs(case: Case, folder: Path, label: str) -> dict[str, str]:
         fate, value, why = expected.get(key, (READABLE, None, "?"))
         outcomes[key] = "ok"
         if value is None:
-            problems.append(f"line {key}: in the output as {row!r}, but its answer is {why}")
+            problems.append(f"line {key}: in the output as {row!r}; its answer: {why}")
         elif not row_matches(row, value, flat):
             problems.append(f"line {key}: the output row {row!r} is not the answer's {value!r}")
     for row in bad:
