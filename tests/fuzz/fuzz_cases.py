@@ -300,6 +300,7 @@ def _unstorable(plan: FieldPlan, big_int: int, bad_float: float) -> Any:
     return None
 
 
+REFUSAL = "I'm sorry, but I can't help with that."
 ANSWER_KINDS = (
     "valid", "valid", "valid", "wrong-type", "missing", "unstorable", "huge",
     "refusal", "prose", "fenced", "not-json", "array",
@@ -323,7 +324,7 @@ def answer_plans(draw: st.DrawFn, schema: SchemaPlan) -> AnswerPlan:
     """One answer: valid, invalid, unstorable, huge, a refusal, prose or fenced JSON."""
     kind = draw(st.sampled_from(ANSWER_KINDS))
     if kind == "refusal":
-        return AnswerPlan(kind, refusal="I'm sorry, but I can't help with that.")
+        return AnswerPlan(kind, refusal=REFUSAL)
     if kind == "not-json":
         return AnswerPlan(kind, content="I could not find anything to extract here")
     data = dict(draw(instance_of(schema)))
@@ -573,8 +574,37 @@ def _one(kind: str, answer: str, quirk: str = "plain") -> tuple[str, str, str | 
     return quirk, kind, answer
 
 
+_CONTROL = SchemaPlan(
+    "Named",
+    (
+        FieldPlan("name_0", "str"),
+        FieldPlan("n_1", "opt_int", default="value"),
+        FieldPlan("tags_2", "list_nested", inner=SchemaPlan("Inner", (FieldPlan("x_0", "float"),))),
+    ),
+)
+_CONTROL_VALID = '{"name_0": "va", "n_1": 9223372036854775807, "tags_2": [{"x_0": -0.0}]}'
 NAMED: dict[str, tuple[SchemaPlan, str, list[tuple[str, str, str | None]], str, str]] = {
     # (schema, source kind, [(quirk, answer kind, answer content)], output, quarantine)
+    "control-no-quirk-that-broke-it": (  # passes on the original code too: the checker's control
+        _CONTROL,
+        "jsonl",
+        [
+            _one("valid", _CONTROL_VALID),
+            _one("prose", f"Here is the extracted record:\n{_CONTROL_VALID}\nLet me know"),
+            _one("fenced", f"```json\n{_CONTROL_VALID}\n```"),
+            _one("wrong-type", '{"name_0": 5, "tags_2": []}'),
+            _one("missing", '{"tags_2": []}'),
+            _one("not-json", "I could not find anything to extract here"),
+            _one("refusal", None),
+            _one("valid", _CONTROL_VALID, "malformed"),
+            _one("valid", _CONTROL_VALID, "not-object"),
+            _one("valid", _CONTROL_VALID, "not-utf8"),
+            _one("valid", '{"name_0": "vb", "tags_2": []}', "cr-between-tokens"),
+            _one("valid", '{"name_0": "vc", "tags_2": []}', "deep"),
+        ],
+        ".parquet",
+        ".sqlite",
+    ),
     "alias-columns-parquet": (
         SchemaPlan("Named", (FieldPlan("name_0", "str", alias="e-mail"),)),
         "jsonl",
@@ -679,9 +709,11 @@ def named_case(name: str) -> Case:
             quirk,
             "w",
             5,
-            AnswerPlan(answer, content=content) if content else AnswerPlan(answer),
+            AnswerPlan(answer, content=content, refusal=None if content else REFUSAL),
         )
         for number, (quirk, answer, content) in enumerate(rows, start=1)
     ]
     duplicate = name == "csv-duplicate-header"
-    return Case(schema, kind, records, [], False, False, duplicate, output, quarantine, 2)
+    control = name.startswith("control")  # blank lines, a BOM and CRLF too
+    blanks = [0, 3, len(records)] if control else []
+    return Case(schema, kind, records, blanks, control, control, duplicate, output, quarantine, 2)
