@@ -48,6 +48,7 @@ from prefect_openai_chat.simulator.prompt_cache import (
 from prefect_openai_chat.simulator.ratelimit import format_duration
 from prefect_openai_chat.simulator.request import ChatRequest, parse_chat_request
 from prefect_openai_chat.simulator.responses import BodyResponse, ResetResponse, StreamResponse
+from prefect_openai_chat.simulator.scripted import scripted_answer
 from prefect_openai_chat.simulator.settings import SimulatorSettings
 from prefect_openai_chat.simulator.state import SimulatorState
 from prefect_openai_chat.tokens import count_message_tokens, model_info
@@ -275,6 +276,9 @@ def _build(
 ) -> Answer:
     """The answer to `req` under `faults`, with the simulator's seed and re-prompt settings."""
     settings = state.settings
+    scripted = scripted_answer(req, settings.answers)
+    if scripted is not None:
+        return scripted
     return build_answer(
         req,
         faults,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prefect_openai_chat.simulator.faults import FAULTS, parse_fault_list
+from prefect_openai_chat.simulator.scripted import ScriptedAnswer
 
 ErrorFormat = Literal["openai", "vllm", "ollama"]
 
@@ -147,6 +148,11 @@ class SimulatorSettings(BaseModel):
         default=None,
         description="What the `refusal` fault says (None: a one-line apology); a long text"
         " tests the caps on reasons.",
+    )
+    answers: dict[str, ScriptedAnswer] = Field(
+        default_factory=dict,
+        description="Marker -> answer: a request whose record text contains the marker gets"
+        " exactly that content (or refusal); see simulator/scripted.py.",
     )
     request_log: str | None = Field(
         default=None,
