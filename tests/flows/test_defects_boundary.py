@@ -279,3 +279,34 @@ def test_a_data_dependent_default_factory_does_not_fail_the_run(
     summary = _run(source, Doubled, chat_model, tmp_path)
     assert (summary["records"], summary["valid"]) == (2, 2)
     assert [row["count"] for row in read_jsonl(tmp_path / "out.jsonl")] == [3, 4]
+
+
+# --- the per-record boundary: anything else one record raises is its own `error` -------------
+
+
+class _Unformattable:
+    """A record value whose formatting raises what no template check expects."""
+
+    def __format__(self, spec: str) -> str:
+        raise RuntimeError("cannot format this value")
+
+
+def test_an_unexpected_exception_in_one_record_is_that_records_error_outcome(
+    fresh_sim: Simulator, chat_model: ChatModel, tmp_path: Path
+) -> None:
+    from prefect_openai_chat.tasks import extract_batch
+
+    records = [
+        {"id": "odd", "name": _Unformattable(), "count": "1"},
+        {"id": "p1", "name": "Ada Lovelace", "count": "3"},
+    ]
+    cache = str(tmp_path / "cache.sqlite")
+    report = extract_batch(
+        chat_model, Person, records, prompt=PROMPT, key_field="id", cache=cache, max_reprompts=0
+    )
+    odd, fine = report.records
+    assert (odd.key, odd.outcome, odd.ok) == ("odd", "error", False)
+    assert "RuntimeError: cannot format this value" in (odd.reason or "")
+    assert "tried again next run" in (odd.reason or "")
+    assert fine.ok and fine.value == {"full_name": fine.value["full_name"], "count": 3}
+    assert fresh_sim.stats().requests == 1  # the odd record was never sent
