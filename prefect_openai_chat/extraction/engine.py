@@ -5,7 +5,9 @@ bounds: a `finish_reason == "length"` answer is never parsed, only re-sent with 
 room; a validation failure is re-asked at most `max_reprompts` times, with a
 conversation that never grows beyond one correction pair; a refusal or a content
 filter is final; `token_budget` stops before an attempt that could exceed it.
-Every attempt is paid for, so usage and cost are summed over all of them.
+Every attempt is paid for, so usage and cost are summed over all of them. The schema's
+own code raising on an answer (a validator's `KeyError`, a default factory) and a value
+no output could hold (`extraction.storable`) are validation problems like any other.
 
 `call(messages, params)` is the caller's: one logical chat completion (retries and
 circuits inside it), returning a `ChatResult`, raising `TruncatedOutputError` /

@@ -36,7 +36,7 @@ def first_unstorable(value: Any) -> tuple[str, str] | None:
             stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(item))))
         elif isinstance(item, int) and not isinstance(item, bool):
             if not INT64_MIN <= item <= INT64_MAX:
-                return path, f"{item} does not fit a 64-bit integer column"
+                return path, f"{_digits(item)} does not fit a 64-bit integer column"
         elif isinstance(item, float) and not math.isfinite(item):
             return path, f"{item} is not a finite number (NaN and Infinity cannot be stored)"
     return None
@@ -49,6 +49,15 @@ def unstorable(value: Any) -> str | None:
         return None
     path, problem = found
     return f"field {path!r}: {problem}" if path else problem
+
+
+def _digits(number: int, limit: int = 60) -> str:
+    """The integer as text, shortened when long (Python refuses str() past 4,300 digits)."""
+    try:
+        text = str(number)
+    except ValueError:
+        return f"an integer of {number.bit_length()} bits"
+    return text if len(text) <= limit else f"{text[:20]}...({len(text)} digits)"
 
 
 def _join(path: str, key: str) -> str:

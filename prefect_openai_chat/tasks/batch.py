@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from prefect_openai_chat._sync import sync_twin
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat import ChatRunner
-from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.errors import ChatError, InvalidInputError
 from prefect_openai_chat.extraction import (
     ExtractionOptions,
     ensure_model,
@@ -157,6 +157,8 @@ class _BatchRun:
                 keys.append(None)
                 outcomes.append(_failed(index, self.key_of(index, record), "skipped", str(exc)))
                 continue
+            except ChatError:
+                raise  # the plugin's own run-level refusal (a template that fits no record)
             except Exception as exc:  # this record's own fault: its outcome, not the batch's
                 texts.append(None)
                 keys.append(None)
