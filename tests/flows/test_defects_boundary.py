@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from flow_support import read_jsonl, write_jsonl
+from flow_support import make_model, read_jsonl, write_jsonl
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from prefect_openai_chat import ChatModel
@@ -161,6 +162,26 @@ def test_an_integer_beyond_64_bits_is_quarantined_never_cached_ok(
     again = _run(source, Person, chat_model, tmp_path, output=str(tmp_path / output))
     assert (again["valid"], again["quarantined"], again["from_cache"]) == (1, 1, 2)
     assert fresh_sim.stats().requests == 0  # stored as final `invalid`: nothing paid again
+
+
+@pytest.fixture(scope="module")
+def batch_sim() -> Iterator[Simulator]:
+    """A simulator whose Batch API batches end in 0.4 s."""
+    with Simulator(profile="ideal", seed=11, batch_duration_s=0.4) as simulator:
+        yield simulator
+
+
+def test_a_batch_api_night_quarantines_an_integer_beyond_64_bits(
+    batch_sim: Simulator, tmp_path: Path
+) -> None:
+    source = _people(tmp_path, ["3", BIG])
+    output = str(tmp_path / "out.sqlite")
+    options = {"via": "batch", "batch_options": {"poll_interval_s": 0.05}, "output": output}
+    summary = _run(source, Person, make_model(batch_sim), tmp_path, **options)
+    assert (summary["records"], summary["valid"], summary["quarantined"]) == (2, 1, 1)
+    assert [row["_key"] for row in _sqlite_rows(tmp_path / "out.sqlite")] == ["p0"]
+    (bad,) = read_jsonl(tmp_path / "bad.jsonl")
+    assert bad["key"] == "p1" and "does not fit a 64-bit integer column" in bad["reason"]
 
 
 def test_a_ledger_entry_stored_ok_with_a_huge_integer_goes_to_quarantine(
