@@ -5,7 +5,9 @@ bounds: a `finish_reason == "length"` answer is never parsed, only re-sent with 
 room; a validation failure is re-asked at most `max_reprompts` times, with a
 conversation that never grows beyond one correction pair; a refusal or a content
 filter is final; `token_budget` stops before an attempt that could exceed it.
-Every attempt is paid for, so usage and cost are summed over all of them.
+Every attempt is paid for, so usage and cost are summed over all of them. The schema's
+own code raising on an answer (a validator's `KeyError`, a default factory) and a value
+no output could hold (`extraction.storable`) are validation problems like any other.
 
 `call(messages, params)` is the caller's: one logical chat completion (retries and
 circuits inside it), returning a `ChatResult`, raising `TruncatedOutputError` /
@@ -44,13 +46,16 @@ from prefect_openai_chat.errors import (
 from prefect_openai_chat.extraction.parsing import ParseOutcome, parse_result, validate
 from prefect_openai_chat.extraction.prompts import TextOrMessages, build_request, resolve_mode
 from prefect_openai_chat.extraction.reprompt import (
+    Problem,
     correction_for_lazy,
     correction_for_problems,
     correction_for_unparseable,
+    format_path,
     problems_from_error,
     reprompt_messages,
 )
 from prefect_openai_chat.extraction.schema import ensure_model, schema_spec
+from prefect_openai_chat.extraction.storable import first_unstorable
 from prefect_openai_chat.results import ChatResult, Extraction, Outcome, Usage
 from prefect_openai_chat.tokens import count_message_tokens, count_text_tokens, estimate_cost
 from prefect_openai_chat.tokens import model_info as get_model_info
@@ -321,11 +326,15 @@ class _Extraction(Generic[M]):
             return self._finish("refused", f"the model {parsed.reason or 'refused'}")
         if parsed.kind == "json":
             checked = _validated(self.schema, parsed.data)
-            if not isinstance(checked, ValidationError):
+            if isinstance(checked, ValidationError):
+                problems = problems_from_error(checked, self.schema)
+            else:
                 value, unwrapped = checked
-                tally.repaired = parsed.repaired or unwrapped
-                return self._finish("ok", None, value)
-            problems = problems_from_error(checked, self.schema)
+                unfit = unstorable_problem(value)
+                if unfit is None:
+                    tally.repaired = parsed.repaired or unwrapped
+                    return self._finish("ok", None, value)
+                problems = [unfit]
             problem_text = "; ".join(str(p) for p in problems)
             tally.error(problem_text)
             correction = correction_for_problems(problems, tool_name=self.tool_name)
@@ -372,6 +381,30 @@ def _validated(schema: type[M], data: Any) -> tuple[M, bool] | ValidationError:
                 except ValidationError:
                     pass
         return exc
+
+
+def unstorable_problem(value: BaseModel) -> Problem | None:
+    """What keeps a validated value out of the output (`extraction.storable`), else None.
+
+    An integer beyond 64 bits or a NaN / Infinity is a validation problem like a schema
+    rule, and re-asked: it is nearly always the model's slip (a count of 10**20, NaN
+    for "unknown"), which it corrects when told what is wrong; the re-asks are bounded
+    by `max_reprompts`, after which the record is quarantined as `invalid` (final, so a
+    re-run does not pay for it again). Never stored as valid: no output format could
+    hold it the same way. The schema's own serializers raising count the same way.
+    """
+    try:
+        data = value.model_dump(mode="json")
+    except Exception as exc:  # the schema's own code (a serializer)
+        return Problem(
+            format_path(()),
+            f"the schema's serializer raised {type(exc).__name__}: {str(exc)[:300]}",
+        )
+    found = first_unstorable(data)
+    if found is None:
+        return None
+    path, problem = found
+    return Problem(path or format_path(()), problem)
 
 
 def _fit_budget(

@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import json_repair
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from prefect_openai_chat.results import ChatResult
 
@@ -176,7 +178,10 @@ def validate(schema: type[M], data: Any) -> M:
 
     A `null` for a field that has a non-null default is dropped first, so that the
     default applies: strict structured outputs ask for every field, and say `null`
-    for the optional ones. Raises `pydantic.ValidationError`.
+    for the optional ones. Raises `pydantic.ValidationError`, also when the schema's
+    own code (a validator, a default factory) raises something else on this answer,
+    such as the `KeyError` of `info.data["amount"]` after `amount` failed: that is a
+    problem of the answer, re-asked like any other, not a crash.
 
     Example:
         >>> from pydantic import BaseModel
@@ -185,7 +190,27 @@ def validate(schema: type[M], data: Any) -> M:
         >>> validate(Row, {"n": None}).n
         0
     """
-    return schema.model_validate(drop_null_defaults(schema, data))
+    cleaned = drop_null_defaults(schema, data)
+    try:
+        return schema.model_validate(cleaned)
+    except ValidationError:
+        raise
+    except Exception as exc:  # the schema's own code, on this answer
+        raise user_code_error(schema, data, exc) from exc
+
+
+def user_code_error(schema: type[BaseModel], data: Any, exc: Exception) -> ValidationError:
+    """A `ValidationError` of the whole object saying what the schema's own code raised."""
+    detail = f"{type(exc).__name__}: {exc}"
+    error = PydanticCustomError(
+        "schema_code_failed",
+        "a validator or default factory of the schema raised {error} on this answer"
+        " (often because a field it reads is missing or invalid)",
+        {"error": detail[:300]},
+    )
+    return ValidationError.from_exception_data(
+        schema.__name__, [InitErrorDetails(type=error, loc=(), input=data)]
+    )
 
 
 def drop_null_defaults(schema: type[BaseModel], data: Any) -> Any:
@@ -213,11 +238,25 @@ def _field_plan(schema: type[BaseModel]) -> tuple[tuple[str, bool, type[BaseMode
     """Per field: its JSON key, whether a `null` may be dropped, the model nested in it."""
     plan = []
     for name, info in schema.model_fields.items():
-        droppable = (
-            not info.is_required() and info.get_default(call_default_factory=True) is not None
-        )
-        plan.append((info.alias or name, droppable, _model_in(info.annotation)))
+        plan.append((info.alias or name, _null_droppable(info), _model_in(info.annotation)))
     return tuple(plan)
+
+
+def _null_droppable(info: FieldInfo) -> bool:
+    """Whether a `null` for this field may be dropped so that its default applies.
+
+    A default factory that reads the validated data (`lambda data: ...`) cannot be
+    called here: its default is whatever it makes of the answer, so a `null` gives way
+    to it. A factory that raises here keeps the `null` (validation then says why).
+    """
+    if info.is_required():
+        return False
+    if getattr(info, "default_factory_takes_validated_data", False):  # pydantic >= 2.10
+        return True
+    try:
+        return info.get_default(call_default_factory=True) is not None
+    except Exception:  # the schema's own code
+        return False
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

@@ -48,6 +48,7 @@ from prefect_openai_chat.flows.batch_api import check_via, ledger_folder, run_ba
 from prefect_openai_chat.flows.checks import check_source_against_prompt, resolve_schema
 from prefect_openai_chat.flows.shards import count_in_shard, in_shard
 from prefect_openai_chat.flows.sinks import (
+    RowNotStorable,
     Sink,
     check_distinct,
     check_writable,
@@ -367,16 +368,32 @@ class _Window:
         return [item for item in batch if item.record is not None]
 
     def _write(self, readable: list[SourceItem], outcomes: list[RecordOutcome]) -> None:
+        """Write each record's row: valid rows to the output, the others to quarantine.
+
+        A valid row the output cannot hold (`RowNotStorable`, e.g. a ledger entry stored
+        `ok` before the storable-value rule) goes to quarantine with the reason instead:
+        it is counted once, by where it was written.
+        """
         for item, outcome in zip(readable, outcomes, strict=True):
             key = item.key
-            self.totals.add(outcome)
             if outcome.ok:
-                self.rows.write({"_key": key, **(outcome.value or {})})
-            else:
+                outcome = self._write_row(key, outcome)
+            self.totals.add(outcome)
+            if not outcome.ok:
                 reason = outcome.reason or outcome.outcome
                 self.totals.add_quarantined(item.line, key, reason)
                 self.bad.write(_quarantine_row(item, key, outcome, reason))
         self.on_progress()
+
+    def _write_row(self, key: str, outcome: RecordOutcome) -> RecordOutcome:
+        """The outcome after writing its row: itself, or `invalid` when the row is refused."""
+        try:
+            self.rows.write({"_key": key, **(outcome.value or {})})
+        except RowNotStorable as exc:
+            return outcome.model_copy(
+                update={"ok": False, "outcome": "invalid", "reason": f"not storable: {exc}"}
+            )
+        return outcome
 
 
 def _check_exactly_once(totals: RunTotals, rows: Sink, bad: Sink) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +37,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.flows.sinks import open_outputs
+from prefect_openai_chat.flows.sinks import RowNotStorable, open_outputs
 from prefect_openai_chat.flows.sources import Keys, SourceItem, read_records
 from prefect_openai_chat.flows.summary import RunTotals
 
@@ -240,8 +240,35 @@ def merge_parts(
     Checks, before the files are moved into place, that each shard wrote one row
     (valid or quarantined) per record of its lines, that no quarantined line is
     outside its shard or twice in the file, and that no key is twice in the output.
-    Returns the totals over all shards and each shard's own summary.
+    A part's row the output cannot hold (`RowNotStorable`) goes to quarantine with
+    the reason. Returns the totals over all shards and each shard's own summary.
+    The parts are removed afterwards, also when the merge fails (the record ledger
+    keeps what the shards paid for: a re-run does not pay again).
     """
+    try:
+        return _merge(shards, parts, expected, output, quarantine, schema)
+    finally:
+        remove_parts(parts)
+
+
+def remove_parts(parts: list[ShardParts]) -> None:
+    """Remove the shards' part files, and their folder once it is empty."""
+    for part in parts:
+        for path in (part.output, part.quarantine, part.summary, part.heartbeat):
+            path.unlink(missing_ok=True)
+    for folder in {part.output.parent for part in parts}:
+        with suppress(OSError):
+            folder.rmdir()
+
+
+def _merge(
+    shards: list[Shard],
+    parts: list[ShardParts],
+    expected: SourceCensus,
+    output: Path,
+    quarantine: Path,
+    schema: type[BaseModel] | None,
+) -> tuple[RunTotals, list[dict[str, Any]]]:
     totals = RunTotals()
     summaries: list[dict[str, Any]] = []
     seen_keys: set[str] = set()
@@ -250,7 +277,7 @@ def merge_parts(
         for shard, part, records in zip(shards, parts, expected.per_shard, strict=True):
             summary = read_summary(part.summary)
             summaries.append(summary)
-            written = 0
+            written = refused = 0
             for row in _jsonl(part.output):
                 key = str(row.get("_key"))
                 if key in seen_keys:
@@ -259,7 +286,16 @@ def merge_parts(
                         " the output files were not replaced"
                     )
                 seen_keys.add(key)
-                rows.write(row)
+                try:
+                    rows.write(row)
+                except RowNotStorable as exc:
+                    line = _line_of(key, expected.keys)
+                    if line is not None:
+                        seen_lines.add(line)
+                    reason = f"not storable: {exc}"
+                    totals.add_quarantined(line, key, reason)
+                    bad.write(_refused_row(line, key, reason, row))
+                    refused += 1
                 written += 1
             for row in _jsonl(part.quarantine):
                 line = int(row["line"])
@@ -281,6 +317,8 @@ def merge_parts(
                 )
             for name in SUMMED:
                 setattr(totals, name, getattr(totals, name) + (summary.get(name) or 0))
+            totals.valid -= refused  # counted valid by the shard, quarantined here
+            totals.quarantined += refused
         if totals.records != rows.rows + bad.rows or totals.valid != rows.rows:
             raise RuntimeError(
                 f"bookkeeping error: {totals.records} records in, {rows.rows} written and"
@@ -289,3 +327,24 @@ def merge_parts(
     totals.duplicate_keys = expected.keys.duplicates
     totals.missing_keys = expected.keys.missing
     return totals, summaries
+
+
+def _line_of(key: str, keys: Keys) -> int | None:
+    """The input line of the record keyed `key`: its `key_field` value's, else the key itself."""
+    if key in keys.first_line:
+        return keys.first_line[key]
+    return int(key) if key.isdigit() else None
+
+
+def _refused_row(line: int | None, key: str, reason: str, row: dict[str, Any]) -> dict[str, Any]:
+    """The quarantine row of a part's output row the merged output cannot hold."""
+    value = {k: v for k, v in row.items() if k != "_key"}
+    return {
+        "line": line,
+        "key": key,
+        "reason": reason,
+        "outcome": "invalid",
+        "attempts": 0,  # the calls are in the shard's summary, not in its rows
+        "record": value,  # the value as extracted (the input record is not in the parts)
+        "last_raw_output": None,
+    }

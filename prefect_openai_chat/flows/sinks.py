@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -36,6 +37,7 @@ from pydantic import BaseModel
 
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.ledger import cap_raw_output
+from prefect_openai_chat.extraction.storable import unstorable
 from prefect_openai_chat.tasks._common import run_logger
 
 if sys.platform != "win32":
@@ -252,13 +254,26 @@ def _fsync(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
+class RowNotStorable(InvalidInputError):
+    """A row a sink cannot hold, and why; nothing of it was written.
+
+    The run sends that record to quarantine with this reason instead of failing.
+    """
+
+
 class Sink:
     """Rows to one file, made visible atomically on a clean close.
 
-    `capped` names text fields cut to `RAW_OUTPUT_LIMIT` bytes on the way in.
+    Every row passes `convert` before it is written: a row breaking the storable-value
+    rule (`extraction.storable`: 64-bit integers, finite floats), or one this format
+    cannot convert, raises `RowNotStorable` there, so a row that `write` accepted can
+    no longer fail later (at a Parquet flush). `strict = False` (the quarantine) keeps
+    such values as text instead of refusing the row. `capped` names text fields cut to
+    `RAW_OUTPUT_LIMIT` bytes on the way in.
     """
 
     capped: tuple[str, ...] = ()
+    strict = True
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -268,15 +283,33 @@ class Sink:
         self.rows = 0
         self._closed = False
 
-    def write(self, row: dict[str, Any]) -> None:
-        """Append one row."""
+    def convert(self, row: dict[str, Any]) -> Any:
+        """The row as this format stores it; `RowNotStorable` says why it cannot be."""
         for name in self.capped:
             if isinstance(row.get(name), str):
                 row = {**row, name: cap_raw_output(row[name])}
-        self._write(row)
+        if self.strict:
+            reason = unstorable(row)
+            if reason is not None:
+                raise RowNotStorable(reason)
+        try:
+            return self._convert(row)
+        except RowNotStorable:
+            raise
+        except Exception as exc:  # whatever the format's conversion raises, for this row
+            raise RowNotStorable(
+                f"the {self.path.suffix} output cannot hold this row: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append one row, or raise `RowNotStorable` having written nothing of it."""
+        self._write(self.convert(row))
         self.rows += 1
 
-    def _write(self, row: dict[str, Any]) -> None:
+    def _convert(self, row: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _write(self, converted: Any) -> None:
         raise NotImplementedError
 
     def _close(self) -> None:
@@ -318,17 +351,40 @@ def _companions(tmp: Path) -> list[Path]:
 
 
 class JsonlSink(Sink):
-    """One JSON object per line."""
+    """One JSON object per line, strict JSON (no `NaN` or `Infinity` tokens)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self._handle = self.tmp.open("w", encoding="utf-8")
 
-    def _write(self, row: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    def _convert(self, row: dict[str, Any]) -> str:
+        return json_text(row) + "\n"
+
+    def _write(self, converted: str) -> None:
+        self._handle.write(converted)
 
     def _close(self) -> None:
         self._handle.close()
+
+
+def json_text(value: Any) -> str:
+    """Strict JSON for `value`: a non-finite float (checked out of output rows before)
+    is written as the text "nan" / "inf" rather than as a token JSON readers reject."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), ensure_ascii=False, default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """A copy of `value` with every non-finite float as its text."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def _column_type(spec: dict[str, Any]) -> str:
@@ -344,10 +400,15 @@ def _column_type(spec: dict[str, Any]) -> str:
 
 
 def columns_of(schema: type[BaseModel] | None, key_column: str) -> dict[str, str]:
-    """Column name -> kind for a schema, with the record key first."""
+    """Column name -> kind for a schema, with the record key first.
+
+    Columns carry the schema's field names (not their aliases): the keys of the rows
+    (`model_dump()`), so every format holds the same keys.
+    """
     columns = {key_column: "string"}
     if schema is not None:
-        for name, spec in schema.model_json_schema().get("properties", {}).items():
+        properties = schema.model_json_schema(by_alias=False).get("properties", {})
+        for name, spec in properties.items():
             columns[name] = _column_type(spec)
     return columns
 
@@ -355,7 +416,28 @@ def columns_of(schema: type[BaseModel] | None, key_column: str) -> dict[str, str
 def _cell(value: Any, kind: str) -> Any:
     if value is None:
         return None
-    return json.dumps(value, ensure_ascii=False, default=str) if kind == "json" else value
+    return json_text(value) if kind == "json" else value
+
+
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "json": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+}
+
+
+def _fits(cell: Any, kind: str) -> bool:
+    """Whether a (storable) cell is of the Python type its column's kind takes."""
+    if isinstance(cell, bool) and kind != "boolean":
+        return False
+    return isinstance(cell, _PYTHON_TYPES[kind])
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ParquetSink(Sink):
@@ -385,8 +467,18 @@ class ParquetSink(Sink):
         self._writer = pq.ParquetWriter(str(self.tmp), self._schema)
         self._pending: list[dict[str, Any]] = []
 
-    def _write(self, row: dict[str, Any]) -> None:
-        self._pending.append({n: _cell(row.get(n), k) for n, k in self._columns.items()})
+    def _convert(self, row: dict[str, Any]) -> dict[str, Any]:
+        cells = {n: _cell(row.get(n), k) for n, k in self._columns.items()}
+        for name, kind in self._columns.items():
+            cell = cells[name]
+            if cell is not None and not _fits(cell, kind):
+                raise RowNotStorable(
+                    f"field {name!r}: {_short(cell)} does not fit a Parquet {kind} column"
+                )
+        return cells  # each cell is of its column's type: the flush cannot refuse it
+
+    def _write(self, converted: dict[str, Any]) -> None:
+        self._pending.append(converted)
         if len(self._pending) >= self.BATCH:
             self._flush()
 
@@ -422,8 +514,17 @@ class SqliteSink(Sink):
         names = ", ".join(f'"{n}"' for n in columns)
         self._insert = f"INSERT INTO records ({names}) VALUES ({marks})"
 
-    def _write(self, row: dict[str, Any]) -> None:
-        self._db.execute(self._insert, [_cell(row.get(n), k) for n, k in self._columns.items()])
+    def _convert(self, row: dict[str, Any]) -> list[Any]:
+        cells = [_cell(row.get(n), k) for n, k in self._columns.items()]
+        for name, cell in zip(self._columns, cells, strict=True):
+            if cell is not None and not isinstance(cell, str | int | float | bytes):
+                raise RowNotStorable(
+                    f"field {name!r}: a {type(cell).__name__} cannot be stored in SQLite"
+                )
+        return cells
+
+    def _write(self, converted: list[Any]) -> None:
+        self._db.execute(self._insert, converted)
 
     def _close(self) -> None:
         self._db.commit()
@@ -465,6 +566,7 @@ def open_quarantine(path: str | Path) -> Sink:
     """The quarantine sink: full rows in every format, raw outputs capped."""
     sink = open_sink(path, columns=QUARANTINE_COLUMNS)
     sink.capped = ("last_raw_output",)
+    sink.strict = False  # the input record as it came, never refused
     return sink
 
 

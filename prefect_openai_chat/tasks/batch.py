@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from prefect_openai_chat._sync import sync_twin
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat import ChatRunner
-from prefect_openai_chat.errors import InvalidInputError, LedgerError
+from prefect_openai_chat.errors import ChatError, InvalidInputError, LedgerError
 from prefect_openai_chat.extraction import (
     ExtractionOptions,
     ensure_model,
@@ -46,6 +46,7 @@ from prefect_openai_chat.extraction import (
     templates,
 )
 from prefect_openai_chat.extraction.ledger import Ledger, RecordClaims, open_ledger
+from prefect_openai_chat.extraction.storable import unstorable
 from prefect_openai_chat.resilience import AdaptiveConcurrency, task_retry_delay
 from prefect_openai_chat.results import (
     FINAL_OUTCOMES,
@@ -149,14 +150,22 @@ class _BatchRun:
             index = start + offset
             try:
                 text = render(record, self.spec.prompt)
+                # Without a cache no key is needed; any non-empty placeholder marks "to do".
+                key = self._cache_key(text) if self.cache is not None else f"#{offset}"
             except InvalidInputError as exc:
                 texts.append(None)
                 keys.append(None)
                 outcomes.append(_failed(index, self.key_of(index, record), "skipped", str(exc)))
                 continue
+            except ChatError:
+                raise  # the plugin's own run-level refusal (a template that fits no record)
+            except Exception as exc:  # this record's own fault: its outcome, not the batch's
+                texts.append(None)
+                keys.append(None)
+                outcomes.append(_unexpected(index, self.key_of(index, record), exc, "not sent"))
+                continue
             texts.append(text)
-            # Without a cache no key is needed; any non-empty placeholder marks "to do".
-            keys.append(self._cache_key(text) if self.cache is not None else f"#{offset}")
+            keys.append(key)
             outcomes.append(None)
         try:
             cached = self.cache.get_many(k for k in keys if k) if self.cache else {}
@@ -238,13 +247,37 @@ class _BatchRun:
                 on_done()
                 return
             try:
-                await self._pay(offset, index, record, text, key, outcomes)
+                await self._settle(offset, index, record, text, key, outcomes)
             finally:
                 await self.claims.release(key)  # not finished (else completed): others may try
                 self.window.release()
         else:
-            await self._pay(offset, index, record, text, key, outcomes)
+            await self._settle(offset, index, record, text, key, outcomes)
         on_done()
+
+    async def _settle(
+        self,
+        offset: int,
+        index: int,
+        record: Record,
+        text: str,
+        key: str,
+        outcomes: list[RecordOutcome | None],
+    ) -> None:
+        """`_pay`, with whatever it raises ending as this record's `error` outcome.
+
+        An exception here is this record's (its validation's own faults are already
+        `invalid` answers): the record is quarantined as `error`, not stored in the
+        ledger, so the next run tries it again; the other records go on.
+        """
+        try:
+            await self._pay(offset, index, record, text, key, outcomes)
+        except Exception as exc:
+            key_name = self.key_of(index, record)
+            outcomes[offset] = _unexpected(index, key_name, exc, "not stored")
+            run_logger().warning(
+                "record %s failed unexpectedly; quarantined as error", key_name, exc_info=True
+            )
 
     async def _pay(
         self,
@@ -273,7 +306,15 @@ class _BatchRun:
         )
         outcomes[offset] = outcome
         if self.claims is not None and outcome.outcome in FINAL_OUTCOMES:
-            await self.claims.complete(key, outcome.model_dump_json())  # checkpoint it now
+            try:
+                await self.claims.complete(key, outcome.model_dump_json())  # checkpoint it now
+            except Exception:  # paid and decided: the outcome stands; the next run asks again
+                run_logger().warning(
+                    "the record ledger could not store record %s; its outcome stands, the"
+                    " next run asks for it again",
+                    outcome.key,
+                    exc_info=True,
+                )
 
 
 def _with_earlier_rounds(outcome: RecordOutcome, spent: list[Extraction[Any]]) -> RecordOutcome:
@@ -289,15 +330,26 @@ def _with_earlier_rounds(outcome: RecordOutcome, spent: list[Extraction[Any]]) -
 
 
 def record_outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordOutcome:
-    """The `RecordOutcome` of one record's extraction."""
+    """The `RecordOutcome` of one record's extraction.
+
+    A valid value that no output could hold (`extraction.storable`: an integer beyond
+    64 bits, a NaN) is made `invalid` here with the reason, before the ledger stores
+    it: never `ok`. `run_extraction` re-asks such answers already; this is the check
+    for every other way an `ok` could arrive.
+    """
     value = extraction.value
+    data = value.model_dump(mode="json") if isinstance(value, BaseModel) else None
+    ok, outcome, reason = extraction.ok, extraction.outcome, extraction.reason
+    unfit = unstorable(data) if ok else None
+    if unfit is not None:
+        ok, outcome, reason, data = False, "invalid", f"not storable: {unfit}", None
     return RecordOutcome(
         index=index,
         key=key,
-        ok=extraction.ok,
-        value=value.model_dump(mode="json") if isinstance(value, BaseModel) else None,
-        outcome=extraction.outcome,
-        reason=extraction.reason,
+        ok=ok,
+        value=data,
+        outcome=outcome,
+        reason=reason,
         calls=extraction.calls,
         retries=extraction.retries,
         repaired=extraction.repaired,
@@ -311,6 +363,12 @@ def record_outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordO
 
 def _failed(index: int, key: str, outcome: Outcome, reason: str) -> RecordOutcome:
     return RecordOutcome(index=index, key=key, ok=False, outcome=outcome, reason=reason)
+
+
+def _unexpected(index: int, key: str, exc: Exception, what: str) -> RecordOutcome:
+    """The `error` outcome of a record whose own path raised `exc` (tried again next run)."""
+    reason = f"this record failed unexpectedly ({type(exc).__name__}: {str(exc)[:300]}); {what}"
+    return _failed(index, key, "error", reason + ", tried again next run")
 
 
 def _batch_run_name(parameters: dict[str, Any]) -> str:

@@ -1,0 +1,64 @@
+"""The one rule for values every output format can hold: JSONL, Parquet and SQLite alike.
+
+An integer must fit a signed 64-bit integer (Parquet's `int64`, SQLite's `INTEGER`) and
+a float must be finite (strict JSON has no `NaN` or `Infinity`), anywhere in the value,
+nested too. A value that breaks the rule is not silently changed: the extraction treats
+it as a validation problem, and a sink refuses the row with `RowNotStorable`.
+
+Example:
+    >>> unstorable({"count": 99999999999999999999})
+    "field 'count': 99999999999999999999 does not fit a 64-bit integer column"
+    >>> unstorable({"items": [{"price": float("nan")}]})
+    "field 'items[0].price': nan is not a finite number (NaN and Infinity cannot be stored)"
+    >>> unstorable({"count": 3, "price": 1.5}) is None
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def first_unstorable(value: Any) -> tuple[str, str] | None:
+    """`(path, what is wrong)` of the first value breaking the rule, else None.
+
+    The path reads `items[2].price` (empty for the value itself).
+    """
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((_join(path, str(k)), v) for k, v in reversed(item.items()))
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not INT64_MIN <= item <= INT64_MAX:
+                return path, f"{_digits(item)} does not fit a 64-bit integer column"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return path, f"{item} is not a finite number (NaN and Infinity cannot be stored)"
+    return None
+
+
+def unstorable(value: Any) -> str | None:
+    """Why `value` (a row, or a record's value) cannot be stored, naming the field; else None."""
+    found = first_unstorable(value)
+    if found is None:
+        return None
+    path, problem = found
+    return f"field {path!r}: {problem}" if path else problem
+
+
+def _digits(number: int, limit: int = 60) -> str:
+    """The integer as text, shortened when long (Python refuses str() past 4,300 digits)."""
+    try:
+        text = str(number)
+    except ValueError:
+        return f"an integer of {number.bit_length()} bits"
+    return text if len(text) <= limit else f"{text[:20]}...({len(text)} digits)"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
