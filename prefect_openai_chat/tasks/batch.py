@@ -190,11 +190,21 @@ class _BatchRun:
         return [o for o in outcomes if o is not None]
 
     def _hit(self, stored: str, index: int, record: Record) -> RecordOutcome:
-        """A record's outcome from the ledger (finished earlier, or by another worker)."""
-        hit = RecordOutcome.model_validate_json(stored)
-        return hit.model_copy(
-            update={"index": index, "key": self.key_of(index, record), "cached": True}
-        )
+        """A record's outcome from the ledger (finished earlier, or by another worker).
+
+        An entry that cannot be read (a ledger edited by hand, a version of the plugin
+        that stored something else) costs that record, as an `error` saying so.
+        """
+        key = self.key_of(index, record)
+        try:
+            hit = RecordOutcome.model_validate_json(stored)
+        except ValueError as exc:
+            reason = (
+                f"its entry in the record ledger cannot be read ({type(exc).__name__}:"
+                f" {str(exc)[:300]}); delete that entry (or use another ledger) to ask again"
+            )
+            return _failed(index, key, "error", reason)
+        return hit.model_copy(update={"index": index, "key": key, "cached": True})
 
     async def _claim(self, key: str) -> str | None:
         """Claim `key` with a place in the window (None), or the outcome another worker stored.

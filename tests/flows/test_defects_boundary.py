@@ -12,7 +12,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from flow_support import make_model, read_jsonl, write_jsonl
+from flow_defects_support import run_flow
+from flow_support import make_model, read_jsonl, sample_tickets, write_jsonl
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from prefect_openai_chat import ChatModel
@@ -331,3 +332,22 @@ def test_an_unexpected_exception_in_one_record_is_that_records_error_outcome(
     assert "tried again next run" in (odd.reason or "")
     assert fine.ok and fine.value == {"full_name": fine.value["full_name"], "count": 3}
     assert fresh_sim.stats().requests == 1  # the odd record was never sent
+
+
+def test_a_ledger_entry_that_cannot_be_read_costs_its_record_not_the_run(
+    fresh_sim: Simulator, chat_model: ChatModel, tmp_path: Path
+) -> None:
+    """A ledger entry edited by hand (or left by another version) ends as that record's
+    `error` with a reason saying what to do; the other records go on."""
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, sample_tickets(3))
+    run_flow(source, chat_model, tmp_path)
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        (key,) = db.execute("SELECT key FROM records LIMIT 1").fetchone()
+        db.execute("UPDATE records SET outcome = ? WHERE key = ?", ("{not json", key))
+
+    summary = run_flow(source, chat_model, tmp_path)
+
+    assert (summary["records"], summary["valid"], summary["quarantined"]) == (3, 2, 1)
+    (bad,) = read_jsonl(tmp_path / "bad.jsonl")
+    assert bad["outcome"] == "error" and "record ledger cannot be read" in bad["reason"]
