@@ -42,7 +42,12 @@ def client_cache_key(
 ) -> Hashable:
     """What makes two clients interchangeable; holds fingerprints of the secret and of the
     headers, never them."""
-    return (kind, *parts, _fingerprint(repr(sorted((headers or {}).items()))), _fingerprint(secret))
+    return (kind, *parts, _headers_fingerprint(headers), _fingerprint(secret))
+
+
+def _headers_fingerprint(headers: dict[str, str] | None) -> str:
+    """The headers' fingerprint ("" for none: most blocks have none, and hash nothing)."""
+    return _fingerprint(repr(sorted(headers.items()))) if headers else ""
 
 
 def checked_headers(value: SecretDict | None) -> SecretDict | None:
