@@ -70,6 +70,7 @@ from prefect_openai_chat.resilience import (
 )
 from prefect_openai_chat.resilience.waits import Deadline
 from prefect_openai_chat.results import ChatResult, Usage
+from prefect_openai_chat.telemetry import note_attempt, observe_call
 from prefect_openai_chat.tokens import count_message_tokens, count_text_tokens, estimate_cost
 from prefect_openai_chat.tokens.context import SUMMARY_TOKENS, context_limit
 
@@ -172,6 +173,17 @@ class ChatRunner:
             TruncatedOutputError: `finish_reason == "length"`; `.partial` holds the result.
             ContentFilteredError: the content filter stopped it (unless settings flag it).
         """
+        guard = self.protection.guard
+        with observe_call(self.settings, messages, overrides, stream=stream, guard=guard) as call:
+            return call.done(await self._complete_call(messages, stream, on_delta, overrides))
+
+    async def _complete_call(
+        self,
+        messages: Sequence[Any],
+        stream: bool,
+        on_delta: DeltaCallback | None,
+        overrides: dict[str, Any],
+    ) -> ChatResult:
         outer = _TALLY.get() is None  # a fallback's call joins its caller's tally and deadline
         token = _TALLY.set(_Tally()) if outer else None
         try:
@@ -383,6 +395,7 @@ class ChatRunner:
         tally = _TALLY.get()
         if tally is not None:
             tally.attempts += 1
+        note_attempt()
         with contextlib.suppress(Exception):  # a failing client fails the attempt itself
             remember_secret(self._client().api_key)
         return Deadline(self.settings.attempt_timeout_s)

@@ -70,6 +70,7 @@ from prefect_openai_chat.tasks import batch as batch_tasks
 from prefect_openai_chat.tasks import events
 from prefect_openai_chat.tasks._common import run_logger
 from prefect_openai_chat.tasks.batch import extract_batch, share_concurrency
+from prefect_openai_chat.telemetry import observe_run
 
 
 def _batches(items: Iterator[SourceItem], size: int) -> Iterator[list[SourceItem]]:
@@ -174,7 +175,10 @@ def extract_records(
     keys = Keys(key_field)
     total = count_in_shard(run.source, count_records(run.source))
     totals, artifacts, trips = RunTotals(), RunArtifacts(), events.count_trips()
-    with open_outputs(run.output, run.quarantine, run.schema) as (rows, bad):
+    with (
+        observe_run("extract_records", via=via) as span,
+        open_outputs(run.output, run.quarantine, run.schema) as (rows, bad),
+    ):
         window = _Window(job, rows, bad, totals, lambda: artifacts.progress(totals.records, total))
         items = in_shard(read_records(run.source, keys))  # a shard's lines only, in a shard
         if via == "batch":
@@ -184,6 +188,7 @@ def extract_records(
             window.submit_all(items, batch_size, unit, total)
         window.drain()
         _check_exactly_once(totals, rows, bad)
+        span.totals(totals.as_dict())
     totals.circuit_trips = trips.stop()
     totals.count_keys(keys)
     extra = {

@@ -79,6 +79,7 @@ from prefect_openai_chat.resilience.limit_headers import read_limits
 from prefect_openai_chat.resilience.limiter import Limiter
 from prefect_openai_chat.resilience.policy import RetryPolicy
 from prefect_openai_chat.resilience.waits import headers_of, retry_after_of
+from prefect_openai_chat.telemetry import note_wait
 
 T = TypeVar("T")
 
@@ -383,13 +384,17 @@ async def call_with_retries(
     """
     loop = _Loop(policy, key, guard, budget, limiter, on_retry, clock, outage_patience_s)
     while True:
+        waiting = time.perf_counter()
         permit = await loop.permit_within_patience(sleep)
+        note_wait("circuit", time.perf_counter() - waiting)
         try:
             # The concurrency slot first, then the rate-limit slot: a call that reserved its
             # send time must send then, not queue behind the gate and go out in a burst.
             async with gate.slot() if gate is not None else contextlib.nullcontext():
                 if limiter is not None:
+                    waiting = time.perf_counter()
                     await limiter.acquire(tokens, sleep=sleep)
+                    note_wait("limiter", time.perf_counter() - waiting)
                 started = clock()
                 result = await attempt(loop.sent)
             if gate is not None:

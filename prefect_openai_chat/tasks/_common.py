@@ -10,6 +10,7 @@ import logging
 import threading
 from typing import Any, SupportsIndex, overload
 
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
@@ -20,6 +21,7 @@ from prefect_openai_chat.resilience import RetryPolicy, make_retry_condition
 from prefect_openai_chat.resilience.policy import MAX_TASK_RETRIES
 from prefect_openai_chat.results import ChatResult
 from prefect_openai_chat.tasks.events import install_circuit_events
+from prefect_openai_chat.telemetry import install_run_ids
 
 _counter = itertools.count(1)
 
@@ -73,6 +75,28 @@ async def assemble(chat_model: ChatModel | str) -> tuple[ChatModel, ChatRunner]:
     """The block and its runner, from the one factory; circuit changes become Prefect events."""
     install_circuit_events()
     return await RUNNERS.assemble(chat_model)
+
+
+def prefect_run_ids() -> dict[str, str]:
+    """The flow run and task run ids of the running Prefect context (none outside a run).
+
+    Example:
+        >>> prefect_run_ids()
+        {}
+    """
+    ids: dict[str, str] = {}
+    task_run = getattr(TaskRunContext.get(), "task_run", None)
+    flow_run = getattr(FlowRunContext.get(), "flow_run", None)
+    if task_run is not None:
+        ids["task_run_id"] = str(task_run.id)
+        if task_run.flow_run_id is not None:
+            ids["flow_run_id"] = str(task_run.flow_run_id)
+    if flow_run is not None:
+        ids["flow_run_id"] = str(flow_run.id)
+    return ids
+
+
+install_run_ids(prefect_run_ids)  # OpenTelemetry spans carry the Prefect run ids
 
 
 def model_label(chat_model: Any) -> str:
