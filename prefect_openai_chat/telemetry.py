@@ -31,7 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -300,7 +300,19 @@ _METRIC_LABELS = frozenset(
 )
 
 
-@contextmanager
+class _NotObserved(AbstractContextManager[ChatCall]):
+    """`observe_call` without a provider: hands out the shared no-op, no generator made."""
+
+    def __enter__(self) -> ChatCall:
+        return _NO_CALL
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NOT_OBSERVED = _NotObserved()
+
+
 def observe_call(
     settings: ChatSettings,
     messages: Sequence[Any],
@@ -308,7 +320,7 @@ def observe_call(
     *,
     stream: bool,
     guard: CircuitGuard | None = None,
-) -> Iterator[ChatCall]:
+) -> AbstractContextManager[ChatCall]:
     """Observe one logical chat call: a `chat {model}` span, and the GenAI metrics.
 
     Give the call's result to `call.done(result)`; an exception leaving the block sets
@@ -316,8 +328,19 @@ def observe_call(
     """
     instruments = _current()
     if not instruments.on:
-        yield _NO_CALL
-        return
+        return _NOT_OBSERVED
+    return _observed(instruments, settings, messages, overrides, stream, guard)
+
+
+@contextmanager
+def _observed(
+    instruments: _Instruments,
+    settings: ChatSettings,
+    messages: Sequence[Any],
+    overrides: Mapping[str, Any],
+    stream: bool,
+    guard: CircuitGuard | None,
+) -> Iterator[ChatCall]:
     model = str(overrides.get("model") or settings.model)
     base = _request_attributes(settings, model, overrides, stream)
     capture = capture_content()
@@ -354,7 +377,8 @@ def note_wait(kind: str, seconds: float) -> None:
 
 
 def _start_call_span(instruments: _Instruments, model: str, base: dict[str, Any]) -> trace.Span:
-    """The client span, with the run's span as parent when no span is current, else a link."""
+    """The client span; with the run's span as parent when no span is current (a thread
+    without the run's context), or a link to it when the current span is in another trace."""
     ids = run_ids()
     attributes = dict(base)
     if "flow_run_id" in ids:
@@ -365,10 +389,10 @@ def _start_call_span(instruments: _Instruments, model: str, base: dict[str, Any]
     run_span = _RUNS.get(ids.get("flow_run_id", ""))
     if run_span is not None:
         current = trace.get_current_span().get_span_context()
-        if not current.is_valid:  # a thread without the run's context: parent it on the run
+        if not current.is_valid:
             context = trace.set_span_in_context(trace.NonRecordingSpan(run_span))
-        elif current.span_id != run_span.span_id:  # under a Prefect task span: link to the run
-            links = [Link(run_span, {PREFIX + "link": "extract_records run"})]
+        elif current.trace_id != run_span.trace_id:
+            links = [Link(run_span, {PREFIX + "link": "the run"})]
     assert instruments.tracer is not None or instruments.duration is not None
     if instruments.tracer is None:  # metrics only
         return trace.INVALID_SPAN
