@@ -19,6 +19,8 @@ from opentelemetry.trace import StatusCode
 
 from prefect_openai_chat import ChatModel, telemetry
 from prefect_openai_chat.chat import ChatRunner, ChatSettings
+from prefect_openai_chat.chat.protection import Protection
+from prefect_openai_chat.resilience import RetryPolicy
 from prefect_openai_chat.simulator import Simulator
 from prefect_openai_chat.telemetry import (
     FLOW_RUN_ID,
@@ -99,6 +101,24 @@ def test_a_call_in_a_thread_without_the_run_context_is_parented_on_the_run_span(
 def _runner(sim: Simulator) -> ChatRunner:
     client = AsyncOpenAI(base_url=sim.base_url, api_key=sim.api_key, max_retries=0)
     return ChatRunner(ChatSettings(model="gpt-4o-mini", base_url=sim.base_url), lambda: client)
+
+
+def test_a_retried_call_counts_its_attempts_and_retries_on_one_span(
+    otel: Otel, fresh_sim: Simulator
+) -> None:
+    fresh_sim.configure(script=["503", "ok"])
+    runner = _runner(fresh_sim)
+    runner.protection = Protection(policy=RetryPolicy(backoff_base=0.0, backoff_cap=0.0))
+
+    result = asyncio.run(runner.complete([{"role": "user", "content": "Hi"}]))
+
+    [span] = otel.calls()
+    a = span.attributes or {}
+    assert result.http_attempts == a[PREFIX + "http_attempts"] == 2
+    assert a[PREFIX + "retries"] == 1
+    assert "error.type" not in a and span.status.status_code is not StatusCode.ERROR
+    assert span.parent is None  # no flow, no run: a root span
+    assert FLOW_RUN_ID not in a
 
 
 def test_with_no_provider_configured_nothing_is_recorded(fresh_sim: Simulator) -> None:
