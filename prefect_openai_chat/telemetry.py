@@ -341,17 +341,15 @@ def _observed(
     stream: bool,
     guard: CircuitGuard | None,
 ) -> Iterator[ChatCall]:
-    model = str(overrides.get("model") or settings.model)
-    base = _request_attributes(settings, model, overrides, stream)
-    capture = capture_content()
-    if capture:
-        base["gen_ai.input.messages"] = _captured(_input_messages(messages))
-    span = _start_call_span(instruments, model, base)
-    call = ChatCall(instruments, span, base, guard, capture)
+    try:
+        call = _begin(instruments, settings, messages, overrides, stream, guard)
+    except Exception:  # telemetry never fails a call: this one goes unobserved
+        yield _NO_CALL
+        return
     token = _CALL.set(call)
     error: BaseException | None = None
     try:
-        with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+        with trace.use_span(call.span, record_exception=False, set_status_on_exception=False):
             yield call
     except BaseException as exc:
         error = exc
@@ -360,6 +358,24 @@ def _observed(
         _CALL.reset(token)
         with contextlib.suppress(Exception):  # telemetry never fails a call
             call._end(error)
+
+
+def _begin(
+    instruments: _Instruments,
+    settings: ChatSettings,
+    messages: Sequence[Any],
+    overrides: Mapping[str, Any],
+    stream: bool,
+    guard: CircuitGuard | None,
+) -> ChatCall:
+    """The call's span started with the request's attributes (and its messages, captured)."""
+    model = str(overrides.get("model") or settings.model)
+    base = _request_attributes(settings, model, overrides, stream)
+    capture = capture_content()
+    if capture:
+        base["gen_ai.input.messages"] = _captured(_input_messages(messages))
+    span = _start_call_span(instruments, model, base)
+    return ChatCall(instruments, span, base, guard, capture)
 
 
 def note_attempt() -> None:
@@ -539,7 +555,9 @@ def observe_run(name: str, **attributes: str | int | bool) -> Iterator[RunSpan]:
     if flow_run_id:
         _RUNS[flow_run_id] = span.get_span_context()
     try:
-        with trace.use_span(span, end_on_exit=True, set_status_on_exception=False):
+        with trace.use_span(
+            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+        ):
             try:
                 yield RunSpan(span)
             except BaseException as exc:

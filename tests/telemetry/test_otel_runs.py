@@ -98,6 +98,17 @@ def test_a_call_in_a_thread_without_the_run_context_is_parented_on_the_run_span(
     assert after.parent is None
 
 
+def test_a_run_that_fails_has_error_type_and_the_error_status(otel: Otel) -> None:
+    with pytest.raises(RuntimeError), observe_run("extract_records"):
+        raise RuntimeError("bookkeeping error: 3 records in, 2 written")
+
+    [run] = [s for s in otel.ours() if s.name == "extract_records"]
+    assert run.status.status_code is StatusCode.ERROR
+    assert (run.attributes or {})["error.type"] == "RuntimeError"
+    assert "bookkeeping" not in str(run.status.description)
+    assert not run.events  # no exception event with the message either
+
+
 def _runner(sim: Simulator) -> ChatRunner:
     client = AsyncOpenAI(base_url=sim.base_url, api_key=sim.api_key, max_retries=0)
     return ChatRunner(ChatSettings(model="gpt-4o-mini", base_url=sim.base_url), lambda: client)
