@@ -339,9 +339,17 @@ def _load_client_cert(context: ssl.SSLContext, cert: str, key: str | None) -> No
     """Load the client certificate and its key; a clear error when they do not go together."""
     with _as_file("client_cert", cert) as cert_file, _as_file("client_key", key) as key_file:
         try:
-            context.load_cert_chain(str(cert_file), key_file)
+            context.load_cert_chain(str(cert_file), key_file, password=_no_password)
         except (ssl.SSLError, OSError) as exc:
             raise InvalidInputError(_client_cert_problem(exc)) from None
+
+
+def _no_password() -> str:
+    """The password of an encrypted key: none (without it OpenSSL would ask on the terminal)."""
+    raise InvalidInputError(
+        "client_key is encrypted; give it unencrypted (for example `openssl pkey -in key.pem"
+        f" -out key-plain.pem`) and keep it in the block's masked field (see {GUIDE})"
+    )
 
 
 def _client_cert_problem(exc: BaseException) -> str:
@@ -350,11 +358,6 @@ def _client_cert_problem(exc: BaseException) -> str:
         return (
             "client_key does not match client_cert: give the private key that was issued"
             f" with that certificate (see {GUIDE})"
-        )
-    if "PASSWORD" in reason or "BAD_DECRYPT" in reason or "encrypted" in str(exc).lower():
-        return (
-            "client_key is encrypted; give it unencrypted (for example `openssl pkey -in"
-            f" key.pem -out key-plain.pem`) and keep it in the block's masked field (see {GUIDE})"
         )
     return (
         f"client_cert or client_key is not a PEM certificate and private key ({_reason(exc)});"

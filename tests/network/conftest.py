@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 import trustme
-from proxy_support import ForwardProxy
+from proxy_support import PROXY_PASSWORD, PROXY_USER, ForwardProxy
 from registry_support import clear_resilience
 from tls_support import TLSRelay
 
 from prefect_openai_chat.simulator import Simulator
-
-PROXY_USER, PROXY_PASSWORD = "etl-bot", "proxy-pass-7f3a9c21"
 
 
 @pytest.fixture(scope="module")

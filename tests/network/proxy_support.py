@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+PROXY_USER, PROXY_PASSWORD = "etl-bot", "proxy-pass-7f3a9c21"  # what the test proxy asks for
 
 
 class ForwardProxy:
