@@ -49,6 +49,7 @@ _WHERE = {
     "MissingFallbackError": "errors",
     "RateLimitPatienceError": "errors",
     "StaticFallbackError": "errors",
+    "TLSConfigurationError": "errors",
     "TruncatedOutputError": "errors",
     "ToolCall": "results",
     "count_message_tokens": "tokens",
@@ -78,6 +79,7 @@ __all__ = [
     "RateLimitPatienceError",
     "RecordOutcome",
     "StaticFallbackError",
+    "TLSConfigurationError",
     "ToolCall",
     "TruncatedOutputError",
     "Usage",
@@ -112,6 +114,7 @@ if TYPE_CHECKING:
         MissingFallbackError,
         RateLimitPatienceError,
         StaticFallbackError,
+        TLSConfigurationError,
         TruncatedOutputError,
     )
     from prefect_openai_chat.process import reset_process_state
