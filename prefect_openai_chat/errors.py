@@ -179,6 +179,18 @@ class TLSConfigurationError(openai.APIConnectionError, ChatError):
         return (type(self), (self.message, self.request))
 
 
+class ProxyRefusedError(openai.APIConnectionError, ChatError):
+    """The proxy refused to open the tunnel: 407 (its credentials are wrong or missing) or
+    403 (it does not allow that host). Never retried; the message names the proxy and the
+    settings to check (docs/concepts/proxies-and-tls.md)."""
+
+    def __init__(self, message: str, request: Any) -> None:
+        super().__init__(message=message, request=request)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.request))
+
+
 # OpenSSL reasons of TLS failures that retrying cannot fix: the server refused the client
 # certificate (or its absence), or it does not speak TLS on that port.
 TLS_CONFIGURATION_REASONS = frozenset(

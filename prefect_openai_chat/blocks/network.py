@@ -6,7 +6,8 @@ system's CAs, a client certificate and key for gateways that require mutual TLS,
 `verify`. They are built into the `httpx` client through what `openai` exports
 (`DefaultHttpxClient` / `DefaultAsyncHttpxClient`, which keep the SDK's defaults) as
 `proxy=` and `verify=` an `ssl.SSLContext`. A TLS failure that only a setting fixes becomes a
-`TLSConfigurationError` naming the host and the setting (never retried). See
+`TLSConfigurationError` naming the host and the setting, a proxy's 407 or 403 a
+`ProxyRefusedError` (neither retried). See
 docs/concepts/proxies-and-tls.md.
 
 Example:
@@ -37,7 +38,12 @@ import openai
 from prefect.blocks.core import schema_extra as block_schema_extra
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from prefect_openai_chat.errors import InvalidInputError, TLSConfigurationError, tls_failure
+from prefect_openai_chat.errors import (
+    InvalidInputError,
+    ProxyRefusedError,
+    TLSConfigurationError,
+    tls_failure,
+)
 from prefect_openai_chat.redaction import remember_secret
 
 logger = logging.getLogger("prefect_openai_chat")
@@ -390,14 +396,39 @@ def _reason(exc: BaseException) -> str:
     return str(getattr(exc, "reason", None) or exc.__class__.__name__)
 
 
-def clear_tls_error(exc: BaseException, request: Any) -> TLSConfigurationError | None:
-    """The `TLSConfigurationError` for a TLS failure behind `exc`, naming the host and the
-    setting that fixes it; None for any other error."""
+def _proxy_refusal(exc: BaseException, request: Any) -> ProxyRefusedError | None:
+    """A `ProxyRefusedError` when the proxy answered 407 or 403 to the tunnel, else None."""
+    status = str(exc).split(" ", 1)[0]
+    if not isinstance(exc, _http_library().ProxyError) or status not in ("407", "403"):
+        return None
+    where = _where(request)
+    if status == "407":
+        message = (
+            f"the proxy refused its credentials ({exc}) on the way to {where}: check"
+            f" proxy_username and proxy_password on the credentials block; see {GUIDE}"
+        )
+    else:
+        message = (
+            f"the proxy does not allow {where} ({exc}): ask for the host to be allowed,"
+            f" or check proxy_url; see {GUIDE}"
+        )
+    return ProxyRefusedError(message, request)
+
+
+def _where(request: Any) -> str:
+    url = request.url
+    return f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
+
+
+def clear_network_error(
+    exc: BaseException, request: Any
+) -> TLSConfigurationError | ProxyRefusedError | None:
+    """The clear error for a failure behind `exc` that only a setting fixes (a TLS failure,
+    a proxy's refusal), naming the host and the setting; None for any other error."""
     failure = tls_failure(exc)
     if failure is None:
-        return None
-    url = request.url
-    where = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
+        return _proxy_refusal(exc, request)
+    where = _where(request)
     if isinstance(failure, ssl.SSLCertVerificationError):
         detail = failure.verify_message or failure.reason or "certificate verify failed"
         message = (
@@ -421,26 +452,26 @@ def clear_tls_error(exc: BaseException, request: Any) -> TLSConfigurationError |
 
 
 class TLSHttpxClient(openai.DefaultHttpxClient):
-    """The SDK's default sync client; a TLS failure a setting fixes is a clear error."""
+    """The SDK's default sync client; a failure only a setting fixes is a clear error."""
 
     def send(self, request: Any, **kwargs: Any) -> Any:
         try:
             return super().send(request, **kwargs)
         except Exception as exc:
-            clear = clear_tls_error(exc, request)
+            clear = clear_network_error(exc, request)
             if clear is None:
                 raise
             raise clear from exc
 
 
 class TLSAsyncHttpxClient(openai.DefaultAsyncHttpxClient):
-    """The SDK's default async client; a TLS failure a setting fixes is a clear error."""
+    """The SDK's default async client; a failure only a setting fixes is a clear error."""
 
     async def send(self, request: Any, **kwargs: Any) -> Any:
         try:
             return await super().send(request, **kwargs)
         except Exception as exc:
-            clear = clear_tls_error(exc, request)
+            clear = clear_network_error(exc, request)
             if clear is None:
                 raise
             raise clear from exc

@@ -38,6 +38,11 @@ class ForwardProxy:
             return []
         return [line for line in self.record.read_text().splitlines() if line]
 
+    def refusals(self) -> int:
+        """How many requests the proxy refused for their credentials (407), from its log."""
+        log = self.workdir / "proxy.log"
+        return log.read_text().count("ProxyAuthenticationFailed") if log.exists() else 0
+
     def start(self, timeout: float = 20.0) -> ForwardProxy:
         port_file = self.workdir / "port.txt"
         args = [

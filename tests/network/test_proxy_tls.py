@@ -23,7 +23,7 @@ from proxy_support import PROXY_PASSWORD, PROXY_USER, ForwardProxy
 from tls_support import TLSRelay
 
 from prefect_openai_chat import ChatModel, OpenAICredentials, chat_completion
-from prefect_openai_chat.errors import TLSConfigurationError
+from prefect_openai_chat.errors import ProxyRefusedError, TLSConfigurationError
 from prefect_openai_chat.resilience.classify import classify
 from prefect_openai_chat.simulator import Simulator
 
@@ -168,6 +168,25 @@ def test_mutual_tls_through_the_proxy_with_the_async_client(
     result = asyncio.run(model.runner().complete(MESSAGES))
     assert result.content
     assert f"CONNECT 127.0.0.1:{mtls_server.port}" in proxy.connects()
+
+
+def test_wrong_proxy_credentials_fail_at_once_naming_the_settings(
+    fresh_sim: Simulator, tls_server: TLSRelay, proxy: ForwardProxy, ca: trustme.CA
+) -> None:
+    network = {
+        "proxy_url": proxy.url,
+        "proxy_username": PROXY_USER,
+        "proxy_password": "not-the-proxy-password",
+        "ca_bundle": ca.cert_pem.bytes().decode(),
+    }
+    model = _model(tls_server.base_url, fresh_sim.api_key, network, max_attempts=3)
+    before = proxy.refusals()
+    with pytest.raises(ProxyRefusedError, match="proxy_username and proxy_password") as info:
+        asyncio.run(model.runner().complete(MESSAGES))
+    assert f"127.0.0.1:{tls_server.port}" in str(info.value) and "407" in str(info.value)
+    assert "not-the-proxy-password" not in str(info.value)
+    assert proxy.refusals() - before == 1  # not retried: a setting fixes it
+    assert classify(info.value).reason == "proxy_refused"
 
 
 def test_verify_false_reaches_a_self_signed_server_and_warns(
