@@ -180,7 +180,7 @@ class NetworkSettings(BaseModel):
     def has_network_settings(self) -> bool:
         """True when any setting differs from the SDK's defaults."""
         return (
-            bool(self.proxy_url or self.ca_bundle or self.client_cert or self.client_key)
+            bool(self.proxy_url or self.ca_bundle or self.client_cert or self._key_text())
             or not self.verify
         )
 
