@@ -16,9 +16,12 @@ Example:
 
 from __future__ import annotations
 
+import ssl
 import time
 from datetime import datetime, timezone
 from typing import Any
+
+import openai
 
 
 class ChatError(Exception):
@@ -161,6 +164,67 @@ class RateLimitPatienceError(ChatError):
         super().__init__(message)
         self.waited_s = waited_s
         self.answers = answers
+
+
+class TLSConfigurationError(openai.APIConnectionError, ChatError):
+    """The TLS handshake failed in a way only a setting fixes: the server's (or the proxy's)
+    certificate is not trusted, or the server refused the client certificate. Never retried;
+    the message names the host and the credentials block's setting to change
+    (docs/concepts/proxies-and-tls.md)."""
+
+    def __init__(self, message: str, request: Any) -> None:
+        super().__init__(message=message, request=request)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.request))
+
+
+class ProxyRefusedError(openai.APIConnectionError, ChatError):
+    """The proxy refused to open the tunnel: 407 (its credentials are wrong or missing) or
+    403 (it does not allow that host). Never retried; the message names the proxy and the
+    settings to check (docs/concepts/proxies-and-tls.md)."""
+
+    def __init__(self, message: str, request: Any) -> None:
+        super().__init__(message=message, request=request)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.request))
+
+
+# OpenSSL reasons of TLS failures that retrying cannot fix: the server refused the client
+# certificate (or its absence), or it does not speak TLS on that port.
+TLS_CONFIGURATION_REASONS = frozenset(
+    {
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "SSLV3_ALERT_HANDSHAKE_FAILURE",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV1_ALERT_ACCESS_DENIED",
+        "WRONG_VERSION_NUMBER",
+    }
+)
+
+
+def tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error in `exc`'s cause chain that only a configuration change fixes, or None.
+
+    Example:
+        >>> tls_failure(ConnectionResetError()) is None
+        True
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        if isinstance(current, ssl.SSLError) and current.reason in TLS_CONFIGURATION_REASONS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class StaticFallbackError(ChatError):

@@ -7,6 +7,9 @@ so that SDK retries never multiply with task retries (docs/architecture.md).
 values are secrets: a `SecretDict`, shown as `**********` in flow-run parameters, saved
 block documents and logs; the credential-looking values are masked in every text the
 plugin hands on (`redaction.remember_headers`). A block saved with a plain dict still loads.
+
+The proxy, CA bundle, client certificate and `verify` settings of both blocks come from
+`NetworkSettings` (blocks/network.py; docs/concepts/proxies-and-tls.md).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from prefect.blocks.abstract import CredentialsBlock
 from prefect.blocks.fields import SecretDict
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
+from prefect_openai_chat.blocks.network import NetworkSettings
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.redaction import remember_headers, remember_secret
 
@@ -94,17 +98,7 @@ def client_options(timeout: openai.Timeout | None, max_connections: int | None) 
     return options
 
 
-def _http_client(async_client: bool, options: dict[str, Any]) -> dict[str, Any]:
-    """Move `limits` into an http client built through what `openai` exports."""
-    limits = options.pop("limits", None)
-    if limits is None:
-        return options
-    factory = openai.DefaultAsyncHttpxClient if async_client else openai.DefaultHttpxClient
-    options["http_client"] = factory(limits=limits, timeout=options.get("timeout"))
-    return options
-
-
-class OpenAICredentials(CredentialsBlock):
+class OpenAICredentials(CredentialsBlock, NetworkSettings):
     """Credentials for the OpenAI API or any OpenAI-compatible server (vLLM, Ollama).
 
     Example:
@@ -163,6 +157,7 @@ class OpenAICredentials(CredentialsBlock):
             self.endpoint,
             self.organization,
             self.project,
+            self.network_fingerprint(),
         )
 
     def get_client(
@@ -173,7 +168,7 @@ class OpenAICredentials(CredentialsBlock):
         max_connections: int | None = None,
     ) -> openai.OpenAI | openai.AsyncOpenAI:
         """Build an `OpenAI` (or `AsyncOpenAI`) client with the SDK's retries off."""
-        options = _http_client(async_client, client_options(timeout, max_connections))
+        options = self.http_options(async_client, client_options(timeout, max_connections))
         cls = openai.AsyncOpenAI if async_client else openai.OpenAI
         return cls(
             api_key=self.resolve_api_key(),
@@ -185,7 +180,7 @@ class OpenAICredentials(CredentialsBlock):
         )
 
 
-class AzureOpenAICredentials(CredentialsBlock):
+class AzureOpenAICredentials(CredentialsBlock, NetworkSettings):
     """Credentials for an Azure OpenAI resource (API key or Azure AD token).
 
     Example:
@@ -254,6 +249,7 @@ class AzureOpenAICredentials(CredentialsBlock):
             self.resolve_api_key(),
             self.endpoint,
             self.api_version,
+            self.network_fingerprint(),
         )
 
     def get_client(
@@ -264,7 +260,7 @@ class AzureOpenAICredentials(CredentialsBlock):
         max_connections: int | None = None,
     ) -> openai.AzureOpenAI | openai.AsyncAzureOpenAI:
         """Build an `AzureOpenAI` (or `AsyncAzureOpenAI`) client with the SDK's retries off."""
-        options = _http_client(async_client, client_options(timeout, max_connections))
+        options = self.http_options(async_client, client_options(timeout, max_connections))
         cls = openai.AsyncAzureOpenAI if async_client else openai.AzureOpenAI
         return cls(  # type: ignore[call-overload, no-any-return]
             azure_endpoint=self.azure_endpoint,

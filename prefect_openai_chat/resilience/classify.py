@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -33,8 +34,10 @@ from prefect_openai_chat.errors import (
     InsufficientQuotaError,
     MalformedResponseError,
     MissingFallbackError,
+    ProxyRefusedError,
     RateLimitPatienceError,
     StaticFallbackError,
+    tls_failure,
 )
 
 
@@ -76,6 +79,8 @@ _R, _F = Action.RETRY, Action.FAIL
 DEFAULT_VERDICTS: dict[str, Verdict] = {
     "connection": _v(_R, True, True),  # APIConnectionError: refused, reset, DNS
     "timeout": _v(_R, True, True),  # APITimeoutError, TimeoutError (stalled)
+    "tls": _v(_F, False, False),  # certificate not trusted or refused: a setting fixes it
+    "proxy_refused": _v(_F, False, False),  # the proxy answered 407 or 403 to CONNECT
     "rate_limit": _v(_R, True, False, rate=True),  # 429 rate_limit_exceeded
     "insufficient_quota": _v(_F, False, False),  # 429 insufficient_quota: never
     "rate_limit_patience": _v(_F, False, False),  # 429s outlasted the patience
@@ -153,6 +158,10 @@ def error_row(exc: BaseException) -> str:
     if isinstance(exc, IncompleteStreamError):
         return "stream_interrupted"
     # openai errors.
+    if isinstance(exc, ProxyRefusedError):
+        return "proxy_refused"
+    if isinstance(exc, openai.APIConnectionError | ssl.SSLError) and tls_failure(exc):
+        return "tls"  # TLSConfigurationError, or an untrusted certificate behind a bare client
     if isinstance(exc, openai.APITimeoutError | TimeoutError):
         return "timeout"
     if isinstance(exc, openai.APIConnectionError):
