@@ -7,9 +7,9 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import Otel
 from flow_support import make_model
 from opentelemetry.trace import SpanKind, StatusCode
+from otel_support import Otel
 from prefect import flow
 from prefect.runtime import flow_run
 

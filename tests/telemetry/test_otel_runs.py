@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Otel
 from flow_defects_support import run_flow
 from flow_support import sample_tickets
 from openai import AsyncOpenAI
@@ -16,6 +15,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from otel_support import Otel
 
 from prefect_openai_chat import ChatModel, telemetry
 from prefect_openai_chat.chat import ChatRunner, ChatSettings
