@@ -111,6 +111,7 @@ def extract_records(
     batch_options: dict[str, Any] | None = None,
     shards: int = 1,
     shard_deployment: str | None = None,
+    allow_local_paths: bool = False,
 ) -> dict[str, Any]:
     """Extract `schema` from every record of `source` into `output`, the rest into `quarantine`.
 
@@ -141,6 +142,9 @@ def extract_records(
             worker (see docs/scale-out.md); `concurrency` is then per shard.
         shard_deployment: The deployment that runs one shard ("extract-records-shard/shard"
             of a work pool); without it the shards are tasks of this flow's task runner.
+        allow_local_paths: With `shard_deployment`: run although the ledger is a SQLite file
+            or the paths are local, because every worker of the pool runs on this host (or
+            sees the paths through a shared mount); refused otherwise (docs/scale-out.md).
 
     Returns:
         The run's totals; `records == valid + quarantined` always.
@@ -158,6 +162,7 @@ def extract_records(
             source, schema, chat_model, prompt, output, quarantine, shards, shard_deployment,
             key_field=key_field, batch_size=batch_size, concurrency=concurrency,
             instructions=instructions, mode=mode, max_reprompts=max_reprompts, cache=cache,
+            allow_local_paths=allow_local_paths,
         )  # fmt: skip
     started = time.perf_counter()
     check_via(via, per_record_tasks)

@@ -129,7 +129,7 @@ def test_a_night_started_before_the_upgrade_is_moved_into_the_ledger_and_resumed
         lambda: any(run["rounds"] for run in saved_runs(str(cache)).values()),
     )
     # what the previous version left: the run's state in a file of the batch-runs folder
-    (key, state), = saved_runs(str(cache)).items()
+    ((key, state),) = saved_runs(str(cache)).items()
     ledger = open_ledger(str(cache))
     assert ledger is not None
     ledger.remove_batch_run(key)
