@@ -98,18 +98,5 @@ def test_allow_local_paths_lets_a_one_host_pool_run(sim: LoggedSimulator, tmp_pa
     assert sim.stats().requests == 0
 
 
-def test_shards_on_the_flows_own_task_runner_are_not_refused(
-    sim: LoggedSimulator, tmp_path: Path
-) -> None:
-    source = write_records(tmp_path / "in.jsonl", 6)
-    summary = extract_records(
-        source=str(source),
-        schema=SCHEMA,
-        chat_model=fast_model(sim.base_url, sim.api_key),
-        prompt=PROMPT,
-        output=str(tmp_path / "out" / "rows.jsonl"),
-        quarantine=str(tmp_path / "out" / "quarantine.jsonl"),
-        cache=str(tmp_path / "ledger.sqlite"),
-        shards=2,
-    )
-    assert summary["records"] == 6 == summary["valid"] + summary["quarantined"]
+# Shards on the flow's own task runner (no deployment) with a SQLite ledger and local paths
+# are not refused: tests/scale_out/test_shards_in_process.py runs them so.
