@@ -76,7 +76,9 @@ def check_via(via: str, per_record_tasks: bool) -> None:
 
 
 def ledger_folder(cache: bool | str) -> Path:
-    """Where a run's batch ledger lives: next to its record cache."""
+    """The `batch-runs` folder of this host: where a run keeps its batches without a record
+    ledger (`cache=False`), and where runs started before they moved into the record
+    ledger left them (read once, then removed)."""
     target = resolve_cache(cache)
     if target is True or target is False or (isinstance(target, str) and "://" in target):
         target = batch_tasks.default_cache_path()  # a shared ledger: the run's file stays local
@@ -135,9 +137,7 @@ def _run_batch_night(
         known = cache.get_many(texts) if cache is not None else {}
         fresh = {key: text for key, text in texts.items() if key not in known}
         night: BatchNight | None = None
-        ledger = BatchLedger.open(
-            ledger_folder(job.cache), run_key(model.model, _base(model), texts)
-        )
+        ledger = _batch_ledger(job.cache, cache, run_key(model.model, _base(model), texts))
         if fresh:
             night = _run_rounds(job, model, options, ledger, fresh, cache, artifacts)
         outcomes = _outcomes(readable, keys, skipped, known, night)
@@ -146,6 +146,15 @@ def _run_batch_night(
     finally:
         if cache is not None:
             cache.close()
+
+
+def _batch_ledger(setting: bool | str, cache: Ledger | None, key: str) -> BatchLedger:
+    """The run's batches: in the record ledger, so any host resumes them; in this host's
+    `batch-runs` folder without one (`cache=False`)."""
+    folder = ledger_folder(setting)
+    if cache is None:
+        return BatchLedger.open(folder, key)
+    return BatchLedger.open_in(cache, key, legacy=folder)
 
 
 def _base(model: ChatModel) -> str:

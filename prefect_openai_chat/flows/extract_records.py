@@ -112,11 +112,15 @@ def extract_records(
     batch_options: dict[str, Any] | None = None,
     shards: int = 1,
     shard_deployment: str | None = None,
+    allow_local_paths: bool = False,
+    return_rows: bool = False,
 ) -> dict[str, Any]:
     """Extract `schema` from every record of `source` into `output`, the rest into `quarantine`.
 
     Args:
-        source: A .jsonl or .csv path (streamed), or an iterable of dicts (a generator too).
+        source: A .jsonl or .csv path (streamed), an iterable of dicts (a generator too), or
+            a pandas or polars DataFrame or a pyarrow Table (one record per row; NaN, NaT and
+            nulls as null, numpy scalars as numbers: docs/concepts/exactly-once.md).
         schema: A pydantic model, or its import path "package.module:Model".
         chat_model: A `ChatModel` block, or the name of a saved one.
         prompt: A `str.format` template over a record's fields.
@@ -142,12 +146,23 @@ def extract_records(
             worker (see docs/scale-out.md); `concurrency` is then per shard.
         shard_deployment: The deployment that runs one shard ("extract-records-shard/shard"
             of a work pool); without it the shards are tasks of this flow's task runner.
+        allow_local_paths: With `shard_deployment`: run although the ledger is a SQLite file
+            or the paths are local, because every worker of the pool runs on this host (or
+            sees the paths through a shared mount); refused otherwise (docs/scale-out.md).
+        return_rows: Add the valid rows (dicts, in output order, as written) to the summary
+            as `rows`, for the next step of the flow; they are held in memory for the whole
+            run, so for large nights read `output` instead. Not with `shards`.
 
     Returns:
         The run's totals; `records == valid + quarantined` always.
     """
     check_via(via, per_record_tasks)
     if shards != 1 or shard_deployment is not None:
+        if return_rows:
+            raise InvalidInputError(
+                "return_rows=True keeps the rows of one process; a sharded run's rows are in"
+                " its output: read the output file instead, or run with shards=1"
+            )
         if via != "online" or per_record_tasks:
             raise InvalidInputError(
                 "shards run online batches: use via='online' and per_record_tasks=False with"
@@ -159,6 +174,7 @@ def extract_records(
             source, schema, chat_model, prompt, output, quarantine, shards, shard_deployment,
             key_field=key_field, batch_size=batch_size, concurrency=concurrency,
             instructions=instructions, mode=mode, max_reprompts=max_reprompts, cache=cache,
+            allow_local_paths=allow_local_paths,
         )  # fmt: skip
     started = time.perf_counter()
     check_via(via, per_record_tasks)
@@ -180,6 +196,7 @@ def extract_records(
         open_outputs(run.output, run.quarantine, run.schema) as (rows, bad),
     ):
         window = _Window(job, rows, bad, totals, lambda: artifacts.progress(totals.records, total))
+        window.kept = [] if return_rows else None
         items = in_shard(read_records(run.source, keys))  # a shard's lines only, in a shard
         if via == "batch":
             run_batch_night(job, window, items, batch_options, artifacts)
@@ -198,7 +215,10 @@ def extract_records(
         "quarantine": str(run.quarantine),
     }
     artifacts.finish(totals, extra)
-    return _summary(totals, extra)
+    summary = _summary(totals, extra)
+    if window.kept is not None:
+        summary["rows"] = window.kept  # after the artifact: the UI shows totals, not rows
+    return summary
 
 
 @dataclass(frozen=True)
@@ -303,6 +323,7 @@ class _Window:
         self.on_progress = on_progress
         self.pending: dict[PrefectFuture[BatchReport], list[SourceItem]] = {}  # input order
         self.finished: set[PrefectFuture[BatchReport]] = set()  # filled from task threads
+        self.kept: list[dict[str, Any]] | None = None  # the valid rows, with `return_rows`
 
     def submit_all(
         self, items: Iterator[SourceItem], batch_size: int, unit: str, total: int | None
@@ -392,12 +413,15 @@ class _Window:
 
     def _write_row(self, key: str, outcome: RecordOutcome) -> RecordOutcome:
         """The outcome after writing its row: itself, or `invalid` when the row is refused."""
+        row = {"_key": key, **(outcome.value or {})}
         try:
-            self.rows.write({"_key": key, **(outcome.value or {})})
+            self.rows.write(row)
         except RowNotStorable as exc:
             return outcome.model_copy(
                 update={"ok": False, "outcome": "invalid", "reason": f"not storable: {exc}"}
             )
+        if self.kept is not None:
+            self.kept.append(row)
         return outcome
 
 

@@ -39,6 +39,7 @@ from pydantic import BaseModel
 
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.extraction.ledger import ledger_file, ledger_kind, ledger_role
 from prefect_openai_chat.flows.checks import resolve_schema
 from prefect_openai_chat.flows.shards import (
     Shard,
@@ -53,6 +54,7 @@ from prefect_openai_chat.flows.shards import (
 from prefect_openai_chat.flows.sinks import hold_outputs
 from prefect_openai_chat.flows.sources import check_source, source_flow
 from prefect_openai_chat.flows.summary import RunArtifacts
+from prefect_openai_chat.tasks import batch as batch_tasks
 from prefect_openai_chat.tasks._common import run_logger
 
 # As for extract_records: the parameter `schema` shadows an attribute of Prefect's model.
@@ -206,12 +208,15 @@ def fan_out(
     quarantine: str,
     shards: int,
     shard_deployment: str | None = None,
+    *,
+    allow_local_paths: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """The body of a sharded `extract_records` run (called by it with `shards` > 1).
 
     The same pre-flight as an unsharded run (`_check_run`, with the part folder among
-    the paths), then the run holds its output and quarantine (`hold_outputs`) while its
+    the paths), after the refusal of what workers of other hosts cannot see
+    (`check_across_hosts`), then the run holds its output and quarantine (`hold_outputs`) while its
     shards run and until their parts are merged: a second run on them is refused.
     """
     from prefect_openai_chat.flows.extract_records import _check_run
@@ -223,6 +228,12 @@ def fan_out(
             "shards need a .jsonl or .csv file as source, every shard reads its own lines;"
             " write the records to a .jsonl file first"
         )
+    check_across_hosts(
+        shard_deployment,
+        options["cache"],
+        {"source": source, "output": output, "quarantine": quarantine},
+        allow_local_paths,
+    )
     context = FlowRunContext.get()
     run_id = str(context.flow_run.id) if context and context.flow_run else uuid.uuid4().hex
     folder = parts_folder(Path(output), run_id)
@@ -235,6 +246,54 @@ def fan_out(
             source, schema, chat_model, prompt, run.output, run.quarantine, shards,
             shard_deployment, started=started, run_id=run_id, model_cls=run.schema, **options,
         )  # fmt: skip
+
+
+def is_local_path(value: Any) -> bool:
+    """True for a path of this host's file system (a URL of another scheme is not).
+
+    Example:
+        >>> is_local_path("out/rows.jsonl"), is_local_path("s3://bucket/rows.jsonl")
+        (True, False)
+    """
+    text = str(value)
+    return "://" not in text or text.lower().startswith("file://")
+
+
+def check_across_hosts(
+    deployment: str | None, cache: Any, paths: dict[str, Any], allow_local_paths: bool
+) -> None:
+    """Refuse, before any call, a deployment's shards with what other hosts cannot see.
+
+    The flow runs of `deployment` run on the workers of its pool, maybe on other hosts
+    (containers, machines) that share no disk with this one: they would not see a SQLite
+    ledger (each would pay for every record again) nor local files. `allow_local_paths`
+    says every worker runs on this host, or sees the paths through a shared mount.
+    """
+    if deployment is None or allow_local_paths:
+        return
+    seen: list[str] = []
+    if ledger_kind(cache) == "sqlite":
+        where = ledger_file(cache, batch_tasks.default_cache_path)
+        seen.append(
+            f"{ledger_role(cache)} is the SQLite file {str(where)!r}: use a shared ledger,"
+            " cache='postgresql://user@host/db' (or PREFECT_OPENAI_CHAT_CACHE on every"
+            " worker)"
+        )
+    local = [f"{role} {str(value)!r}" for role, value in paths.items() if is_local_path(value)]
+    if local:
+        seen.append(
+            f"{', '.join(local)} {'is a local path' if len(local) == 1 else 'are local paths'}:"
+            " use locations every worker reaches (object-storage URLs where supported)"
+        )
+    if seen:
+        raise InvalidInputError(
+            f"shard_deployment={deployment!r} runs the shards as flow runs of a work pool,"
+            " whose workers may run on other hosts that do not see this host's files: "
+            + "; ".join(seen)
+            + ". If every worker of the pool runs on this host (a SQLite ledger needs that),"
+            " or sees these paths under the same names through a shared mount (with a"
+            " postgresql:// ledger), pass allow_local_paths=True"
+        )
 
 
 def _run_shards(

@@ -43,6 +43,7 @@ from prefect import Flow
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.flows.frames import frame_kind, frame_records, plain_value
 
 Source = str | Path | Iterable[Mapping[str, Any]]
 
@@ -277,7 +278,9 @@ def _iterable_item(number: int, record: Any) -> SourceItem:
 def as_json_data(record: Mapping[Any, Any]) -> dict[str, Any]:
     """`record` as JSON data: dates, datetimes, Decimals, UUIDs and enums (a database row,
     a DataFrame's `to_dict("records")`) as pydantic writes them in JSON, e.g. a date as
-    "2024-01-02"; raises ValueError naming what is not JSON data and cannot be made so.
+    "2024-01-02", numpy scalars as Python numbers and `pd.NA` / `NaT` as null (a NaN
+    float stays refused here: JSON has none; a data frame source maps it to null first);
+    raises ValueError naming what is not JSON data and cannot be made so.
 
     Example:
         >>> import datetime
@@ -290,12 +293,20 @@ def as_json_data(record: Mapping[Any, Any]) -> dict[str, Any]:
     if problem := record_problem(record, other_values=True):
         raise ValueError(problem)
     try:
-        converted: dict[str, Any] = to_jsonable_python(record)
-    except PydanticSerializationError:
+        converted: dict[str, Any] = to_jsonable_python(record, fallback=_plain_or_refuse)
+    except (PydanticSerializationError, TypeError):
         raise ValueError(strict) from None
     if record_problem(converted) is not None:
         raise ValueError(strict)
     return converted
+
+
+def _plain_or_refuse(value: Any) -> Any:
+    """What pydantic cannot write itself: a numpy scalar or array, pd.NA, NaT; else TypeError."""
+    plain = plain_value(value)
+    if plain is value:
+        raise TypeError(f"a {type(value).__name__} is not JSON data")
+    return plain
 
 
 def _as_item(number: int, record: Mapping[Any, Any]) -> dict[str, Any] | str:
@@ -658,14 +669,17 @@ R = TypeVar("R")
 def materialise_source(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The call's arguments with an iterable `source` (a generator too) turned into a list,
-    its dicts that are not JSON data set aside (`set_aside`)."""
+    """The call's arguments with an iterable `source` (a generator too) or a data frame
+    (`frames.frame_records`: pandas, polars, pyarrow) turned into a list of records, its
+    dicts that are not JSON data set aside (`set_aside`)."""
     try:
         bound = inspect.signature(fn).bind_partial(*args, **kwargs)
     except TypeError:
         return args, kwargs  # Prefect reports the bad call in its own words
     value = bound.arguments.get("source")
-    if isinstance(value, Iterable) and not isinstance(value, str | bytes | Path | Mapping):
+    if frame_kind(value) is not None:  # a DataFrame or an Arrow table: its rows
+        bound.arguments["source"] = set_aside(list(frame_records(value)))
+    elif isinstance(value, Iterable) and not isinstance(value, str | bytes | Path | Mapping):
         bound.arguments["source"] = set_aside(value if isinstance(value, list) else list(value))
     return bound.args, bound.kwargs
 
@@ -674,9 +688,10 @@ class SourceFlow(Flow[P, R]):
     """A Prefect flow whose `source` parameter may be any iterable, a generator included.
 
     Prefect serialises a flow's parameters for its API before the flow body runs, which
-    would use up a generator: the body would see no record and report success. This
-    flow makes a list of such a source first, and sets aside the items Prefect's
-    parameter handling would fail the run on (see `set_aside`).
+    would use up a generator: the body would see no record and report success, and
+    would fail on a data frame. This flow makes a list of records of such a source
+    first, and sets aside the items Prefect's parameter handling would fail the run on
+    (see `set_aside`).
     """
 
     if not TYPE_CHECKING:  # type checkers keep `Flow.__call__`'s precise overloads

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -27,16 +28,17 @@ run_night(sim, Path(sys.argv[3]), tickets(10), cache=sys.argv[4])
 """
 
 
-def recorded_batches(folder: Path) -> list[str]:
-    """The batch ids the ledgers in `folder` hold."""
-    ids = []
-    for path in folder.glob("batch-run-*.json"):
-        try:
-            rounds = json.loads(path.read_text(encoding="utf-8"))["rounds"]
-        except ValueError:  # being replaced right now
-            continue
-        ids += [entry["batch_id"] for batches in rounds.values() for entry in batches]
-    return ids
+def recorded_batches(cache: Path) -> list[str]:
+    """The batch ids the runs saved in the SQLite record ledger `cache` hold."""
+    if not cache.exists():
+        return []
+    try:
+        with sqlite3.connect(cache, timeout=5) as db:
+            states = [row[0] for row in db.execute("SELECT state FROM batch_runs")]
+    except sqlite3.OperationalError:  # the table is not there yet
+        return []
+    rounds = [json.loads(state)["rounds"] for state in states]
+    return [entry["batch_id"] for run in rounds for batches in run.values() for entry in batches]
 
 
 def test_a_killed_run_resumes_its_batch_instead_of_submitting_again(
@@ -52,7 +54,7 @@ def test_a_killed_run_resumes_its_batch_instead_of_submitting_again(
     process = subprocess.Popen([sys.executable, "-c", NIGHT, *args], env=env)
     try:
         deadline = time.monotonic() + 120
-        while not recorded_batches(cache.parent / "batch-runs"):
+        while not recorded_batches(cache):
             assert process.poll() is None, "the first run ended before it waited"
             assert time.monotonic() < deadline, "the first run never recorded its batch"
             time.sleep(0.1)

@@ -224,6 +224,7 @@ def test_a_killed_worker_s_shard_resumes_and_every_record_ends_once(
                         cache=postgres_ledger_url,  # the ledger every worker shares
                         shards=SHARDS,
                         shard_deployment=DEPLOYMENT,
+                        allow_local_paths=True,  # the pool's workers run on this host
                     )
                 except BaseException as exc:
                     result["error"] = exc

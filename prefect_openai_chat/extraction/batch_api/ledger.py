@@ -1,17 +1,23 @@
-"""The batches of one run, on disk before any wait: a restarted run resumes, never pays twice.
+"""The batches of one run, saved before any wait: a restarted run resumes, never pays twice.
 
 A run is named by what it extracts (the model, the endpoint and every record's cache
-key); its ledger is a small JSON file holding, per round, each submitted batch's
-`custom_id`s, input file and batch id. It is written (atomically) when the run starts
-(with a fresh attempt id that its batches carry in their metadata) and right after each
-batch is created, before it is waited for; it is removed when the run has ended every
-record, so a later run of the same inputs starts afresh.
+key); its state is a small JSON document holding, per round, each submitted batch's
+`custom_id`s, input file and batch id. It is saved when the run starts (with a fresh
+attempt id that its batches carry in their metadata) and right after each batch is
+created, before it is waited for; it is removed when the run has ended every record, so
+a later run of the same inputs starts afresh.
+
+Where it is saved: in the record ledger (`Ledger.save_batch_run`: a `batch_runs` table
+of the SQLite file, or a table beside the PostgreSQL one), so a run resumed on another
+host finds its batches; without a record ledger (`cache=False`), in a file of a
+`batch-runs` folder on this host, as before. A run started before the upgrade left its
+file in that folder: the first open in a ledger moves it there and removes the file.
 
 Example:
     >>> import tempfile
     >>> ledger = BatchLedger.open(tempfile.mkdtemp(), run_key("gpt-4o-mini", "http://x", ["a"]))
     >>> ledger.add(0, ["a"], "file-1", "batch_1")
-    >>> BatchLedger.open(ledger.path.parent, ledger.key).batches(0)[0]["batch_id"]
+    >>> BatchLedger.open(ledger.store.folder, ledger.key).batches(0)[0]["batch_id"]
     'batch_1'
 """
 
@@ -23,7 +29,9 @@ import os
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from prefect_openai_chat.extraction.ledger.base import Ledger
 
 
 def run_key(model: str, base_url: str, custom_ids: Iterable[str]) -> str:
@@ -34,27 +42,98 @@ def run_key(model: str, base_url: str, custom_ids: Iterable[str]) -> str:
     return digest.hexdigest()[:32]
 
 
+class RunStore(Protocol):
+    """Where the state of runs is kept, by run key."""
+
+    def load(self, key: str) -> str | None: ...
+    def save(self, key: str, state: str) -> None: ...
+    def remove(self, key: str) -> None: ...
+
+
+class FolderStore:
+    """One JSON file per run in `folder`, written atomically: one host only."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def path(self, key: str) -> Path:
+        """The file of run `key`."""
+        return self.folder / f"batch-run-{key}.json"
+
+    def load(self, key: str) -> str | None:
+        """The run's state, None when it has no file."""
+        path = self.path(key)
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    def save(self, key: str, state: str) -> None:
+        """Replace the run's file in one step."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(state, encoding="utf-8")
+        os.replace(temporary, path)
+
+    def remove(self, key: str) -> None:
+        """Remove the run's file (the folder stays: another run may be writing in it)."""
+        self.path(key).unlink(missing_ok=True)
+
+
+class LedgerStore:
+    """The runs in the record ledger (every host that opens it sees them).
+
+    `legacy`: the folder where runs started before the upgrade left their files; a run
+    found only there is moved into the ledger on its first load.
+    """
+
+    def __init__(self, ledger: Ledger, legacy: FolderStore | None = None) -> None:
+        self.ledger, self.legacy = ledger, legacy
+
+    def load(self, key: str) -> str | None:
+        """The run's state from the ledger, or moved there from the legacy folder."""
+        state = self.ledger.load_batch_run(key)
+        if state is None and self.legacy is not None:
+            state = self.legacy.load(key)
+            if state is not None:
+                self.ledger.save_batch_run(key, state)  # saved before the file goes
+                self.legacy.remove(key)
+        return state
+
+    def save(self, key: str, state: str) -> None:
+        """Save the run's state in the ledger."""
+        self.ledger.save_batch_run(key, state)
+
+    def remove(self, key: str) -> None:
+        """Forget the run in the ledger."""
+        self.ledger.remove_batch_run(key)
+
+
 class BatchLedger:
     """The batches a run has created, by round."""
 
-    def __init__(self, path: Path, key: str, data: dict[str, Any]) -> None:
-        self.path, self.key, self.data = path, key, data
+    def __init__(self, store: RunStore, key: str, data: dict[str, Any]) -> None:
+        self.store, self.key, self.data = store, key, data
 
     @classmethod
-    def open(cls, folder: str | Path, key: str) -> BatchLedger:
-        """The ledger of run `key` in `folder` (empty when the run is new)."""
-        path = Path(folder) / f"batch-run-{key}.json"
-        if path.exists():
-            return cls(path, key, json.loads(path.read_text(encoding="utf-8")))
-        ledger = cls(path, key, {"run": key, "attempt": uuid.uuid4().hex, "rounds": {}})
-        ledger._save()  # on disk before any batch is created, with the name batches carry
+    def open(cls, where: str | Path | RunStore, key: str) -> BatchLedger:
+        """The state of run `key` in a folder or a store (empty when the run is new)."""
+        store = FolderStore(where) if isinstance(where, str | Path) else where
+        state = store.load(key)
+        if state is not None:
+            return cls(store, key, json.loads(state))
+        ledger = cls(store, key, {"run": key, "attempt": uuid.uuid4().hex, "rounds": {}})
+        ledger._save()  # saved before any batch is created, with the name batches carry
         return ledger
+
+    @classmethod
+    def open_in(cls, ledger: Ledger, key: str, legacy: str | Path | None = None) -> BatchLedger:
+        """The state of run `key` in the record `ledger`; `legacy`: a folder to migrate from."""
+        return cls.open(LedgerStore(ledger, FolderStore(legacy) if legacy else None), key)
 
     @property
     def run_name(self) -> str:
         """What this run's batches carry in their metadata: the run and this attempt at it.
 
-        A restarted run reads the same ledger, so it finds batches by this name; a later run
+        A restarted run reads the same state, so it finds batches by this name; a later run
         of the same inputs (after this one finished) has a new one, so it never picks up
         this run's batches.
         """
@@ -66,17 +145,14 @@ class BatchLedger:
         return found
 
     def add(self, round_number: int, custom_ids: list[str], file_id: str, batch_id: str) -> None:
-        """Record a created batch, on disk before returning."""
+        """Record a created batch, saved before returning."""
         entry = {"custom_ids": custom_ids, "input_file_id": file_id, "batch_id": batch_id}
         self.data["rounds"].setdefault(str(round_number), []).append(entry)
         self._save()
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.data), encoding="utf-8")
-        os.replace(temporary, self.path)
+        self.store.save(self.key, json.dumps(self.data))
 
     def remove(self) -> None:
         """Forget the run: every record has ended."""
-        self.path.unlink(missing_ok=True)
+        self.store.remove(self.key)

@@ -74,6 +74,18 @@ class Ledger(Protocol):
         """The owner of each unfinished key of `keys` that is claimed (live or lapsed)."""
         ...
 
+    def load_batch_run(self, run_key: str) -> str | None:
+        """The saved state (JSON) of the Batch API run `run_key`, None when there is none."""
+        ...
+
+    def save_batch_run(self, run_key: str, state: str) -> None:
+        """Save (replace) the state (JSON) of the Batch API run `run_key`."""
+        ...
+
+    def remove_batch_run(self, run_key: str) -> None:
+        """Forget the Batch API run `run_key` (every record of it has ended)."""
+        ...
+
     def __len__(self) -> int:
         """The number of finished records."""
         ...

@@ -11,7 +11,8 @@ need not agree.
 The driver is psycopg 3 (`pip install 'prefect-openai-chat[postgres]'`): the
 maintained successor of psycopg2, with binary wheels, thread-safe connections and
 server-side parameter binding. The table is `prefect_openai_chat_ledger` in the first
-schema of the connection's `search_path`; choose another schema in the URL, e.g.
+schema of the connection's `search_path` (the Batch API's runs beside it, in
+`prefect_openai_chat_ledger_batch_runs`); choose another schema in the URL, e.g.
 `postgresql://user@host/db?options=-csearch_path%3Detl`.
 
 Deadlines: nothing waits on the server without one. A connection attempt gives up after
@@ -47,6 +48,7 @@ from prefect_openai_chat.errors import LedgerError
 from prefect_openai_chat.extraction.ledger.base import capped, unique
 
 TABLE = "prefect_openai_chat_ledger"
+BATCH_RUNS_SUFFIX = "_batch_runs"  # the Batch API's runs: `prefect_openai_chat_ledger_batch_runs`
 _LOCK_ID = 0x5043_4C45_4447  # pg_advisory_xact_lock: one creator of the table at a time
 CONNECT_TIMEOUT_S = 5.0  # one connection attempt (libpq's floor is 2 s)
 STATEMENT_TIMEOUT_S = 10.0  # one statement, cancelled by the server after it
@@ -119,6 +121,8 @@ class PostgresLedger:
         self.url, self.table = url, table
         self._psycopg = _driver()
         self._t = self._psycopg.sql.Identifier(table)
+        self.batch_table = f"{table}{BATCH_RUNS_SUFFIX}"
+        self._b = self._psycopg.sql.Identifier(self.batch_table)
         self._timeout = CONNECT_TIMEOUT_S if connect_timeout_s is None else connect_timeout_s
         self._patience = PATIENCE_S if patience_s is None else patience_s
         self._lock = threading.RLock()  # one statement (and one reconnection) at a time
@@ -163,8 +167,10 @@ class PostgresLedger:
 
     def _ensure_table(self, db: Any) -> None:
         sql = self._psycopg.sql
-        exists = db.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()[0]
-        if exists is not None:
+        found = db.execute(
+            "SELECT to_regclass(%s), to_regclass(%s)", (self.table, self.batch_table)
+        ).fetchone()
+        if None not in found:
             return
         with db.transaction():  # concurrent CREATE ... IF NOT EXISTS can collide
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
@@ -174,10 +180,16 @@ class PostgresLedger:
                     " owner text, lease_until timestamptz, finished_at timestamptz)"
                 ).format(sql.Identifier(self.table))
             )
+            db.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (run_key text PRIMARY KEY,"
+                    " state text NOT NULL, updated_at timestamptz NOT NULL)"
+                ).format(self._b)
+            )
 
     def _run(self, query: str, params: dict[str, Any], rows: Callable[[Any], T]) -> T:
         """Run `query` (`{t}`: the table); reconnect and try again within the patience."""
-        statement = self._psycopg.sql.SQL(query).format(t=self._t)
+        statement = self._psycopg.sql.SQL(query).format(t=self._t, b=self._b)
         with self._lock:
             if self._failed is not None:
                 raise self._failed
@@ -282,6 +294,28 @@ class PostgresLedger:
             {"keys": wanted},
             lambda cur: dict(cur.fetchall()),
         )
+
+    def load_batch_run(self, run_key: str) -> str | None:
+        """The saved state of the Batch API run `run_key`, or None."""
+        return self._run(
+            "SELECT state FROM {b} WHERE run_key = %(key)s",
+            {"key": run_key},
+            lambda cur: None if (row := cur.fetchone()) is None else str(row[0]),
+        )
+
+    def save_batch_run(self, run_key: str, state: str) -> None:
+        """Save (replace) the state of the Batch API run `run_key`, in one statement."""
+        self._run(
+            "INSERT INTO {b} (run_key, state, updated_at) VALUES (%(key)s, %(state)s, now())"
+            " ON CONFLICT (run_key) DO UPDATE SET state = excluded.state,"
+            " updated_at = excluded.updated_at",
+            {"key": run_key, "state": state},
+            lambda cur: None,
+        )
+
+    def remove_batch_run(self, run_key: str) -> None:
+        """Forget the Batch API run `run_key`."""
+        self._run("DELETE FROM {b} WHERE run_key = %(key)s", {"key": run_key}, lambda cur: None)
 
     def __len__(self) -> int:
         return self._run(

@@ -2,7 +2,8 @@
 
 The finished records live in the `records (key, outcome)` table the plugin has always
 written, so a record cache file of an earlier version is read as it is; the claims
-live beside it in a `claims (key, owner, lease_until)` table, created on first open.
+live beside it in a `claims (key, owner, lease_until)` table, and the Batch API's
+runs in `batch_runs (run_key, state, updated_at)`, both created on first open.
 Every write is one `BEGIN IMMEDIATE` transaction (SQLite's single writer), so a claim
 and a completion never interleave. WAL mode lets readers run beside the writer; it
 needs every user of the file on one host (no network file systems).
@@ -37,6 +38,10 @@ _RECORDS = "CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, outcome TE
 _CLAIMS = (
     "CREATE TABLE IF NOT EXISTS claims"
     " (key TEXT PRIMARY KEY, owner TEXT NOT NULL, lease_until REAL NOT NULL)"
+)
+_BATCH_RUNS = (
+    "CREATE TABLE IF NOT EXISTS batch_runs"
+    " (run_key TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at REAL NOT NULL)"
 )
 _CHUNK = 500  # SQLite's variable limit is far above; keeps statements small
 
@@ -73,6 +78,7 @@ class SqliteLedger:
         with self._write():
             self._db.execute(_RECORDS)
             self._db.execute(_CLAIMS)
+            self._db.execute(_BATCH_RUNS)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -174,6 +180,27 @@ class SqliteLedger:
             return dict(
                 self._select("SELECT key, owner FROM claims WHERE key IN ({marks})", wanted)
             )
+
+    def load_batch_run(self, run_key: str) -> str | None:
+        """The saved state of the Batch API run `run_key`, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state FROM batch_runs WHERE run_key = ?", (run_key,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def save_batch_run(self, run_key: str, state: str) -> None:
+        """Save (replace) the state of the Batch API run `run_key`, in one transaction."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO batch_runs (run_key, state, updated_at) VALUES (?, ?, ?)",
+                (run_key, state, time.time()),
+            )
+
+    def remove_batch_run(self, run_key: str) -> None:
+        """Forget the Batch API run `run_key`."""
+        with self._write() as db:
+            db.execute("DELETE FROM batch_runs WHERE run_key = ?", (run_key,))
 
     def __len__(self) -> int:
         with self._lock:
