@@ -183,7 +183,7 @@ def read_records(source: Source, keys: Keys | None = None) -> Iterator[SourceIte
 
 def _read(source: Source) -> Iterator[SourceItem]:
     if isinstance(source, str | Path | Location):
-        path = source if isinstance(source, Location) else local_path(source)
+        path = _file_of(source)
         if path.suffix.lower() == ".csv":
             yield from _read_csv(path)
         else:
@@ -191,6 +191,13 @@ def _read(source: Source) -> Iterator[SourceItem]:
         return
     for number, record in enumerate(source, start=1):
         yield _iterable_item(number, record)
+
+
+def _file_of(source: str | Path | Location) -> _File:
+    """The file a path or URL names (a URL without `storage_options`: check_source first)."""
+    if isinstance(source, Location):
+        return source
+    return locate(str(source)) if is_url(source) else local_path(source)
 
 
 def count_records(source: Source) -> int | None:
@@ -201,7 +208,7 @@ def count_records(source: Source) -> int | None:
     store is streamed once more for this (a second read, in chunks, never held whole).
     """
     if isinstance(source, str | Path | Location):
-        path = source if isinstance(source, Location) else local_path(source)
+        path = _file_of(source)
         if path.suffix.lower() == ".csv":
             return sum(1 for _ in _read_csv(path))
         return sum(1 for line in _lines(path) if not _blank(line.text))

@@ -38,7 +38,9 @@ def jsonl(rows: list[Any]) -> bytes:
     return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows).encode()
 
 
-def night(chat_model: ChatModel, source: Any, output: str, quarantine: str, tmp_path: Path, **options: Any) -> Any:
+def night(
+    chat_model: ChatModel, source: Any, output: str, quarantine: str, tmp_path: Path, **options: Any
+) -> Any:
     return extract_records(
         source=source, schema=SCHEMA, chat_model=chat_model, prompt=TICKET_PROMPT,
         output=output, quarantine=quarantine, key_field="ticket_id",
@@ -56,7 +58,12 @@ def jsonl_rows(s3: Any, path: str) -> list[dict[str, Any]]:
 
 
 def test_a_night_from_s3_to_s3_writes_every_record_once_and_leaves_no_temporary(
-    chat_model: ChatModel, sim: Simulator, s3: Any, s3_options: dict[str, Any], bucket: str, tmp_path: Path
+    chat_model: ChatModel,
+    sim: Simulator,
+    s3: Any,
+    s3_options: dict[str, Any],
+    bucket: str,
+    tmp_path: Path,
 ) -> None:
     rows = tickets(12)
     s3.pipe_file(f"{bucket}/in.jsonl", jsonl([*rows[:5], "{not json", *rows[5:]]))
@@ -85,14 +92,21 @@ def test_a_night_from_s3_to_s3_writes_every_record_once_and_leaves_no_temporary(
 
 
 def test_a_csv_night_with_credentials_from_the_environment(
-    chat_model: ChatModel, s3: Any, s3_endpoint: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    chat_model: ChatModel,
+    s3: Any,
+    s3_endpoint: str,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     rows = tickets(6)
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=["ticket_id", "subject", "body"], extrasaction="ignore")
+    writer = csv.DictWriter(
+        text, fieldnames=["ticket_id", "subject", "body"], extrasaction="ignore"
+    )
     writer.writeheader()
     writer.writerows(rows)
     s3.pipe_file(f"{bucket}/in.csv", text.getvalue().encode())
@@ -118,7 +132,10 @@ def test_a_night_on_memory_urls(chat_model: ChatModel, tmp_path: Path) -> None:
         chat_model, "memory://storage-test/in.jsonl", "memory://storage-test/out.jsonl",
         "memory://storage-test/bad.parquet", tmp_path,
     )  # fmt: skip
-    out = [json.loads(line) for line in locate("memory://storage-test/out.jsonl").read_bytes().splitlines()]
+    out = [
+        json.loads(line)
+        for line in locate("memory://storage-test/out.jsonl").read_bytes().splitlines()
+    ]
     assert summary["records"] == 5 and len(out) == summary["valid"]
     names = sorted(s.name for s in source.siblings(""))
     assert names == ["bad.parquet", "in.jsonl", "out.jsonl"]
@@ -213,9 +230,13 @@ def test_last_nights_output_stays_readable_while_a_run_writes(
 def test_a_missing_bucket_or_object_is_a_clear_error(
     chat_model: ChatModel, s3: Any, s3_options: dict[str, Any], bucket: str, tmp_path: Path
 ) -> None:
-    with pytest.raises(InvalidInputError, match=r"source 's3://no-such-bucket-x/in.jsonl' does not exist"):
+    with pytest.raises(
+        InvalidInputError, match=r"source 's3://no-such-bucket-x/in.jsonl' does not exist"
+    ):
         check_source("s3://no-such-bucket-x/in.jsonl", s3_options)
-    with pytest.raises(InvalidInputError, match=rf"source 's3://{bucket}/missing.jsonl' does not exist"):
+    with pytest.raises(
+        InvalidInputError, match=rf"source 's3://{bucket}/missing.jsonl' does not exist"
+    ):
         check_source(f"s3://{bucket}/missing.jsonl", s3_options)
     with pytest.raises(
         InvalidInputError,
@@ -231,7 +252,9 @@ def test_a_missing_bucket_or_object_is_a_clear_error(
     assert SECRET not in str(refused.value)
 
 
-@pytest.mark.parametrize(("url", "extra"), [("gs://b/in.jsonl", "gcs"), ("az://c/in.jsonl", "azure-blob")])
+@pytest.mark.parametrize(
+    ("url", "extra"), [("gs://b/in.jsonl", "gcs"), ("az://c/in.jsonl", "azure-blob")]
+)
 def test_a_url_whose_package_is_missing_names_the_extra(
     url: str, extra: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -250,19 +273,52 @@ def test_collisions_refused_between_urls(
     s3.pipe_file(f"{bucket}/in.jsonl", jsonl(tickets(1)))
     source = f"s3://{bucket}/in.jsonl"
     with pytest.raises(InvalidInputError, match="output and quarantine must be different files"):
-        night(chat_model, source, f"s3://{bucket}/o.jsonl", f"s3://{bucket}/o.jsonl", tmp_path, storage_options=s3_options)
+        night(
+            chat_model,
+            source,
+            f"s3://{bucket}/o.jsonl",
+            f"s3://{bucket}/o.jsonl",
+            tmp_path,
+            storage_options=s3_options,
+        )
     with pytest.raises(InvalidInputError, match="source and output must be different files"):
-        night(chat_model, source, source, f"s3://{bucket}/bad.jsonl", tmp_path, storage_options=s3_options)
+        night(
+            chat_model,
+            source,
+            source,
+            f"s3://{bucket}/bad.jsonl",
+            tmp_path,
+            storage_options=s3_options,
+        )
     with pytest.raises(InvalidInputError, match="both on local paths or both on object storage"):
-        night(chat_model, source, f"s3://{bucket}/o.jsonl", str(tmp_path / "bad.jsonl"), tmp_path, storage_options=s3_options)
+        night(
+            chat_model,
+            source,
+            f"s3://{bucket}/o.jsonl",
+            str(tmp_path / "bad.jsonl"),
+            tmp_path,
+            storage_options=s3_options,
+        )
     with pytest.raises(InvalidInputError, match="shards read and write local files"):
-        night(chat_model, source, f"s3://{bucket}/o.jsonl", f"s3://{bucket}/b.jsonl", tmp_path, shards=2)
+        night(
+            chat_model,
+            source,
+            f"s3://{bucket}/o.jsonl",
+            f"s3://{bucket}/b.jsonl",
+            tmp_path,
+            shards=2,
+        )
     assert sorted(s3.ls(bucket, detail=False)) == [f"{bucket}/in.jsonl"]  # no probe left
 
 
 @pytest.mark.parametrize("secret_dict", [False, True])
 def test_storage_options_credentials_are_masked_in_the_flow_runs_parameters(
-    secret_dict: bool, chat_model: ChatModel, s3: Any, s3_options: dict[str, Any], bucket: str, tmp_path: Path
+    secret_dict: bool,
+    chat_model: ChatModel,
+    s3: Any,
+    s3_options: dict[str, Any],
+    bucket: str,
+    tmp_path: Path,
 ) -> None:
     s3.pipe_file(f"{bucket}/in.jsonl", jsonl(tickets(2)))
     options: Any = SecretDict(s3_options) if secret_dict else s3_options
