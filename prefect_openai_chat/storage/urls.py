@@ -162,6 +162,8 @@ def locate(url: str, storage_options: Mapping[str, Any] | None = None) -> Locati
     from fsspec.core import url_to_fs
 
     protocol = protocol_of(url) or "file"
+    if url[: len(protocol)] != protocol:  # `S3://`: fsspec knows protocols in lower case
+        url = protocol + url[len(protocol) :]
     try:
         fs, path = url_to_fs(url, **dict(storage_options or {}))
     except ImportError as exc:

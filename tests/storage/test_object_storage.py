@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import s3fs
 from conftest import KEY_ID, SECRET
 from prefect import get_client
 from prefect.types import SecretDict
@@ -102,6 +103,7 @@ def test_a_csv_night_with_credentials_from_the_environment(
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    s3fs.S3FileSystem.clear_instance_cache()  # an s3fs made before keeps its endpoint
     rows = tickets(6)
     text = io.StringIO()
     writer = csv.DictWriter(
@@ -277,7 +279,7 @@ def test_collisions_refused_between_urls(
             chat_model,
             source,
             f"s3://{bucket}/o.jsonl",
-            f"s3://{bucket}/o.jsonl",
+            f"S3://{bucket}/o.jsonl",  # one object, however the protocol is spelled
             tmp_path,
             storage_options=s3_options,
         )
