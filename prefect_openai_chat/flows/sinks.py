@@ -731,8 +731,7 @@ def recover_outputs(output: Target, quarantine: Target) -> list[str]:
     with hold_outputs(output, quarantine):
         if isinstance(output, Location) and isinstance(quarantine, Location):
             return recover_objects([output, quarantine], journal_for(output))
-        assert isinstance(output, Path) and isinstance(quarantine, Path)
-        return _recover(output, quarantine)
+        return _recover(_local(output), _local(quarantine))
 
 
 def _recover(output: Path, quarantine: Path) -> list[str]:
