@@ -8,6 +8,7 @@ import csv
 import io
 import itertools
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,50 @@ def test_storage_options_credentials_are_masked_in_the_flow_runs_parameters(
     endpoint = shown["client_kwargs"]["endpoint_url"]
     assert endpoint == ("***" if secret_dict else s3_options["client_kwargs"]["endpoint_url"])
     assert KEY_ID not in json.dumps(parameters) and SECRET not in json.dumps(parameters)
+
+
+KILLED_MID_COMMIT = """
+import json, os, sys
+from prefect_openai_chat.flows.sinks import check_writable, open_outputs
+from prefect_openai_chat.storage import Location
+
+options, bucket = json.loads(sys.argv[1]), sys.argv[2]
+out = check_writable(f"s3://{bucket}/out.jsonl", "output", options)
+bad = check_writable(f"s3://{bucket}/bad.jsonl", "quarantine", options)
+copy = Location.copy_to
+
+def copy_then_die(self, target):
+    copy(self, target)
+    os._exit(9)  # the process dies right after the first copy
+
+Location.copy_to = copy_then_die
+with open_outputs(out, bad) as (rows, quarantined):
+    rows.write({"_key": "tonight"})
+    quarantined.write({"line": 2, "key": "q", "reason": "r", "outcome": "invalid"})
+"""
+
+
+def test_a_process_killed_between_two_copies_leaves_whole_objects_and_the_next_run_finishes(
+    s3: Any, s3_options: dict[str, Any], bucket: str
+) -> None:
+    s3.pipe_file(f"{bucket}/out.jsonl", b'{"_key": "last night"}\n')
+    s3.pipe_file(f"{bucket}/bad.jsonl", b'{"key": "last night"}\n')
+    died = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_COMMIT, json.dumps(s3_options), bucket],
+        capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert died.returncode == 9, died.stderr.decode()[-2000:]
+    # what a reader sees now: the new output with last night's quarantine, each whole
+    assert s3.cat_file(f"{bucket}/out.jsonl") == b'{"_key": "tonight"}\n'
+    assert s3.cat_file(f"{bucket}/bad.jsonl") == b'{"key": "last night"}\n'
+    assert s3.exists(f"{bucket}/.out.jsonl.commit")
+    out = check_writable(f"s3://{bucket}/out.jsonl", "output", s3_options)
+    bad = check_writable(f"s3://{bucket}/bad.jsonl", "quarantine", s3_options)
+    done = recover_outputs(out, bad)  # the output's copy again (its temporary was still
+    assert [line.split(" to ")[1] for line in done] == [  # there), then the quarantine's
+        f"s3://{bucket}/out.jsonl (a commit interrupted by a crash)",
+        f"s3://{bucket}/bad.jsonl (a commit interrupted by a crash)",
+    ]
+    assert s3.cat_file(f"{bucket}/out.jsonl") == b'{"_key": "tonight"}\n'
+    assert json.loads(s3.cat_file(f"{bucket}/bad.jsonl"))["key"] == "q"
+    assert sorted(s3.ls(bucket, detail=False)) == [f"{bucket}/bad.jsonl", f"{bucket}/out.jsonl"]
