@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction import templates
 from prefect_openai_chat.flows.sources import Source, SourceItem, read_records
+from prefect_openai_chat.storage import Location
 from prefect_openai_chat.tasks._common import run_logger
 
 
@@ -86,7 +87,7 @@ def check_source_against_prompt(source: Source, prompt: str) -> None:
     """
     fields = template_fields(prompt)
     seen, readable = check_template_against(read_records(source), fields)
-    name = str(source) if isinstance(source, str | Path) else "the iterable"
+    name = str(source) if isinstance(source, str | Path | Location) else "the iterable"
     if not seen:
         run_logger().warning(
             "source %s is empty: no record to extract; the run writes empty output and"

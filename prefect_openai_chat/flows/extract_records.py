@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect.futures import PrefectFuture, as_completed
+from prefect.types import SecretDict
 from pydantic import BaseModel
 
 from prefect_openai_chat.blocks import ChatModel
@@ -50,6 +51,7 @@ from prefect_openai_chat.flows.shards import count_in_shard, in_shard
 from prefect_openai_chat.flows.sinks import (
     RowNotStorable,
     Sink,
+    Target,
     check_distinct,
     check_writable,
     hold_outputs,
@@ -66,6 +68,7 @@ from prefect_openai_chat.flows.sources import (
 from prefect_openai_chat.flows.summary import RunArtifacts, RunTotals
 from prefect_openai_chat.resilience import AdaptiveConcurrency
 from prefect_openai_chat.results import BatchReport, RecordOutcome, bounded_reason
+from prefect_openai_chat.storage import Location, is_url, plain_options
 from prefect_openai_chat.tasks import batch as batch_tasks
 from prefect_openai_chat.tasks import events
 from prefect_openai_chat.tasks._common import run_logger
@@ -114,18 +117,21 @@ def extract_records(
     shard_deployment: str | None = None,
     allow_local_paths: bool = False,
     return_rows: bool = False,
+    storage_options: dict[str, Any] | SecretDict | None = None,
 ) -> dict[str, Any]:
     """Extract `schema` from every record of `source` into `output`, the rest into `quarantine`.
 
     Args:
-        source: A .jsonl or .csv path (streamed), an iterable of dicts (a generator too), or
-            a pandas or polars DataFrame or a pyarrow Table (one record per row; NaN, NaT and
-            nulls as null, numpy scalars as numbers: docs/concepts/exactly-once.md).
+        source: A .jsonl or .csv path or URL (`s3://`, `gs://`, `az://`, any fsspec URL;
+            streamed), an iterable of dicts (a generator too), or a pandas or polars
+            DataFrame or a pyarrow Table (one record per row; NaN, NaT and nulls as null,
+            numpy scalars as numbers: docs/concepts/exactly-once.md).
         schema: A pydantic model, or its import path "package.module:Model".
         chat_model: A `ChatModel` block, or the name of a saved one.
         prompt: A `str.format` template over a record's fields.
-        output: Where valid rows go: .jsonl, .parquet or .sqlite.
-        quarantine: Where failed records go, with the reason: .jsonl, .parquet or .sqlite.
+        output: Where valid rows go: .jsonl, .parquet or .sqlite, a path or a URL.
+        quarantine: Where failed records go, with the reason: .jsonl, .parquet or .sqlite;
+            on the same kind of storage as `output` (both local, or both URLs).
         key_field: The record field that identifies it in outputs (else its line); a key
             seen before sends the later record to quarantine as a duplicate.
         batch_size: Records per `extract_batch` task (the unit of task runs in the UI).
@@ -152,6 +158,10 @@ def extract_records(
         return_rows: Add the valid rows (dicts, in output order, as written) to the summary
             as `rows`, for the next step of the flow; they are held in memory for the whole
             run, so for large nights read `output` instead. Not with `shards`.
+        storage_options: Keyword arguments for the filesystem of URLs (fsspec's
+            `storage_options`: `key`, `secret`, `client_kwargs`, ...); credentials are
+            masked in the flow run's parameters, and a `SecretDict` masks every value
+            (docs/scale-out.md). Without it, each store's own environment variables apply.
 
     Returns:
         The run's totals; `records == valid + quarantined` always.
@@ -162,6 +172,11 @@ def extract_records(
             raise InvalidInputError(
                 "return_rows=True keeps the rows of one process; a sharded run's rows are in"
                 " its output: read the output file instead, or run with shards=1"
+            )
+        if any(is_url(where) for where in (source, output, quarantine)):
+            raise InvalidInputError(
+                "shards read and write local files (or a shared mount) for now: use shards=1"
+                " with URLs of object storage, or local paths with shards"
             )
         if via != "online" or per_record_tasks:
             raise InvalidInputError(
@@ -179,8 +194,9 @@ def extract_records(
     started = time.perf_counter()
     check_via(via, per_record_tasks)
     run = _check_run(
-        source, schema, output, quarantine, batch_size, concurrency, cache, prompt, via
-    )
+        source, schema, output, quarantine, batch_size, concurrency, cache, prompt, via,
+        storage_options=storage_options,
+    )  # fmt: skip
     if per_record_tasks:  # the same per-record logic as batches, one task run per record
         batch_size = 1
     gate = AdaptiveConcurrency(concurrency, name="extract-records")
@@ -223,12 +239,16 @@ def extract_records(
 
 @dataclass(frozen=True)
 class _Run:
-    """A run's checked inputs: the schema class, the source, where rows go."""
+    """A run's checked inputs: the schema class, the source, where rows go.
+
+    `output` and `quarantine` are `Path`s, or `Location`s for URLs (never in a sharded
+    run, which refuses URLs): typed `Any` so that the sharded code keeps its `Path`s.
+    """
 
     schema: type[BaseModel]
-    source: str | Path | list[Any]
-    output: Path
-    quarantine: Path
+    source: str | Path | Location | list[Any]
+    output: Any  # Target
+    quarantine: Any  # Target
 
 
 def _check_run(
@@ -242,21 +262,24 @@ def _check_run(
     prompt: str,
     via: str = "online",
     folders: dict[str, Path] | None = None,
+    storage_options: Any = None,
 ) -> _Run:
     """Every check that can fail before the first call; InvalidInputError says what to fix.
 
     The one pre-flight of a run, sharded (`fan_out`, which adds its part folder to
     `folders`) or not: no two roles on one file (the ledger as `open_ledger` resolves
-    it), no other run writing the outputs, a PostgreSQL ledger that answers.
+    it), no other run writing the outputs, a PostgreSQL ledger that answers. URLs are
+    opened with `storage_options` (a dict or a `SecretDict`).
     """
     model_cls = resolve_schema(schema)
-    check_source(source)
+    options = plain_options(storage_options)
+    found = check_source(source, options)  # a URL as a Location
     if batch_size < 1 or concurrency < 1:
         raise InvalidInputError("batch_size and concurrency must be at least 1")
-    out_path = check_writable(output, "output")
-    quarantine_path = check_writable(quarantine, "quarantine")
-    roles: dict[str, Path | None] = {
-        "source": Path(source) if isinstance(source, str | Path) else None,
+    out_path = check_writable(output, "output", options)
+    quarantine_path = check_writable(quarantine, "quarantine", options)
+    roles: dict[str, Target | None] = {
+        "source": _source_file(found),
         "output": out_path,
         "quarantine": quarantine_path,
         ledger_role(cache): ledger_file(cache, batch_tasks.default_cache_path),
@@ -268,9 +291,16 @@ def _check_run(
         pass
     if ledger_kind(cache) == "postgres":  # a bad URL or a database down: before any call
         open_ledger(cache).close()  # type: ignore[union-attr]
-    checked = source if isinstance(source, str | Path) else list(source)  # read twice
+    checked = found if isinstance(found, str | Path | Location) else list(found)  # read twice
     check_source_against_prompt(checked, prompt)
     return _Run(model_cls, checked, out_path, quarantine_path)
+
+
+def _source_file(source: Any) -> Target | None:
+    """The file a source is read from, for the path-collision check; None for an iterable."""
+    if isinstance(source, Location | Path):
+        return source
+    return Path(source) if isinstance(source, str) else None
 
 
 def _summary(totals: RunTotals, extra: dict[str, Any]) -> dict[str, Any]:

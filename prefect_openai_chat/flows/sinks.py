@@ -7,6 +7,11 @@ as one step: a journal naming both moves is written first, and a run that finds 
 journal left by a crash finishes those moves before it starts (`recover_outputs`),
 then removes temporaries of processes that are gone.
 
+A target on object storage (`s3://...`, any fsspec URL: a `Location`) is written to a
+local temporary file the same way, then published by `storage.commit_objects`
+(temporary objects, a journal object, copies); there is no lock there (see
+`hold_outputs`).
+
 Example:
     >>> import tempfile, os
     >>> from prefect_openai_chat.flows.sinks import open_sink
@@ -26,8 +31,11 @@ import re
 import socket
 import sqlite3
 import sys
+import tempfile
+import threading
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +46,16 @@ from pydantic import BaseModel
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.ledger import cap_raw_output
 from prefect_openai_chat.extraction.storable import unstorable
+from prefect_openai_chat.storage import (
+    Location,
+    commit_objects,
+    is_url,
+    journal_for,
+    local_path,
+    locate,
+    recover_objects,
+)
+from prefect_openai_chat.storage.urls import storage_errors
 from prefect_openai_chat.tasks._common import run_logger
 
 if sys.platform != "win32":
@@ -45,14 +63,20 @@ if sys.platform != "win32":
 
 SUFFIXES = (".jsonl", ".ndjson", ".parquet", ".sqlite", ".db")
 
+Target = Path | Location  # where a sink's rows end: a local file, or an object on a store
 
-def check_writable(path: str | Path, what: str) -> Path:
-    """The path as a `Path`, after checking its kind and that its folder can be written."""
-    target = Path(path)
-    if target.suffix.lower() not in SUFFIXES:
-        raise InvalidInputError(
-            f"{what} {str(target)!r}: use one of {', '.join(SUFFIXES)} as the file extension"
+
+def check_writable(
+    path: str | Path | Location, what: str, storage_options: dict[str, Any] | None = None
+) -> Target:
+    """The target as a `Path` (a `Location` for a URL), after checking its kind and that
+    its folder (its bucket) can be written."""
+    if isinstance(path, Location) or is_url(path):
+        return _check_object(
+            path if isinstance(path, Location) else str(path), what, storage_options
         )
+    target = local_path(path)
+    _check_suffix(target.suffix, what, str(target))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         probe = target.parent / f".{target.name}.probe-{os.getpid()}"
@@ -65,7 +89,31 @@ def check_writable(path: str | Path, what: str) -> Path:
     return target
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _check_suffix(suffix: str, what: str, name: str) -> None:
+    if suffix.lower() not in SUFFIXES:
+        raise InvalidInputError(
+            f"{what} {name!r}: use one of {', '.join(SUFFIXES)} as the file extension"
+        )
+
+
+def _check_object(
+    path: str | Location, what: str, storage_options: dict[str, Any] | None
+) -> Location:
+    """An output on a store: its kind, and that a probe object beside it can be written."""
+    target = path if isinstance(path, Location) else locate(path, storage_options)
+    _check_suffix(target.suffix, what, str(target))
+    with storage_errors(f"{what} {str(target)!r} cannot be written"):
+        if target.fs.isdir(target.path):
+            raise InvalidInputError(f"{what} {str(target)!r} is a folder (a prefix)")
+        probe = target.sibling(f".{target.name}.probe-{uuid.uuid4().hex}")
+        probe.write_bytes(b"")
+        probe.remove()
+    return target
+
+
+def _same_file(a: Target, b: Target) -> bool:
+    if isinstance(a, Location) or isinstance(b, Location):  # URLs are normalised
+        return isinstance(a, Location) and isinstance(b, Location) and a.url == b.url
     if a.resolve() == b.resolve():
         return True
     try:
@@ -79,44 +127,55 @@ def lock_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.lock")
 
 
-_TEMPORARY = re.compile(r"^\.(.+)\.(?:tmp|probe)-\d+(?:-journal|-wal|-shm)?$")
+_TEMPORARY = re.compile(r"^\.(.+)\.(?:tmp|probe)-[0-9a-f]+(?:-journal|-wal|-shm)?$")
 _CHOSEN = ("output", "quarantine", "cache")  # the roles a caller chooses a path for
 
 
-def _files_of(role: str, path: Path) -> list[tuple[str, Path]]:
+def _files_of(role: str, path: Target) -> list[tuple[str, Target]]:
     """`path` and the files a run writes beside it in `role`, as messages name them."""
-    files = [(role, path)]
-    if role in ("output", "quarantine"):
+    files: list[tuple[str, Target]] = [(role, path)]
+    if role in ("output", "quarantine") and isinstance(path, Path):
         files.append((f"{role}'s lock file", lock_path(path)))
     if role == "output":
         files.append(("output's commit journal", journal_path(path)))
     return files
 
 
-def _clash(a: Path, b: Path) -> bool:
+def _clash(a: Target, b: Target) -> bool:
     """Whether `a` is `b`, or a temporary file a run writes for `b` (or the other way)."""
     if _same_file(a, b):
         return True
     for one, other in ((a, b), (b, a)):
         match = _TEMPORARY.match(one.name)
-        if match and _same_file(one.with_name(match.group(1)), other):
-            return True
+        if match:
+            name = match.group(1)
+            base = one.sibling(name) if isinstance(one, Location) else one.with_name(name)
+            if _same_file(base, other):
+                return True
     return False
 
 
-def _inside(path: Path, folder: Path) -> bool:
+def _where(path: Target) -> str:
+    """The file as messages spell it in full: the URL, or the resolved path."""
+    return str(path) if isinstance(path, Location) else str(path.resolve())
+
+
+def _inside(path: Target, folder: Path) -> bool:
+    if isinstance(path, Location):
+        return False  # a part folder is local
     resolved = path.resolve()
     return resolved == folder.resolve() or folder.resolve() in resolved.parents
 
 
-def check_distinct(roles: dict[str, Path | None], folders: dict[str, Path] | None = None) -> None:
+def check_distinct(roles: dict[str, Target | None], folders: dict[str, Path] | None = None) -> None:
     """Refuse two roles on one file: writing one would overwrite the other (or the input).
 
     `roles` maps a role ("source", "output", "quarantine", "cache ...") to its file; each
     counts with the files written beside it (lock, commit journal, temporaries).
     `folders` are folders a run writes into (a sharded run's parts): no file may be one
     or lie inside. Paths are compared after resolving `.`, `..`, relative spellings,
-    symbolic and hard links.
+    symbolic and hard links; URLs as their filesystem normalises them (`S3://b/x.jsonl`
+    and `s3://b/x.jsonl` are one object).
 
     Example:
         >>> from pathlib import Path
@@ -139,7 +198,7 @@ def check_distinct(roles: dict[str, Path | None], folders: dict[str, Path] | Non
                 fix = next(r for r in (other, role, "output") if r.split(" (")[0] in _CHOSEN)
                 raise InvalidInputError(
                     f"{first} and {second} must be different files, both are {spelled}"
-                    f" ({a.resolve()}): the run would overwrite its {first}; choose another"
+                    f" ({_where(a)}): the run would overwrite its {first}; choose another"
                     f" {fix.split(' (')[0]} path"
                 )
     for folder_role, folder in (folders or {}).items():
@@ -153,9 +212,43 @@ def check_distinct(roles: dict[str, Path | None], folders: dict[str, Path] | Non
 
 # --- one run per output: a lock held for the run's whole life --------------------------------
 
-_HELD: ContextVar[frozenset[Path]] = ContextVar(
+_HELD: ContextVar[frozenset[Path | str]] = ContextVar(
     "prefect_openai_chat_held_outputs", default=frozenset()
 )
+_OBJECTS_HELD: set[str] = set()  # URLs a run of this process writes (no lock on a store)
+_OBJECTS_LOCK = threading.Lock()
+
+
+def _hold_object(role: str, target: Location) -> str:
+    """Refuse `target` when another run of this process writes it; the key to release.
+
+    Runs on other processes or hosts cannot be seen: an object store has no lock, so
+    the deployment's concurrency limit keeps them apart (docs/scale-out.md).
+    """
+    with _OBJECTS_LOCK:
+        if target.url in _OBJECTS_HELD:
+            raise InvalidInputError(
+                f"another run of this process is writing {role} {target.url!r}; two runs on"
+                f" one {role} would replace each other's files: wait for that run to finish,"
+                f" or choose another {role} URL"
+            )
+        _OBJECTS_HELD.add(target.url)
+    return target.url
+
+
+def _release_object(key: str) -> None:
+    with _OBJECTS_LOCK:
+        _OBJECTS_HELD.discard(key)
+
+
+def _one_kind(output: Target, quarantine: Target) -> None:
+    """Refuse an output and a quarantine of which one is local and the other on a store:
+    they are published as one step, which needs one kind of commit."""
+    if isinstance(output, Location) != isinstance(quarantine, Location):
+        raise InvalidInputError(
+            f"output {str(output)!r} and quarantine {str(quarantine)!r}: put both on local"
+            " paths or both on object storage (URLs); they are published as one step"
+        )
 
 
 def _holder(fd: int) -> str:
@@ -208,20 +301,26 @@ def _lock(role: str, target: Path) -> int | None:
 
 
 @contextmanager
-def hold_outputs(output: Path, quarantine: Path) -> Iterator[None]:
+def hold_outputs(output: Target, quarantine: Target) -> Iterator[None]:
     """Hold the locks of `output` and `quarantine` while the block runs, or refuse at once.
 
     A second run on either file gets an `InvalidInputError` naming it before it writes
     or calls anything (it does not wait: it would only overwrite the first run's result
     later, paying again). Re-entrant within one run (its context): a sharded run holds
-    its outputs while its shards run and while it merges them.
+    its outputs while its shards run and while it merges them. On object storage only
+    the runs of this process are seen (`_hold_object`).
     """
+    _one_kind(output, quarantine)
     held = _HELD.get()
-    taken: list[tuple[Path, int | None]] = []
+    taken: list[tuple[Path | str, int | None]] = []
     try:
         for role, target in (("output", output), ("quarantine", quarantine)):
-            key = lock_path(target).resolve()
-            if key not in held and key not in {k for k, _ in taken}:
+            key = target.url if isinstance(target, Location) else lock_path(target).resolve()
+            if key in held or key in {k for k, _ in taken}:
+                continue
+            if isinstance(target, Location):
+                taken.append((_hold_object(role, target), None))
+            else:
                 taken.append((key, _lock(role, target)))
         token = _HELD.set(held | {k for k, _ in taken})
         try:
@@ -230,13 +329,19 @@ def hold_outputs(output: Path, quarantine: Path) -> Iterator[None]:
             _HELD.reset(token)
     finally:
         for key, fd in reversed(taken):
-            if fd is not None:
+            if isinstance(key, str):
+                _release_object(key)
+            elif fd is not None:
                 key.unlink(missing_ok=True)  # removed while held: see the inode check in _lock
                 os.close(fd)
 
 
-def temporary_path(path: Path) -> Path:
-    """Where this process writes `path` before moving it into place: `.<name>.tmp-<pid>`."""
+def temporary_path(path: Target) -> Path:
+    """Where this process writes `path` before moving it into place: `.<name>.tmp-<pid>`
+    beside it; for an object on a store, in a local temporary folder of its own."""
+    if isinstance(path, Location):
+        folder = Path(tempfile.mkdtemp(prefix="prefect-openai-chat-"))
+        return folder / f".{path.name}.tmp-{os.getpid()}"
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
@@ -275,7 +380,7 @@ class Sink:
     capped: tuple[str, ...] = ()
     strict = True
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Target) -> None:
         self.path = path
         self.tmp = temporary_path(path)
         for leftover in (self.tmp, *_companions(self.tmp)):  # an earlier run with our pid
@@ -331,6 +436,9 @@ class Sink:
         finally:
             for leftover in (self.tmp, *_companions(self.tmp)):
                 leftover.unlink(missing_ok=True)
+            if isinstance(self.path, Location):  # the local folder made for it
+                with suppress(OSError):
+                    self.tmp.parent.rmdir()
 
     def __enter__(self) -> Sink:
         return self
@@ -340,7 +448,10 @@ class Sink:
     ) -> None:
         if kind is None:
             self.close()
-            os.replace(self.tmp, self.path)
+            if isinstance(self.path, Location):
+                commit([self], journal_path(self.path))
+            else:
+                os.replace(self.tmp, self.path)
         else:
             self.discard()
 
@@ -353,7 +464,7 @@ def _companions(tmp: Path) -> list[Path]:
 class JsonlSink(Sink):
     """One JSON object per line, strict JSON (no `NaN` or `Infinity` tokens)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Target) -> None:
         super().__init__(path)
         self._handle = self.tmp.open("w", encoding="utf-8")
 
@@ -445,7 +556,7 @@ class ParquetSink(Sink):
 
     BATCH = 1000
 
-    def __init__(self, path: Path, columns: dict[str, str]) -> None:
+    def __init__(self, path: Target, columns: dict[str, str]) -> None:
         super().__init__(path)
         try:
             import pyarrow as pa
@@ -504,7 +615,7 @@ class SqliteSink(Sink):
         "json": "TEXT",
     }
 
-    def __init__(self, path: Path, columns: dict[str, str]) -> None:
+    def __init__(self, path: Target, columns: dict[str, str]) -> None:
         super().__init__(path)
         self._columns = columns
         self._db = sqlite3.connect(self.tmp)
@@ -532,7 +643,7 @@ class SqliteSink(Sink):
 
 
 def open_sink(
-    path: str | Path,
+    path: str | Path | Location,
     schema: type[BaseModel] | None = None,
     key_column: str = "_key",
     columns: dict[str, str] | None = None,
@@ -541,7 +652,7 @@ def open_sink(
 
     Flat formats get `columns` (name -> kind), else the schema's fields after `key_column`.
     """
-    target = Path(path)
+    target = path if isinstance(path, Location) else Path(path)
     suffix = target.suffix.lower()
     if suffix == ".parquet":
         return ParquetSink(target, columns or columns_of(schema, key_column))
@@ -562,7 +673,7 @@ QUARANTINE_COLUMNS = {
 }
 
 
-def open_quarantine(path: str | Path) -> Sink:
+def open_quarantine(path: str | Path | Location) -> Sink:
     """The quarantine sink: full rows in every format, raw outputs capped."""
     sink = open_sink(path, columns=QUARANTINE_COLUMNS)
     sink.capped = ("last_raw_output",)
@@ -573,8 +684,10 @@ def open_quarantine(path: str | Path) -> Sink:
 # --- committing the output and the quarantine as one step ------------------------------------
 
 
-def journal_path(output: Path) -> Path:
+def journal_path(output: Target) -> Target:
     """The commit journal of a run writing `output`: `.<name>.commit` beside it."""
+    if isinstance(output, Location):
+        return journal_for(output)
     return output.with_name(f".{output.name}.commit")
 
 
@@ -606,21 +719,24 @@ def _stale_temporaries(target: Path) -> list[Path]:
     return sorted(found)
 
 
-def recover_outputs(output: Path, quarantine: Path) -> list[str]:
+def recover_outputs(output: Target, quarantine: Target) -> list[str]:
     """Finish a commit a crash interrupted, and remove temporaries of dead processes.
 
     Run before a run writes `output` and `quarantine` (`open_outputs` does); returns what
     it did, one sentence each. It holds both files' locks (`hold_outputs`), so a live
     run's journal and temporaries, even of this process, are never taken for a dead one's:
-    while another run writes them it refuses.
+    while another run writes them it refuses. On object storage `storage.recover_objects`
+    does the same with copies: every temporary object left beside them is removed.
     """
     with hold_outputs(output, quarantine):
-        return _recover(output, quarantine)
+        if isinstance(output, Location) and isinstance(quarantine, Location):
+            return recover_objects([output, quarantine], journal_for(output))
+        return _recover(_local(output), _local(quarantine))
 
 
 def _recover(output: Path, quarantine: Path) -> list[str]:
     done: list[str] = []
-    journal = journal_path(output)
+    journal = _local(journal_path(output))
     if journal.is_file():
         try:
             plan = json.loads(journal.read_text(encoding="utf-8"))
@@ -645,16 +761,23 @@ def _recover(output: Path, quarantine: Path) -> list[str]:
     return done
 
 
-def commit(sinks: list[Sink], journal: Path) -> None:
+def commit(sinks: list[Sink], journal: Target) -> None:
     """Move every sink's file into place as one step, through a journal written first.
 
     A crash before the journal is in place leaves every target as it was; a crash after
-    leaves the journal, and the next `recover_outputs` finishes the moves.
+    leaves the journal, and the next `recover_outputs` finishes the moves. On object
+    storage the moves are uploads and copies (`storage.commit_objects`).
     """
+    if isinstance(journal, Location):
+        _commit_objects(sinks, journal)
+        return
+    targets = [_local(sink.path) for sink in sinks]
     try:
         for sink in sinks:
             sink.close()
-        moves = [[str(s.tmp.absolute()), str(s.path.absolute())] for s in sinks]
+        moves = [
+            [str(s.tmp.absolute()), str(t.absolute())] for s, t in zip(sinks, targets, strict=True)
+        ]
         staged = temporary_path(journal)
         staged.write_text(json.dumps({"pid": os.getpid(), "moves": moves}), encoding="utf-8")
         _fsync(staged)
@@ -665,16 +788,35 @@ def commit(sinks: list[Sink], journal: Path) -> None:
             sink.discard()
         temporary_path(journal).unlink(missing_ok=True)
         raise
-    for sink in sinks:
-        os.replace(sink.tmp, sink.path)
-    for folder in {s.path.parent for s in sinks}:
+    for sink, target in zip(sinks, targets, strict=True):
+        os.replace(sink.tmp, target)
+    for folder in {target.parent for target in targets}:
         _fsync(folder, directory=True)
     journal.unlink()
 
 
+def _local(target: Target) -> Path:
+    """A target known to be local (the pair was checked by `hold_outputs`)."""
+    if isinstance(target, Location):
+        raise InvalidInputError(f"{target} is on object storage, its pair is local")
+    return target
+
+
+def _commit_objects(sinks: list[Sink], journal: Location) -> None:
+    """Publish every sink's local file onto its object, then drop the local files."""
+    try:
+        for sink in sinks:
+            sink.close()
+        uploads = [(sink.tmp, sink.path) for sink in sinks if isinstance(sink.path, Location)]
+        commit_objects(uploads, journal, run_id=uuid.uuid4().hex)
+    finally:
+        for sink in sinks:
+            sink.discard()
+
+
 @contextmanager
 def open_outputs(
-    output: Path, quarantine: Path, schema: type[BaseModel] | None = None
+    output: Target, quarantine: Target, schema: type[BaseModel] | None = None
 ) -> Iterator[tuple[Sink, Sink]]:
     """The output and quarantine sinks of a run, moved into place together on a clean exit.
 

@@ -44,8 +44,11 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.flows.frames import frame_kind, frame_records, plain_value
+from prefect_openai_chat.storage import Location, is_url, local_path, locate, masked_options
+from prefect_openai_chat.storage.urls import storage_errors
 
-Source = str | Path | Iterable[Mapping[str, Any]]
+Source = str | Path | Location | Iterable[Mapping[str, Any]]
+_File = Path | Location  # a file a source is read from: local, or an object on a store
 
 MAX_DEPTH = 64
 """Records nested deeper than this (the record itself is level 1) are quarantined.
@@ -118,27 +121,53 @@ class Keys:
         )
 
 
-def check_source(source: Source) -> None:
-    """Fail early and clearly when a source path is missing, unreadable or of an unknown kind."""
+def check_source(source: Source, storage_options: Mapping[str, Any] | None = None) -> Source:
+    """Fail early and clearly when a source path is missing, unreadable or of an unknown kind.
+
+    Returns the source to read: a URL (`s3://...`, any fsspec URL, with `storage_options`)
+    as a `Location`, a `file://` URL as a local path, anything else as it was given.
+    """
+    if is_url(source):
+        return _check_object(str(source), storage_options)
     if isinstance(source, str | Path):
-        path = Path(source)
+        path = local_path(source)
         if not path.is_file():
             raise InvalidInputError(f"source {str(path)!r} does not exist or is not a file")
-        if path.suffix.lower() not in (".jsonl", ".ndjson", ".csv"):
-            raise InvalidInputError(
-                f"source {str(path)!r}: use a .jsonl (or .ndjson) or .csv file, or pass an"
-                " iterable of dicts"
-            )
+        _check_suffix(path.suffix, str(path))
         try:
             with path.open("rb") as handle:
                 handle.read(1)
         except OSError as exc:
             raise InvalidInputError(f"source {str(path)!r} cannot be read: {exc}") from exc
-    elif isinstance(source, Mapping) or not isinstance(source, Iterable):
+        return source if path == Path(source) else path  # a file:// URL as its path
+    if isinstance(source, Mapping) or not isinstance(source, Iterable):
         raise InvalidInputError(
-            "source must be a .jsonl/.csv path or an iterable of dicts, got"
+            "source must be a .jsonl/.csv path or URL, or an iterable of dicts, got"
             f" {type(source).__name__}"
         )
+    return source
+
+
+def _check_suffix(suffix: str, name: str) -> None:
+    if suffix.lower() not in (".jsonl", ".ndjson", ".csv"):
+        raise InvalidInputError(
+            f"source {name!r}: use a .jsonl (or .ndjson) or .csv file, or pass an iterable of dicts"
+        )
+
+
+def _check_object(url: str, storage_options: Mapping[str, Any] | None) -> Location:
+    """A source on object storage, checked: its kind, that it is there, that it reads."""
+    location = locate(url, storage_options)
+    _check_suffix(location.suffix, url)
+    with storage_errors(f"source {url!r} cannot be read"):
+        if not location.is_file():
+            raise InvalidInputError(
+                f"source {url!r} does not exist or is not a file (is the bucket and the"
+                " object's name right, and may these credentials list it?)"
+            )
+        with location.open_read(block_size=64 * 1024) as handle:
+            handle.read(1)
+    return location
 
 
 def read_records(source: Source, keys: Keys | None = None) -> Iterator[SourceItem]:
@@ -154,8 +183,8 @@ def read_records(source: Source, keys: Keys | None = None) -> Iterator[SourceIte
 
 
 def _read(source: Source) -> Iterator[SourceItem]:
-    if isinstance(source, str | Path):
-        path = Path(source)
+    if isinstance(source, str | Path | Location):
+        path = _file_of(source)
         if path.suffix.lower() == ".csv":
             yield from _read_csv(path)
         else:
@@ -165,14 +194,22 @@ def _read(source: Source) -> Iterator[SourceItem]:
         yield _iterable_item(number, record)
 
 
+def _file_of(source: str | Path | Location) -> _File:
+    """The file a path or URL names (a URL without `storage_options`: check_source first)."""
+    if isinstance(source, Location):
+        return source
+    return locate(str(source)) if is_url(source) else local_path(source)
+
+
 def count_records(source: Source) -> int | None:
     """How many items `read_records` will yield, when that is cheap to know.
 
     A JSONL file counts its non-blank lines; a CSV file is read the way the reader
-    reads it (a quoted field may span lines), so the two always agree.
+    reads it (a quoted field may span lines), so the two always agree. An object on a
+    store is streamed once more for this (a second read, in chunks, never held whole).
     """
-    if isinstance(source, str | Path):
-        path = Path(source)
+    if isinstance(source, str | Path | Location):
+        path = _file_of(source)
         if path.suffix.lower() == ".csv":
             return sum(1 for _ in _read_csv(path))
         return sum(1 for line in _lines(path) if not _blank(line.text))
@@ -368,20 +405,25 @@ class _Line:
     error: str | None  # why the bytes are not UTF-8, with the line and the byte offset
 
 
-def _lines(path: Path) -> Iterator[_Line]:
+def _lines(path: _File) -> Iterator[_Line]:
     """The file's lines, decoded strictly: a line that is not UTF-8 says where, and why.
 
-    A file that cannot be read (gone, a disk error) is an `InvalidInputError`.
+    A file that cannot be read (gone, a disk error, a store that fails) is an
+    `InvalidInputError`. An object on a store is read in chunks of `BLOCK_SIZE`.
     """
+    if isinstance(path, Location):
+        with storage_errors(f"source {str(path)!r} cannot be read"):
+            yield from _decoded(path)
+        return
     try:
         yield from _decoded(path)
     except OSError as exc:
         raise InvalidInputError(f"source {str(path)!r} cannot be read: {exc}") from exc
 
 
-def _decoded(path: Path) -> Iterator[_Line]:
+def _decoded(path: _File) -> Iterator[_Line]:
     offset = 0
-    with path.open("rb") as handle:
+    with path.open_read() if isinstance(path, Location) else path.open("rb") as handle:
         for number, data in enumerate(handle, start=1):
             start = offset
             offset += len(data)
@@ -403,7 +445,7 @@ def _decoded(path: Path) -> Iterator[_Line]:
 # --- JSONL -------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: Path) -> Iterator[SourceItem]:
+def _read_jsonl(path: _File) -> Iterator[SourceItem]:
     for line in _lines(path):
         if not _blank(line.text):
             yield _jsonl_item(line)
@@ -591,14 +633,14 @@ def _csv_records(lines: Iterator[_Line]) -> Iterator[_CsvRecord]:
         yield record.unterminated()
 
 
-def _read_csv(path: Path) -> Iterator[SourceItem]:
+def _read_csv(path: _File) -> Iterator[SourceItem]:
     records = _csv_records(_lines(path))
     header = _csv_header(path, records)
     for record in records:
         yield from _csv_items(record, header)
 
 
-def _csv_header(path: Path, records: Iterator[_CsvRecord]) -> list[str]:
+def _csv_header(path: _File, records: Iterator[_CsvRecord]) -> list[str]:
     """The first non-blank record's fields; InvalidInputError when they cannot name columns."""
     for record in records:
         if record.error is None and not any(field.strip() for field in record.fields):
@@ -708,6 +750,14 @@ class SourceFlow(Flow[P, R]):
         """As `Flow.validate_parameters`, without pydantic's warning about `schema`."""
         with _schema_parameter_allowed():
             return super().validate_parameters(parameters)
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """As `Flow.serialize_parameters` (what the run's page shows), with the credentials
+        of `storage_options` masked (`storage.masked_options`)."""
+        serialized = super().serialize_parameters(parameters)
+        if "storage_options" in parameters:
+            serialized["storage_options"] = masked_options(parameters["storage_options"])
+        return serialized
 
     def with_options(self, **options: Any) -> SourceFlow[P, R]:
         """As `Flow.with_options`, keeping the generator-safe call."""

@@ -2,7 +2,8 @@
 
 Each block runs as written, as its own `__main__` module, in a fresh working folder
 that holds what the docs say a user has at that point: `OPENAI_API_KEY` and
-`OPENAI_BASE_URL` pointing at a local simulator, the blocks `prefect-openai-chat setup`
+`OPENAI_BASE_URL` pointing at a local simulator, the `AWS_*` variables pointing at a
+local S3 API (moto's server) with a bucket `nightly-etl`, the blocks `prefect-openai-chat setup`
 saves, a copy of the sample `tickets.jsonl`, and a Prefect API (the session's test
 harness).
 """
@@ -32,6 +33,34 @@ def docs_simulator() -> Iterator[Simulator]:
         yield sim
 
 
+@pytest.fixture(scope="session")
+def docs_s3_endpoint() -> Iterator[str]:
+    """An S3 API on loopback (moto's server) for the blocks that read and write `s3://`."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def _point_s3_at(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The AWS environment a user has, on `endpoint`, with the bucket the README uses."""
+    import s3fs
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "docs-testing-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "docs-testing-secret")
+    s3fs.S3FileSystem.clear_instance_cache()  # one made before would keep its endpoint
+    s3 = s3fs.S3FileSystem()
+    if not s3.exists("nightly-etl"):
+        s3.mkdir("nightly-etl")
+
+
 def _saved_versions() -> dict[str, object]:
     """When each block `setup` saves was last written (None: not saved)."""
     from prefect import get_client
@@ -59,6 +88,7 @@ def setup_blocks() -> dict[str, object]:
 def user_machine(
     isolated_results: None,
     docs_simulator: Simulator,
+    docs_s3_endpoint: str,
     setup_blocks: dict[str, object],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -76,6 +106,7 @@ def user_machine(
     monkeypatch.setenv("OPENAI_API_KEY", docs_simulator.api_key)
     monkeypatch.setenv("OPENAI_BASE_URL", docs_simulator.base_url)
     docs_simulator.configure(script=[])
+    _point_s3_at(docs_s3_endpoint, monkeypatch)  # an S3 endpoint, as for the README's s3:// night
     shutil.copy(sample_tickets_path(), work / "tickets.jsonl")  # the docs' "tickets.jsonl"
     if not setup_blocks or _saved_versions() != setup_blocks:
         save_blocks(
