@@ -1,5 +1,5 @@
-"""Rules the whole package keeps: every docstring example runs, and the core layers never
-import Prefect (docs/architecture.md)."""
+"""Rules the whole package keeps: every docstring example runs, the core layers never
+import Prefect (docs/architecture.md), and no test imports from a conftest."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import prefect_openai_chat
 
 PACKAGE = Path(prefect_openai_chat.__file__).parent
-CORE_LAYERS = ("resilience", "tokens", "extraction", "chat")
+CORE_LAYERS = ("resilience", "tokens", "extraction", "chat", "storage")
 MODULES = sorted(
     info.name
     for info in pkgutil.walk_packages([str(PACKAGE)], prefix="prefect_openai_chat.")
@@ -45,6 +45,22 @@ def test_core_layers_never_import_prefect(layer: str) -> None:
                 if n == "prefect" or n.startswith("prefect.")
             ]
     assert offenders == [], "the core layers stay free of Prefect:\n" + "\n".join(offenders)
+
+
+def test_no_test_module_imports_from_a_conftest() -> None:
+    """`from conftest import X` names whichever folder's conftest was imported first when
+    folders run together; shared test code lives in a `*_support.py` module."""
+    tests = Path(__file__).parent
+    offenders = [
+        f"{path.relative_to(tests)}:{node.lineno}"
+        for path in sorted(tests.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if (isinstance(node, ast.ImportFrom) and node.module == "conftest")
+        or (isinstance(node, ast.Import) and any(a.name == "conftest" for a in node.names))
+    ]
+    assert offenders == [], "import shared test code from a *_support.py module:\n" + "\n".join(
+        offenders
+    )
 
 
 def test_every_error_class_and_result_model_is_exported_at_the_top_level() -> None:

@@ -8,13 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from s3_support import KEY_ID, MODEL, SECRET
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
 from prefect_openai_chat.simulator import Simulator
-
-MODEL = "gpt-4o-mini-2024-07-18"
-KEY_ID = "testing-key-id-0123"  # moto takes any credentials; long enough to be redacted
-SECRET = "testing-secret-key-0123456789"
 
 
 @pytest.fixture(autouse=True)

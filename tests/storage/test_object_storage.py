@@ -16,9 +16,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import s3fs
-from conftest import KEY_ID, SECRET
 from prefect import get_client
 from prefect.types import SecretDict
+from s3_support import KEY_ID, SECRET
 
 from prefect_openai_chat import ChatModel, InvalidInputError
 from prefect_openai_chat.examples.tickets import TICKET_PROMPT, sample_tickets_path
