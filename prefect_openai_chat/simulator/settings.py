@@ -80,6 +80,11 @@ class SimulatorSettings(BaseModel):
         default_factory=lambda: ["sk-simulator"],
         description="Keys accepted in `Authorization: Bearer ...`; others get 401.",
     )
+    expiring_tokens: bool = Field(
+        default=False,
+        description="Also accept bearer tokens made by `simulator.azure.issue_token` until their"
+        " expiry (Entra ID tokens); past it, 401 like Azure.",
+    )
     fault_rates: dict[str, float] = Field(
         default_factory=dict, description="Probability of each fault per request."
     )
