@@ -236,7 +236,8 @@ def test_a_credential_that_fails_says_what_to_check() -> None:
 
     from prefect_openai_chat.errors import CredentialsRejectedError
 
-    entra.check_choice(entra.EntraChoice("test-honest", client_secret=SECRET))  # remembers it
+    name = _registered("test-refusing", ShortLivedCredential(1.0))
+    entra.check_choice(entra.EntraChoice(name, client_secret=SECRET))  # remembers the secret
     source = entra.TokenSource(Refusing(), entra.SCOPE)
     with pytest.raises(CredentialsRejectedError, match="AADSTS7000215") as info:
         source.token()
