@@ -131,7 +131,7 @@ def _lines(path: Path) -> list[dict[str, Any]]:
 def test_a_night_longer_than_a_token_completes_with_refreshed_tokens(
     sim: Simulator, tmp_path: Path, isolated_results: None
 ) -> None:
-    """Tokens that live 1 s, a night of about 3 s: azure-identity's provider fetches new
+    """Tokens that live 1 s, a night of several seconds: azure-identity's provider fetches new
     ones before they expire, and every record ends in the output."""
     sim.reset()
     sim.configure(ttft_s=0.15)
@@ -139,12 +139,12 @@ def test_a_night_longer_than_a_token_completes_with_refreshed_tokens(
     model = _azure_model(sim, entra_credential=_registered("test-honest", credential))
     started = time.monotonic()
     try:
-        result = _night(model, tmp_path, 20, concurrency=1, batch_size=5)
+        result = _night(model, tmp_path, 12, concurrency=1, batch_size=4)
     finally:
         sim.configure(ttft_s=0.0)
     assert time.monotonic() - started > 2 * credential.life_s  # the night outlived tokens
-    assert result["valid"] == 20 and result["quarantined"] == 0, result
-    assert len(_lines(tmp_path / "out.jsonl")) == 20
+    assert result["valid"] == 12 and result["quarantined"] == 0, result
+    assert len(_lines(tmp_path / "out.jsonl")) == 12
     assert credential.calls > 1  # tokens were fetched anew during the night
     assert set(credential.scopes) == {(entra.SCOPE,)}
     assert 401 not in sim.stats().by_status  # refreshed before expiry, never rejected
@@ -153,12 +153,12 @@ def test_a_night_longer_than_a_token_completes_with_refreshed_tokens(
 def test_a_token_rejected_before_its_stated_expiry_is_refreshed_once_after_the_401(
     sim: Simulator, tmp_path: Path, isolated_results: None
 ) -> None:
-    """Tokens that say they last an hour but that the server refuses after 0.5 s: the
+    """Tokens that say they last an hour but that the server refuses after 0.8 s: the
     provider would keep them; each 401 drops the kept token and the call is retried with
     a new one, so the night completes (without the refresh it fails at the first 401)."""
     sim.reset()
-    sim.configure(ttft_s=0.1)
-    credential = ShortLivedCredential(life_s=0.5, claimed_s=3600.0)
+    sim.configure(ttft_s=0.15)
+    credential = ShortLivedCredential(life_s=0.8, claimed_s=3600.0)
     model = _azure_model(sim, entra_credential=_registered("test-skewed", credential))
     try:
         result = _night(model, tmp_path, 20, concurrency=2, batch_size=5)
