@@ -22,7 +22,13 @@ from starlette.routing import Route
 
 from prefect_openai_chat.simulator import payloads
 from prefect_openai_chat.simulator.answers import Answer, build_answer
-from prefect_openai_chat.simulator.azure import DEPLOYMENT_CHAT_PATH, azure_key, token_identity
+from prefect_openai_chat.simulator.azure import (
+    DEPLOYMENT_CHAT_PATH,
+    MANAGED_IDENTITY_PATH,
+    azure_key,
+    managed_identity_token,
+    token_identity,
+)
 from prefect_openai_chat.simulator.batch_routes import batch_routes
 from prefect_openai_chat.simulator.errors import (
     HTML_502,
@@ -71,6 +77,7 @@ def create_app(
             Route(DEPLOYMENT_CHAT_PATH, _chat, methods=["POST"]),  # Azure OpenAI
             Route("/v1/models", _models, methods=["GET"]),
             Route("/v1/models/{model:path}", _model, methods=["GET"]),
+            Route(MANAGED_IDENTITY_PATH, managed_identity_token, methods=["GET"]),
             Route("/_simulator/stats", _admin_stats, methods=["GET"]),
             Route("/_simulator/settings", _admin_settings, methods=["GET"]),
             Route("/_simulator/reset", _admin_reset, methods=["POST"]),

@@ -7,6 +7,9 @@ the deployment path like `/v1/chat/completions` (the body's `model` picks the mo
 accepts its `api_keys` in `api-key` too, and, with `expiring_tokens=True`, accepts the
 bearer tokens `issue_token` makes until their expiry, then answers 401 like Azure does.
 A token carries its own expiry, so a test's token provider decides how long they live.
+The simulator also issues such tokens as an App Service managed identity endpoint does
+(`MANAGED_IDENTITY_PATH`, each living `token_lifetime_s`), so that azure-identity's own
+`ManagedIdentityCredential` gets them (`IDENTITY_ENDPOINT` and `IDENTITY_HEADER` set).
 
 Example:
     >>> token = issue_token(60.0, subject="night")
@@ -25,10 +28,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Collection, Mapping
+from typing import Any
 
+from starlette.requests import Request
+
+from prefect_openai_chat.simulator import payloads
 from prefect_openai_chat.simulator.errors import SimError
+from prefect_openai_chat.simulator.responses import BodyResponse
 
 DEPLOYMENT_CHAT_PATH = "/openai/deployments/{deployment}/chat/completions"
+MANAGED_IDENTITY_PATH = "/_simulator/managed-identity/token"
 TOKEN_PREFIX = "sim-entra."
 EXPIRED = "Access token has expired or is not yet valid."
 
@@ -72,3 +81,19 @@ def azure_key(headers: Mapping[str, str], api_keys: Collection[str]) -> str | No
             code="401",
         )
     return key
+
+
+async def managed_identity_token(request: Request) -> Any:
+    """A token for `resource`, as App Service's managed identity endpoint answers (the
+    `X-IDENTITY-HEADER` it requires is checked for presence only)."""
+    if not request.headers.get("x-identity-header"):
+        body = {"error": {"code": "UnauthorizedRequest", "message": "X-IDENTITY-HEADER missing"}}
+        return BodyResponse(401, {}, payloads.to_json(body))
+    life = request.app.state.sim.settings.token_lifetime_s
+    answer = {
+        "access_token": issue_token(life, subject="managed-identity"),
+        "expires_on": str(int(time.time() + life)),  # whole seconds, as the endpoint says
+        "resource": request.query_params.get("resource", ""),
+        "token_type": "Bearer",
+    }
+    return BodyResponse(200, {}, payloads.to_json(answer))

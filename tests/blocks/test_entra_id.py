@@ -33,7 +33,7 @@ from prefect_openai_chat.examples.tickets import TICKET_PROMPT, sample_tickets_p
 from prefect_openai_chat.flows import extract_records
 from prefect_openai_chat.redaction import redact_text
 from prefect_openai_chat.simulator import Simulator
-from prefect_openai_chat.simulator.azure import issue_token
+from prefect_openai_chat.simulator.azure import MANAGED_IDENTITY_PATH, issue_token
 
 ENDPOINT = "https://example.openai.azure.com"
 MODEL = "gpt-4o-mini-2024-07-18"
@@ -148,6 +148,28 @@ def test_a_night_longer_than_a_token_completes_with_refreshed_tokens(
     assert credential.calls > 1  # tokens were fetched anew during the night
     assert set(credential.scopes) == {(entra.SCOPE,)}
     assert 401 not in sim.stats().by_status  # refreshed before expiry, never rejected
+
+
+def test_a_real_managed_identity_credential_renews_its_tokens_through_a_night(
+    sim: Simulator, tmp_path: Path, isolated_results: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """azure-identity's own ManagedIdentityCredential, from the simulator's App Service
+    style endpoint, tokens living 1 s: every record of a longer night ends in the output."""
+    monkeypatch.setenv("IDENTITY_ENDPOINT", sim.url + MANAGED_IDENTITY_PATH)
+    monkeypatch.setenv("IDENTITY_HEADER", "identity-header-value")
+    sim.reset()
+    sim.configure(ttft_s=0.15, token_lifetime_s=1.0)
+    model = _azure_model(sim, entra_credential="managed_identity")
+    started = time.monotonic()
+    try:
+        result = _night(model, tmp_path, 8, concurrency=1, batch_size=4)
+    finally:
+        sim.configure(ttft_s=0.0, token_lifetime_s=3600.0)
+    assert time.monotonic() - started > 2.0  # the night outlived two tokens
+    assert result["valid"] == 8 and result["quarantined"] == 0, result
+    source = entra.token_source(model.credentials.entra_choice())  # type: ignore[union-attr]
+    assert isinstance(source.credential, ManagedIdentityCredential)
+    assert 401 not in sim.stats().by_status  # each token renewed before its expiry
 
 
 def test_a_token_rejected_before_its_stated_expiry_is_refreshed_once_after_the_401(
