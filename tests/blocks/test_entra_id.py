@@ -26,7 +26,7 @@ from azure.identity import (
 )
 from pydantic import ValidationError
 
-from prefect_openai_chat import AzureOpenAICredentials, ChatModel, reset_process_state
+from prefect_openai_chat import AzureOpenAICredentials, ChatModel
 from prefect_openai_chat.blocks import entra
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.examples.tickets import TICKET_PROMPT, sample_tickets_path
@@ -67,9 +67,9 @@ class ShortLivedCredential:
 
 @pytest.fixture(autouse=True)
 def _fresh_sources() -> Iterator[None]:
-    reset_process_state()
+    entra.clear_token_sources()
     yield
-    reset_process_state()
+    entra.clear_token_sources()
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_a_night_longer_than_a_token_completes_with_refreshed_tokens(
     """Tokens that live 1 s, a night of several seconds: azure-identity's provider fetches new
     ones before they expire, and every record ends in the output."""
     sim.reset()
-    sim.configure(ttft_s=0.15)
+    sim.configure(ttft_s=0.2)  # 12 calls one after another: >= 2.4 s
     credential = ShortLivedCredential(life_s=1.0)
     model = _azure_model(sim, entra_credential=_registered("test-honest", credential))
     started = time.monotonic()
@@ -158,7 +158,7 @@ def test_a_real_managed_identity_credential_renews_its_tokens_through_a_night(
     monkeypatch.setenv("IDENTITY_ENDPOINT", sim.url + MANAGED_IDENTITY_PATH)
     monkeypatch.setenv("IDENTITY_HEADER", "identity-header-value")
     sim.reset()
-    sim.configure(ttft_s=0.15, token_lifetime_s=1.0)
+    sim.configure(ttft_s=0.3, token_lifetime_s=1.0)  # 8 calls one after another: >= 2.4 s
     model = _azure_model(sim, entra_credential="managed_identity")
     started = time.monotonic()
     try:
@@ -210,7 +210,7 @@ def test_a_token_that_is_refused_again_fails_the_call_clearly(sim: Simulator) ->
 
     import asyncio
 
-    with pytest.raises(CredentialsRejectedError):
+    with pytest.raises(CredentialsRejectedError, match=r"after reloading.*Entra ID.*role"):
         asyncio.run(call())
     assert sim.stats().by_status == {401: 2}  # the first answer, and one retry
     assert credential.calls == 2
