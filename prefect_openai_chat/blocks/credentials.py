@@ -187,8 +187,10 @@ class OpenAICredentials(CredentialsBlock):
 
 
 class AzureOpenAICredentials(CredentialsBlock):
-    """Credentials for an Azure OpenAI resource: an API key, or Microsoft Entra ID
-    (`entra_credential`, tokens that refresh; docs/concepts/azure-entra-id.md).
+    """Credentials for an Azure OpenAI resource (API key or Azure AD token).
+
+    Microsoft Entra ID without a key: `entra_credential` names a credential whose tokens
+    refresh through a night (docs/concepts/azure-entra-id.md).
 
     Example:
         Load saved Azure credentials and build a client:
