@@ -12,13 +12,19 @@ Example:
 
 from __future__ import annotations
 
+import sys
+
 from prefect_openai_chat.chat.clients import CLIENTS
 from prefect_openai_chat.resilience.registry import reset_registries
 from prefect_openai_chat.resilience.retrying import outages
 
 
 def reset_process_state() -> None:
-    """Forget every circuit guard, retry budget, rate limiter, outage seen and cached client."""
+    """Forget every circuit guard, retry budget, rate limiter, outage seen, cached client and
+    Entra ID token source."""
     reset_registries()
+    entra = sys.modules.get("prefect_openai_chat.blocks.entra")  # loaded with the blocks
+    if entra is not None:
+        entra.clear_token_sources()
     outages.clear()
     CLIENTS.clear()

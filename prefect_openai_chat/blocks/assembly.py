@@ -24,7 +24,7 @@ from typing import Any, cast
 from prefect.exceptions import ObjectNotFound
 
 from prefect_openai_chat.blocks.chat_model import ChatModel
-from prefect_openai_chat.blocks.credentials import key_fingerprint
+from prefect_openai_chat.blocks.credentials import AzureOpenAICredentials, key_fingerprint
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.chat.clients import CLIENTS, ClientCache, ClientSource
 from prefect_openai_chat.chat.protection import Protection
@@ -68,7 +68,8 @@ class RunnerFactory:
     async def assemble(self, chat_model: ChatModel | str) -> tuple[ChatModel, ChatRunner]:
         """The block (loaded when named) and its runner, with its saved fallbacks and the
         reload of the credentials after a 401 (the saved block again when named, and the
-        environment read anew; the call is retried only if the key changed)."""
+        environment read anew; the call is retried only if the key changed, or, with
+        Microsoft Entra ID, once with a new token)."""
         model = await resolve_chat_model(chat_model)
         source = self.source(model)
         source.key  # noqa: B018  # read the credentials now: a missing key fails before any call
@@ -79,7 +80,8 @@ class RunnerFactory:
                 key = _client_key(fresh)
             except InvalidInputError:
                 return False
-            return source.switch(key, _builder(fresh))
+            changed = source.switch(key, _builder(fresh))
+            return changed or await _refresh_token(fresh)
 
         fallbacks = [SavedFallback(name, model.model, self) for name in model.fallback_models]
         runner = self.build(
@@ -174,6 +176,12 @@ ClientKey = tuple[Hashable, Hashable]
 def _client_key(model: ChatModel) -> ClientKey:
     """(credentials' cache key, pool settings): what makes two clients interchangeable."""
     return (model.credentials.cache_key(), model.pool_settings())
+
+
+async def _refresh_token(model: ChatModel) -> bool:
+    """Drop the kept Entra ID token of `model`'s Azure credentials (False: no token to drop)."""
+    credentials = model.credentials
+    return isinstance(credentials, AzureOpenAICredentials) and await credentials.arefresh_token()
 
 
 def _builder(model: ChatModel) -> Callable[[], Any]:

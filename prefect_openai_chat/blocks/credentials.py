@@ -22,8 +22,9 @@ from typing import Any
 import openai
 from prefect.blocks.abstract import CredentialsBlock
 from prefect.blocks.fields import SecretDict
-from pydantic import ConfigDict, Field, SecretStr, field_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from prefect_openai_chat.blocks import entra
 from prefect_openai_chat.blocks.network import NetworkSettings
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.redaction import remember_headers, remember_secret
@@ -183,6 +184,9 @@ class OpenAICredentials(CredentialsBlock, NetworkSettings):
 class AzureOpenAICredentials(CredentialsBlock, NetworkSettings):
     """Credentials for an Azure OpenAI resource (API key or Azure AD token).
 
+    Microsoft Entra ID without a key: `entra_credential` names a credential whose tokens
+    refresh through a night (docs/concepts/azure-entra-id.md).
+
     Example:
         Load saved Azure credentials and build a client:
         ```python
@@ -213,11 +217,49 @@ class AzureOpenAICredentials(CredentialsBlock, NetworkSettings):
         description="The resource key; when empty, AZURE_OPENAI_API_KEY is used.",
     )
     azure_ad_token: SecretStr | None = Field(
-        default=None, description="An Azure AD (Entra ID) token, used instead of a key."
+        default=None,
+        description="A fixed Entra ID token (it expires within about an hour); prefer"
+        " entra_credential for anything longer.",
     )
+    entra_credential: str | None = Field(default=None, description=entra.CREDENTIAL_DOC)
+    tenant_id: str | None = Field(default=None, description="Entra ID directory (tenant) ID.")
+    client_id: str | None = Field(
+        default=None,
+        description="Entra ID application (client) ID: of the service principal, or of a"
+        " user-assigned managed identity.",
+    )
+    client_secret: SecretStr | None = Field(
+        default=None, description="The service principal's client secret."
+    )
+    token_scope: str = Field(default=entra.SCOPE, description="The scope tokens are asked for.")
     default_headers: SecretDict | None = Field(default=None, description=_HEADERS_DOC)
 
     _headers = field_validator("default_headers")(checked_headers)
+
+    @model_validator(mode="after")
+    def _check_entra(self) -> AzureOpenAICredentials:
+        if self.entra_credential and (self.api_key or self.azure_ad_token):
+            raise InvalidInputError(
+                "set either entra_credential or api_key/azure_ad_token on the"
+                " AzureOpenAICredentials block, not both"
+            )
+        entra.check_choice(self.entra_choice())
+        return self
+
+    def entra_choice(self) -> entra.EntraChoice | None:
+        """The Entra ID credential the block names, or None (a key or a fixed token)."""
+        if not self.entra_credential:
+            return None
+        secret = self.client_secret.get_secret_value() if self.client_secret else None
+        return entra.EntraChoice(
+            self.entra_credential, self.tenant_id, self.client_id, secret, self.token_scope
+        )
+
+    async def arefresh_token(self) -> bool:
+        """After a 401: drop the kept Entra ID token so the next request gets a new one;
+        False without Entra ID (nothing to refresh)."""
+        choice = self.entra_choice()
+        return choice is not None and entra.token_source(choice).refresh()
 
     @property
     def endpoint(self) -> str:
@@ -225,6 +267,9 @@ class AzureOpenAICredentials(CredentialsBlock, NetworkSettings):
         return f"{self.azure_endpoint.rstrip('/')}/{self.azure_deployment or ''}".rstrip("/")
 
     def _secrets(self) -> dict[str, str]:
+        choice = self.entra_choice()
+        if choice is not None:  # the credential choice, hashed for the cache key: never a token
+            return {"entra": f"entra:{choice.fingerprint()}"}
         if self.azure_ad_token is not None and self.azure_ad_token.get_secret_value():
             return {"azure_ad_token": self.azure_ad_token.get_secret_value()}
         key = (self.api_key.get_secret_value() if self.api_key else "") or os.environ.get(
@@ -232,13 +277,14 @@ class AzureOpenAICredentials(CredentialsBlock, NetworkSettings):
         )
         if not key:
             raise InvalidInputError(
-                "no Azure OpenAI credential: set api_key or azure_ad_token on the"
-                " AzureOpenAICredentials block, or AZURE_OPENAI_API_KEY"
+                "no Azure OpenAI credential: set entra_credential (Microsoft Entra ID), api_key"
+                " or azure_ad_token on the AzureOpenAICredentials block, or AZURE_OPENAI_API_KEY"
             )
         return {"api_key": key}
 
     def resolve_api_key(self) -> str:
-        """The secret that will be sent (key or token); for fingerprints and rotation checks."""
+        """The secret that will be sent (key or token; with Entra ID, the choice's
+        fingerprint); for fingerprints and rotation checks."""
         return remember_secret(next(iter(self._secrets().values())))
 
     def cache_key(self) -> Hashable:
@@ -262,11 +308,19 @@ class AzureOpenAICredentials(CredentialsBlock, NetworkSettings):
         """Build an `AzureOpenAI` (or `AsyncAzureOpenAI`) client with the SDK's retries off."""
         options = self.http_options(async_client, client_options(timeout, max_connections))
         cls = openai.AsyncAzureOpenAI if async_client else openai.AzureOpenAI
-        return cls(  # type: ignore[call-overload, no-any-return]
+        return cls(
             azure_endpoint=self.azure_endpoint,
             api_version=self.api_version,
             azure_deployment=self.azure_deployment,
             default_headers=plain_headers(self.default_headers),
-            **self._secrets(),
+            **self._auth(async_client),
             **options,
         )
+
+    def _auth(self, async_client: bool) -> dict[str, Any]:
+        """The SDK's credential argument: a token provider (Entra ID), a token or a key."""
+        choice = self.entra_choice()
+        if choice is None:
+            return self._secrets()
+        source = entra.token_source(choice)
+        return {"azure_ad_token_provider": source.atoken if async_client else source.token}

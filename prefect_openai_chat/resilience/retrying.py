@@ -325,8 +325,10 @@ class _Loop:
         request_id = getattr(exc, "request_id", None)
         detail = " after reloading the credentials" if self.reloaded else ""
         raise CredentialsRejectedError(
-            f"the API key for {self.key!r} was rejected (401){detail}; save a valid key in the"
-            f" credentials block or environment (request id: {request_id or 'n/a'})"
+            f"the credentials for {self.key!r} were rejected (401){detail}; save a valid key in"
+            " the credentials block or environment, or, with Microsoft Entra ID, give the"
+            " identity a role such as Cognitive Services OpenAI User on the resource"
+            f" (request id: {request_id or 'n/a'})"
         ) from None
 
     def delay(self, exc: BaseException, verdict: Verdict) -> float:

@@ -1,5 +1,5 @@
-"""The Starlette app: `/v1/chat/completions`, `/v1/models`, `/v1/files`, `/v1/batches`, and the
-`/_simulator/*` admin endpoints.
+"""The Starlette app: `/v1/chat/completions` (and Azure's deployment path), `/v1/models`,
+`/v1/files`, `/v1/batches`, and the `/_simulator/*` admin endpoints.
 
 Example:
     >>> app = create_app(profile="ideal")
@@ -22,6 +22,13 @@ from starlette.routing import Route
 
 from prefect_openai_chat.simulator import payloads
 from prefect_openai_chat.simulator.answers import Answer, build_answer
+from prefect_openai_chat.simulator.azure import (
+    DEPLOYMENT_CHAT_PATH,
+    MANAGED_IDENTITY_PATH,
+    azure_key,
+    managed_identity_token,
+    token_identity,
+)
 from prefect_openai_chat.simulator.batch_routes import batch_routes
 from prefect_openai_chat.simulator.errors import (
     HTML_502,
@@ -67,8 +74,10 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", _chat, methods=["POST"]),
+            Route(DEPLOYMENT_CHAT_PATH, _chat, methods=["POST"]),  # Azure OpenAI
             Route("/v1/models", _models, methods=["GET"]),
             Route("/v1/models/{model:path}", _model, methods=["GET"]),
+            Route(MANAGED_IDENTITY_PATH, managed_identity_token, methods=["GET"]),
             Route("/_simulator/stats", _admin_stats, methods=["GET"]),
             Route("/_simulator/settings", _admin_settings, methods=["GET"]),
             Route("/_simulator/reset", _admin_reset, methods=["POST"]),
@@ -172,6 +181,9 @@ async def _chat_answer(
 
 
 def _check_key(request: Request, state: SimulatorState) -> str:
+    azure = azure_key(request.headers, state.api_keys)
+    if azure is not None:
+        return azure
     auth = request.headers.get("authorization", "")
     if not auth.startswith("Bearer ") or not auth[7:].strip():
         raise SimError(
@@ -180,6 +192,10 @@ def _check_key(request: Request, state: SimulatorState) -> str:
             "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
         )
     key = auth[7:].strip()
+    if state.settings.expiring_tokens:
+        identity = token_identity(key)  # an expired token is a 401, like Azure's
+        if identity is not None:
+            return identity
     if key not in state.api_keys:
         shown = key[:3] + "*" * 8 + key[-4:] if len(key) > 8 else "*" * len(key)
         raise SimError(

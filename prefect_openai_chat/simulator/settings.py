@@ -80,6 +80,17 @@ class SimulatorSettings(BaseModel):
         default_factory=lambda: ["sk-simulator"],
         description="Keys accepted in `Authorization: Bearer ...`; others get 401.",
     )
+    expiring_tokens: bool = Field(
+        default=False,
+        description="Also accept bearer tokens made by `simulator.azure.issue_token` until their"
+        " expiry (Entra ID tokens); past it, 401 like Azure.",
+    )
+    token_lifetime_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Life of the tokens the managed identity endpoint"
+        " (`/_simulator/managed-identity/token`) issues.",
+    )
     fault_rates: dict[str, float] = Field(
         default_factory=dict, description="Probability of each fault per request."
     )
