@@ -63,6 +63,18 @@ def test_no_test_module_imports_from_a_conftest() -> None:
     )
 
 
+def test_no_two_test_modules_share_a_name() -> None:
+    """Test folders are not packages: pytest puts each on `sys.path`, so two support modules
+    of one name (`proxy_support.py` in two folders) make one folder import the other's."""
+    tests = Path(__file__).parent
+    seen: dict[str, list[str]] = {}
+    for path in sorted(tests.rglob("*.py")):
+        if path.name not in ("conftest.py", "__init__.py"):
+            seen.setdefault(path.name, []).append(str(path.relative_to(tests)))
+    shared = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert shared == {}, f"rename one of each: {shared}"
+
+
 def test_every_error_class_and_result_model_is_exported_at_the_top_level() -> None:
     from prefect_openai_chat import errors, results
 

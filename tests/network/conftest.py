@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from proxy_support import PROXY_PASSWORD, PROXY_USER, ForwardProxy
+from forward_proxy_support import PROXY_PASSWORD, PROXY_USER, ForwardProxy
 from registry_support import clear_resilience
 from tls_support import TLSRelay
 

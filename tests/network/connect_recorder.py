@@ -1,4 +1,4 @@
-"""A proxy.py plugin, loaded by the proxy subprocess of proxy_support.py: it appends each
+"""A proxy.py plugin, loaded by the proxy subprocess of forward_proxy_support.py: it appends each
 tunnel the proxy opens (`CONNECT host:port`) to the file named by PROXY_RECORD_FILE."""
 
 from __future__ import annotations

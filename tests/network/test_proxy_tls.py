@@ -17,9 +17,9 @@ from typing import Any
 import openai
 import pytest
 import trustme
+from forward_proxy_support import PROXY_PASSWORD, PROXY_USER, ForwardProxy
 from model_support import MODEL, fast_model
 from prefect import flow
-from proxy_support import PROXY_PASSWORD, PROXY_USER, ForwardProxy
 from tls_support import TLSRelay
 
 from prefect_openai_chat import ChatModel, OpenAICredentials, chat_completion
