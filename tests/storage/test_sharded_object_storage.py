@@ -27,7 +27,7 @@ from prefect_openai_chat.simulator import Simulator
 from prefect_openai_chat.storage import Location
 
 SCHEMA = "prefect_openai_chat.examples.tickets:SupportTicket"
-RECORDS = 30
+RECORDS = 24
 
 
 def put_records(s3: Any, bucket: str, count: int = RECORDS) -> list[str]:
@@ -151,7 +151,7 @@ def test_a_shard_whose_part_commit_fails_is_run_again_exactly_once_without_lefto
     assert summary["records"] == RECORDS == summary["valid"]
     assert output_keys(s3, bucket, "out.jsonl") == keys  # shard 2's part overwritten, once
     assert sim.stats().requests == RECORDS  # the re-run shard paid nothing again
-    assert summary["from_cache"] == 10  # shard 2's records, read back from the ledger
+    assert summary["from_cache"] == RECORDS // 3  # shard 2's, read back from the ledger
     assert objects(s3, bucket) == ["bad.jsonl", "in.jsonl", "out.jsonl"]
 
 
@@ -182,12 +182,12 @@ def test_shards_in_dask_processes_reach_the_store_through_storage_options(
         runner = DaskTaskRunner(address=cluster.scheduler_address)
         summary = sharded(
             extract_records.with_options(task_runner=runner), chat_model, bucket,
-            postgres_ledger_url, output="out.jsonl", shards=4, storage_options=s3_options,
+            postgres_ledger_url, output="out.jsonl", shards=2, storage_options=s3_options,
         )  # fmt: skip
     finally:
         cluster.close()  # type: ignore[no-untyped-call]
     assert os.getpid() not in pids and len(pids) == 2
-    assert (summary["records"], summary["valid"], summary["shards"]) == (RECORDS, RECORDS, 4)
+    assert (summary["records"], summary["valid"], summary["shards"]) == (RECORDS, RECORDS, 2)
     assert output_keys(s3, bucket, "out.jsonl") == keys
     assert sim.stats().requests == RECORDS
     assert objects(s3, bucket) == ["bad.jsonl", "in.jsonl", "out.jsonl"]
