@@ -236,8 +236,8 @@ def extract_records(
 class _Run:
     """A run's checked inputs: the schema class, the source, where rows go.
 
-    `output` and `quarantine` are `Path`s, or `Location`s for URLs (never in a sharded
-    run, which refuses URLs): typed `Any` so that the sharded code keeps its `Path`s.
+    `output` and `quarantine` are `Path`s, or `Location`s for URLs (a sharded run's too:
+    its parts then live under the output's URL): typed `Any` for the sharded code.
     """
 
     schema: type[BaseModel]

@@ -233,11 +233,14 @@ def beat(path: PartTarget) -> None:
 def beat_mark(path: PartTarget) -> float | bytes | None:
     """What changes with each heartbeat: the file's time, the object's content (the
     reader compares it with its own clock, never another host's); None when absent."""
-    try:
-        if isinstance(path, Location):
+    if isinstance(path, Location):
+        try:
             return path.read_bytes()
+        except Exception:  # absent, or the store did not answer: no beat seen this time
+            return None
+    try:
         return path.stat().st_mtime
-    except (OSError, FileNotFoundError):
+    except OSError:
         return None
 
 
