@@ -68,7 +68,7 @@ from prefect_openai_chat.flows.sources import (
 from prefect_openai_chat.flows.summary import RunArtifacts, RunTotals
 from prefect_openai_chat.resilience import AdaptiveConcurrency
 from prefect_openai_chat.results import BatchReport, RecordOutcome, bounded_reason
-from prefect_openai_chat.storage import Location, is_url, plain_options
+from prefect_openai_chat.storage import Location, plain_options
 from prefect_openai_chat.tasks import batch as batch_tasks
 from prefect_openai_chat.tasks import events
 from prefect_openai_chat.tasks._common import run_logger
@@ -173,11 +173,6 @@ def extract_records(
                 "return_rows=True keeps the rows of one process; a sharded run's rows are in"
                 " its output: read the output file instead, or run with shards=1"
             )
-        if any(is_url(where) for where in (source, output, quarantine)):
-            raise InvalidInputError(
-                "shards read and write local files (or a shared mount) for now: use shards=1"
-                " with URLs of object storage, or local paths with shards"
-            )
         if via != "online" or per_record_tasks:
             raise InvalidInputError(
                 "shards run online batches: use via='online' and per_record_tasks=False with"
@@ -189,7 +184,7 @@ def extract_records(
             source, schema, chat_model, prompt, output, quarantine, shards, shard_deployment,
             key_field=key_field, batch_size=batch_size, concurrency=concurrency,
             instructions=instructions, mode=mode, max_reprompts=max_reprompts, cache=cache,
-            allow_local_paths=allow_local_paths,
+            allow_local_paths=allow_local_paths, storage_options=storage_options,
         )  # fmt: skip
     started = time.perf_counter()
     check_via(via, per_record_tasks)
@@ -241,8 +236,8 @@ def extract_records(
 class _Run:
     """A run's checked inputs: the schema class, the source, where rows go.
 
-    `output` and `quarantine` are `Path`s, or `Location`s for URLs (never in a sharded
-    run, which refuses URLs): typed `Any` so that the sharded code keeps its `Path`s.
+    `output` and `quarantine` are `Path`s, or `Location`s for URLs (a sharded run's too:
+    its parts then live under the output's URL): typed `Any` for the sharded code.
     """
 
     schema: type[BaseModel]

@@ -35,6 +35,7 @@ from uuid import UUID
 from prefect import task
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
+from prefect.types import SecretDict
 from pydantic import BaseModel
 
 from prefect_openai_chat.blocks import ChatModel
@@ -42,18 +43,24 @@ from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.ledger import ledger_file, ledger_kind, ledger_role
 from prefect_openai_chat.flows.checks import resolve_schema
 from prefect_openai_chat.flows.shards import (
+    PartTarget,
     Shard,
     ShardParts,
+    beat,
+    beat_mark,
     census,
     merge_parts,
     parts_folder,
     plan_shards,
     shard_lines,
+    stale_parts,
     write_summary,
 )
 from prefect_openai_chat.flows.sinks import hold_outputs
 from prefect_openai_chat.flows.sources import check_source, source_flow
 from prefect_openai_chat.flows.summary import RunArtifacts
+from prefect_openai_chat.redaction import MASK
+from prefect_openai_chat.storage import Location, is_url, locate, masked_options, plain_options
 from prefect_openai_chat.tasks import batch as batch_tasks
 from prefect_openai_chat.tasks._common import run_logger
 
@@ -79,20 +86,25 @@ def heartbeat_s() -> float:
 
 
 @contextmanager
-def beating(path: Path | None, every_s: float) -> Iterator[None]:
-    """Touch `path` every `every_s` seconds from a thread while the block runs."""
+def beating(path: PartTarget | None, every_s: float) -> Iterator[None]:
+    """Touch `path` (write the object anew) every `every_s` seconds from a thread while the
+    block runs; a store that refuses one beat is tried again at the next."""
     if path is None:
         yield
         return
     stop = threading.Event()
 
-    def beat() -> None:
+    def beats() -> None:
         while True:
-            path.touch()
+            if isinstance(path, Location):
+                with suppress(Exception):  # a missed beat is one beat; five make a death
+                    beat(path)
+            else:
+                beat(path)
             if stop.wait(every_s):
                 return
 
-    thread = threading.Thread(target=beat, name="shard-heartbeat", daemon=True)
+    thread = threading.Thread(target=beats, name="shard-heartbeat", daemon=True)
     thread.start()
     try:
         yield
@@ -120,15 +132,22 @@ def extract_records_shard(
     mode: str = "auto",
     max_reprompts: int = 2,
     cache: bool | str = True,
+    storage_options: dict[str, Any] | SecretDict | None = None,
 ) -> dict[str, Any]:
     """`extract_records` over lines `first_line..last_line` of `source`, into part files.
 
-    `output` and `quarantine` are this shard's parts (JSONL); `summary` receives its
-    totals once both parts are in place; `heartbeat` is touched while it runs.
+    `output` and `quarantine` are this shard's parts (JSONL, local files or objects);
+    `summary` receives its totals once both parts are in place; `heartbeat` is touched
+    while it runs. URLs are opened with `storage_options` (masked in the run's parameters).
     """
     from prefect_openai_chat.flows.extract_records import extract_records
 
-    with beating(Path(heartbeat) if heartbeat else None, heartbeat_s()):
+    options = plain_options(storage_options)
+
+    def part(where: str) -> PartTarget:
+        return locate(where, options) if is_url(where) else Path(where)
+
+    with beating(part(heartbeat) if heartbeat else None, heartbeat_s()):
         with shard_lines(first_line, last_line):
             result: dict[str, Any] = extract_records.fn(
                 source=source,
@@ -144,8 +163,9 @@ def extract_records_shard(
                 mode=mode,
                 max_reprompts=max_reprompts,
                 cache=cache,
+                storage_options=storage_options,
             )
-        write_summary(Path(summary), result)
+        write_summary(part(summary), result)
     return result
 
 
@@ -210,6 +230,7 @@ def fan_out(
     shard_deployment: str | None = None,
     *,
     allow_local_paths: bool = False,
+    storage_options: Any = None,
     **options: Any,
 ) -> dict[str, Any]:
     """The body of a sharded `extract_records` run (called by it with `shards` > 1).
@@ -222,7 +243,7 @@ def fan_out(
     from prefect_openai_chat.flows.extract_records import _check_run
 
     started = time.perf_counter()
-    check_source(source)
+    check_source(source, plain_options(storage_options))
     if not isinstance(source, str | Path):
         raise InvalidInputError(
             "shards need a .jsonl or .csv file as source, every shard reads its own lines;"
@@ -234,18 +255,51 @@ def fan_out(
         {"source": source, "output": output, "quarantine": quarantine},
         allow_local_paths,
     )
+    check_options_for_deployment(shard_deployment, storage_options)
     context = FlowRunContext.get()
     run_id = str(context.flow_run.id) if context and context.flow_run else uuid.uuid4().hex
-    folder = parts_folder(Path(output), run_id)
+    folders: dict[str, Path] = {}
+    if not is_url(output):  # a local part folder: no file of the run may lie inside it
+        folders["the sharded run's part folder"] = parts_folder(Path(output), run_id)
     run = _check_run(
         source, schema, output, quarantine, options["batch_size"], options["concurrency"],
-        options["cache"], prompt, folders={"the sharded run's part folder": folder},
+        options["cache"], prompt, folders=folders,
+        storage_options=storage_options,
     )  # fmt: skip
     with hold_outputs(run.output, run.quarantine):
+        if isinstance(run.output, Location):
+            for line in stale_parts(run.output, run_id):
+                run_logger().warning("%s", line)
+        assert isinstance(run.source, str | Path | Location)  # checked above: a file
         return _run_shards(
-            source, schema, chat_model, prompt, run.output, run.quarantine, shards,
-            shard_deployment, started=started, run_id=run_id, model_cls=run.schema, **options,
+            run.source, schema, chat_model, prompt, run.output, run.quarantine, shards,
+            shard_deployment, started=started, run_id=run_id, model_cls=run.schema,
+            storage_options=storage_options, **options,
         )  # fmt: skip
+
+
+def check_options_for_deployment(deployment: str | None, storage_options: Any) -> None:
+    """Refuse credentials in `storage_options` for a shard deployment: the parent would
+    store them in each shard's flow-run parameters, in the clear (a `SecretDict` would
+    arrive masked). The workers find them in their environment instead."""
+    if deployment is None or storage_options is None:
+        return
+    if hasattr(storage_options, "get_secret_value") or _masks(masked_options(storage_options)):
+        raise InvalidInputError(
+            f"shard_deployment={deployment!r} with credentials in storage_options: a"
+            " deployment's parameters are stored by the Prefect server in the clear (and a"
+            " SecretDict arrives masked), so each shard would not get them safely. Give the"
+            " workers their credentials through their environment (AWS_ACCESS_KEY_ID, an"
+            " instance or service-account role, the work pool's job variables) and pass in"
+            " storage_options only what is not secret (client_kwargs.endpoint_url, ...)"
+        )
+
+
+def _masks(shown: Any) -> bool:
+    """Whether options as shown (`masked_options`) hide a value."""
+    if isinstance(shown, dict):
+        return any(_masks(value) for value in shown.values())
+    return bool(shown == MASK)
 
 
 def is_local_path(value: Any) -> bool:
@@ -254,9 +308,11 @@ def is_local_path(value: Any) -> bool:
     Example:
         >>> is_local_path("out/rows.jsonl"), is_local_path("s3://bucket/rows.jsonl")
         (True, False)
+
+    `memory://` counts as local: each process has its own.
     """
     text = str(value)
-    return "://" not in text or text.lower().startswith("file://")
+    return "://" not in text or text.lower().startswith(("file://", "memory://"))
 
 
 def check_across_hosts(
@@ -283,7 +339,8 @@ def check_across_hosts(
     if local:
         seen.append(
             f"{', '.join(local)} {'is a local path' if len(local) == 1 else 'are local paths'}:"
-            " use locations every worker reaches (object-storage URLs where supported)"
+            " use locations every worker reaches (object-storage URLs: s3://, gs://, az://;"
+            " the shards' parts then live under the output's URL too)"
         )
     if seen:
         raise InvalidInputError(
@@ -297,12 +354,12 @@ def check_across_hosts(
 
 
 def _run_shards(
-    source: str | Path,
+    source: str | Path | Location,
     schema: Any,
     chat_model: ChatModel | str,
     prompt: str,
-    out_path: Path,
-    quarantine_path: Path,
+    out_path: PartTarget,
+    quarantine_path: PartTarget,
     shards: int,
     shard_deployment: str | None,
     *,
@@ -315,11 +372,12 @@ def _run_shards(
     plan = plan_shards(source, shards)
     expected = census(source, plan, options["key_field"])
     folder = parts_folder(out_path, run_id)
-    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(folder, Path):
+        folder.mkdir(parents=True, exist_ok=True)
     parts = [ShardParts.in_folder(folder, shard) for shard in plan]
     deployed = shard_deployment is not None
     common = {
-        "source": str(Path(source).absolute()),
+        "source": _where(source),
         "schema": schema_reference(schema, deployed),
         "chat_model": chat_model_reference(chat_model, deployed),
         "prompt": prompt,
@@ -331,10 +389,10 @@ def _run_shards(
     each = [
         {
             **common,
-            "output": str(part.output.absolute()),
-            "quarantine": str(part.quarantine.absolute()),
-            "summary": str(part.summary.absolute()),
-            "heartbeat": str(part.heartbeat.absolute()),
+            "output": _where(part.output),
+            "quarantine": _where(part.quarantine),
+            "summary": _where(part.summary),
+            "heartbeat": _where(part.heartbeat),
             "first_line": shard.first_line,
             "last_line": shard.last_line,
         }
@@ -362,11 +420,6 @@ def _run_shards(
         run_on_task_runner(plan, each, finished)
         run_ids = {}
     totals, summaries = merge_parts(plan, parts, expected, out_path, quarantine_path, model_cls)
-    for part in parts:
-        for path in (part.output, part.quarantine, part.summary, part.heartbeat):
-            path.unlink(missing_ok=True)
-    with suppress(OSError):
-        folder.rmdir()
     p50 = [s["p50_latency_s"] for s in summaries if s.get("p50_latency_s") is not None]
     p95 = [s["p95_latency_s"] for s in summaries if s.get("p95_latency_s") is not None]
     wall = round(time.perf_counter() - started, 3)
@@ -391,6 +444,11 @@ def _run_shards(
         wall,
     )
     return summary
+
+
+def _where(target: str | Path | Location) -> str:
+    """A file as a shard is told it: an object's URL, a local file's absolute path."""
+    return target.url if isinstance(target, Location) else str(Path(target).absolute())
 
 
 def run_on_task_runner(plan: list[Shard], each: list[dict[str, Any]], finished: Any) -> None:
@@ -439,6 +497,7 @@ class ShardWatch:
         self.reschedules = dict.fromkeys(runs, 0)
         self.stale_s = heartbeat_s() * STALE_BEATS
         self.pending_s = max(PENDING_GRACE_S, self.stale_s)
+        self.marks: dict[int, tuple[Any, float]] = {}  # an object's last beat, when seen
 
     def wait(self, finished: Any) -> None:
         """Return when every shard's run completed; raise when one cannot be completed."""
@@ -469,13 +528,23 @@ class ShardWatch:
 
     def check_alive(self, client: Any, number: int, state: Any) -> None:
         """Reschedule a shard whose run is Running (or Pending) but shows no sign of life."""
-        last = state.timestamp.timestamp()
-        with suppress(OSError):
-            last = max(last, self.parts[number].heartbeat.stat().st_mtime)
+        last = max(state.timestamp.timestamp(), self.last_beat(number))
         quiet = time.time() - last
         limit = self.stale_s if state.is_running() else self.pending_s
         if quiet > limit:
             self.reschedule(client, number, f"its process gave no heartbeat for {quiet:.0f}s")
+
+    def last_beat(self, number: int) -> float:
+        """When shard `number` last beat: a local file's time; for an object, when this
+        process first saw its content change (this host's clock, not the worker's)."""
+        heartbeat = self.parts[number].heartbeat
+        mark = beat_mark(heartbeat)
+        if isinstance(heartbeat, Path) or mark is None:
+            return mark if isinstance(mark, float) else 0.0
+        seen = self.marks.get(number)
+        if seen is None or seen[0] != mark:
+            seen = self.marks[number] = (mark, time.time())
+        return seen[1]
 
     def reschedule(self, client: Any, number: int, why: str) -> None:
         """Put the shard's flow run back in the queue (`AwaitingRetry`), up to `RESCHEDULES`."""

@@ -3,7 +3,8 @@
 A sharded run splits the source's lines into `shards` ranges of about equal size
 (`plan_shards`). Each shard runs `extract_records` over its range only (`shard_lines`
 narrows what the flow reads) and writes its own output and quarantine *parts*
-(JSONL, moved into place atomically); `merge_parts` then writes the final output and
+(JSONL, moved into place atomically; objects under the output's URL when the output
+is on object storage: no disk is shared then); `merge_parts` then writes the final output and
 quarantine from the parts in shard order and checks, over the whole file, that every
 input line ended exactly once.
 
@@ -27,12 +28,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, overload
 
 from pydantic import BaseModel
 
@@ -40,6 +42,9 @@ from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.flows.sinks import RowNotStorable, open_outputs
 from prefect_openai_chat.flows.sources import Keys, SourceItem, read_records
 from prefect_openai_chat.flows.summary import RunTotals
+from prefect_openai_chat.storage import Location, is_url, local_path, locate
+
+PartTarget = Path | Location  # a part: a local file, or an object under the output's URL
 
 _LINES: ContextVar[tuple[int, int] | None] = ContextVar("shard_lines", default=None)
 
@@ -63,19 +68,28 @@ class Shard:
         return self.first_line <= line <= self.last_line
 
 
-def count_lines(path: str | Path) -> int:
+def open_bytes(source: str | Path | Location) -> IO[bytes]:
+    """The source file opened for reading bytes: a local file, or an object in chunks."""
+    if isinstance(source, Location):
+        return source.open_read()
+    if is_url(source):
+        return locate(str(source)).open_read()
+    return local_path(source).open("rb")
+
+
+def count_lines(path: str | Path | Location) -> int:
     """How many physical lines the file has (a last line without a newline counts)."""
     lines, last = 0, b"\n"
-    with Path(path).open("rb") as handle:
+    with open_bytes(path) as handle:
         while block := handle.read(1 << 20):
             lines += block.count(b"\n")
             last = block[-1:]
     return lines + (last != b"\n")
 
 
-def plan_shards(source: str | Path, shards: int) -> list[Shard]:
+def plan_shards(source: str | Path | Location, shards: int) -> list[Shard]:
     """Split the file's lines into `shards` ranges of about equal size (fewer if it is short)."""
-    if not isinstance(source, str | Path):
+    if not isinstance(source, str | Path | Location):
         raise InvalidInputError(
             "shards need a .jsonl or .csv file as source (every shard reads its own lines);"
             " write the records to a .jsonl file first"
@@ -131,13 +145,14 @@ def in_shard(items: Iterator[SourceItem]) -> Iterator[SourceItem]:
 def count_in_shard(source: Any, count: int | None) -> int | None:
     """How many records the current shard will read (`count` outside a shard)."""
     lines = _LINES.get()
-    if lines is None or not isinstance(source, str | Path):
+    if lines is None or not isinstance(source, str | Path | Location):
         return count
-    if Path(source).suffix.lower() == ".csv":  # a record may span lines: count as it is read
+    suffix = source.suffix if isinstance(source, Location) else Path(source).suffix
+    if suffix.lower() == ".csv":  # a record may span lines: count as it is read
         return sum(1 for _ in in_shard(read_records(source)))
     first, last = lines
     found = 0
-    with Path(source).open("rb") as handle:
+    with open_bytes(source) as handle:
         for number, line in enumerate(handle, start=1):
             if number > last:
                 break
@@ -151,41 +166,100 @@ def count_in_shard(source: Any, count: int | None) -> int | None:
 
 @dataclass(frozen=True)
 class ShardParts:
-    """Where one shard writes: its output and quarantine parts, its summary, its heartbeat."""
+    """Where one shard writes: its output and quarantine parts, its summary, its heartbeat.
 
-    output: Path
-    quarantine: Path
-    summary: Path
-    heartbeat: Path
+    Local files in a folder beside the output, or, for an output on object storage,
+    objects under a prefix beside it: the parent and the workers then share no disk.
+    """
+
+    output: PartTarget
+    quarantine: PartTarget
+    summary: PartTarget
+    heartbeat: PartTarget
 
     @classmethod
-    def in_folder(cls, folder: Path, shard: Shard) -> ShardParts:
+    def in_folder(cls, folder: PartTarget, shard: Shard) -> ShardParts:
         """The parts of `shard` in `folder` (`part-0002.jsonl` and so on)."""
         stem = f"part-{shard.number:04d}"
-        return cls(
-            output=folder / f"{stem}.jsonl",
-            quarantine=folder / f"{stem}.quarantine.jsonl",
-            summary=folder / f"{stem}.summary.json",
-            heartbeat=folder / f"{stem}.alive",
+        names = (f"{stem}.jsonl", f"{stem}.quarantine.jsonl", f"{stem}.summary.json")
+        output, quarantine, summary, heartbeat = (
+            folder.child(name) if isinstance(folder, Location) else folder / name
+            for name in (*names, f"{stem}.alive")
         )
+        return cls(output=output, quarantine=quarantine, summary=summary, heartbeat=heartbeat)
+
+    def files(self) -> tuple[PartTarget, ...]:
+        """Every file (object) of the part."""
+        return (self.output, self.quarantine, self.summary, self.heartbeat)
 
 
-def parts_folder(output: Path, run_id: str) -> Path:
-    """The folder beside `output` where one sharded run's parts go."""
+@overload
+def parts_folder(output: Path, run_id: str) -> Path: ...
+@overload
+def parts_folder(output: Location, run_id: str) -> Location: ...
+@overload
+def parts_folder(output: PartTarget, run_id: str) -> PartTarget: ...
+def parts_folder(output: PartTarget, run_id: str) -> PartTarget:
+    """Where one sharded run's parts go: a folder beside a local `output`
+    (`.<name>.shards-<run id>`), a prefix beside one on a store (`.<name>.parts-<run id>`)."""
+    if isinstance(output, Location):
+        return output.sibling(f".{output.name}.parts-{run_id}")
     return output.with_name(f".{output.name}.shards-{run_id}")
 
 
-def write_summary(path: Path, summary: dict[str, Any]) -> None:
+def stale_parts(output: Location, run_id: str) -> list[str]:
+    """Remove the part prefixes that other sharded runs on `output` left (a parent that
+    crashed before its merge); returns what it removed, one sentence each.
+
+    Like `storage.recover_objects`, call it when no other run writes `output`.
+    """
+    own = f".{output.name}.parts-{run_id}"
+    done = []
+    for stale in output.siblings(f".{output.name}.parts-"):
+        if stale.name != own:
+            stale.remove_tree()
+            done.append(f"removed {stale}, the parts of a sharded run that did not finish")
+    return done
+
+
+def beat(path: PartTarget) -> None:
+    """One heartbeat: touch the file, or write the object anew (its content changes)."""
+    if isinstance(path, Location):
+        path.write_bytes(f"{time.time():.3f} {os.getpid()}".encode())
+    else:
+        path.touch()
+
+
+def beat_mark(path: PartTarget) -> float | bytes | None:
+    """What changes with each heartbeat: the file's time, the object's content (the
+    reader compares it with its own clock, never another host's); None when absent."""
+    if isinstance(path, Location):
+        try:
+            return path.read_bytes()
+        except Exception:  # absent, or the store did not answer: no beat seen this time
+            return None
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def write_summary(path: PartTarget, summary: dict[str, Any]) -> None:
     """Write a shard's summary atomically (after its parts are in place)."""
+    text = json.dumps(summary, default=str)
+    if isinstance(path, Location):
+        path.write_bytes(text.encode("utf-8"))  # one PUT: whole or absent
+        return
     staged = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    staged.write_text(json.dumps(summary, default=str), encoding="utf-8")
+    staged.write_text(text, encoding="utf-8")
     os.replace(staged, path)
 
 
-def read_summary(path: Path) -> dict[str, Any]:
+def read_summary(path: PartTarget) -> dict[str, Any]:
     """A shard's summary, or a clear error when the shard left none."""
     try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        data: dict[str, Any] = json.loads(raw.decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise RuntimeError(
             f"the shard's summary {path} cannot be read ({exc}); the shard did not finish:"
@@ -194,8 +268,8 @@ def read_summary(path: Path) -> dict[str, Any]:
     return data
 
 
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
+def _jsonl(path: PartTarget) -> Iterator[dict[str, Any]]:
+    with open_bytes(path) as handle:
         for line in handle:
             if line.strip():
                 yield json.loads(line)
@@ -209,7 +283,9 @@ class SourceCensus:
     keys: Keys
 
 
-def census(source: str | Path, shards: list[Shard], key_field: str | None) -> SourceCensus:
+def census(
+    source: str | Path | Location, shards: list[Shard], key_field: str | None
+) -> SourceCensus:
     """Records per shard and the key counts of the whole file (one streaming pass)."""
     keys = Keys(key_field)
     per_shard = [0] * len(shards)
@@ -231,8 +307,8 @@ def merge_parts(
     shards: list[Shard],
     parts: list[ShardParts],
     expected: SourceCensus,
-    output: Path,
-    quarantine: Path,
+    output: PartTarget,
+    quarantine: PartTarget,
     schema: type[BaseModel] | None,
 ) -> tuple[RunTotals, list[dict[str, Any]]]:
     """Write `output` and `quarantine` from the shards' parts, in shard order, exactly once.
@@ -252,21 +328,29 @@ def merge_parts(
 
 
 def remove_parts(parts: list[ShardParts]) -> None:
-    """Remove the shards' part files, and their folder once it is empty."""
+    """Remove the shards' part files, and their folder once it is empty; on a store, every
+    object under the parts' prefix (also what a crashed shard's commit left there)."""
+    folders: dict[str, Location] = {}
     for part in parts:
-        for path in (part.output, part.quarantine, part.summary, part.heartbeat):
-            path.unlink(missing_ok=True)
-    for folder in {part.output.parent for part in parts}:
+        for path in part.files():
+            if isinstance(path, Location):
+                folder = Location(path.fs.unstrip_protocol(path.folder), path.fs, path.folder)
+                folders[folder.url] = folder
+            else:
+                path.unlink(missing_ok=True)
+    for location in folders.values():
+        location.remove_tree()
+    for local in {p.output.parent for p in parts if isinstance(p.output, Path)}:
         with suppress(OSError):
-            folder.rmdir()
+            local.rmdir()
 
 
 def _merge(
     shards: list[Shard],
     parts: list[ShardParts],
     expected: SourceCensus,
-    output: Path,
-    quarantine: Path,
+    output: PartTarget,
+    quarantine: PartTarget,
     schema: type[BaseModel] | None,
 ) -> tuple[RunTotals, list[dict[str, Any]]]:
     totals = RunTotals()

@@ -224,6 +224,11 @@ class Location:
         path = str(PurePosixPath(self.path).with_name(name))
         return Location(self.fs.unstrip_protocol(path), self.fs, path)
 
+    def child(self, name: str) -> Location:
+        """The object called `name` under this one taken as a folder (a prefix)."""
+        path = f"{self.path.rstrip('/')}/{name}"
+        return Location(self.fs.unstrip_protocol(path), self.fs, path)
+
     def open_read(self, block_size: int = BLOCK_SIZE) -> IO[bytes]:
         """A binary file reading the object in chunks of `block_size` (never all at once)."""
         from fsspec.spec import AbstractBufferedFile
@@ -277,3 +282,10 @@ class Location:
         """Remove the object; one already gone is fine."""
         with suppress(FileNotFoundError):
             self.fs.rm_file(self.path)
+
+    def remove_tree(self) -> None:
+        """Remove every object under this one taken as a folder (a prefix), and itself."""
+        self.fs.invalidate_cache(self.path)
+        with suppress(FileNotFoundError):
+            self.fs.rm(self.path, recursive=True)
+        self.remove()

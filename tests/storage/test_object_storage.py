@@ -302,14 +302,15 @@ def test_collisions_refused_between_urls(
             tmp_path,
             storage_options=s3_options,
         )
-    with pytest.raises(InvalidInputError, match="shards read and write local files"):
-        night(
+    with pytest.raises(InvalidInputError, match="both on local paths or both on object storage"):
+        night(  # a sharded run too (tests/storage/test_sharded_object_storage.py runs them)
             chat_model,
             source,
             f"s3://{bucket}/o.jsonl",
-            f"s3://{bucket}/b.jsonl",
+            str(tmp_path / "bad.jsonl"),
             tmp_path,
             shards=2,
+            storage_options=s3_options,
         )
     assert sorted(s3.ls(bucket, detail=False)) == [f"{bucket}/in.jsonl"]  # no probe left
 
