@@ -85,16 +85,22 @@ class RequestLog:
     def _client_pid(self, scope: Any) -> int | None:
         """The process on the other end of the request's connection (looked up once per port)."""
         port = (scope.get("client") or (None, None))[1]
+        server = (scope.get("server") or (None, None))[1]
         if port is None:
             return None
         if port not in self._pids:
             import psutil
 
+            # The client's end: its own port, and the server's as the other end (another
+            # connection of another process may use the same local port to another server).
             self._pids[port] = next(
                 (
                     c.pid
                     for c in psutil.net_connections(kind="tcp")
-                    if c.laddr and c.laddr.port == port and c.raddr
+                    if c.laddr
+                    and c.laddr.port == port
+                    and c.raddr
+                    and (server is None or c.raddr.port == server)
                 ),
                 None,
             )
