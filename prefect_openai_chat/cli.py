@@ -4,7 +4,7 @@ Example:
     $ prefect-openai-chat --version
     $ prefect-openai-chat demo                     # the local simulator, no key, no cost
     $ prefect-openai-chat demo --real --records 20 # OPENAI_API_KEY: real, paid calls
-    $ prefect-openai-chat simulator --profile flaky --port 8787 --seed 7
+    $ prefect-openai-chat simulator --profile flaky --port 18787 --seed 7
     $ prefect-openai-chat setup --chat-model nightly-chat-model
 """
 
@@ -126,20 +126,30 @@ def _add_setup(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="gpt-4o-mini-2024-07-18",
         help="model of the ChatModel block (default: gpt-4o-mini-2024-07-18)",
     )
+    setup.add_argument(
+        "--allow-temporary-server",
+        action="store_true",
+        help="save the blocks even when PREFECT_API_URL is not set, to a temporary server"
+        " thrown away when the command ends (without it, setup refuses)",
+    )
     setup.set_defaults(handler=_run_setup)
 
 
 def _run_setup(args: argparse.Namespace) -> int:
-    from prefect_openai_chat.setup import save_blocks, temporary_server_warning
+    from prefect_openai_chat.setup import required_key, save_blocks, temporary_server_warning
 
-    warning = temporary_server_warning()
-    if warning:
-        print(warning, file=sys.stderr)
     try:
-        credentials, chat_model = save_blocks(args.credentials, args.chat_model, args.model)
+        required_key()
     except ValueError as exc:
         print(f"setup failed: {exc}", file=sys.stderr)
         return 2
+    warning = temporary_server_warning()
+    if warning and not args.allow_temporary_server:
+        print(f"setup failed: {warning}", file=sys.stderr)
+        return 2
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    credentials, chat_model = save_blocks(args.credentials, args.chat_model, args.model)
     print(f"saved OpenAICredentials block {credentials!r} and ChatModel block {chat_model!r}")
     if warning:
         print("they went to a temporary server and are gone: see the warning", file=sys.stderr)
@@ -177,9 +187,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Entry point of the console script.
+
+    A misuse (an `InvalidInputError`, a path that cannot be used, any `OSError`) is one
+    line on stderr saying what was wrong and what to do, and exit code 2 as argparse
+    gives for a bad option; never a traceback.
+    """
     args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except Exception as exc:
+        if not is_misuse(exc):
+            raise
+        print(f"prefect-openai-chat {args.command}: error: {misuse_message(exc)}", file=sys.stderr)
+        return 2
+
+
+def is_misuse(exc: BaseException) -> bool:
+    """What the user can fix: an `InvalidInputError`, an `OSError`, a server that cannot
+    be reached (looked up lazily, so that `--help` imports neither the SDK nor httpx)."""
+    if isinstance(exc, OSError):
+        return True
+    errors, httpx = sys.modules.get("prefect_openai_chat.errors"), sys.modules.get("httpx")
+    if errors is not None and isinstance(exc, errors.InvalidInputError):
+        return True
+    return httpx is not None and isinstance(exc, httpx.TransportError)
+
+
+def misuse_message(exc: BaseException) -> str:
+    """One line saying what was wrong and what to do about it."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename is not None:
+        what = exc.strerror or type(exc).__name__
+        return (
+            f"{what}: {str(exc.filename)!r}; choose another path, or fix that one"
+            " (it must be a folder you may write to when it is an output)"
+        )
+    if isinstance(exc, OSError):
+        return f"{text}; check the address, the path or the permission it names, and retry"
+    httpx = sys.modules.get("httpx")
+    if httpx is not None and isinstance(exc, httpx.TransportError):
+        try:
+            where = f" {exc.request.url}"
+        except RuntimeError:  # no request attached
+            where = ""
+        return (
+            f"cannot reach{where} ({text}); start that server (`prefect server start` for"
+            " the Prefect API) or fix its address (PREFECT_API_URL, OPENAI_BASE_URL)"
+        )
+    return text
 
 
 if __name__ == "__main__":

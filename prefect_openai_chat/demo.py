@@ -72,6 +72,24 @@ def check_profile(profile: str) -> None:
         )
 
 
+def output_folder(output: str) -> Path:
+    """The demo's output folder, created when missing; `DemoError` when it cannot be."""
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise DemoError(
+            f"--output {output!r} is a file, not a folder; give a folder for the demo's"
+            " files (it is created when missing), e.g. --output prefect-openai-chat-demo"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DemoError(
+            f"--output {output!r} cannot be created ({exc.strerror or exc}); give a folder"
+            " you may write to, e.g. --output prefect-openai-chat-demo"
+        ) from exc
+    return out
+
+
 def _client_url(credentials: Any) -> str:
     """Where a client built from these credentials really sends its requests."""
     return str(credentials.get_client().base_url).rstrip("/")
@@ -182,8 +200,7 @@ def run_demo(
 
     from prefect_openai_chat.flows import extract_records
 
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(output)
     source = _sample(records, out)
     started = time.perf_counter()
     with (

@@ -7,10 +7,11 @@ import os
 from pydantic import SecretStr
 
 TEMPORARY_SERVER_WARNING = (
-    "warning: PREFECT_API_URL is not set, so Prefect starts a temporary server for this"
-    " command alone and throws it away afterwards, with the blocks saved in it."
+    "PREFECT_API_URL is not set, so Prefect would start a temporary server for this"
+    " command alone and throw it away afterwards, with the blocks saved in it."
     " Start a server (`prefect server start`, in its own terminal), point every shell at it"
-    " (`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`), then run this again."
+    " (`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`), then run this again"
+    " (or pass --allow-temporary-server to save them there anyway, e.g. to try the command)."
 )
 
 
@@ -21,6 +22,14 @@ def temporary_server_warning() -> str | None:
     return None if PREFECT_API_URL.value() else TEMPORARY_SERVER_WARNING
 
 
+def required_key() -> str:
+    """OPENAI_API_KEY; ValueError saying what to do when it is not set."""
+    key = os.environ.get("OPENAI_API_KEY")
+    if not key:
+        raise ValueError("OPENAI_API_KEY is not set; export it first (it is stored as a secret)")
+    return key
+
+
 def save_blocks(credentials_name: str, chat_model_name: str, model: str) -> tuple[str, str]:
     """Register the block types, then save the credentials and a ChatModel that uses them.
 
@@ -29,9 +38,7 @@ def save_blocks(credentials_name: str, chat_model_name: str, model: str) -> tupl
     """
     from prefect_openai_chat.blocks import ChatModel, OpenAICredentials
 
-    key = os.environ.get("OPENAI_API_KEY")
-    if not key:
-        raise ValueError("OPENAI_API_KEY is not set; export it first (it is stored as a secret)")
+    key = required_key()
     for block in (OpenAICredentials, ChatModel):
         block.register_type_and_schema()
     credentials = OpenAICredentials(

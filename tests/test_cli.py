@@ -174,8 +174,11 @@ def test_setup_warns_when_no_prefect_server_is_configured(
 ) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    """Issue 24: the blocks would be thrown away with the temporary server, so setup
+    refuses (exit 2) instead of exiting 0 with a warning."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-setup-test-123")
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         assert main(["setup"]) == 2
-    err = capsys.readouterr().err
-    assert "PREFECT_API_URL is not set" in err and "prefect server start" in err
+    captured = capsys.readouterr()
+    assert "PREFECT_API_URL is not set" in captured.err and "prefect server start" in captured.err
+    assert "--allow-temporary-server" in captured.err and "saved" not in captured.out

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction import templates
-from prefect_openai_chat.flows.sources import Source, SourceItem, read_records
+from prefect_openai_chat.flows.sources import Source, SourceItem, has_key, read_records
 from prefect_openai_chat.storage import Location
 from prefect_openai_chat.tasks._common import run_logger
 
@@ -57,36 +57,51 @@ def template_fields(prompt: str) -> set[str]:
         raise InvalidInputError(str(exc)) from exc
 
 
-def check_template_against(items: Iterable[SourceItem], fields: set[str]) -> tuple[int, int]:
-    """Raise when the template names a field that no readable record of the source has.
+def check_template_against(
+    items: Iterable[SourceItem], fields: set[str], key_field: str | None = None
+) -> tuple[int, int]:
+    """Raise when the template names a field that no readable record of the source has,
+    or when `key_field` is missing (or null, or blank) on every readable record.
 
     Returns how many items and readable records were looked at (it stops early once
-    every field was seen): (0, 0) for an empty source.
+    every field and a key were seen): (0, 0) for an empty source.
     """
     missing = set(fields)
+    keyed = not key_field
     seen = readable = 0
+    names: dict[str, None] = {}  # the fields the records have, in order, for the message
     for item in items:
         seen += 1
         if item.record is not None:
             readable += 1
             missing -= item.record.keys()
-            if not missing:
+            keyed = keyed or has_key(item.record, key_field)
+            if not keyed and len(names) < 50:
+                names.update(dict.fromkeys(map(str, item.record)))
+            if not missing and keyed:
                 return seen, readable
     if missing and readable:
         raise InvalidInputError(
             f"the prompt template names {sorted(missing)}, which no record of the source has;"
             " fix the template or the source"
         )
+    if not keyed and readable:
+        raise InvalidInputError(
+            f"key_field {key_field!r} is missing (or null, or blank) on every record of the"
+            f" source; the records have the fields {list(names)[:20]}: pass one of them as"
+            " key_field, or key_field=None to key the records by their position in the source"
+        )
     return seen, readable
 
 
-def check_source_against_prompt(source: Source, prompt: str) -> None:
-    """Refuse a malformed prompt or one no record fits; warn when the source has no record.
+def check_source_against_prompt(source: Source, prompt: str, key_field: str | None = None) -> None:
+    """Refuse a malformed prompt, one no record fits, or a `key_field` no record has;
+    warn when the source has no record.
 
     An empty source is no error: the run finishes with 0 records and empty files.
     """
     fields = template_fields(prompt)
-    seen, readable = check_template_against(read_records(source), fields)
+    seen, readable = check_template_against(read_records(source), fields, key_field)
     name = str(source) if isinstance(source, str | Path | Location) else "the iterable"
     if not seen:
         run_logger().warning(

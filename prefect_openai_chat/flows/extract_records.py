@@ -190,7 +190,7 @@ def extract_records(
     check_via(via, per_record_tasks)
     run = _check_run(
         source, schema, output, quarantine, batch_size, concurrency, cache, prompt, via,
-        storage_options=storage_options,
+        storage_options=storage_options, key_field=key_field,
     )  # fmt: skip
     if per_record_tasks:  # the same per-record logic as batches, one task run per record
         batch_size = 1
@@ -258,6 +258,7 @@ def _check_run(
     via: str = "online",
     folders: dict[str, Path] | None = None,
     storage_options: Any = None,
+    key_field: str | None = None,
 ) -> _Run:
     """Every check that can fail before the first call; InvalidInputError says what to fix.
 
@@ -287,7 +288,7 @@ def _check_run(
     if ledger_kind(cache) == "postgres":  # a bad URL or a database down: before any call
         open_ledger(cache).close()  # type: ignore[union-attr]
     checked = found if isinstance(found, str | Path | Location) else list(found)  # read twice
-    check_source_against_prompt(checked, prompt)
+    check_source_against_prompt(checked, prompt, key_field)
     return _Run(model_cls, checked, out_path, quarantine_path)
 
 

@@ -10,8 +10,9 @@ How physical lines map to items:
 
 * JSONL: one item per non-blank line.
 * CSV: the header is the first non-blank record; then one item per non-blank record,
-  numbered by the line it ends on. A quoted field may legitimately span lines, so a
-  record may cover several lines: they make one item. A record that is broken (a quote
+  at the line it starts on and keyed by its number (1 for the first after the header).
+  A quoted field may legitimately span lines, so a record may cover several lines:
+  they make one item. A record that is broken (a quote
   never closed, or closed and followed by something else than a comma, RFC 4180 read
   strictly) gives one quarantined item per non-blank physical line it covers: the line
   where the quoted field starts says what is wrong, every other line says which line
@@ -74,7 +75,7 @@ class SourceItem:
     record: dict[str, Any] | None = None
     error: str | None = None
     raw: str | dict[str, Any] | None = None  # the line as read, or a set-aside record
-    key: str = ""  # the `key_field` value, else the line number (set by `read_records`)
+    key: str = ""  # the `key_field` value, else the line (JSONL) or record (CSV) number
     kind: str = "unreadable"  # why `record` is None: "unreadable" or "duplicate"
 
     def __post_init__(self) -> None:
@@ -83,11 +84,13 @@ class SourceItem:
 
 
 class Keys:
-    """The key of every item read so far: the `key_field` value, else the line number.
+    """The key of every item read so far: the `key_field` value, else the item's own key
+    (a JSONL line number, a CSV record number).
 
-    A record whose `key_field` is missing, null or blank gets its line number. A key seen
+    A record whose `key_field` is missing, null or blank keeps its own key. A key seen
     before sets the later record aside (kind "duplicate", never sent, quarantined with
     the line of the first), so the output never holds two rows with one key.
+    `first_line` maps each key that is not its line number to its line.
     """
 
     def __init__(self, field: str | None) -> None:
@@ -99,13 +102,14 @@ class Keys:
     def assign(self, item: SourceItem) -> SourceItem:
         """The item with its key; a set-aside item when the key was seen before."""
         if not self.field or item.record is None:
-            return item  # unreadable items keep their line number and claim no key
+            if not self.field and item.key != str(item.line):  # a CSV record's number
+                self.first_line[item.key] = item.line
+            return item  # unreadable items keep their own key and claim no other
         key = item.key
-        value = item.record.get(self.field)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            self.missing += 1
+        if has_key(item.record, self.field):
+            key = str(item.record[self.field])
         else:
-            key = str(value)
+            self.missing += 1
         first = self.first_line.setdefault(key, item.line)
         if first == item.line:
             return replace(item, key=key)
@@ -119,6 +123,12 @@ class Keys:
             key=key,
             kind="duplicate",
         )
+
+
+def has_key(record: Mapping[str, Any], key_field: str | None) -> bool:
+    """Whether `record` holds a usable `key_field` value (not missing, null or blank)."""
+    value = record.get(key_field) if key_field else None
+    return value is not None and not (isinstance(value, str) and not value.strip())
 
 
 def check_source(source: Source, storage_options: Mapping[str, Any] | None = None) -> Source:
@@ -634,10 +644,13 @@ def _csv_records(lines: Iterator[_Line]) -> Iterator[_CsvRecord]:
 
 
 def _read_csv(path: _File) -> Iterator[SourceItem]:
+    """The CSV's items, keyed by their number (1 for the first after the header); each
+    item's `line` is the physical line where its record starts, to find it in the file."""
     records = _csv_records(_lines(path))
     header = _csv_header(path, records)
-    for record in records:
-        yield from _csv_items(record, header)
+    items = (item for record in records for item in _csv_items(record, header))
+    for number, item in enumerate(items, start=1):
+        yield replace(item, key=str(number))
 
 
 def _csv_header(path: _File, records: Iterator[_CsvRecord]) -> list[str]:
@@ -688,7 +701,7 @@ def _csv_items(record: _CsvRecord, header: list[str]) -> Iterator[SourceItem]:
     fields = record.fields
     if not any(field.strip() for field in fields) or not header:
         return
-    number = record.lines[-1].number
+    number = record.lines[0].number  # where the record starts
     raw = _line_end("".join(line.text for line in record.lines))[0]
     if error := next((line.error for line in record.lines if line.error), None):
         yield SourceItem(number, error=error, raw=raw)

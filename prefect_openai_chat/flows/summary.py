@@ -95,7 +95,7 @@ class RunTotals:
             )
         if keys.missing:
             run_logger().warning(
-                "%d records have no %r: they are keyed by their line number",
+                "%d records have no %r: they are keyed by their line (a CSV: record) number",
                 keys.missing,
                 keys.field,
             )

@@ -1,4 +1,4 @@
-"""`python -m prefect_openai_chat.simulator --profile flaky --port 8787 --seed 7`."""
+"""`python -m prefect_openai_chat.simulator --profile flaky --port 18787 --seed 7`."""
 
 import sys
 

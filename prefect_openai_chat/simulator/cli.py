@@ -22,7 +22,21 @@ from prefect_openai_chat.simulator.faults import FAULT_DOCS
 from prefect_openai_chat.simulator.profiles import PROFILE_DOCS, PROFILES, settings_for
 from prefect_openai_chat.simulator.settings import OutageWindow, SimulatorSettings
 
-DESCRIPTION = "Serve an OpenAI-compatible Chat Completions simulator on loopback."
+DESCRIPTION = (
+    "Serve an OpenAI-compatible Chat Completions simulator on loopback (or, with"
+    " --host 0.0.0.0, on every interface, for a worker in another container)."
+)
+DEFAULT_PORT = 18787
+"""The suggested port: 8787 (the old one) is Dask's dashboard and RStudio Server's; 18787
+is no common tool's default (not Dask, Jupyter 8888, Prefect 4200, Ollama 11434, Monero
+18080-18089, RabbitMQ 15672, Jaeger 16686) and is below the ephemeral ranges (32768 on
+Linux, 49152 on Windows and macOS), so no outgoing connection takes it."""
+ALL_INTERFACES = ("0.0.0.0", "::")
+EXPOSED_WARNING = (
+    "warning: --host {host} serves the simulator on every network interface: other"
+    " machines and containers can reach it, with no protection but its API key. It is a"
+    " test server; keep it on a private network"
+)
 
 
 def _epilog() -> str:
@@ -31,8 +45,8 @@ def _epilog() -> str:
     return (
         f"profiles:\n{profiles}\n\nfaults (for --fault, --script and the x-simulator-fault "
         f"request header):\n{faults}\n\nexample:\n  prefect-openai-chat simulator --profile "
-        "flaky --port 8787 --seed 7\n  then: OpenAI(base_url='http://127.0.0.1:8787/v1', "
-        "api_key='sk-simulator')"
+        f"flaky --port {DEFAULT_PORT} --seed 7\n  then: OpenAI(base_url="
+        f"'http://127.0.0.1:{DEFAULT_PORT}/v1', api_key='sk-simulator')"
     )
 
 
@@ -54,10 +68,17 @@ def _add_server_options(group: Any) -> None:
         "--profile", default="ideal", choices=list(PROFILES), help="Behaviour preset (see below)."
     )
     group.add_argument(
-        "--host", default="127.0.0.1", help="Loopback address to bind (default 127.0.0.1)."
+        "--host",
+        default="127.0.0.1",
+        type=_host,
+        help="Address to bind: loopback (127.0.0.1, ::1, localhost; the default 127.0.0.1),"
+        " or 0.0.0.0 / :: for every interface, with a warning.",
     )
     group.add_argument(
-        "--port", type=int, default=8787, help="Port to bind; 0 picks a free one (default 8787)."
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"Port to bind, 1 to 65535; 0 picks a free one (default {DEFAULT_PORT}).",
     )
     group.add_argument(
         "--api-key",
@@ -79,6 +100,40 @@ def _add_server_options(group: Any) -> None:
         metavar="JSON",
         help="Any settings as one JSON object (applied after the profile).",
     )
+
+
+def _port(text: str) -> int:
+    """A port number for argparse: 0 to 65535 (0 picks a free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port: give a number from 1 to 65535 (or 0 to pick a free one),"
+            f" e.g. {DEFAULT_PORT}"
+        )
+    return port
+
+
+def _host(text: str) -> str:
+    """A host for argparse: a loopback address, or every interface (0.0.0.0, ::)."""
+    from prefect_openai_chat.simulator.server import check_loopback
+
+    if text in ALL_INTERFACES:
+        return text
+    try:
+        return check_loopback(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a loopback address: use 127.0.0.1, ::1 or localhost, or 0.0.0.0"
+            " (or ::) to serve every interface, e.g. for a worker in another container"
+        ) from None
+
+
+def host_warning(host: str) -> str | None:
+    """The warning to print before serving on `host`: None for a loopback address."""
+    return EXPOSED_WARNING.format(host=host) if host in ALL_INTERFACES else None
 
 
 def _add_fault_options(group: Any) -> None:
@@ -243,14 +298,16 @@ def run(args: argparse.Namespace) -> int:
         from prefect_openai_chat.simulator.app import create_app
         from prefect_openai_chat.simulator.server import bind_socket, uvicorn_config
 
-        sock = bind_socket(args.host, args.port)
-    except (ValueError, OSError) as exc:
+        sock = bind_socket(args.host, args.port, loopback_only=args.host not in ALL_INTERFACES)
+    except (ValueError, OSError, OverflowError) as exc:
         print(f"prefect-openai-chat simulator: error: {exc}", file=sys.stderr)
         return 2
     import uvicorn
 
     from prefect_openai_chat.simulator.runner import READY_PREFIX
 
+    if warning := host_warning(args.host):
+        print(warning, file=sys.stderr, flush=True)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     server = uvicorn.Server(uvicorn_config(create_app(settings), args.log_level))

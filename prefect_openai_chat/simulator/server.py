@@ -65,9 +65,11 @@ def check_loopback(host: str) -> str:
     return "127.0.0.1" if host == "localhost" else host
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on loopback `host`:`port` (0 picks a free port)."""
-    host = check_loopback(host)
+def bind_socket(host: str, port: int, loopback_only: bool = True) -> socket.socket:
+    """A listening TCP socket on loopback `host`:`port` (0 picks a free port); any
+    address with `loopback_only=False` (the CLI's `--host 0.0.0.0`)."""
+    if loopback_only:
+        host = check_loopback(host)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -212,5 +212,6 @@ def test_a_csv_row_that_is_not_utf8_is_quarantined(
     assert (summary["records"], summary["valid"], summary["quarantined"]) == (3, 2, 1)
     (bad,) = read_jsonl(tmp_path / "bad.jsonl")
     assert bad["reason"].startswith(f"line {bad_line} is not valid UTF-8: byte 0xe9")
-    assert bad["line"] == bad_line + 1  # a CSV row is numbered by the line it ends on
+    assert bad["line"] == bad_line  # a CSV row is at the line it starts on (issue 24)
+    assert bad["key"] == "2"  # keyed by its record number: ticket_id is not readable
     assert fresh_sim.stats().requests == 2

@@ -73,7 +73,8 @@ def test_csv_rows_quoted_newlines_and_wrong_field_counts(tmp_path: Path) -> None
     items = list(read_records(path))
 
     assert items[0].record == {"id": "1", "subject": "Hello", "body": "two\nlines"}
-    assert items[0].line == 3  # the line the row ends on
+    assert items[0].line == 2  # the line the row starts on
+    assert [item.key for item in items] == ["1", "2", "3", "4"]  # record numbers
     assert (items[1].line, items[1].error) == (4, "CSV line 4 has 2 fields, the header has 3")
     assert items[1].raw == "2,Short"
     assert (items[2].line, items[2].error) == (6, "CSV line 6 has 4 fields, the header has 3")

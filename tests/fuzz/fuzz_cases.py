@@ -463,7 +463,8 @@ class RecordPlan:
     words: str
     extra: Any
     answer: AnswerPlan
-    key: str = ""  # the line number the plugin reports (set by the layout)
+    key: str = ""  # the key the plugin reports (set by the layout)
+    line: str = ""  # the line it starts on, in a file (set by the layout)
 
     @property
     def marker(self) -> str:
@@ -510,7 +511,7 @@ class Case:
             content = r.answer.content or r.answer.refusal or ""
             shown = content if len(content) < 200 else content[:200] + f"... ({len(content)})"
             lines.append(
-                f"  record {r.number} line {r.key or '?'}: {r.quirk} ({r.fate}),"
+                f"  record {r.number} line {r.line or '?'} key {r.key or '?'}: {r.quirk} ({r.fate}),"
                 f" answer {r.answer.kind}: {shown!r}"
             )
         return "\n".join(lines)

@@ -4,8 +4,8 @@
 simulator's answer for each record (`SimulatorSettings.answers`, by the record's marker),
 runs the flow twice on one ledger, and asserts after each run:
 
-1. every non-blank input record ends exactly once: its key (its line number) is in the
-   output or in the quarantine, once, and no other key is;
+1. every non-blank input record ends exactly once: its key (its line number; a CSV
+   record's number) is in the output or in the quarantine, once, and no other key is;
 2. each output row, read back (JSONL with a parser that refuses NaN, Parquet with
    pyarrow, SQLite with sqlite3), equals the value the record's answer validates to; a
    record whose answer does not validate into a storable value is in the quarantine
@@ -108,14 +108,19 @@ def write_file(case: Case, path: Path) -> None:
     lines: list[bytes] = []
     if case.source_kind == "csv":
         lines.append(b"text,n,n" if case.duplicate_header else b"text,n")
+    items = 0  # a CSV's items so far: its key is its number (issue 24)
+    swallowed = False  # after an unterminated quote: one item per non-blank physical line
     for index, record in enumerate(case.records):
         lines += _blanks(case.blank_lines.count(index))
+        record.line = str(sum(1 + line.count(b"\n") for line in lines) + 1)  # where it starts
         if case.source_kind == "csv":
             lines.append(_csv_line(record, newline))
+            swallowed = swallowed or record.quirk == "unterminated"
+            items += 1 + lines[-1].count(b"\n") if swallowed else 1
+            record.key = str(items)  # after an open quote: the item of its last line
         else:
             lines.append(_jsonl_line(record))
-        # the physical line it ends on: a CSV record spanning lines is reported at its last
-        record.key = str(sum(1 + line.count(b"\n") for line in lines))
+            record.key = record.line  # a JSONL record's key is its line number
     lines += _blanks(case.blank_lines.count(len(case.records)))
     data = newline.encode().join(lines) + newline.encode()
     path.write_bytes((codecs.BOM_UTF8 if case.bom else b"") + data)
@@ -371,7 +376,7 @@ def _check_refusal(
         problems.append(f"the refused run wrote {written}")
     if sim.stats().requests:
         problems.append(f"the refused run made {sim.stats().requests} requests")
-    if not case.duplicate_header and not any(r.key in str(exc) for r in unterminated):
+    if not case.duplicate_header and not any(r.line in str(exc) for r in unterminated):
         problems.append(f"the refusal does not name the unterminated quote's line: {exc}")
     if problems:
         raise _fail(case, "; ".join(problems))
