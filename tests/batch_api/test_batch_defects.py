@@ -208,7 +208,14 @@ def test_an_upload_error_echoing_the_key_is_redacted_everywhere(
     run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
         runs = FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
-        for task_run in client.read_task_runs(flow_run_filter=runs):
+        # task runs reach the API as events, written a moment after the flow ends
+        deadline = time.monotonic() + 30
+        while True:
+            task_runs = client.read_task_runs(flow_run_filter=runs)
+            if any("submit batches" in t.name for t in task_runs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for task_run in task_runs:
             texts[f"task run {task_run.name}"] = task_run.model_dump_json()
         for flow_state in client.read_flow_run_states(run_id):
             texts[f"flow state {flow_state.name}"] = flow_state.model_dump_json()

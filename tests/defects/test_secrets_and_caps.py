@@ -25,6 +25,12 @@ from defect_support import MESSAGES, run_task, sim_model
 from prefect import flow
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowFilter,
+    FlowFilterName,
+)
 from prefect.utilities.dispatch import lookup_type, register_type
 from pydantic import BaseModel, SecretStr
 from registry_support import clear_resilience
@@ -75,7 +81,9 @@ def leaks(text: str) -> list[str]:
 def stored_texts() -> dict[str, str]:
     """What the Prefect API holds: flow runs (with parameters), block documents, artifacts."""
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(limit=200)
+        # this file's flow only: a whole suite's runs are more than one page
+        asks = FlowFilter(name=FlowFilterName(any_=["secrets-ask"]))
+        runs = client.read_flow_runs(flow_filter=asks, limit=200)
         return {
             "flow runs": "\n".join(run.model_dump_json() for run in runs),
             "block documents": "\n".join(
@@ -179,7 +187,8 @@ def run_refusals(
     )
     with get_client(sync_client=True) as client:
         run_id = state.state_details.flow_run_id
-        artifacts = [a for a in client.read_artifacts() if a.flow_run_id == run_id]
+        of_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        artifacts = client.read_artifacts(artifact_filter=of_run)
     return state.result(), artifacts
 
 
