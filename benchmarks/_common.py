@@ -80,6 +80,38 @@ def peak_rss_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+CHILD_RESULT = "RESULT "  # how a benchmark's child process marks its figures on stdout
+
+
+def report_child_night(summary: dict[str, Any], before_kib: int, wall_s: float) -> None:
+    """Print, from a child process, the figures of the night it ran (read by `child_figures`)."""
+    import json
+
+    figures = {
+        "peak_kib": peak_rss_kib(),
+        "before_kib": before_kib,
+        "wall_s": wall_s,
+        "records": summary["records"],
+        "valid": summary["valid"],
+        "quarantined": summary["quarantined"],
+    }
+    print(CHILD_RESULT + json.dumps(figures), flush=True)
+
+
+def child_figures(command: Sequence[str], what: str, **options: Any) -> dict[str, float]:
+    """Run a child night (`command`) and read back what `report_child_night` printed."""
+    import json
+    import subprocess
+
+    done = subprocess.run(list(command), capture_output=True, text=True, check=False, **options)
+    found = [line for line in done.stdout.splitlines() if line.startswith(CHILD_RESULT)]
+    if done.returncode != 0 or not found:
+        sys.stderr.write(done.stdout[-3000:] + done.stderr[-5000:])
+        raise SystemExit(f"{what} failed (exit {done.returncode})")
+    figures: dict[str, float] = json.loads(found[-1][len(CHILD_RESULT) :])
+    return figures
+
+
 async def extract_tickets(
     model: Any, records: list[dict[str, Any]], concurrency: int, cache: Any = False
 ) -> Any:

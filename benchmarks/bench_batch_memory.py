@@ -30,21 +30,26 @@ import asyncio
 import itertools
 import json
 import logging
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import chat_model, extract_tickets, peak_rss_kib, tickets, verdict
+from _common import (
+    chat_model,
+    child_figures,
+    extract_tickets,
+    report_child_night,
+    tickets,
+    verdict,
+)
 
 from prefect_openai_chat.examples.tickets import TICKET_INSTRUCTIONS, TICKET_PROMPT
 from prefect_openai_chat.simulator import Simulator
 
 TARGET = 1.5
 SCHEMA = "prefect_openai_chat.examples.tickets:SupportTicket"
-RESULT = "RESULT "
 BATCH_SIZE = 100  # the flow's default
 CONCURRENCY = 16
 
@@ -90,15 +95,7 @@ def child(path: str, source: str, base_url: str, api_key: str, workdir: str) -> 
         start = time.perf_counter()
         summary = asyncio.run(batch_path(model, Path(source), work))
         wall = time.perf_counter() - start
-    figures = {
-        "peak_kib": peak_rss_kib(),
-        "before_kib": before,
-        "wall_s": wall,
-        "records": summary["records"],
-        "valid": summary["valid"],
-        "quarantined": summary["quarantined"],
-    }
-    print(RESULT + json.dumps(figures), flush=True)
+    report_child_night(summary, before, wall)
     return 0
 
 
@@ -137,12 +134,7 @@ def measure(path: str, count: int, base: Path, base_url: str, api_key: str) -> d
         for record in tickets(count, seed=7):
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     command = [sys.executable, __file__, "--child", path, str(source), base_url, api_key, str(work)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
-    if done.returncode != 0 or not lines:
-        sys.stderr.write(done.stdout[-3000:] + done.stderr[-5000:])
-        raise SystemExit(f"the child run over {count} records failed (exit {done.returncode})")
-    figures: dict[str, float] = json.loads(lines[-1][len(RESULT) :])
+    figures = child_figures(command, f"the child run over {count} records")
     print(
         f"{path} {count:7d} records: peak RSS {figures['peak_kib'] / 1024:7.1f} MiB"
         f" (RSS before the work {figures['before_kib'] / 1024:.1f} MiB),"

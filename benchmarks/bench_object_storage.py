@@ -41,14 +41,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _common import chat_model, median, peak_rss_kib, rounds, tickets, verdict
+from _common import (
+    chat_model,
+    child_figures,
+    median,
+    peak_rss_kib,
+    report_child_night,
+    rounds,
+    tickets,
+    verdict,
+)
 
 from prefect_openai_chat.simulator import Simulator
 
 TARGET = 1.1
 BUCKET = "bench"
 SCHEMA = "prefect_openai_chat.examples.tickets:SupportTicket"
-RESULT = "RESULT "
 KEY_ID = "bench-key-id-0123"  # moto takes any credentials
 SECRET = "bench-secret-0123456789"
 
@@ -126,15 +134,7 @@ def child(source: str, output: str, quarantine: str, base_url: str, api_key: str
             cache=False,
         )
         wall = time.perf_counter() - start
-    figures = {
-        "peak_kib": peak_rss_kib(),
-        "before_kib": before,
-        "wall_s": wall,
-        "records": summary["records"],
-        "valid": summary["valid"],
-        "quarantined": summary["quarantined"],
-    }
-    print(RESULT + json.dumps(figures), flush=True)
+    report_child_night(summary, before, wall)
     return 0
 
 
@@ -170,14 +170,8 @@ def night(
         output, quarantine = f"{base}/out.jsonl", f"{base}/quarantine.jsonl"
     command = [sys.executable, __file__, "--child", source, output, quarantine]
     command += [sim.base_url, sim.api_key]
-    done = subprocess.run(
-        command, capture_output=True, text=True, check=False, env={**os.environ, **env}
-    )
-    found = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
-    if done.returncode != 0 or not found:
-        sys.stderr.write(done.stdout[-3000:] + done.stderr[-5000:])
-        raise SystemExit(f"the {where} night over {count} records failed (exit {done.returncode})")
-    figures: dict[str, float] = json.loads(found[-1][len(RESULT) :])
+    what = f"the {where} night over {count} records"
+    figures = child_figures(command, what, env={**os.environ, **env})
     written = lines_of(fs, output.split("://")[-1]) + lines_of(fs, quarantine.split("://")[-1])
     fs.invalidate_cache()
     left = sorted(Path(p).name for p in fs.ls(base, detail=False))
