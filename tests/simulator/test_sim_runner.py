@@ -129,13 +129,13 @@ def test_cli_serves_in_the_foreground() -> None:
 
 def test_cli_rejects_bad_options_clearly() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "prefect_openai_chat.simulator", "--host", "0.0.0.0", "--port", "0"],
-        capture_output=True, text=True,
+        [sys.executable, "-m", "prefect_openai_chat.simulator", "--host", "192.0.2.1", "--port", "0"],
+        capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2 and "loopback" in result.stderr
     result = subprocess.run(
         [sys.executable, "-m", "prefect_openai_chat.simulator", "--fault", "503", "--port", "0"],
-        capture_output=True, text=True,
+        capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2 and "NAME=VALUE" in result.stderr
 
