@@ -281,7 +281,7 @@ class _BatchRun:
         ledger, so the next run tries it again; the other records go on.
         """
         try:
-            await self._pay(offset, index, record, text, key, outcomes)
+            outcomes[offset] = await self._pay(index, record, text, key)
         except Exception as exc:
             key_name = self.key_of(index, record)
             outcomes[offset] = _unexpected(index, key_name, exc, "not stored")
@@ -289,15 +289,9 @@ class _BatchRun:
                 "record %s failed unexpectedly; quarantined as error", key_name, exc_info=True
             )
 
-    async def _pay(
-        self,
-        offset: int,
-        index: int,
-        record: Record,
-        text: str,
-        key: str,
-        outcomes: list[RecordOutcome | None],
-    ) -> None:
+    async def _pay(self, index: int, record: Record, text: str, key: str) -> RecordOutcome:
+        """The record's outcome after its extraction (and the task tier's rounds), stored in
+        the ledger when final."""
         policy = self.runner.protection.policy
         spent: list[Extraction[Any]] = []  # earlier rounds were paid for too
         for runs in itertools.count(1):  # the task tier, bounded by `task_retry_delay`
@@ -314,7 +308,6 @@ class _BatchRun:
         outcome = _with_earlier_rounds(
             record_outcome(index, self.key_of(index, record), extraction), spent
         )
-        outcomes[offset] = outcome
         if self.claims is not None and outcome.outcome in FINAL_OUTCOMES:
             try:
                 await self.claims.complete(key, outcome.model_dump_json())  # checkpoint it now
@@ -325,6 +318,7 @@ class _BatchRun:
                     outcome.key,
                     exc_info=True,
                 )
+        return outcome
 
 
 def _with_earlier_rounds(outcome: RecordOutcome, spent: list[Extraction[Any]]) -> RecordOutcome:
