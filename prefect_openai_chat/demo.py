@@ -100,7 +100,7 @@ def _endpoint(
     real: bool, profile: str, seed: int, model: str, credentials_block: str | None
 ) -> Iterator[tuple[Any, str]]:
     """The ChatModel to use and a line saying where the calls go."""
-    from prefect_openai_chat.blocks import ChatModel, OpenAICredentials
+    from prefect_openai_chat.blocks import ChatModel, Circuit, OpenAICredentials, Retries
 
     if credentials_block:
         try:
@@ -127,9 +127,8 @@ def _endpoint(
         chat_model = ChatModel(
             credentials=credentials,
             model=model,
-            backoff_base_s=0.1,
-            backoff_cap_s=2.0,
-            circuit_reset_timeout_s=2.0,
+            retries=Retries(backoff_base_s=0.1, backoff_cap_s=2.0),
+            circuit=Circuit(reset_timeout_s=2.0),
         )
         yield chat_model, f"the local simulator (profile {profile!r}) at {sim.base_url}"
 

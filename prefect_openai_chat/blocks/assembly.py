@@ -18,8 +18,9 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from prefect.exceptions import ObjectNotFound
 
@@ -84,8 +85,11 @@ class RunnerFactory:
             return changed or await _refresh_token(fresh)
 
         fallbacks = [SavedFallback(name, model.model, self) for name in model.fallback_models]
-        runner = self.build(
-            model, fallbacks=fallbacks, reload_credentials=reload_credentials, source=source
+        runner = await off_the_loop(
+            model,
+            lambda: self.build(
+                model, fallbacks=fallbacks, reload_credentials=reload_credentials, source=source
+            ),
         )
         return model, runner
 
@@ -125,26 +129,28 @@ class RunnerFactory:
     @staticmethod
     def protection(model: ChatModel, key: str, fingerprint: str | None = None) -> Protection:
         """Policy, circuit guard and retry budget for calls on the circuit `key`, and the
-        limiter of `model`'s account (`fingerprint`: of its key, when already known)."""
+        limiter of `model`'s account (`fingerprint`: of its key, when already known); each
+        shared with the blocks whose settings are the same (see resilience/registry.py)."""
         redis_url = model.shared_redis_url()
+        circuit = model.circuit.settings()
         guard = get_circuit_guard(
             key,
-            fail_max=model.circuit_failures,
-            reset_timeout_s=model.circuit_reset_timeout_s,
-            success_threshold=model.circuit_successes,
+            fail_max=circuit.fail_max,
+            reset_timeout_s=circuit.reset_timeout_s,
+            success_threshold=circuit.success_threshold,
             redis_url=redis_url,
         )
         # Always a limiter: it learns the limits from the API's headers; the fields cap them.
         limiter = get_rate_limiter(
             model.rate_limit_key(fingerprint),
-            rpm=model.requests_per_minute,
-            tpm=model.tokens_per_minute,
+            rpm=model.limits.requests_per_minute,
+            tpm=model.limits.tokens_per_minute,
             redis_url=redis_url,
         )
         return Protection(
             policy=model.retry_policy(),
             guard=guard,
-            budget=get_retry_budget(key, ratio=model.retry_budget_ratio),
+            budget=get_retry_budget(key, ratio=model.retries.budget_ratio),
             limiter=limiter,
         )
 
@@ -166,11 +172,22 @@ class SavedFallback:
                     f" ChatModel block; save one with ChatModel(...).save({self.name!r}), or"
                     " remove it from fallback_models"
                 ) from None
-            self._runner = self._factory.build(model, name=self.name)
+            self._runner = await off_the_loop(
+                model, lambda: self._factory.build(model, name=self.name)
+            )
         return self._runner
 
 
 ClientKey = tuple[Hashable, Hashable]
+T = TypeVar("T")
+
+
+async def off_the_loop(model: ChatModel, build: Callable[[], T]) -> T:
+    """`build()`, in a worker thread when `model` shares its circuit through Redis: making
+    a circuit guard then reads and initialises its state there, which blocks."""
+    if model.shared_redis_url():
+        return await asyncio.to_thread(build)
+    return build()
 
 
 def _client_key(model: ChatModel) -> ClientKey:

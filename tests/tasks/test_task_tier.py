@@ -356,7 +356,7 @@ def test_retry_budget_caps_retries_of_a_concurrent_batch(fresh: Simulator) -> No
 
     @task(retries=0)
     async def batch() -> list[BaseException | ChatResult]:
-        runner = model.runner()
+        runner = RUNNERS.build(model)
         return await asyncio.gather(
             *(runner.complete(MESSAGES) for _ in range(calls)), return_exceptions=True
         )
