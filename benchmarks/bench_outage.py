@@ -122,7 +122,7 @@ def plugin_call(sim: Simulator, reset_s: float) -> Callable[[], tuple[Call, Clos
     model = ChatModel(
         credentials=OpenAICredentials(base_url=sim.base_url, api_key=sim.api_key),
         model=MODEL,
-        circuit_reset_timeout_s=reset_s,
+        circuit={"reset_timeout_s": reset_s},
     )
 
     def make() -> tuple[Call, Close]:

@@ -41,7 +41,7 @@ from prefect.cache_policies import NO_CACHE
 
 from prefect_openai_chat._sync import run_sync
 from prefect_openai_chat.blocks import ChatModel
-from prefect_openai_chat.blocks.assembly import resolve_chat_model
+from prefect_openai_chat.blocks.assembly import RUNNERS, resolve_chat_model
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.batch_api import BatchNight, BatchOptions
 from prefect_openai_chat.extraction.batch_api.client import BatchClient
@@ -158,7 +158,7 @@ def _batch_ledger(setting: bool | str, cache: Ledger | None, key: str) -> BatchL
 
 
 def _base(model: ChatModel) -> str:
-    return str(getattr(model.credentials, "base_url", None) or "https://api.openai.com/v1")
+    return model.endpoint
 
 
 def _run_rounds(
@@ -217,9 +217,9 @@ async def _prepare(
 
 
 def _client(model: ChatModel) -> BatchClient:
-    """The Batch API calls over the model's client, under the model's retry policy."""
-    client = model.get_client(async_client=True)
-    return BatchClient(client, model.retry_policy(), f"{_base(model)} batch API")  # type: ignore[arg-type]
+    """The Batch API calls over the model's client, under the model's retry policy, circuit
+    and retry budget."""
+    return RUNNERS.batch_client(model)
 
 
 async def _asubmit(

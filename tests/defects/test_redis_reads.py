@@ -55,7 +55,7 @@ def test_redis_reads_are_a_few_per_second_not_per_attempt(sim: Simulator, redis_
     model = ChatModel(
         credentials=OpenAICredentials(base_url=sim.base_url, api_key=sim.api_key),
         model="gpt-4o-mini-2024-07-18",
-        circuit_redis_url=redis_url,
+        redis_url=redis_url,
     )
     runner = RUNNERS.build(model)
     guard = runner.protection.guard
