@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import openai
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import BlockDocumentUpdate
+from prefect.exceptions import ObjectNotFound
 from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from prefect_openai_chat.blocks.credentials import (
@@ -59,6 +60,27 @@ def warn_once(key: str, message: str, *args: Any) -> None:
     if key not in _warned:
         _warned.add(key)
         logger.warning(message, *args)
+
+
+def _warn_if_unusable(name: str, fallback: ChatModel | Exception) -> None:
+    """Log a warning when the saved fallback `name` could not be called: not saved, or its
+    credentials hold no usable key or token (what is missing is said)."""
+    if isinstance(fallback, Exception):
+        logger.warning(
+            "fallback %r is not a saved ChatModel block; save one with"
+            " ChatModel(...).save(%r) before it is needed, or remove it from fallback_models",
+            name,
+            name,
+        )
+        return
+    try:
+        fallback.credentials.cache_key()  # reads the key (or Entra ID choice) as a call would
+    except InvalidInputError as exc:
+        logger.warning(
+            "fallback %r has no usable credential: %s; a call that falls back to it would fail",
+            name,
+            exc,
+        )
 
 
 class ChatModel(Block):
@@ -182,6 +204,11 @@ class ChatModel(Block):
         if overwrite:
             with get_client(sync_client=True) as client:
                 client.update_block_document(block_id, self._whole_document())
+        for fallback in self.fallback_models:
+            try:
+                _warn_if_unusable(fallback, cast(ChatModel, ChatModel.load(fallback)))
+            except (ValueError, ObjectNotFound) as exc:
+                _warn_if_unusable(fallback, exc)
         return block_id
 
     async def _save(
@@ -197,6 +224,11 @@ class ChatModel(Block):
         if overwrite:
             async with get_client() as fresh:
                 await fresh.update_block_document(block_id, self._whole_document())
+        for fallback in self.fallback_models:
+            try:
+                _warn_if_unusable(fallback, await ChatModel.aload(fallback))
+            except (ValueError, ObjectNotFound) as exc:
+                _warn_if_unusable(fallback, exc)
         return block_id
 
     def _whole_document(self) -> BlockDocumentUpdate:

@@ -5,6 +5,7 @@ are real ones in the Prefect test server, written through its API."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 import warnings
 from typing import Any
@@ -14,7 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import BlockDocumentUpdate
 from pydantic import ValidationError
 
-from prefect_openai_chat import ChatModel, OpenAICredentials
+from prefect_openai_chat import AzureOpenAICredentials, ChatModel, OpenAICredentials
 from prefect_openai_chat.blocks.sections import FLAT_FIELDS, Retries
 from prefect_openai_chat.resilience import RetryPolicy
 
@@ -125,3 +126,34 @@ def test_each_default_is_the_cores() -> None:
 def test_a_misspelt_section_setting_is_an_error() -> None:
     with pytest.raises(ValidationError, match="max_attempt"):
         ChatModel(retries={"max_attempt": 2})
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_saving_a_model_names_each_fallback_that_could_not_be_called(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AZURE_OPENAI_API_KEY", raising=False)
+    suffix = uuid.uuid4().hex[:8]
+    keyless, good, missing = f"keyless-{suffix}", f"good-{suffix}", f"missing-{suffix}"
+    ChatModel(
+        credentials=AzureOpenAICredentials(azure_endpoint="https://x.openai.azure.com"),
+        model="gpt-4o-mini-2024-07-18",
+    ).save(keyless)
+    ChatModel(credentials=OpenAICredentials(api_key=SECRET)).save(good)
+    primary = ChatModel(
+        credentials=OpenAICredentials(api_key=SECRET), fallback_models=[keyless, good, missing]
+    )
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("prefect_openai_chat")
+    logger.addHandler(handler)
+    try:
+        primary.save(f"primary-{suffix}")
+    finally:
+        logger.removeHandler(handler)
+    said = [r.getMessage() for r in records if "fallback" in r.getMessage()]
+    assert len(said) == 2, said
+    assert f"fallback {keyless!r} has no usable credential: no Azure OpenAI credential" in said[0]
+    assert f"fallback {missing!r} is not a saved ChatModel block" in said[1]
+    assert all(SECRET not in text for text in said)
