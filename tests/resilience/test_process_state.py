@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 from prefect_openai_chat import reset_process_state
 from prefect_openai_chat.resilience import get_circuit_guard, get_rate_limiter, get_retry_budget
@@ -106,3 +107,26 @@ def test_listeners_added_and_removed_while_events_are_emitted() -> None:
     finally:
         remove_circuit_listener(keep)
     assert len(kept) == 8 * 200  # `keep` saw every event, whatever the others did
+
+
+def test_remembered_secrets_are_bounded_and_the_ones_in_use_stay_redacted() -> None:
+    from prefect_openai_chat import redaction
+
+    run = uuid.uuid4().hex[:6]  # words, not a token the generic patterns would mask anyway
+    in_use = f"horse battery staple in use {run}"
+    redaction.remember_secret(in_use)
+    rotated = [f"horse battery staple {n} {run}" for n in range(redaction.SECRETS_KEPT + 5)]
+    for n, secret in enumerate(rotated):
+        redaction.remember_secret(secret)
+        if n % 50 == 0:
+            redaction.remember_secret(in_use)  # read again for a call: kept
+    assert len(redaction._secrets) == redaction.SECRETS_KEPT
+    assert in_use not in redaction.redact_text(f"key {in_use}")
+    assert rotated[-1] not in redaction.redact_text(f"key {rotated[-1]}")
+    assert rotated[0] in redaction.redact_text(f"key {rotated[0]}")  # the oldest, forgotten
+
+
+def test_the_model_table_s_cache_is_bounded() -> None:
+    from prefect_openai_chat.tokens.models import model_info
+
+    assert model_info.cache_info().maxsize == 1024

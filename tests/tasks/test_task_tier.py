@@ -369,4 +369,6 @@ def test_retry_budget_caps_retries_of_a_concurrent_batch(fresh: Simulator) -> No
     assert all(isinstance(r, openai.InternalServerError) for r in results)
     retries = fresh.stats().requests - calls
     assert floor <= retries <= ratio * calls + floor
-    assert fresh.stats().requests < calls * model.max_attempts  # what it would be unbudgeted
+    assert (
+        fresh.stats().requests < calls * model.retries.max_attempts
+    )  # what it would be unbudgeted
