@@ -58,7 +58,7 @@ from prefect_openai_chat.flows.shards import (
 )
 from prefect_openai_chat.flows.sinks import hold_outputs
 from prefect_openai_chat.flows.sources import check_source, source_flow
-from prefect_openai_chat.flows.summary import RunArtifacts
+from prefect_openai_chat.flows.summary import RunArtifacts, summary_line
 from prefect_openai_chat.redaction import MASK
 from prefect_openai_chat.storage import Location, is_url, locate, masked_options, plain_options
 from prefect_openai_chat.tasks import batch as batch_tasks
@@ -435,14 +435,7 @@ def _run_shards(
     }
     artifacts.finish(totals, extra)
     summary = {**totals.as_dict(), **extra}
-    logger.info(
-        "extract-records: %d records, %d valid, %d quarantined in %d shards, %.1fs",
-        totals.records,
-        totals.valid,
-        totals.quarantined,
-        len(plan),
-        wall,
-    )
+    logger.info("%s", summary_line(summary, shards=len(plan)))
     return summary
 
 
