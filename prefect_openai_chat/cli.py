@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     from prefect_openai_chat.extract_command import add_parser as add_extract
 
     add_extract(commands)
+    from prefect_openai_chat.nights.command import add_parser as add_nights
+
+    add_nights(commands)
     from prefect_openai_chat.simulator.cli import add_parser as add_simulator
     from prefect_openai_chat.simulator.cli import run as run_simulator
 
