@@ -56,6 +56,7 @@ def render(nights: list[Night], fmt: str = "png", title: str = "extract-records"
             ax.plot(positions, shown, marker="o", markersize=3, color="#2563eb")
         else:
             ax.bar(positions, shown, color="#f59e0b" if metric == "quarantined" else "#64748b")
+            ax.set_ylim(0, max(1.0, *(v for v in values if v is not None)) * 1.1)
         if metric == "valid_share":
             ax.set_ylim(min(0.9, *(v for v in values if v is not None)) - 0.01, 1.005)
         step = max(1, len(nights) // 6)

@@ -189,3 +189,70 @@ def test_flow_run_page_shows_the_summary_artifact(
     assert shown == artifact.rows  # every metric the server holds, as rendered
     assert shot.stat().st_size > 10_000
     print("timings (s, cumulative):", {k: round(v, 1) for k, v in timings.items()})
+
+
+def test_the_nights_chart_renders_on_its_flow_run(
+    chromium: Path, prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    """Issue 24: two demo nights, `prefect-openai-chat nights`, and the chart as a person
+    sees it on the nights flow run's artifact page: an image the browser decoded."""
+    pytest.importorskip("matplotlib", reason="the chart needs the charts extra (matplotlib)")
+    from playwright.sync_api import sync_playwright
+
+    for night in (1, 2):
+        run_demo(prefect_server, tmp_path / f"night-{night}")
+    chart = tmp_path / "nights.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect_openai_chat.cli", "nights", "--last", "2",
+         "--output", str(chart)],
+        cwd=tmp_path, env=prefect_server.env, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, f"nights failed:\n{done.stdout}\n{done.stderr}"
+    assert chart.read_bytes().startswith(b"\x89PNG")
+    with prefect_server.settings():
+        from prefect import get_client
+        from prefect.client.schemas.filters import (
+            ArtifactFilter,
+            ArtifactFilterFlowRunId,
+            FlowFilter,
+            FlowFilterName,
+        )
+
+        with get_client(sync_client=True) as client:
+            (nights_run,) = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["extract-records-nights"])),
+                limit=1,
+            )
+            (artifact,) = client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[nights_run.id])
+                )
+            )
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(chromium),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            context.set_default_timeout(UI_TIMEOUT_MS)
+            page = context.new_page()
+            page.goto(f"{prefect_server.url}/runs/flow-run/{nights_run.id}")
+            page.get_by_text(nights_run.name, exact=True).first.wait_for()
+            page.get_by_text("Artifacts", exact=True).first.click()
+            card = page.locator(f"a[href*='/artifacts/artifact/{artifact.id}']").first
+            card.wait_for()
+            card.click()
+            page.wait_for_url(f"**/artifacts/artifact/{artifact.id}")
+            image = page.locator("img[alt*='the last 2 nights']").first
+            image.wait_for()
+            width = image.evaluate("img => img.complete ? img.naturalWidth : 0")
+            page.locator("table tbody tr").first.wait_for()
+            shot = save_screenshot(page, tmp_path, "nights-artifact.png")
+        finally:
+            context.close()
+    assert width > 800  # decoded and drawn, not a broken-image icon
+    assert shot.stat().st_size > 30_000
