@@ -83,6 +83,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="online (answers now, the default) or batch: the Batch API, half the price",
     )
     parser.add_argument(
+        "--batch-poll",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="with --via batch: seconds between two looks at a running batch (default 30)",
+    )
+    parser.add_argument(
         "--shards", type=int, default=1, metavar="N", help="split the source into N shards"
     )
     parser.add_argument(
@@ -123,6 +130,7 @@ def flow_arguments(args: argparse.Namespace) -> dict[str, Any]:
         "key_field": args.key_field,
         "instructions": args.instructions,
         "via": args.via,
+        "batch_options": {"poll_interval_s": args.batch_poll} if args.via == "batch" else None,
         "shards": args.shards,
         "concurrency": args.concurrency,
         "cache": _ledger(args.ledger),
