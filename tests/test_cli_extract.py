@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from prefect_openai_chat.examples.tickets import SupportTicket, sample_tickets_path
-from prefect_openai_chat.flows.sinks import columns_of, read_csv_rows
+from prefect_openai_chat.flows.sinks import columns_of, nullable_columns, read_csv_rows
 from prefect_openai_chat.simulator import Simulator
 
 SCHEMA = "prefect_openai_chat.examples.tickets:SupportTicket"
@@ -90,7 +90,11 @@ def test_setup_simulator_then_extract_to_csv_then_again_from_the_ledger(
     assert simulator.stats().requests - before >= 12  # every record was a call
     assert "prefect-openai-chat extract: extract-records" in first.stdout
     assert "12/12" in first.stdout + first.stderr  # the progress bar, finished
-    rows = read_csv_rows(tmp_path / "out" / "tickets.csv", columns_of(SupportTicket, "_key"))
+    rows = read_csv_rows(
+        tmp_path / "out" / "tickets.csv",
+        columns_of(SupportTicket, "_key"),
+        nullable_columns(SupportTicket),
+    )
     assert len(rows) == 12 and {row["_key"] for row in rows} == {
         json.loads(line)["ticket_id"] for line in source.read_text().splitlines()
     }

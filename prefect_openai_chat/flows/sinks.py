@@ -704,8 +704,12 @@ def nullable_columns(schema: type[BaseModel] | None) -> set[str]:
     }
 
 
-def read_csv_rows(path: str | Path, columns: dict[str, str]) -> list[dict[str, Any]]:
-    """The rows of a file `CsvSink` wrote, with their types back (the round trip).
+def read_csv_rows(
+    path: str | Path, columns: dict[str, str], nullable: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """The rows of a file `CsvSink` wrote, with their types back (the round trip): an
+    empty cell is null, except in a string column that cannot be null (`nullable`: the
+    columns that can, `nullable_columns(schema)`), where it is "".
 
     Example:
         >>> import tempfile, os
@@ -720,18 +724,18 @@ def read_csv_rows(path: str | Path, columns: dict[str, str]) -> list[dict[str, A
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader)
-        kinds = [columns[name] for name in header]
+        kinds = ["null-able" if name in (nullable or set()) else columns[name] for name in header]
         return [
             {
-                name: _from_csv(text, kind)
+                name: _from_csv(text, columns[name], kind == "null-able")
                 for name, kind, text in zip(header, kinds, line, strict=True)
             }
             for line in reader
         ]
 
 
-def _from_csv(text: str, kind: str) -> Any:
-    if text == "" and kind != "string":
+def _from_csv(text: str, kind: str, nullable: bool) -> Any:
+    if text == "" and (nullable or kind != "string"):
         return None
     if kind == "integer":
         return int(text)
