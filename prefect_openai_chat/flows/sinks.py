@@ -724,11 +724,11 @@ def read_csv_rows(
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader)
-        kinds = ["null-able" if name in (nullable or set()) else columns[name] for name in header]
+        can_be_null = nullable or set()
         return [
             {
-                name: _from_csv(text, columns[name], kind == "null-able")
-                for name, kind, text in zip(header, kinds, line, strict=True)
+                name: _from_csv(text, columns[name], name in can_be_null)
+                for name, text in zip(header, line, strict=True)
             }
             for line in reader
         ]
