@@ -3,8 +3,8 @@
 A store writes each object whole (a reader sees the old object or the new one, never
 half), but it cannot rename several objects at once. So a commit is:
 
-1. each local file is uploaded to a temporary object beside its target
-   (`.<name>.tmp-<run id>`): the targets are untouched, last night's files readable;
+1. each local file is uploaded (in parts of `PART_SIZE`) to a temporary object beside
+   its target (`.<name>.tmp-<run id>`): the targets are untouched, last night's files readable;
 2. a journal object (`.<output name>.commit`) naming every temporary and its target is
    written, in one request: from here on the commit is decided;
 3. each temporary is copied onto its target (a copy on the store's side, atomic per
@@ -34,7 +34,7 @@ import json
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
 
-from prefect_openai_chat.storage.urls import Location
+from prefect_openai_chat.storage.urls import PART_SIZE, Location
 
 
 def temporary_for(target: Location, run_id: str) -> Location:
@@ -67,7 +67,7 @@ def stage_objects(
     moves = [(temporary_for(target, run_id), target) for _, target in uploads]
     try:
         for (local, _), (tmp, _) in zip(uploads, moves, strict=True):
-            tmp.upload(local)
+            tmp.upload(local, PART_SIZE)
         plan = {"run": run_id, "moves": [[tmp.url, target.url] for tmp, target in moves]}
         journal.write_bytes(json.dumps(plan).encode("utf-8"))
     except BaseException:

@@ -36,6 +36,10 @@ from prefect_openai_chat.redaction import MASK, redact_text, remember_secret
 BLOCK_SIZE = 8 * 1024 * 1024
 """Bytes read from a store in one request: a source is streamed in chunks of this size."""
 
+PART_SIZE = 5 * 1024 * 1024
+"""Bytes of one part when a run's output is uploaded: the smallest part S3 takes, so the
+upload's buffers stay small whatever the output's size."""
+
 EXTRAS: dict[str, tuple[str, str]] = {
     "s3": ("s3fs", "s3"),
     "s3a": ("s3fs", "s3"),
@@ -273,15 +277,19 @@ class Location:
 
     def upload(self, local: Path, block_size: int = BLOCK_SIZE) -> None:
         """Upload a local file as this object, in parts of `block_size` (a multipart upload
-        on S3), so memory does not grow with the file.
+        on S3) sent one after another, so memory does not grow with the file.
 
-        Not `fs.put_file`: s3fs's reads a file under 100 MiB whole, and a larger one in
-        parts of 50 MiB, several at once.
+        On S3, s3fs's own `put_file` with `chunksize=block_size` and one part at a time
+        (its default is 50 MiB parts, several at once; a file under two parts is sent in
+        one PUT); elsewhere fsspec's writer, fed one MiB at a time.
         """
+        if _takes_part_size(self.fs):
+            self.fs.put_file(str(local), self.path, chunksize=block_size, max_concurrency=1)
+            return
         out = self.fs.open(self.path, "wb", block_size=block_size)
         try:
             with local.open("rb") as source:
-                shutil.copyfileobj(source, out, block_size)
+                shutil.copyfileobj(source, out, _FEED)
         except BaseException:
             _discard(out)  # closing would publish the parts sent so far as the object
             raise
@@ -302,6 +310,21 @@ class Location:
         with suppress(FileNotFoundError):
             self.fs.rm(self.path, recursive=True)
         self.remove()
+
+
+_FEED = 1 << 20  # bytes handed to a store's writer at once: its buffer holds one part and this
+
+
+def _takes_part_size(fs: Any) -> bool:
+    """Whether `fs.put_file` takes the part size and the parts sent at once (s3fs)."""
+    import inspect
+
+    put = getattr(type(fs), "_put_file", None)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if put is None or "s3" not in protocols:
+        return False
+    names = inspect.signature(put).parameters
+    return "chunksize" in names and "max_concurrency" in names
 
 
 def _discard(handle: Any) -> None:
