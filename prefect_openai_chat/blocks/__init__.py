@@ -2,5 +2,6 @@
 
 from prefect_openai_chat.blocks.chat_model import ChatModel
 from prefect_openai_chat.blocks.credentials import AzureOpenAICredentials, OpenAICredentials
+from prefect_openai_chat.blocks.storage_options import StorageOptions
 
-__all__ = ["AzureOpenAICredentials", "ChatModel", "OpenAICredentials"]
+__all__ = ["AzureOpenAICredentials", "ChatModel", "OpenAICredentials", "StorageOptions"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -84,22 +84,44 @@ def local_path(value: str | Path) -> Path:
 # --- storage_options: plain for the filesystem, masked for display ---------------------------
 
 
+OptionsSource = Callable[[Any], Mapping[str, Any] | None]
+_SOURCES: list[OptionsSource] = []
+
+
+def add_options_source(source: OptionsSource) -> None:
+    """Let `plain_options` accept more than a mapping: `source` turns a value it knows (a
+    Prefect credentials block, a saved block's name) into storage options, and returns
+    None for any other value. `blocks/storage_options.py` adds the Prefect blocks' one,
+    so that this package needs no Prefect.
+    """
+    if source not in _SOURCES:
+        _SOURCES.append(source)
+
+
 def plain_options(options: Any) -> dict[str, Any]:
     """`storage_options` as keyword arguments for the filesystem.
 
-    Accepts None, a dict, or a `SecretDict` (any pydantic `Secret`); the values of
-    credential options (`key`, `secret`, `token`, `account_key`, ...; every value of a
-    `SecretDict`) are remembered by `redaction`, so no message or log shows them.
+    Accepts None, a dict, a `SecretDict` (any pydantic `Secret`), or what a source added
+    with `add_options_source` knows (a credentials block); the values of credential
+    options (`key`, `secret`, `token`, `account_key`, ...; every value of a `SecretDict`)
+    are remembered by `redaction`, so no message or log shows them.
     """
     if options is None:
         return {}
     secret = hasattr(options, "get_secret_value")
+    if not secret and not isinstance(options, Mapping):
+        for source in _SOURCES:
+            found = source(options)
+            if found is not None:
+                _remember(found, everything=False)
+                return dict(found)
     if secret:
         options = options.get_secret_value()
     if not isinstance(options, Mapping):
         raise InvalidInputError(
             "storage_options must be a dict (or a SecretDict) of keyword arguments for the"
-            f" filesystem, got {type(options).__name__}"
+            " filesystem, or a credentials block of prefect-aws, prefect-gcp or prefect-azure"
+            f" (or its saved name 'block-type-slug/name'), got {type(options).__name__}"
         )
     _remember(options, everything=secret)
     return dict(options)
@@ -120,8 +142,8 @@ def masked_options(options: Any) -> Any:
         >>> masked_options({"key": "AKIA0123", "client_kwargs": {"endpoint_url": "http://s3"}})
         {'key': '***', 'client_kwargs': {'endpoint_url': 'http://s3'}}
     """
-    if options is None:
-        return None
+    if options is None or isinstance(options, str):  # a saved block's name is no secret
+        return options
     if hasattr(options, "get_secret_value"):
         return _masked(options.get_secret_value(), everything=True)
     if isinstance(options, Mapping):
