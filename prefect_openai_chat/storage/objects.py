@@ -34,7 +34,7 @@ import json
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
 
-from prefect_openai_chat.storage.urls import PART_SIZE, Location
+from prefect_openai_chat.storage.urls import Location
 
 
 def temporary_for(target: Location, run_id: str) -> Location:
@@ -67,7 +67,7 @@ def stage_objects(
     moves = [(temporary_for(target, run_id), target) for _, target in uploads]
     try:
         for (local, _), (tmp, _) in zip(uploads, moves, strict=True):
-            tmp.upload(local, PART_SIZE)
+            tmp.upload(local)
         plan = {"run": run_id, "moves": [[tmp.url, target.url] for tmp, target in moves]}
         journal.write_bytes(json.dumps(plan).encode("utf-8"))
     except BaseException:
