@@ -3,6 +3,7 @@
 from prefect_openai_chat.blocks.chat_model import ChatModel
 from prefect_openai_chat.blocks.credentials import AzureOpenAICredentials, OpenAICredentials
 from prefect_openai_chat.blocks.sections import Circuit, Limits, Retries, Timeouts
+from prefect_openai_chat.blocks.storage_options import StorageOptions
 
 __all__ = [
     "AzureOpenAICredentials",
@@ -11,5 +12,6 @@ __all__ = [
     "Limits",
     "OpenAICredentials",
     "Retries",
+    "StorageOptions",
     "Timeouts",
 ]

@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from prefect.futures import PrefectFuture, as_completed
-from prefect.types import SecretDict
 from pydantic import BaseModel
 
 from prefect_openai_chat.blocks import ChatModel
+from prefect_openai_chat.blocks.storage_options import StorageOptions
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.ledger import (
     ledger_file,
@@ -117,7 +117,7 @@ def extract_records(
     shard_deployment: str | None = None,
     allow_local_paths: bool = False,
     return_rows: bool = False,
-    storage_options: dict[str, Any] | SecretDict | None = None,
+    storage_options: StorageOptions = None,
 ) -> dict[str, Any]:
     """Extract `schema` from every record of `source` into `output`, the rest into `quarantine`.
 
@@ -159,9 +159,11 @@ def extract_records(
             as `rows`, for the next step of the flow; they are held in memory for the whole
             run, so for large nights read `output` instead. Not with `shards`.
         storage_options: Keyword arguments for the filesystem of URLs (fsspec's
-            `storage_options`: `key`, `secret`, `client_kwargs`, ...); credentials are
-            masked in the flow run's parameters, and a `SecretDict` masks every value
-            (docs/scale-out.md). Without it, each store's own environment variables apply.
+            `storage_options`: `key`, `secret`, `client_kwargs`, ...; credentials are
+            masked in the flow run's parameters, and a `SecretDict` masks every value),
+            or a prefect-aws, prefect-gcp or prefect-azure credentials block, or its saved
+            name "aws-credentials/etl" (docs/scale-out.md). Without it, each store's own
+            environment variables apply.
 
     Returns:
         The run's totals; `records == valid + quarantined` always.

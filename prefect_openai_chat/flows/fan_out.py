@@ -35,10 +35,10 @@ from uuid import UUID
 from prefect import task
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
-from prefect.types import SecretDict
 from pydantic import BaseModel
 
 from prefect_openai_chat.blocks import ChatModel
+from prefect_openai_chat.blocks.storage_options import StorageOptions, saved_name, slug_of
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.ledger import ledger_file, ledger_kind, ledger_role
 from prefect_openai_chat.flows.checks import resolve_schema
@@ -133,7 +133,7 @@ def extract_records_shard(
     mode: str = "auto",
     max_reprompts: int = 2,
     cache: bool | str = True,
-    storage_options: dict[str, Any] | SecretDict | None = None,
+    storage_options: StorageOptions = None,
 ) -> dict[str, Any]:
     """`extract_records` over lines `first_line..last_line` of `source`, into part files.
 
@@ -256,7 +256,7 @@ def fan_out(
         {"source": source, "output": output, "quarantine": quarantine},
         allow_local_paths,
     )
-    check_options_for_deployment(shard_deployment, storage_options)
+    storage_options = check_options_for_deployment(shard_deployment, storage_options)
     context = FlowRunContext.get()
     run_id = str(context.flow_run.id) if context and context.flow_run else uuid.uuid4().hex
     folders: dict[str, Path] = {}
@@ -279,21 +279,41 @@ def fan_out(
         )  # fmt: skip
 
 
-def check_options_for_deployment(deployment: str | None, storage_options: Any) -> None:
-    """Refuse credentials in `storage_options` for a shard deployment: the parent would
-    store them in each shard's flow-run parameters, in the clear (a `SecretDict` would
-    arrive masked). The workers find them in their environment instead."""
-    if deployment is None or storage_options is None:
-        return
+def check_options_for_deployment(deployment: str | None, storage_options: Any) -> Any:
+    """What each shard gets as `storage_options`; refuses credentials a deployment's shards
+    cannot get safely.
+
+    A deployment's parameters are stored by the Prefect server in the clear (a `SecretDict`
+    would arrive masked): so a saved credentials block is sent as its name
+    ("aws-credentials/etl"), which each worker loads from the Prefect API, and inline
+    secrets are refused.
+    """
+    if deployment is None or storage_options is None or isinstance(storage_options, str):
+        return storage_options
+    name = saved_name(storage_options)
+    if name is not None:
+        return name
+    if slug_of(storage_options) is not None:
+        raise InvalidInputError(
+            f"shard_deployment={deployment!r} with an unsaved {slug_of(storage_options)} block"
+            " as storage_options: the workers load a block by its name. Save it"
+            " (block.save('etl-storage')) and pass it, or its name"
+            f" '{slug_of(storage_options)}/etl-storage'"
+        )
     if hasattr(storage_options, "get_secret_value") or _masks(masked_options(storage_options)):
         raise InvalidInputError(
             f"shard_deployment={deployment!r} with credentials in storage_options: a"
             " deployment's parameters are stored by the Prefect server in the clear (and a"
-            " SecretDict arrives masked), so each shard would not get them safely. Give the"
-            " workers their credentials through their environment (AWS_ACCESS_KEY_ID, an"
-            " instance or service-account role, the work pool's job variables) and pass in"
-            " storage_options only what is not secret (client_kwargs.endpoint_url, ...)"
+            " SecretDict arrives masked), so each shard would not get them safely. Save them"
+            " in a credentials block (prefect-aws AwsCredentials, prefect-gcp GcpCredentials,"
+            " prefect-azure AzureBlobStorageCredentials) and pass its name,"
+            " storage_options='aws-credentials/etl': each worker loads it from the Prefect"
+            " API; or give the workers their credentials through their environment"
+            " (AWS_ACCESS_KEY_ID, an instance or service-account role, the work pool's job"
+            " variables) and pass in storage_options only what is not secret"
+            " (client_kwargs.endpoint_url, ...)"
         )
+    return storage_options
 
 
 def _masks(shown: Any) -> bool:

@@ -18,6 +18,7 @@ from prefect_openai_chat.storage.objects import (
 from prefect_openai_chat.storage.urls import (
     BLOCK_SIZE,
     EXTRAS,
+    PART_SIZE,
     Location,
     is_url,
     local_path,
@@ -29,6 +30,7 @@ from prefect_openai_chat.storage.urls import (
 __all__ = [
     "BLOCK_SIZE",
     "EXTRAS",
+    "PART_SIZE",
     "Location",
     "commit_objects",
     "finish_objects",

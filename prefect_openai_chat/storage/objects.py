@@ -3,8 +3,8 @@
 A store writes each object whole (a reader sees the old object or the new one, never
 half), but it cannot rename several objects at once. So a commit is:
 
-1. each local file is uploaded to a temporary object beside its target
-   (`.<name>.tmp-<run id>`): the targets are untouched, last night's files readable;
+1. each local file is uploaded (in parts of `PART_SIZE`) to a temporary object beside
+   its target (`.<name>.tmp-<run id>`): the targets are untouched, last night's files readable;
 2. a journal object (`.<output name>.commit`) naming every temporary and its target is
    written, in one request: from here on the commit is decided;
 3. each temporary is copied onto its target (a copy on the store's side, atomic per

@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -33,8 +33,16 @@ from typing import IO, Any
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.redaction import MASK, redact_text, remember_secret
 
-BLOCK_SIZE = 8 * 1024 * 1024
-"""Bytes read from a store in one request: a source is streamed in chunks of this size."""
+BLOCK_SIZE = 2 * 1024 * 1024
+"""Bytes read from a store in one request: a source is streamed in chunks of this size.
+
+Small on purpose: read in 8 MiB chunks, a 100,000-record source raised a process's peak
+by 21 MiB more than the same file read locally; in 2 MiB chunks, by 4 MiB more
+(docs/benchmarks.md)."""
+
+PART_SIZE = 5 * 1024 * 1024
+"""Bytes of one part when a run's output is uploaded: the smallest part S3 takes, so the
+upload's buffers stay small whatever the output's size."""
 
 EXTRAS: dict[str, tuple[str, str]] = {
     "s3": ("s3fs", "s3"),
@@ -80,22 +88,44 @@ def local_path(value: str | Path) -> Path:
 # --- storage_options: plain for the filesystem, masked for display ---------------------------
 
 
+OptionsSource = Callable[[Any], Mapping[str, Any] | None]
+_SOURCES: list[OptionsSource] = []
+
+
+def add_options_source(source: OptionsSource) -> None:
+    """Let `plain_options` accept more than a mapping: `source` turns a value it knows (a
+    Prefect credentials block, a saved block's name) into storage options, and returns
+    None for any other value. `blocks/storage_options.py` adds the Prefect blocks' one,
+    so that this package needs no Prefect.
+    """
+    if source not in _SOURCES:
+        _SOURCES.append(source)
+
+
 def plain_options(options: Any) -> dict[str, Any]:
     """`storage_options` as keyword arguments for the filesystem.
 
-    Accepts None, a dict, or a `SecretDict` (any pydantic `Secret`); the values of
-    credential options (`key`, `secret`, `token`, `account_key`, ...; every value of a
-    `SecretDict`) are remembered by `redaction`, so no message or log shows them.
+    Accepts None, a dict, a `SecretDict` (any pydantic `Secret`), or what a source added
+    with `add_options_source` knows (a credentials block); the values of credential
+    options (`key`, `secret`, `token`, `account_key`, ...; every value of a `SecretDict`)
+    are remembered by `redaction`, so no message or log shows them.
     """
     if options is None:
         return {}
     secret = hasattr(options, "get_secret_value")
+    if not secret and not isinstance(options, Mapping):
+        for source in _SOURCES:
+            found = source(options)
+            if found is not None:
+                _remember(found, everything=False)
+                return dict(found)
     if secret:
         options = options.get_secret_value()
     if not isinstance(options, Mapping):
         raise InvalidInputError(
             "storage_options must be a dict (or a SecretDict) of keyword arguments for the"
-            f" filesystem, got {type(options).__name__}"
+            " filesystem, or a credentials block of prefect-aws, prefect-gcp or prefect-azure"
+            f" (or its saved name 'block-type-slug/name'), got {type(options).__name__}"
         )
     _remember(options, everything=secret)
     return dict(options)
@@ -116,8 +146,8 @@ def masked_options(options: Any) -> Any:
         >>> masked_options({"key": "AKIA0123", "client_kwargs": {"endpoint_url": "http://s3"}})
         {'key': '***', 'client_kwargs': {'endpoint_url': 'http://s3'}}
     """
-    if options is None:
-        return None
+    if options is None or isinstance(options, str):  # a saved block's name is no secret
+        return options
     if hasattr(options, "get_secret_value"):
         return _masked(options.get_secret_value(), everything=True)
     if isinstance(options, Mapping):
@@ -271,17 +301,21 @@ class Location:
         """Write the object in one request."""
         self.fs.pipe_file(self.path, data)
 
-    def upload(self, local: Path, block_size: int = BLOCK_SIZE) -> None:
+    def upload(self, local: Path, block_size: int = PART_SIZE) -> None:
         """Upload a local file as this object, in parts of `block_size` (a multipart upload
-        on S3), so memory does not grow with the file.
+        on S3) sent one after another, so memory does not grow with the file.
 
-        Not `fs.put_file`: s3fs's reads a file under 100 MiB whole, and a larger one in
-        parts of 50 MiB, several at once.
+        On S3, s3fs's own `put_file` with `chunksize=block_size` and one part at a time
+        (its default is 50 MiB parts, several at once; a file under two parts is sent in
+        one PUT); elsewhere fsspec's writer, fed one MiB at a time.
         """
+        if _takes_part_size(self.fs):
+            self.fs.put_file(str(local), self.path, chunksize=block_size, max_concurrency=1)
+            return
         out = self.fs.open(self.path, "wb", block_size=block_size)
         try:
             with local.open("rb") as source:
-                shutil.copyfileobj(source, out, block_size)
+                shutil.copyfileobj(source, out, _FEED)
         except BaseException:
             _discard(out)  # closing would publish the parts sent so far as the object
             raise
@@ -302,6 +336,21 @@ class Location:
         with suppress(FileNotFoundError):
             self.fs.rm(self.path, recursive=True)
         self.remove()
+
+
+_FEED = 1 << 20  # bytes handed to a store's writer at once: its buffer holds one part and this
+
+
+def _takes_part_size(fs: Any) -> bool:
+    """Whether `fs.put_file` takes the part size and the parts sent at once (s3fs)."""
+    import inspect
+
+    put = getattr(type(fs), "_put_file", None)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if put is None or "s3" not in protocols:
+        return False
+    names = inspect.signature(put).parameters
+    return "chunksize" in names and "max_concurrency" in names
 
 
 def _discard(handle: Any) -> None:

@@ -13,8 +13,6 @@ of the kill.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import subprocess
 import threading
 import time
@@ -22,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+from pool_support import create_process_pool, kill_tree, worker_of
 from scale_out_support import PROMPT, SCHEMA, LoggedSimulator, read_jsonl, write_records
 from server_support import REPO_ROOT, PrefectServer, prefect_command, stop_process, tail
 
@@ -53,20 +51,6 @@ def run_cli(server: PrefectServer, *args: str) -> str:
     )
     assert done.returncode == 0, f"`prefect {' '.join(args)}` failed:\n{done.stdout}{done.stderr}"
     return done.stdout
-
-
-def create_process_pool(name: str) -> None:
-    """What `prefect work-pool create NAME --type process` does, minus its registry lookup."""
-    from prefect import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.workers.process import ProcessWorker
-
-    template = ProcessWorker.get_default_base_job_template()
-    with get_client(sync_client=True) as client:
-        client.create_work_pool(
-            WorkPoolCreate(name=name, type="process", base_job_template=template),
-            overwrite=True,
-        )
 
 
 @pytest.fixture
@@ -99,27 +83,6 @@ def workers(
     yield started
     for process in started:
         stop_process(process)
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and everything it started, as a lost machine would stop them."""
-    try:
-        parent = psutil.Process(pid)
-        family = [*parent.children(recursive=True), parent]
-    except psutil.NoSuchProcess:
-        return
-    for process in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.send_signal(signal.SIGKILL)
-
-
-def worker_of(pid: int, workers: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes] | None:
-    """The worker among `workers` that started process `pid`."""
-    try:
-        ancestors = {p.pid for p in psutil.Process(pid).parents()}
-    except psutil.NoSuchProcess:
-        return None
-    return next((w for w in workers if w.pid in ancestors), None)
 
 
 def shard_runs() -> list[Any]:

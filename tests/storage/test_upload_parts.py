@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prefect_openai_chat.storage import BLOCK_SIZE, locate
+from prefect_openai_chat.storage import PART_SIZE, locate
 
 MIB = 2**20
 
@@ -19,7 +19,7 @@ def test_upload_goes_in_parts_of_one_block(
     s3fs's `put_file` (used before) read any file under 100 MiB whole and sent it in one
     PUT, so a night's output sat in memory while it was uploaded.
     """
-    data = os.urandom(2 * BLOCK_SIZE + MIB)
+    data = os.urandom(2 * PART_SIZE + MIB)
     local = tmp_path / "rows.jsonl"
     local.write_bytes(data)
     target = locate(f"s3://{bucket}/out/rows.jsonl", s3_options)
@@ -29,7 +29,7 @@ def test_upload_goes_in_parts_of_one_block(
     s3.invalidate_cache()
     assert s3.cat_file(f"{bucket}/out/rows.jsonl") == data
     etag = s3.info(f"{bucket}/out/rows.jsonl")["ETag"].strip('"')
-    assert etag.endswith("-3"), f"not a multipart upload in parts of BLOCK_SIZE: ETag {etag}"
+    assert etag.endswith("-3"), f"not a multipart upload in parts of PART_SIZE: ETag {etag}"
 
 
 def test_upload_of_a_small_file_is_one_object(
