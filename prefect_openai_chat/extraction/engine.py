@@ -32,6 +32,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, cast
@@ -44,9 +45,16 @@ from prefect_openai_chat.errors import (
     TruncatedOutputError,
 )
 from prefect_openai_chat.extraction.parsing import ParseOutcome, parse_result, validate
-from prefect_openai_chat.extraction.prompts import TextOrMessages, build_request, resolve_mode
+from prefect_openai_chat.extraction.partial import PartialAsk, merge_answer, plan_partial
+from prefect_openai_chat.extraction.prompts import (
+    TextOrMessages,
+    build_partial_request,
+    build_request,
+    resolve_mode,
+)
 from prefect_openai_chat.extraction.reprompt import (
     Problem,
+    correction_for_fields,
     correction_for_lazy,
     correction_for_problems,
     correction_for_unparseable,
@@ -148,10 +156,16 @@ class ExtractionOptions:
         instructions: What to extract; a sensible default otherwise.
         mode: "auto", "json_schema", "json_object" or "tools".
         max_reprompts: Re-asks after an invalid, unparseable or lazy answer.
+        reask_scope: "fields" (default): when only some fields are invalid, re-ask for
+            those alone (a schema of just them, the record, the invalid values) and keep
+            the others; errors that are not about one field get a whole re-ask.
+            "whole": every re-ask carries the whole exchange and asks for the whole object.
         token_budget: Most tokens (prompt + completion, all calls) for this record.
         max_completion_tokens: Completion limit of the first call (None: the server's).
         max_length_retries: Re-sends with more room after `finish_reason == "length"`.
-        length_growth: Factor by which the completion limit grows on each of those.
+        length_growth: The most the completion limit grows on each of those: the new
+            limit is what the cut answer shows the whole one needs (the share of the
+            schema's fields it wrote), with a margin, at most this factor times the last.
         max_completion_cap: Upper bound for the grown limit (the model's maximum anyway).
         on_error: "raise" lets errors of `call` other than truncation and content filter
             propagate; "return" turns them into `outcome="error"` with what was spent.
@@ -167,6 +181,7 @@ class ExtractionOptions:
     instructions: str | None = None
     mode: str = "auto"
     max_reprompts: int = 2
+    reask_scope: Literal["fields", "whole"] = "fields"
     token_budget: int | None = None
     max_completion_tokens: int | None = None
     max_length_retries: int = 2
@@ -226,22 +241,27 @@ class _Extraction(Generic[M]):
         first = options.max_completion_tokens
         self.limit = None if first is None else min(first, cap)
         self.tally = _Tally()
+        self.source: TextOrMessages = ""
         self.base_messages: list[dict[str, Any]] = []
+        self.base_params: dict[str, Any] = {}
         self.messages: list[dict[str, Any]] = []
+        self.params: dict[str, Any] = {}
+        self.partial: PartialAsk | None = None  # what the request in flight asks for
         self.length_retries = 0
         self.lazy_asked = False
 
     async def run(self, text_or_messages: TextOrMessages) -> Extraction[M]:
-        self.base_messages, base_params = build_request(
+        self.source = text_or_messages
+        self.base_messages, self.base_params = build_request(
             self.schema,
             text_or_messages,
             self.options.instructions,
             self.mode,
             model=self.options.model,
         )
-        self.messages = self.base_messages
+        self.messages, self.params = self.base_messages, self.base_params
         while True:
-            params = dict(base_params)
+            params = dict(self.params)
             if self.limit is not None:
                 params["max_completion_tokens"] = self.limit
             sent = await self._send(params)
@@ -298,7 +318,8 @@ class _Extraction(Generic[M]):
             used or count_text_tokens(tally.raw_outputs[-1], options.model) or _DEFAULT_FIRST_LIMIT
         )
         tally.error(f"truncated at the token limit ({used} completion tokens); not parsed")
-        grown = min(math.ceil(used * options.length_growth), self.cap)
+        needed = room_needed(tally.raw_outputs[-1], used, self._asked_keys())
+        grown = min(needed, math.ceil(used * options.length_growth), self.cap)
         if self.length_retries < options.max_length_retries and grown > used:
             self.limit = grown
             self.length_retries += 1
@@ -325,9 +346,13 @@ class _Extraction(Generic[M]):
             tally.error(parsed.reason or "refused")
             return self._finish("refused", f"the model {parsed.reason or 'refused'}")
         if parsed.kind == "json":
-            checked = _validated(self.schema, parsed.data)
+            data = parsed.data if self.partial is None else merge_answer(self.partial, parsed.data)
+            checked = _validated(self.schema, data)
+            ask: PartialAsk | None = None
             if isinstance(checked, ValidationError):
                 problems = problems_from_error(checked, self.schema)
+                if self.options.reask_scope == "fields":
+                    ask = plan_partial(self.schema, data, checked)
             else:
                 value, unwrapped = checked
                 unfit = unstorable_problem(value)
@@ -337,8 +362,12 @@ class _Extraction(Generic[M]):
                 problems = [unfit]
             problem_text = "; ".join(str(p) for p in problems)
             tally.error(problem_text)
-            correction = correction_for_problems(problems, tool_name=self.tool_name)
             failure = f"invalid: {problem_text}"
+            if ask is not None:
+                return self._reask_fields(ask, problems, failure)
+            correction = correction_for_problems(problems, tool_name=self.tool_name)
+            if self.partial is not None:  # show the whole object the problems refer to
+                parsed = dataclasses.replace(parsed, data=data, fixes=("json_repair",))
         elif parsed.kind == "lazy":
             tally.error(parsed.reason or "lazy answer")
             failure = f"lazy answer: {parsed.reason}"
@@ -364,7 +393,75 @@ class _Extraction(Generic[M]):
         if "json_repair" in parsed.fixes:  # show the model the value the problems refer to
             last_answer = json.dumps(parsed.data, ensure_ascii=False)
         self.messages = reprompt_messages(self.base_messages, last_answer, correction)
+        self.params, self.partial = self.base_params, None
         return None
+
+    def _reask_fields(
+        self, ask: PartialAsk, problems: list[Problem], failure: str
+    ) -> Extraction[M] | None:
+        """Ask again for the invalid fields alone, keeping the ones that validated."""
+        tally = self.tally
+        if tally.reprompts >= self.options.max_reprompts:
+            plural = "s" * (tally.reprompts != 1)
+            return self._finish("invalid", f"{failure} (after {tally.reprompts} re-prompt{plural})")
+        tally.reprompts += 1
+        correction = correction_for_fields(problems, ask.keys, tool_name=self.tool_name)
+        self.messages, self.params = build_partial_request(
+            ask.schema,
+            self.source,
+            ask.wrong,
+            correction,
+            self.options.instructions,
+            self.mode,
+            model=self.options.model,
+        )
+        self.partial = ask
+        return None
+
+    def _asked_keys(self) -> int:
+        """How many top-level fields the request in flight asks for."""
+        if self.partial is not None:
+            return len(self.partial.keys)
+        return len(self.schema.model_fields)
+
+
+def room_needed(cut: str, used: int, fields: int, margin: float = 1.2) -> int:
+    """Completion room for the whole answer, from a cut one: `used` tokens wrote `cut`.
+
+    The cut answer shows how far it got: the share of the `fields` asked for whose keys
+    it wrote at the top level (the last one counted half: its value may be cut). The
+    whole answer needs about `used / share` tokens; `margin` more is asked, and at least
+    `MIN_COMPLETION_ROOM` more than `used`. A cut answer that shows no field, or every
+    field (a value that runs on), gives no measure: twice `used` then.
+
+    Example:
+        >>> room_needed('{"a": 1, "b": {"x": 2}, "c": "a long te', 30, 4)
+        58
+        >>> room_needed("Well, let me think", 30, 4)
+        60
+    """
+    written = _keys_written(cut)
+    if written == 0 or written >= fields:  # no field yet, or a value that runs on
+        return used * 2
+    share = min(1.0, (written - 0.5) / fields)
+    return max(used + MIN_COMPLETION_ROOM, math.ceil(used / share * margin))
+
+
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?\s*:?|[\[\]{}]')
+
+
+def _keys_written(text: str) -> int:
+    """Keys of the outermost object (`"name":` at depth 1) in a cut JSON answer."""
+    depth = count = 0
+    for token in _TOKEN.finditer(text):
+        piece = token.group()
+        if piece in "{[":
+            depth += 1
+        elif piece in "}]":
+            depth -= 1
+        elif depth == 1 and piece.endswith(":"):
+            count += 1
+    return count
 
 
 def _validated(schema: type[M], data: Any) -> tuple[M, bool] | ValidationError:
@@ -452,6 +549,10 @@ def _check_numbers(o: ExtractionOptions) -> None:
         (
             o.max_completion_cap is None or o.max_completion_cap > 0,
             f"max_completion_cap must be > 0, got {o.max_completion_cap}",
+        ),
+        (
+            o.reask_scope in ("fields", "whole"),
+            f"reask_scope must be 'fields' or 'whole', got {o.reask_scope!r}",
         ),
         (
             o.on_error in ("raise", "return"),

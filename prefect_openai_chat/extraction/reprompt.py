@@ -110,6 +110,32 @@ def correction_for_problems(problems: Sequence[Problem], *, tool_name: str | Non
     )
 
 
+def correction_for_fields(
+    problems: Sequence[Problem], keys: Sequence[str], *, tool_name: str | None = None
+) -> str:
+    """The user message of a re-ask for some fields only: what is wrong, and which to give.
+
+    Example:
+        >>> text = correction_for_fields([Problem("status", "required field is missing")],
+        ...                              ["status"])
+        >>> print(text.splitlines()[1])
+        - status: required field is missing
+        >>> "only the corrected field `status`" in text
+        True
+    """
+    lines = "\n".join(f"- {p}" for p in problems)
+    plural = "s" * (len(keys) != 1)
+    named = ", ".join(f"`{k}`" for k in keys)
+    if tool_name:
+        ask = f"Call `{tool_name}` again with only the corrected field{plural} {named}."
+    else:
+        ask = (
+            f"Reply with a JSON object holding only the corrected field{plural} {named},"
+            " with no prose and no code fences."
+        )
+    return f"These fields of your previous answer are not valid:\n{lines}\n{ask}"
+
+
 def correction_for_lazy(markers: Sequence[str], *, tool_name: str | None = None) -> str:
     """The user message asking for the complete content instead of placeholders."""
     shown = ", ".join(repr(m) for m in list(markers)[:3]) or "placeholders"
