@@ -32,9 +32,10 @@ import dataclasses
 import functools
 import json
 import math
-import re
+import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
@@ -44,7 +45,12 @@ from prefect_openai_chat.errors import (
     InvalidInputError,
     TruncatedOutputError,
 )
-from prefect_openai_chat.extraction.parsing import ParseOutcome, parse_result, validate
+from prefect_openai_chat.extraction.parsing import (
+    ParseOutcome,
+    parse_output,
+    parse_result,
+    validate,
+)
 from prefect_openai_chat.extraction.partial import PartialAsk, merge_answer, plan_partial
 from prefect_openai_chat.extraction.prompts import (
     TextOrMessages,
@@ -54,6 +60,7 @@ from prefect_openai_chat.extraction.prompts import (
 )
 from prefect_openai_chat.extraction.reprompt import (
     Problem,
+    correction_for_cut,
     correction_for_fields,
     correction_for_lazy,
     correction_for_problems,
@@ -72,6 +79,7 @@ M = TypeVar("M", bound=BaseModel)
 CallFn = Callable[[list[dict[str, Any]], dict[str, Any]], Awaitable[ChatResult]]
 
 MIN_COMPLETION_ROOM = 16  # below this a budget-capped attempt cannot hold an answer
+ANSWER_MARGIN = 1.25  # room for a re-send after a cut answer: the longest answer seen, + 25%
 _DEFAULT_FIRST_LIMIT = 1024  # when a truncated answer reports no usage at all
 
 
@@ -163,9 +171,9 @@ class ExtractionOptions:
         token_budget: Most tokens (prompt + completion, all calls) for this record.
         max_completion_tokens: Completion limit of the first call (None: the server's).
         max_length_retries: Re-sends with more room after `finish_reason == "length"`.
-        length_growth: The most the completion limit grows on each of those: the new
-            limit is what the cut answer shows the whole one needs (the share of the
-            schema's fields it wrote), with a margin, at most this factor times the last.
+        length_growth: Factor by which the completion limit grows on a re-send after a
+            cut answer. The first re-send is sized from the longest complete answer to
+            the same schema seen in this process (+25%) when there is one.
         max_completion_cap: Upper bound for the grown limit (the model's maximum anyway).
         on_error: "raise" lets errors of `call` other than truncation and content filter
             propagate; "return" turns them into `outcome="error"` with what was spent.
@@ -248,6 +256,7 @@ class _Extraction(Generic[M]):
         self.params: dict[str, Any] = {}
         self.partial: PartialAsk | None = None  # what the request in flight asks for
         self.length_retries = 0
+        self.last_completion = 0
         self.lazy_asked = False
 
     async def run(self, text_or_messages: TextOrMessages) -> Extraction[M]:
@@ -272,6 +281,7 @@ class _Extraction(Generic[M]):
             elif sent.finish_reason == "content_filter" or sent.flagged:
                 done = self._after_filter()
             else:
+                self.last_completion = sent.usage.completion_tokens
                 done = self._after_answer(parse_result(sent))
             if done is not None:
                 return done
@@ -311,15 +321,22 @@ class _Extraction(Generic[M]):
         return result
 
     def _after_length(self, result: ChatResult, params: dict[str, Any]) -> Extraction[M] | None:
-        """A cut answer is never parsed: send again with more room, within bounds."""
+        """A cut answer is never taken as it is: its complete fields are kept and the rest
+        asked for, or it is sent again with more room, within bounds."""
         options, tally = self.options, self.tally
         used = params.get("max_completion_tokens") or result.usage.completion_tokens
         used = (
             used or count_text_tokens(tally.raw_outputs[-1], options.model) or _DEFAULT_FIRST_LIMIT
         )
         tally.error(f"truncated at the token limit ({used} completion tokens); not parsed")
-        needed = room_needed(tally.raw_outputs[-1], used, self._asked_keys())
-        grown = min(needed, math.ceil(used * options.length_growth), self.cap)
+        if self.length_retries < options.max_length_retries and self._ask_rest(
+            tally.raw_outputs[-1]
+        ):
+            self.length_retries += 1
+            return None
+        largest = ANSWER_SIZES.largest(self.schema)
+        needed = room_needed(used, largest, options.length_growth, self.length_retries == 0)
+        grown = min(needed, self.cap)
         if self.length_retries < options.max_length_retries and grown > used:
             self.limit = grown
             self.length_retries += 1
@@ -357,6 +374,8 @@ class _Extraction(Generic[M]):
                 value, unwrapped = checked
                 unfit = unstorable_problem(value)
                 if unfit is None:
+                    if self.partial is None:  # a whole answer: what such answers need
+                        ANSWER_SIZES.seen(self.schema, self.last_completion)
                     tally.repaired = parsed.repaired or unwrapped
                     return self._finish("ok", None, value)
                 problems = [unfit]
@@ -396,16 +415,32 @@ class _Extraction(Generic[M]):
         self.params, self.partial = self.base_params, None
         return None
 
-    def _reask_fields(
-        self, ask: PartialAsk, problems: list[Problem], failure: str
-    ) -> Extraction[M] | None:
-        """Ask again for the invalid fields alone, keeping the ones that validated."""
-        tally = self.tally
-        if tally.reprompts >= self.options.max_reprompts:
-            plural = "s" * (tally.reprompts != 1)
-            return self._finish("invalid", f"{failure} (after {tally.reprompts} re-prompt{plural})")
-        tally.reprompts += 1
-        correction = correction_for_fields(problems, ask.keys, tool_name=self.tool_name)
+    def _ask_rest(self, cut: str) -> bool:
+        """Ask for the fields a cut answer did not finish, keeping the ones it did.
+
+        The cut JSON is closed locally; its last field (whose value may be cut) is left
+        out, and the others stand if they validate. False when that gives nothing to
+        keep (no object, or not one field finished): the request is sent again instead.
+        """
+        if self.options.reask_scope != "fields":
+            return False
+        parsed = parse_output(cut)
+        if parsed.kind != "json" or not isinstance(parsed.data, dict) or len(parsed.data) < 2:
+            return False
+        data = dict(parsed.data)
+        data.pop(next(reversed(data)))  # the field being written when the answer was cut
+        if self.partial is not None:
+            data = merge_answer(self.partial, data)
+        checked = _validated(self.schema, data)
+        error = checked if isinstance(checked, ValidationError) else None
+        ask = plan_partial(self.schema, data, error)
+        if ask is None or not ask.kept:
+            return False
+        correction = correction_for_cut(ask.keys, tool_name=self.tool_name)
+        self._send_partial(replace(ask, wrong={}), correction)
+        return True
+
+    def _send_partial(self, ask: PartialAsk, correction: str) -> None:
         self.messages, self.params = build_partial_request(
             ask.schema,
             self.source,
@@ -416,52 +451,74 @@ class _Extraction(Generic[M]):
             model=self.options.model,
         )
         self.partial = ask
+
+    def _reask_fields(
+        self, ask: PartialAsk, problems: list[Problem], failure: str
+    ) -> Extraction[M] | None:
+        """Ask again for the invalid fields alone, keeping the ones that validated."""
+        tally = self.tally
+        if tally.reprompts >= self.options.max_reprompts:
+            plural = "s" * (tally.reprompts != 1)
+            return self._finish("invalid", f"{failure} (after {tally.reprompts} re-prompt{plural})")
+        tally.reprompts += 1
+        correction = correction_for_fields(problems, ask.keys, tool_name=self.tool_name)
+        self._send_partial(ask, correction)
         return None
 
-    def _asked_keys(self) -> int:
-        """How many top-level fields the request in flight asks for."""
-        if self.partial is not None:
-            return len(self.partial.keys)
-        return len(self.schema.model_fields)
 
+def room_needed(used: int, largest: int | None, growth: float, first: bool) -> int:
+    """Completion room for a re-send after an answer cut at `used` tokens.
 
-def room_needed(cut: str, used: int, fields: int, margin: float = 1.2) -> int:
-    """Completion room for the whole answer, from a cut one: `used` tokens wrote `cut`.
-
-    The cut answer shows how far it got: the share of the `fields` asked for whose keys
-    it wrote at the top level (the last one counted half: its value may be cut). The
-    whole answer needs about `used / share` tokens; `margin` more is asked, and at least
-    `MIN_COMPLETION_ROOM` more than `used`. A cut answer that shows no field, or every
-    field (a value that runs on), gives no measure: twice `used` then.
+    The first re-send of a record is sized from what complete answers to the same schema
+    needed (`largest`, the longest one seen), with a quarter more; without such an
+    answer, and for a re-send cut again, the last limit grows by `growth`.
 
     Example:
-        >>> room_needed('{"a": 1, "b": {"x": 2}, "c": "a long te', 30, 4)
-        58
-        >>> room_needed("Well, let me think", 30, 4)
-        60
+        >>> room_needed(60, 110, 2.0, first=True), room_needed(60, None, 2.0, first=True)
+        (138, 120)
+        >>> room_needed(138, 110, 2.0, first=False)
+        276
     """
-    written = _keys_written(cut)
-    if written == 0 or written >= fields:  # no field yet, or a value that runs on
-        return used * 2
-    share = min(1.0, (written - 0.5) / fields)
-    return max(used + MIN_COMPLETION_ROOM, math.ceil(used / share * margin))
+    if largest is not None and first:
+        return max(used + MIN_COMPLETION_ROOM, math.ceil(largest * ANSWER_MARGIN))
+    return math.ceil(used * growth)
 
 
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?\s*:?|[\[\]{}]')
+class AnswerSizes:
+    """The longest complete answer (completion tokens) seen per schema, for `room_needed`.
+
+    Process-wide and bounded: the `maxsize` schemas used last (their classes are held).
+
+    Example:
+        >>> sizes = AnswerSizes()
+        >>> sizes.seen(int, 80); sizes.seen(int, 60); sizes.largest(int)
+        80
+    """
+
+    def __init__(self, maxsize: int = 256) -> None:
+        self.maxsize = maxsize
+        self._sizes: OrderedDict[type, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def seen(self, schema: type, tokens: int) -> None:
+        if tokens <= 0:
+            return
+        with self._lock:
+            self._sizes[schema] = max(tokens, self._sizes.get(schema, 0))
+            self._sizes.move_to_end(schema)
+            while len(self._sizes) > self.maxsize:
+                self._sizes.popitem(last=False)
+
+    def largest(self, schema: type) -> int | None:
+        with self._lock:
+            return self._sizes.get(schema)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sizes.clear()
 
 
-def _keys_written(text: str) -> int:
-    """Keys of the outermost object (`"name":` at depth 1) in a cut JSON answer."""
-    depth = count = 0
-    for token in _TOKEN.finditer(text):
-        piece = token.group()
-        if piece in "{[":
-            depth += 1
-        elif piece in "}]":
-            depth -= 1
-        elif depth == 1 and piece.endswith(":"):
-            count += 1
-    return count
+ANSWER_SIZES = AnswerSizes()
 
 
 def _validated(schema: type[M], data: Any) -> tuple[M, bool] | ValidationError:

@@ -57,9 +57,16 @@ class PartialAsk:
     wrong: dict[str, Any]
 
 
-def plan_partial(schema: type[BaseModel], data: Any, error: ValidationError) -> PartialAsk | None:
+def plan_partial(
+    schema: type[BaseModel], data: Any, error: ValidationError | None
+) -> PartialAsk | None:
     """The partial re-ask for `data`'s `error`, or None when only a whole re-ask fits.
 
+    The fields the answer left out are asked for too, optional ones included: strict
+    structured outputs ask for every field, so a left-out one was not said, and would
+    otherwise take its default unasked.
+
+    `error` None: `data` validated, or was cut short; only the fields it lacks are asked.
     None when `data` is not an object, when an error has no field path (the schema's
     `model_validator` rules and its own code raising), or when an error is about a key
     the schema does not have (`extra="forbid"`).
@@ -68,7 +75,7 @@ def plan_partial(schema: type[BaseModel], data: Any, error: ValidationError) -> 
         return None
     names = _json_keys(schema)
     bad: set[str] = set()
-    for err in error.errors(include_url=False):
+    for err in error.errors(include_url=False) if error is not None else ():
         loc = err.get("loc") or ()
         if not loc or err.get("type") in _WHOLE_OBJECT_TYPES:
             return None
@@ -76,6 +83,7 @@ def plan_partial(schema: type[BaseModel], data: Any, error: ValidationError) -> 
         if not isinstance(head, str) or head not in names:
             return None
         bad.add(names[head])
+    bad.update(name for key, name in _field_keys(schema) if key not in data and name not in data)
     if not bad:
         return None
     keys = tuple(key for key, name in _field_keys(schema) if name in bad)

@@ -55,11 +55,10 @@ _TEXT = {
 }
 
 _PARTIAL_TEXT = {
-    "json_schema": "Answer with a JSON object of the `{name}` schema: only the fields it names.",
-    "tools": "Call the function `{name}` once, with only the fields it names as arguments.",
+    "json_schema": "Answer with the `{name}` JSON object.",
+    "tools": "Call the function `{name}` once.",
     "json_object": (
-        "Answer with one JSON object only, with no prose and no code fences, holding only"
-        " the fields of this JSON schema:\n{schema}"
+        "Answer with one JSON object only, no prose, no code fences, matching:\n{schema}"
     ),
 }
 

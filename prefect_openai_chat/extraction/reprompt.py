@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from prefect_openai_chat.extraction.schema import schema_spec
 
 MAX_PROBLEMS = 12
+MISSING = "required field is missing"
 MAX_ANSWER_CHARS = 12_000
 _PREFIXES = ("Value error, ", "Assertion failed, ")
 
@@ -74,7 +75,7 @@ def problems_from_error(
                 message = message[len(prefix) :]
         kind = err.get("type", "")
         if kind == "missing":
-            message = "required field is missing"
+            message = MISSING
         elif kind == "extra_forbidden":
             message = "unexpected field; remove it"
         if (path, message) in seen:
@@ -115,25 +116,53 @@ def correction_for_fields(
 ) -> str:
     """The user message of a re-ask for some fields only: what is wrong, and which to give.
 
+    Short, since the invalid values are in the assistant message just before it: no
+    "got ...", the allowed values once, and the missing fields on one line.
+
     Example:
-        >>> text = correction_for_fields([Problem("status", "required field is missing")],
-        ...                              ["status"])
-        >>> print(text.splitlines()[1])
-        - status: required field is missing
-        >>> "only the corrected field `status`" in text
-        True
+        >>> problems = [Problem("status", "Input should be 'open' or 'closed'", ("open", "closed")),
+        ...             Problem("owner", "required field is missing")]
+        >>> print(correction_for_fields(problems, ["status", "owner", "due"]))
+        Fix these fields:
+        - status: one of "open", "closed"
+        - owner, due: missing
+        Answer with only these fields as JSON.
     """
-    lines = "\n".join(f"- {p}" for p in problems)
-    plural = "s" * (len(keys) != 1)
-    named = ", ".join(f"`{k}`" for k in keys)
-    if tool_name:
-        ask = f"Call `{tool_name}` again with only the corrected field{plural} {named}."
-    else:
-        ask = (
-            f"Reply with a JSON object holding only the corrected field{plural} {named},"
-            " with no prose and no code fences."
-        )
-    return f"These fields of your previous answer are not valid:\n{lines}\n{ask}"
+    lines = []
+    for p in problems:
+        if p.path == "...":
+            continue
+        if p.allowed:
+            shown = ", ".join(json.dumps(a, ensure_ascii=False) for a in p.allowed)
+            lines.append(f"- {p.path}: one of {shown}")
+        elif p.problem != MISSING:
+            lines.append(f"- {p.path}: {p.problem}")
+    told = {p.path.split(".")[0].split("[")[0] for p in problems if p.problem != MISSING}
+    missing = [k for k in keys if k not in told]
+    if missing:
+        lines.append(f"- {', '.join(missing)}: missing")
+    ask = (
+        f"Call `{tool_name}` again with only these fields."
+        if tool_name
+        else ("Answer with only these fields as JSON.")
+    )
+    return "Fix these fields:\n" + "\n".join(lines) + "\n" + ask
+
+
+def correction_for_cut(keys: Sequence[str], *, tool_name: str | None = None) -> str:
+    """The user message asking for the fields a cut answer did not finish.
+
+    Example:
+        >>> print(correction_for_cut(["summary", "tags"]))
+        Your answer was cut off before these fields: summary, tags.
+        Answer with only these fields as JSON.
+    """
+    ask = (
+        f"Call `{tool_name}` again with only these fields."
+        if tool_name
+        else ("Answer with only these fields as JSON.")
+    )
+    return f"Your answer was cut off before these fields: {', '.join(keys)}.\n{ask}"
 
 
 def correction_for_lazy(markers: Sequence[str], *, tool_name: str | None = None) -> str:
