@@ -55,8 +55,8 @@ _TEXT = {
 }
 
 _PARTIAL_TEXT = {
-    "json_schema": "Answer with the `{name}` JSON object.",
-    "tools": "Call the function `{name}` once.",
+    "json_schema": "",  # the response format and the correction say it all
+    "tools": "",
     "json_object": (
         "Answer with one JSON object only, no prose, no code fences, matching:\n{schema}"
     ),
@@ -112,7 +112,8 @@ def system_text(
     how = texts[mode].format(
         name=spec.name, schema=schema_text(schema) if mode == "json_object" else ""
     )
-    return f"{(instructions or DEFAULT_INSTRUCTIONS).strip()}\n\n{how}"
+    told = (instructions or DEFAULT_INSTRUCTIONS).strip()
+    return f"{told}\n\n{how}" if how else told
 
 
 def build_request(
