@@ -400,14 +400,21 @@ class _Extraction(Generic[M]):
             correction = correction_for_unparseable(failure, tool_name=self.tool_name)
         return self._reprompt(parsed, failure, correction)
 
-    def _reprompt(
-        self, parsed: ParseOutcome, failure: str, correction: str
-    ) -> Extraction[M] | None:
+    def _spend_reprompt(self, failure: str) -> Extraction[M] | None:
+        """The `invalid` outcome when no re-ask is left; else None, one more re-ask counted."""
         tally = self.tally
         if tally.reprompts >= self.options.max_reprompts:
             plural = "s" * (tally.reprompts != 1)
             return self._finish("invalid", f"{failure} (after {tally.reprompts} re-prompt{plural})")
         tally.reprompts += 1
+        return None
+
+    def _reprompt(
+        self, parsed: ParseOutcome, failure: str, correction: str
+    ) -> Extraction[M] | None:
+        done = self._spend_reprompt(failure)
+        if done is not None:
+            return done
         last_answer = parsed.json_text or parsed.text
         if "json_repair" in parsed.fixes:  # show the model the value the problems refer to
             last_answer = json.dumps(parsed.data, ensure_ascii=False)
@@ -456,11 +463,9 @@ class _Extraction(Generic[M]):
         self, ask: PartialAsk, problems: list[Problem], failure: str
     ) -> Extraction[M] | None:
         """Ask again for the invalid fields alone, keeping the ones that validated."""
-        tally = self.tally
-        if tally.reprompts >= self.options.max_reprompts:
-            plural = "s" * (tally.reprompts != 1)
-            return self._finish("invalid", f"{failure} (after {tally.reprompts} re-prompt{plural})")
-        tally.reprompts += 1
+        done = self._spend_reprompt(failure)
+        if done is not None:
+            return done
         correction = correction_for_fields(problems, ask.keys, tool_name=self.tool_name)
         self._send_partial(ask, correction)
         return None

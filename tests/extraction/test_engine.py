@@ -198,12 +198,15 @@ async def test_token_budget_stops_before_an_attempt_that_could_exceed_it(ideal_s
 
 
 async def test_token_budget_covers_all_attempts(ideal_sim: Any) -> None:
+    whole = {"reask_scope": "whole"}  # a re-ask as large as the first ask, or larger
     first = await run_extraction(
-        sim_call(ideal_sim, "wrong-types"), Ticket, TICKET_TEXT, model=MODEL
+        sim_call(ideal_sim, "wrong-types"), Ticket, TICKET_TEXT, model=MODEL, **whole
     )
     one_attempt = first.usage.prompt_tokens // 2 + 200  # room for one attempt, not two
     call = sim_call(ideal_sim, "wrong-types")
-    result = await run_extraction(call, Ticket, TICKET_TEXT, model=MODEL, token_budget=one_attempt)
+    result = await run_extraction(
+        call, Ticket, TICKET_TEXT, model=MODEL, token_budget=one_attempt, **whole
+    )
     assert result.outcome == "budget" and result.calls == 1
     assert result.usage.total_tokens <= one_attempt
     # without max_completion_tokens, the budget left is the completion room
