@@ -46,11 +46,12 @@ def hard_case_ids(count: int) -> dict[str, str]:
 def chat_model(base_url: str, api_key: str, **fields: Any) -> Any:
     """A `ChatModel` block pointing at a simulator (not saved anywhere)."""
     from prefect_openai_chat import ChatModel, OpenAICredentials
+    from prefect_openai_chat.blocks.sections import nest_flat_fields
 
     return ChatModel(
         credentials=OpenAICredentials(base_url=base_url, api_key=api_key),
         model=MODEL,
-        **fields,
+        **nest_flat_fields(fields),  # section settings by their flat names too
     )
 
 

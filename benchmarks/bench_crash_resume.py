@@ -88,9 +88,8 @@ def child(config_path: str) -> None:
     model = ChatModel(
         credentials=OpenAICredentials(base_url=config["base_url"], api_key=config["api_key"]),
         model=MODEL,
-        read_timeout_s=5.0,
-        backoff_base_s=0.01,
-        backoff_cap_s=0.05,
+        timeouts={"read_s": 5.0},
+        retries={"backoff_base_s": 0.01, "backoff_cap_s": 0.05},
     )
     summary = extract_records(
         source=config["source"],

@@ -9,7 +9,7 @@ workers and 0.1 s of simulated latency. For each outage mode (`refuse`: connecti
 at once; `503`: every request answered 503), the simulator is down for the first
 `--outage` seconds (10 by default) of the batch. Two clients run the same batch:
 
-* plugin: `ChatModel(...).runner()` - the in-call tier (4 attempts, full-jitter backoff),
+* plugin: `RUNNERS.build(ChatModel(...))` - the in-call tier (4 attempts, full-jitter backoff),
   the retry budget (20%), the circuit breaker (opens after 5 outage errors, one probe
   every `--reset` seconds);
 * plain: `openai.AsyncOpenAI` with the SDK's default retries (`max_retries=2`).
@@ -36,6 +36,7 @@ import openai
 
 from prefect_openai_chat import reset_process_state
 from prefect_openai_chat.blocks import ChatModel, OpenAICredentials
+from prefect_openai_chat.blocks.assembly import RUNNERS
 from prefect_openai_chat.simulator import OutageWindow, Simulator
 
 MODEL = "gpt-4o-mini-2024-07-18"
@@ -121,11 +122,11 @@ def plugin_call(sim: Simulator, reset_s: float) -> Callable[[], tuple[Call, Clos
     model = ChatModel(
         credentials=OpenAICredentials(base_url=sim.base_url, api_key=sim.api_key),
         model=MODEL,
-        circuit_reset_timeout_s=reset_s,
+        circuit={"reset_timeout_s": reset_s},
     )
 
     def make() -> tuple[Call, Close]:
-        runner = model.runner()
+        runner = RUNNERS.build(model)
 
         async def call() -> Any:
             return await runner.complete(MESSAGES)

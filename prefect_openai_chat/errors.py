@@ -85,11 +85,11 @@ class MalformedResponseError(ChatError):
 
 
 class AttemptTimeoutError(ChatError, TimeoutError):
-    """One HTTP attempt outlasted `attempt_timeout_s` (e.g. a server trickling bytes); retried."""
+    """One HTTP attempt outlasted `timeouts.attempt_s` (e.g. a server trickling bytes); retried."""
 
 
 class CallTimeoutError(ChatError):
-    """The whole logical call outlasted `call_timeout_s`, retries included; not retried."""
+    """The whole logical call outlasted `timeouts.call_s`, retries included; not retried."""
 
 
 class IncompleteStreamError(ChatError):

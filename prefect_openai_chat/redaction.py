@@ -51,18 +51,30 @@ _MARKER = re.compile(
     r"\n\[prefect-openai-chat: \d+ more bytes cut; [^\]\n]{1,40} had \d+ bytes\]\Z"
 )
 
+SECRETS_KEPT = 256  # the secrets redacted at once; the least recently used one goes first
 _lock = threading.Lock()
-_secrets: frozenset[str] = frozenset()
+_secrets: dict[str, None] = {}  # in the order last remembered: the oldest first
 _pattern: re.Pattern[str] | None = None
 
 
 def remember_secret(secret: S) -> S:
-    """Redact `secret` from now on (shorter than 8 characters: ignored); returns it."""
-    global _secrets, _pattern
-    if secret is None or len(secret) < MIN_SECRET_LENGTH or secret in _secrets:
+    """Redact `secret` from now on (shorter than 8 characters: ignored); returns it.
+
+    A key is remembered each time it is read for a call, so the `SECRETS_KEPT` kept are the
+    ones in use: a process that rotates through more keys forgets the longest unused.
+    """
+    global _pattern
+    if secret is None or len(secret) < MIN_SECRET_LENGTH:
         return secret
+    text = str(secret)
     with _lock:
-        _secrets = _secrets | {str(secret)}
+        known = text in _secrets
+        _secrets.pop(text, None)
+        _secrets[text] = None
+        if known:
+            return secret
+        while len(_secrets) > SECRETS_KEPT:
+            del _secrets[next(iter(_secrets))]
         longest_first = sorted(_secrets, key=len, reverse=True)
         _pattern = re.compile("|".join(re.escape(s) for s in longest_first))
     return secret

@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
+from prefect_openai_chat.blocks.sections import nest_flat_fields
 
 MODEL = "gpt-4o-mini-2024-07-18"
 
 
 def fast_model(base_url: str, api_key: str, **fields: Any) -> ChatModel:
-    """A ChatModel whose in-call tier never sleeps for long, with any field overridden."""
+    """A ChatModel whose in-call tier never sleeps for long, with any field overridden.
+
+    Settings of the sections may be given by their flat names (`max_attempts=2`,
+    `circuit_failures=3`; the table is `blocks/sections.py::FLAT_FIELDS`) or as sections.
+    """
     settings: dict[str, Any] = {
         "model": MODEL,
         "read_timeout_s": 5.0,
@@ -24,4 +29,4 @@ def fast_model(base_url: str, api_key: str, **fields: Any) -> ChatModel:
         **fields,
     }
     credentials = OpenAICredentials(base_url=base_url, api_key=api_key)
-    return ChatModel(credentials=credentials, **settings)
+    return ChatModel(credentials=credentials, **nest_flat_fields(settings))

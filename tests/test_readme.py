@@ -71,3 +71,52 @@ def test_the_deployment_guide_saves_the_blocks_as_the_readme_does() -> None:
 def test_serve_and_the_worker_deployment_have_distinct_names() -> None:
     assert "nightly-served" in README and "nightly-served" in GUIDE
     assert "python deployments/serve.py" in GUIDE
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_tour_s_block_saving_example_saves_models_whose_fallback_answers() -> None:
+    """The tour's tuned model and its fallback, saved as the README says (against the
+    simulator), load with the sections it names, and a call that falls back is answered."""
+    import logging
+
+    from prefect import flow
+
+    from prefect_openai_chat import ChatModel, OpenAICredentials, chat_completion
+    from prefect_openai_chat.blocks.assembly import RUNNERS
+    from prefect_openai_chat.process import reset_process_state
+    from prefect_openai_chat.simulator import Simulator
+
+    snippet = next(block for block in BLOCKS if 'save("nightly-chat-model"' in block)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("prefect_openai_chat")
+    with Simulator(profile="ideal", seed=23) as sim:
+        OpenAICredentials(base_url=sim.base_url, api_key=sim.api_key).save(
+            "openai-credentials", overwrite=True
+        )
+        logger.addHandler(handler)
+        try:
+            exec(compile(snippet, "README block-saving example", "exec"), {})
+        finally:
+            logger.removeHandler(handler)
+        assert [r.getMessage() for r in records if "fallback" in r.getMessage()] == []
+        model = ChatModel.load("nightly-chat-model")
+        assert (model.timeouts.read_s, model.retries.max_attempts) == (60, 4)
+        assert (model.circuit.failures, model.fallback_models) == (5, ["bigger-chat-model"])
+        reset_process_state()
+        guard = RUNNERS.build(model).protection.guard  # the primary's circuit, opened
+        assert guard is not None
+        for _ in range(model.circuit.failures):
+            guard.record_failure(guard.before_call(), TimeoutError("down"))
+
+        @flow
+        def tour() -> tuple[str | None, str]:
+            result = chat_completion("nightly-chat-model", [{"role": "user", "content": "Hi"}])
+            return result.content, result.model
+
+        try:
+            content, answered_by = tour()
+        finally:
+            reset_process_state()
+        assert content and answered_by.startswith("gpt-4o-2024-08-06")

@@ -18,9 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
+from openai import AsyncOpenAI
 from prefect.exceptions import ObjectNotFound
 
 from prefect_openai_chat.blocks.chat_model import ChatModel
@@ -30,7 +32,10 @@ from prefect_openai_chat.chat.clients import CLIENTS, ClientCache, ClientSource
 from prefect_openai_chat.chat.protection import Protection
 from prefect_openai_chat.chat.runner import ClientFactory, FallbackLoader
 from prefect_openai_chat.errors import InvalidInputError, MissingFallbackError
+from prefect_openai_chat.extraction.batch_api.client import BatchClient
 from prefect_openai_chat.resilience import (
+    CircuitGuard,
+    RetryBudget,
     circuit_key,
     get_circuit_guard,
     get_rate_limiter,
@@ -84,8 +89,11 @@ class RunnerFactory:
             return changed or await _refresh_token(fresh)
 
         fallbacks = [SavedFallback(name, model.model, self) for name in model.fallback_models]
-        runner = self.build(
-            model, fallbacks=fallbacks, reload_credentials=reload_credentials, source=source
+        runner = await off_the_loop(
+            model,
+            lambda: self.build(
+                model, fallbacks=fallbacks, reload_credentials=reload_credentials, source=source
+            ),
         )
         return model, runner
 
@@ -123,30 +131,28 @@ class RunnerFactory:
         return ClientSource(lambda: _client_key(model), _builder(model), self.clients)
 
     @staticmethod
+    def batch_client(model: ChatModel) -> BatchClient:
+        """The Files and Batch API calls over `model`'s client, under its retry policy, and
+        the circuit guard and retry budget of `<endpoint>|batch API` (made with its settings)."""
+        key = circuit_key(model.endpoint, BATCH_CIRCUIT)
+        guard, budget = _guard_and_budget(model, key)
+        client = cast(AsyncOpenAI, model.get_client(async_client=True))
+        return BatchClient(client, model.retry_policy(), key, guard=guard, budget=budget)
+
+    @staticmethod
     def protection(model: ChatModel, key: str, fingerprint: str | None = None) -> Protection:
         """Policy, circuit guard and retry budget for calls on the circuit `key`, and the
-        limiter of `model`'s account (`fingerprint`: of its key, when already known)."""
-        redis_url = model.shared_redis_url()
-        guard = get_circuit_guard(
-            key,
-            fail_max=model.circuit_failures,
-            reset_timeout_s=model.circuit_reset_timeout_s,
-            success_threshold=model.circuit_successes,
-            redis_url=redis_url,
-        )
+        limiter of `model`'s account (`fingerprint`: of its key, when already known); each
+        shared with the blocks whose settings are the same (see resilience/registry.py)."""
+        guard, budget = _guard_and_budget(model, key)
         # Always a limiter: it learns the limits from the API's headers; the fields cap them.
         limiter = get_rate_limiter(
             model.rate_limit_key(fingerprint),
-            rpm=model.requests_per_minute,
-            tpm=model.tokens_per_minute,
-            redis_url=redis_url,
+            rpm=model.limits.requests_per_minute,
+            tpm=model.limits.tokens_per_minute,
+            redis_url=model.shared_redis_url(),
         )
-        return Protection(
-            policy=model.retry_policy(),
-            guard=guard,
-            budget=get_retry_budget(key, ratio=model.retry_budget_ratio),
-            limiter=limiter,
-        )
+        return Protection(policy=model.retry_policy(), guard=guard, budget=budget, limiter=limiter)
 
 
 class SavedFallback:
@@ -166,11 +172,38 @@ class SavedFallback:
                     f" ChatModel block; save one with ChatModel(...).save({self.name!r}), or"
                     " remove it from fallback_models"
                 ) from None
-            self._runner = self._factory.build(model, name=self.name)
+            self._runner = await off_the_loop(
+                model, lambda: self._factory.build(model, name=self.name)
+            )
         return self._runner
 
 
 ClientKey = tuple[Hashable, Hashable]
+BATCH_CIRCUIT = "batch API"  # the circuit of an endpoint's Files and Batch API calls
+
+
+def _guard_and_budget(model: ChatModel, key: str) -> tuple[CircuitGuard, RetryBudget]:
+    """The circuit guard and retry budget of `key` with `model`'s settings."""
+    circuit = model.circuit.settings()
+    guard = get_circuit_guard(
+        key,
+        fail_max=circuit.fail_max,
+        reset_timeout_s=circuit.reset_timeout_s,
+        success_threshold=circuit.success_threshold,
+        redis_url=model.shared_redis_url(),
+    )
+    return guard, get_retry_budget(key, ratio=model.retries.budget_ratio)
+
+
+T = TypeVar("T")
+
+
+async def off_the_loop(model: ChatModel, build: Callable[[], T]) -> T:
+    """`build()`, in a worker thread when `model` shares its circuit through Redis: making
+    a circuit guard then reads and initialises its state there, which blocks."""
+    if model.shared_redis_url():
+        return await asyncio.to_thread(build)
+    return build()
 
 
 def _client_key(model: ChatModel) -> ClientKey:

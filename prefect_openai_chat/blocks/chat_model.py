@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+import warnings
+from typing import Any, cast
+from uuid import UUID
 
 import openai
 from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import BlockDocumentUpdate
+from prefect.exceptions import ObjectNotFound
 from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from prefect_openai_chat.blocks.credentials import (
@@ -17,13 +21,18 @@ from prefect_openai_chat.blocks.credentials import (
     AzureOpenAICredentials,
     OpenAICredentials,
 )
-from prefect_openai_chat.chat import ChatRunner
+from prefect_openai_chat.blocks.sections import (
+    Circuit,
+    Limits,
+    Retries,
+    Timeouts,
+    flat_fields_in,
+    nest_flat_fields,
+)
 from prefect_openai_chat.chat.clients import CLIENTS
-from prefect_openai_chat.chat.runner import ClientFactory, FallbackLoader
-from prefect_openai_chat.chat.settings import ChatSettings
+from prefect_openai_chat.chat.settings import ChatSettings, ContentFilterMode
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.resilience import RetryPolicy, build_verdicts
-from prefect_openai_chat.resilience.policy import MAX_TASK_RETRIES
+from prefect_openai_chat.resilience import RetryPolicy
 from prefect_openai_chat.tokens import is_pinned_snapshot, model_info
 from prefect_openai_chat.tokens.context import ContextStrategy
 from prefect_openai_chat.tokens.prices import Price
@@ -32,6 +41,7 @@ logger = logging.getLogger("prefect_openai_chat")
 _warned: set[str] = set()
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+_CHAT = ChatSettings(model="")  # the core's defaults, which the block's fields take
 
 GENERATION_FIELDS = (
     "temperature",
@@ -50,6 +60,27 @@ def warn_once(key: str, message: str, *args: Any) -> None:
     if key not in _warned:
         _warned.add(key)
         logger.warning(message, *args)
+
+
+def _warn_if_unusable(name: str, fallback: ChatModel | Exception) -> None:
+    """Log a warning when the saved fallback `name` could not be called: not saved, or its
+    credentials hold no usable key or token (what is missing is said)."""
+    if isinstance(fallback, Exception):
+        logger.warning(
+            "fallback %r is not a saved ChatModel block; save one with"
+            " ChatModel(...).save(%r) before it is needed, or remove it from fallback_models",
+            name,
+            name,
+        )
+        return
+    try:
+        fallback.credentials.cache_key()  # reads the key (or Entra ID choice) as a call would
+    except InvalidInputError as exc:
+        logger.warning(
+            "fallback %r has no usable credential: %s; a call that falls back to it would fail",
+            name,
+            exc,
+        )
 
 
 class ChatModel(Block):
@@ -97,114 +128,39 @@ class ChatModel(Block):
     )
     stop: list[str] | None = Field(default=None, description="Up to 4 stop sequences.")
     user: str | None = Field(default=None, description="An end-user ID sent to the API.")
-    # --- timeouts and pool ---
-    connect_timeout_s: float = Field(default=5.0, description="Seconds to open a connection.")
-    read_timeout_s: float = Field(
-        default=120.0,
-        description="Seconds to wait for the response, or for a stream's next chunk.",
+    # --- how calls behave: one nested form each in the UI ---
+    timeouts: Timeouts = Field(
+        default_factory=Timeouts, description="How long each part of a call may take."
     )
-    write_timeout_s: float = Field(default=30.0, description="Seconds to send the request.")
-    pool_timeout_s: float = Field(
-        default=30.0, description="Seconds to wait for a free pooled connection."
+    retries: Retries = Field(
+        default_factory=Retries,
+        description="The in-call retries, the retry budget and the task tier.",
     )
-    max_connections: int = Field(
-        default=100, description="The size of the HTTP connection pool per client."
+    circuit: Circuit = Field(
+        default_factory=Circuit,
+        description="When the endpoint counts as down, and how long calls wait for it.",
     )
-    attempt_timeout_s: float | None = Field(
-        default=None,
-        gt=0,
-        description=(
-            "Seconds one HTTP attempt may take in all (a trickling server resets the read"
-            " timeout with every byte); empty: 2 x read_timeout_s + connect_timeout_s."
-        ),
-    )
-    call_timeout_s: float | None = Field(
-        default=600.0,
-        gt=0,
-        description="Seconds one logical call may take, retries included; empty: no limit.",
-    )
-    # --- outcomes ---
-    content_filter: Literal["raise", "flag"] = Field(
-        default="raise",
-        description="On a content filter stop: raise ContentFilteredError, or flag the result.",
-    )
-    safe_message: str = Field(
-        default="This content was withheld by the provider's content filter.",
-        description="The content of a flagged result when content_filter is flag.",
-    )
-    prices: dict[str, Price] | None = Field(
-        default=None,
-        description="Price overrides in USD per million tokens, by model name.",
-    )
-    # --- retries: the in-call tier and the task tier ---
-    max_attempts: int = Field(
-        default=4,
-        ge=1,
-        description="HTTP attempts per call within one task run, the first included.",
-    )
-    backoff_base_s: float = Field(
-        default=0.5, ge=0, description="The first full-jitter backoff window, in seconds."
-    )
-    backoff_cap_s: float = Field(
-        default=20.0, ge=0, description="The largest backoff window, in seconds."
-    )
-    retry_after_cap_s: float = Field(
-        default=60.0,
-        ge=0,
-        description="The longest Retry-After the server may ask for, in seconds.",
-    )
-    task_retries: int = Field(
-        default=2,
-        ge=0,
-        le=MAX_TASK_RETRIES,
-        description="Task re-runs for errors that outlast the in-call retries, 0 to 10.",
-    )
-    error_overrides: dict[str, str] = Field(
-        default_factory=dict,
-        description="Error-table rows mapped to another action, such as {'409': 'fail'}.",
-    )
-    retry_budget_ratio: float = Field(
-        default=0.2, ge=0, le=1, description="The largest share of requests that may be retries."
-    )
-    # --- circuit breaker ---
-    circuit_failures: int = Field(
-        default=5, ge=1, description="Consecutive outage errors that open the circuit."
-    )
-    circuit_reset_timeout_s: float = Field(
-        default=30.0, gt=0, description="Seconds an open circuit waits before one probe call."
-    )
-    outage_patience_s: float = Field(
-        default=120.0,
-        ge=0,
-        description="How long, from when the circuit opened, calls wait for its probe; past"
-        " it they fail at once (no task retries) until a probe succeeds.",
-    )
-    circuit_successes: int = Field(
-        default=1, ge=1, description="Successful probes needed to close the circuit again."
+    limits: Limits = Field(
+        default_factory=Limits,
+        description="Caps on the rate limits learned from the API, and the connection pool.",
     )
     redis_url: SecretStr | None = Field(
         default=None,
         description="A Redis URL that shares the circuit and the rate limiter between processes"
         " and hosts; empty keeps both local to the process.",
     )
-    circuit_redis_url: SecretStr | None = Field(
+    # --- outcomes ---
+    content_filter: ContentFilterMode = Field(
+        default=_CHAT.content_filter,
+        description="On a content filter stop: raise ContentFilteredError, or flag the result.",
+    )
+    safe_message: str = Field(
+        default=_CHAT.safe_message,
+        description="The content of a flagged result when content_filter is flag.",
+    )
+    prices: dict[str, Price] | None = Field(
         default=None,
-        description="Deprecated name of redis_url (used when redis_url is empty).",
-    )
-    # --- rate limits: learned from the API's headers; these fields only cap them ---
-    requests_per_minute: int | None = Field(
-        default=None, gt=0, description="A cap on requests per minute (empty: what the API says)."
-    )
-    tokens_per_minute: int | None = Field(
-        default=None,
-        gt=0,
-        description="A cap on tokens per minute, prompt plus room (empty: what the API says).",
-    )
-    rate_limit_patience_s: float = Field(
-        default=300.0,
-        ge=0,
-        description="The longest one call waits out 429 rate_limit_exceeded answers, in seconds;"
-        " they count neither against max_attempts nor the retry budget.",
+        description="Price overrides in USD per million tokens, by model name.",
     )
     # --- fallbacks and the context window ---
     fallback_models: list[str] = Field(
@@ -215,19 +171,71 @@ class ChatModel(Block):
         default=None, description="Text answered when this model and every fallback are down."
     )
     context_strategy: ContextStrategy = Field(
-        default="fail", description="What to do when the prompt does not fit the context window."
+        default=_CHAT.context_strategy,
+        description="What to do when the prompt does not fit the context window.",
     )
     context_window: int | None = Field(
         default=None, gt=0, description="The context window in tokens; empty uses the model table."
     )
 
-    @field_validator("error_overrides")
+    @model_validator(mode="before")
     @classmethod
-    def _known_rows(cls, value: dict[str, str]) -> dict[str, str]:
-        build_verdicts(value)  # a clear ValueError naming the unknown row or action
-        return value
+    def _nest_flat_layout(cls, data: Any) -> Any:
+        """A block saved with the flat layout (before the sections) loads, with a warning."""
+        if not isinstance(data, dict) or not flat_fields_in(data):
+            return data
+        warnings.warn(
+            f"ChatModel fields {', '.join(flat_fields_in(data))} are the old flat layout; they"
+            " now live in the sections timeouts, retries, circuit and limits (see"
+            " docs/migrating.md). Save the block again to store the new layout:"
+            " ChatModel.load(NAME).save(NAME, overwrite=True)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return nest_flat_fields(data)
 
-    @field_validator("redis_url", "circuit_redis_url")
+    # Prefect merges the new data into the stored document when overwriting, which would keep
+    # an old layout's flat keys beside the sections: the document's data is replaced instead.
+
+    def _save_sync(
+        self, name: str | None = None, is_anonymous: bool = False, overwrite: bool = False
+    ) -> UUID:
+        block_id = super()._save_sync(name=name, is_anonymous=is_anonymous, overwrite=overwrite)
+        if overwrite:
+            with get_client(sync_client=True) as client:
+                client.update_block_document(block_id, self._whole_document())
+        for fallback in self.fallback_models:
+            try:
+                _warn_if_unusable(fallback, cast(ChatModel, ChatModel.load(fallback)))
+            except (ValueError, ObjectNotFound) as exc:
+                _warn_if_unusable(fallback, exc)
+        return block_id
+
+    async def _save(
+        self,
+        name: str | None = None,
+        is_anonymous: bool = False,
+        overwrite: bool = False,
+        client: Any = None,
+    ) -> UUID:
+        block_id = await super()._save(
+            name=name, is_anonymous=is_anonymous, overwrite=overwrite, client=client
+        )
+        if overwrite:
+            async with get_client() as fresh:
+                await fresh.update_block_document(block_id, self._whole_document())
+        for fallback in self.fallback_models:
+            try:
+                _warn_if_unusable(fallback, await ChatModel.aload(fallback))
+            except (ValueError, ObjectNotFound) as exc:
+                _warn_if_unusable(fallback, exc)
+        return block_id
+
+    def _whole_document(self) -> BlockDocumentUpdate:
+        data = self._to_block_document(include_secrets=True).data
+        return BlockDocumentUpdate(data=data, merge_existing_data=False)
+
+    @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         url = value.get_secret_value().strip() if value is not None else ""
@@ -263,27 +271,17 @@ class ChatModel(Block):
 
     def timeout(self) -> openai.Timeout:
         """The split timeouts as an `openai.Timeout`."""
-        return openai.Timeout(
-            connect=self.connect_timeout_s,
-            read=self.read_timeout_s,
-            write=self.write_timeout_s,
-            pool=self.pool_timeout_s,
-        )
+        return self.timeouts.for_client()
 
     def pool_settings(self) -> tuple[float, float, float, float, int]:
         """The timeouts and the pool size: with the credentials, what makes clients differ."""
-        return (
-            self.connect_timeout_s,
-            self.read_timeout_s,
-            self.write_timeout_s,
-            self.pool_timeout_s,
-            self.max_connections,
-        )
+        t = self.timeouts
+        return (t.connect_s, t.read_s, t.write_s, t.pool_s, self.limits.max_connections)
 
     def build_client(self, async_client: bool = False) -> openai.OpenAI | openai.AsyncOpenAI:
         """A new client for these settings (SDK retries off, split timeouts, a sized pool)."""
         return self.credentials.get_client(
-            async_client, timeout=self.timeout(), max_connections=self.max_connections
+            async_client, timeout=self.timeout(), max_connections=self.limits.max_connections
         )
 
     def get_client(self, async_client: bool = False) -> openai.OpenAI | openai.AsyncOpenAI:
@@ -313,35 +311,29 @@ class ChatModel(Block):
             name=name,
             context_strategy=self.context_strategy,
             context_window=self.context_window,
-            attempt_timeout_s=self.attempt_deadline_s,
-            call_timeout_s=self.call_timeout_s,
+            attempt_timeout_s=self.timeouts.attempt_deadline_s,
+            call_timeout_s=self.timeouts.call_s,
         )
 
-    @property
-    def attempt_deadline_s(self) -> float:
-        """`attempt_timeout_s`, or 2 x read_timeout_s + connect_timeout_s when it is empty."""
-        if self.attempt_timeout_s is not None:
-            return self.attempt_timeout_s
-        return 2 * self.read_timeout_s + self.connect_timeout_s
-
     def retry_policy(self) -> RetryPolicy:
-        """The two-tier retry policy these settings describe."""
+        """The two-tier retry policy these settings describe (the task tier waits as long as
+        an open circuit does before its probe)."""
+        retries = self.retries
         return RetryPolicy(
-            max_attempts=self.max_attempts,
-            backoff_base=self.backoff_base_s,
-            backoff_cap=self.backoff_cap_s,
-            retry_after_cap=self.retry_after_cap_s,
-            task_retries=self.task_retries,
-            task_retry_delay_s=self.circuit_reset_timeout_s,
-            rate_limit_patience_s=self.rate_limit_patience_s,
-            outage_patience_s=self.outage_patience_s,
-            overrides=dict(self.error_overrides),
+            max_attempts=retries.max_attempts,
+            backoff_base=retries.backoff_base_s,
+            backoff_cap=retries.backoff_cap_s,
+            retry_after_cap=retries.retry_after_cap_s,
+            task_retries=retries.task_retries,
+            task_retry_delay_s=self.circuit.reset_timeout_s,
+            rate_limit_patience_s=self.limits.rate_limit_patience_s,
+            outage_patience_s=self.circuit.outage_patience_s,
+            overrides=dict(retries.error_overrides),
         )
 
     def shared_redis_url(self) -> str | None:
         """The Redis URL that shares the circuit and the limiter, if any."""
-        url = self.redis_url or self.circuit_redis_url
-        return url.get_secret_value() if url else None
+        return self.redis_url.get_secret_value() if self.redis_url else None
 
     def rate_limit_key(self, fingerprint: str | None = None) -> str:
         """The limiter's key: endpoint, account and model (limits are per organisation and model).
@@ -362,24 +354,6 @@ class ChatModel(Block):
         if not account:
             account = f"key-{fingerprint:.12}"
         return f"{self.endpoint}|{account}|{self.model}"
-
-    def runner(
-        self,
-        name: str = "primary",
-        fallbacks: Sequence[ChatRunner | FallbackLoader] = (),
-        reload_credentials: Callable[[], Awaitable[bool]] | None = None,
-        client: ClientFactory | None = None,
-    ) -> ChatRunner:
-        """A `ChatRunner` for this block alone: `RUNNERS.build(self, ...)` (blocks/assembly.py)."""
-        from prefect_openai_chat.blocks.assembly import RUNNERS  # assembly reads this module
-
-        return RUNNERS.build(
-            self,
-            name=name,
-            fallbacks=fallbacks,
-            reload_credentials=reload_credentials,
-            client=client,
-        )
 
     def generation_params(self) -> dict[str, Any]:
         """The generation parameters that determine an answer (for cache keys)."""

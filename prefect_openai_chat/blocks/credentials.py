@@ -26,6 +26,7 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator, model_valida
 
 from prefect_openai_chat.blocks import entra
 from prefect_openai_chat.blocks.network import NetworkSettings
+from prefect_openai_chat.chat.settings import OPENAI_BASE_URL
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.redaction import remember_headers, remember_secret
 
@@ -147,7 +148,7 @@ class OpenAICredentials(CredentialsBlock, NetworkSettings):
     @property
     def endpoint(self) -> str:
         """The base URL calls go to (part of the circuit key)."""
-        return (self.base_url or "https://api.openai.com/v1").rstrip("/")
+        return (self.base_url or OPENAI_BASE_URL).rstrip("/")
 
     def cache_key(self) -> Hashable:
         """What makes two clients interchangeable; holds a key fingerprint, never the key."""

@@ -16,6 +16,7 @@ from prefect_openai_chat.tokens.context import ContextStrategy
 from prefect_openai_chat.tokens.prices import Price
 
 ContentFilterMode = Literal["raise", "flag"]
+OPENAI_BASE_URL = "https://api.openai.com/v1"  # where calls go when no base URL is set
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class ChatSettings:
     prices: Mapping[str, Price] | None = None
     context_strategy: ContextStrategy = "fail"
     context_window: int | None = None
-    base_url: str = "https://api.openai.com/v1"
+    base_url: str = OPENAI_BASE_URL
     name: str = "primary"
     attempt_timeout_s: float | None = None  # one HTTP attempt, every read included
     call_timeout_s: float | None = None  # the whole logical call, retries included

@@ -65,7 +65,7 @@ from prefect_openai_chat.flows.sources import (
     read_records,
     source_flow,
 )
-from prefect_openai_chat.flows.summary import RunArtifacts, RunTotals
+from prefect_openai_chat.flows.summary import RunArtifacts, RunTotals, summary_line
 from prefect_openai_chat.resilience import AdaptiveConcurrency
 from prefect_openai_chat.results import BatchReport, RecordOutcome, bounded_reason
 from prefect_openai_chat.storage import Location, plain_options
@@ -302,15 +302,7 @@ def _source_file(source: Any) -> Target | None:
 def _summary(totals: RunTotals, extra: dict[str, Any]) -> dict[str, Any]:
     """The run's totals and facts, logged in one line."""
     summary = {**totals.as_dict(), **extra}
-    run_logger().info(
-        "extract-records: %d records, %d valid, %d quarantined, %d tokens, $%.4f, %.1fs",
-        totals.records,
-        totals.valid,
-        totals.quarantined,
-        summary["total_tokens"],
-        totals.cost_usd,
-        extra["wall_time_s"],
-    )
+    run_logger().info("%s", summary_line(summary))
     return summary
 
 

@@ -28,7 +28,8 @@ from prefect_openai_chat.resilience.classify import (
 )
 from prefect_openai_chat.resilience.concurrency import AdaptiveConcurrency
 from prefect_openai_chat.resilience.limit_headers import parse_duration, read_limits
-from prefect_openai_chat.resilience.limiter import Limiter, RateLimiter, get_rate_limiter
+from prefect_openai_chat.resilience.limiter import Limiter, RateLimiter
+from prefect_openai_chat.resilience.limiter_registry import get_rate_limiter
 from prefect_openai_chat.resilience.policy import (
     RetryPolicy,
     make_retry_condition,

@@ -27,6 +27,7 @@ from typing import Any
 from prefect_openai_chat.resilience.registry import Registry
 
 _BUCKETS = 10
+DEFAULT_RATIO = 0.2  # retries per request (the `ChatModel` block's default too)
 
 
 class RetryBudget:
@@ -41,7 +42,7 @@ class RetryBudget:
 
     def __init__(
         self,
-        ratio: float = 0.2,
+        ratio: float = DEFAULT_RATIO,
         window_s: float = 10.0,
         min_retries_per_window: int = 10,
         clock: Callable[[], float] = time.monotonic,
@@ -107,16 +108,16 @@ _registry: Registry[RetryBudget] = Registry("retry budgets")
 
 
 def get_retry_budget(key: str, **settings: Any) -> RetryBudget:
-    """The process-wide budget for `key` (a circuit key), created on first use.
+    """The process-wide budget for `key` (a circuit key) and these `settings`, made on first use.
 
-    One endpoint and model has one budget, whatever the blocks that call it; the last
-    `ratio` given is in force (other settings only count when the budget is made).
+    Callers that give the same key and settings share one budget; a block with another
+    `ratio` has its own, so no block changes another's.
 
     Example:
-        >>> get_retry_budget("doc-example", ratio=0.5) is get_retry_budget("doc-example")
+        >>> get_retry_budget("doc-example", ratio=0.5) is get_retry_budget("doc-example", ratio=0.5)
         True
+        >>> get_retry_budget("doc-example", ratio=0.5) is get_retry_budget("doc-example", ratio=0.1)
+        False
     """
-    budget = _registry.get(key, lambda: RetryBudget(**settings))
-    if "ratio" in settings and settings["ratio"] != budget.ratio:
-        budget.set_ratio(settings["ratio"])
-    return budget
+    slot = (key, *sorted(settings.items()))
+    return _registry.get(slot, lambda: RetryBudget(**settings))

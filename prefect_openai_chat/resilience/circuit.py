@@ -85,6 +85,24 @@ class CircuitEvent:
 
 
 @dataclass(frozen=True)
+class CircuitSettings:
+    """When a circuit opens and closes: the defaults of `CircuitGuard` and of the block.
+
+    Attributes:
+        fail_max: Consecutive outage errors that open the circuit.
+        reset_timeout_s: Seconds an open circuit waits before one probe call.
+        success_threshold: Successful probes needed to close it again.
+    """
+
+    fail_max: int = 5
+    reset_timeout_s: float = 30.0
+    success_threshold: int = 1
+
+
+_DEFAULTS = CircuitSettings()
+
+
+@dataclass(frozen=True)
 class Permit:
     """Leave to send one attempt; hand it back with `record_*`."""
 
@@ -173,9 +191,9 @@ class CircuitGuard:
     def __init__(
         self,
         key: str,
-        fail_max: int = 5,
-        reset_timeout_s: float = 30.0,
-        success_threshold: int = 1,
+        fail_max: int = _DEFAULTS.fail_max,
+        reset_timeout_s: float = _DEFAULTS.reset_timeout_s,
+        success_threshold: int = _DEFAULTS.success_threshold,
         redis_url: str | None = None,
         clock: Callable[[], float] = time.time,
         *,
@@ -217,6 +235,11 @@ class CircuitGuard:
     def state(self) -> str:
         """`"closed"`, `"open"` or `"half-open"` (as stored; noticing others' changes)."""
         return self.breaker.state.name
+
+    @property
+    def shared(self) -> bool:
+        """Whether the state is shared through Redis (so reading it may wait on the network)."""
+        return bool(self.storage.redis_url)
 
     @property
     def last_error(self) -> str | None:
@@ -353,21 +376,22 @@ def circuit_key(base_url: str, model: str) -> str:
 
 
 _registry: Registry[CircuitGuard] = Registry("circuit guards")
-_TUNABLE = ("fail_max", "reset_timeout_s", "success_threshold")
 
 
 def get_circuit_guard(key: str, **settings: Any) -> CircuitGuard:
-    """The process-wide guard for `key` (and the Redis it shares through), made on first use.
+    """The process-wide guard for `key` and these `settings` (thresholds, Redis), made on
+    first use.
 
-    One endpoint and model has one guard, whatever the blocks that call it: their
-    `fail_max`, `reset_timeout_s` and `success_threshold` are applied to it, the last
-    ones given in force (other settings only count when the guard is made).
+    Callers that give the same key and settings share one guard. A block with other
+    thresholds has its own guard, so no block changes another's; with the same Redis they
+    still share the endpoint's state there (counts, open or closed), each judging it by its
+    own thresholds.
 
     Example:
-        >>> get_circuit_guard("doc|model", fail_max=3) is get_circuit_guard("doc|model")
+        >>> get_circuit_guard("doc|model", fail_max=3) is get_circuit_guard("doc|model", fail_max=3)
         True
+        >>> get_circuit_guard("doc|model", fail_max=3) is get_circuit_guard("doc|model", fail_max=4)
+        False
     """
-    slot = (key, settings.get("redis_url"), settings.get("redis_prefix"))
-    guard = _registry.get(slot, lambda: CircuitGuard(key, **settings))
-    guard.configure(**{name: settings[name] for name in _TUNABLE if name in settings})
-    return guard
+    slot = (key, *sorted(settings.items()))
+    return _registry.get(slot, lambda: CircuitGuard(key, **settings))

@@ -47,7 +47,6 @@ from prefect_openai_chat.resilience.limit_headers import (
     LearnedBucket,
     read_limits,
 )
-from prefect_openai_chat.resilience.registry import Registry
 
 logger = logging.getLogger("prefect_openai_chat.resilience.limiter")
 
@@ -377,32 +376,3 @@ class Limiter(Protocol):
     def settle(self, reserved: int, used: int, written: int | None = None) -> None: ...
 
     def describe(self) -> str: ...
-
-
-_registry: Registry[Limiter] = Registry("rate limiters")
-
-
-def get_rate_limiter(
-    key: str, rpm: float | None = None, tpm: float | None = None, redis_url: str | None = None
-) -> Limiter:
-    """The process-wide limiter for `key` (endpoint, account, model), created on first use.
-
-    With `redis_url` the buckets are shared with every process that uses the same
-    Redis and key. Blocks that name other caps for the same key share the limiter;
-    the caps in force are the last ones given.
-
-    Example:
-        >>> get_rate_limiter("doc", rpm=60) is get_rate_limiter("doc", rpm=30)
-        True
-    """
-
-    def build() -> Limiter:
-        if redis_url:
-            from prefect_openai_chat.resilience.limiter_redis import SharedRateLimiter
-
-            return SharedRateLimiter(key, redis_url, rpm, tpm)
-        return RateLimiter(rpm, tpm)
-
-    limiter = _registry.get((key, redis_url), build)
-    limiter.set_caps(rpm, tpm)
-    return limiter

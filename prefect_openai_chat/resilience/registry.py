@@ -1,5 +1,7 @@
 """Process-wide registries: one circuit guard, retry budget or limiter per key, at most a few.
 
+A key holds everything the object was built with (the endpoint and the settings), so two
+callers with different settings never share an object, and no caller changes another's.
 Every registry is a least-recently-used map (`cachetools.LRUCache`) of `size` entries
 behind a lock, so a process that talks to many endpoints does not grow without end;
 an object pushed out keeps working for whoever still holds it, and the next caller
@@ -42,11 +44,21 @@ class Registry(Generic[T]):
         _registries.add(self)  # type: ignore[arg-type]
 
     def get(self, key: Hashable, build: Callable[[], T]) -> T:
-        """The object for `key`, built by `build()` on first use (the lock held)."""
+        """The object for `key`, built by `build()` on first use.
+
+        `build()` runs outside the lock (building may reach Redis, and a slow Redis must not
+        hold up callers of other keys); when two callers build the same key at once, the
+        first one stored wins and the other object is dropped unused.
+        """
+        with self._lock:
+            item = self._items.get(key)
+        if item is not None:
+            return item
+        made = build()
         with self._lock:
             item = self._items.get(key)
             if item is None:
-                item = self._items[key] = build()
+                item = self._items[key] = made
             return item
 
     def __len__(self) -> int:

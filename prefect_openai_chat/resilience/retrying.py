@@ -235,7 +235,7 @@ class _Loop:
         """A permit; while the circuit is open, wait for its probe within the outage patience."""
         while True:
             try:
-                return self.permit()
+                return await self.permit()
             except CircuitOpenError as exc:
                 await sleep(self.wait_for_probe(exc))
 
@@ -255,11 +255,18 @@ class _Loop:
             raise exc
         return min(max(exc.retry_at - now, 0.05), POLL_OPEN_S, left)
 
-    def permit(self) -> Permit | None:
+    async def on_guard(self, method: Callable[..., T], *args: Any) -> T:
+        """`method(*args)` of the circuit guard: in a worker thread when the guard shares its
+        state through Redis (its calls block on the network), else here and now."""
+        if self.guard is not None and self.guard.shared:
+            return await asyncio.to_thread(method, *args)
+        return method(*args)
+
+    async def permit(self) -> Permit | None:
         permit = None
         if self.guard is not None:
             try:
-                permit = self.guard.before_call()
+                permit = await self.on_guard(self.guard.before_call)
             except CircuitOpenError as exc:
                 if self.last_error is not None:
                     raise exc from self.last_error
@@ -269,21 +276,23 @@ class _Loop:
         self.sent += 1
         return permit
 
-    def success(self, permit: Permit | None) -> None:
+    async def success(self, permit: Permit | None) -> None:
         if self.guard is not None and permit is not None:
-            self.guard.record_success(permit)
+            await self.on_guard(self.guard.record_success, permit)
             outages.ended(self.key)
 
-    def failure(self, permit: Permit | None, exc: BaseException) -> Verdict:
+    async def failure(self, permit: Permit | None, exc: BaseException) -> Verdict:
         """Record the failed attempt; return its verdict (raise when there is nothing to retry)."""
         verdict = self.policy.classify(exc) if isinstance(exc, Exception) else None
-        if self.guard is not None and permit is not None:
-            if verdict is not None and verdict.outage:
-                self.guard.record_failure(permit, exc)
-            else:
-                self.guard.record_ignored(permit)
         if verdict is None:  # cancelled, KeyboardInterrupt: not ours to handle
+            if self.guard is not None and permit is not None:
+                self.guard.record_ignored(permit)  # no await while cancelled (Redis: probes only)
             raise exc
+        if self.guard is not None and permit is not None:
+            if verdict.outage:
+                await self.on_guard(self.guard.record_failure, permit, exc)
+            else:
+                await self.on_guard(self.guard.record_ignored, permit)
         self.last_error = exc
         if self.limiter is not None:  # an answer without headers ends the first-call probe too
             self.limiter.observe(headers_of(exc) or {})
@@ -402,7 +411,7 @@ async def call_with_retries(
             if gate is not None:
                 gate.record(clock() - started)
         except BaseException as exc:
-            verdict = loop.failure(permit, exc)
+            verdict = await loop.failure(permit, exc)
             if gate is not None and verdict.rate_limited and _bucket_empty(exc):
                 gate.record(None, overloaded=True)
             if verdict.action is Action.RELOAD_CREDENTIALS:
@@ -414,5 +423,5 @@ async def call_with_retries(
             if seconds > 0:
                 await sleep(seconds)
             continue
-        loop.success(permit)
+        await loop.success(permit)
         return result, loop.sent

@@ -36,11 +36,12 @@ def batch_routes(check_key: CheckKey) -> list[Route]:
             state = request.app.state.sim
             try:
                 key = check_key(request, state)
+                _scripted_fault(state)
                 status, body = await handler(request, state, key)
             except SimError as err:
                 state.counters.record_status(err.status)
                 answer = payloads.to_json(error_body(err, "openai"))
-                return BodyResponse(err.status, _headers(), answer)
+                return BodyResponse(err.status, {**_headers(), **err.headers}, answer)
             state.counters.record_status(status)
             if isinstance(body, bytes):
                 return BodyResponse(status, _headers(), body, b"application/octet-stream")
@@ -57,6 +58,27 @@ def batch_routes(check_key: CheckKey) -> list[Route]:
         Route("/v1/batches/{batch_id}", guarded(_batch), methods=["GET"]),
         Route("/v1/batches/{batch_id}/cancel", guarded(_cancel_batch), methods=["POST"]),
     ]
+
+
+RETRY_AFTER_S = 0.2  # what a scripted 429 of the Files and Batch API asks to wait
+
+
+def _scripted_fault(state: Any) -> None:
+    """Raise the next `batch_route_script` fault, if the script has one left."""
+    fault = state.batch_route_faults.popleft() if state.batch_route_faults else ""
+    if fault == "429":
+        raise SimError(
+            429,
+            "Rate limit reached for requests on the Batch API. Please try again shortly.",
+            type="requests",
+            code="rate_limit_exceeded",
+            headers={
+                "retry-after": f"{RETRY_AFTER_S:g}",
+                "retry-after-ms": str(round(RETRY_AFTER_S * 1000)),
+            },
+        )
+    if fault == "500":
+        raise SimError(500, "The server had an error processing your request.", "server_error")
 
 
 def _headers() -> dict[str, str]:

@@ -150,6 +150,12 @@ class SimulatorSettings(BaseModel):
         default_factory=list,
         description="Faults of every new batch (simulator.batches.BATCH_FAULTS).",
     )
+    batch_route_script: list[Literal["", "429", "500"]] = Field(
+        default_factory=list,
+        description="What the next Files and Batch API requests answer, one entry each, in order"
+        " (set anew by each configure): '429' rate_limit_exceeded with Retry-After, '500' a"
+        " server error, '' the normal answer; once it is used up, every request is answered.",
+    )
     batch_enqueued_token_limit: int | None = Field(
         default=None,
         gt=0,

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,7 @@ class SimulatorState:
         self.api_keys = frozenset(settings.api_keys)
         self.prompt_cache = PromptCache(settings.prompt_cache_ttl_s)
         self.batches = BatchStore()  # files and batches outlive `reset()`, as on an account
+        self.batch_route_faults = deque(settings.batch_route_script)
         # set by `create_app`: answer one batch line; count a batch line's prompt tokens
         self.answer_batch_line: Callable[[str, dict[str, Any]], tuple[int, dict[str, Any], int]]
         self.batch_prompt_tokens: Callable[[dict[str, Any]], int]
@@ -78,6 +80,8 @@ class SimulatorState:
         if "outages" in overrides:
             self.outage_clock = time.monotonic()
             self.outage_base = self.counters.requests
+        if "batch_route_script" in overrides:
+            self.batch_route_faults = deque(self.settings.batch_route_script)
         if "request_log" in overrides:
             if self.request_log is not None:
                 self.request_log.close()

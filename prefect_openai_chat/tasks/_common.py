@@ -37,7 +37,7 @@ class BlockRetryDelay(list[float]):
 
     Prefect reads the delay right after calling the retry condition, in the same thread;
     the condition records the delay the task tier decided (the failed call's block's
-    `circuit_reset_timeout_s`, marked on the exception by the runner), and this list
+    `circuit.reset_timeout_s`, marked on the exception by the runner), and this list
     answers it. Without one it answers the default policy's delay. A task given
     `.with_options(retry_delay_seconds=...)` uses that fixed delay instead.
     """

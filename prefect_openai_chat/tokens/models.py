@@ -120,7 +120,7 @@ def family_of(model: str) -> str | None:
     return _family_of(model)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1024)  # bounded: model names may come from data
 def model_info(model: str) -> ModelInfo:
     """Return the family facts for `model`; unknown models get `o200k_base` and one warning."""
     family = _family_of(model)

@@ -18,7 +18,11 @@ SCHEMA = "prefect_openai_chat.examples.tickets:SupportTicket"
 def batch_model(sim: Simulator | Any) -> ChatModel:
     """A ChatModel on `sim` (anything with `base_url` and `api_key`)."""
     credentials = OpenAICredentials(base_url=sim.base_url, api_key=sim.api_key)
-    return ChatModel(credentials=credentials, model=MODEL, read_timeout_s=5.0)
+    return ChatModel(
+        credentials=credentials,
+        model=MODEL,
+        timeouts={"read_s": 5.0},
+    )
 
 
 def tickets(n: int) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from batch_flow_support import SCHEMA, batch_model, read_rows, run_night, tickets
 
+from prefect_openai_chat.blocks import Retries
 from prefect_openai_chat.examples.tickets import TICKET_PROMPT
 from prefect_openai_chat.flows import extract_records
 from prefect_openai_chat.simulator import Simulator
@@ -184,7 +185,9 @@ def test_an_upload_error_echoing_the_key_is_redacted_everywhere(
     with Simulator(
         profile="ideal", seed=5, api_keys=[key], batch_duration_s=0.4, batch_faults=["echo-key"]
     ) as sim:
-        model = batch_model(sim).model_copy(update={"max_attempts": 2, "backoff_base_s": 0.01})
+        model = batch_model(sim).model_copy(
+            update={"retries": Retries(max_attempts=2, backoff_base_s=0.01)}
+        )
         with caplog.at_level(logging.DEBUG):
             state = extract_records(
                 source=tickets(3),

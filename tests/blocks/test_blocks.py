@@ -11,6 +11,7 @@ from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import ValidationError
 
 from prefect_openai_chat import AzureOpenAICredentials, ChatModel, OpenAICredentials
+from prefect_openai_chat.blocks import Timeouts
 from prefect_openai_chat.errors import InvalidInputError
 
 SECRET = "sk-test-do-not-show-1234567890"
@@ -51,8 +52,7 @@ def test_secret_never_in_repr_or_dump() -> None:
 def test_client_has_sdk_retries_off_and_split_timeouts() -> None:
     model = ChatModel(
         credentials=OpenAICredentials(api_key=SECRET, base_url="http://127.0.0.1:9/v1"),
-        connect_timeout_s=1.5,
-        read_timeout_s=7.0,
+        timeouts=Timeouts(connect_s=1.5, read_s=7.0),
     )
     client = model.get_client()
     assert isinstance(client, openai.OpenAI)
@@ -157,9 +157,9 @@ def test_blocks_save_and_load_through_prefect_server() -> None:
     "url", ["redis://127.0.0.1:6379/0", "rediss://u:pw@cache:6380/1", "unix:///tmp/redis.sock"]
 )
 def test_redis_url_schemes_accepted(url: str) -> None:
-    model = ChatModel(circuit_redis_url=url)
-    assert model.circuit_redis_url is not None
-    assert model.circuit_redis_url.get_secret_value() == url
+    model = ChatModel(redis_url=url)
+    assert model.redis_url is not None
+    assert model.redis_url.get_secret_value() == url == model.shared_redis_url()
 
 
 @pytest.mark.parametrize(
@@ -167,11 +167,11 @@ def test_redis_url_schemes_accepted(url: str) -> None:
 )
 def test_redis_url_with_a_bad_scheme_fails_when_the_block_is_made(url: str) -> None:
     with pytest.raises(ValidationError) as info:
-        ChatModel(circuit_redis_url=url)
+        ChatModel(redis_url=url)
     text = str(info.value)
-    assert "circuit_redis_url must start with redis://, rediss:// or unix://" in text
+    assert "redis_url must start with redis://, rediss:// or unix://" in text
     assert "pw" not in text  # the URL's password is never shown
 
 
 def test_empty_redis_url_keeps_circuits_local() -> None:
-    assert ChatModel(circuit_redis_url="").circuit_redis_url is None
+    assert ChatModel(redis_url="").shared_redis_url() is None

@@ -90,10 +90,9 @@ def _azure_model(sim: Simulator, **credentials: Any) -> ChatModel:
     return ChatModel(
         credentials=block,
         model=MODEL,
-        read_timeout_s=5.0,
-        backoff_base_s=0.0,
-        backoff_cap_s=0.01,
-        circuit_failures=1000,
+        timeouts={"read_s": 5.0},
+        retries={"backoff_base_s": 0.0, "backoff_cap_s": 0.01},
+        circuit={"failures": 1000},
     )
 
 

@@ -80,8 +80,9 @@ def test_extract_ends_within_the_call_deadline(sim: Simulator) -> None:
 
 
 def test_default_deadlines_follow_the_read_timeout() -> None:
-    model = ChatModel(model=MODEL, read_timeout_s=10.0, connect_timeout_s=2.0)
+    model = ChatModel(model=MODEL, timeouts={"read_s": 10.0, "connect_s": 2.0})
     settings = model.chat_settings()
     assert settings.attempt_timeout_s == 22.0  # 2 x read + connect
     assert settings.call_timeout_s == 600.0
-    assert ChatModel(model=MODEL, attempt_timeout_s=7.0).chat_settings().attempt_timeout_s == 7.0
+    model = ChatModel(model=MODEL, timeouts={"attempt_s": 7.0})
+    assert model.chat_settings().attempt_timeout_s == 7.0

@@ -16,6 +16,7 @@ from defect_support import MESSAGES
 from registry_support import clear_resilience
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
+from prefect_openai_chat.blocks.assembly import RUNNERS
 from prefect_openai_chat.simulator import Simulator
 
 pytestmark = pytest.mark.redis
@@ -54,9 +55,9 @@ def test_redis_reads_are_a_few_per_second_not_per_attempt(sim: Simulator, redis_
     model = ChatModel(
         credentials=OpenAICredentials(base_url=sim.base_url, api_key=sim.api_key),
         model="gpt-4o-mini-2024-07-18",
-        circuit_redis_url=redis_url,
+        redis_url=redis_url,
     )
-    runner = model.runner()
+    runner = RUNNERS.build(model)
     guard = runner.protection.guard
     assert guard is not None and guard.storage.backend == "redis"
     counting = CountingRedis(guard.storage._client._client)

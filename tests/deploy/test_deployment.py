@@ -73,9 +73,11 @@ def save_chat_model(base_url: str, api_key: str) -> None:
     from prefect_openai_chat import ChatModel, OpenAICredentials
 
     credentials = OpenAICredentials(base_url=base_url, api_key=api_key)
-    ChatModel(credentials=credentials, model=MODEL, backoff_base_s=0.1).save(
-        BLOCK_NAME, overwrite=True
-    )
+    ChatModel(
+        credentials=credentials,
+        model=MODEL,
+        retries={"backoff_base_s": 0.1},
+    ).save(BLOCK_NAME, overwrite=True)
 
 
 def create_process_pool(name: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
+from prefect_openai_chat.blocks.sections import nest_flat_fields
 from prefect_openai_chat.examples.tickets import sample_tickets_path
 from prefect_openai_chat.simulator import Simulator
 
@@ -23,7 +24,7 @@ def make_model(sim: Simulator, **settings: Any) -> ChatModel:
         default_headers={"x-simulator-fault": fault} if fault else None,
     )
     options: dict[str, Any] = {"read_timeout_s": 5.0, **settings}
-    return ChatModel(credentials=credentials, model=MODEL, **options)
+    return ChatModel(credentials=credentials, model=MODEL, **nest_flat_fields(options))
 
 
 def sample_tickets(n: int, start: int = 0) -> list[dict[str, Any]]:

@@ -45,7 +45,7 @@ from prefect_openai_chat.flows import extract_records
 
 sim = params.pop("sim")
 credentials = OpenAICredentials(base_url=sim["base_url"], api_key=sim["api_key"])
-model = ChatModel(credentials=credentials, model=sim["model"], read_timeout_s=5.0)
+model = ChatModel(credentials=credentials, model=sim["model"], timeouts={"read_s": 5.0})
 extract_records(chat_model=model, **params)
 """
 

@@ -47,7 +47,11 @@ class InvariantError(AssertionError):
 def make_model(sim: Simulator) -> ChatModel:
     """A ChatModel on `sim`, with short retries (the simulator is `ideal`)."""
     credentials = OpenAICredentials(base_url=sim.base_url, api_key=sim.api_key)
-    return ChatModel(credentials=credentials, model=MODEL, read_timeout_s=30.0)
+    return ChatModel(
+        credentials=credentials,
+        model=MODEL,
+        timeouts={"read_s": 30.0},
+    )
 
 
 # --- writing the source ----------------------------------------------------------------------

@@ -23,6 +23,7 @@ from prefect import flow
 from tls_support import TLSRelay
 
 from prefect_openai_chat import ChatModel, OpenAICredentials, chat_completion
+from prefect_openai_chat.blocks.assembly import RUNNERS
 from prefect_openai_chat.errors import ProxyRefusedError, TLSConfigurationError
 from prefect_openai_chat.resilience.classify import classify
 from prefect_openai_chat.simulator import Simulator
@@ -165,7 +166,7 @@ def test_mutual_tls_through_the_proxy_with_the_async_client(
         "client_key": issued.private_key_pem.bytes().decode(),
     }
     model = _model(mtls_server.base_url, fresh_sim.api_key, network)
-    result = asyncio.run(model.runner().complete(MESSAGES))
+    result = asyncio.run(RUNNERS.build(model).complete(MESSAGES))
     assert result.content
     assert f"CONNECT 127.0.0.1:{mtls_server.port}" in proxy.connects()
 
@@ -182,7 +183,7 @@ def test_wrong_proxy_credentials_fail_at_once_naming_the_settings(
     model = _model(tls_server.base_url, fresh_sim.api_key, network, max_attempts=3)
     before = proxy.refusals()
     with pytest.raises(ProxyRefusedError, match="proxy_username and proxy_password") as info:
-        asyncio.run(model.runner().complete(MESSAGES))
+        asyncio.run(RUNNERS.build(model).complete(MESSAGES))
     assert f"127.0.0.1:{tls_server.port}" in str(info.value) and "407" in str(info.value)
     assert "not-the-proxy-password" not in str(info.value)
     assert proxy.refusals() - before == 1  # not retried: a setting fixes it

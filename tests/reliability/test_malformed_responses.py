@@ -46,6 +46,7 @@ from prefect_openai_chat import (
     extract,
     stream_chat_completion,
 )
+from prefect_openai_chat.blocks.assembly import RUNNERS
 from prefect_openai_chat.errors import (
     ChatError,
     IncompleteStreamError,
@@ -292,7 +293,7 @@ def test_a_malformed_answer_ends_typed_and_in_time(
     base_url, app = server
     _, stream, expected, attempts = CASES[case]
     app.requests.clear()
-    runner = model_for(base_url, case).runner()
+    runner = RUNNERS.build(model_for(base_url, case))
     messages = [{"role": "user", "content": "Say hi."}]
     outcome, seconds = asyncio.run(outcome_of(runner.complete(messages, stream=stream)))
     check_outcome(outcome, expected)
@@ -319,7 +320,7 @@ def test_an_extraction_over_a_malformed_answer_ends_in_an_outcome_or_a_typed_err
     server: tuple[str, CannedServer], case: str
 ) -> None:
     clear_resilience()
-    runner = model_for(server[0], case).runner()
+    runner = RUNNERS.build(model_for(server[0], case))
     extraction = run_extraction(
         runner_call(runner), City, "I live in Oslo.", model=MODEL, mode="tools", on_error="return"
     )

@@ -28,8 +28,8 @@ from registry_support import clear_resilience
 from prefect_openai_chat import ChatModel
 from prefect_openai_chat.examples.tickets import TICKET_PROMPT
 from prefect_openai_chat.flows import extract_records
-from prefect_openai_chat.resilience.limiter import get_rate_limiter
 from prefect_openai_chat.resilience.limiter_redis import SharedRateLimiter
+from prefect_openai_chat.resilience.limiter_registry import get_rate_limiter
 from prefect_openai_chat.simulator import Simulator
 
 RECORDS = 300

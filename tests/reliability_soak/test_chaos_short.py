@@ -31,11 +31,10 @@ def test_chaos_soak_keeps_every_record_exactly_once_within_the_request_bound(
         model = ChatModel(
             credentials=OpenAICredentials(base_url=sim.base_url, api_key=sim.api_key),
             model="gpt-4o-mini-2024-07-18",
-            read_timeout_s=3.0,
-            backoff_base_s=0.05,
-            backoff_cap_s=0.2,
-            circuit_reset_timeout_s=0.5,
             task_retry_delay_s=0.2,
+            timeouts={"read_s": 3.0},
+            retries={"backoff_base_s": 0.05, "backoff_cap_s": 0.2},
+            circuit={"reset_timeout_s": 0.5},
         )
         report = soak.soak(records, tmp_path, model, sim, log)
     assert report.problems == [], "\n".join(report.lines())

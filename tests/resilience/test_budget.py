@@ -69,9 +69,9 @@ def test_thread_safe_never_grants_more_than_allowed(clock: FakeClock) -> None:
     assert sum(granted) == 105
 
 
-def test_registry_returns_one_budget_per_key() -> None:
+def test_registry_returns_one_budget_per_key_and_settings() -> None:
     a = get_retry_budget("budget-registry-test", ratio=0.5)
     assert get_retry_budget("budget-registry-test", ratio=0.5) is a and a.ratio == 0.5
-    assert get_retry_budget("budget-registry-test", ratio=0.1) is a  # one per key
-    assert a.ratio == 0.1  # the last ratio given is in force
-    assert get_retry_budget("budget-registry-test-2") is not a
+    other = get_retry_budget("budget-registry-test", ratio=0.1)  # another block's setting
+    assert other is not a and (a.ratio, other.ratio) == (0.5, 0.1)  # neither changes the other
+    assert get_retry_budget("budget-registry-test-2", ratio=0.5) is not a

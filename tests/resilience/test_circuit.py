@@ -213,9 +213,10 @@ def test_circuit_key_and_registry() -> None:
     assert circuit_key("https://u:secret@host:8443/v1?k=1", "m") == "https://host:8443/v1|m"
     a = get_circuit_guard("registry-test|m", fail_max=7)
     assert get_circuit_guard("registry-test|m", fail_max=7) is a and a.fail_max == 7
-    # One endpoint and model, one guard: other blocks' thresholds apply to it, the last in force.
-    assert get_circuit_guard("registry-test|m", fail_max=3, reset_timeout_s=9.0) is a
-    assert a.fail_max == a.breaker.fail_max == 3 and a.reset_timeout_s == 9.0
+    # Another block's thresholds: its own guard; neither block changes the other's.
+    b = get_circuit_guard("registry-test|m", fail_max=3, reset_timeout_s=9.0)
+    assert b is not a and (b.fail_max, b.reset_timeout_s) == (3, 9.0)
+    assert a.fail_max == a.breaker.fail_max == 7 and a.reset_timeout_s == 30.0
 
 
 def test_no_secret_in_last_error(clock: FakeClock, unique_key: str) -> None:

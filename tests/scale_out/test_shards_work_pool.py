@@ -199,8 +199,8 @@ def test_a_killed_worker_s_shard_resumes_and_every_record_ends_once(
             ChatModel(
                 credentials=credentials,
                 model="gpt-4o-mini-2024-07-18",
-                backoff_base_s=0.1,
                 redis_url=redis_url,
+                retries={"backoff_base_s": 0.1},
             ).save(BLOCK, overwrite=True)
             create_process_pool(POOL)
             run_cli(

@@ -65,4 +65,8 @@ def sim() -> Iterator[Simulator]:
 def chat_model(sim: Simulator) -> ChatModel:
     sim.reset()
     credentials = OpenAICredentials(base_url=sim.base_url, api_key=sim.api_key)
-    return ChatModel(credentials=credentials, model=MODEL, read_timeout_s=5.0)
+    return ChatModel(
+        credentials=credentials,
+        model=MODEL,
+        timeouts={"read_s": 5.0},
+    )

@@ -34,5 +34,5 @@ def chat_model(fresh_sim: Simulator) -> ChatModel:
     return ChatModel(
         credentials=OpenAICredentials(base_url=fresh_sim.base_url, api_key=fresh_sim.api_key),
         model=MODEL,
-        read_timeout_s=5.0,
+        timeouts={"read_s": 5.0},
     )

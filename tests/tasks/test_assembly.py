@@ -21,6 +21,7 @@ from resilience_support import clear_resilience
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
 from prefect_openai_chat._sync import _shut_down, run_sync
+from prefect_openai_chat.blocks import Circuit
 from prefect_openai_chat.blocks import chat_model as chat_model_module
 from prefect_openai_chat.blocks import credentials as credentials_module
 from prefect_openai_chat.blocks.assembly import RUNNERS
@@ -200,7 +201,7 @@ def test_a_loop_keeps_a_bounded_number_of_clients() -> None:
 def test_two_runs_in_one_process_count_their_own_circuit_trips() -> None:
     clear_resilience()
     events.install_circuit_events()
-    model = _model().model_copy(update={"circuit_failures": 2})
+    model = _model().model_copy(update={"circuit": Circuit(failures=2)})
 
     def run(trips_of: dict[str, int], name: str, open_one: bool) -> None:
         counter = events.count_trips()

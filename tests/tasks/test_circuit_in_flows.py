@@ -94,7 +94,7 @@ def test_opens_after_n_outage_errors_then_fails_fast(
     assert sim.api_key not in caplog.text
 
     # While open, a call fails in well under a millisecond and sends nothing.
-    runner = model.runner()
+    runner = RUNNERS.build(model)
 
     async def timed_calls(n: int) -> list[float]:
         spent = []
@@ -146,7 +146,7 @@ def test_half_open_lets_one_probe_through_and_closes(
 
     @task(retries=0)
     async def burst(n: int) -> list[ChatResult | BaseException]:
-        runner = model.runner()
+        runner = RUNNERS.build(model)
         calls = [runner.complete(MESSAGES) for _ in range(n)]
         return await asyncio.gather(*calls, return_exceptions=True)
 

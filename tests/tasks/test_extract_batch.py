@@ -18,6 +18,7 @@ from prefect import flow
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from prefect_openai_chat import BatchReport, ChatModel, OpenAICredentials
+from prefect_openai_chat.blocks.sections import nest_flat_fields
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.examples.tickets import (
     TICKET_PROMPT,
@@ -60,7 +61,7 @@ def model_for(sim: Simulator, fault: str | None = None, **settings: Any) -> Chat
         base_url=sim.base_url, api_key=sim.api_key, default_headers=headers
     )
     options: dict[str, Any] = {"read_timeout_s": 5.0, **settings}
-    return ChatModel(credentials=credentials, model=MODEL, **options)
+    return ChatModel(credentials=credentials, model=MODEL, **nest_flat_fields(options))
 
 
 def run_batch(chat_model: ChatModel, records: list[Any], **kw: Any) -> BatchReport:

@@ -16,6 +16,7 @@ from prefect import flow
 from pydantic import BaseModel
 
 from prefect_openai_chat import ChatModel, Extraction, OpenAICredentials, aextract, extract
+from prefect_openai_chat.blocks.sections import nest_flat_fields
 from prefect_openai_chat.errors import InsufficientQuotaError
 from prefect_openai_chat.examples.tickets import SupportTicket, TicketTriage
 from prefect_openai_chat.simulator import Simulator
@@ -69,7 +70,7 @@ def model_for(sim: Simulator, fault: str | None = None, **settings: Any) -> Chat
     )
     options: dict[str, Any] = {"max_completion_tokens": ROOM, "read_timeout_s": 5.0}
     options.update(settings)
-    return ChatModel(credentials=credentials, model=MODEL, **options)
+    return ChatModel(credentials=credentials, model=MODEL, **nest_flat_fields(options))
 
 
 def run_extract(chat_model: ChatModel, schema: type[BaseModel], text: Any, **kw: Any) -> Any:

@@ -201,14 +201,14 @@ class RecordingClient:
 
 
 def summarized(sim: Simulator, model: ChatModel) -> tuple[ChatResult, list[dict[str, Any]]]:
-    """One call through `model.runner()` inside a task, recording what reached the server."""
+    """One call through `RUNNERS.build(model)` inside a task, recording what reached the server."""
     recorder = RecordingClient(sim)
 
     @task
     async def call() -> ChatResult:
         client = recorder.build()
         try:
-            return await model.runner(client=lambda: client).complete(LONG)
+            return await RUNNERS.build(model, client=lambda: client).complete(LONG)
         finally:
             await client.close()
 

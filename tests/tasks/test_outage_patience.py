@@ -13,6 +13,7 @@ from prefect import flow
 from resilience_support import MESSAGES, clear_resilience, sim_model
 
 from prefect_openai_chat import chat_completion
+from prefect_openai_chat.blocks.assembly import RUNNERS
 from prefect_openai_chat.errors import CircuitOpenError
 from prefect_openai_chat.simulator import Simulator
 from prefect_openai_chat.simulator.settings import OutageWindow
@@ -43,7 +44,7 @@ def outage_model(sim: Simulator, **fields: Any) -> Any:
 async def test_a_short_blip_is_ridden_out(sim: Simulator) -> None:
     """16 calls meet a 1 s outage: they wait for the probe instead of failing in bulk."""
     sim.configure(outages=[OutageWindow(start_s=0.0, end_s=1.0)])
-    runner = outage_model(sim, max_attempts=4, outage_patience_s=10.0).runner()
+    runner = RUNNERS.build(outage_model(sim, max_attempts=4, outage_patience_s=10.0))
     started = time.perf_counter()
     results = await asyncio.gather(*(runner.complete(MESSAGES) for _ in range(16)))
     elapsed = time.perf_counter() - started
@@ -83,7 +84,7 @@ def test_a_long_outage_ends_the_run_within_the_patience(sim: Simulator) -> None:
 
 def test_a_probe_that_succeeds_ends_the_fail_fast(sim: Simulator) -> None:
     sim.configure(outages=[OutageWindow(start_s=0.0, end_s=2.5)])
-    runner = outage_model(sim, outage_patience_s=0.5).runner()
+    runner = RUNNERS.build(outage_model(sim, outage_patience_s=0.5))
 
     async def calls() -> list[Any]:
         outcomes: list[Any] = []

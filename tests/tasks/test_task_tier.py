@@ -356,7 +356,7 @@ def test_retry_budget_caps_retries_of_a_concurrent_batch(fresh: Simulator) -> No
 
     @task(retries=0)
     async def batch() -> list[BaseException | ChatResult]:
-        runner = model.runner()
+        runner = RUNNERS.build(model)
         return await asyncio.gather(
             *(runner.complete(MESSAGES) for _ in range(calls)), return_exceptions=True
         )
@@ -369,4 +369,6 @@ def test_retry_budget_caps_retries_of_a_concurrent_batch(fresh: Simulator) -> No
     assert all(isinstance(r, openai.InternalServerError) for r in results)
     retries = fresh.stats().requests - calls
     assert floor <= retries <= ratio * calls + floor
-    assert fresh.stats().requests < calls * model.max_attempts  # what it would be unbudgeted
+    assert (
+        fresh.stats().requests < calls * model.retries.max_attempts
+    )  # what it would be unbudgeted

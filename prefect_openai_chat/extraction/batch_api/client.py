@@ -2,10 +2,15 @@
 
 The client is the one the `ChatModel` builds (retries off): each call here goes through
 the in-call tier (`resilience.retrying.call_with_retries`) with the model's retry
-policy, so the Batch API path retries what the error table says (connection errors,
-timeouts, 5xx, 408, 409), waits what the server's Retry-After says (a 429 is paced
-within `rate_limit_patience_s`), and fails at once on what cannot succeed (400, 401,
-404). Every error leaving this module is redacted: a server may echo the key.
+policy, its circuit guard and retry budget (`RUNNERS.batch_client(model)` in
+blocks/assembly.py makes them, on the circuit key `<endpoint>|batch API`), so the Batch
+API path retries what the error table (and the model's `error_overrides`) says
+(connection errors, timeouts, 5xx, 408, 409), waits what the server's Retry-After says
+(a 429 is paced within `rate_limit_patience_s`), stops retrying when the budget is spent,
+waits out an open circuit within the outage patience, and fails at once on what cannot
+succeed (400, 401, 404). The chat limiter is not used: the Files and Batch API calls are
+not chat completions and have limits of their own. Every error leaving this module is
+redacted: a server may echo the key.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from openai import AsyncOpenAI
 
 from prefect_openai_chat.extraction.batch_api.lines import BATCH_ENDPOINT
 from prefect_openai_chat.redaction import redact_exception
+from prefect_openai_chat.resilience.budget import RetryBudget
+from prefect_openai_chat.resilience.circuit import CircuitGuard
 from prefect_openai_chat.resilience.policy import RetryPolicy
 from prefect_openai_chat.resilience.retrying import call_with_retries
 
@@ -26,18 +33,37 @@ TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
 class BatchClient:
-    """The Files and Batch API calls a batch run makes."""
+    """The Files and Batch API calls a batch run makes.
+
+    Args:
+        client: The model's async client (SDK retries off).
+        policy: The retry policy (the model's, with its `error_overrides`).
+        key: The circuit key, shown in messages.
+        guard: The circuit guard of `key`, if any.
+        budget: The retry budget of `key`, if any.
+    """
 
     def __init__(
-        self, client: AsyncOpenAI, policy: RetryPolicy | None = None, key: str = "batch API"
+        self,
+        client: AsyncOpenAI,
+        policy: RetryPolicy | None = None,
+        key: str = "batch API",
+        *,
+        guard: CircuitGuard | None = None,
+        budget: RetryBudget | None = None,
     ) -> None:
         self.client, self.policy, self.key = client, policy or RetryPolicy(), key
+        self.guard, self.budget = guard, budget
 
     async def _call(self, action: Callable[[], Awaitable[T]]) -> T:
-        """`action` under the retry policy; a failure leaves redacted."""
+        """`action` under the retry policy, circuit and budget; a failure leaves redacted."""
         try:
             result, _ = await call_with_retries(
-                lambda attempt: action(), policy=self.policy, key=self.key
+                lambda attempt: action(),
+                policy=self.policy,
+                key=self.key,
+                guard=self.guard,
+                budget=self.budget,
             )
         except Exception as exc:
             redact_exception(exc)
