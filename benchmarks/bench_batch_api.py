@@ -2,7 +2,7 @@
 and how much of a long prompt the prompt cache serves.
 
 1. `extract_records` over the demo's 300 sample tickets against one simulator, online and
-   with `via="batch"` (re-asks online, the default; and re-asks in a follow-up batch),
+   with `via="batch"` (re-asks online; and re-asks in a follow-up batch, the default),
    under the demo's `flaky` profile and under `sloppy-json` (about one first answer in
    five needs a re-ask). Every run must end every record exactly once. Targets: billed
    cost of the demo's batch night <= 0.55 x online, re-asks included; the same with

@@ -20,7 +20,14 @@ minute, and the throughput as a share of what the limit allows, from the first t
 admitted request: the fastest possible span, (units - capacity) / rate, over the measured one.
 Targets: 600/600 valid, >= 0.95 of the limit (0.9 for two workers), <= 1 % 429.
 
+4. start (`--only start --records 100`): a short night against the same unknown limit, with
+   the limiter's cautious start (the first burst spread at `BURST_PACE` times the learned
+   rate) and without it (`BURST_PACE` infinite: the bucket's balance sent at once), rounds
+   alternating: the share of all HTTP answers that were 429 and the share of the limit.
+   Targets: <= 2 % 429, >= 0.9 of the limit.
+
 Run: python benchmarks/bench_rate_limits.py [--records 600] [--only requests|tokens|workers]
+     python benchmarks/bench_rate_limits.py --only start --records 100 [--rounds 3]
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -234,11 +242,61 @@ async def worker(config: dict[str, Any], records: list[dict[str, Any]]) -> None:
     print(json.dumps({"valid": report.valid}))
 
 
+async def start(records: list[dict[str, Any]], rounds: int) -> bool:
+    """A short night: 429s of all HTTP answers, with the cautious start and without it."""
+    from prefect_openai_chat.resilience import limiter
+
+    cautious = limiter.BURST_PACE
+    sides: dict[str, list[tuple[int, dict[str, Any]]]] = {"cautious start": [], "burst": []}
+
+    def measure(sim: Simulator, early: Any) -> dict[str, Any]:
+        f = figures(sim, early, 50.0, 50.0, sim.stats().admitted)
+        f["429_share"] = f["429"] / f["requests"] if f["requests"] else 0.0
+        return f
+
+    for _ in range(rounds):  # alternating sides
+        for name, pace in (("cautious start", cautious), ("burst", float("inf"))):
+            limiter.BURST_PACE = pace
+            try:
+                sides[name].append(await plugin_side(records, measure, rpm=50))
+            finally:
+                limiter.BURST_PACE = cautious
+    print(
+        f"\nstart of a night: {len(records)} tickets, 50 requests per (1 s) minute, concurrency"
+        f" {CONCURRENCY}, no limits set, {rounds} round(s); medians"
+    )
+    med: dict[str, dict[str, float]] = {}
+    for name, runs in sides.items():
+        med[name] = {
+            key: statistics.median(f[key] for _, f in runs)
+            for key in ("429_share", "of_limit", "requests", "429")
+        }
+        valid = min(v for v, _ in runs)
+        print(
+            f"  {name:<15} valid (fewest) {valid}/{len(records)}  requests"
+            f" {med[name]['requests']:.0f}  429 {med[name]['429']:.0f}  429 share of all answers"
+            f" {100 * med[name]['429_share']:.2f}%  of limit {med[name]['of_limit']:.3f}"
+            f"  (per round: 429 {[f['429'] for _, f in runs]}, of limit"
+            f" {[round(f['of_limit'], 3) for _, f in runs]})"
+        )
+    new, old = med["cautious start"], med["burst"]
+    print(
+        f"  ratio cautious/burst: 429 share {new['429_share'] / max(old['429_share'], 1e-9):.2f},"
+        f" of limit {new['of_limit'] / max(old['of_limit'], 1e-9):.3f}"
+    )
+    ok = verdict("start: <= 2% of answers 429", new["429_share"] <= 0.02, f"{new['429_share']:.2%}")
+    ok &= verdict("start: >= 0.9 of the limit", new["of_limit"] >= 0.9, f"{new['of_limit']:.3f}")
+    return ok
+
+
 async def main(args: argparse.Namespace) -> None:
     # The deliberately hard cases test extraction, not rate limits: leave them out.
     hard = set(hard_case_ids(args.records * 2).values())
     records = [r for r in tickets(args.records * 2, seed=7) if r["ticket_id"] not in hard]
     records = records[: args.records]
+    if args.only == "start":
+        await start(records, args.rounds)
+        return
     for kind in ("requests", "tokens"):
         if args.only in (None, kind):
             await single(kind, records)
@@ -249,7 +307,8 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=600)
-    parser.add_argument("--only", choices=["requests", "tokens", "workers"])
+    parser.add_argument("--only", choices=["requests", "tokens", "workers", "start"])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --only start")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.worker:

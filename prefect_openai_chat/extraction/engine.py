@@ -32,8 +32,10 @@ import dataclasses
 import functools
 import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
@@ -43,10 +45,23 @@ from prefect_openai_chat.errors import (
     InvalidInputError,
     TruncatedOutputError,
 )
-from prefect_openai_chat.extraction.parsing import ParseOutcome, parse_result, validate
-from prefect_openai_chat.extraction.prompts import TextOrMessages, build_request, resolve_mode
+from prefect_openai_chat.extraction.parsing import (
+    ParseOutcome,
+    parse_output,
+    parse_result,
+    validate,
+)
+from prefect_openai_chat.extraction.partial import PartialAsk, merge_answer, plan_partial
+from prefect_openai_chat.extraction.prompts import (
+    TextOrMessages,
+    build_partial_request,
+    build_request,
+    resolve_mode,
+)
 from prefect_openai_chat.extraction.reprompt import (
     Problem,
+    correction_for_cut,
+    correction_for_fields,
     correction_for_lazy,
     correction_for_problems,
     correction_for_unparseable,
@@ -64,6 +79,7 @@ M = TypeVar("M", bound=BaseModel)
 CallFn = Callable[[list[dict[str, Any]], dict[str, Any]], Awaitable[ChatResult]]
 
 MIN_COMPLETION_ROOM = 16  # below this a budget-capped attempt cannot hold an answer
+ANSWER_MARGIN = 1.25  # room for a re-send after a cut answer: the longest answer seen, + 25%
 _DEFAULT_FIRST_LIMIT = 1024  # when a truncated answer reports no usage at all
 
 
@@ -148,10 +164,16 @@ class ExtractionOptions:
         instructions: What to extract; a sensible default otherwise.
         mode: "auto", "json_schema", "json_object" or "tools".
         max_reprompts: Re-asks after an invalid, unparseable or lazy answer.
+        reask_scope: "fields" (default): when only some fields are invalid, re-ask for
+            those alone (a schema of just them, the record, the invalid values) and keep
+            the others; errors that are not about one field get a whole re-ask.
+            "whole": every re-ask carries the whole exchange and asks for the whole object.
         token_budget: Most tokens (prompt + completion, all calls) for this record.
         max_completion_tokens: Completion limit of the first call (None: the server's).
         max_length_retries: Re-sends with more room after `finish_reason == "length"`.
-        length_growth: Factor by which the completion limit grows on each of those.
+        length_growth: Factor by which the completion limit grows on a re-send after a
+            cut answer. The first re-send is sized from the longest complete answer to
+            the same schema seen in this process (+25%) when there is one.
         max_completion_cap: Upper bound for the grown limit (the model's maximum anyway).
         on_error: "raise" lets errors of `call` other than truncation and content filter
             propagate; "return" turns them into `outcome="error"` with what was spent.
@@ -167,6 +189,7 @@ class ExtractionOptions:
     instructions: str | None = None
     mode: str = "auto"
     max_reprompts: int = 2
+    reask_scope: Literal["fields", "whole"] = "fields"
     token_budget: int | None = None
     max_completion_tokens: int | None = None
     max_length_retries: int = 2
@@ -226,22 +249,28 @@ class _Extraction(Generic[M]):
         first = options.max_completion_tokens
         self.limit = None if first is None else min(first, cap)
         self.tally = _Tally()
+        self.source: TextOrMessages = ""
         self.base_messages: list[dict[str, Any]] = []
+        self.base_params: dict[str, Any] = {}
         self.messages: list[dict[str, Any]] = []
+        self.params: dict[str, Any] = {}
+        self.partial: PartialAsk | None = None  # what the request in flight asks for
         self.length_retries = 0
+        self.last_completion = 0
         self.lazy_asked = False
 
     async def run(self, text_or_messages: TextOrMessages) -> Extraction[M]:
-        self.base_messages, base_params = build_request(
+        self.source = text_or_messages
+        self.base_messages, self.base_params = build_request(
             self.schema,
             text_or_messages,
             self.options.instructions,
             self.mode,
             model=self.options.model,
         )
-        self.messages = self.base_messages
+        self.messages, self.params = self.base_messages, self.base_params
         while True:
-            params = dict(base_params)
+            params = dict(self.params)
             if self.limit is not None:
                 params["max_completion_tokens"] = self.limit
             sent = await self._send(params)
@@ -252,6 +281,7 @@ class _Extraction(Generic[M]):
             elif sent.finish_reason == "content_filter" or sent.flagged:
                 done = self._after_filter()
             else:
+                self.last_completion = sent.usage.completion_tokens
                 done = self._after_answer(parse_result(sent))
             if done is not None:
                 return done
@@ -291,14 +321,22 @@ class _Extraction(Generic[M]):
         return result
 
     def _after_length(self, result: ChatResult, params: dict[str, Any]) -> Extraction[M] | None:
-        """A cut answer is never parsed: send again with more room, within bounds."""
+        """A cut answer is never taken as it is: its complete fields are kept and the rest
+        asked for, or it is sent again with more room, within bounds."""
         options, tally = self.options, self.tally
         used = params.get("max_completion_tokens") or result.usage.completion_tokens
         used = (
             used or count_text_tokens(tally.raw_outputs[-1], options.model) or _DEFAULT_FIRST_LIMIT
         )
         tally.error(f"truncated at the token limit ({used} completion tokens); not parsed")
-        grown = min(math.ceil(used * options.length_growth), self.cap)
+        if self.length_retries < options.max_length_retries and self._ask_rest(
+            tally.raw_outputs[-1]
+        ):
+            self.length_retries += 1
+            return None
+        largest = ANSWER_SIZES.largest(self.schema)
+        needed = room_needed(used, largest, options.length_growth, self.length_retries == 0)
+        grown = min(needed, self.cap)
         if self.length_retries < options.max_length_retries and grown > used:
             self.limit = grown
             self.length_retries += 1
@@ -325,20 +363,30 @@ class _Extraction(Generic[M]):
             tally.error(parsed.reason or "refused")
             return self._finish("refused", f"the model {parsed.reason or 'refused'}")
         if parsed.kind == "json":
-            checked = _validated(self.schema, parsed.data)
+            data = parsed.data if self.partial is None else merge_answer(self.partial, parsed.data)
+            checked = _validated(self.schema, data)
+            ask: PartialAsk | None = None
             if isinstance(checked, ValidationError):
                 problems = problems_from_error(checked, self.schema)
+                if self.options.reask_scope == "fields":
+                    ask = plan_partial(self.schema, data, checked)
             else:
                 value, unwrapped = checked
                 unfit = unstorable_problem(value)
                 if unfit is None:
+                    if self.partial is None:  # a whole answer: what such answers need
+                        ANSWER_SIZES.seen(self.schema, self.last_completion)
                     tally.repaired = parsed.repaired or unwrapped
                     return self._finish("ok", None, value)
                 problems = [unfit]
             problem_text = "; ".join(str(p) for p in problems)
             tally.error(problem_text)
-            correction = correction_for_problems(problems, tool_name=self.tool_name)
             failure = f"invalid: {problem_text}"
+            if ask is not None:
+                return self._reask_fields(ask, problems, failure)
+            correction = correction_for_problems(problems, tool_name=self.tool_name)
+            if self.partial is not None:  # show the whole object the problems refer to
+                parsed = dataclasses.replace(parsed, data=data, fixes=("json_repair",))
         elif parsed.kind == "lazy":
             tally.error(parsed.reason or "lazy answer")
             failure = f"lazy answer: {parsed.reason}"
@@ -352,19 +400,130 @@ class _Extraction(Generic[M]):
             correction = correction_for_unparseable(failure, tool_name=self.tool_name)
         return self._reprompt(parsed, failure, correction)
 
-    def _reprompt(
-        self, parsed: ParseOutcome, failure: str, correction: str
-    ) -> Extraction[M] | None:
+    def _spend_reprompt(self, failure: str) -> Extraction[M] | None:
+        """The `invalid` outcome when no re-ask is left; else None, one more re-ask counted."""
         tally = self.tally
         if tally.reprompts >= self.options.max_reprompts:
             plural = "s" * (tally.reprompts != 1)
             return self._finish("invalid", f"{failure} (after {tally.reprompts} re-prompt{plural})")
         tally.reprompts += 1
+        return None
+
+    def _reprompt(
+        self, parsed: ParseOutcome, failure: str, correction: str
+    ) -> Extraction[M] | None:
+        done = self._spend_reprompt(failure)
+        if done is not None:
+            return done
         last_answer = parsed.json_text or parsed.text
         if "json_repair" in parsed.fixes:  # show the model the value the problems refer to
             last_answer = json.dumps(parsed.data, ensure_ascii=False)
         self.messages = reprompt_messages(self.base_messages, last_answer, correction)
+        self.params, self.partial = self.base_params, None
         return None
+
+    def _ask_rest(self, cut: str) -> bool:
+        """Ask for the fields a cut answer did not finish, keeping the ones it did.
+
+        The cut JSON is closed locally; its last field (whose value may be cut) is left
+        out, and the others stand if they validate. False when that gives nothing to
+        keep (no object, or not one field finished): the request is sent again instead.
+        """
+        if self.options.reask_scope != "fields":
+            return False
+        parsed = parse_output(cut)
+        if parsed.kind != "json" or not isinstance(parsed.data, dict) or len(parsed.data) < 2:
+            return False
+        data = dict(parsed.data)
+        data.pop(next(reversed(data)))  # the field being written when the answer was cut
+        if self.partial is not None:
+            data = merge_answer(self.partial, data)
+        checked = _validated(self.schema, data)
+        error = checked if isinstance(checked, ValidationError) else None
+        ask = plan_partial(self.schema, data, error)
+        if ask is None or not ask.kept:
+            return False
+        correction = correction_for_cut(ask.keys, tool_name=self.tool_name)
+        self._send_partial(replace(ask, wrong={}), correction)
+        return True
+
+    def _send_partial(self, ask: PartialAsk, correction: str) -> None:
+        self.messages, self.params = build_partial_request(
+            ask.schema,
+            self.source,
+            ask.wrong,
+            correction,
+            self.options.instructions,
+            self.mode,
+            model=self.options.model,
+        )
+        self.partial = ask
+
+    def _reask_fields(
+        self, ask: PartialAsk, problems: list[Problem], failure: str
+    ) -> Extraction[M] | None:
+        """Ask again for the invalid fields alone, keeping the ones that validated."""
+        done = self._spend_reprompt(failure)
+        if done is not None:
+            return done
+        correction = correction_for_fields(problems, ask.keys, tool_name=self.tool_name)
+        self._send_partial(ask, correction)
+        return None
+
+
+def room_needed(used: int, largest: int | None, growth: float, first: bool) -> int:
+    """Completion room for a re-send after an answer cut at `used` tokens.
+
+    The first re-send of a record is sized from what complete answers to the same schema
+    needed (`largest`, the longest one seen), with a quarter more; without such an
+    answer, and for a re-send cut again, the last limit grows by `growth`.
+
+    Example:
+        >>> room_needed(60, 110, 2.0, first=True), room_needed(60, None, 2.0, first=True)
+        (138, 120)
+        >>> room_needed(138, 110, 2.0, first=False)
+        276
+    """
+    if largest is not None and first:
+        return max(used + MIN_COMPLETION_ROOM, math.ceil(largest * ANSWER_MARGIN))
+    return math.ceil(used * growth)
+
+
+class AnswerSizes:
+    """The longest complete answer (completion tokens) seen per schema, for `room_needed`.
+
+    Process-wide and bounded: the `maxsize` schemas used last (their classes are held).
+
+    Example:
+        >>> sizes = AnswerSizes()
+        >>> sizes.seen(int, 80); sizes.seen(int, 60); sizes.largest(int)
+        80
+    """
+
+    def __init__(self, maxsize: int = 256) -> None:
+        self.maxsize = maxsize
+        self._sizes: OrderedDict[type, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def seen(self, schema: type, tokens: int) -> None:
+        if tokens <= 0:
+            return
+        with self._lock:
+            self._sizes[schema] = max(tokens, self._sizes.get(schema, 0))
+            self._sizes.move_to_end(schema)
+            while len(self._sizes) > self.maxsize:
+                self._sizes.popitem(last=False)
+
+    def largest(self, schema: type) -> int | None:
+        with self._lock:
+            return self._sizes.get(schema)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sizes.clear()
+
+
+ANSWER_SIZES = AnswerSizes()
 
 
 def _validated(schema: type[M], data: Any) -> tuple[M, bool] | ValidationError:
@@ -452,6 +611,10 @@ def _check_numbers(o: ExtractionOptions) -> None:
         (
             o.max_completion_cap is None or o.max_completion_cap > 0,
             f"max_completion_cap must be > 0, got {o.max_completion_cap}",
+        ),
+        (
+            o.reask_scope in ("fields", "whole"),
+            f"reask_scope must be 'fields' or 'whole', got {o.reask_scope!r}",
         ),
         (
             o.on_error in ("raise", "return"),

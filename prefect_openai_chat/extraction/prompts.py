@@ -54,6 +54,14 @@ _TEXT = {
     ),
 }
 
+_PARTIAL_TEXT = {
+    "json_schema": "",  # the response format and the correction say it all
+    "tools": "",
+    "json_object": (
+        "Answer with one JSON object only, no prose, no code fences, matching:\n{schema}"
+    ),
+}
+
 TextOrMessages = str | Sequence[Mapping[str, Any]]
 
 
@@ -93,13 +101,19 @@ def resolve_mode(mode: str, model: str) -> ConcreteMode:
     return cast(ConcreteMode, mode)
 
 
-def system_text(schema: type[BaseModel], mode: ConcreteMode, instructions: str | None) -> str:
+def system_text(
+    schema: type[BaseModel],
+    mode: ConcreteMode,
+    instructions: str | None,
+    texts: Mapping[str, str] = _TEXT,
+) -> str:
     """The system text for `mode`: the instructions, then how to answer."""
     spec = schema_spec(schema)
-    how = _TEXT[mode].format(
+    how = texts[mode].format(
         name=spec.name, schema=schema_text(schema) if mode == "json_object" else ""
     )
-    return f"{(instructions or DEFAULT_INSTRUCTIONS).strip()}\n\n{how}"
+    told = (instructions or DEFAULT_INSTRUCTIONS).strip()
+    return f"{told}\n\n{how}" if how else told
 
 
 def build_request(
@@ -141,6 +155,44 @@ def build_request(
     params = _mode_params(model_cls, concrete)
     if supports_prompt_cache_key(model):  # the constant part comes first: make it one cache
         params["prompt_cache_key"] = _prefix_key(model_cls, concrete, instructions)
+    return messages, params
+
+
+def build_partial_request(
+    subset: type[BaseModel],
+    text_or_messages: TextOrMessages,
+    wrong: Mapping[str, Any],
+    correction: str,
+    instructions: str | None = None,
+    mode: str = "auto",
+    *,
+    model: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Messages and params of a re-ask for some fields only (`subset`, a model of them).
+
+    The record is sent again as in the first request, with the instructions; then ONE
+    assistant message with the invalid values only (`wrong`) and ONE user message saying
+    what to fix (`correction`). The first answer's valid fields are not repeated, nor is
+    the whole schema: `subset` is what the answer must match.
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> class Status(BaseModel):
+        ...     status: str
+        >>> messages, params = build_partial_request(
+        ...     Status, "Ticket 7 is closed.", {"status": 7}, "status: must be a string",
+        ...     model="gpt-4o-mini")
+        >>> [m["role"] for m in messages], params["response_format"]["json_schema"]["name"]
+        (['system', 'user', 'assistant', 'user'], 'Status')
+    """
+    concrete = resolve_mode(mode, model)
+    system = system_text(subset, concrete, instructions, _PARTIAL_TEXT)
+    messages = _messages(text_or_messages, system)
+    messages.append({"role": "assistant", "content": json.dumps(wrong, ensure_ascii=False)})
+    messages.append({"role": "user", "content": correction})
+    params = _mode_params(subset, concrete)
+    if supports_prompt_cache_key(model):
+        params["prompt_cache_key"] = prompt_cache_key(system, params)
     return messages, params
 
 

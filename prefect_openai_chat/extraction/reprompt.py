@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from prefect_openai_chat.extraction.schema import schema_spec
 
 MAX_PROBLEMS = 12
+MISSING = "required field is missing"
 MAX_ANSWER_CHARS = 12_000
 _PREFIXES = ("Value error, ", "Assertion failed, ")
 
@@ -74,7 +75,7 @@ def problems_from_error(
                 message = message[len(prefix) :]
         kind = err.get("type", "")
         if kind == "missing":
-            message = "required field is missing"
+            message = MISSING
         elif kind == "extra_forbidden":
             message = "unexpected field; remove it"
         if (path, message) in seen:
@@ -108,6 +109,60 @@ def correction_for_problems(problems: Sequence[Problem], *, tool_name: str | Non
         f"Your previous answer does not pass validation:\n{lines}\n"
         f"{_ask(tool_name)} Keep the values that were right."
     )
+
+
+def correction_for_fields(
+    problems: Sequence[Problem], keys: Sequence[str], *, tool_name: str | None = None
+) -> str:
+    """The user message of a re-ask for some fields only: what is wrong, and which to give.
+
+    Short, since the invalid values are in the assistant message just before it: no
+    "got ...", the allowed values once, and the missing fields on one line.
+
+    Example:
+        >>> problems = [Problem("status", "Input should be 'open' or 'closed'", ("open", "closed")),
+        ...             Problem("owner", "required field is missing")]
+        >>> print(correction_for_fields(problems, ["status", "owner", "due"]))
+        Fix these fields:
+        - status: one of "open", "closed"
+        - owner, due: missing
+        Answer with only these fields as JSON.
+    """
+    lines = []
+    for p in problems:
+        if p.path == "...":
+            continue
+        if p.allowed:
+            shown = ", ".join(json.dumps(a, ensure_ascii=False) for a in p.allowed)
+            lines.append(f"- {p.path}: one of {shown}")
+        elif p.problem != MISSING:
+            lines.append(f"- {p.path}: {p.problem}")
+    told = {p.path.split(".")[0].split("[")[0] for p in problems if p.problem != MISSING}
+    missing = [k for k in keys if k not in told]
+    if missing:
+        lines.append(f"- {', '.join(missing)}: missing")
+    ask = (
+        f"Call `{tool_name}` again with only these fields."
+        if tool_name
+        else ("Answer with only these fields as JSON.")
+    )
+    return "Fix these fields:\n" + "\n".join(lines) + "\n" + ask
+
+
+def correction_for_cut(keys: Sequence[str], *, tool_name: str | None = None) -> str:
+    """The user message asking for the fields a cut answer did not finish.
+
+    Example:
+        >>> print(correction_for_cut(["summary", "tags"]))
+        Your answer was cut off before these fields: summary, tags.
+        Answer with only these fields as JSON.
+    """
+    ask = (
+        f"Call `{tool_name}` again with only these fields."
+        if tool_name
+        else ("Answer with only these fields as JSON.")
+    )
+    return f"Your answer was cut off before these fields: {', '.join(keys)}.\n{ask}"
 
 
 def correction_for_lazy(markers: Sequence[str], *, tool_name: str | None = None) -> str:

@@ -9,10 +9,11 @@ Configured `rpm` / `tpm` stay a cap on what is learned.
 
 `acquire(tokens)` reserves one request and `tokens` tokens and sleeps until they are
 covered (a bucket may go negative: the deficit is a queue; a call that wakes up late
-queues again rather than burst, see `wait_for_slot`); `throttle(seconds)` pauses
-every caller after a 429; `settle(reserved, used)` charges what a call used beyond
-its reservation. Until the first answer arrives, one call is sent alone (a probe), so
-a large `concurrency` does not burst into a small, unknown limit.
+queues again rather than burst, see `wait_for_slot`; at the start, what the request
+bucket holds goes out at most at `BURST_PACE` times its rate, not in one instant);
+`throttle(seconds)` pauses every caller after a 429; `settle(reserved, used)` charges
+what a call used beyond its reservation. Until the first answer arrives, one call is
+sent alone (a probe), so a large `concurrency` does not burst into a small, unknown limit.
 
 State is guarded by a short threading lock, never held while sleeping: one limiter
 serves every thread and event loop of a process. Reading the headers, and what they say
@@ -57,6 +58,12 @@ PROBE_TIMEOUT_S = 30.0  # a safety net: the probe's answer or error ends the wai
 # reach the server on time, and an answer's length is known only after it (tokens).
 PACING: dict[Kind, float] = {"requests": 0.99, "tokens": 0.97}
 _POLL_S = 0.01
+# A cautious start: what the request bucket holds when the first headers arrive goes out
+# at most at this many times the refill rate, not in one instant. Every call waiting for
+# the probe wakes together; sending dozens at once, a client sends them late and bunched,
+# on top of the ones paced after them, and the server's bucket (drained by the burst)
+# answers those 429. Once the bucket has been emptied once, calls are paced by it alone.
+BURST_PACE = 3.0
 LATE_S = 0.25  # a call that wakes this much past its slot (or one slot's width) queues again
 MAX_RESERVATIONS = 3
 
@@ -141,6 +148,8 @@ class RateLimiter:
         self._learned: dict[Kind, LearnedBucket] = {kind: LearnedBucket() for kind in KINDS}
         self._buckets: dict[Kind, _Bucket | None] = {kind: None for kind in KINDS}
         self._paused_until = 0.0
+        self._burst_at = 0.0  # the earliest send time of the next request (BURST_PACE)
+        self._starting = learn  # until the request bucket is first emptied (BURST_PACE)
         self._probe_started: float | None = None
         self._seen_headers = not learn
         self._share = 1.0
@@ -238,6 +247,10 @@ class RateLimiter:
             requests, token_bucket = self._buckets["requests"], self._buckets["tokens"]
             if requests is not None:
                 wait = max(wait, requests.take(1, now))
+                if self._starting:
+                    wait = max(wait, self._burst_at - now)
+                    self._burst_at = now + wait + 1.0 / (BURST_PACE * requests.rate)
+                    self._starting = requests.balance > 0
             if token_bucket is not None and tokens > 0:
                 wait = max(wait, token_bucket.take(tokens, now))
             return wait

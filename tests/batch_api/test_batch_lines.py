@@ -81,3 +81,8 @@ def test_batch_options_say_what_is_wrong() -> None:
         BatchOptions.from_mapping({"poll_every": 3})
     with pytest.raises(InvalidInputError, match="reask"):
         BatchOptions.from_mapping({"reask": "later"})
+
+
+def test_a_cost_driven_night_is_the_default_and_the_fast_path_one_option_away() -> None:
+    assert BatchOptions.from_mapping(None).reask == "batch"  # re-asks at the batch price
+    assert BatchOptions.from_mapping({"reask": "online"}).reask == "online"

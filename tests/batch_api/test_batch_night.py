@@ -56,7 +56,7 @@ def test_shuffled_output_and_failed_lines_are_matched_and_reasked_online(
 ) -> None:
     batch_sim.configure(batch_faults=["shuffle", "line-errors"])
     records = tickets(40)
-    summary = run_night(batch_sim, tmp_path, records)
+    summary = run_night(batch_sim, tmp_path, records, batch_options={"reask": "online"})
     rows, _ = ended_once(tmp_path, records)
     stats = batch_sim.stats()
     assert stats.batches_created == 1 and stats.requests >= 4  # 4 failed lines, online
@@ -119,13 +119,14 @@ def test_waves_keep_within_the_enqueued_token_limit(batch_sim: Simulator, tmp_pa
     assert summary["batch_records"] == 30 and stats.requests == 0
 
 
-@pytest.mark.parametrize("reask", ["online", "batch"])
+@pytest.mark.parametrize("reask", ["online", "batch", None])
 def test_invalid_answers_are_reasked_online_or_in_a_follow_up_batch(
-    batch_sim: Simulator, tmp_path: Path, reask: str
+    batch_sim: Simulator, tmp_path: Path, reask: str | None
 ) -> None:
     batch_sim.configure(fault_rates={"missing-fields": 0.5})
     records = tickets(20)
-    summary = run_night(batch_sim, tmp_path, records, batch_options={"reask": reask})
+    options = {"reask": reask} if reask else {}  # none given: the default, follow-up batches
+    summary = run_night(batch_sim, tmp_path, records, batch_options=options)
     ended_once(tmp_path, records)
     stats = batch_sim.stats()
     assert summary["reprompted"] > 0 and summary["valid"] == 20

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from resilience_helpers import FakeClock, RecordingSleep
 
 from prefect_openai_chat.resilience import RateLimiter, parse_duration, read_limits
-from prefect_openai_chat.resilience.limiter import MAX_RESERVATIONS, PACING, wait_for_slot
+from prefect_openai_chat.resilience.limiter import (
+    BURST_PACE,
+    MAX_RESERVATIONS,
+    PACING,
+    wait_for_slot,
+)
 
 
 @pytest.mark.parametrize(
@@ -190,3 +196,32 @@ async def test_a_call_that_wakes_late_queues_again(
     waited = await wait_for_slot(reserve, slot_s=0.1, sleep=sleep, clock=clock)
     assert len(asked) == reservations
     assert waited == pytest.approx(0.5 * reservations)
+
+
+async def test_a_cautious_start_spreads_the_first_burst_then_the_bucket_paces(
+    clock: FakeClock,
+) -> None:
+    limiter = RateLimiter(clock=clock, sleep=RecordingSleep())
+    assert await limiter.acquire() == 0.0  # the probe, alone
+    limiter.observe(headers("requests", 50, 49, "20ms"))
+    rate = limiter.effective("requests")[1]  # type: ignore[index]
+    waits = [limiter.reserve() for _ in range(60)]
+    # the bucket holds 48: they go out spread at BURST_PACE x the rate, not at once
+    gap = 1.0 / (BURST_PACE * rate)
+    assert waits[:48] == pytest.approx([i * gap for i in range(48)])
+    # once the bucket is empty, one per 1 / rate, as before
+    spacing = [b - a for a, b in itertools.pairwise(waits[48:])]
+    assert spacing == pytest.approx([1.0 / rate] * 11, rel=0.05)
+    clock.advance(60.0)  # the bucket is full again later on: no spreading any more
+    assert [limiter.reserve() for _ in range(5)] == [0.0] * 5
+
+
+async def test_the_cautious_start_loses_no_throughput(clock: FakeClock) -> None:
+    """100 requests against a bucket of 50 at 50/s: the last one goes when it would have
+    without the spreading (the server's bucket drains faster than it refills)."""
+    limiter = RateLimiter(clock=clock, sleep=RecordingSleep())
+    await limiter.acquire()
+    limiter.observe(headers("requests", 50, 49, "20ms"))
+    rate = limiter.effective("requests")[1]  # type: ignore[index]
+    waits = [limiter.reserve() for _ in range(99)]
+    assert waits[-1] == pytest.approx((99 - 48) / rate, rel=0.02)

@@ -188,24 +188,27 @@ def test_callers_messages_are_never_changed(sim: Simulator) -> None:
     assert messages == before
 
 
-# --- truncation: never parsed, retried with more room -----------------------------------------
+# --- truncation: never taken as it is; its finished fields kept, the rest asked -----------
 
 
-def test_truncated_every_time_gives_up_with_growing_room(sim: Simulator) -> None:
+def test_a_cut_answer_keeps_its_finished_fields_and_the_rest_is_asked(sim: Simulator) -> None:
+    # every first ask is cut (the simulator fills the limit, then cuts); the ask for the
+    # rest is a follow-up, which it answers
     result = run_extract(model_for(sim, "truncated-json"), SupportTicket, TICKET)
 
-    assert not result.ok and result.outcome == "truncated" and result.value is None
-    assert result.calls == 3 and result.reprompts == 0
-    assert result.finish_reasons == ["length"] * 3
-    # ROOM, then doubled twice: the simulator fills every limit exactly before cutting
-    assert result.usage.completion_tokens == ROOM + 2 * ROOM + 4 * ROOM
-    assert all("not parsed" in e for e in result.errors)
-    assert "raise max_completion_tokens" in (result.reason or "")
-    assert sim.stats().reprompts == 0
+    assert result.ok and result.outcome == "ok" and result.value is not None
+    assert result.calls == 2 and result.reprompts == 0  # a length retry, not a re-ask
+    assert result.finish_reasons == ["length", "stop"]
+    # ROOM for the cut answer, then only the fields it did not finish
+    assert ROOM < result.usage.completion_tokens < ROOM + ROOM // 4
+    assert result.errors == [
+        f"attempt 1: truncated at the token limit ({ROOM} completion tokens); not parsed"
+    ]
+    assert sim.stats().reprompts == 1  # the simulator sees a follow-up
     assert_billed(result, sim)
 
 
-def test_truncated_once_is_resent_with_more_room(sim: Simulator) -> None:
+def test_truncated_once_keeps_its_fields_and_asks_for_the_rest(sim: Simulator) -> None:
     sim.configure(script=["truncated-json"], fault_rates={})
     sim.reset()
 
@@ -214,11 +217,10 @@ def test_truncated_once_is_resent_with_more_room(sim: Simulator) -> None:
     assert result.ok and result.outcome == "ok"
     assert result.calls == 2 and result.reprompts == 0
     assert result.finish_reasons == ["length", "stop"]
-    assert result.repaired is False  # the cut text was never parsed or repaired
+    assert result.repaired is False  # the cut text itself was never taken as the answer
     assert result.errors == [
         f"attempt 1: truncated at the token limit ({ROOM} completion tokens); not parsed"
     ]
-    assert sim.stats().reprompts == 0  # a re-send, not a re-ask
     assert_billed(result, sim)
 
 

@@ -3,18 +3,19 @@
 `BatchNight` holds one `Work` per distinct request (records with the same cache key
 share it). Round 0 sends every record's first request in batches; each answer is
 replayed through the online path's parse, repair and validation (`replay`), and
-what still needs a call (a re-ask, more room, a failed line) is sent online, or in
-the next round's batches with `reask="batch"`. Batches are planned within the API's
-limits and the model's enqueued-token limit, and recorded in the run's ledger before
-any wait, so a restarted run picks them up instead of paying again. A batch still
+what still needs a call (a re-ask, more room, a failed line) goes in the next round's
+batches (`reask="batch"`, the default), or online at once with `reask="online"`.
+Batches are planned within the API's limits and the model's enqueued-token limit, and
+recorded in the run's ledger before any wait, so a restarted run picks them up instead
+of paying again. A batch still
 unfinished past its deadline (`deadline_s` after its creation) is cancelled and its
 records resubmitted or quarantined; nothing its result files hold (malformed or repeated
 lines, lines of other batches, a file that cannot be read) fails the run: each becomes
 the outcome of the record it concerns, with the reason.
 
 Example:
-    >>> BatchOptions.from_mapping({"poll_interval_s": 5, "reask": "batch"}).reask
-    'batch'
+    >>> BatchOptions.from_mapping({"poll_interval_s": 5, "reask": "online"}).reask
+    'online'
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ class BatchOptions:
 
     Attributes:
         poll_interval_s: Seconds between two looks at a running batch.
-        reask: Where re-asks, retries with more room and failed lines go: `online`
-            (at once, at the online price) or `batch` (a follow-up batch).
+        reask: Where re-asks, retries with more room and failed lines go: `batch` (the
+            default: a follow-up batch at the batch price, one batch round-trip per
+            round, up to `max_rounds`) or `online` (at once, at the online price).
         unfinished: What becomes of records an expired or cancelled batch did not
             answer: `resubmit` them in a new batch, or `quarantine` them.
         enqueued_token_limit: The model's enqueued-token limit (prompt tokens in
@@ -76,7 +78,7 @@ class BatchOptions:
     """
 
     poll_interval_s: float = 30.0
-    reask: Literal["online", "batch"] = "online"
+    reask: Literal["online", "batch"] = "batch"
     unfinished: Literal["resubmit", "quarantine"] = "resubmit"
     enqueued_token_limit: int | None = None
     max_requests: int = MAX_BATCH_REQUESTS
