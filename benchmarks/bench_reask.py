@@ -57,6 +57,7 @@ BATCH_TARGET = 0.55
 
 async def night(records: list[dict[str, Any]], seed: int, scope: str | None) -> dict[str, Any]:
     """One night of `records`: `scope` None is the fault-free night."""
+    from prefect_openai_chat.blocks.assembly import RUNNERS
     from prefect_openai_chat.examples.tickets import (
         TICKET_INSTRUCTIONS,
         TICKET_PROMPT,
@@ -67,7 +68,7 @@ async def night(records: list[dict[str, Any]], seed: int, scope: str | None) -> 
 
     settings = {} if scope is None else SPOILED_SETTINGS
     async with Simulator(profile="ideal", seed=seed, subprocess=True, **settings) as sim:
-        runner = chat_model(sim.base_url, sim.api_key).runner()
+        runner = RUNNERS.build(chat_model(sim.base_url, sim.api_key))
         scoped = {"reask_scope": scope or "fields"}
         if "reask_scope" not in ExtractionOptions.__dataclass_fields__:
             scoped = {}  # the code before issue 26 (`PYTHONPATH=<main before it>`): whole re-asks

@@ -37,6 +37,27 @@ def add_note(exc: BaseException, text: str) -> None:
         exc.__notes__ = [*getattr(exc, "__notes__", []), note]
 
 
+def add_to_message(exc: BaseException, text: str) -> None:
+    """Append `; text` to `exc`'s own message: what `str(exc)`, a traceback's last line and
+    a Prefect task's state message show (a note shows only under the traceback).
+
+    Example:
+        >>> error = ConnectionError("refused")
+        >>> add_to_message(error, "fallback 'azure' failed too: TimeoutError()")
+        >>> str(error)
+        "refused; fallback 'azure' failed too: TimeoutError()"
+    """
+    head = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    amended = f"{head}; {text}" if head else text
+    try:
+        exc.args = (amended, *exc.args[1:])
+    except (AttributeError, TypeError):  # an exception type whose args cannot be set
+        add_note(exc, text)
+        return
+    if isinstance(getattr(exc, "message", None), str):  # the openai errors keep it here too
+        exc.message = amended  # type: ignore[attr-defined]
+
+
 # --- bad input: raised before any HTTP call -----------------------------------------
 
 
@@ -110,14 +131,21 @@ class CredentialsRejectedError(ChatError):
 class ContextWindowExceededError(ChatError, ValueError):
     """The prompt plus the completion room does not fit the model's context window.
 
-    `for_prompt` builds it with the one wording every caller uses.
+    `for_prompt` builds it with the one wording (and the one hint) every case uses; the
+    context fitter (`tokens/context.py`) is the one place that raises it.
 
     Example:
-        >>> error = ContextWindowExceededError.for_prompt("gpt-4", 9000, 500, 8192, "shorten it")
+        >>> error = ContextWindowExceededError.for_prompt("gpt-4", 9000, 500, 8192)
         >>> print(str(error).replace("answer (", "answer\\n("))
         the prompt needs 9000 tokens plus 500 for the answer
-        (9500 in all), over the 8192-token context window of 'gpt-4'; shorten it
+        (9500 in all), over the 8192-token context window of 'gpt-4'; shorten the input ...
     """
+
+    HINT = (
+        "shorten the input or lower max_completion_tokens, or set another context_strategy on"
+        " the ChatModel (truncate_oldest, summarize, or bigger_model with a fallback whose"
+        " window fits) or its real context_window"
+    )
 
     def __init__(self, message: str, prompt_tokens: int = 0, limit: int = 0) -> None:
         super().__init__(message)
@@ -131,8 +159,8 @@ class ContextWindowExceededError(ChatError, ValueError):
         prompt_tokens: int,
         completion_tokens: int,
         limit: int | None,
-        hint: str,
         *,
+        fact: str = "",
         counted_by: str = "",
     ) -> ContextWindowExceededError:
         """The error for a prompt of `prompt_tokens` with `completion_tokens` of room.
@@ -142,16 +170,17 @@ class ContextWindowExceededError(ChatError, ValueError):
             prompt_tokens: Tokens of the prompt (messages and tools).
             completion_tokens: Room reserved for the answer.
             limit: The window in tokens; None when not known (the server did not say).
-            hint: What to change, e.g. "shorten the input".
+            fact: What else was found, e.g. "it fits no fallback model either".
             counted_by: Who found it too long when it is not the local count,
                 e.g. "the server".
         """
         window = f"the {limit}-token context window" if limit else "the context window"
         who = f" ({counted_by} says so)" if counted_by else ""
+        found = f"; {fact}" if fact else ""
         return cls(
             f"the prompt needs {prompt_tokens} tokens plus {completion_tokens} for the answer"
-            f" ({prompt_tokens + completion_tokens} in all), over {window} of {model!r}{who};"
-            f" {hint}",
+            f" ({prompt_tokens + completion_tokens} in all), over {window} of {model!r}{who}"
+            f"{found}; {cls.HINT}",
             prompt_tokens=prompt_tokens,
             limit=limit or 0,
         )
@@ -256,7 +285,9 @@ class CircuitOpenError(ChatError):
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.key, self.retry_at, self.last_error))
+        # The state keeps what was added after it was raised: its message, notes and marks.
+        state = {"args": self.args, **self.__dict__}
+        return (type(self), (self.key, self.retry_at, self.last_error), state)
 
 
 def probe_time(at: float, now: float | None = None) -> str:

@@ -1,5 +1,7 @@
-"""One logical chat completion: validate, fit the context, send through the resilience
-tiers, fall back when the endpoint is down, and check the outcome.
+"""One logical chat completion, from separate pieces: the request (`chat/request.py`), the
+context fitter (`tokens/context.py`), the sender (`chat/sender.py`, through the in-call
+tier), the fallback chain (`chat/fallbacks.py`), the outcome check (`chat/outcome.py`) and
+the call's record (`chat/record.py`). `ChatRunner` only puts them in order.
 
 `ChatRunner` is Prefect-free; the tasks build one from a `ChatModel` block. The
 async `complete` is the implementation; sync callers go through `run_sync`.
@@ -22,97 +24,32 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import functools
-import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import openai
-from openai import AsyncOpenAI
-
-from prefect_openai_chat.chat.context import (
-    completion_room,
-    overflow,
-    server_window,
-    shorten,
-)
-from prefect_openai_chat.chat.messages import validate_messages, validate_model_name
+from prefect_openai_chat.chat.fallbacks import Fallback, FallbackChain, FallbackLoader
+from prefect_openai_chat.chat.outcome import check_outcome
 from prefect_openai_chat.chat.protection import Protection
-from prefect_openai_chat.chat.response import (
-    StreamAccumulator,
-    content_filter_error,
-    result_from_raw,
-    with_server_words,
+from prefect_openai_chat.chat.record import CallRecord, cost_of
+from prefect_openai_chat.chat.request import (
+    Call,
+    DeltaCallback,
+    build_request,
+    request_body,
+    summary_request,
 )
+from prefect_openai_chat.chat.sender import ClientFactory, Sender, Sleep
 from prefect_openai_chat.chat.settings import ChatSettings
-from prefect_openai_chat.errors import (
-    AttemptTimeoutError,
-    CallTimeoutError,
-    ContentFilteredError,
-    ContextWindowExceededError,
-    MalformedResponseError,
-    MissingFallbackError,
-    TruncatedOutputError,
-    add_note,
-)
-from prefect_openai_chat.redaction import redact_exception, remember_secret
-from prefect_openai_chat.resilience import (
-    Action,
-    Verdict,
-    call_with_retries,
-    circuit_key,
-    describe_error,
-    mark_for_task_tier,
-)
+from prefect_openai_chat.errors import CallTimeoutError, CircuitOpenError
+from prefect_openai_chat.redaction import redact_exception
+from prefect_openai_chat.resilience import Action, Verdict, mark_for_task_tier
 from prefect_openai_chat.resilience.waits import Deadline
-from prefect_openai_chat.results import ChatResult, Usage
-from prefect_openai_chat.telemetry import note_attempt, observe_call
-from prefect_openai_chat.tokens import count_message_tokens, count_text_tokens, estimate_cost
-from prefect_openai_chat.tokens.context import SUMMARY_TOKENS, context_limit
+from prefect_openai_chat.results import ChatResult
+from prefect_openai_chat.telemetry import observe_call
+from prefect_openai_chat.tokens.context import SUMMARY_TOKENS, ContextFitter, Summarize
 
-ClientFactory = Callable[[], AsyncOpenAI]
-DeltaCallback = Callable[[str], None]
-Sleep = Callable[[float], Awaitable[None]]
-FallbackLoader = Callable[[], Awaitable["ChatRunner"]]  # loads a fallback when first needed
-
-logger = logging.getLogger("prefect_openai_chat")
-
-
-@dataclass
-class _Tally:
-    """Everything one logical call spent: every HTTP attempt, and the summary calls' usage."""
-
-    attempts: int = 0
-    extra_usage: Usage = field(default_factory=Usage)
-    extra_cost: float | None = 0.0
-    last_error: str | None = None
-
-
-# The tally of the logical call in progress: fallbacks and summaries add to the caller's.
-_TALLY: contextvars.ContextVar[_Tally | None] = contextvars.ContextVar(
-    "prefect_openai_chat_tally", default=None
-)
-
-
-@dataclass(frozen=True)
-class _Call:
-    """What one `complete` was asked for: handed to context strategies and fallbacks."""
-
-    request: dict[str, Any]
-    stream: bool
-    on_delta: DeltaCallback | None
-    overrides: dict[str, Any]
-
-    def hand_over(self, runner: ChatRunner) -> Awaitable[ChatResult]:
-        """The same call on another runner, which uses its own model."""
-        overrides = {k: v for k, v in self.overrides.items() if k != "model"}
-        return runner.complete(
-            self.request["messages"], stream=self.stream, on_delta=self.on_delta, **overrides
-        )
+__all__ = ["ChatRunner", "ClientFactory", "DeltaCallback", "FallbackLoader", "Sleep"]
 
 
 class ChatRunner:
@@ -133,27 +70,43 @@ class ChatRunner:
         client: ClientFactory,
         *,
         protection: Protection | None = None,
-        fallbacks: Sequence[ChatRunner | FallbackLoader] = (),
+        fallbacks: Sequence[Fallback | FallbackLoader] = (),
         static_fallback: str | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.settings = settings
-        self.protection = protection or Protection()
-        self.fallbacks = list(fallbacks)
-        self.static_fallback = static_fallback
-        self._client = client
-        self._sleep = sleep
+        self.fitter = ContextFitter(settings.context_strategy, settings.context_window)
+        self.fallbacks = FallbackChain(fallbacks, static_fallback)
+        self.sender = Sender(settings, client, protection, sleep, clock)
         self._clock = clock
 
     @property
-    def _has_fallback(self) -> bool:
-        return bool(self.fallbacks) or self.static_fallback is not None
+    def protection(self) -> Protection:
+        """What guards the calls (the sender's): policy, circuit, budget, limiter, gate."""
+        return self.sender.protection
 
-    @functools.cached_property
+    @protection.setter
+    def protection(self, protection: Protection) -> None:
+        self.sender.protection = protection
+
+    @property
     def key(self) -> str:
         """The circuit key: base URL and model."""
-        return circuit_key(self.settings.base_url, self.settings.model)
+        return self.sender.key
+
+    def request_body(self, messages: Sequence[Any], **overrides: Any) -> dict[str, Any]:
+        """The JSON body `complete` sends for `messages` (before any context fitting).
+
+        For the Batch API, whose lines must hold the very request an online call sends.
+
+        Example:
+            >>> runner = ChatRunner(ChatSettings(model="gpt-4o-mini", defaults={"seed": 1}), None)
+            >>> runner.request_body([{"role": "user", "content": "Hi"}], temperature=0)
+            {'seed': 1, 'temperature': 0, 'messages': [{'role': 'user', 'content': 'Hi'}], \
+'model': 'gpt-4o-mini'}
+        """
+        return request_body(self.settings, messages, overrides)
 
     async def complete(
         self,
@@ -173,448 +126,141 @@ class ChatRunner:
             TruncatedOutputError: `finish_reason == "length"`; `.partial` holds the result.
             ContentFilteredError: the content filter stopped it (unless settings flag it).
         """
+        return await self.run(Call(messages, stream, on_delta, overrides), CallRecord())
+
+    async def run(self, call: Call, record: CallRecord) -> ChatResult:
+        """`complete` for a call whose record the caller holds (a fallback chain's part).
+
+        Observed as one call, within this runner's `call_timeout_s`; an error leaving it
+        is redacted and marked for the task tier.
+        """
         guard = self.protection.guard
-        with observe_call(self.settings, messages, overrides, stream=stream, guard=guard) as call:
-            return call.done(await self._complete_call(messages, stream, on_delta, overrides))
+        with observe_call(
+            self.settings, call.messages, call.overrides, stream=call.stream, guard=guard
+        ) as observed:
+            try:
+                return observed.done(await self._within_call_deadline(call, record))
+            except Exception as exc:
+                redact_exception(exc)
+                mark_for_task_tier(exc, self.protection.policy)
+                raise
 
-    async def _complete_call(
-        self,
-        messages: Sequence[Any],
-        stream: bool,
-        on_delta: DeltaCallback | None,
-        overrides: dict[str, Any],
-    ) -> ChatResult:
-        outer = _TALLY.get() is None  # a fallback's call joins its caller's tally and deadline
-        token = _TALLY.set(_Tally()) if outer else None
-        try:
-            if outer and self.settings.call_timeout_s is not None:
-                return await self._within_call_deadline(messages, stream, on_delta, overrides)
-            return await self._complete(messages, stream, on_delta, overrides)
-        except Exception as exc:
-            redact_exception(exc)
-            mark_for_task_tier(exc, self.protection.policy)
-            raise
-        finally:
-            if token is not None:
-                _TALLY.reset(token)
-
-    async def _within_call_deadline(
-        self,
-        messages: Sequence[Any],
-        stream: bool,
-        on_delta: DeltaCallback | None,
-        overrides: dict[str, Any],
-    ) -> ChatResult:
+    async def _within_call_deadline(self, call: Call, record: CallRecord) -> ChatResult:
         window = Deadline(self.settings.call_timeout_s)
         try:
             async with window:
-                return await self._complete(messages, stream, on_delta, overrides)
+                return await self._answer(call, record)
         except TimeoutError:
             if not window.expired:
                 raise
-            tally = _TALLY.get() or _Tally()
             raise CallTimeoutError(
-                f"the call to {self._where} did not finish within call_timeout_s="
-                f"{self.settings.call_timeout_s:g} s ({tally.attempts} HTTP attempt(s), last"
-                f" error: {tally.last_error or 'none'}); raise call_timeout_s on the ChatModel"
+                f"the call to {self.sender.where} did not finish within call_timeout_s="
+                f"{self.settings.call_timeout_s:g} s ({record.attempts} HTTP attempt(s), last"
+                f" error: {record.last_error or 'none'}); raise call_timeout_s on the ChatModel"
                 " or check the endpoint"
             ) from None
 
-    async def _complete(
-        self,
-        messages: Sequence[Any],
-        stream: bool,
-        on_delta: DeltaCallback | None,
-        overrides: dict[str, Any],
-    ) -> ChatResult:
-        request = self._request(validate_messages(messages), overrides)
-        window = self.settings.context_window
-        if overflow(request, window) > 0:
-            if self.settings.context_strategy == "bigger_model":
-                return await self._bigger_model(_Call(request, stream, on_delta, overrides))
-            strategy = self.settings.context_strategy
-            request = await shorten(request, strategy, window, self._summary)
-        started = self._clock()
+    async def _answer(self, call: Call, record: CallRecord) -> ChatResult:
+        """Build, fit, send, check; recover from what the in-call tier gave up on."""
+        request = build_request(self.settings, call.messages, call.overrides)
+        if self.fitter.wants_bigger_model(request):
+            return await self._bigger_model(call, request, record)
+        sent = request
         try:
-            result, attempts = await self._send(request, stream, on_delta)
+            sent = await self.fitter.fit(request, self._summarizer(record))
+            started = self._clock()
+            result = await self._send(sent, call, record)
         except Exception as exc:
-            return await self._recover(exc, _Call(request, stream, on_delta, overrides))
-        return self._finish(result, request, attempts, started)
-
-    @functools.cached_property
-    def _where(self) -> str:
-        """The endpoint, for messages: `http://host/v1 (model gpt-4o-mini)`."""
-        return f"{self.key.split('|', 1)[0]} (model {self.settings.model})"
-
-    async def _recover(self, exc: Exception, call: _Call) -> ChatResult:
-        """A context strategy or a fallback for an error the in-call tier gave up on."""
-        verdict = self.protection.policy.classify(exc)
-        if verdict.action is Action.CONTEXT:
-            return await self._after_overflow(exc, call)
-        if self._has_fallback and _is_outage(verdict):
-            return await self._fall_back(exc, call)
-        raise exc
-
-    def request_body(self, messages: Sequence[Any], **overrides: Any) -> dict[str, Any]:
-        """The JSON body `complete` sends for `messages` (before any context fitting).
-
-        For the Batch API, whose lines must hold the very request an online call sends.
-
-        Example:
-            >>> runner = ChatRunner(ChatSettings(model="gpt-4o-mini", defaults={"seed": 1}), None)
-            >>> runner.request_body([{"role": "user", "content": "Hi"}], temperature=0)
-            {'seed': 1, 'temperature': 0, 'messages': [{'role': 'user', 'content': 'Hi'}], \
-'model': 'gpt-4o-mini'}
-        """
-        sent = _as_sent(self._request(validate_messages(messages), overrides))
-        return {**sent["extra_body"], "model": sent["model"]}
-
-    # --- one logical call through the in-call tier ---
-
-    def _request(self, messages: list[dict[str, Any]], overrides: dict[str, Any]) -> dict[str, Any]:
-        request = {**self.settings.request_defaults(), **overrides}
-        request["model"] = validate_model_name(request.get("model", self.settings.model))
-        request["messages"] = messages
-        return request
+            return await self._recover(exc, call, sent, record)
+        return self._finish(result, sent, record, started)
 
     async def _send(
-        self, request: dict[str, Any], stream: bool, on_delta: DeltaCallback | None
-    ) -> tuple[ChatResult, int]:
-        """The in-call tier around one HTTP attempt; settles the limiter's token reservation."""
-        attempt: Callable[[int], Awaitable[ChatResult]]
-        if stream:
-            attempt = functools.partial(self._stream_once, request, on_delta)
-        else:
-            attempt = functools.partial(self._complete_once, request)
-        p = self.protection
-
-        room = completion_room(request)
-
-        @functools.cache
-        def tokens() -> int:
-            """The reservation: the exact prompt, and the room asked for (else what answers
-            without one have been writing); the API charges the room up front."""
-            prompt = count_message_tokens(
-                request["messages"], request["model"], request.get("tools")
-            )
-            expected = p.limiter.expected_completion if p.limiter is not None else 0
-            return prompt + (room or round(expected))
-
-        result, attempts = await call_with_retries(
-            attempt,
-            policy=p.policy,
-            key=self.key,
-            guard=p.guard,
-            budget=p.budget,
-            limiter=p.limiter,
-            gate=p.gate,
-            sleep=self._sleep,
-            on_retry=p.on_retry,
-            reload_credentials=p.reload_credentials,
-            tokens=tokens,
-            clock=self._clock,
-            # with somewhere else to turn, an open circuit is not waited out
-            outage_patience_s=0.0 if self._has_fallback else None,
-        )
-        if p.limiter is not None and p.limiter.limits_tokens and not room:
-            # Without a room asked for, the API charges what was written, after the answer.
-            usage = result.usage
-            p.limiter.settle(tokens(), usage.total_tokens, written=usage.completion_tokens)
-        return result, attempts
-
-    def _complete_once(self, request: dict[str, Any], number: int) -> Awaitable[ChatResult]:
-        """One HTTP attempt; a 200 that is no chat completion raises."""
-        return self._within_attempt_deadline(request, self._plain_attempt(request))
-
-    def _stream_once(
-        self, request: dict[str, Any], on_delta: DeltaCallback | None, number: int
-    ) -> Awaitable[ChatResult]:
-        """One streamed HTTP attempt, every chunk within the attempt deadline."""
-        return self._within_attempt_deadline(request, self._stream_attempt(request, on_delta))
-
-    async def _within_attempt_deadline(
-        self, request: dict[str, Any], attempt: Coroutine[Any, Any, ChatResult]
+        self, request: dict[str, Any], call: Call, record: CallRecord, *, wait_out: bool = False
     ) -> ChatResult:
-        """Run one attempt under `attempt_timeout_s`; raise a typed error naming the endpoint."""
-        window = self._start_attempt()
-        try:
-            async with window:
-                return await attempt
-        except Exception as exc:
-            error = self._attempt_error(exc, window)
-            if isinstance(error, ContentFilteredError) and self.settings.content_filter == "flag":
-                return self._filtered_prompt(request, exc)
-            self._note_error(error)
-            if error is exc:
-                raise
-            raise error from (None if isinstance(error, AttemptTimeoutError) else exc)
-
-    async def _plain_attempt(self, request: dict[str, Any]) -> ChatResult:
-        raw = await self._client().chat.completions.with_raw_response.create(**_as_sent(request))
-        self._observe_limits(raw.headers)
-        result = result_from_raw(raw, raw.headers.get("x-request-id"), self._where)
-        if result.usage.prompt_tokens == 0:  # no usable usage (a prompt is never 0 tokens)
-            result = result.model_copy(update={"usage": _local_usage(request, result)})
-        return result
-
-    async def _stream_attempt(
-        self, request: dict[str, Any], on_delta: DeltaCallback | None
-    ) -> ChatResult:
-        started = self._clock()
-        raw = await self._client().chat.completions.with_raw_response.create(
-            **_as_sent(request), stream=True, stream_options={"include_usage": True}
-        )
-        self._observe_limits(raw.headers)
-        request_id = raw.headers.get("x-request-id")
-        accumulator = StreamAccumulator()
-        first_token: float | None = None
-        stream = raw.parse()
-        try:
-            async for chunk in stream:
-                text = accumulator.add(chunk)
-                if text is not None:
-                    if first_token is None:
-                        first_token = self._clock() - started
-                    if on_delta is not None:
-                        on_delta(text)
-        except ValueError as exc:  # a `data:` line that is not JSON, or not a chunk
-            raise MalformedResponseError(
-                f"{self._where} sent a stream chunk that is not a completion chunk ({exc!s:.200})"
-                f" after {accumulator.chunks} chunks (request {request_id or 'n/a'});"
-                " retried as an outage"
-            ) from exc
-        finally:
-            await stream.close()
-        result = accumulator.result(request_id, self._where)
-        if accumulator.usage is None:  # a server that ignores include_usage: count it here
-            result = result.model_copy(update={"usage": _local_usage(request, result)})
-        return result.model_copy(update={"time_to_first_token_s": first_token})
-
-    def _start_attempt(self) -> Deadline:
-        """Count the attempt in the call's tally; remember the key to redact; the deadline."""
-        tally = _TALLY.get()
-        if tally is not None:
-            tally.attempts += 1
-        note_attempt()
-        with contextlib.suppress(Exception):  # a failing client fails the attempt itself
-            remember_secret(self._client().api_key)
-        return Deadline(self.settings.attempt_timeout_s)
-
-    def _attempt_error(self, exc: Exception, window: Deadline) -> Exception:
-        """The error an attempt raises: typed, with the server's own words and the endpoint."""
-        if isinstance(exc, TimeoutError) and window.expired:
-            return AttemptTimeoutError(
-                f"one attempt to {self._where} took longer than attempt_timeout_s="
-                f"{self.settings.attempt_timeout_s:g} s (the server kept the connection busy"
-                " without finishing); retried as a timeout"
-            )
-        if isinstance(exc, openai.APIStatusError):
-            with_server_words(exc)
-            return content_filter_error(exc, self._where) or exc
-        return exc
-
-    def _note_error(self, error: BaseException) -> None:
-        tally = _TALLY.get()
-        if tally is not None:
-            tally.last_error = describe_error(error)
-
-    def _filtered_prompt(self, request: dict[str, Any], exc: Exception) -> ChatResult:
-        """A filtered prompt under content_filter='flag': a result `_check_finish` flags."""
-        return ChatResult(
-            finish_reason="content_filter",
-            model=request["model"],
-            request_id=getattr(exc, "request_id", None),
-        )
-
-    def _observe_limits(self, headers: Any) -> None:
-        if self.protection.limiter is not None:
-            self.protection.limiter.observe(headers)
-
-    # --- when the call cannot be sent as it is ---
-
-    async def _summary(self, messages: list[dict[str, Any]]) -> str:
-        """The summary call of `summarize`: its attempts, usage and cost join the call's."""
-        request = {
-            "model": self.settings.model,
-            "messages": messages,
-            "max_completion_tokens": SUMMARY_TOKENS,
-        }
-        result, _ = await self._send(request, False, None)
-        tally = _TALLY.get()
-        if tally is not None:
-            tally.extra_usage = tally.extra_usage + result.usage
-            cost = self._cost(result, request)
-            tally.extra_cost = (
-                None if cost is None or tally.extra_cost is None else (tally.extra_cost + cost)
-            )
-        return result.content or ""
-
-    async def _after_overflow(self, exc: Exception, call: _Call) -> ChatResult:
-        """The server said the context overflowed although the count said it fits."""
-        strategy, request = self.settings.context_strategy, call.request
-        if strategy == "bigger_model":
-            return await self._bigger_model(call)
-        window = server_window(exc)  # the server's real window, when its message names it
-        if strategy == "fail":
-            needed = count_message_tokens(
-                request["messages"], request["model"], request.get("tools")
-            )
-            raise ContextWindowExceededError.for_prompt(
-                request["model"],
-                needed,
-                completion_room(request),
-                window,
-                "shorten the input, or set context_window and context_strategy on the ChatModel",
-                counted_by="the server",
-            ) from exc
-        if window is not None:
-            shorter = await shorten(request, strategy, window, self._summary)
-        else:  # the configured window is too large by an unknown amount: aim 10% lower
-            shorter = await shorten(
-                request, strategy, self.settings.context_window, self._summary, 0.9
-            )
-        started = self._clock()
-        result, attempts = await self._send(shorter, call.stream, call.on_delta)
-        return self._finish(result, shorter, attempts + 1, started)
-
-    async def _bigger_model(self, call: _Call) -> ChatResult:
-        request = call.request
-        needed = count_message_tokens(request["messages"], request["model"], request.get("tools"))
-        for fallback in self.fallbacks:
-            runner = await _load(fallback)
-            window = context_limit(runner.settings.model, runner.settings.context_window)
-            if needed + completion_room(request) <= window:
-                return await call.hand_over(runner)
-        raise ContextWindowExceededError.for_prompt(
-            request["model"],
-            needed,
-            completion_room(request),
-            context_limit(request["model"], self.settings.context_window),
-            "it fits neither this model nor any fallback model; add a fallback with a larger"
-            " context window or shorten the input",
-        )
-
-    async def _fall_back(self, exc: Exception, call: _Call) -> ChatResult:
-        """Try each fallback in order (loading it now); a missing one is named, never hidden."""
-        missing: list[MissingFallbackError] = []
-        for fallback in self.fallbacks:
-            try:
-                runner = await _load(fallback)
-            except MissingFallbackError as load_exc:
-                missing.append(load_exc)
-                logger.warning("%s", load_exc)
-                continue
-            try:
-                return await call.hand_over(runner)
-            except Exception as fallback_exc:
-                add_note(
-                    exc, f"fallback {runner.settings.name!r} failed too: {fallback_exc!r:.200}"
-                )
-        if self.static_fallback is not None:
-            tally = _TALLY.get()
-            return ChatResult(
-                content=self.static_fallback,
-                finish_reason="stop",
-                model="static",
-                answered_by="static",
-                http_attempts=tally.attempts if tally is not None else 0,
-            )
-        if missing:
-            raise MissingFallbackError(
-                f"{self._where} failed ({describe_error(exc)}) and no fallback could answer: "
-                + "; ".join(str(m) for m in missing)
-            ) from exc
-        raise exc
-
-    # --- the outcome ---
-
-    def _cost(self, result: ChatResult, request: dict[str, Any]) -> float | None:
-        usage = result.usage
-        return estimate_cost(
-            result.model or request["model"],
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            usage.cached_tokens,
-            prices=self.settings.prices,
+        """Send through the in-call tier. With somewhere else to turn, an open circuit is not
+        waited out (`wait_out` waits it out anyway, once the fallbacks failed)."""
+        patience = 0.0 if self.fallbacks and not wait_out else None
+        return await self.sender.send(
+            request, record, stream=call.stream, on_delta=call.on_delta, outage_patience_s=patience
         )
 
     def _finish(
-        self, result: ChatResult, request: dict[str, Any], attempts: int, started: float
+        self, result: ChatResult, request: dict[str, Any], record: CallRecord, started: float
     ) -> ChatResult:
-        """Cost, attempts and latency of the whole logical call (summary calls included)."""
-        usage, cost = result.usage, self._cost(result, request)
-        tally = _TALLY.get()
-        if tally is not None:
-            attempts = tally.attempts or attempts
-            if tally.extra_usage != Usage():
-                usage = usage + tally.extra_usage
-                extra = tally.extra_cost
-                cost = None if cost is None or extra is None else cost + extra
-        result = result.model_copy(
-            update={
-                "usage": usage,
-                "cost_usd": cost,
-                "http_attempts": attempts,
-                "latency_s": self._clock() - started,
-                "answered_by": self.settings.name,
-            }
+        """Cost, attempts and latency of the whole logical call, then the outcome check."""
+        cost = cost_of(result, request, self.settings.prices)
+        latency = self._clock() - started
+        return check_outcome(record.stamp(result, cost, self.settings.name, latency), self.settings)
+
+    # --- recovery: when the call cannot be sent as it is ---
+
+    async def _recover(
+        self, exc: Exception, call: Call, sent: dict[str, Any], record: CallRecord
+    ) -> ChatResult:
+        """A context strategy or a fallback for an error the in-call tier gave up on."""
+        verdict = self.protection.policy.classify(exc)
+        if verdict.action is Action.CONTEXT:
+            return await self._after_overflow(exc, call, sent, record)
+        if self.fallbacks and _is_outage(verdict):
+            return await self._fall_back(exc, call, sent, record)
+        raise exc
+
+    async def _after_overflow(
+        self, exc: Exception, call: Call, sent: dict[str, Any], record: CallRecord
+    ) -> ChatResult:
+        """The server said the context overflowed although the count said it fits."""
+        if self.fitter.strategy == "bigger_model":
+            return await self._bigger_model(call, sent, record)
+        shorter = await self.fitter.refit(sent, exc, self._summarizer(record))
+        started = self._clock()
+        result = await self._send(shorter, call, record)
+        return self._finish(result, shorter, record, started)
+
+    async def _bigger_model(
+        self, call: Call, request: dict[str, Any], record: CallRecord
+    ) -> ChatResult:
+        """The call handed to the first fallback whose window fits the prompt."""
+        runner = await self.fallbacks.first_fitting(
+            lambda settings: self.fitter.fits(request, settings.model, settings.context_window)
         )
-        return self._check_finish(result)
+        if runner is None:
+            self.fitter.fits_nowhere(request)
+        return await self.fallbacks.hand_over(runner, call, record)
 
-    def _check_finish(self, result: ChatResult) -> ChatResult:
-        if result.finish_reason == "length":
-            raise TruncatedOutputError(
-                f"the answer was cut at the token limit after {result.usage.completion_tokens}"
-                f" completion tokens (request {result.request_id}); raise max_completion_tokens"
-                " or shorten the prompt",
-                partial=result,
-            )
-        if result.finish_reason == "content_filter":
-            if self.settings.content_filter == "flag":
-                return result.model_copy(
-                    update={"content": self.settings.safe_message, "flagged": True}
-                )
-            raise ContentFilteredError(
-                f"the provider's content filter stopped the answer (request {result.request_id})",
-                partial=result,
-            )
-        return result
+    async def _fall_back(
+        self, exc: Exception, call: Call, sent: dict[str, Any], record: CallRecord
+    ) -> ChatResult:
+        """The fallbacks' answer; when none answers and this circuit was open, the circuit
+        waited out within the outage patience, as if there were no fallback."""
+        answered = await self.fallbacks.answer(call, record)
+        if isinstance(answered, ChatResult):
+            return answered
+        if isinstance(exc, CircuitOpenError):
+            try:
+                started = self._clock()
+                result = await self._send(sent, call, record, wait_out=True)
+            except Exception as again:
+                exc = again
+            else:
+                return self._finish(result, sent, record, started)
+        answered.raise_for(exc, self.sender.where)
 
+    def _summarizer(self, record: CallRecord) -> Summarize:
+        """The summary call of `summarize`: a call of its own, with the same checks (the
+        window, the in-call tier, the outcome), counted as a part of `record`."""
 
-async def _load(fallback: ChatRunner | FallbackLoader) -> ChatRunner:
-    """The fallback's runner, loading it on first use."""
-    return fallback if isinstance(fallback, ChatRunner) else await fallback()
+        async def summarize(messages: list[dict[str, Any]]) -> str:
+            request = summary_request(self.settings, messages, SUMMARY_TOKENS)
+            self.fitter.check(request)
+            part, started = record.part(), self._clock()
+            result = await self._send(request, Call(messages), part)
+            checked = self._finish(result, request, part, started)
+            record.add_side_call(checked)
+            return checked.content or ""
 
-
-def _as_sent(request: dict[str, Any]) -> dict[str, Any]:
-    """The request for `create(...)`, its body handed to the SDK as plain JSON in `extra_body`.
-
-    The SDK walks every parameter against its type hints before sending: about 3 ms of
-    CPU per call for an extraction request (messages, a JSON schema), more than all the
-    rest of the call. The plugin has checked the messages already (`validate_messages`),
-    and the body is plain JSON: `extra_body`, which the SDK merges over the typed
-    parameters unchanged, sends it byte for byte as it is. Only `model` stays typed.
-    """
-    body = {name: value for name, value in request.items() if name not in _SDK_OPTIONS}
-    body.pop("model", None)
-    body.update(request.get("extra_body") or {})
-    options = {name: request[name] for name in _SDK_OPTIONS if name in request}
-    return {**options, "model": request["model"], "messages": [], "extra_body": body}
-
-
-# Options of the SDK's `create`, not fields of the JSON body.
-_SDK_OPTIONS = ("extra_headers", "extra_query", "extra_body", "timeout")
+        return summarize
 
 
 def _is_outage(verdict: Verdict) -> bool:
     """Errors a fallback can help with: the endpoint is down or its retries ran out."""
     return verdict.action is Action.RETRY or verdict.reason == "circuit_open"
-
-
-def _local_usage(request: dict[str, Any], result: ChatResult) -> Usage:
-    model = request["model"]
-    completion = result.content or "".join(c.arguments for c in result.tool_calls)
-    return Usage(
-        prompt_tokens=count_message_tokens(request["messages"], model, request.get("tools")),
-        completion_tokens=count_text_tokens(completion, model),
-    )

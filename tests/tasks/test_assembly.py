@@ -42,7 +42,7 @@ def test_a_runner_reads_its_client_from_the_one_cache() -> None:
 
     async def clients() -> tuple[object, object, object]:
         _, runner = await RUNNERS.assemble(model)
-        return runner._client(), runner._client(), model.get_client(async_client=True)
+        return runner.sender.client(), runner.sender.client(), model.get_client(async_client=True)
 
     first, again, the_blocks = asyncio.run(clients())
     assert first is again is the_blocks  # the runner and the block share one cached client
@@ -237,8 +237,8 @@ def test_assembling_a_call_hashes_the_key_once(monkeypatch: pytest.MonkeyPatch) 
 
     async def one_call_assembled() -> None:
         _, runner = await RUNNERS.assemble(_model())
-        runner._client()
-        runner._client()
+        runner.sender.client()
+        runner.sender.client()
 
     asyncio.run(one_call_assembled())
     assert len(hashed) == 1  # the client's key and the limiter's key share one fingerprint

@@ -24,11 +24,10 @@ from resilience_support import (
 
 from prefect_openai_chat import ChatModel, ChatResult, chat_completion, count_message_tokens
 from prefect_openai_chat.blocks.assembly import RUNNERS
-from prefect_openai_chat.chat.context import SUMMARY_PROMPT
 from prefect_openai_chat.errors import ContextWindowExceededError, CredentialsRejectedError
 from prefect_openai_chat.resilience import RateLimiter, get_rate_limiter
 from prefect_openai_chat.simulator import Simulator
-from prefect_openai_chat.tokens.context import fit_messages
+from prefect_openai_chat.tokens.context import SUMMARY_PROMPT, fit_messages
 
 SYNC_CHAT = chat_completion.with_options(retry_delay_seconds=0)
 SERVER_WINDOW = 1000  # the narrow simulator's real window for MODEL
