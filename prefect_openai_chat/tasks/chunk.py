@@ -248,7 +248,7 @@ class _ChunkRun:
             errors: list[BaseException] = []
             async with self.semaphore:
                 extraction = await run_extraction(
-                    runner_call(self.runner, errors), self.spec.schema, text, self.options
+                    runner_call(self.runner, errors), self.spec.schema_class, text, self.options
                 )
             delay = task_retry_delay(errors[-1] if errors else None, runs, policy)
             if delay is None:

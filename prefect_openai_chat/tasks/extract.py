@@ -38,7 +38,7 @@ from prefect_openai_chat.extraction import (
     extraction_cache_key,
     run_extraction,
 )
-from prefect_openai_chat.extraction.ledger import RecordClaims, open_ledger
+from prefect_openai_chat.extraction.ledger import RecordClaims
 from prefect_openai_chat.extraction.prompts import TextOrMessages
 from prefect_openai_chat.extraction.spec import ExtractionSpec, checked
 from prefect_openai_chat.redaction import redact_exception
@@ -46,8 +46,8 @@ from prefect_openai_chat.results import FINAL_OUTCOMES, ChatResult, Extraction
 from prefect_openai_chat.tasks._common import (
     TASK_TIER,
     assemble,
-    default_cache_path,
     model_label,
+    record_ledger,
     run_logger,
 )
 
@@ -177,7 +177,7 @@ async def _aextract(
         options = spec.options(
             runner.settings.model, runner.settings.defaults.get("max_completion_tokens")
         )
-        ledger = open_ledger(cache, default_cache_path, connect=False)
+        ledger = record_ledger(cache, connect=False)
         if ledger is None:
             result = await run_extraction(runner_call(runner), model_cls, text_or_messages, options)
         else:

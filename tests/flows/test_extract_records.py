@@ -423,7 +423,7 @@ BAD_INPUTS: list[tuple[str, Any, str]] = [
     ("quarantine under a file", {"quarantine": "{blocker}/q.jsonl"}, "quarantine '"),
     ("output extension", {"output": "{tmp}/out.csv"}, "use one of .jsonl"),
     ("same path for both", {"quarantine": "{tmp}/out.jsonl"}, "must be different files"),
-    ("batch size", {"batch_size": 0}, "batch_size and concurrency must be at least 1"),
+    ("chunk size", {"batch_size": 0}, "chunk_size and concurrency must be at least 1"),
 ]
 
 
