@@ -21,13 +21,19 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from prefect.types import SecretDict
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.batch_api import BatchApiOptions
+
+
+def _path_as_text(cache: Any) -> Any:
+    """A SQLite path as text (the form a shard and a deployment get)."""
+    return str(cache) if isinstance(cache, Path) else cache
 
 
 class RunOptions(BaseModel):
@@ -43,7 +49,7 @@ class RunOptions(BaseModel):
         default=16,
         description="The most HTTP calls in flight over the whole run (per shard with shards).",
     )
-    cache: bool | str = Field(
+    cache: Annotated[bool | str, BeforeValidator(_path_as_text)] = Field(
         default=True,
         description="The record ledger: true for the default (PREFECT_OPENAI_CHAT_CACHE, else"
         " a SQLite file under PREFECT_HOME), a SQLite path, a postgresql:// URL shared by"
