@@ -39,7 +39,7 @@ from pydantic import (
     model_validator,
 )
 
-from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.errors import ChatError, InvalidInputError
 from prefect_openai_chat.extraction import templates
 from prefect_openai_chat.extraction.engine import ExtractionOptions
 
@@ -148,10 +148,7 @@ with warnings.catch_warnings():  # a field called `schema`, as users expect, is 
         def _check(self) -> ExtractionSpec:
             self._schema_class = resolve_schema(self.schema)
             if self.prompt is not None:
-                try:
-                    templates.template_fields(self.prompt)
-                except templates.PromptTemplateError as exc:
-                    raise InvalidInputError(str(exc)) from exc
+                templates.template_fields(self.prompt)  # a malformed one: PromptTemplateError
             return self
 
         @field_serializer("schema", when_used="json")
@@ -204,8 +201,8 @@ with warnings.catch_warnings():  # a field called `schema`, as users expect, is 
 
 
 def checked(cls: Any, **fields: Any) -> Any:
-    """`cls(**fields)`, raising the `InvalidInputError` a validator raised (not pydantic's
-    wrapper), so a run refused for a bad input says only what to fix.
+    """`cls(**fields)`, raising the plugin's own error a validator raised (`InvalidInputError`,
+    `PromptTemplateError`; not pydantic's wrapper), so a refusal says only what to fix.
 
     Example:
         >>> checked(ExtractionSpec, schema="nope")
@@ -218,7 +215,7 @@ def checked(cls: Any, **fields: Any) -> Any:
     except ValidationError as exc:
         for error in exc.errors():
             cause = (error.get("ctx") or {}).get("error")
-            if isinstance(cause, InvalidInputError):
+            if isinstance(cause, ChatError):
                 raise cause from None
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or cls.__name__
