@@ -1,11 +1,14 @@
-"""The `prefect-openai-chat` command: the demo, the simulator, and block setup.
+"""The `prefect-openai-chat` command: the demo, the simulator, block setup, extract, nights.
 
 Example:
     $ prefect-openai-chat --version
     $ prefect-openai-chat demo                     # the local simulator, no key, no cost
     $ prefect-openai-chat demo --real --records 20 # OPENAI_API_KEY: real, paid calls
     $ prefect-openai-chat simulator --profile flaky --port 18787 --seed 7
-    $ prefect-openai-chat setup --chat-model nightly-chat-model
+    $ prefect-openai-chat setup --simulator        # offline blocks (or OPENAI_API_KEY)
+    $ prefect-openai-chat extract tickets.jsonl --schema pkg.mod:Model --prompt '{text}' \\
+          --output out/rows.csv
+    $ prefect-openai-chat nights --last 30 --output nights.html
 """
 
 from __future__ import annotations
@@ -64,6 +67,13 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="folder for the rows, the quarantine and the summary"
         " (default: ./prefect-openai-chat-demo)",
     )
+    demo.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new record ledger for this run, so no record comes from an earlier"
+        " run's answers (without it, a second demo answers every record from the ledger:"
+        " no call, 0 tokens)",
+    )
     demo.set_defaults(handler=_run_demo)
 
 
@@ -85,6 +95,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             output=args.output,
             real=args.real,
             credentials_block=args.credentials_block,
+            fresh=args.fresh,
         )
     except DemoError as exc:
         print(f"demo: {exc}", file=sys.stderr)
@@ -109,7 +120,26 @@ def _add_setup(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="save credentials and a ChatModel block from environment variables",
         description="Register the plugin's block types with the Prefect API and save an"
         " OpenAICredentials block and a ChatModel block built from OPENAI_API_KEY (and"
-        " OPENAI_BASE_URL, OPENAI_ORG_ID, OPENAI_PROJECT_ID when set).",
+        " OPENAI_BASE_URL, OPENAI_ORG_ID, OPENAI_PROJECT_ID when set), or, with --simulator,"
+        " blocks that call the bundled simulator: no key, no network, no cost.",
+        epilog="examples:\n"
+        "  prefect-openai-chat setup                     # OPENAI_API_KEY from the environment\n"
+        "  prefect-openai-chat simulator --profile flaky --port 18787   # another terminal\n"
+        "  prefect-openai-chat setup --simulator         # blocks that call it (offline)\n"
+        "  prefect-openai-chat setup --simulator http://simulator:18787/v1"
+        "   # a worker elsewhere",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    setup.add_argument(
+        "--simulator",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="URL",
+        help="save blocks that call the simulator at URL (default http://127.0.0.1:18787/v1)"
+        " with its key sk-simulator, instead of OPENAI_API_KEY; keep `prefect-openai-chat"
+        " simulator` running there (in another terminal, or as a service with --host 0.0.0.0"
+        " for workers in other containers)",
     )
     setup.add_argument(
         "--credentials",
@@ -136,21 +166,39 @@ def _add_setup(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_setup(args: argparse.Namespace) -> int:
-    from prefect_openai_chat.setup import required_key, save_blocks, temporary_server_warning
+    from prefect_openai_chat.setup import (
+        SIMULATOR_COMMAND,
+        required_key,
+        save_blocks,
+        simulator_answers,
+        simulator_base_url,
+        temporary_server_warning,
+    )
 
-    try:
-        required_key()
-    except ValueError as exc:
-        print(f"setup failed: {exc}", file=sys.stderr)
-        return 2
+    if args.simulator is None:
+        try:
+            required_key()
+        except ValueError as exc:
+            print(f"setup failed: {exc}", file=sys.stderr)
+            return 2
     warning = temporary_server_warning()
     if warning and not args.allow_temporary_server:
         print(f"setup failed: {warning}", file=sys.stderr)
         return 2
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    credentials, chat_model = save_blocks(args.credentials, args.chat_model, args.model)
+    credentials, chat_model = save_blocks(
+        args.credentials, args.chat_model, args.model, simulator_url=args.simulator
+    )
     print(f"saved OpenAICredentials block {credentials!r} and ChatModel block {chat_model!r}")
+    if args.simulator is not None:
+        url = simulator_base_url(args.simulator)
+        state = "answers now" if simulator_answers(url) else "is NOT running yet"
+        print(
+            f"they call the simulator at {url} (key sk-simulator), which {state}: keep it"
+            f" running while flows and workers use these blocks, e.g. `{SIMULATOR_COMMAND}`"
+            " in another terminal (add --host 0.0.0.0 to serve workers in other containers)"
+        )
     if warning:
         print("they went to a temporary server and are gone: see the warning", file=sys.stderr)
     return 0
@@ -178,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(commands)
     _add_setup(commands)
+    from prefect_openai_chat.extract_command import add_parser as add_extract
+
+    add_extract(commands)
+    from prefect_openai_chat.nights.command import add_parser as add_nights
+
+    add_nights(commands)
     from prefect_openai_chat.simulator.cli import add_parser as add_simulator
     from prefect_openai_chat.simulator.cli import run as run_simulator
 

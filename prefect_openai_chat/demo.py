@@ -5,7 +5,10 @@ It runs `extract_records` over the shipped sample tickets against the local simu
 record). Only when asked, with `real=True` (`--real`: `OPENAI_API_KEY`, and
 `OPENAI_BASE_URL` when set) or a saved credentials block (`--credentials-block NAME`),
 does it call a real, paid API. Prefect runs on its local ephemeral API, without
-telemetry, unless `PREFECT_API_URL` points at a server.
+telemetry, unless `PREFECT_API_URL` points at a server: then the run is recorded there
+(and the demo says so). Records answered before come from the demo's record ledger
+(`record-cache.sqlite` in the output folder), for free; `fresh=True` (`--fresh`) starts
+a new ledger, so every record is paid for (on the simulator: counted) again.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ ROWS = (
     ("repaired", "repaired locally"),
     ("reprompted", "re-prompted"),
     ("quarantined", "quarantined"),
-    ("from_cache", "from cache"),
+    ("from_cache", "from the ledger (no call, no cost)"),
     ("total_tokens", "tokens (paid for in this run)"),
     ("cost_usd", "cost (USD)"),
     ("retries", "retries"),
@@ -156,23 +159,86 @@ def first_reason(quarantine: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def _print_summary(summary: dict[str, Any], where: str, out: Path) -> None:
-    from rich.console import Console
+LEDGER = "record-cache.sqlite"
+
+
+def clear_ledger(out: Path) -> None:
+    """Remove the demo's record ledger (and SQLite's companion files) in `out`."""
+    for name in (LEDGER, f"{LEDGER}-journal", f"{LEDGER}-wal", f"{LEDGER}-shm"):
+        (out / name).unlink(missing_ok=True)
+
+
+def prefect_api() -> str:
+    """Where the run is recorded: the server of PREFECT_API_URL, or the ephemeral API."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if url:
+        return f"{url} (PREFECT_API_URL: the run is in that server's UI)"
+    return "Prefect's local ephemeral API (PREFECT_API_URL is not set)"
+
+
+def summary_table(summary: dict[str, Any], title: str) -> Any:
+    """A rich table of a run's summary: the rows of `ROWS` that the summary has."""
     from rich.table import Table
 
-    table = Table(title="prefect-openai-chat demo: extract-records", show_header=True)
+    table = Table(title=title, show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, label in ROWS:
-        value = summary.get(key)
-        table.add_row(label, "-" if value is None else str(value))
+        if key in summary:
+            value = summary[key]
+            table.add_row(label, "-" if value is None else str(value))
+    return table
+
+
+def ledger_note(summary: dict[str, Any], ledger: str, fresh_hint: str) -> str | None:
+    """A line saying how many records the ledger answered, and how to start afresh."""
+    if not summary.get("from_cache"):
+        return None
+    return (
+        f"ledger:       {summary['from_cache']} of {summary['records']} records came from"
+        f" the record ledger {ledger} (answered by an earlier run: no call, no tokens);"
+        f" {fresh_hint}"
+    )
+
+
+def _print_summary(summary: dict[str, Any], where: str, out: Path) -> None:
+    from rich.console import Console
+
     console = Console()
     console.print()
-    console.print(table)
+    console.print(summary_table(summary, "prefect-openai-chat demo: extract-records"))
     console.print(f"calls went to {where}")
+    console.print(f"Prefect API:  {summary.get('prefect_api', prefect_api())}")
+    note = ledger_note(
+        summary, str(out / LEDGER), "run with --fresh to start a new ledger and call again"
+    )
+    if note:
+        console.print(note)
     console.print(f"valid rows:   {summary['output']}")
     console.print(f"quarantine:   {summary['quarantine']}")
     console.print(f"summary:      {out / 'summary.json'}")
+
+
+@contextlib.contextmanager
+def prefect_session() -> Iterator[None]:
+    """Settings for a run from the command line: no telemetry, time for a server to start."""
+    quiet_prefect_environment()
+    from prefect.settings import (
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    startup = max(90, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    with temporary_settings(
+        updates={
+            PREFECT_SERVER_ANALYTICS_ENABLED: False,
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: startup,
+        }
+    ):
+        yield
 
 
 def run_demo(
@@ -183,8 +249,11 @@ def run_demo(
     output: str = "prefect-openai-chat-demo",
     real: bool = False,
     credentials_block: str | None = None,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Run the demo flow and print its summary; returns the flow's summary dict.
+
+    `fresh` removes the demo's record ledger first, so no record comes from an earlier run.
 
     Raises:
         DemoError: for an unknown profile, `real` without a key, or a missing block.
@@ -192,26 +261,15 @@ def run_demo(
     if not (real or credentials_block):
         check_profile(profile)
     quiet_prefect_environment()
-    from prefect.settings import (
-        PREFECT_SERVER_ANALYTICS_ENABLED,
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        temporary_settings,
-    )
-
     from prefect_openai_chat.flows import extract_records
 
     out = output_folder(output)
+    if fresh:
+        clear_ledger(out)
     source = _sample(records, out)
     started = time.perf_counter()
     with (
-        temporary_settings(
-            updates={
-                PREFECT_SERVER_ANALYTICS_ENABLED: False,
-                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: max(
-                    90, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
-                ),
-            }
-        ),
+        prefect_session(),
         _endpoint(real, profile, seed, model, credentials_block) as (chat_model, where),
     ):
         summary = extract_records(
@@ -223,10 +281,11 @@ def run_demo(
             output=str(out / "tickets.jsonl"),
             quarantine=str(out / "quarantine.jsonl"),
             key_field="ticket_id",
-            cache=str(out / "record-cache.sqlite"),
+            cache=str(out / LEDGER),
         )
     summary["demo_time_s"] = round(time.perf_counter() - started, 2)
     summary["endpoint"] = where
+    summary["prefect_api"] = prefect_api()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _print_summary(summary, where, out)
     return summary

@@ -15,7 +15,7 @@ from prefect_openai_chat.cli import build_parser, main
 from prefect_openai_chat.simulator import PROFILES, Simulator
 
 
-@pytest.mark.parametrize("command", ["demo", "simulator", "setup"])
+@pytest.mark.parametrize("command", ["demo", "simulator", "setup", "extract", "nights"])
 def test_every_subcommand_documents_its_options(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

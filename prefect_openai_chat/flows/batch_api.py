@@ -302,7 +302,20 @@ def wait_for_batches(
     return run_sync(_await_batches(chat_model, night, batch_ids, progress_id, label))
 
 
-@task(name="batch-api-collect", **_OPTIONS)
+def _collect_run_name() -> str:
+    """`collect answers, 2 batches, 150 records` (issue 24: not `batch-api-collect-523`)."""
+    from prefect.runtime import task_run
+
+    try:
+        parameters = task_run.parameters
+        batches, wave = parameters.get("batches") or [], parameters.get("wave") or []
+        records = sum(len(planned.custom_ids) for planned in wave)
+    except (AttributeError, TypeError):  # a name is never worth failing the task for
+        return "collect answers"
+    return f"collect answers, {len(batches)} batches, {records} records"
+
+
+@task(name="batch-api-collect", task_run_name=_collect_run_name, **_OPTIONS)
 def collect_batches(
     chat_model: ChatModel | str, night: BatchNight, batches: list[Any], wave: list[Planned]
 ) -> None:
@@ -310,7 +323,15 @@ def collect_batches(
     run_sync(_acollect(chat_model, night, batches, wave))
 
 
-@task(name="batch-api-settle", **_OPTIONS)
+def _settle_run_name() -> str:
+    """`settle answers, round 1`: rounds counted from 1, as the night's log lines count them."""
+    from prefect.runtime import task_run
+
+    round_number = task_run.parameters.get("round_number")
+    return "settle answers" if round_number is None else f"settle answers, round {round_number + 1}"
+
+
+@task(name="batch-api-settle", task_run_name=_settle_run_name, **_OPTIONS)
 def settle_records(job: RunJob, night: BatchNight, round_number: int, cache: Ledger | None) -> None:
     """Validate the round's answers; re-ask online (or queue for the next round); cache."""
     run_sync(_asettle(job, night, round_number, cache))

@@ -58,7 +58,7 @@ from prefect_openai_chat.flows.shards import (
 )
 from prefect_openai_chat.flows.sinks import hold_outputs
 from prefect_openai_chat.flows.sources import check_source, source_flow
-from prefect_openai_chat.flows.summary import RunArtifacts
+from prefect_openai_chat.flows.summary import RunArtifacts, summary_line
 from prefect_openai_chat.redaction import MASK
 from prefect_openai_chat.storage import Location, is_url, locate, masked_options, plain_options
 from prefect_openai_chat.tasks import ledger_path, run_logger
@@ -69,6 +69,7 @@ STALE_BEATS = 5  # a running shard without a heartbeat for this many beats is ta
 PENDING_GRACE_S = 120.0  # a claimed (Pending) run may take this long to start its process
 RESCHEDULES = 2  # how often the parent re-runs one shard before it gives up
 POLL_S = 1.0
+PROGRESS_LOG_S = 10.0  # how often a parent waiting for its shards says so
 
 
 def heartbeat_s() -> float:
@@ -381,14 +382,7 @@ def _run_shards(
     }
     artifacts.finish(totals, extra)
     summary = {**totals.as_dict(), **extra}
-    logger.info(
-        "extract-records: %d records, %d valid, %d quarantined in %d shards, %.1fs",
-        totals.records,
-        totals.valid,
-        totals.quarantined,
-        len(plan),
-        wall,
-    )
+    logger.info("%s", summary_line(summary, shards=len(plan)))
     return summary
 
 
@@ -450,8 +444,17 @@ class ShardWatch:
         from prefect import get_client
 
         waiting = set(self.runs)
+        said = time.monotonic()
         with get_client(sync_client=True) as client:
             while waiting:
+                if time.monotonic() - said >= PROGRESS_LOG_S:  # the parent is not silent
+                    said = time.monotonic()
+                    run_logger().info(
+                        "waiting for shards: %d of %d done, still running: %s",
+                        len(self.runs) - len(waiting),
+                        len(self.runs),
+                        ", ".join(str(n) for n in sorted(waiting)),
+                    )
                 for number in sorted(waiting):
                     flow_run = client.read_flow_run(self.runs[number])
                     state = flow_run.state

@@ -23,7 +23,7 @@ from prefect_openai_chat.flows.options import RunOptions
 from prefect_openai_chat.flows.shards import count_in_shard, in_shard
 from prefect_openai_chat.flows.sinks import open_outputs
 from prefect_openai_chat.flows.sources import Keys, count_records, read_records
-from prefect_openai_chat.flows.summary import RunArtifacts, RunTotals
+from prefect_openai_chat.flows.summary import RunArtifacts, RunTotals, summary_line
 from prefect_openai_chat.flows.window import RecordWindow, RunJob
 from prefect_openai_chat.resilience import AdaptiveConcurrency
 from prefect_openai_chat.tasks import events, run_logger, share_concurrency
@@ -85,13 +85,5 @@ def run_records(
 def _summary(totals: RunTotals, extra: dict[str, Any]) -> dict[str, Any]:
     """The run's totals and facts, logged in one line."""
     summary = {**totals.as_dict(), **extra}
-    run_logger().info(
-        "extract-records: %d records, %d valid, %d quarantined, %d tokens, $%.4f, %.1fs",
-        totals.records,
-        totals.valid,
-        totals.quarantined,
-        summary["total_tokens"],
-        totals.cost_usd,
-        extra["wall_time_s"],
-    )
+    run_logger().info("%s", summary_line(summary))
     return summary

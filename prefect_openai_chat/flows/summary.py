@@ -7,6 +7,8 @@ Every cell of an artifact table passes the redaction boundary: secrets masked, a
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -25,6 +27,51 @@ from prefect_openai_chat.tasks import run_logger
 
 QUARANTINE_TABLE_ROWS = 200
 ARTIFACT_CELL_LIMIT = 500  # bytes of UTF-8 shown in one cell of an artifact table
+
+
+_PROGRESS_LISTENERS: list[Callable[[int, int | None], None]] = []
+
+
+@contextmanager
+def progress_listener(listener: Callable[[int, int | None], None]) -> Iterator[None]:
+    """Call `listener(done, total)` whenever a run in this process moves its progress
+    artifact (the `extract` command's progress bar)."""
+    _PROGRESS_LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _PROGRESS_LISTENERS.remove(listener)
+
+
+def ledger_phrase(from_ledger: int, records: int) -> str:
+    """How many records the record ledger answered, in words for logs and artifacts.
+
+    >>> ledger_phrase(300, 300)
+    '300 from the ledger (all of them: answered by an earlier run, no call, no cost)'
+    >>> ledger_phrase(0, 5)
+    '0 from the ledger'
+    """
+    if not from_ledger:
+        return "0 from the ledger"
+    share = "all of them" if from_ledger == records else f"{from_ledger} of {records}"
+    return f"{from_ledger} from the ledger ({share}: answered by an earlier run, no call, no cost)"
+
+
+def summary_line(summary: dict[str, Any], shards: int | None = None) -> str:
+    """The run's one log line; says how many records came from the ledger.
+
+    >>> summary_line({"records": 3, "valid": 3, "quarantined": 0, "from_cache": 0,
+    ...               "total_tokens": 40, "cost_usd": 0.0001, "wall_time_s": 1.25})[17:]
+    '3 records, 3 valid, 0 quarantined, 0 from the ledger, 40 new tokens, $0.0001, 1.2s'
+    """
+    where = f" in {shards} shards" if shards else ""
+    return (
+        f"extract-records: {summary['records']} records, {summary['valid']} valid,"
+        f" {summary['quarantined']} quarantined{where},"
+        f" {ledger_phrase(summary['from_cache'], summary['records'])},"
+        f" {summary['total_tokens']} new tokens,"
+        f" ${summary['cost_usd'] or 0.0:.4f}, {summary['wall_time_s']:.1f}s"
+    )
 
 
 def cell(value: Any) -> str:
@@ -147,6 +194,8 @@ class RunArtifacts:
         """Move the progress artifact (a percentage)."""
         if total:
             update_progress_artifact(self.progress_id, min(100.0, 100.0 * done / total))
+        for listener in list(_PROGRESS_LISTENERS):
+            listener(done, total)
 
     def finish(self, totals: RunTotals, extra: dict[str, Any]) -> None:
         """Write the summary table and the quarantine table."""
@@ -155,7 +204,8 @@ class RunArtifacts:
         create_table_artifact(
             [{"metric": k, "value": cell(v)} for k, v in summary.items()],
             key=f"{self.prefix}-summary",
-            description="What the run did: records, outcomes, tokens, cost, latency, retries.",
+            description="What the run did: records, outcomes, tokens, cost, latency, retries;"
+            f" {ledger_phrase(totals.from_cache, totals.records)} (the `from_cache` row).",
         )
         if totals.quarantine_rows:
             create_table_artifact(

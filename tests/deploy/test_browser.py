@@ -12,6 +12,7 @@ REQUIRE_BROWSER=1 (CI), which makes it fail instead.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,26 @@ def table_rows(page: Any) -> dict[str, str]:
     return {row[0]: row[1] for row in cells if len(row) >= 2}
 
 
+@contextlib.contextmanager
+def browser_page(chromium: Path, tmp_path: Path) -> Iterator[Any]:
+    """A page of headless Chromium with a fresh, empty profile; closed after."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(chromium),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            context.set_default_timeout(UI_TIMEOUT_MS)
+            yield context.new_page()
+        finally:
+            context.close()
+
+
 def save_screenshot(page: Any, folder: Path, name: str) -> Path:
     """Screenshot the page into `folder`, and copy it to out/screenshots/ of the repository."""
     path = folder / name
@@ -127,8 +149,6 @@ def save_screenshot(page: Any, folder: Path, name: str) -> Path:
 def test_flow_run_page_shows_the_summary_artifact(
     chromium: Path, prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import sync_playwright
-
     timings: dict[str, float] = {}
     mark = time.perf_counter()
     output = tmp_path / "demo"
@@ -149,39 +169,27 @@ def test_flow_run_page_shows_the_summary_artifact(
     }
     assert {k: artifact.rows[k] for k in expected} == expected
 
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),  # a fresh, empty profile
-            executable_path=str(chromium),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000},
-        )
-        try:
-            context.set_default_timeout(UI_TIMEOUT_MS)
-            page = context.new_page()
-            # The flow run's page: the link the run logs ("View at ...").
-            page.goto(f"{prefect_server.url}/runs/flow-run/{flow_run.id}")
-            page.get_by_text(flow_run.name, exact=True).first.wait_for()
-            page.get_by_text("Completed", exact=True).first.wait_for()
-            page.get_by_text("Artifacts", exact=True).first.click()
-            card = page.locator("a", has_text="extract-records-summary").first
-            card.wait_for()
-            for key in ("extract-records-progress", "extract-records-quarantine"):
-                page.get_by_text(key, exact=True).first.wait_for()
-            save_screenshot(page, tmp_path, "flow-run.png")
-            timings["run page"] = time.perf_counter() - mark
+    with browser_page(chromium, tmp_path) as page:
+        # The flow run's page: the link the run logs ("View at ...").
+        page.goto(f"{prefect_server.url}/runs/flow-run/{flow_run.id}")
+        page.get_by_text(flow_run.name, exact=True).first.wait_for()
+        page.get_by_text("Completed", exact=True).first.wait_for()
+        page.get_by_text("Artifacts", exact=True).first.click()
+        card = page.locator("a", has_text="extract-records-summary").first
+        card.wait_for()
+        for key in ("extract-records-progress", "extract-records-quarantine"):
+            page.get_by_text(key, exact=True).first.wait_for()
+        save_screenshot(page, tmp_path, "flow-run.png")
+        timings["run page"] = time.perf_counter() - mark
 
-            # The summary artifact, opened from the run's page, renders as a table.
-            card.click()
-            page.wait_for_url(f"**/artifacts/artifact/{artifact.id}")
-            page.locator("table tbody tr", has_text="quarantined").first.wait_for()
-            shown = table_rows(page)
-            page.get_by_text(flow_run.name, exact=True).first.wait_for()  # links back to the run
-            shot = save_screenshot(page, tmp_path, "summary-artifact.png")
-            timings["artifact page"] = time.perf_counter() - mark
-        finally:
-            context.close()
+        # The summary artifact, opened from the run's page, renders as a table.
+        card.click()
+        page.wait_for_url(f"**/artifacts/artifact/{artifact.id}")
+        page.locator("table tbody tr", has_text="quarantined").first.wait_for()
+        shown = table_rows(page)
+        page.get_by_text(flow_run.name, exact=True).first.wait_for()  # links back to the run
+        shot = save_screenshot(page, tmp_path, "summary-artifact.png")
+        timings["artifact page"] = time.perf_counter() - mark
 
     assert shown["records"] == str(RECORDS)
     assert int(shown["valid"]) + int(shown["quarantined"]) == RECORDS
@@ -189,3 +197,56 @@ def test_flow_run_page_shows_the_summary_artifact(
     assert shown == artifact.rows  # every metric the server holds, as rendered
     assert shot.stat().st_size > 10_000
     print("timings (s, cumulative):", {k: round(v, 1) for k, v in timings.items()})
+
+
+def test_the_nights_chart_renders_on_its_flow_run(
+    chromium: Path, prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    """Issue 24: two demo nights, `prefect-openai-chat nights`, and the chart as a person
+    sees it on the nights flow run's artifact page: an image the browser decoded."""
+    pytest.importorskip("matplotlib", reason="the chart needs the charts extra (matplotlib)")
+    for night in (1, 2):
+        run_demo(prefect_server, tmp_path / f"night-{night}")
+    chart = tmp_path / "nights.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect_openai_chat.cli", "nights", "--last", "2",
+         "--output", str(chart)],
+        cwd=tmp_path, env=prefect_server.env, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, f"nights failed:\n{done.stdout}\n{done.stderr}"
+    assert chart.read_bytes().startswith(b"\x89PNG")
+    with prefect_server.settings():
+        from prefect import get_client
+        from prefect.client.schemas.filters import (
+            ArtifactFilter,
+            ArtifactFilterFlowRunId,
+            FlowFilter,
+            FlowFilterName,
+        )
+
+        with get_client(sync_client=True) as client:
+            (nights_run,) = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["extract-records-nights"])),
+                limit=1,
+            )
+            (artifact,) = client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[nights_run.id])
+                )
+            )
+    with browser_page(chromium, tmp_path) as page:
+        page.goto(f"{prefect_server.url}/runs/flow-run/{nights_run.id}")
+        page.get_by_text(nights_run.name, exact=True).first.wait_for()
+        page.get_by_text("Artifacts", exact=True).first.click()
+        card = page.locator(f"a[href*='/artifacts/artifact/{artifact.id}']").first
+        card.wait_for()
+        card.click()
+        page.wait_for_url(f"**/artifacts/artifact/{artifact.id}")
+        image = page.locator("img[alt*='the last 2 nights']").first
+        image.wait_for()
+        width = image.evaluate("img => img.complete ? img.naturalWidth : 0")
+        page.locator("table tbody tr").first.wait_for()
+        shot = save_screenshot(page, tmp_path, "nights-artifact.png")
+    assert width > 800  # decoded and drawn, not a broken-image icon
+    assert shot.stat().st_size > 30_000
