@@ -116,26 +116,25 @@ def child_figures(command: Sequence[str], what: str, **options: Any) -> dict[str
 async def extract_tickets(
     model: Any, records: list[dict[str, Any]], concurrency: int, cache: Any = False
 ) -> Any:
-    """The sample tickets through the coroutine inside the `aextract_batch` task.
+    """The sample tickets through the coroutine inside the `aextract_chunk` task.
 
     The real client, runner, retry tiers and extraction loop; no Prefect task-run
     orchestration around it (that is measured by the flow benchmarks).
     """
+    from prefect_openai_chat import ExtractionSpec
     from prefect_openai_chat.examples.tickets import (
         TICKET_INSTRUCTIONS,
         TICKET_PROMPT,
         SupportTicket,
     )
-    from prefect_openai_chat.tasks import aextract_batch
+    from prefect_openai_chat.tasks import aextract_chunk
 
-    return await aextract_batch.fn(
-        model,
-        SupportTicket,
-        records,
+    spec = ExtractionSpec(
+        schema=SupportTicket,
         prompt=TICKET_PROMPT,
         instructions=TICKET_INSTRUCTIONS,
-        concurrency=concurrency,
         key_field="ticket_id",
-        cache=cache,
-        progress=False,
+    )
+    return await aextract_chunk.fn(
+        model, spec, records, concurrency=concurrency, cache=cache, progress=False
     )

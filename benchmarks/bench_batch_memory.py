@@ -3,10 +3,10 @@
 Two paths, chosen with `--path`:
 
 * `batch` (default): what `extract_records` does per batch, without Prefect: the
-  JSONL source streamed with the flow's own reader, `aextract_batch.fn` (the coroutine
-  inside the `extract_batch` task) on 100 records at a time at concurrency 16, with
+  JSONL source streamed with the flow's own reader, `aextract_chunk.fn` (the coroutine
+  inside the `extract_chunk` task) on 100 records at a time at concurrency 16, with
   a fresh record cache file, valid rows and failures written to JSONL files.
-* `flow`: the `extract_records` flow itself (batches of 100 `extract_batch` tasks,
+* `flow`: the `extract_records` flow itself (batches of 100 `extract_chunk` tasks,
   its sinks, totals and artifacts) against a Prefect test API
   (`prefect_test_harness`, a server in another process). Honest but slow here:
   100,000 records take well over 5 minutes on a 2-core machine, where the
@@ -71,6 +71,7 @@ def child(path: str, source: str, base_url: str, api_key: str, workdir: str) -> 
     if path == "flow":
         from prefect.testing.utilities import prefect_test_harness
 
+        from prefect_openai_chat import ExtractionSpec, RunOptions
         from prefect_openai_chat.flows import extract_records
 
         with prefect_test_harness(server_startup_timeout=120):
@@ -78,16 +79,20 @@ def child(path: str, source: str, base_url: str, api_key: str, workdir: str) -> 
             start = time.perf_counter()
             summary = extract_records(
                 source=source,
-                schema=SCHEMA,
-                chat_model=model,
-                prompt=TICKET_PROMPT,
-                instructions=TICKET_INSTRUCTIONS,
                 output=str(work / "rows.jsonl"),
                 quarantine=str(work / "quarantine.jsonl"),
-                key_field="ticket_id",
-                batch_size=BATCH_SIZE,
-                concurrency=CONCURRENCY,
-                cache=str(work / "record-cache.sqlite"),
+                spec=ExtractionSpec(
+                    schema=SCHEMA,
+                    prompt=TICKET_PROMPT,
+                    instructions=TICKET_INSTRUCTIONS,
+                    key_field="ticket_id",
+                ),
+                chat_model=model,
+                run=RunOptions(
+                    chunk_size=BATCH_SIZE,
+                    concurrency=CONCURRENCY,
+                    cache=str(work / "record-cache.sqlite"),
+                ),
             )
             wall = time.perf_counter() - start
     else:
@@ -100,7 +105,7 @@ def child(path: str, source: str, base_url: str, api_key: str, workdir: str) -> 
 
 
 async def batch_path(model: Any, source: Path, work: Path) -> dict[str, int]:
-    """What the flow does, without Prefect: stream the JSONL, `aextract_batch.fn` per 100, write."""
+    """What the flow does, without Prefect: stream the JSONL, `aextract_chunk.fn` per 100, write."""
     from prefect_openai_chat.flows.sources import read_records
 
     totals = {"records": 0, "valid": 0, "quarantined": 0}
@@ -156,7 +161,7 @@ def main() -> int:
         "--path",
         choices=["batch", "flow"],
         default="batch",
-        help="batch: aextract_batch.fn per 100 records, as the flow does, without Prefect (default;"
+        help="batch: aextract_chunk.fn per 100 records, as the flow does, without Prefect (default;"
         " 100k records take a few minutes); flow: the extract_records flow itself (slower)",
     )
     args = parser.parse_args()

@@ -1,10 +1,10 @@
-"""Throughput of `extract_batch` next to bare `AsyncOpenAI` calls under a semaphore.
+"""Throughput of `extract_chunk` next to bare `AsyncOpenAI` calls under a semaphore.
 
 In one run, against one simulator (`ideal`, latency 0, in its own process so that it
 does not share the client's GIL), the same 5,000 support tickets are extracted into
 `SupportTicket`, in alternating rounds:
 
-* plugin: `aextract_batch.fn(...)`, the coroutine inside the `extract_batch` task (real
+* plugin: `aextract_chunk.fn(...)`, the coroutine inside the `extract_chunk` task (real
   `ChatRunner` with its retry policy, circuit guard and retry budget, real
   `AsyncOpenAI` client, cache off), at concurrency 16;
 * bare: one `AsyncOpenAI` client (max_retries=0), `asyncio.Semaphore(16)`, per record
@@ -135,7 +135,7 @@ async def run(args: argparse.Namespace) -> int:
         f" simulator saw {stats.requests} requests, by status {stats.by_status}"
     )
     print(
-        f"plugin (aextract_batch.fn):  {plugin:8.1f} records/s"
+        f"plugin (aextract_chunk.fn):  {plugin:8.1f} records/s"
         f"  rounds {rounds(figures['plugin'])}"
         f"  valid {valid['plugin']}/{len(records)}"
     )
@@ -149,7 +149,7 @@ async def run(args: argparse.Namespace) -> int:
         f" (ratio bare / plugin {median(cpu['bare']) / median(cpu['plugin']):.3f}, info)"
     )
     print(f"ratio plugin / bare: {ratio:.3f} (target >= {TARGET:.2f})")
-    verdict("extract_batch throughput", ratio >= TARGET, f"ratio {ratio:.3f}, target >= {TARGET}")
+    verdict("extract_chunk throughput", ratio >= TARGET, f"ratio {ratio:.3f}, target >= {TARGET}")
     return 0
 
 

@@ -309,6 +309,7 @@ def soak(
 
     The profile's outage starts when the run has made a tenth of `len(records)` requests.
     """
+    from prefect_openai_chat import ExtractionSpec, RunOptions
     from prefect_openai_chat.flows import extract_records
 
     source = folder / "records.jsonl"
@@ -319,16 +320,20 @@ def soak(
         started = time.perf_counter()
         summary = extract_records(
             source=str(source),
-            schema=SCHEMA,
-            chat_model=model,
-            prompt=PROMPT,
             output=str(output),
             quarantine=str(quarantine),
-            key_field="ticket_id",
-            batch_size=batch_size,
-            concurrency=concurrency,
-            max_reprompts=MAX_REPROMPTS,
-            cache=str(folder / "record-cache.sqlite"),
+            spec=ExtractionSpec(
+                schema=SCHEMA,
+                prompt=PROMPT,
+                key_field="ticket_id",
+                max_reprompts=MAX_REPROMPTS,
+            ),
+            chat_model=model,
+            run=RunOptions(
+                chunk_size=batch_size,
+                concurrency=concurrency,
+                cache=str(folder / "record-cache.sqlite"),
+            ),
         )
         wall = time.perf_counter() - started
     outage_at = None if mid_run.started_at is None else mid_run.started_at - started

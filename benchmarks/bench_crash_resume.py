@@ -80,7 +80,7 @@ class _KillAfterMovingOutput:
 def child(config_path: str) -> None:
     """One `extract_records` run from a config file; prints `SUMMARY {...}`."""
     config = json.loads(Path(config_path).read_text(encoding="utf-8"))
-    from prefect_openai_chat import ChatModel, OpenAICredentials
+    from prefect_openai_chat import ChatModel, ExtractionSpec, OpenAICredentials, RunOptions
     from prefect_openai_chat.flows import extract_records, sinks
 
     if os.environ.get("SOAK_KILL_BETWEEN_COMMITS") == "1":
@@ -93,15 +93,19 @@ def child(config_path: str) -> None:
     )
     summary = extract_records(
         source=config["source"],
-        schema=SCHEMA,
-        chat_model=model,
-        prompt=PROMPT,
         output=config["output"],
         quarantine=config["quarantine"],
-        key_field="ticket_id",
-        batch_size=config["batch_size"],
-        concurrency=config["concurrency"],
-        cache=config["cache"],
+        spec=ExtractionSpec(
+            schema=SCHEMA,
+            prompt=PROMPT,
+            key_field="ticket_id",
+        ),
+        chat_model=model,
+        run=RunOptions(
+            chunk_size=config["batch_size"],
+            concurrency=config["concurrency"],
+            cache=config["cache"],
+        ),
     )
     print("SUMMARY " + json.dumps(summary), flush=True)
 

@@ -1,8 +1,8 @@
 """Extraction quality and token cost under sloppy JSON, next to the ideal model, one run.
 
 The same 1,000 support tickets (`scripts/make_sample_data.py`'s `generate(1000,
-seed)`, deterministic) go through the plugin's batch extraction (`aextract_batch.fn`,
-the coroutine inside the `extract_batch` task: real `ChatRunner`, real `AsyncOpenAI`
+seed)`, deterministic) go through the plugin's batch extraction (`aextract_chunk.fn`,
+the coroutine inside the `extract_chunk` task: real `ChatRunner`, real `AsyncOpenAI`
 client, real HTTP) into `SupportTicket`, once against the simulator's `ideal`
 profile and once against `sloppy-json` (~19% of first answers fenced, wrapped in
 prose, malformed, truncated, mistyped, incomplete or lazy; 5% of re-prompts fail

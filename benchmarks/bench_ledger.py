@@ -2,7 +2,7 @@
 
 In one run, against one simulator (`ideal`, latency 0, in its own process: the
 ledger's cost is as visible as it can be), the same sample tickets go through
-`aextract_batch.fn` (the coroutine inside the `extract_batch` task), at concurrency 16:
+`aextract_chunk.fn` (the coroutine inside the `extract_chunk` task), at concurrency 16:
 
 * cost: records per second with a fresh ledger (a SQLite file; a PostgreSQL schema),
   where every record is looked up, claimed and completed, next to the same batch with

@@ -43,6 +43,7 @@ def main() -> int:
     from bench_chaos_soak import PROMPT, SCHEMA, check_run
     from prefect.testing.utilities import prefect_test_harness
 
+    from prefect_openai_chat import ExtractionSpec, RunOptions
     from prefect_openai_chat.flows import extract_records
     from prefect_openai_chat.simulator import Simulator
 
@@ -65,13 +66,17 @@ def main() -> int:
         started = time.perf_counter()
         summary = extract_records(
             source=str(source),
-            schema=SCHEMA,
-            chat_model=model,
-            prompt=PROMPT,
             output=str(output),
             quarantine=str(quarantine),
-            key_field="ticket_id",
-            cache=False,
+            spec=ExtractionSpec(
+                schema=SCHEMA,
+                prompt=PROMPT,
+                key_field="ticket_id",
+            ),
+            chat_model=model,
+            run=RunOptions(
+                cache=False,
+            ),
         )
         wall = time.perf_counter() - started
         requests = sim.stats().requests if sim is not None else None

@@ -114,6 +114,7 @@ def child(source: str, output: str, quarantine: str, base_url: str, api_key: str
     """Run one night and print its figures as one JSON line."""
     from prefect.testing.utilities import prefect_test_harness
 
+    from prefect_openai_chat import ExtractionSpec, RunOptions
     from prefect_openai_chat.examples.tickets import TICKET_INSTRUCTIONS, TICKET_PROMPT
     from prefect_openai_chat.flows import extract_records
 
@@ -125,14 +126,18 @@ def child(source: str, output: str, quarantine: str, base_url: str, api_key: str
         start = time.perf_counter()
         summary = extract_records(
             source=source,
-            schema=SCHEMA,
-            chat_model=model,
-            prompt=TICKET_PROMPT,
-            instructions=TICKET_INSTRUCTIONS,
             output=output,
             quarantine=quarantine,
-            key_field="ticket_id",
-            cache=False,
+            spec=ExtractionSpec(
+                schema=SCHEMA,
+                prompt=TICKET_PROMPT,
+                instructions=TICKET_INSTRUCTIONS,
+                key_field="ticket_id",
+            ),
+            chat_model=model,
+            run=RunOptions(
+                cache=False,
+            ),
         )
         wall = time.perf_counter() - start
     report_child_night(summary, before, wall)

@@ -1,6 +1,6 @@
 """`extract_records` keeps every slot busy: no barrier between batches.
 
-One run of the real flow (Prefect's local test API, batches of 100 as `extract_batch`
+One run of the real flow (Prefect's local test API, batches of 100 as `extract_chunk`
 task runs) over 2,000 support tickets against a simulator in its own process with
 0.2 s latency and no limits, at concurrency 16. The comparison is the ideal pipeline,
 from the same run: the requests the simulator answered x 0.2 s / 16, plus the flow's
@@ -32,6 +32,7 @@ LATENCY_S = 0.2
 
 def run_flow(model: Any, records: list[dict[str, Any]], folder: Path, concurrency: int) -> float:
     """Wall seconds of one `extract_records` run over `records`."""
+    from prefect_openai_chat import ExtractionSpec, RunOptions
     from prefect_openai_chat.examples.tickets import TICKET_PROMPT
     from prefect_openai_chat.flows import extract_records
 
@@ -41,14 +42,18 @@ def run_flow(model: Any, records: list[dict[str, Any]], folder: Path, concurrenc
     started = time.perf_counter()
     summary = extract_records(
         source=str(source),
-        schema="prefect_openai_chat.examples.tickets:SupportTicket",
-        chat_model=model,
-        prompt=TICKET_PROMPT,
         output=str(folder / f"out-{len(records)}.jsonl"),
         quarantine=str(folder / f"quarantine-{len(records)}.jsonl"),
-        key_field="ticket_id",
-        concurrency=concurrency,
-        cache=False,
+        spec=ExtractionSpec(
+            schema="prefect_openai_chat.examples.tickets:SupportTicket",
+            prompt=TICKET_PROMPT,
+            key_field="ticket_id",
+        ),
+        chat_model=model,
+        run=RunOptions(
+            concurrency=concurrency,
+            cache=False,
+        ),
     )
     wall = time.perf_counter() - started
     assert summary["records"] == len(records), summary

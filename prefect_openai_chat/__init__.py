@@ -27,11 +27,14 @@ _WHERE = {
     "astream_chat_completion": "tasks",
     "extract": "tasks",
     "aextract": "tasks",
-    "extract_batch": "tasks",
-    "aextract_batch": "tasks",
+    "extract_chunk": "tasks",
+    "aextract_chunk": "tasks",
+    "ExtractionSpec": "extraction.spec",
+    "RunOptions": "flows.options",
+    "BatchApiOptions": "extraction.batch_api",
     "ChatResult": "results",
     "Extraction": "results",
-    "BatchReport": "results",
+    "ChunkReport": "results",
     "RecordOutcome": "results",
     "Usage": "results",
     "AttemptTimeoutError": "errors",
@@ -60,16 +63,18 @@ _WHERE = {
 __all__ = [
     "AttemptTimeoutError",
     "AzureOpenAICredentials",
-    "BatchReport",
+    "BatchApiOptions",
     "CallTimeoutError",
     "ChatError",
     "ChatModel",
     "ChatResult",
+    "ChunkReport",
     "CircuitOpenError",
     "ContentFilteredError",
     "ContextWindowExceededError",
     "CredentialsRejectedError",
     "Extraction",
+    "ExtractionSpec",
     "IncompleteStreamError",
     "InsufficientQuotaError",
     "InvalidInputError",
@@ -80,6 +85,7 @@ __all__ = [
     "ProxyRefusedError",
     "RateLimitPatienceError",
     "RecordOutcome",
+    "RunOptions",
     "StaticFallbackError",
     "TLSConfigurationError",
     "ToolCall",
@@ -87,13 +93,13 @@ __all__ = [
     "Usage",
     "achat_completion",
     "aextract",
-    "aextract_batch",
+    "aextract_chunk",
     "astream_chat_completion",
     "chat_completion",
     "count_message_tokens",
     "estimate_cost",
     "extract",
-    "extract_batch",
+    "extract_chunk",
     "reset_process_state",
     "stream_chat_completion",
 ]
@@ -120,10 +126,13 @@ if TYPE_CHECKING:
         TLSConfigurationError,
         TruncatedOutputError,
     )
+    from prefect_openai_chat.extraction.batch_api import BatchApiOptions
+    from prefect_openai_chat.extraction.spec import ExtractionSpec
+    from prefect_openai_chat.flows.options import RunOptions
     from prefect_openai_chat.process import reset_process_state
     from prefect_openai_chat.results import (
-        BatchReport,
         ChatResult,
+        ChunkReport,
         Extraction,
         RecordOutcome,
         ToolCall,
@@ -132,17 +141,23 @@ if TYPE_CHECKING:
     from prefect_openai_chat.tasks import (
         achat_completion,
         aextract,
-        aextract_batch,
+        aextract_chunk,
         astream_chat_completion,
         chat_completion,
         extract,
-        extract_batch,
+        extract_chunk,
         stream_chat_completion,
     )
     from prefect_openai_chat.tokens import count_message_tokens, estimate_cost
 
 
+# Old names, still importable with a DeprecationWarning (docs/migrating.md).
+_RENAMED = {"BatchReport": "results", "extract_batch": "tasks", "aextract_batch": "tasks"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:  # the module's own __getattr__ warns; not cached, so it warns each time
+        return getattr(importlib.import_module(f"prefect_openai_chat.{_RENAMED[name]}"), name)
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'prefect_openai_chat' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """The results the tasks return: plain pydantic models, safe to persist and cache.
 
-Derived totals (`Usage.total_tokens`, `BatchReport.valid`, ...) are computed fields:
+Derived totals (`Usage.total_tokens`, `ChunkReport.valid`, ...) are computed fields:
 they are in `model_dump()` and the JSON, and ignored when a dump is read back.
 
 Two counts are named apart: `ChatResult.http_attempts` counts the HTTP requests of one
@@ -185,10 +185,10 @@ class Extraction(_Spent, Generic[T]):
 
 
 class RecordOutcome(_Spent):
-    """What became of one input record in a batch: an `Extraction`, made ready to write.
+    """What became of one input record in a chunk: an `Extraction`, made ready to write.
 
     `value` is the validated value as JSON data (`model.model_dump(mode="json")`): a
-    batch's outcomes are cached and persisted as JSON, whatever the schema. Rebuild the
+    chunk's outcomes are cached and persisted as JSON, whatever the schema. Rebuild the
     schema object with `Schema.model_validate(outcome.value)`. Of the extraction's
     lists only the last raw output is kept (`last_raw_output`).
     """
@@ -213,15 +213,15 @@ class RecordOutcome(_Spent):
         return bounded_raw_output(raw)
 
 
-class BatchReport(BaseModel):
-    """Per-record outcomes of a batch and their totals."""
+class ChunkReport(BaseModel):
+    """Per-record outcomes of an `extract_chunk` task (a chunk of records) and their totals."""
 
     records: list[RecordOutcome] = Field(default_factory=list)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def total(self) -> int:
-        """Records in the batch."""
+        """Records in the chunk."""
         return len(self.records)
 
     @computed_field  # type: ignore[prop-decorator]
@@ -251,3 +251,13 @@ class BatchReport(BaseModel):
         """Summed cost, or None when no record had a known price."""
         costs = [r.cost_usd for r in self.records if r.cost_usd is not None]
         return round(sum(costs), 10) if costs else None
+
+
+def __getattr__(name: str) -> Any:
+    """`BatchReport`, the old name of `ChunkReport`, with a `DeprecationWarning`."""
+    if name == "BatchReport":
+        warnings.warn(
+            "BatchReport is now ChunkReport (docs/migrating.md)", DeprecationWarning, stacklevel=2
+        )
+        return ChunkReport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -47,9 +47,9 @@ def isolated_results(
     """
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-    from prefect_openai_chat.tasks import batch
+    from prefect_openai_chat.tasks import _common
 
-    monkeypatch.setattr(batch, "default_cache_path", lambda: tmp_path / "record-cache.sqlite")
+    monkeypatch.setattr(_common, "default_cache_path", lambda: tmp_path / "record-cache.sqlite")
     with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: tmp_path / "prefect-results"}):
         yield
 

@@ -14,7 +14,7 @@ from prefect_openai_chat.simulator import Simulator
 def test_batch_night_task_runs_are_named_for_what_they_do(tmp_path: Path) -> None:
     from prefect import get_client
 
-    from prefect_openai_chat import ChatModel, OpenAICredentials
+    from prefect_openai_chat import ChatModel, ExtractionSpec, OpenAICredentials, RunOptions
     from prefect_openai_chat.flows import extract_records
 
     source = tmp_path / "tickets.jsonl"
@@ -26,14 +26,18 @@ def test_batch_night_task_runs_are_named_for_what_they_do(tmp_path: Path) -> Non
         )
         extract_records(
             source=str(source),
-            schema="prefect_openai_chat.examples.tickets:SupportTicket",
-            chat_model=model,
-            prompt="Subject: {subject}\n\n{body}",
             output=str(tmp_path / "rows.jsonl"),
             quarantine=str(tmp_path / "bad.jsonl"),
-            via="batch",
-            batch_options={"poll_interval_s": 0.2},
-            cache=str(tmp_path / "ledger.sqlite"),
+            spec=ExtractionSpec(
+                schema="prefect_openai_chat.examples.tickets:SupportTicket",
+                prompt="Subject: {subject}\n\n{body}",
+            ),
+            chat_model=model,
+            run=RunOptions(
+                via="batch",
+                batch_api={"poll_interval_s": 0.2},
+                cache=str(tmp_path / "ledger.sqlite"),
+            ),
         )
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs()

@@ -1,4 +1,5 @@
-"""`extract_records(..., via="batch")`: a night's extractions through the OpenAI Batch API.
+"""The Batch API runner: `RunOptions(via="batch")`, a night's extractions through the
+OpenAI Batch API, written out through the run's `RecordWindow`.
 
 The Prefect side of `extraction.batch_api`: the records' first requests go out in
 batches (half the price, answered within 24 hours), a polling task waits for them
@@ -12,17 +13,19 @@ the online path: task and flow states, logs and events never show the key.
 
 Example:
     ```python
+    from prefect_openai_chat import ExtractionSpec, RunOptions
     from prefect_openai_chat.flows import extract_records
 
     summary = extract_records(
         source="tickets.jsonl",
-        schema="prefect_openai_chat.examples.tickets:SupportTicket",
-        chat_model="nightly-chat-model",
-        prompt="Subject: {subject}\\n\\n{body}",
         output="out/tickets.jsonl",
         quarantine="out/quarantine.jsonl",
-        via="batch",
-        batch_options={"poll_interval_s": 60},
+        spec=ExtractionSpec(
+            schema="prefect_openai_chat.examples.tickets:SupportTicket",
+            prompt="Subject: {subject}\\n\\n{body}",
+        ),
+        chat_model="nightly-chat-model",
+        run=RunOptions(via="batch", batch_api={"poll_interval_s": 60}),
     )
     print(summary["cost_usd"], summary["online_cost_usd"])
     ```
@@ -32,8 +35,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prefect import task
 from prefect.artifacts import update_progress_artifact
@@ -43,46 +45,26 @@ from prefect_openai_chat._sync import run_sync
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.blocks.assembly import RUNNERS, resolve_chat_model
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.extraction.batch_api import BatchNight, BatchOptions
+from prefect_openai_chat.extraction.batch_api import BatchApiOptions, BatchNight
 from prefect_openai_chat.extraction.batch_api.client import BatchClient
 from prefect_openai_chat.extraction.batch_api.ledger import BatchLedger, run_key
 from prefect_openai_chat.extraction.batch_api.night import Planned, Work
-from prefect_openai_chat.extraction.ledger import Ledger, open_ledger, resolve_cache
+from prefect_openai_chat.extraction.ledger import Ledger
+from prefect_openai_chat.extraction.outcomes import cached_outcome, failed_outcome, record_outcome
+from prefect_openai_chat.flows.checks import batch_api_folder
 from prefect_openai_chat.flows.sources import SourceItem
 from prefect_openai_chat.flows.summary import RunArtifacts
+from prefect_openai_chat.flows.window import RecordWindow, RunJob
 from prefect_openai_chat.redaction import redact_exception, redact_text
 from prefect_openai_chat.results import FINAL_OUTCOMES, RecordOutcome
-from prefect_openai_chat.tasks import batch as batch_tasks
-from prefect_openai_chat.tasks._common import assemble, run_logger
-from prefect_openai_chat.tasks.batch import gate_for, record_outcome, render
-from prefect_openai_chat.tasks.extract import extraction_key, runner_call
-
-if TYPE_CHECKING:
-    from prefect_openai_chat.flows.extract_records import _Job, _Window
-
-VIAS = ("online", "batch")
-
-
-def check_via(via: str, per_record_tasks: bool) -> None:
-    """`via` must be `online` or `batch`; `batch` runs no per-record tasks.
-
-    Example:
-        >>> check_via("batch", False)
-    """
-    if via not in VIAS:
-        raise InvalidInputError(f"via must be 'online' or 'batch', got {via!r}")
-    if via == "batch" and per_record_tasks:
-        raise InvalidInputError("per_record_tasks=True runs records online; use via='online'")
-
-
-def ledger_folder(cache: bool | str) -> Path:
-    """The `batch-runs` folder of this host: where a run keeps its batches without a record
-    ledger (`cache=False`), and where runs started before they moved into the record
-    ledger left them (read once, then removed)."""
-    target = resolve_cache(cache)
-    if target is True or target is False or (isinstance(target, str) and "://" in target):
-        target = batch_tasks.default_cache_path()  # a shared ledger: the run's file stays local
-    return Path(target).parent / "batch-runs"
+from prefect_openai_chat.tasks import (
+    assemble,
+    extraction_key,
+    gate_for,
+    record_ledger,
+    run_logger,
+    runner_call,
+)
 
 
 @contextlib.contextmanager
@@ -95,26 +77,18 @@ def _redacted() -> Iterator[None]:
         raise
 
 
-def run_batch_night(
-    job: _Job,
-    window: _Window,
-    items: Iterator[SourceItem],
-    batch_options: Mapping[str, Any] | None,
-    artifacts: RunArtifacts,
+def run_batch_api(
+    job: RunJob, window: RecordWindow, items: Iterator[SourceItem], artifacts: RunArtifacts
 ) -> None:
     """Extract every readable record of `items` through the Batch API; write them out."""
     with _redacted():
-        _run_batch_night(job, window, items, batch_options, artifacts)
+        _run_batch_api(job, window, items, artifacts)
 
 
-def _run_batch_night(
-    job: _Job,
-    window: _Window,
-    items: Iterator[SourceItem],
-    batch_options: Mapping[str, Any] | None,
-    artifacts: RunArtifacts,
+def _run_batch_api(
+    job: RunJob, window: RecordWindow, items: Iterator[SourceItem], artifacts: RunArtifacts
 ) -> None:
-    options = BatchOptions.from_mapping(batch_options)
+    options = job.run.batch_api_options
     readable = window.readable(list(items))
     model = run_sync(resolve_chat_model(job.chat_model))
     keys: list[str | None] = []
@@ -122,26 +96,24 @@ def _run_batch_night(
     skipped: dict[int, str] = {}
     for position, item in enumerate(readable):
         try:
-            text = render(item.record or {}, job.prompt)
+            text = job.spec.render(item.record or {})
         except InvalidInputError as exc:
             keys.append(None)
             skipped[position] = str(exc)
             continue
-        key = extraction_key(
-            model, job.schema, text, job.instructions, job.mode, job.max_reprompts, None
-        )
+        key = extraction_key(model, job.spec, text)
         keys.append(key)
         texts.setdefault(key, text)
-    cache = open_ledger(job.cache, batch_tasks.default_cache_path)
+    cache = record_ledger(job.run.cache)
     try:
         known = cache.get_many(texts) if cache is not None else {}
         fresh = {key: text for key, text in texts.items() if key not in known}
         night: BatchNight | None = None
-        ledger = _batch_ledger(job.cache, cache, run_key(model.model, _base(model), texts))
+        ledger = _batch_ledger(job.run.cache, cache, run_key(model.model, _base(model), texts))
         if fresh:
             night = _run_rounds(job, model, options, ledger, fresh, cache, artifacts)
         outcomes = _outcomes(readable, keys, skipped, known, night)
-        window._write(readable, outcomes)
+        window.write(readable, outcomes)
         ledger.remove()
     finally:
         if cache is not None:
@@ -151,7 +123,7 @@ def _run_batch_night(
 def _batch_ledger(setting: bool | str, cache: Ledger | None, key: str) -> BatchLedger:
     """The run's batches: in the record ledger, so any host resumes them; in this host's
     `batch-runs` folder without one (`cache=False`)."""
-    folder = ledger_folder(setting)
+    folder = batch_api_folder(setting)
     if cache is None:
         return BatchLedger.open(folder, key)
     return BatchLedger.open_in(cache, key, legacy=folder)
@@ -162,9 +134,9 @@ def _base(model: ChatModel) -> str:
 
 
 def _run_rounds(
-    job: _Job,
+    job: RunJob,
     model: ChatModel,
-    options: BatchOptions,
+    options: BatchApiOptions,
     ledger: BatchLedger,
     texts: dict[str, str],
     cache: Ledger | None,
@@ -192,24 +164,21 @@ def _run_rounds(
 
 
 async def _prepare(
-    job: _Job,
+    job: RunJob,
     model: ChatModel,
-    options: BatchOptions,
+    options: BatchApiOptions,
     ledger: BatchLedger,
     texts: dict[str, str],
 ) -> BatchNight:
     _, runner = await assemble(model)
     night = BatchNight(
-        job.schema,
+        job.spec.schema_class,
         runner.settings.model,
         options,
         ledger,
-        {
-            "instructions": job.instructions,
-            "mode": job.mode,
-            "max_reprompts": job.max_reprompts,
-            "max_completion_tokens": runner.settings.defaults.get("max_completion_tokens"),
-        },
+        job.spec.options(
+            runner.settings.model, runner.settings.defaults.get("max_completion_tokens")
+        ),
         prices=runner.settings.prices,
     )
     await night.prepare(texts, runner)
@@ -295,13 +264,14 @@ def _log_validation_errors(batch: Any) -> None:
         run_logger().warning("batch %s failed validation: %s", batch.id, redact_text(text))
 
 
-async def _asettle(job: _Job, night: BatchNight, round_number: int, cache: Ledger | None) -> None:
+async def _asettle(job: RunJob, night: BatchNight, round_number: int, cache: Ledger | None) -> None:
     """Finish what the answers settle; send re-asks online (or queue them); cache outcomes."""
     before = {key for key, work in night.works.items() if work.finished}
     with _redacted():
         _, runner = await assemble(job.chat_model)
-        runner.protection.gate = gate_for(job.concurrency_pool, job.concurrency)
-        await night.settle(round_number, runner, runner_call(runner), slots=job.concurrency * 4)
+        concurrency = job.run.concurrency
+        runner.protection.gate = gate_for(job.concurrency_pool, concurrency)
+        await night.settle(round_number, runner, runner_call(runner), slots=concurrency * 4)
     if cache is None:
         return
     for key, work in night.works.items():  # each final outcome stored as it is settled
@@ -362,7 +332,7 @@ def _settle_run_name() -> str:
 
 
 @task(name="batch-api-settle", task_run_name=_settle_run_name, **_OPTIONS)
-def settle_records(job: _Job, night: BatchNight, round_number: int, cache: Ledger | None) -> None:
+def settle_records(job: RunJob, night: BatchNight, round_number: int, cache: Ledger | None) -> None:
     """Validate the round's answers; re-ask online (or queue for the next round); cache."""
     run_sync(_asettle(job, night, round_number, cache))
 
@@ -395,21 +365,10 @@ def _outcomes(
     paid: set[str] = set()
     for position, (item, key) in enumerate(zip(readable, keys, strict=True)):
         if key is None:
-            outcomes.append(
-                RecordOutcome(
-                    index=item.line,
-                    key=item.key,
-                    ok=False,
-                    outcome="skipped",
-                    reason=skipped[position],
-                )
-            )
+            outcomes.append(failed_outcome(item.line, item.key, "skipped", skipped[position]))
             continue
         if key in known:
-            hit = RecordOutcome.model_validate_json(known[key])
-            outcomes.append(
-                hit.model_copy(update={"index": item.line, "key": item.key, "cached": True})
-            )
+            outcomes.append(cached_outcome(known[key], item.line, item.key))
             continue
         assert night is not None
         outcome = _work_outcome(item.line, item.key, night.works[key])

@@ -1,4 +1,9 @@
-"""Checks made before any API call: the schema, the prompt template, the source's fields.
+"""Checks made before any API call: `preflight`, the one pre-flight of every run.
+
+What concerns only the spec (schema, template, mode, numbers) or only the run's
+options (their combinations) is checked when those objects are made
+(`ExtractionSpec`, `RunOptions`); what needs the source, the outputs and the ledger
+is checked here, once per run, sharded or not.
 
 Example:
     >>> from prefect_openai_chat.flows.checks import template_fields
@@ -8,45 +13,28 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import BaseModel
+from typing import Any
 
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction import templates
-from prefect_openai_chat.flows.sources import Source, SourceItem, has_key, read_records
-from prefect_openai_chat.storage import Location
-from prefect_openai_chat.tasks._common import run_logger
+from prefect_openai_chat.extraction.ledger import ledger_kind, ledger_role
+from prefect_openai_chat.extraction.spec import ExtractionSpec, resolve_schema
+from prefect_openai_chat.flows.options import RunOptions
+from prefect_openai_chat.flows.sinks import Target, check_distinct, check_writable, hold_outputs
+from prefect_openai_chat.flows.sources import (
+    Source,
+    SourceItem,
+    check_source,
+    has_key,
+    read_records,
+)
+from prefect_openai_chat.storage import Location, plain_options
+from prefect_openai_chat.tasks import ledger_path, record_ledger, run_logger
 
-
-def resolve_schema(schema: type[BaseModel] | str) -> type[BaseModel]:
-    """A pydantic model, given itself or an import path such as `"pkg.module:Model"`."""
-    if isinstance(schema, type) and issubclass(schema, BaseModel):
-        return schema
-    if not isinstance(schema, str) or ":" not in schema:
-        raise InvalidInputError(
-            "schema must be a pydantic model or an import path 'package.module:Model',"
-            f" got {schema!r}"
-        )
-    module_name, _, attribute = schema.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InvalidInputError(
-            f"schema {schema!r}: module {module_name!r} cannot be imported ({exc})"
-        ) from exc
-    found = getattr(module, attribute, None)
-    if found is None:
-        raise InvalidInputError(
-            f"schema {schema!r}: {module_name!r} has no attribute {attribute!r}"
-        )
-    if not (isinstance(found, type) and issubclass(found, BaseModel)):
-        raise InvalidInputError(
-            f"schema {schema!r} is a {type(found).__name__}, not a pydantic model"
-        )
-    return found
+__all__ = ["CheckedRun", "preflight", "resolve_schema", "template_fields"]
 
 
 def template_fields(prompt: str) -> set[str]:
@@ -114,3 +102,74 @@ def check_source_against_prompt(source: Source, prompt: str, key_field: str | No
             "source %s has no readable record: every line goes to quarantine with the reason",
             name,
         )
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """A run's checked inputs: the source (a list for an iterable: read twice), where rows go.
+
+    `output` and `quarantine` are `Path`s, or `Location`s for URLs (a sharded run's too:
+    its parts then live under the output's URL).
+    """
+
+    source: str | Path | Location | list[Any]
+    output: Target
+    quarantine: Target
+
+
+def batch_api_folder(cache: bool | str) -> Path:
+    """The `batch-runs` folder of this host: where a Batch API run keeps its batches without
+    a record ledger (`cache=False`), and where runs started before they moved into the
+    record ledger left them (read once, then removed)."""
+    where = ledger_path(cache)
+    return (where or ledger_path()).parent / "batch-runs"  # type: ignore[union-attr]
+
+
+def preflight(
+    source: str | Path | Iterable[Any],
+    output: str,
+    quarantine: str,
+    spec: ExtractionSpec,
+    run: RunOptions,
+    folders: dict[str, Path] | None = None,
+) -> CheckedRun:
+    """Every check that can fail before the first call; InvalidInputError says what to fix.
+
+    The one pre-flight of a run, sharded (`fan_out`, which adds its part folder to
+    `folders`) or not: the source opens, no two roles on one file (the ledger as
+    `record_ledger` resolves it), no other run writing the outputs, a PostgreSQL ledger
+    that answers, a prompt and key field the source's records fit. URLs are opened with
+    the run's `storage_options` (a dict or a `SecretDict`).
+    """
+    if spec.prompt is None:
+        raise InvalidInputError(
+            "extract_records needs a prompt: ExtractionSpec(prompt='Subject: {subject}"
+            "\\n\\n{body}', ...), a str.format template over the records' fields"
+        )
+    options = plain_options(run.storage_options)
+    found = check_source(source, options)  # a URL as a Location
+    out_path = check_writable(output, "output", options)
+    quarantine_path = check_writable(quarantine, "quarantine", options)
+    roles: dict[str, Target | None] = {
+        "source": _source_file(found),
+        "output": out_path,
+        "quarantine": quarantine_path,
+        ledger_role(run.cache): ledger_path(run.cache),
+    }
+    if run.via == "batch":
+        roles["the Batch API's batch-ledger folder"] = batch_api_folder(run.cache)
+    check_distinct(roles, folders)
+    with hold_outputs(out_path, quarantine_path):  # refused now if another run writes them
+        pass
+    if ledger_kind(run.cache) == "postgres":  # a bad URL or a database down: before any call
+        record_ledger(run.cache).close()  # type: ignore[union-attr]
+    checked = found if isinstance(found, str | Path | Location) else list(found)  # read twice
+    check_source_against_prompt(checked, spec.prompt, spec.key_field)
+    return CheckedRun(checked, out_path, quarantine_path)
+
+
+def _source_file(source: Any) -> Target | None:
+    """The file a source is read from, for the path-collision check; None for an iterable."""
+    if isinstance(source, Location | Path):
+        return source
+    return Path(source) if isinstance(source, str) else None

@@ -1,6 +1,6 @@
 """Fan one `extract_records` run out over several workers: one child run per shard.
 
-`extract_records(..., shards=4, shard_deployment="extract-records-shard/shard")` splits
+`extract_records(..., run=RunOptions(shards=4, shard_deployment="extract-records-shard/shard"))` splits
 the source into line ranges before any call, starts one flow run of the deployment
 per shard on its work pool (`run_deployment`), waits for them, and writes the final
 output and quarantine from the shards' parts (`shards.merge_parts`). Without
@@ -14,10 +14,10 @@ the pool picks the same flow run up again. It resumes from the record cache: eve
 record it finished before is read back, not paid again.
 
 Example:
-    >>> from prefect_openai_chat.flows.fan_out import schema_reference
-    >>> schema_reference("prefect_openai_chat.examples.tickets:SupportTicket", for_deployment=True)
-    'prefect_openai_chat.examples.tickets:SupportTicket'
-"""
+    >>> from prefect_openai_chat.flows.fan_out import is_local_path
+    >>> is_local_path("s3://bucket/rows.jsonl")
+    False
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ import os
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -35,13 +34,15 @@ from uuid import UUID
 from prefect import task
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
-from pydantic import BaseModel
 
 from prefect_openai_chat.blocks import ChatModel
-from prefect_openai_chat.blocks.storage_options import StorageOptions, saved_name, slug_of
+from prefect_openai_chat.blocks.storage_options import saved_name, slug_of
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.extraction.ledger import ledger_file, ledger_kind, ledger_role
-from prefect_openai_chat.flows.checks import resolve_schema
+from prefect_openai_chat.extraction.ledger import ledger_kind, ledger_role
+from prefect_openai_chat.extraction.spec import ExtractionSpec
+from prefect_openai_chat.flows.checks import preflight
+from prefect_openai_chat.flows.options import RunOptions
+from prefect_openai_chat.flows.records import run_records
 from prefect_openai_chat.flows.shards import (
     PartTarget,
     Shard,
@@ -61,11 +62,7 @@ from prefect_openai_chat.flows.sources import check_source, source_flow
 from prefect_openai_chat.flows.summary import RunArtifacts, summary_line
 from prefect_openai_chat.redaction import MASK
 from prefect_openai_chat.storage import Location, is_url, locate, masked_options, plain_options
-from prefect_openai_chat.tasks import batch as batch_tasks
-from prefect_openai_chat.tasks._common import run_logger
-
-# As for extract_records: the parameter `schema` shadows an attribute of Prefect's model.
-warnings.filterwarnings("ignore", message='Field name "schema" in "Extract_Records_Shard')
+from prefect_openai_chat.tasks import ledger_path, run_logger
 
 HEARTBEAT_ENV = "PREFECT_OPENAI_CHAT_SHARD_HEARTBEAT_S"
 DEFAULT_HEARTBEAT_S = 10.0
@@ -117,55 +114,32 @@ def beating(path: PartTarget | None, every_s: float) -> Iterator[None]:
 @source_flow(name="extract-records-shard", retries=2, retry_delay_seconds=2, log_prints=True)
 def extract_records_shard(
     source: str,
-    schema: Any,
-    chat_model: ChatModel | str,
-    prompt: str,
     output: str,
     quarantine: str,
     first_line: int,
     last_line: int,
     summary: str,
+    spec: ExtractionSpec,
+    chat_model: ChatModel | str,
+    run: RunOptions | None = None,
     heartbeat: str | None = None,
-    key_field: str | None = None,
-    batch_size: int = 100,
-    concurrency: int = 16,
-    instructions: str | None = None,
-    mode: str = "auto",
-    max_reprompts: int = 2,
-    cache: bool | str = True,
-    storage_options: StorageOptions = None,
 ) -> dict[str, Any]:
     """`extract_records` over lines `first_line..last_line` of `source`, into part files.
 
     `output` and `quarantine` are this shard's parts (JSONL, local files or objects);
     `summary` receives its totals once both parts are in place; `heartbeat` is touched
-    while it runs. URLs are opened with `storage_options` (masked in the run's parameters).
+    while it runs. URLs are opened with the run's `storage_options` (masked in the run's
+    parameters).
     """
-    from prefect_openai_chat.flows.extract_records import extract_records
-
-    options = plain_options(storage_options)
+    run = run or RunOptions()
+    options = plain_options(run.storage_options)
 
     def part(where: str) -> PartTarget:
         return locate(where, options) if is_url(where) else Path(where)
 
     with beating(part(heartbeat) if heartbeat else None, heartbeat_s()):
         with shard_lines(first_line, last_line):
-            result: dict[str, Any] = extract_records.fn(
-                source=source,
-                schema=schema,
-                chat_model=chat_model,
-                prompt=prompt,
-                output=output,
-                quarantine=quarantine,
-                key_field=key_field,
-                batch_size=batch_size,
-                concurrency=concurrency,
-                instructions=instructions,
-                mode=mode,
-                max_reprompts=max_reprompts,
-                cache=cache,
-                storage_options=storage_options,
-            )
+            result = run_records(source, output, quarantine, spec, chat_model, run)
         write_summary(part(summary), result)
     return result
 
@@ -183,28 +157,16 @@ def run_shard_task(parameters: dict[str, Any], label: str) -> dict[str, Any]:
     return result
 
 
-def schema_reference(schema: Any, for_deployment: bool) -> Any:
-    """What to send a shard as `schema`: the import path a worker can resolve.
-
-    A deployment's parameters are JSON, so a model class is sent as "module:Name"
-    (it must be importable on the workers); a task runner may take the class itself.
-    """
-    if isinstance(schema, str):
-        return schema
-    model = resolve_schema(schema)
-    path = f"{model.__module__}:{model.__qualname__}"
+def spec_for_shards(spec: ExtractionSpec, for_deployment: bool) -> ExtractionSpec:
+    """What to send a shard as `spec`: its schema as the import path a worker resolves
+    (required for a deployment, whose parameters are JSON); a task runner may take the
+    class itself when it has none."""
     try:
-        same = resolve_schema(path) is model
+        return spec.portable()
     except InvalidInputError:
-        same = False
-    if same:
-        return path
-    if for_deployment:
-        raise InvalidInputError(
-            f"schema {model.__qualname__} cannot be imported as {path!r} by a worker; define it"
-            " in an importable module and pass its import path 'package.module:Model'"
-        )
-    return model
+        if for_deployment:
+            raise
+        return spec
 
 
 def chat_model_reference(chat_model: ChatModel | str, for_deployment: bool) -> ChatModel | str:
@@ -222,60 +184,48 @@ def chat_model_reference(chat_model: ChatModel | str, for_deployment: bool) -> C
 
 def fan_out(
     source: Any,
-    schema: Any,
-    chat_model: ChatModel | str,
-    prompt: str,
     output: str,
     quarantine: str,
-    shards: int,
-    shard_deployment: str | None = None,
-    *,
-    allow_local_paths: bool = False,
-    storage_options: Any = None,
-    **options: Any,
+    spec: ExtractionSpec,
+    chat_model: ChatModel | str,
+    run: RunOptions,
 ) -> dict[str, Any]:
-    """The body of a sharded `extract_records` run (called by it with `shards` > 1).
+    """The sharded runner: the body of `extract_records` when `run.sharded`.
 
-    The same pre-flight as an unsharded run (`_check_run`, with the part folder among
-    the paths), after the refusal of what workers of other hosts cannot see
+    The same pre-flight as an unsharded run (`checks.preflight`, with the part folder
+    among the paths), after the refusal of what workers of other hosts cannot see
     (`check_across_hosts`), then the run holds its output and quarantine (`hold_outputs`) while its
     shards run and until their parts are merged: a second run on them is refused.
     """
-    from prefect_openai_chat.flows.extract_records import _check_run
-
     started = time.perf_counter()
-    check_source(source, plain_options(storage_options))
+    check_source(source, plain_options(run.storage_options))
     if not isinstance(source, str | Path):
         raise InvalidInputError(
             "shards need a .jsonl or .csv file as source, every shard reads its own lines;"
             " write the records to a .jsonl file first"
         )
     check_across_hosts(
-        shard_deployment,
-        options["cache"],
+        run.shard_deployment,
+        run.cache,
         {"source": source, "output": output, "quarantine": quarantine},
-        allow_local_paths,
+        run.allow_local_paths,
     )
-    storage_options = check_options_for_deployment(shard_deployment, storage_options)
+    shard_storage = check_options_for_deployment(run.shard_deployment, run.storage_options)
+    run = run.model_copy(update={"storage_options": shard_storage})
     context = FlowRunContext.get()
     run_id = str(context.flow_run.id) if context and context.flow_run else uuid.uuid4().hex
     folders: dict[str, Path] = {}
     if not is_url(output):  # a local part folder: no file of the run may lie inside it
         folders["the sharded run's part folder"] = parts_folder(Path(output), run_id)
-    run = _check_run(
-        source, schema, output, quarantine, options["batch_size"], options["concurrency"],
-        options["cache"], prompt, folders=folders,
-        storage_options=storage_options,
-    )  # fmt: skip
-    with hold_outputs(run.output, run.quarantine):
-        if isinstance(run.output, Location):
-            for line in stale_parts(run.output, run_id):
+    checked = preflight(source, output, quarantine, spec, run, folders=folders)
+    with hold_outputs(checked.output, checked.quarantine):
+        if isinstance(checked.output, Location):
+            for line in stale_parts(checked.output, run_id):
                 run_logger().warning("%s", line)
-        assert isinstance(run.source, str | Path | Location)  # checked above: a file
+        assert isinstance(checked.source, str | Path | Location)  # checked above: a file
         return _run_shards(
-            run.source, schema, chat_model, prompt, run.output, run.quarantine, shards,
-            shard_deployment, started=started, run_id=run_id, model_cls=run.schema,
-            storage_options=storage_options, **options,
+            checked.source, checked.output, checked.quarantine, spec, chat_model, run,
+            started=started, run_id=run_id,
         )  # fmt: skip
 
 
@@ -350,7 +300,7 @@ def check_across_hosts(
         return
     seen: list[str] = []
     if ledger_kind(cache) == "sqlite":
-        where = ledger_file(cache, batch_tasks.default_cache_path)
+        where = ledger_path(cache)
         seen.append(
             f"{ledger_role(cache)} is the SQLite file {str(where)!r}: use a shared ledger,"
             " cache='postgresql://user@host/db' (or PREFECT_OPENAI_CHAT_CACHE on every"
@@ -376,37 +326,33 @@ def check_across_hosts(
 
 def _run_shards(
     source: str | Path | Location,
-    schema: Any,
-    chat_model: ChatModel | str,
-    prompt: str,
     out_path: PartTarget,
     quarantine_path: PartTarget,
-    shards: int,
-    shard_deployment: str | None,
+    spec: ExtractionSpec,
+    chat_model: ChatModel | str,
+    run: RunOptions,
     *,
     started: float,
     run_id: str,
-    model_cls: type[BaseModel],
-    **options: Any,
 ) -> dict[str, Any]:
     """Split, run the shards, merge their parts (the outputs held by the caller)."""
-    plan = plan_shards(source, shards)
-    expected = census(source, plan, options["key_field"])
+    plan = plan_shards(source, run.shards)
+    expected = census(source, plan, spec.key_field)
     folder = parts_folder(out_path, run_id)
     if isinstance(folder, Path):
         folder.mkdir(parents=True, exist_ok=True)
     parts = [ShardParts.in_folder(folder, shard) for shard in plan]
-    deployed = shard_deployment is not None
-    common = {
+    deployed = run.shard_deployment is not None
+    shard_run = run.for_shard()
+    if isinstance(shard_run.cache, str) and "://" not in shard_run.cache:
+        shard_run = shard_run.model_copy(update={"cache": str(Path(shard_run.cache).absolute())})
+    shard_spec = spec_for_shards(spec, deployed)
+    common: dict[str, Any] = {
         "source": _where(source),
-        "schema": schema_reference(schema, deployed),
+        "spec": shard_spec.model_dump(mode="json") if deployed else shard_spec,
         "chat_model": chat_model_reference(chat_model, deployed),
-        "prompt": prompt,
-        **options,
+        "run": shard_run.model_dump(mode="json", exclude_defaults=True) if deployed else shard_run,
     }
-    if isinstance(common["cache"], str | Path) and not isinstance(common["cache"], bool):
-        cache = str(common["cache"])
-        common["cache"] = cache if "://" in cache else str(Path(cache).absolute())
     each = [
         {
             **common,
@@ -433,14 +379,16 @@ def _run_shards(
         total,
         len(plan),
         ", ".join(f"lines {s.first_line}-{s.last_line}" for s in plan),
-        shard_deployment or "the flow's task runner",
+        run.shard_deployment or "the flow's task runner",
     )
-    if shard_deployment is not None:
-        run_ids = run_on_deployment(shard_deployment, plan, each, parts, run_id, finished)
+    if run.shard_deployment is not None:
+        run_ids = run_on_deployment(run.shard_deployment, plan, each, parts, run_id, finished)
     else:
         run_on_task_runner(plan, each, finished)
         run_ids = {}
-    totals, summaries = merge_parts(plan, parts, expected, out_path, quarantine_path, model_cls)
+    totals, summaries = merge_parts(
+        plan, parts, expected, out_path, quarantine_path, spec.schema_class
+    )
     p50 = [s["p50_latency_s"] for s in summaries if s.get("p50_latency_s") is not None]
     p95 = [s["p95_latency_s"] for s in summaries if s.get("p95_latency_s") is not None]
     wall = round(time.perf_counter() - started, 3)
@@ -448,7 +396,7 @@ def _run_shards(
         "wall_time_s": wall,
         "p50_latency_s": max(p50) if p50 else None,  # the slowest shard's
         "p95_latency_s": max(p95) if p95 else None,
-        "concurrency": f"{options['concurrency']} per shard",
+        "concurrency": f"{run.concurrency} per shard",
         "shards": len(plan),
         "shard_runs": ", ".join(str(run_ids[n]) for n in sorted(run_ids)) or "tasks",
         "output": str(out_path),

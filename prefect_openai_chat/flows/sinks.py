@@ -57,7 +57,7 @@ from prefect_openai_chat.storage import (
     recover_objects,
 )
 from prefect_openai_chat.storage.urls import storage_errors
-from prefect_openai_chat.tasks._common import run_logger
+from prefect_openai_chat.tasks import run_logger
 
 if sys.platform != "win32":
     import fcntl

@@ -770,6 +770,18 @@ class SourceFlow(Flow[P, R]):
         serialized = super().serialize_parameters(parameters)
         if "storage_options" in parameters:
             serialized["storage_options"] = masked_options(parameters["storage_options"])
+        for name in ("run", "flat"):  # `RunOptions`, or the deprecated flat keywords
+            given = parameters.get(name)
+            options = (
+                given.get("storage_options")
+                if isinstance(given, dict)
+                else getattr(given, "storage_options", None)
+            )
+            if options is not None and isinstance(serialized.get(name), dict):
+                serialized[name] = {
+                    **serialized[name],
+                    "storage_options": masked_options(options),
+                }
         return serialized
 
     def with_options(self, **options: Any) -> SourceFlow[P, R]:

@@ -23,7 +23,7 @@ from prefect.artifacts import (
 from prefect_openai_chat.flows.sources import Keys
 from prefect_openai_chat.redaction import bounded_text
 from prefect_openai_chat.results import RecordOutcome
-from prefect_openai_chat.tasks._common import run_logger
+from prefect_openai_chat.tasks import run_logger
 
 QUARANTINE_TABLE_ROWS = 200
 ARTIFACT_CELL_LIMIT = 500  # bytes of UTF-8 shown in one cell of an artifact table

@@ -24,10 +24,11 @@ from pydantic import BaseModel
 
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.examples.tickets import SCHEMA_FOR_KIND, TICKET_PROMPT, TicketTriage
+from prefect_openai_chat.extraction.spec import ExtractionSpec
 from prefect_openai_chat.flows.sinks import open_sink
 from prefect_openai_chat.flows.sources import check_source, read_records
 from prefect_openai_chat.results import RecordOutcome
-from prefect_openai_chat.tasks.batch import extract_batch
+from prefect_openai_chat.tasks import extract_chunk
 
 
 @task(name="load-records")
@@ -109,27 +110,23 @@ def triage_then_extract(
         Per class (and "unreadable"), how many rows were valid and how many quarantined.
     """
     records, unusable = load_records(source)
-    triage = extract_batch(
+    triage = extract_chunk(
         chat_model,
-        TicketTriage,
+        ExtractionSpec(schema=TicketTriage, prompt=prompt, key_field=key_field),
         records,
-        prompt=prompt,
-        key_field=key_field,
         concurrency=concurrency,
-        batch_label="triage",
+        label="triage",
     )
     groups = route(records, triage.records)
     counts = {"unreadable": write_unusable(output_dir, unusable)}
     for kind, group in sorted(groups.items()):
         schema = SCHEMA_FOR_KIND.get(kind, SCHEMA_FOR_KIND["other"])
-        report = extract_batch(
+        report = extract_chunk(
             chat_model,
-            schema,
+            ExtractionSpec(schema=schema, prompt=prompt, key_field=key_field),
             group,
-            prompt=prompt,
-            key_field=key_field,
             concurrency=concurrency,
-            batch_label=f"{kind} ({len(group)})",
+            label=f"{kind} ({len(group)})",
         )
         counts[kind] = write_outputs(output_dir, kind, schema, report.records, group)
     return counts

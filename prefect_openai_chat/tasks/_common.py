@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from pathlib import Path
 from typing import Any, SupportsIndex, overload
 
 from prefect.context import FlowRunContext, TaskRunContext
@@ -17,6 +18,8 @@ from prefect.logging import get_run_logger
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.blocks.assembly import RUNNERS
 from prefect_openai_chat.chat import ChatRunner
+from prefect_openai_chat.extraction.ledger import Ledger, ledger_file, open_ledger
+from prefect_openai_chat.extraction.ledger.opening import CacheSetting
 from prefect_openai_chat.resilience import RetryPolicy, make_retry_condition
 from prefect_openai_chat.resilience.policy import MAX_TASK_RETRIES
 from prefect_openai_chat.results import ChatResult
@@ -75,6 +78,32 @@ async def assemble(chat_model: ChatModel | str) -> tuple[ChatModel, ChatRunner]:
     """The block and its runner, from the one factory; circuit changes become Prefect events."""
     install_circuit_events()
     return await RUNNERS.assemble(chat_model)
+
+
+def default_cache_path() -> Path:
+    """Where record outcomes are kept unless told otherwise: under PREFECT_HOME."""
+    from prefect.settings import get_current_settings
+
+    return Path(get_current_settings().home) / "prefect-openai-chat" / "record-cache.sqlite"
+
+
+def record_ledger(cache: CacheSetting, *, connect: bool = True) -> Ledger | None:
+    """The record ledger `cache=` names, opened (None for False); `True` is the default file
+    (`PREFECT_OPENAI_CHAT_CACHE` when set, else `default_cache_path()`)."""
+    return open_ledger(cache, default_cache_path, connect=connect)
+
+
+def ledger_path(cache: CacheSetting | None = None) -> Path | None:
+    """The SQLite file `cache=` names (None for none or PostgreSQL); without `cache`, the
+    default file (`default_cache_path()`).
+
+    Example:
+        >>> ledger_path("out/records.sqlite"), ledger_path(False)
+        (PosixPath('out/records.sqlite'), None)
+    """
+    if cache is None:
+        return default_cache_path()
+    return ledger_file(cache, default_cache_path)
 
 
 def prefect_run_ids() -> dict[str, str]:

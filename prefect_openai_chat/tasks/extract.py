@@ -18,12 +18,13 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.results import get_result_store
 from pydantic import BaseModel
 
 from prefect_openai_chat._sync import sync_twin
@@ -37,13 +38,16 @@ from prefect_openai_chat.extraction import (
     extraction_cache_key,
     run_extraction,
 )
+from prefect_openai_chat.extraction.ledger import RecordClaims
 from prefect_openai_chat.extraction.prompts import TextOrMessages
+from prefect_openai_chat.extraction.spec import ExtractionSpec, checked
 from prefect_openai_chat.redaction import redact_exception
 from prefect_openai_chat.results import FINAL_OUTCOMES, ChatResult, Extraction
 from prefect_openai_chat.tasks._common import (
     TASK_TIER,
     assemble,
     model_label,
+    record_ledger,
     run_logger,
 )
 
@@ -74,37 +78,44 @@ def runner_call(runner: ChatRunner, errors: list[BaseException] | None = None) -
     return call
 
 
-def extraction_key(
-    chat_model: ChatModel,
-    schema: type[BaseModel],
-    text_or_messages: TextOrMessages,
-    instructions: str | None,
-    mode: str,
-    max_reprompts: int,
-    token_budget: int | None,
-) -> str:
-    """What determines the answer: content, schema, prompt, model, generation parameters."""
-    params = {**chat_model.generation_params(), "max_reprompts": max_reprompts}
-    params["token_budget"] = token_budget
+def extraction_key(chat_model: ChatModel, spec: ExtractionSpec, text: TextOrMessages) -> str:
+    """The record ledger's key of `text` under `spec` and `chat_model`: what determines the
+    answer (content, schema, instructions, mode, re-asks, token budget, model and
+    generation parameters), never credentials or clients."""
+    params = {**chat_model.generation_params(), "max_reprompts": spec.max_reprompts}
+    params["token_budget"] = spec.token_budget
     params.pop("model", None)
     return extraction_cache_key(
-        schema, text_or_messages, instructions, mode, chat_model.model, params
+        spec.schema_class, text, spec.instructions, spec.mode, chat_model.model, params
     )
 
 
-async def _cached(key: str, schema: type[BaseModel]) -> Extraction[Any] | None:
-    """The extraction stored under `key` in Prefect's result storage, if any."""
-    store = get_result_store()
-    if not await store.aexists(key):
-        return None
-    data = (await store.aread(key)).result
-    return Extraction[schema].model_validate(data)  # type: ignore[valid-type]
-
-
-async def _store(key: str, result: Extraction[Any]) -> None:
-    """Keep a final outcome; an error (an outage) is tried again next time."""
+async def _claimed(
+    claims: RecordClaims,
+    key: str,
+    schema: type[BaseModel],
+    runner: ChatRunner,
+    text_or_messages: TextOrMessages,
+    options: ExtractionOptions,
+) -> Extraction[Any]:
+    """The extraction stored under `key`, or made now under a claim on it and stored when
+    final: two calls on the same inputs, here or on another worker, pay once."""
+    stored = (await asyncio.to_thread(claims.ledger.get_many, [key])).get(key)
+    if stored is None and not await claims.try_claim(key):
+        stored = await claims.wait(key)  # another call holds it: its outcome, or the claim
+    if stored is not None:
+        run_logger().info("extract %s: from the cache", schema.__name__)
+        return Extraction[schema].model_validate_json(stored)  # type: ignore[valid-type]
+    try:
+        result = await run_extraction(runner_call(runner), schema, text_or_messages, options)
+    except BaseException:
+        await claims.release(key)  # not finished: the next call tries again
+        raise
     if result.outcome in FINAL_OUTCOMES:
-        await get_result_store().awrite(result.model_dump(mode="json"), key=key)
+        await claims.complete(key, result.model_dump_json())
+    else:
+        await claims.release(key)  # an error (an outage) is tried again next time
+    return result
 
 
 def _run_name(parameters: dict[str, Any]) -> str:
@@ -121,7 +132,7 @@ async def _aextract(
     mode: str = "auto",
     max_reprompts: int = 2,
     token_budget: int | None = None,
-    cache: bool = True,
+    cache: bool | str | Path = True,
 ) -> Extraction[Any]:
     """Extract one validated `schema` value from a text or a conversation.
 
@@ -129,10 +140,12 @@ async def _aextract(
     locally), validated with the schema's own validators, and re-asked with a list of
     what was wrong. A cut answer is re-sent with more room, never parsed.
 
-    Like `extract_batch` and `extract_records`, it caches by default: a final outcome is
-    kept in Prefect's result storage under what determines it (text, schema,
-    instructions, mode, model and generation parameters), with no expiry, so a re-run
-    does not pay again; `cache=False` always asks. Errors are never cached.
+    Like `extract_chunk` and `extract_records`, it keeps final outcomes in the record
+    ledger by default, under what determines them (text, schema, instructions, mode,
+    model and generation parameters), so a re-run does not pay again; it claims the
+    record before its first call, so two calls on the same inputs at once (in this
+    process or on another worker sharing the ledger) pay once: the second waits for
+    the first's outcome. `cache=False` always asks. Errors are never stored.
 
     Args:
         chat_model: A `ChatModel` block, or the name of a saved one.
@@ -142,35 +155,40 @@ async def _aextract(
         mode: `auto`, `json_schema`, `json_object` or `tools`.
         max_reprompts: Re-asks after an invalid answer.
         token_budget: Most tokens to spend on this record over all attempts.
-        cache: Reuse (and keep) the outcome of the same inputs; False: always ask.
+        cache: The record ledger: True for the default (`PREFECT_OPENAI_CHAT_CACHE` when
+            set, else a SQLite file under PREFECT_HOME), a SQLite path, a `postgresql://`
+            URL shared by every host, or False: always ask.
 
     Returns:
         An `Extraction`: `ok` and `value`, or `outcome` and `reason`; usage and cost
         summed over every attempt.
     """
     model_cls = ensure_model(schema)
+    spec = checked(
+        ExtractionSpec,
+        schema=model_cls,
+        instructions=instructions,
+        mode=mode,
+        max_reprompts=max_reprompts,
+        token_budget=token_budget,
+    )
     try:
         model, runner = await assemble(chat_model)
-        key = None
-        if cache:
-            key = "extract-" + extraction_key(
-                model, model_cls, text_or_messages, instructions, mode, max_reprompts, token_budget
-            )
-            hit = await _cached(key, model_cls)
-            if hit is not None:
-                run_logger().info("extract %s: from the cache", model_cls.__name__)
-                return hit
-        options = ExtractionOptions(
-            model=runner.settings.model,
-            instructions=instructions,
-            mode=mode,
-            max_reprompts=max_reprompts,
-            token_budget=token_budget,
-            max_completion_tokens=runner.settings.defaults.get("max_completion_tokens"),
+        options = spec.options(
+            runner.settings.model, runner.settings.defaults.get("max_completion_tokens")
         )
-        result = await run_extraction(runner_call(runner), model_cls, text_or_messages, options)
-        if key is not None:
-            await _store(key, result)
+        ledger = record_ledger(cache, connect=False)
+        if ledger is None:
+            result = await run_extraction(runner_call(runner), model_cls, text_or_messages, options)
+        else:
+            key = "extract-" + extraction_key(model, spec, text_or_messages)
+            try:
+                async with RecordClaims(ledger) as claims:
+                    result = await _claimed(
+                        claims, key, model_cls, runner, text_or_messages, options
+                    )
+            finally:
+                ledger.close()
     except Exception as exc:
         redact_exception(exc)  # also what fails before the runner's own boundary
         raise
@@ -188,7 +206,7 @@ async def _aextract(
     return result
 
 
-# The cache is looked up in the task (`_cached`), after the block is loaded without
+# The ledger is looked up in the task (`_claimed`), after the block is loaded without
 # blocking: a Prefect `cache_key_fn` is sync and would load a named block on the loop.
 _EXTRACT_OPTIONS: dict[str, Any] = {
     "cache_policy": NO_CACHE,

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from batch_flow_support import SCHEMA, batch_model, read_rows, run_night, tickets
 
+from prefect_openai_chat import ExtractionSpec, RunOptions
 from prefect_openai_chat.blocks import Retries
 from prefect_openai_chat.examples.tickets import TICKET_PROMPT
 from prefect_openai_chat.flows import extract_records
@@ -191,15 +192,19 @@ def test_an_upload_error_echoing_the_key_is_redacted_everywhere(
         with caplog.at_level(logging.DEBUG):
             state = extract_records(
                 source=tickets(3),
-                schema=SCHEMA,
-                chat_model=model,
-                prompt=TICKET_PROMPT,
                 output=str(tmp_path / "rows.jsonl"),
                 quarantine=str(tmp_path / "quarantine.jsonl"),
-                key_field="ticket_id",
-                via="batch",
-                batch_options={"poll_interval_s": 0.05},
+                spec=ExtractionSpec(
+                    schema=SCHEMA,
+                    prompt=TICKET_PROMPT,
+                    key_field="ticket_id",
+                ),
+                chat_model=model,
                 return_state=True,
+                run=RunOptions(
+                    via="batch",
+                    batch_api={"poll_interval_s": 0.05},
+                ),
             )
         uploads = sim.stats().by_status.get(500, 0)
     assert state.is_failed()

@@ -9,7 +9,7 @@ import pytest
 
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.batch_api import (
-    BatchOptions,
+    BatchApiOptions,
     batch_line,
     plan_waves,
     split_lines,
@@ -78,11 +78,11 @@ def test_result_lines_are_matched_by_custom_id_in_any_order() -> None:
 
 def test_batch_options_say_what_is_wrong() -> None:
     with pytest.raises(InvalidInputError, match="unknown batch option"):
-        BatchOptions.from_mapping({"poll_every": 3})
+        BatchApiOptions.from_mapping({"poll_every": 3})
     with pytest.raises(InvalidInputError, match="reask"):
-        BatchOptions.from_mapping({"reask": "later"})
+        BatchApiOptions.from_mapping({"reask": "later"})
 
 
 def test_a_cost_driven_night_is_the_default_and_the_fast_path_one_option_away() -> None:
-    assert BatchOptions.from_mapping(None).reask == "batch"  # re-asks at the batch price
-    assert BatchOptions.from_mapping({"reask": "online"}).reask == "online"
+    assert BatchApiOptions.from_mapping(None).reask == "batch"  # re-asks at the batch price
+    assert BatchApiOptions.from_mapping({"reask": "online"}).reask == "online"

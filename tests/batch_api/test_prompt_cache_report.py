@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from batch_flow_support import SCHEMA, batch_model, tickets
 
+from prefect_openai_chat import ExtractionSpec, RunOptions
 from prefect_openai_chat.examples.tickets import TICKET_PROMPT
 from prefect_openai_chat.flows import extract_records
 from prefect_openai_chat.simulator import Simulator
@@ -22,14 +23,18 @@ def test_a_long_constant_prefix_is_cached_after_the_first_record(
 ) -> None:
     summary = extract_records(
         source=tickets(8),
-        schema=SCHEMA,
-        chat_model=batch_model(batch_sim),
-        prompt=TICKET_PROMPT,
         output=str(tmp_path / "rows.jsonl"),
         quarantine=str(tmp_path / "quarantine.jsonl"),
-        instructions=LONG_INSTRUCTIONS,
-        concurrency=1,
-        batch_size=8,
+        spec=ExtractionSpec(
+            schema=SCHEMA,
+            prompt=TICKET_PROMPT,
+            instructions=LONG_INSTRUCTIONS,
+        ),
+        chat_model=batch_model(batch_sim),
+        run=RunOptions(
+            concurrency=1,
+            chunk_size=8,
+        ),
     )
     prompt, cached = summary["prompt_tokens"], summary["cached_tokens"]
     assert prompt > 8 * 1024 and cached == batch_sim.stats().cached_tokens

@@ -119,6 +119,7 @@ def test_an_echoed_key_stays_out_of_the_quarantine_file_and_artifacts(
 ) -> None:
     from prefect.client.orchestration import get_client
 
+    from prefect_openai_chat import ExtractionSpec, RunOptions
     from prefect_openai_chat.flows import extract_records
 
     server.configure(fault_rates={"echo-key": 1.0})
@@ -129,13 +130,17 @@ def test_an_echoed_key_stays_out_of_the_quarantine_file_and_artifacts(
         with caplog.at_level(logging.DEBUG):
             summary = extract_records(
                 source=records,
-                schema=Greeting,
-                chat_model=model,
-                prompt="{text}",
                 output=str(tmp_path / "out.jsonl"),
                 quarantine=str(tmp_path / "quarantine.jsonl"),
-                key_field="id",
-                cache=False,
+                spec=ExtractionSpec(
+                    schema=Greeting,
+                    prompt="{text}",
+                    key_field="id",
+                ),
+                chat_model=model,
+                run=RunOptions(
+                    cache=False,
+                ),
             )
     finally:
         server.configure(fault_rates={})

@@ -35,7 +35,14 @@ from prefect.utilities.dispatch import lookup_type, register_type
 from pydantic import BaseModel, SecretStr
 from registry_support import clear_resilience
 
-from prefect_openai_chat import ChatModel, OpenAICredentials, chat_completion, extract
+from prefect_openai_chat import (
+    ChatModel,
+    ExtractionSpec,
+    OpenAICredentials,
+    RunOptions,
+    chat_completion,
+    extract,
+)
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.ledger import RAW_OUTPUT_LIMIT
 from prefect_openai_chat.extraction.templates import PromptTemplateError, template_fields
@@ -176,14 +183,18 @@ def run_refusals(
     model = sim_model(server, api_key=KEY, max_attempts=1, task_retries=0)
     state = extract_records(
         source=[{"id": i, "text": f"Say hi to Ada number {i}."} for i in range(records)],
-        schema=Greeting,
-        chat_model=model,
-        prompt="{text}",
         output=str(tmp_path / "out.jsonl"),
         quarantine=str(tmp_path / "quarantine.jsonl"),
-        key_field="id",
-        cache=str(tmp_path / "ledger.sqlite"),
+        spec=ExtractionSpec(
+            schema=Greeting,
+            prompt="{text}",
+            key_field="id",
+        ),
+        chat_model=model,
         return_state=True,
+        run=RunOptions(
+            cache=str(tmp_path / "ledger.sqlite"),
+        ),
     )
     with get_client(sync_client=True) as client:
         run_id = state.state_details.flow_run_id
@@ -277,12 +288,16 @@ def test_a_width_taken_from_a_record_is_refused_before_any_call(
     with pytest.raises(InvalidInputError, match=r"\{text:>\{w\}\} takes its format spec"):
         extract_records(
             source=records,
-            schema=Greeting,
-            chat_model=sim_model(server, api_key=KEY),
-            prompt="{text:>{w}}",
             output=str(tmp_path / "out.jsonl"),
             quarantine=str(tmp_path / "quarantine.jsonl"),
-            key_field="id",
-            cache=False,
+            spec=ExtractionSpec(
+                schema=Greeting,
+                prompt="{text:>{w}}",
+                key_field="id",
+            ),
+            chat_model=sim_model(server, api_key=KEY),
+            run=RunOptions(
+                cache=False,
+            ),
         )
     assert server.stats().requests == 0

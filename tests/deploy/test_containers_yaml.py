@@ -52,12 +52,13 @@ def test_prefect_deploy_reads_the_file_and_the_flows_take_its_parameters() -> No
         flows[config["name"]] = load_flow_from_entrypoint(str(ROOT / config["entrypoint"]))
     parent, shard = configs
     parameters = dict(parent["parameters"])
-    assert parameters["shard_deployment"] == f"{flows['shard-containers'].name}/shard-containers"
+    run = dict(parameters["run"])
+    assert run["shard_deployment"] == f"{flows['shard-containers'].name}/shard-containers"
     assert all(str(parameters[n]).startswith("s3://") for n in ("source", "output", "quarantine"))
     # the parameters (and the commented storage_options line) as the flow's signature takes them
-    parameters["storage_options"] = "aws-credentials/etl-buckets"
-    validated = flows["nightly-containers"].validate_parameters(parameters)
-    assert (
-        validated["shards"] == 8 and validated["storage_options"] == parameters["storage_options"]
-    )
+    run["storage_options"] = "aws-credentials/etl-buckets"
+    validated = flows["nightly-containers"].validate_parameters({**parameters, "run": run})
+    assert validated["run"].shards == 8
+    assert validated["run"].storage_options == run["storage_options"]
+    assert validated["spec"].key_field == "ticket_id"
     assert "parameters" not in shard or not shard["parameters"]  # the parent passes them all

@@ -207,8 +207,8 @@ def test_prefect_yaml_deploys_and_a_worker_runs_it(
                 "source": str(source),
                 "output": str(output),
                 "quarantine": str(quarantine),
-                "cache": str(tmp_path / "record-cache.sqlite"),
-                "batch_size": 10,
+                # RunOptions as plain JSON, as a deployment's parameters are
+                "run": {"cache": str(tmp_path / "record-cache.sqlite"), "chunk_size": 10},
             },
             timeout=0,  # only schedule it; the worker below runs it
         )
@@ -232,10 +232,10 @@ def test_prefect_yaml_deploys_and_a_worker_runs_it(
             "extract-records-summary",
             "extract-records-quarantine",
         } <= run_artifact_keys(flow_run.id)
-        # batch_size=10: two batch tasks, named for the UI
+        # chunk_size=10: two chunk tasks, named for the UI
         assert task_run_names(flow_run.id, expected=2) == {
-            "extract SupportTicket batch 1/2",
-            "extract SupportTicket batch 2/2",
+            "extract SupportTicket chunk 1/2",
+            "extract SupportTicket chunk 2/2",
         }
         assert sim.stats().requests >= RECORDS
     print("timings (s, cumulative):", {k: round(v, 1) for k, v in timings.items()})

@@ -251,9 +251,14 @@ def test_prefect_yaml_parameters_name_blocks_and_match_the_examples(
 ) -> None:
     params = deployment["parameters"]
     assert params["chat_model"] == "nightly-chat-model"
-    assert params["schema"] == "prefect_openai_chat.examples.tickets:SupportTicket"
-    assert params["key_field"] == "ticket_id"
-    assert (params["prompt"], params["instructions"]) == (TICKET_PROMPT, TICKET_INSTRUCTIONS)
+    spec = params["spec"]  # an ExtractionSpec as plain JSON
+    assert spec["schema"] == "prefect_openai_chat.examples.tickets:SupportTicket"
+    assert spec["key_field"] == "ticket_id"
+    assert (spec["prompt"], spec["instructions"]) == (TICKET_PROMPT, TICKET_INSTRUCTIONS)
+    from prefect_openai_chat import ExtractionSpec, RunOptions
+
+    assert ExtractionSpec(**spec).schema_class.__name__ == "SupportTicket"
+    assert RunOptions(**params["run"]).chunk_size == 100
     assert (ROOT / params["source"]).resolve() == DATA.resolve()
     assert params["output"] != params["quarantine"]
 
@@ -287,8 +292,6 @@ def test_serve_imports_without_serving(monkeypatch: pytest.MonkeyPatch) -> None:
     assert callable(serve.main) and serve.DEPLOYMENT_NAME == "nightly-ticket-extraction"
 
 
-# pydantic warns that a flow parameter called `schema` shadows BaseModel.schema: harmless
-@pytest.mark.filterwarnings("ignore:Field name .schema.:UserWarning")
 def test_serve_uses_the_schedule_and_parameters_of_prefect_yaml(
     deployment: dict[str, Any],
 ) -> None:
@@ -299,17 +302,11 @@ def test_serve_uses_the_schedule_and_parameters_of_prefect_yaml(
     @flow(name="extract-records")
     def stand_in(
         source: str,
-        schema: str,
-        chat_model: str,
-        prompt: str,
         output: str,
         quarantine: str,
-        key_field: str | None = None,
-        batch_size: int = 100,
-        concurrency: int = 16,
-        instructions: str | None = None,
-        mode: str = "auto",
-        max_reprompts: int = 2,
+        spec: dict[str, Any],
+        chat_model: str,
+        run: dict[str, Any] | None = None,
     ) -> None:
         """Same parameters as extract_records; never runs here."""
 

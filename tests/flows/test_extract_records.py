@@ -26,7 +26,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import Artifact
 from pydantic import BaseModel
 
-from prefect_openai_chat import ChatModel
+from prefect_openai_chat import ChatModel, ExtractionSpec, RunOptions
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.examples.tickets import TICKET_PROMPT, SupportTicket
 from prefect_openai_chat.flows import extract_records
@@ -100,15 +100,19 @@ def test_exactly_once_rerun_and_artifacts(
 
     state = extract_records(
         source=str(source),
-        schema=SCHEMA_PATH,
-        chat_model=chat_model,
-        prompt=TICKET_PROMPT,
         output=str(out),
         quarantine=str(bad),
-        key_field="ticket_id",
-        batch_size=10,
-        cache=str(cache),
+        spec=ExtractionSpec(
+            schema=SCHEMA_PATH,
+            prompt=TICKET_PROMPT,
+            key_field="ticket_id",
+        ),
+        chat_model=chat_model,
         return_state=True,
+        run=RunOptions(
+            chunk_size=10,
+            cache=str(cache),
+        ),
     )
     summary = state.result()
 
@@ -423,7 +427,7 @@ BAD_INPUTS: list[tuple[str, Any, str]] = [
     ("quarantine under a file", {"quarantine": "{blocker}/q.jsonl"}, "quarantine '"),
     ("output extension", {"output": "{tmp}/out.csv"}, "use one of .jsonl"),
     ("same path for both", {"quarantine": "{tmp}/out.jsonl"}, "must be different files"),
-    ("batch size", {"batch_size": 0}, "batch_size and concurrency must be at least 1"),
+    ("chunk size", {"batch_size": 0}, "chunk_size and concurrency must be at least 1"),
 ]
 
 

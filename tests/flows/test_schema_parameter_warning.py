@@ -14,8 +14,9 @@ SCRIPT = textwrap.dedent(
 
     named = extract_records.with_options(name="nightly")
     named.validate_parameters(
-        {"source": [], "schema": "prefect_openai_chat.examples.tickets:SupportTicket",
-         "chat_model": "m", "prompt": "{body}", "output": "o.jsonl", "quarantine": "q.jsonl"}
+        {"source": [], "chat_model": "m", "output": "o.jsonl", "quarantine": "q.jsonl",
+         "spec": {"schema": "prefect_openai_chat.examples.tickets:SupportTicket",
+                  "prompt": "{body}"}}
     )
     left = [f for f in warnings.filters if "schema" in str(getattr(f[1], "pattern", f[1]))]
     print("filters left:", len(left))

@@ -52,6 +52,7 @@ def extract_in_child(env: dict[str, str], job: dict[str, Any], barrier: Any, res
         from model_support import fast_model
         from prefect import flow
 
+        from prefect_openai_chat import ExtractionSpec, RunOptions
         from prefect_openai_chat.examples.tickets import TICKET_PROMPT, SupportTicket
         from prefect_openai_chat.flows import extract_records
 
@@ -60,15 +61,19 @@ def extract_in_child(env: dict[str, str], job: dict[str, Any], barrier: Any, res
         barrier.wait(SPAWN_TIMEOUT_S)  # both start their runs together
         summary = extract_records(
             source=job["source"],
-            schema=SupportTicket,
-            chat_model=chat_model,
-            prompt=TICKET_PROMPT,
             output=job["output"],
             quarantine=job["quarantine"],
-            key_field="ticket_id",
-            batch_size=job["batch_size"],
-            concurrency=job["concurrency"],
-            cache=job["cache"],
+            spec=ExtractionSpec(
+                schema=SupportTicket,
+                prompt=TICKET_PROMPT,
+                key_field="ticket_id",
+            ),
+            chat_model=chat_model,
+            run=RunOptions(
+                chunk_size=job["batch_size"],
+                concurrency=job["concurrency"],
+                cache=job["cache"],
+            ),
         )
         results.put(summary)
     except BaseException:

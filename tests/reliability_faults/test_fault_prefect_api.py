@@ -44,6 +44,7 @@ FLOW = """
 import json, sys
 from prefect_openai_chat import ChatModel, OpenAICredentials
 from prefect_openai_chat.examples.tickets import TICKET_PROMPT
+from prefect_openai_chat import ExtractionSpec, RunOptions
 from prefect_openai_chat.flows import extract_records
 
 base_url, api_key, folder = sys.argv[1:4]
@@ -54,15 +55,19 @@ model = ChatModel(
 )
 summary = extract_records(
     source=f"{folder}/tickets.jsonl",
-    schema="prefect_openai_chat.examples.tickets:SupportTicket",
-    chat_model=model,
-    prompt=TICKET_PROMPT,
     output=f"{folder}/out.jsonl",
     quarantine=f"{folder}/quarantine.jsonl",
-    key_field="ticket_id",
-    batch_size=20,
-    concurrency=8,
-    cache=f"{folder}/cache.sqlite",
+    spec=ExtractionSpec(
+        schema="prefect_openai_chat.examples.tickets:SupportTicket",
+        prompt=TICKET_PROMPT,
+        key_field="ticket_id",
+    ),
+    chat_model=model,
+    run=RunOptions(
+        chunk_size=20,
+        concurrency=8,
+        cache=f"{folder}/cache.sqlite",
+    ),
 )
 print("SUMMARY " + json.dumps(summary), flush=True)
 """

@@ -25,7 +25,7 @@ from flow_support import make_model, read_jsonl, sample_tickets, write_jsonl
 from redis_support import throwaway_redis_server
 from registry_support import clear_resilience
 
-from prefect_openai_chat import ChatModel
+from prefect_openai_chat import ChatModel, ExtractionSpec, RunOptions
 from prefect_openai_chat.examples.tickets import TICKET_PROMPT
 from prefect_openai_chat.flows import extract_records
 from prefect_openai_chat.resilience.limiter_redis import SharedRateLimiter
@@ -108,15 +108,19 @@ def test_a_run_survives_redis_going_away_and_coming_back(
         outage = _outage(own_redis, limited_sim, how, timeline)
         summary = extract_records(
             source=str(source),
-            schema="prefect_openai_chat.examples.tickets:SupportTicket",
-            chat_model=model,
-            prompt=TICKET_PROMPT,
             output=str(out),
             quarantine=str(bad),
-            key_field="ticket_id",
-            batch_size=50,
-            concurrency=16,
-            cache=str(tmp_path / "cache.sqlite"),
+            spec=ExtractionSpec(
+                schema="prefect_openai_chat.examples.tickets:SupportTicket",
+                prompt=TICKET_PROMPT,
+                key_field="ticket_id",
+            ),
+            chat_model=model,
+            run=RunOptions(
+                chunk_size=50,
+                concurrency=16,
+                cache=str(tmp_path / "cache.sqlite"),
+            ),
         )
         wall = time.monotonic() - started
         stats = limited_sim.stats()

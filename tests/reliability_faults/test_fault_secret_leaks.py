@@ -37,7 +37,9 @@ from pydantic import BaseModel
 from registry_support import clear_resilience
 
 from prefect_openai_chat import (
+    ExtractionSpec,
     OpenAICredentials,
+    RunOptions,
     chat_completion,
     extract,
     extract_batch,
@@ -95,13 +97,17 @@ def _every_task(label: str, model: Any, folder: Path, traces: Traces) -> None:
     try:
         summary = extract_records(
             source=str(source),
-            schema=SCHEMA,
-            chat_model=model,
-            prompt=TICKET_PROMPT,
             output=str(folder / f"{label}-out.jsonl"),
             quarantine=str(folder / f"{label}-quarantine.jsonl"),
-            key_field="ticket_id",
-            cache=str(folder / f"{label}-records-cache.sqlite"),
+            spec=ExtractionSpec(
+                schema=SCHEMA,
+                prompt=TICKET_PROMPT,
+                key_field="ticket_id",
+            ),
+            chat_model=model,
+            run=RunOptions(
+                cache=str(folder / f"{label}-records-cache.sqlite"),
+            ),
         )
         traces.said[f"{label} extract_records"] = repr(summary)
     except Exception as exc:

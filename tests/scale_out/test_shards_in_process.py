@@ -17,6 +17,7 @@ import pytest
 from model_support import fast_model
 from scale_out_support import PROMPT, SCHEMA, LoggedSimulator, read_jsonl, write_records
 
+from prefect_openai_chat import ExtractionSpec, RunOptions
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.flows import extract_records
 
@@ -94,10 +95,14 @@ def test_shards_need_a_file(sim: LoggedSimulator, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match=r"shards need a \.jsonl or \.csv file"):
         extract_records(
             source=[{"subject": "a", "body": "b"}],
-            schema=SCHEMA,
-            chat_model=fast_model(sim.base_url, sim.api_key),
-            prompt=PROMPT,
             output=str(tmp_path / "rows.jsonl"),
             quarantine=str(tmp_path / "q.jsonl"),
-            shards=2,
+            spec=ExtractionSpec(
+                schema=SCHEMA,
+                prompt=PROMPT,
+            ),
+            chat_model=fast_model(sim.base_url, sim.api_key),
+            run=RunOptions(
+                shards=2,
+            ),
         )

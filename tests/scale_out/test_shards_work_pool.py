@@ -149,7 +149,7 @@ def test_a_killed_worker_s_shard_resumes_and_every_record_ends_once(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from prefect_openai_chat import ChatModel, OpenAICredentials
+    from prefect_openai_chat import ChatModel, ExtractionSpec, OpenAICredentials, RunOptions
     from prefect_openai_chat.flows import extract_records
 
     monkeypatch.setenv(HEARTBEAT_ENV, HEARTBEAT_S)
@@ -176,18 +176,22 @@ def test_a_killed_worker_s_shard_resumes_and_every_record_ends_once(
                 try:
                     result["summary"] = extract_records(
                         source=str(source),
-                        schema=SCHEMA,
-                        chat_model=BLOCK,
-                        prompt=PROMPT,
                         output=str(out / "rows.jsonl"),
                         quarantine=str(out / "quarantine.jsonl"),
-                        key_field="ticket_id",
-                        batch_size=25,
-                        concurrency=CONCURRENCY,
-                        cache=postgres_ledger_url,  # the ledger every worker shares
-                        shards=SHARDS,
-                        shard_deployment=DEPLOYMENT,
-                        allow_local_paths=True,  # the pool's workers run on this host
+                        spec=ExtractionSpec(
+                            schema=SCHEMA,
+                            prompt=PROMPT,
+                            key_field="ticket_id",
+                        ),
+                        chat_model=BLOCK,
+                        run=RunOptions(
+                            chunk_size=25,
+                            concurrency=CONCURRENCY,
+                            cache=postgres_ledger_url,  # the ledger every worker shares
+                            shards=SHARDS,
+                            shard_deployment=DEPLOYMENT,
+                            allow_local_paths=True,  # the pool's workers run on this host
+                        ),
                     )
                 except BaseException as exc:
                     result["error"] = exc

@@ -20,7 +20,7 @@ from prefect import get_client
 from prefect.types import SecretDict
 from s3_support import KEY_ID, SECRET
 
-from prefect_openai_chat import ChatModel, InvalidInputError
+from prefect_openai_chat import ChatModel, ExtractionSpec, InvalidInputError, RunOptions
 from prefect_openai_chat.examples.tickets import TICKET_PROMPT, sample_tickets_path
 from prefect_openai_chat.flows import extract_records
 from prefect_openai_chat.flows.sinks import check_writable, open_outputs, recover_outputs
@@ -43,10 +43,13 @@ def jsonl(rows: list[Any]) -> bytes:
 def night(
     chat_model: ChatModel, source: Any, output: str, quarantine: str, tmp_path: Path, **options: Any
 ) -> Any:
+    return_state = options.pop("return_state", False)
     return extract_records(
-        source=source, schema=SCHEMA, chat_model=chat_model, prompt=TICKET_PROMPT,
-        output=output, quarantine=quarantine, key_field="ticket_id",
-        cache=str(tmp_path / "ledger.sqlite"), **options,
+        source=source, output=output, quarantine=quarantine,
+        spec=ExtractionSpec(schema=SCHEMA, prompt=TICKET_PROMPT, key_field="ticket_id"),
+        chat_model=chat_model,
+        run=RunOptions(cache=str(tmp_path / "ledger.sqlite"), **options),
+        return_state=return_state,
     )  # fmt: skip
 
 
@@ -333,7 +336,7 @@ def test_storage_options_credentials_are_masked_in_the_flow_runs_parameters(
     assert state.result()["records"] == 2
     with get_client(sync_client=True) as client:
         parameters = client.read_flow_run(state.state_details.flow_run_id).parameters
-    shown = parameters["storage_options"]
+    shown = parameters["run"]["storage_options"]
     assert shown["key"] == shown["secret"] == "***"
     endpoint = shown["client_kwargs"]["endpoint_url"]
     assert endpoint == ("***" if secret_dict else s3_options["client_kwargs"]["endpoint_url"])

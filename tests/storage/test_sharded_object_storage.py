@@ -20,7 +20,7 @@ from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from s3_support import KEY_ID, SECRET
 
-from prefect_openai_chat import ChatModel, InvalidInputError
+from prefect_openai_chat import ChatModel, ExtractionSpec, InvalidInputError, RunOptions
 from prefect_openai_chat.examples.tickets import TICKET_PROMPT, sample_tickets_path
 from prefect_openai_chat.flows import extract_records
 from prefect_openai_chat.simulator import Simulator
@@ -48,10 +48,11 @@ def sharded(
     flow: Any, chat_model: Any, bucket: str, cache: str, output: str = "out.parquet", **options: Any
 ) -> dict[str, Any]:
     summary: dict[str, Any] = flow(
-        source=f"s3://{bucket}/in.jsonl", schema=SCHEMA, chat_model=chat_model,
-        prompt=TICKET_PROMPT, output=f"s3://{bucket}/{output}",
-        quarantine=f"s3://{bucket}/bad.jsonl", key_field="ticket_id", batch_size=5,
-        concurrency=4, cache=cache, **options,
+        source=f"s3://{bucket}/in.jsonl", output=f"s3://{bucket}/{output}",
+        quarantine=f"s3://{bucket}/bad.jsonl",
+        spec=ExtractionSpec(schema=SCHEMA, prompt=TICKET_PROMPT, key_field="ticket_id"),
+        chat_model=chat_model,
+        run=RunOptions(chunk_size=5, concurrency=4, cache=cache, **options),
     )  # fmt: skip
     return summary
 
@@ -104,7 +105,7 @@ def test_a_sharded_night_from_s3_to_s3_ends_every_record_once_and_leaves_no_part
         r.parameters["output"].startswith(f"s3://{bucket}/.out.parquet.parts-") for r in mine
     )
     for flow_run in mine:  # each shard got the options; its run's page masks the credentials
-        shown = flow_run.parameters["storage_options"]
+        shown = flow_run.parameters["run"]["storage_options"]
         assert shown["key"] == shown["secret"] == "***", shown
         assert shown["client_kwargs"] == s3_options["client_kwargs"]
 
@@ -231,10 +232,13 @@ def test_memory_urls_with_a_shard_deployment_are_refused_as_local(
     sim.reset()
     with pytest.raises(InvalidInputError, match="output 'memory://") as refused:
         extract_records(
-            source=str(sample_tickets_path()), schema=SCHEMA,
-            chat_model=fast_model(sim.base_url, sim.api_key), prompt=TICKET_PROMPT,
+            source=str(sample_tickets_path()),
             output="memory://sharded/out.jsonl", quarantine="memory://sharded/bad.jsonl",
-            cache=postgres_ledger_url, shards=2,
-            shard_deployment="extract-records-shard/no-such-deployment",
+            spec=ExtractionSpec(schema=SCHEMA, prompt=TICKET_PROMPT),
+            chat_model=fast_model(sim.base_url, sim.api_key),
+            run=RunOptions(
+                cache=postgres_ledger_url, shards=2,
+                shard_deployment="extract-records-shard/no-such-deployment",
+            ),
         )  # fmt: skip
     assert "source" in str(refused.value) and sim.stats().requests == 0

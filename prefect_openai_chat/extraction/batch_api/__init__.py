@@ -10,6 +10,9 @@
 * `night`: the whole run, record in, outcome out, every record exactly once.
 """
 
+import warnings
+from typing import Any
+
 from prefect_openai_chat.extraction.batch_api.lines import (
     MAX_BATCH_BYTES,
     MAX_BATCH_REQUESTS,
@@ -18,15 +21,27 @@ from prefect_openai_chat.extraction.batch_api.lines import (
     plan_waves,
     split_lines,
 )
-from prefect_openai_chat.extraction.batch_api.night import BatchNight, BatchOptions
+from prefect_openai_chat.extraction.batch_api.night import BatchApiOptions, BatchNight
 
 __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_REQUESTS",
+    "BatchApiOptions",
     "BatchLine",
     "BatchNight",
-    "BatchOptions",
     "batch_line",
     "plan_waves",
     "split_lines",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`BatchOptions`, the old name of `BatchApiOptions`, with a `DeprecationWarning`."""
+    if name == "BatchOptions":
+        warnings.warn(
+            "BatchOptions is now BatchApiOptions (docs/migrating.md)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return BatchApiOptions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

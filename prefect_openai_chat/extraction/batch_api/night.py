@@ -14,7 +14,7 @@ lines, lines of other batches, a file that cannot be read) fails the run: each b
 the outcome of the record it concerns, with the reason.
 
 Example:
-    >>> BatchOptions.from_mapping({"poll_interval_s": 5, "reask": "online"}).reask
+    >>> BatchApiOptions.from_mapping({"poll_interval_s": 5, "reask": "online"}).reask
     'online'
 """
 
@@ -24,11 +24,11 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import openai
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import ChatError, InvalidInputError
@@ -44,7 +44,7 @@ from prefect_openai_chat.extraction.batch_api.lines import (
 )
 from prefect_openai_chat.extraction.batch_api.outputs import MALFORMED, LineResult, ResultLines
 from prefect_openai_chat.extraction.batch_api.replay import NextRequest, replay_extraction
-from prefect_openai_chat.extraction.engine import CallFn
+from prefect_openai_chat.extraction.engine import CallFn, ExtractionOptions
 from prefect_openai_chat.redaction import redact_text
 from prefect_openai_chat.results import ChatResult, Extraction
 from prefect_openai_chat.tokens import count_message_tokens
@@ -56,9 +56,8 @@ DEADLINE_MARGIN_S = 3600.0
 DOWNLOAD_TRIES = 3
 
 
-@dataclass(frozen=True)
-class BatchOptions:
-    """How a batch run behaves; every field has a sensible default.
+class BatchApiOptions(BaseModel):
+    """How a run through the OpenAI Batch API behaves; every field has a sensible default.
 
     Attributes:
         poll_interval_s: Seconds between two looks at a running batch.
@@ -77,39 +76,36 @@ class BatchOptions:
             completion window, 24 h, plus an hour).
     """
 
-    poll_interval_s: float = 30.0
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    poll_interval_s: float = Field(default=30.0, gt=0)
     reask: Literal["online", "batch"] = "batch"
     unfinished: Literal["resubmit", "quarantine"] = "resubmit"
     enqueued_token_limit: int | None = None
     max_requests: int = MAX_BATCH_REQUESTS
     max_bytes: int = MAX_BATCH_BYTES
-    max_rounds: int = 4
-    deadline_s: float = COMPLETION_WINDOW_S + DEADLINE_MARGIN_S
+    max_rounds: int = Field(default=4, ge=1)
+    deadline_s: float = Field(default=COMPLETION_WINDOW_S + DEADLINE_MARGIN_S, gt=0)
 
     @classmethod
-    def from_mapping(cls, options: Mapping[str, Any] | None) -> BatchOptions:
+    def from_mapping(cls, options: Mapping[str, Any] | BatchApiOptions | None) -> BatchApiOptions:
         """Options from a dict, with a clear error for an unknown name or a bad value."""
-        known = {f.name for f in fields(cls)}
+        if isinstance(options, BatchApiOptions):
+            return options
+        known = set(cls.model_fields)
         unknown = set(options or {}) - known
         if unknown:
             raise InvalidInputError(
                 f"unknown batch option(s) {sorted(unknown)}; known: {sorted(known)}"
             )
-        made = cls(**dict(options or {}))
-        if made.reask not in ("online", "batch"):
+        try:
+            return cls(**dict(options or {}))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = ".".join(str(part) for part in first["loc"])
             raise InvalidInputError(
-                f"batch option reask must be 'online' or 'batch', got {made.reask!r}"
-            )
-        if made.unfinished not in ("resubmit", "quarantine"):
-            raise InvalidInputError(
-                "batch option unfinished must be 'resubmit' or 'quarantine',"
-                f" got {made.unfinished!r}"
-            )
-        if made.poll_interval_s <= 0 or made.max_rounds < 1 or not made.deadline_s > 0:
-            raise InvalidInputError(
-                "batch options poll_interval_s, max_rounds and deadline_s must be positive"
-            )
-        return made
+                f"batch option {name}: {first['msg']} (got {first.get('input')!r})"
+            ) from None
 
 
 @dataclass
@@ -148,13 +144,15 @@ class BatchNight:
         self,
         schema: type[BaseModel],
         model: str,
-        options: BatchOptions,
+        options: BatchApiOptions,
         ledger: BatchLedger,
-        extraction_options: Mapping[str, Any],
+        extraction_options: ExtractionOptions,
         prices: Any = None,
     ) -> None:
         self.schema, self.model, self.options, self.ledger = schema, model, options, ledger
-        self.extraction_options = {"model": model, **extraction_options}
+        given = asdict(extraction_options)
+        given.pop("on_error")  # a replay returns errors as outcomes
+        self.extraction_options = {**given, "model": model}
         self.prices = prices
         self.works: dict[str, Work] = {}
         self.abandoned: dict[str, str] = {}  # batch id -> why its records are unfinished

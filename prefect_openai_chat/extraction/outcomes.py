@@ -1,0 +1,70 @@
+"""A record's `RecordOutcome` from its `Extraction`: what every runner writes and stores.
+
+Example:
+    >>> from prefect_openai_chat.extraction.outcomes import failed_outcome
+    >>> failed_outcome(3, "T-1", "skipped", "no subject").outcome
+    'skipped'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from prefect_openai_chat.extraction.storable import unstorable
+from prefect_openai_chat.results import Extraction, Outcome, RecordOutcome
+
+
+def record_outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordOutcome:
+    """The `RecordOutcome` of one record's extraction.
+
+    A valid value that no output could hold (`extraction.storable`: an integer beyond
+    64 bits, a NaN) is made `invalid` here with the reason, before the ledger stores
+    it: never `ok`. `run_extraction` re-asks such answers already; this is the check
+    for every other way an `ok` could arrive.
+    """
+    value = extraction.value
+    data = value.model_dump(mode="json") if isinstance(value, BaseModel) else None
+    ok, outcome, reason = extraction.ok, extraction.outcome, extraction.reason
+    unfit = unstorable(data) if ok else None
+    if unfit is not None:
+        ok, outcome, reason, data = False, "invalid", f"not storable: {unfit}", None
+    return RecordOutcome(
+        index=index,
+        key=key,
+        ok=ok,
+        value=data,
+        outcome=outcome,
+        reason=reason,
+        calls=extraction.calls,
+        retries=extraction.retries,
+        repaired=extraction.repaired,
+        reprompts=extraction.reprompts,
+        usage=extraction.usage,
+        cost_usd=extraction.cost_usd,
+        latency_s=extraction.latency_s,
+        last_raw_output=extraction.raw_outputs[-1] if extraction.raw_outputs else None,
+    )
+
+
+def failed_outcome(index: int, key: str, outcome: Outcome, reason: str) -> RecordOutcome:
+    """The outcome of a record that ends without an extraction (skipped, not sent)."""
+    return RecordOutcome(index=index, key=key, ok=False, outcome=outcome, reason=reason)
+
+
+def cached_outcome(stored: str, index: int, key: str) -> RecordOutcome:
+    """A record's outcome as the record ledger stored it, placed at `index` under `key`.
+
+    An entry that cannot be read (a ledger edited by hand, a version of the plugin that
+    stored something else) costs that record, as an `error` saying so.
+    """
+    try:
+        hit = RecordOutcome.model_validate_json(stored)
+    except ValueError as exc:
+        reason = (
+            f"its entry in the record ledger cannot be read ({type(exc).__name__}:"
+            f" {str(exc)[:300]}); delete that entry (or use another ledger) to ask again"
+        )
+        return failed_outcome(index, key, "error", reason)
+    return hit.model_copy(update={"index": index, "key": key, "cached": True})

@@ -1,0 +1,148 @@
+"""`ExtractionSpec` and `RunOptions`: checked when made, shown as forms, plain JSON in a
+deployment, and the one way the flows, the chunk task and the cache key take their options.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flow_support import sample_tickets, write_jsonl
+from pydantic import ValidationError
+
+from prefect_openai_chat import ChatModel, ExtractionSpec, RunOptions
+from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.flows import extract_records
+from prefect_openai_chat.simulator import Simulator
+
+SCHEMA_PATH = "prefect_openai_chat.examples.tickets:SupportTicket"
+PROMPT = "Subject: {subject}\n\n{body}"
+FLOWS = Path(__file__).resolve().parents[2] / "prefect_openai_chat" / "flows"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"schema": "SupportTicket"}, "import path 'package.module:Model'"),
+        ({"schema": SCHEMA_PATH, "mode": "xml"}, "'auto', 'json_schema', 'json_object' or"),
+        ({"schema": SCHEMA_PATH, "prompt": "{0}"}, "positional field {0}"),
+        ({"schema": SCHEMA_PATH, "max_reprompts": -1}, "greater than or equal to 0"),
+    ],
+)
+def test_a_bad_spec_is_refused_when_made(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ExtractionSpec(**fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"shards": 4, "via": "batch"}, "shards run online: use via='online' with shards"),
+        ({"shard_deployment": "d/s", "return_rows": True}, "return_rows=True keeps the rows"),
+        ({"via": "batch", "per_record_tasks": True}, "per_record_tasks=True runs records online"),
+        ({"batch_api": {"poll_interval_s": 1}}, "batch_api options are for via='batch'"),
+        ({"via": "batch", "batch_api": {"poll_every": 1}}, "Extra inputs are not permitted"),
+        ({"chunk_size": 0}, "chunk_size and concurrency must be at least 1"),
+        ({"via": "later"}, "'online' or 'batch'"),
+    ],
+)
+def test_an_invalid_run_cannot_be_built(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        RunOptions(**fields)
+
+
+def test_the_flow_parameters_are_nested_forms_of_plain_json() -> None:
+    schema = extract_records.parameters.model_dump()
+    properties, definitions = schema["properties"], schema["definitions"]
+    assert {"source", "output", "quarantine", "spec", "chat_model", "run"} <= set(properties)
+    spec = definitions["ExtractionSpec"]["properties"]
+    assert spec["schema"]["type"] == "string"  # an import path in a deployment
+    assert spec["mode"]["enum"] == ["auto", "json_schema", "json_object", "tools"]
+    run = definitions["RunOptions"]["properties"]
+    assert run["via"]["enum"] == ["online", "batch"]
+    assert "BatchApiOptions" in json.dumps(run["batch_api"])
+    json.dumps(schema)  # all of it JSON
+
+
+def test_a_run_given_plain_dicts_runs_as_a_deployment_would(
+    fresh_sim: Simulator, chat_model: ChatModel, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "tickets.jsonl", sample_tickets(6))
+    summary = extract_records(
+        source=str(source),
+        output=str(tmp_path / "out.jsonl"),
+        quarantine=str(tmp_path / "quarantine.jsonl"),
+        spec={"schema": SCHEMA_PATH, "prompt": PROMPT, "key_field": "ticket_id"},
+        chat_model=chat_model,
+        run={"chunk_size": 4, "concurrency": 2, "cache": str(tmp_path / "ledger.sqlite")},
+    )
+    assert summary["records"] == 6 == summary["valid"] + summary["quarantined"]
+    assert fresh_sim.stats().requests >= 6
+
+
+def test_flat_keywords_still_run_with_a_deprecation_warning(
+    fresh_sim: Simulator, chat_model: ChatModel, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "tickets.jsonl", sample_tickets(2))
+    with pytest.warns(DeprecationWarning, match="spec=ExtractionSpec"):
+        summary = extract_records(
+            source=str(source),
+            output=str(tmp_path / "out.jsonl"),
+            quarantine=str(tmp_path / "quarantine.jsonl"),
+            schema=SCHEMA_PATH,
+            prompt=PROMPT,
+            chat_model=chat_model,
+            batch_size=1,
+        )
+    assert summary["records"] == 2
+
+
+def test_flat_keywords_next_to_their_object_are_refused(tmp_path: Path) -> None:
+    spec = ExtractionSpec(schema=SCHEMA_PATH, prompt=PROMPT)
+    with pytest.warns(DeprecationWarning), pytest.raises(InvalidInputError, match="set them in"):
+        extract_records.fn(
+            source=[], output="o.jsonl", quarantine="q.jsonl", spec=spec, chat_model="m",
+            key_field="id",
+        )  # fmt: skip
+
+
+def _imports(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module)
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return modules
+
+
+def test_flows_import_no_circle_and_only_the_public_tasks_api() -> None:
+    graph = {
+        path.stem: {
+            name.split(".")[2]
+            for name in _imports(path)
+            if name.startswith("prefect_openai_chat.flows.") and name.count(".") >= 2
+        }
+        - {path.stem}
+        for path in FLOWS.glob("*.py")
+        if path.stem != "__init__"
+    }
+    graph = {module: {m for m in deps if m in graph} for module, deps in graph.items()}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(
+            dep == goal or (dep not in seen and reaches(dep, goal, seen | {dep}))
+            for dep in graph[start]
+        )
+
+    assert [m for m in graph if reaches(m, m, set())] == []
+    modules = {
+        node.module
+        for path in FLOWS.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    inside_tasks = {m for m in modules if m.startswith("prefect_openai_chat.tasks.")}
+    assert inside_tasks == set()  # flows take what they need from `prefect_openai_chat.tasks`
