@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,32 @@ import pytest
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _forget_the_parents_prefect_services() -> None:
+    """In a forked child: drop the exit hooks of the Prefect services the parent started.
+
+    Prefect (3.9) resets its queue services in a forked child (they live on the parent's
+    loop thread) but leaves each one's `threading._register_atexit` hook. At the child's
+    exit `threading._shutdown` calls it, `drain` asserts on the reset service, and the
+    exception escapes multiprocessing's `Process._bootstrap`: the child ends with exit
+    code 1 and no traceback. Only after a test has run a flow (which starts the log and
+    event services), so only in whole-suite runs. Services the child starts keep theirs.
+    """
+    services = sys.modules.get("prefect._internal.concurrency.services")
+    if services is None:
+        return
+    hooks = threading._threading_atexits  # type: ignore[attr-defined]
+    hooks[:] = [
+        hook
+        for hook in hooks
+        if not isinstance(
+            getattr(getattr(hook, "func", None), "__self__", None), services._QueueServiceBase
+        )
+    ]
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_prefect_services)
 
 
 @pytest.fixture(scope="session")

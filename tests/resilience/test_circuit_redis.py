@@ -78,18 +78,6 @@ def _probe_worker(redis_url: str, prefix: str, barrier: Any, out: Any) -> None:
     barrier.wait()
     time.sleep(CACHE_S)  # the other process's change shows within redis_cache_s
     out.put(guard.state)
-    _leave(out)
-
-
-def _leave(out: Any) -> None:
-    """End a forked worker once its answers are sent, without multiprocessing's exit steps:
-    they run what the parent's other tests left registered (loggers, finalizers), which
-    can fail the child after its work is done."""
-    import os
-
-    out.close()
-    out.join_thread()
-    os._exit(0)
 
 
 def test_exactly_one_probe_across_two_processes(redis_url: str, prefix: str) -> None:
