@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import statistics
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,11 +39,16 @@ def test_state_is_shared_through_redis(redis_url: str, prefix: str) -> None:
     with pytest.raises(CircuitOpenError) as info:
         b.before_call()
     assert "APIConnectionError" in (info.value.last_error or "")
-    start = time.perf_counter()
+    spent = []
     for _ in range(100):
+        start = time.perf_counter()
         with pytest.raises(CircuitOpenError):
             b.before_call()
-    assert (time.perf_counter() - start) / 100 < 0.001  # fails fast through Redis too
+        spent.append(time.perf_counter() - start)
+    # Fails fast through Redis too: the median, which a busy machine's stalls (a few slow
+    # calls) do not move, as the mean of 100 calls did; and no call waits for anything.
+    assert statistics.median(spent) < 0.001, f"median {statistics.median(spent) * 1e3:.3f} ms"
+    assert max(spent) < 1.0
 
 
 def _probe_worker(redis_url: str, prefix: str, barrier: Any, out: Any) -> None:
