@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from dask_support import DaskCluster
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -135,3 +136,36 @@ def postgres_ledger_url(postgres_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as connection:
             connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(prefect_harness: None) -> Iterator[DaskCluster]:
+    """One Dask `LocalCluster` of two worker processes for the session, both up before use.
+
+    Starting one takes seconds, so the tests that run shards on Dask share it. Its workers
+    report to the session's Prefect API, as every worker of a real cluster reports to one
+    server (else each would start a temporary one of its own), and they get no `AWS_*`
+    variables: what reaches a store, they get from `storage_options` alone.
+    """
+    from distributed import Client, LocalCluster
+    from prefect.settings import PREFECT_API_URL
+
+    with pytest.MonkeyPatch.context() as env:  # the workers' environment, copied at their start
+        env.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+        for name in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.delenv(name, raising=False)
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+        )
+        try:
+            # Both workers up before the first shard: else Dask may give every shard to one.
+            with Client(cluster) as client:  # type: ignore[no-untyped-call]
+                client.wait_for_workers(2)
+                pids = frozenset(client.run(os.getpid).values())
+        except BaseException:
+            cluster.close()  # type: ignore[no-untyped-call]
+            raise
+    try:
+        yield DaskCluster(address=cluster.scheduler_address, worker_pids=pids)
+    finally:
+        cluster.close()  # type: ignore[no-untyped-call]
