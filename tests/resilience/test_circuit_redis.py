@@ -46,9 +46,10 @@ def test_state_is_shared_through_redis(redis_url: str, prefix: str) -> None:
             b.before_call()
         spent.append(time.perf_counter() - start)
     # Fails fast through Redis too: the median, which a busy machine's stalls (a few slow
-    # calls) do not move, as the mean of 100 calls did; and no call waits for anything.
+    # calls) do not move, as the mean of 100 calls did; and no call waits (for the 30 s
+    # reset timeout, or a probe).
     assert statistics.median(spent) < 0.001, f"median {statistics.median(spent) * 1e3:.3f} ms"
-    assert max(spent) < 1.0
+    assert max(spent) < 5.0
 
 
 def _probe_worker(redis_url: str, prefix: str, barrier: Any, out: Any) -> None:
