@@ -3,15 +3,44 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from dask_support import DaskCluster
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _forget_the_parents_prefect_services() -> None:
+    """In a forked child: drop the exit hooks of the Prefect services the parent started.
+
+    Prefect (3.9) resets its queue services in a forked child (they live on the parent's
+    loop thread) but leaves each one's `threading._register_atexit` hook. At the child's
+    exit `threading._shutdown` calls it, `drain` asserts on the reset service, and the
+    exception escapes multiprocessing's `Process._bootstrap`: the child ends with exit
+    code 1 and no traceback. Only after a test has run a flow (which starts the log and
+    event services), so only in whole-suite runs. Services the child starts keep theirs.
+    """
+    services = sys.modules.get("prefect._internal.concurrency.services")
+    if services is None:
+        return
+    hooks = threading._threading_atexits  # type: ignore[attr-defined]
+    hooks[:] = [
+        hook
+        for hook in hooks
+        if not isinstance(
+            getattr(getattr(hook, "func", None), "__self__", None), services._QueueServiceBase
+        )
+    ]
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_prefect_services)
 
 
 @pytest.fixture(scope="session")
@@ -107,3 +136,36 @@ def postgres_ledger_url(postgres_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as connection:
             connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(prefect_harness: None) -> Iterator[DaskCluster]:
+    """One Dask `LocalCluster` of two worker processes for the session, both up before use.
+
+    Starting one takes seconds, so the tests that run shards on Dask share it. Its workers
+    report to the session's Prefect API, as every worker of a real cluster reports to one
+    server (else each would start a temporary one of its own), and they get no `AWS_*`
+    variables: what reaches a store, they get from `storage_options` alone.
+    """
+    from distributed import Client, LocalCluster
+    from prefect.settings import PREFECT_API_URL
+
+    with pytest.MonkeyPatch.context() as env:  # the workers' environment, copied at their start
+        env.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+        for name in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.delenv(name, raising=False)
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+        )
+        try:
+            # Both workers up before the first shard: else Dask may give every shard to one.
+            with Client(cluster) as client:  # type: ignore[no-untyped-call]
+                client.wait_for_workers(2)
+                pids = frozenset(client.run(os.getpid).values())
+        except BaseException:
+            cluster.close()  # type: ignore[no-untyped-call]
+            raise
+    try:
+        yield DaskCluster(address=cluster.scheduler_address, worker_pids=pids)
+    finally:
+        cluster.close()  # type: ignore[no-untyped-call]

@@ -154,9 +154,12 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
 def test_a_second_run_on_a_busy_output_is_refused_and_the_first_finishes(
     slow_answers: Simulator, chat_model: ChatModel, tmp_path: Path
 ) -> None:
-    tickets = sample_tickets(4, start=230)
+    # One record at a time, 1 s each: the first run writes for 20 s, time enough for the
+    # second run to start even on a busy machine; once it is refused, the rest goes fast.
+    slow_answers.configure(ttft_s=1.0)
+    tickets = sample_tickets(20, start=230)
     first_source = write_jsonl(tmp_path / "first.jsonl", tickets)
-    second_source = write_jsonl(tmp_path / "second.jsonl", sample_tickets(3, start=240))
+    second_source = write_jsonl(tmp_path / "second.jsonl", sample_tickets(3, start=260))
     out = tmp_path / "out.jsonl"
     options = {"batch_size": 1, "concurrency": 1}
     thread, first = _in_thread(lambda: run_flow(first_source, chat_model, tmp_path, **options))
@@ -164,14 +167,15 @@ def test_a_second_run_on_a_busy_output_is_refused_and_the_first_finishes(
 
     with pytest.raises(InvalidInputError) as raised:
         run_flow(second_source, chat_model, tmp_path, cache=str(tmp_path / "other.sqlite"))
+    slow_answers.configure(ttft_s=0.0)
 
     thread.join(120)
     message = str(raised.value)
     assert f"another run is writing output {str(out)!r}" in message, message
     assert "error" not in first, first.get("error")
-    assert first["value"]["valid"] == 4
+    assert first["value"]["valid"] == 20
     assert [r["_key"] for r in read_jsonl(out)] == [t["ticket_id"] for t in tickets]
-    assert slow_answers.stats().requests == 4  # the refused run sent nothing
+    assert slow_answers.stats().requests == 20  # the refused run sent nothing
     assert not lock_path(out).exists()  # released with the run
 
 

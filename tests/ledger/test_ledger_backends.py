@@ -72,14 +72,23 @@ def test_release_frees_only_the_owners_claims(ledger: Ledger, other: Ledger) -> 
 def test_a_lapsed_lease_goes_to_another_worker_and_a_renewed_one_does_not(
     ledger: Ledger, other: Ledger
 ) -> None:
-    assert ledger.claim_many(["dead", "alive"], "w1", lease_s=0.6) == {"dead", "alive"}
-    time.sleep(0.3)
-    assert ledger.renew(["alive"], "w1", lease_s=5) == {"alive"}
-    assert other.claim_many(["dead", "alive"], "w2", lease_s=60) == set()
-    time.sleep(0.5)  # "dead" was not renewed: its lease ran out
-
-    assert other.claim_many(["dead", "alive"], "w2", lease_s=60) == {"dead"}
+    assert ledger.claim_many(["dead", "alive"], "w1", lease_s=0.2) == {"dead", "alive"}
+    # Its owner renews a lease whether or not it ran out meanwhile, while nobody took it:
+    # so the renewal holds however long this machine took to get here.
+    assert ledger.renew(["alive"], "w1", lease_s=60) == {"alive"}
+    assert other.claim_many(["alive"], "w2", lease_s=60) == set()
+    # "dead" was not renewed: another worker gets it once its 0.2 s lease runs out, "alive" not
+    assert wait_for_claim(other, ["dead", "alive"], "w2") == {"dead"}
     assert ledger.renew(["dead", "alive"], "w1", lease_s=5) == {"alive"}  # "dead" was lost
+
+
+def wait_for_claim(ledger: Ledger, keys: list[str], owner: str, within_s: float = 30) -> set[str]:
+    """What `owner` is granted of `keys` on its first successful claim, tried until then."""
+    deadline = time.monotonic() + within_s
+    while not (granted := ledger.claim_many(keys, owner, lease_s=60)):
+        assert time.monotonic() < deadline, f"none of {keys} was granted in {within_s} s"
+        time.sleep(0.05)
+    return granted
 
 
 def test_a_long_raw_output_is_capped_in_the_ledger(ledger: Ledger) -> None:
@@ -157,14 +166,29 @@ def test_a_released_record_goes_to_one_waiter_of_the_batch(ledger: Ledger, other
     assert sorted(asyncio.run(scenario()), key=str) == [None, '{"ok": true}']
 
 
-def test_leases_are_renewed_while_the_batch_runs(ledger: Ledger, other: Ledger) -> None:
+def test_leases_are_renewed_while_the_batch_runs(
+    ledger: Ledger, other: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renewed_at: list[float] = []  # when each of the holder's renewals finished
+    renew = ledger.renew
+
+    def renew_and_note(keys: list[str], owner: str, lease_s: float) -> set[str]:
+        held = renew(keys, owner, lease_s)
+        renewed_at.append(time.monotonic())
+        return held
+
+    monkeypatch.setattr(ledger, "renew", renew_and_note)
+
     async def scenario() -> set[str]:
-        async with RecordClaims(ledger, lease_s=0.4, renew_every_s=0.1) as holder:
+        async with RecordClaims(ledger, lease_s=1.0, renew_every_s=0.1) as holder:
             assert await holder.try_claim("k")
-            await asyncio.sleep(1.0)  # more than two leases: alive only if renewed
+            first_lease_ends = time.monotonic() + 1.0
+            # a renewal past the first lease's end: "k" is still held only if it was renewed
+            while not renewed_at or renewed_at[-1] <= first_lease_ends:
+                await asyncio.sleep(0.05)
             return other.claim_many(["k"], "w2", lease_s=60)
 
-    assert asyncio.run(scenario()) == set()
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) == set()
     assert other.claim_many(["k"], "w2", lease_s=60) == {"k"}  # released on exit
 
 

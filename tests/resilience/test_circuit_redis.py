@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import statistics
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,11 +39,17 @@ def test_state_is_shared_through_redis(redis_url: str, prefix: str) -> None:
     with pytest.raises(CircuitOpenError) as info:
         b.before_call()
     assert "APIConnectionError" in (info.value.last_error or "")
-    start = time.perf_counter()
+    spent = []
     for _ in range(100):
+        start = time.perf_counter()
         with pytest.raises(CircuitOpenError):
             b.before_call()
-    assert (time.perf_counter() - start) / 100 < 0.001  # fails fast through Redis too
+        spent.append(time.perf_counter() - start)
+    # Fails fast through Redis too: the median, which a busy machine's stalls (a few slow
+    # calls) do not move, as the mean of 100 calls did; and no call waits (for the 30 s
+    # reset timeout, or a probe).
+    assert statistics.median(spent) < 0.001, f"median {statistics.median(spent) * 1e3:.3f} ms"
+    assert max(spent) < 5.0
 
 
 def _probe_worker(redis_url: str, prefix: str, barrier: Any, out: Any) -> None:
@@ -78,18 +85,6 @@ def _probe_worker(redis_url: str, prefix: str, barrier: Any, out: Any) -> None:
     barrier.wait()
     time.sleep(CACHE_S)  # the other process's change shows within redis_cache_s
     out.put(guard.state)
-    _leave(out)
-
-
-def _leave(out: Any) -> None:
-    """End a forked worker once its answers are sent, without multiprocessing's exit steps:
-    they run what the parent's other tests left registered (loggers, finalizers), which
-    can fail the child after its work is done."""
-    import os
-
-    out.close()
-    out.join_thread()
-    os._exit(0)
 
 
 def test_exactly_one_probe_across_two_processes(redis_url: str, prefix: str) -> None:

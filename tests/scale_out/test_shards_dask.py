@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dask_support import DaskCluster
 from model_support import fast_model
 from scale_out_support import PROMPT, SCHEMA, LoggedSimulator, read_jsonl, write_records
 
@@ -33,29 +34,13 @@ def sim() -> Iterator[LoggedSimulator]:
 
 
 def test_shards_run_in_two_dask_processes(
-    sim: LoggedSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sim: LoggedSimulator, tmp_path: Path, dask_cluster: DaskCluster
 ) -> None:
-    from prefect.settings import PREFECT_API_URL
     from prefect_dask.task_runners import DaskTaskRunner
 
-    # The worker processes report to this session's API, as every worker of a real
-    # cluster reports to one server (else each would start a temporary one of its own).
-    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
-
-    from distributed import Client, LocalCluster
-
-    # Both workers up before the first shard: else Dask may give every shard to the first.
-    cluster = LocalCluster(  # type: ignore[no-untyped-call]
-        n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
-    )
-    with Client(cluster) as client:  # type: ignore[no-untyped-call]
-        client.wait_for_workers(2)
-    runner = DaskTaskRunner(address=cluster.scheduler_address)
-    on_dask = extract_records.with_options(task_runner=runner)
-    try:
-        summary = run_on(on_dask, sim, tmp_path)
-    finally:
-        cluster.close()
+    # the session's cluster of two worker processes, reporting to the session's Prefect API
+    runner = DaskTaskRunner(address=dask_cluster.address)
+    summary = run_on(extract_records.with_options(task_runner=runner), sim, tmp_path)
     assert (summary["records"], summary["valid"], summary["shards"]) == (RECORDS, RECORDS, 4)
     rows = read_jsonl(tmp_path / "out" / "rows.jsonl")
     assert [row["_key"] for row in rows] == [f"T{n:05d}" for n in range(1, RECORDS + 1)]
@@ -64,7 +49,7 @@ def test_shards_run_in_two_dask_processes(
     assert not sim.log.paid_twice(), "no request was paid twice"
     # the shards ran in the cluster's processes (both of them), not in this one
     pids = _client_pids(sim)
-    assert os.getpid() not in pids and len(pids) >= 2, pids
+    assert pids == dask_cluster.worker_pids and os.getpid() not in pids, pids
 
 
 def run_on(on_dask: Any, sim: LoggedSimulator, tmp_path: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from dask_support import DaskCluster
 from model_support import fast_model
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
@@ -163,30 +164,22 @@ def test_shards_in_dask_processes_reach_the_store_through_storage_options(
     s3_options: dict[str, Any],
     bucket: str,
     postgres_ledger_url: str,
+    dask_cluster: DaskCluster,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from distributed import Client, LocalCluster
-    from prefect.settings import PREFECT_API_URL
     from prefect_dask.task_runners import DaskTaskRunner
 
+    # The session's cluster: two worker processes started without AWS_* variables, so they
+    # (and this process) reach the store through storage_options alone.
     for name in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name, raising=False)  # the workers get only storage_options
-    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+        monkeypatch.delenv(name, raising=False)
     keys = put_records(s3, bucket)
-    cluster = LocalCluster(  # type: ignore[no-untyped-call]
-        n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
-    )
-    try:
-        with Client(cluster) as client:  # type: ignore[no-untyped-call]
-            client.wait_for_workers(2)
-            pids = set(client.run(os.getpid).values())
-        runner = DaskTaskRunner(address=cluster.scheduler_address)
-        summary = sharded(
-            extract_records.with_options(task_runner=runner), chat_model, bucket,
-            postgres_ledger_url, output="out.jsonl", shards=2, storage_options=s3_options,
-        )  # fmt: skip
-    finally:
-        cluster.close()  # type: ignore[no-untyped-call]
+    runner = DaskTaskRunner(address=dask_cluster.address)
+    summary = sharded(
+        extract_records.with_options(task_runner=runner), chat_model, bucket,
+        postgres_ledger_url, output="out.jsonl", shards=2, storage_options=s3_options,
+    )  # fmt: skip
+    pids = dask_cluster.worker_pids
     assert os.getpid() not in pids and len(pids) == 2
     assert (summary["records"], summary["valid"], summary["shards"]) == (RECORDS, RECORDS, 2)
     assert output_keys(s3, bucket, "out.jsonl") == keys

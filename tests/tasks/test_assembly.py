@@ -127,20 +127,13 @@ def test_a_forked_child_leaves_the_parents_thread_loops_working() -> None:
     thread = ThreadPoolExecutor(1)  # a thread whose sync calls keep one loop
     try:
         assert thread.submit(run_sync, answer_from_another_thread()).result(10) == 42
-        child = multiprocessing.get_context("fork").Process(target=_sleep_and_leave)
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(1.0,))
         child.start()
         child.join(30)
         assert child.exitcode == 0
         assert thread.submit(run_sync, answer_from_another_thread()).result(10) == 42
     finally:
         thread.shutdown(wait=False)  # a loop that never wakes would hold the thread
-
-
-def _sleep_and_leave() -> None:
-    """A forked child's work, then its end without multiprocessing's exit steps (they run
-    what the parent's other tests left registered, which can fail the child)."""
-    time.sleep(1.0)
-    os._exit(0)
 
 
 def test_a_forked_child_runs_sync_calls_on_loops_of_its_own() -> None:
