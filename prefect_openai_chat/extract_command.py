@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 EXAMPLES = """examples:
@@ -118,45 +118,48 @@ def _ledger(value: str | None) -> bool | str:
 
 
 def flow_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of `extract_records` for these options (the one place
-    that maps the command line onto the flow)."""
+    """The arguments of `extract_records` for these options (the one place that maps the
+    command line onto the flow); `ExtractionSpec` and `RunOptions` refuse bad ones."""
+    from prefect_openai_chat.extraction.spec import ExtractionSpec
+    from prefect_openai_chat.flows.options import RunOptions
+
+    via = args.via
     return {
         "source": args.source,
-        "schema": args.schema,
-        "chat_model": args.model,
-        "prompt": args.prompt.replace("\\n", "\n"),
         "output": args.output,
         "quarantine": args.quarantine or default_quarantine(args.output),
-        "key_field": args.key_field,
-        "instructions": args.instructions,
-        "via": args.via,
-        "batch_options": {"poll_interval_s": args.batch_poll} if args.via == "batch" else None,
-        "shards": args.shards,
-        "concurrency": args.concurrency,
-        "cache": _ledger(args.ledger),
+        "chat_model": args.model,
+        "spec": ExtractionSpec(
+            schema=args.schema,
+            prompt=args.prompt.replace("\\n", "\n"),
+            instructions=args.instructions,
+            key_field=args.key_field,
+        ),
+        "run": RunOptions(
+            via=via,
+            batch_api={"poll_interval_s": args.batch_poll} if via == "batch" else None,
+            shards=args.shards,
+            concurrency=args.concurrency,
+            cache=_ledger(args.ledger),
+        ),
     }
 
 
 def check_arguments(arguments: dict[str, Any]) -> int | None:
-    """Every check that needs no Prefect API and no call: InvalidInputError saying what
-    to fix. Returns how many records the source holds, when cheap to know."""
-    from prefect_openai_chat.errors import InvalidInputError
-    from prefect_openai_chat.flows.checks import check_source_against_prompt, resolve_schema
-    from prefect_openai_chat.flows.sinks import check_distinct, check_writable
-    from prefect_openai_chat.flows.sources import check_source, count_records
-    from prefect_openai_chat.storage import Location
+    """The run's own pre-flight (`preflight`: the source, the outputs, the ledger, the
+    prompt against the records), before any Prefect API or call. Returns how many records
+    the source holds."""
+    from prefect_openai_chat.flows.checks import preflight
+    from prefect_openai_chat.flows.sources import count_records
 
-    if arguments["shards"] < 1 or arguments["concurrency"] < 1:
-        raise InvalidInputError("--shards and --concurrency must be at least 1")
-    resolve_schema(arguments["schema"])
-    source = check_source(arguments["source"])
-    output = check_writable(arguments["output"], "output")
-    quarantine = check_writable(arguments["quarantine"], "quarantine")
-    local = Path(source) if isinstance(source, str) else source
-    assert isinstance(local, Path | Location)  # a file, never an iterable, from the CLI
-    check_distinct({"source": local, "output": output, "quarantine": quarantine})
-    check_source_against_prompt(source, arguments["prompt"], arguments["key_field"])
-    return count_records(source)
+    checked = preflight(
+        arguments["source"],
+        arguments["output"],
+        arguments["quarantine"],
+        arguments["spec"],
+        arguments["run"],
+    )
+    return count_records(checked.source)
 
 
 def check_model_block(name: str) -> None:
@@ -229,7 +232,9 @@ def _print(summary: dict[str, Any], arguments: dict[str, Any]) -> None:
     console.print(f"Prefect API:  {prefect_api()}")
     note = ledger_note(
         summary,
-        str(arguments["cache"]) if isinstance(arguments["cache"], str) else "under PREFECT_HOME",
+        str(arguments["run"].cache)
+        if isinstance(arguments["run"].cache, str)
+        else "under PREFECT_HOME",
         "--ledger off (or a new --ledger PATH) calls again",
     )
     if note:
