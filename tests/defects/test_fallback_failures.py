@@ -16,6 +16,7 @@ from registry_support import clear_resilience
 from timing_support import FakeClock, RecordingSleep
 
 from prefect_openai_chat import AzureOpenAICredentials, ChatModel, chat_completion
+from prefect_openai_chat.blocks.assembly import RUNNERS
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.chat.protection import Protection
 from prefect_openai_chat.errors import CircuitOpenError
@@ -83,7 +84,7 @@ async def test_a_failing_fallback_leaves_the_primary_its_outage_patience(sim: Si
     key = circuit_key(settings.base_url, settings.model)
     guard = CircuitGuard(key, fail_max=1, reset_timeout_s=30.0, clock=clock)
     policy = RetryPolicy(max_attempts=1, backoff_base=0.0, outage_patience_s=60.0)
-    azure = keyless_azure_model(sim).runner(name="azure-no-key")
+    azure = RUNNERS.build(keyless_azure_model(sim), name="azure-no-key")
     client = openai.AsyncOpenAI(base_url=sim.base_url, api_key=sim.api_key, max_retries=0)
     runner = ChatRunner(
         settings,
