@@ -120,7 +120,7 @@ def _ledger(value: str | None) -> bool | str:
 def flow_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The arguments of `extract_records` for these options (the one place that maps the
     command line onto the flow); `ExtractionSpec` and `RunOptions` refuse bad ones."""
-    from prefect_openai_chat.extraction.spec import ExtractionSpec, checked
+    from prefect_openai_chat.extraction.spec import ExtractionSpec
     from prefect_openai_chat.flows.options import RunOptions
 
     via = args.via
@@ -129,15 +129,13 @@ def flow_arguments(args: argparse.Namespace) -> dict[str, Any]:
         "output": args.output,
         "quarantine": args.quarantine or default_quarantine(args.output),
         "chat_model": args.model,
-        "spec": checked(
-            ExtractionSpec,
+        "spec": ExtractionSpec(
             schema=args.schema,
             prompt=args.prompt.replace("\\n", "\n"),
             instructions=args.instructions,
             key_field=args.key_field,
         ),
-        "run": checked(
-            RunOptions,
+        "run": RunOptions(
             via=via,
             batch_api={"poll_interval_s": args.batch_poll} if via == "batch" else None,
             shards=args.shards,

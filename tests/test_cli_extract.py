@@ -125,7 +125,7 @@ def _one_line_misuse(result: subprocess.CompletedProcess[str], *words: str) -> N
         ({"source": "missing.jsonl"}, ("missing.jsonl", "does not exist")),
         ({"--output": "out/rows.xlsx"}, ("out/rows.xlsx", ".csv")),
         ({"--prompt": "{nope}"}, ("nope",)),
-        ({"--shards": "0"}, ("--shards", "at least 1")),
+        ({"--shards": "0"}, ("shards", "at least 1")),
     ],
     ids=["schema", "source", "output", "prompt", "shards"],
 )

@@ -33,13 +33,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     WithJsonSchema,
     field_serializer,
     model_validator,
 )
 
-from prefect_openai_chat.errors import ChatError, InvalidInputError
+from prefect_openai_chat.checked_model import CheckedModel
+from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction import templates
 from prefect_openai_chat.extraction.engine import ExtractionOptions
 
@@ -111,9 +111,9 @@ def schema_path(schema: type[BaseModel] | str) -> str | None:
 with warnings.catch_warnings():  # a field called `schema`, as users expect, is harmless
     warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
 
-    class ExtractionSpec(BaseModel):
-        """What to extract from each record; checked when made (`InvalidInputError` inside
-        pydantic's `ValidationError` says what to fix)."""
+    class ExtractionSpec(CheckedModel):
+        """What to extract from each record; checked when made (`InvalidInputError` says
+        what to fix)."""
 
         model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
@@ -198,27 +198,3 @@ with warnings.catch_warnings():  # a field called `schema`, as users expect, is 
                     " module and pass its import path 'package.module:Model'"
                 )
             return self.model_copy(update={"schema": path})
-
-
-def checked(cls: Any, **fields: Any) -> Any:
-    """`cls(**fields)`, raising the plugin's own error a validator raised (`InvalidInputError`,
-    `PromptTemplateError`; not pydantic's wrapper), so a refusal says only what to fix.
-
-    Example:
-        >>> checked(ExtractionSpec, schema="nope")
-        Traceback (most recent call last):
-        ...
-        prefect_openai_chat.errors.InvalidInputError: schema must be a pydantic model or an import path 'package.module:Model', got 'nope'
-    """  # noqa: E501
-    try:
-        return cls(**fields)
-    except ValidationError as exc:
-        for error in exc.errors():
-            cause = (error.get("ctx") or {}).get("error")
-            if isinstance(cause, ChatError):
-                raise cause from None
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or cls.__name__
-        raise InvalidInputError(
-            f"{cls.__name__}: {where}: {first['msg']} (got {first.get('input')!r})"
-        ) from None

@@ -40,7 +40,7 @@ from typing import Any
 
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.extraction.spec import ExtractionSpec, checked
+from prefect_openai_chat.extraction.spec import ExtractionSpec
 from prefect_openai_chat.extraction.templates import PromptTemplateError
 from prefect_openai_chat.flows.fan_out import fan_out
 from prefect_openai_chat.flows.options import RunOptions
@@ -138,9 +138,9 @@ def _from_flat(
                 " extract from each record"
             )
         try:
-            spec = checked(ExtractionSpec, **spec_fields)
+            spec = ExtractionSpec(**spec_fields)
         except PromptTemplateError as exc:  # a run's bad input, as every other pre-flight one
             raise InvalidInputError(str(exc)) from exc
     if run is None:
-        run = checked(RunOptions, **run_fields)
+        run = RunOptions(**run_fields)
     return spec, run

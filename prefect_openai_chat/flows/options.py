@@ -24,9 +24,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from prefect_openai_chat.blocks.storage_options import StorageOptions
+from prefect_openai_chat.checked_model import CheckedModel
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.batch_api import BatchApiOptions
 
@@ -36,7 +37,7 @@ def _path_as_text(cache: Any) -> Any:
     return str(cache) if isinstance(cache, Path) else cache
 
 
-class RunOptions(BaseModel):
+class RunOptions(CheckedModel):
     """How to run an extraction: every field has a default; bad combinations are refused."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)

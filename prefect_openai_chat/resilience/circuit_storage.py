@@ -114,6 +114,7 @@ class FailoverStorage(CircuitBreakerStorage):
         self._redis: CircuitRedisStorage | None = None
         self._down_until: float | None = None  # None: up (or no Redis); else next re-check
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()  # one cached read at a time (`_cached`)
         if redis_url:
             self._client = self._make_client(redis_url)
             self._connect()
@@ -236,16 +237,25 @@ class FailoverStorage(CircuitBreakerStorage):
         return on_memory()
 
     def _cached(self, name: str, read: Callable[[], T]) -> T:
-        """`read()`, reused for `cache_s` seconds."""
+        """`read()`, reused for `cache_s` seconds; one read at a time (the calls wait in
+        worker threads: those that find the value stale together make one Redis read)."""
         if self.cache_s <= 0 or self._client is None:  # memory only: nothing to save
             return read()
-        now = self._monotonic()
-        hit = self._cache.get(name)
-        if hit is not None and now - hit[0] < self.cache_s:
+        hit = self._fresh(name)
+        if hit is not None:
             return hit[1]  # type: ignore[no-any-return]
-        value = read()
-        self._cache[name] = (now, value)
-        return value
+        with self._read_lock:
+            hit = self._fresh(name)  # read by the thread this one waited for
+            if hit is not None:
+                return hit[1]  # type: ignore[no-any-return]
+            now = self._monotonic()
+            value = read()
+            self._cache[name] = (now, value)
+            return value
+
+    def _fresh(self, name: str) -> tuple[float, Any] | None:
+        hit = self._cache.get(name)
+        return hit if hit is not None and self._monotonic() - hit[0] < self.cache_s else None
 
     def _remember(self, name: str, value: Any) -> None:
         self._cache[name] = (self._monotonic(), value)

@@ -44,7 +44,7 @@ from prefect_openai_chat.errors import ChatError, InvalidInputError, LedgerError
 from prefect_openai_chat.extraction import ensure_model, run_extraction
 from prefect_openai_chat.extraction.ledger import Ledger, RecordClaims
 from prefect_openai_chat.extraction.outcomes import cached_outcome, failed_outcome, record_outcome
-from prefect_openai_chat.extraction.spec import ExtractionSpec, checked
+from prefect_openai_chat.extraction.spec import ExtractionSpec
 from prefect_openai_chat.resilience import AdaptiveConcurrency, task_retry_delay
 from prefect_openai_chat.results import FINAL_OUTCOMES, ChunkReport, Extraction, RecordOutcome
 from prefect_openai_chat.tasks._common import assemble, record_ledger, run_logger
@@ -380,8 +380,7 @@ async def _aextract_batch(
     concurrency_pool: str | None = None,
 ) -> ChunkReport:
     """Deprecated: `extract_chunk` with the spec's fields as keyword arguments."""
-    spec = checked(
-        ExtractionSpec,
+    spec = ExtractionSpec(
         schema=ensure_model(schema),
         prompt=prompt,
         instructions=instructions,

@@ -40,7 +40,7 @@ from prefect_openai_chat.extraction import (
 )
 from prefect_openai_chat.extraction.ledger import RecordClaims
 from prefect_openai_chat.extraction.prompts import TextOrMessages
-from prefect_openai_chat.extraction.spec import ExtractionSpec, checked
+from prefect_openai_chat.extraction.spec import ExtractionSpec
 from prefect_openai_chat.redaction import redact_exception
 from prefect_openai_chat.results import FINAL_OUTCOMES, ChatResult, Extraction
 from prefect_openai_chat.tasks._common import (
@@ -164,8 +164,7 @@ async def _aextract(
         summed over every attempt.
     """
     model_cls = ensure_model(schema)
-    spec = checked(
-        ExtractionSpec,
+    spec = ExtractionSpec(
         schema=model_cls,
         instructions=instructions,
         mode=mode,

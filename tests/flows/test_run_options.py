@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 from flow_support import sample_tickets, write_jsonl
-from pydantic import ValidationError
 
 from prefect_openai_chat import ChatModel, ExtractionSpec, RunOptions
-from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.errors import ChatError, InvalidInputError
 from prefect_openai_chat.flows import extract_records
 from prefect_openai_chat.simulator import Simulator
 
@@ -33,7 +32,7 @@ FLOWS = Path(__file__).resolve().parents[2] / "prefect_openai_chat" / "flows"
     ],
 )
 def test_a_bad_spec_is_refused_when_made(fields: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValidationError, match=message):
+    with pytest.raises(ChatError, match=message):  # InvalidInputError, PromptTemplateError
         ExtractionSpec(**fields)
 
 
@@ -50,7 +49,7 @@ def test_a_bad_spec_is_refused_when_made(fields: dict[str, Any], message: str) -
     ],
 )
 def test_an_invalid_run_cannot_be_built(fields: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValidationError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         RunOptions(**fields)
 
 

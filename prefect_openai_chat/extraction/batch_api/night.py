@@ -31,6 +31,7 @@ import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prefect_openai_chat.chat import ChatRunner
+from prefect_openai_chat.checked_model import CheckedModel
 from prefect_openai_chat.errors import ChatError, InvalidInputError
 from prefect_openai_chat.extraction.batch_api.client import TERMINAL, BatchClient
 from prefect_openai_chat.extraction.batch_api.ledger import BatchLedger
@@ -56,7 +57,7 @@ DEADLINE_MARGIN_S = 3600.0
 DOWNLOAD_TRIES = 3
 
 
-class BatchApiOptions(BaseModel):
+class BatchApiOptions(CheckedModel):
     """How a run through the OpenAI Batch API behaves; every field has a sensible default.
 
     Attributes:
