@@ -45,6 +45,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.flows.frames import frame_kind, frame_records, plain_value
+from prefect_openai_chat.flows.key_index import KeyIndex
 from prefect_openai_chat.storage import Location, is_url, local_path, locate, masked_options
 from prefect_openai_chat.storage.urls import storage_errors
 
@@ -90,12 +91,13 @@ class Keys:
     A record whose `key_field` is missing, null or blank keeps its own key. A key seen
     before sets the later record aside (kind "duplicate", never sent, quarantined with
     the line of the first), so the output never holds two rows with one key.
-    `first_line` maps each key that is not its line number to its line.
+    `first_line` maps each key that is not its line number to its line (a `KeyIndex`:
+    bounded memory whatever the source's size).
     """
 
     def __init__(self, field: str | None) -> None:
         self.field = field
-        self.first_line: dict[str, int] = {}
+        self.first_line = KeyIndex()
         self.duplicates = 0
         self.missing = 0
 

@@ -151,3 +151,30 @@ def test_a_template_that_fits_no_record_is_refused_before_any_call(
         run_flow(source, chat_model, tmp_path, prompt=prompt)
     assert message in str(refused.value)
     assert fresh_sim.stats().requests == 0
+
+
+def test_a_repeated_key_is_found_after_the_key_index_moved_to_disk(
+    fresh_sim: Simulator, chat_model: ChatModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `SPILL_AT` keys the index lives in a temporary SQLite file (bounded memory for a
+    night of any size); a key repeated from before and from after that point is found."""
+    from prefect_openai_chat.flows import key_index
+
+    monkeypatch.setattr(key_index, "SPILL_AT", 3)
+    tickets = sample_tickets(6, start=100)
+    early = {**tickets[5], "ticket_id": tickets[0]["ticket_id"]}  # line 7: same key as line 1
+    late = {**tickets[5], "ticket_id": tickets[4]["ticket_id"]}  # line 8: same key as line 5
+    source = write_jsonl(tmp_path / "in.jsonl", [*tickets, early, late])
+
+    summary = run_flow(source, chat_model, tmp_path)
+
+    keys = [r["_key"] for r in read_jsonl(tmp_path / "out.jsonl")]
+    assert keys == [t["ticket_id"] for t in tickets]
+    bad = read_jsonl(tmp_path / "bad.jsonl")
+    assert [(b["line"], b["key"], b["outcome"]) for b in bad] == [
+        (7, tickets[0]["ticket_id"], "duplicate"),
+        (8, tickets[4]["ticket_id"], "duplicate"),
+    ]
+    assert "the record on line 1 has the same key" in bad[0]["reason"]
+    assert "the record on line 5 has the same key" in bad[1]["reason"]
+    assert (summary["valid"], summary["duplicate_keys"]) == (6, 2)
