@@ -39,6 +39,7 @@ def record_outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordO
         reason=reason,
         calls=extraction.calls,
         retries=extraction.retries,
+        http_429s=extraction.http_429s,
         repaired=extraction.repaired,
         reprompts=extraction.reprompts,
         usage=extraction.usage,

@@ -81,7 +81,20 @@ def cell(value: Any) -> str:
 
 @dataclass
 class RunTotals:
-    """What a run did, record by record, kept small: counters and latencies only."""
+    """What a run did, record by record, kept small: counters and latencies only.
+
+    A record from the ledger counts in `records`, `valid` or `quarantined` and
+    `from_cache`, and in nothing that says what was done tonight (tokens, cost,
+    re-asks, repairs, retries, 429s, latencies): an earlier run did that.
+
+    Example:
+        >>> from prefect_openai_chat.results import RecordOutcome
+        >>> totals = RunTotals()
+        >>> totals.add(RecordOutcome(index=0, key="a", ok=True, reprompts=1, http_429s=2))
+        >>> totals.add(RecordOutcome(index=1, key="b", ok=True, reprompts=1, cached=True))
+        >>> totals.reprompted, totals.http_429s, totals.from_cache
+        (1, 2, 1)
+    """
 
     records: int = 0
     valid: int = 0
@@ -96,6 +109,7 @@ class RunTotals:
     batch_records: int = 0
     online_cost_usd: float = 0.0
     retries: int = 0
+    http_429s: int = 0
     circuit_trips: int = 0
     duplicate_keys: int = 0
     missing_keys: int = 0
@@ -109,10 +123,10 @@ class RunTotals:
             self.valid += 1
         else:
             self.quarantined += 1
-        self.repaired += outcome.repaired
-        self.reprompted += outcome.reprompts > 0
         self.from_cache += outcome.cached
-        if not outcome.cached:
+        if not outcome.cached:  # a ledger entry's work was an earlier run's, not tonight's
+            self.repaired += outcome.repaired
+            self.reprompted += outcome.reprompts > 0
             self.prompt_tokens += outcome.usage.prompt_tokens
             self.completion_tokens += outcome.usage.completion_tokens
             self.cost_usd += outcome.cost_usd or 0.0
@@ -121,6 +135,7 @@ class RunTotals:
             online = outcome.online_cost_usd
             self.online_cost_usd += (outcome.cost_usd or 0.0) if online is None else online
             self.retries += outcome.retries
+            self.http_429s += outcome.http_429s
             if outcome.calls:
                 self.latencies.append(outcome.latency_s)
 
@@ -175,6 +190,7 @@ class RunTotals:
             "p50_latency_s": None if p50 is None else round(p50, 4),
             "p95_latency_s": None if p95 is None else round(p95, 4),
             "retries": self.retries,
+            "http_429s": self.http_429s,
             "circuit_trips": self.circuit_trips,
             "duplicate_keys": self.duplicate_keys,
             "missing_keys": self.missing_keys,
