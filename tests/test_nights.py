@@ -20,7 +20,9 @@ pytest.importorskip("matplotlib", reason="the chart needs the charts extra (matp
 
 
 @pytest.mark.usefixtures("isolated_results")
-def test_nights_chart_reads_the_summaries_and_publishes_a_picture(tmp_path: Path) -> None:
+def test_nights_chart_reads_the_summaries_and_publishes_a_picture(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Night 1 meets 429s and sloppy answers; night 2 is all from the ledger."""
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -54,6 +56,7 @@ def test_nights_chart_reads_the_summaries_and_publishes_a_picture(tmp_path: Path
             model="gpt-4o-mini-2024-07-18",
         )
         for night in (1, 2):
+            caplog.clear()
             summaries.append(
                 extract_records(
                     str(source),
@@ -71,6 +74,11 @@ def test_nights_chart_reads_the_summaries_and_publishes_a_picture(tmp_path: Path
     # The second night asked nothing: no re-ask, no 429, every record from the ledger.
     assert second["from_cache"] == 6
     assert (second["reprompted"], second["repaired"], second["http_429s"]) == (0, 0, 0)
+    # The chunk's log line and the run's say it in the same words.
+    said = [
+        r.getMessage() for r in caplog.records if "6 from the ledger (all of them" in r.getMessage()
+    ]
+    assert [m.split(":")[0] for m in said] == ["extract SupportTicket chunk", "extract-records"]
 
     figures = nights_chart(last=2)
     assert [f["records"] for f in figures] == [6.0, 6.0]

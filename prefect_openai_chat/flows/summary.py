@@ -20,6 +20,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from prefect_openai_chat.extraction.outcomes import ledger_phrase
 from prefect_openai_chat.flows.sources import Keys
 from prefect_openai_chat.redaction import bounded_text
 from prefect_openai_chat.results import RecordOutcome
@@ -41,20 +42,6 @@ def progress_listener(listener: Callable[[int, int | None], None]) -> Iterator[N
         yield
     finally:
         _PROGRESS_LISTENERS.remove(listener)
-
-
-def ledger_phrase(from_ledger: int, records: int) -> str:
-    """How many records the record ledger answered, in words for logs and artifacts.
-
-    >>> ledger_phrase(300, 300)
-    '300 from the ledger (all of them: answered by an earlier run, no call, no cost)'
-    >>> ledger_phrase(0, 5)
-    '0 from the ledger'
-    """
-    if not from_ledger:
-        return "0 from the ledger"
-    share = "all of them" if from_ledger == records else f"{from_ledger} of {records}"
-    return f"{from_ledger} from the ledger ({share}: answered by an earlier run, no call, no cost)"
 
 
 def summary_line(summary: dict[str, Any], shards: int | None = None) -> str:
