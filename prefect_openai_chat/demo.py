@@ -47,6 +47,7 @@ ROWS = (
     ("total_tokens", "tokens (paid for in this run)"),
     ("cost_usd", "cost (USD)"),
     ("retries", "retries"),
+    ("http_429s", "429 answers"),
     ("circuit_trips", "circuit trips"),
     ("p50_latency_s", "latency p50 (s)"),
     ("p95_latency_s", "latency p95 (s)"),

@@ -104,6 +104,9 @@ class ChatResult(BaseModel):
         validation_alias=AliasChoices("http_attempts", "attempts"),
         description="HTTP requests sent for this completion, in-call retries included.",
     )
+    http_429s: int = Field(
+        default=0, description="Of those HTTP requests, the ones answered 429 (rate limit, quota)."
+    )
     answered_by: str = Field(
         default="primary", description="Which model answered: 'primary', a fallback, or 'static'."
     )
@@ -141,6 +144,9 @@ class _Spent(BaseModel):
         description="Chat completions made: the first answer, re-asks, re-sends with more room.",
     )
     retries: int = Field(default=0, description="In-call HTTP retries over every call.")
+    http_429s: int = Field(
+        default=0, description="HTTP 429 answers over every call (0 in older ledger entries)."
+    )
     repaired: bool = False
     reprompts: int = 0
     usage: Usage = Field(default_factory=Usage)
@@ -163,8 +169,8 @@ class Extraction(_Spent, Generic[T]):
     """A validated value extracted from text, or why there is none, and what it cost.
 
     Besides the fields shared with `RecordOutcome` (`ok`, `outcome`, `reason`, `calls`,
-    `retries`, `repaired`, `reprompts`, `usage`, `cost_usd`, `latency_s`), it keeps every
-    call's errors, raw output, finish reason and request id.
+    `retries`, `http_429s`, `repaired`, `reprompts`, `usage`, `cost_usd`, `latency_s`), it
+    keeps every call's errors, raw output, finish reason and request id.
     """
 
     value: T | None = None

@@ -48,3 +48,13 @@ def test_a_record_outcome_value_rebuilds_the_schema_object() -> None:
         index=0, key="a", ok=True, value=City(name="Oslo").model_dump(mode="json")
     )
     assert City.model_validate(outcome.value) == City(name="Oslo")
+
+
+def test_a_ledger_entry_stored_before_429s_were_counted_still_loads() -> None:
+    """`http_429s` defaults to 0: an older entry is a record served, not an unreadable one."""
+    from prefect_openai_chat.extraction.outcomes import cached_outcome
+
+    old = '{"index": 4, "key": "T-1", "ok": true, "outcome": "ok", "value": {"name": "Oslo"}}'
+    served = cached_outcome(old, 0, "T-1")
+    assert (served.ok, served.cached, served.http_429s) == (True, True, 0)
+    assert RecordOutcome(index=0, key="a", ok=True, http_429s=3).model_dump()["http_429s"] == 3

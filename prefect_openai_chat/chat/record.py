@@ -1,7 +1,8 @@
 """The accounting of one logical call: one record per call, as tenacity keeps one
 `RetryCallState` per retried call.
 
-A record counts the call's HTTP attempts (the one counter behind `ChatResult.http_attempts`),
+A record counts the call's HTTP attempts (the one counter behind `ChatResult.http_attempts`)
+and, of those, the 429 answers the retry loop classified (`ChatResult.http_429s`),
 keeps its last error (for `CallTimeoutError`'s message) and adds up what its summary calls
 used and cost. A summary call and each fallback tried are parts of the call: each has a
 record of its own, and its attempts and errors count in its caller's record too.
@@ -12,13 +13,14 @@ Example:
     >>> record.attempt_failed(TimeoutError("stalled"))
     >>> fallback = record.part()
     >>> fallback.attempt_started()
-    >>> record.attempts, fallback.attempts, record.last_error
-    (2, 1, 'TimeoutError: stalled')
+    >>> fallback.answered_429()
+    >>> record.attempts, fallback.attempts, record.last_error, record.http_429s
+    (2, 1, 'TimeoutError: stalled', 1)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,7 @@ class CallRecord:
     Attributes:
         caller: The record of the call this one is part of (a summary's, a fallback's).
         attempts: HTTP attempts of this call and of its parts.
+        http_429s: Of those, the ones answered 429 (rate limit or quota).
         last_error: The last failed attempt's error, described without secrets.
         side_usage: Usage of this call's summary calls (None: none made).
         side_cost: Their cost (None when a price is unknown).
@@ -42,6 +45,7 @@ class CallRecord:
 
     caller: CallRecord | None = None
     attempts: int = 0
+    http_429s: int = 0
     last_error: str | None = None
     side_usage: Usage | None = None
     side_cost: float | None = 0.0
@@ -50,20 +54,28 @@ class CallRecord:
         """The record of a summary call or a fallback made for this call."""
         return CallRecord(caller=self)
 
-    def attempt_started(self) -> None:
-        """One more HTTP attempt, here and in every caller's record."""
+    def _and_callers(self) -> Iterator[CallRecord]:
+        """This record, then its caller's, up to the logical call's own."""
         record: CallRecord | None = self
         while record is not None:
-            record.attempts += 1
+            yield record
             record = record.caller
+
+    def attempt_started(self) -> None:
+        """One more HTTP attempt, here and in every caller's record."""
+        for record in self._and_callers():
+            record.attempts += 1
+
+    def answered_429(self) -> None:
+        """The attempt was answered 429, here and in every caller's record."""
+        for record in self._and_callers():
+            record.http_429s += 1
 
     def attempt_failed(self, error: BaseException) -> None:
         """The attempt failed with `error`: the last error here and in every caller's record."""
         text = describe_error(error)
-        record: CallRecord | None = self
-        while record is not None:
+        for record in self._and_callers():
             record.last_error = text
-            record = record.caller
 
     def add_side_call(self, result: ChatResult) -> None:
         """A summary call's finished result: its usage and cost join this call's."""
@@ -80,6 +92,7 @@ class CallRecord:
             "usage": result.usage,
             "cost_usd": cost,
             "http_attempts": self.attempts,
+            "http_429s": self.http_429s,
             "latency_s": latency_s,
             "answered_by": answered_by,
         }
@@ -89,6 +102,7 @@ class CallRecord:
         """A fallback's result, with this call's attempts and summary calls added."""
         update = {"usage": result.usage, "cost_usd": result.cost_usd}
         update["http_attempts"] = self.attempts
+        update["http_429s"] = self.http_429s
         return result.model_copy(update=self._with_side_calls(update))
 
     def static_answer(self, text: str) -> ChatResult:
@@ -99,6 +113,7 @@ class CallRecord:
             model="static",
             answered_by="static",
             http_attempts=self.attempts,
+            http_429s=self.http_429s,
         )
 
     def _with_side_calls(self, update: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@ within `attempt_timeout_s`, its failure typed with the server's words and the en
 rate-limit headers observed and the limiter's token reservation settled.
 
 The sender neither fits the context nor falls back nor checks the finish reason: it
-sends the request it is given and counts each attempt in the call's `CallRecord`.
+sends the request it is given and counts each attempt, and each 429 answer the retry loop
+classifies, in the call's `CallRecord`.
 
 Example:
     >>> import asyncio
@@ -147,6 +148,7 @@ class Sender:
             tokens=tokens,
             clock=self.clock,
             outage_patience_s=outage_patience_s,
+            on_429=record.answered_429,
         )
         if p.limiter is not None and p.limiter.limits_tokens and not room:
             # Without a room asked for, the API charges what was written, after the answer.

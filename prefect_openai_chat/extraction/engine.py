@@ -98,10 +98,12 @@ class _Tally:
     repaired: bool = False
     reprompts: int = 0
     retries: int = 0
+    http_429s: int = 0
 
     def add(self, result: ChatResult, model: str) -> None:
         self.calls += 1
         self.retries += max(0, result.http_attempts - 1)
+        self.http_429s += result.http_429s
         self.usage = self.usage + result.usage
         cost = result.cost_usd
         if cost is None:
@@ -129,6 +131,7 @@ class _Tally:
             reason=reason,
             calls=self.calls,
             retries=self.retries,
+            http_429s=self.http_429s,
             repaired=self.repaired,
             reprompts=self.reprompts,
             usage=self.usage,

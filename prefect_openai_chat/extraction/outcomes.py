@@ -1,4 +1,5 @@
-"""A record's `RecordOutcome` from its `Extraction`: what every runner writes and stores.
+"""A record's `RecordOutcome` from its `Extraction`: what every runner writes and stores,
+and `ledger_phrase`, the words every log line uses for the records the ledger answered.
 
 Example:
     >>> from prefect_openai_chat.extraction.outcomes import failed_outcome
@@ -39,6 +40,7 @@ def record_outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordO
         reason=reason,
         calls=extraction.calls,
         retries=extraction.retries,
+        http_429s=extraction.http_429s,
         repaired=extraction.repaired,
         reprompts=extraction.reprompts,
         usage=extraction.usage,
@@ -68,3 +70,17 @@ def cached_outcome(stored: str, index: int, key: str) -> RecordOutcome:
         )
         return failed_outcome(index, key, "error", reason)
     return hit.model_copy(update={"index": index, "key": key, "cached": True})
+
+
+def ledger_phrase(from_ledger: int, records: int) -> str:
+    """How many records the record ledger answered, in words for logs and artifacts.
+
+    >>> ledger_phrase(300, 300)
+    '300 from the ledger (all of them: answered by an earlier run, no call, no cost)'
+    >>> ledger_phrase(0, 5)
+    '0 from the ledger'
+    """
+    if not from_ledger:
+        return "0 from the ledger"
+    share = "all of them" if from_ledger == records else f"{from_ledger} of {records}"
+    return f"{from_ledger} from the ledger ({share}: answered by an earlier run, no call, no cost)"

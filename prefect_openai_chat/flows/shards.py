@@ -299,7 +299,8 @@ def census(
 
 SUMMED = (
     "records", "valid", "quarantined", "repaired", "reprompted", "from_cache",
-    "prompt_tokens", "completion_tokens", "cost_usd", "retries", "circuit_trips",
+    "prompt_tokens", "completion_tokens", "cost_usd", "retries", "http_429s",
+    "circuit_trips",
 )  # fmt: skip
 
 

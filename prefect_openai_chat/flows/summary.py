@@ -20,6 +20,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from prefect_openai_chat.extraction.outcomes import ledger_phrase
 from prefect_openai_chat.flows.sources import Keys
 from prefect_openai_chat.redaction import bounded_text
 from prefect_openai_chat.results import RecordOutcome
@@ -41,20 +42,6 @@ def progress_listener(listener: Callable[[int, int | None], None]) -> Iterator[N
         yield
     finally:
         _PROGRESS_LISTENERS.remove(listener)
-
-
-def ledger_phrase(from_ledger: int, records: int) -> str:
-    """How many records the record ledger answered, in words for logs and artifacts.
-
-    >>> ledger_phrase(300, 300)
-    '300 from the ledger (all of them: answered by an earlier run, no call, no cost)'
-    >>> ledger_phrase(0, 5)
-    '0 from the ledger'
-    """
-    if not from_ledger:
-        return "0 from the ledger"
-    share = "all of them" if from_ledger == records else f"{from_ledger} of {records}"
-    return f"{from_ledger} from the ledger ({share}: answered by an earlier run, no call, no cost)"
 
 
 def summary_line(summary: dict[str, Any], shards: int | None = None) -> str:
@@ -81,7 +68,20 @@ def cell(value: Any) -> str:
 
 @dataclass
 class RunTotals:
-    """What a run did, record by record, kept small: counters and latencies only."""
+    """What a run did, record by record, kept small: counters and latencies only.
+
+    A record from the ledger counts in `records`, `valid` or `quarantined` and
+    `from_cache`, and in nothing that says what was done tonight (tokens, cost,
+    re-asks, repairs, retries, 429s, latencies): an earlier run did that.
+
+    Example:
+        >>> from prefect_openai_chat.results import RecordOutcome
+        >>> totals = RunTotals()
+        >>> totals.add(RecordOutcome(index=0, key="a", ok=True, reprompts=1, http_429s=2))
+        >>> totals.add(RecordOutcome(index=1, key="b", ok=True, reprompts=1, cached=True))
+        >>> totals.reprompted, totals.http_429s, totals.from_cache
+        (1, 2, 1)
+    """
 
     records: int = 0
     valid: int = 0
@@ -96,6 +96,7 @@ class RunTotals:
     batch_records: int = 0
     online_cost_usd: float = 0.0
     retries: int = 0
+    http_429s: int = 0
     circuit_trips: int = 0
     duplicate_keys: int = 0
     missing_keys: int = 0
@@ -109,10 +110,10 @@ class RunTotals:
             self.valid += 1
         else:
             self.quarantined += 1
-        self.repaired += outcome.repaired
-        self.reprompted += outcome.reprompts > 0
         self.from_cache += outcome.cached
-        if not outcome.cached:
+        if not outcome.cached:  # a ledger entry's work was an earlier run's, not tonight's
+            self.repaired += outcome.repaired
+            self.reprompted += outcome.reprompts > 0
             self.prompt_tokens += outcome.usage.prompt_tokens
             self.completion_tokens += outcome.usage.completion_tokens
             self.cost_usd += outcome.cost_usd or 0.0
@@ -121,6 +122,7 @@ class RunTotals:
             online = outcome.online_cost_usd
             self.online_cost_usd += (outcome.cost_usd or 0.0) if online is None else online
             self.retries += outcome.retries
+            self.http_429s += outcome.http_429s
             if outcome.calls:
                 self.latencies.append(outcome.latency_s)
 
@@ -175,6 +177,7 @@ class RunTotals:
             "p50_latency_s": None if p50 is None else round(p50, 4),
             "p95_latency_s": None if p95 is None else round(p95, 4),
             "retries": self.retries,
+            "http_429s": self.http_429s,
             "circuit_trips": self.circuit_trips,
             "duplicate_keys": self.duplicate_keys,
             "missing_keys": self.missing_keys,

@@ -25,7 +25,7 @@ FIGURES = (
     ("valid_share", "valid share"),
     ("quarantined", "quarantined records"),
     ("reprompted", "re-asked records"),
-    ("rate_limited", "429 answers"),
+    ("http_429s", "429 answers"),
     ("retries", "in-call retries"),
     ("p95_latency_s", "latency p95 (s)"),
     ("from_cache", "from the ledger (no call)"),

@@ -104,6 +104,8 @@ DEFAULT_VERDICTS: dict[str, Verdict] = {
 DEFAULT_VERDICTS = {row: replace(v, reason=row) for row, v in DEFAULT_VERDICTS.items()}
 
 ROWS: frozenset[str] = frozenset(DEFAULT_VERDICTS)
+TOO_MANY_REQUESTS: frozenset[str] = frozenset({"rate_limit", "insufficient_quota"})
+"""The rows of an HTTP 429 answer (slow down, or out of quota): what `http_429s` counts."""
 
 # Message fragments of context overflows from servers that send no code (vLLM, Ollama).
 _CONTEXT_TEXT = re.compile(

@@ -73,7 +73,7 @@ from prefect_openai_chat.errors import (
 )
 from prefect_openai_chat.resilience.budget import RetryBudget
 from prefect_openai_chat.resilience.circuit import CircuitGuard, Permit
-from prefect_openai_chat.resilience.classify import Action, Verdict
+from prefect_openai_chat.resilience.classify import TOO_MANY_REQUESTS, Action, Verdict
 from prefect_openai_chat.resilience.concurrency import AdaptiveConcurrency
 from prefect_openai_chat.resilience.limit_headers import read_limits
 from prefect_openai_chat.resilience.limiter import Limiter
@@ -215,8 +215,10 @@ class _Loop:
         on_retry: Callable[[RetryEvent], None] | None,
         clock: Callable[[], float] = time.monotonic,
         outage_patience_s: float | None = None,
+        on_429: Callable[[], None] | None = None,
     ) -> None:
         self.policy, self.key, self.guard, self.budget = policy, key, guard, budget
+        self.on_429 = on_429
         self.outage_patience_s = (
             policy.outage_patience_s if outage_patience_s is None else outage_patience_s
         )
@@ -288,6 +290,8 @@ class _Loop:
             if self.guard is not None and permit is not None:
                 self.guard.record_ignored(permit)  # no await while cancelled (Redis: probes only)
             raise exc
+        if self.on_429 is not None and verdict.reason in TOO_MANY_REQUESTS:
+            self.on_429()  # counted before anything may raise: the answer was met
         if self.guard is not None and permit is not None:
             if verdict.outage:
                 await self.on_guard(self.guard.record_failure, permit, exc)
@@ -373,6 +377,7 @@ async def call_with_retries(
     tokens: int | Callable[[], int] = 0,
     clock: Callable[[], float] = time.monotonic,
     outage_patience_s: float | None = None,
+    on_429: Callable[[], None] | None = None,
 ) -> tuple[T, int]:
     """Run `attempt(n)` under the in-call tier; return (result, HTTP attempts made).
 
@@ -392,8 +397,10 @@ async def call_with_retries(
         clock: The monotonic clock of the rate-limit patience.
         outage_patience_s: Overrides the policy's (0: fail at once on an open circuit, for a
             caller with a fallback to turn to).
+        on_429: Called once for each attempt the classification files under an HTTP 429
+            row (`TOO_MANY_REQUESTS`: rate limit or quota), retried or not.
     """
-    loop = _Loop(policy, key, guard, budget, limiter, on_retry, clock, outage_patience_s)
+    loop = _Loop(policy, key, guard, budget, limiter, on_retry, clock, outage_patience_s, on_429)
     while True:
         waiting = time.perf_counter()
         permit = await loop.permit_within_patience(sleep)

@@ -43,7 +43,12 @@ from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import ChatError, InvalidInputError, LedgerError
 from prefect_openai_chat.extraction import ensure_model, run_extraction
 from prefect_openai_chat.extraction.ledger import Ledger, RecordClaims
-from prefect_openai_chat.extraction.outcomes import cached_outcome, failed_outcome, record_outcome
+from prefect_openai_chat.extraction.outcomes import (
+    cached_outcome,
+    failed_outcome,
+    ledger_phrase,
+    record_outcome,
+)
 from prefect_openai_chat.extraction.spec import ExtractionSpec
 from prefect_openai_chat.resilience import AdaptiveConcurrency, task_retry_delay
 from prefect_openai_chat.results import FINAL_OUTCOMES, ChunkReport, Extraction, RecordOutcome
@@ -347,13 +352,13 @@ async def _aextract_chunk(
             ledger.close()
     report = ChunkReport(records=outcomes)
     run_logger().info(
-        "extract %s chunk: %d records, %d valid, %d to quarantine, %d from cache,"
+        "extract %s chunk: %d records, %d valid, %d to quarantine, %s,"
         " %d tokens paid in this run, concurrency %d of %d (lowest %d)",
         name,
         report.total,
         report.valid,
         report.failed,
-        sum(o.cached for o in outcomes),
+        ledger_phrase(sum(o.cached for o in outcomes), report.total),
         sum(o.usage.total_tokens for o in outcomes if not o.cached),
         gate.limit,
         gate.maximum,

@@ -61,6 +61,13 @@ def _point_s3_at(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
         s3.mkdir("nightly-etl")
 
 
+@pytest.fixture
+def docs_s3_env(docs_s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The `AWS_*` environment on the local S3 API, with the bucket `nightly-etl`."""
+    _point_s3_at(docs_s3_endpoint, monkeypatch)
+    return docs_s3_endpoint
+
+
 def _saved_versions() -> dict[str, object]:
     """When each block `setup` saves was last written (None: not saved)."""
     from prefect import get_client

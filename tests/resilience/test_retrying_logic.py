@@ -210,6 +210,22 @@ async def test_only_an_empty_bucket_lowers_the_concurrency(
     assert gate.limit == level
 
 
+async def test_each_429_answer_is_reported_once_and_no_other_error_is(
+    recording_sleep: RecordingSleep,
+) -> None:
+    """`on_429` hears the classification's 429 rows: a rate limit (retried) and a quota."""
+    heard: list[int] = []
+    attempt, _ = failing(_rate_limited("0"), connection_error(), _rate_limited("0"))
+    result = await call_with_retries(
+        attempt, policy=POLICY, key="k", sleep=recording_sleep, on_429=lambda: heard.append(1)
+    )
+    assert result == ("ok", 4) and len(heard) == 2  # the connection error is no 429
+    quota, _ = failing(status_error(429, api_error("insufficient_quota")))
+    with pytest.raises(InsufficientQuotaError):
+        await call_with_retries(quota, policy=POLICY, key="k", on_429=lambda: heard.append(1))
+    assert len(heard) == 3  # a 429 that fails the call at once was still met
+
+
 async def test_a_429_without_retry_after_waits_even_with_no_backoff(
     recording_sleep: RecordingSleep,
 ) -> None:
