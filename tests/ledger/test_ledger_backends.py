@@ -55,6 +55,38 @@ def test_complete_then_get_and_never_claimed_again(ledger: Ledger, other: Ledger
     assert ledger.renew(["a", "b"], "w1", lease_s=60) == set()  # finished: no lease left
 
 
+def test_complete_many_stores_each_and_ends_their_claims(ledger: Ledger, other: Ledger) -> None:
+    assert ledger.claim_many(["a", "b", "c"], "w1", lease_s=60) == {"a", "b", "c"}
+    ledger.complete_many([("a", '{"n": 1}'), ("b", '{"n": 2}'), ("a", '{"n": 3}')])
+    assert other.get_many(["a", "b", "c"]) == {"a": '{"n": 3}', "b": '{"n": 2}'}  # last wins
+    assert other.holders(["a", "b", "c"]) == {"c": "w1"}  # finished keys hold no claim
+    assert other.claim_many(["a", "b", "c"], "w2", lease_s=60) == set()
+    ledger.complete_many([])  # nothing to store: no transaction, no error
+    assert len(other) == 2
+
+
+def test_claims_and_completions_asked_together_go_in_one_call(ledger: Ledger) -> None:
+    calls: dict[str, int] = {"claim_many": 0, "complete_many": 0}
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            if name in calls:
+                calls[name] += 1
+            return getattr(ledger, name)
+
+    async def chunk() -> list[bool]:
+        async with RecordClaims(Counting(), poll_s=0.01) as claims:  # type: ignore[arg-type]
+            first = await asyncio.gather(*(claims.try_claim(k) for k in ["a", "b", "a"]))
+            await asyncio.gather(*(claims.complete(k, '{"ok": true}') for k in ["a", "b"]))
+            assert not claims.held
+            return first
+
+    assert asyncio.run(chunk()) == [True, True, False]  # a key asked twice: granted once
+    assert calls == {"claim_many": 1, "complete_many": 1}
+    assert ledger.get_many(["a", "b"]) == {"a": '{"ok": true}', "b": '{"ok": true}'}
+    assert ledger.holders(["a", "b"]) == {}
+
+
 def test_a_claim_is_granted_once_even_to_its_owner(ledger: Ledger) -> None:
     assert ledger.claim_many(["k", "k"], "w1", lease_s=60) == {"k"}
     assert ledger.claim_many(["k"], "w1", lease_s=60) == set()

@@ -66,6 +66,10 @@ class Ledger(Protocol):
         """Store `key`'s final outcome (JSON) and end any claim on it; long raw outputs capped."""
         ...
 
+    def complete_many(self, outcomes: Sequence[tuple[str, str]]) -> None:
+        """`complete` for each `(key, outcome)`, in one transaction (the last of a key wins)."""
+        ...
+
     def release(self, keys: Iterable[str], owner: str) -> None:
         """Give up `owner`'s claims on unfinished `keys` (after a transient failure)."""
         ...

@@ -71,13 +71,21 @@ class RecordClaims:
         self._waiting: dict[str, deque[asyncio.Future[str | None]]] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
+        # Group commit: claims and completions asked for while one ledger call is under
+        # way go together in the next one (one worker-thread hop and one transaction).
+        self._to_claim: list[tuple[str, asyncio.Future[bool]]] = []
+        self._to_complete: list[tuple[str, str, asyncio.Future[None]]] = []
+        self._claimer: asyncio.Task[None] | None = None
+        self._completer: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> RecordClaims:
         self._renewer = asyncio.create_task(self._renew_forever())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in (self._renewer, self._poller):
+        if self._completer is not None:  # outcomes handed over are stored, never dropped
+            await asyncio.shield(self._completer)
+        for task in (self._renewer, self._poller, self._claimer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -86,16 +94,45 @@ class RecordClaims:
             for future in waiters:
                 future.cancel()
         self._waiting.clear()
+        for _, claim in self._to_claim:
+            claim.cancel()
+        self._to_claim.clear()
         if self.held:
             await self._quietly("release", self.ledger.release, list(self.held), self.owner)
             self.held.clear()
 
     async def try_claim(self, key: str) -> bool:
-        """Claim `key` now; False when it is finished or someone holds a live lease on it."""
-        if await asyncio.to_thread(self.ledger.claim_many, [key], self.owner, self.lease_s):
-            self.held.add(key)
-            return True
-        return False
+        """Claim `key` now; False when it is finished or someone holds a live lease on it.
+
+        Claims asked for while an earlier one is under way are sent together next; a key
+        asked for twice in one go is granted to the first asker only.
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._to_claim.append((key, future))
+        if self._claimer is None or self._claimer.done():
+            self._claimer = asyncio.create_task(self._claim_pending())
+        return await future
+
+    async def _claim_pending(self) -> None:
+        while self._to_claim:
+            asked, self._to_claim = self._to_claim, []
+            try:
+                granted = await asyncio.to_thread(
+                    self.ledger.claim_many, [key for key, _ in asked], self.owner, self.lease_s
+                )
+            except Exception as exc:  # each asker hears of it
+                for _, future in asked:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.held |= granted  # held until completed or released, even if nobody waits
+            for key, future in asked:
+                mine = key in granted
+                granted.discard(key)
+                if not future.done():
+                    future.set_result(mine)
+                elif mine:  # the asker is gone: give the record back
+                    await self.release(key)
 
     async def wait(self, key: str) -> str | None:
         """The outcome of `key` once another worker finishes it, or None once this one holds it."""
@@ -106,9 +143,26 @@ class RecordClaims:
         return await future
 
     async def complete(self, key: str, outcome: str) -> None:
-        """Store `key`'s final outcome; a failure to store is logged (the outcome is not lost)."""
+        """Store `key`'s final outcome; a failure to store is logged (the outcome is not lost).
+
+        Returns once it is stored: outcomes handed over while an earlier store is under
+        way are stored together next, in one transaction (group commit).
+        """
         self.held.discard(key)
-        await self._quietly("store the outcome of", self.ledger.complete, key, outcome)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._to_complete.append((key, outcome, future))
+        if self._completer is None or self._completer.done():
+            self._completer = asyncio.create_task(self._complete_pending())
+        await asyncio.shield(future)  # a cancelled caller does not take the store back
+
+    async def _complete_pending(self) -> None:
+        while self._to_complete:
+            handed, self._to_complete = self._to_complete, []
+            outcomes = [(key, outcome) for key, outcome, _ in handed]
+            await self._quietly("store the outcome of", self.ledger.complete_many, outcomes)
+            for _, _, future in handed:
+                if not future.done():
+                    future.set_result(None)
 
     async def release(self, key: str) -> None:
         """Give `key` back (a transient failure: another worker or the next run tries again)."""

@@ -40,7 +40,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -269,6 +269,20 @@ class PostgresLedger:
             " ON CONFLICT (key) DO UPDATE SET outcome = excluded.outcome,"
             " owner = NULL, lease_until = NULL, finished_at = excluded.finished_at",
             {"key": key, "outcome": capped(outcome)},
+            lambda cur: None,
+        )
+
+    def complete_many(self, outcomes: Sequence[tuple[str, str]]) -> None:
+        """Store each `(key, outcome)` and end its claim, in one statement (last one wins)."""
+        last = dict(outcomes)  # one row per key: ON CONFLICT cannot touch a row twice
+        if not last:
+            return
+        self._run(
+            "INSERT INTO {t} (key, outcome, finished_at)"
+            " SELECT k, o, now() FROM unnest(%(keys)s::text[], %(outcomes)s::text[]) AS u(k, o)"
+            " ON CONFLICT (key) DO UPDATE SET outcome = excluded.outcome,"
+            " owner = NULL, lease_until = NULL, finished_at = excluded.finished_at",
+            {"keys": list(last), "outcomes": [capped(o) for o in last.values()]},
             lambda cur: None,
         )
 

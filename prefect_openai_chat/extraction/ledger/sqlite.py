@@ -28,7 +28,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -160,6 +160,17 @@ class SqliteLedger:
                 (key, capped(outcome)),
             )
             db.execute("DELETE FROM claims WHERE key = ?", (key,))
+
+    def complete_many(self, outcomes: Sequence[tuple[str, str]]) -> None:
+        """Store each `(key, outcome)` and end its claim, all in one transaction."""
+        if not outcomes:
+            return
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO records (key, outcome) VALUES (?, ?)",
+                [(key, capped(outcome)) for key, outcome in outcomes],
+            )
+            db.executemany("DELETE FROM claims WHERE key = ?", [(key,) for key, _ in outcomes])
 
     def release(self, keys: Iterable[str], owner: str) -> None:
         """Give up `owner`'s claims on `keys`."""
