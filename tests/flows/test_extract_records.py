@@ -425,7 +425,7 @@ BAD_INPUTS: list[tuple[str, Any, str]] = [
     ("prompt positional", {"prompt": "{0}"}, "positional field {0}"),
     ("output under a file", {"output": "{blocker}/out.jsonl"}, "output '"),
     ("quarantine under a file", {"quarantine": "{blocker}/q.jsonl"}, "quarantine '"),
-    ("output extension", {"output": "{tmp}/out.csv"}, "use one of .jsonl"),
+    ("output extension", {"output": "{tmp}/out.xml"}, "use one of .jsonl"),
     ("same path for both", {"quarantine": "{tmp}/out.jsonl"}, "must be different files"),
     ("chunk size", {"batch_size": 0}, "chunk_size and concurrency must be at least 1"),
 ]
