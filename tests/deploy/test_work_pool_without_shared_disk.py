@@ -161,7 +161,7 @@ def kill_a_worker_mid_shard(
     worker and the shard's process; returns the worker killed."""
     while time.monotonic() < deadline:
         flow_run = running_shard(seen)
-        if flow_run is not None and sim.stats().requests >= 4:
+        if flow_run is not None and sim.stats().requests >= 12:  # both shards under way
             pid = int(str(flow_run.infrastructure_pid).rsplit(":", 1)[-1])
             worker = worker_of(pid, workers)
             if worker is not None:
@@ -246,7 +246,9 @@ def test_workers_without_a_shared_disk_end_every_record_once_through_s3(
         assert [row["_key"] for row in out] == keys
         assert s3.cat_file(f"{bucket}/bad.jsonl") == b""
         assert summary["records"] == summary["valid"] == RECORDS and summary["shards"] == SHARDS
-        assert summary["from_cache"] > 0  # the re-run shard read its finished records back
+        # The re-run shard reads its finished records back rather than paying again: how many
+        # it had finished at the kill depends on the machine's load, so the proof is `paid`
+        # below (a record paid twice is at most one of the calls in flight at the kill).
         assert objects(s3, bucket) == ["bad.jsonl", "in.jsonl", "out.jsonl"]
         # only the calls in flight at the kill were paid twice (2 per shard at most)
         assert RECORDS <= paid <= RECORDS + 2, paid
