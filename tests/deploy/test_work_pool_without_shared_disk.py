@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moto_support import moto_endpoint
 from pool_support import create_process_pool, kill_tree, worker_of
 from server_support import PrefectServer, prefect_command, stop_process, tail
 
@@ -47,16 +48,8 @@ RUN_TIMEOUT_S = 150.0
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server on 127.0.0.1, reached by the workers' processes over HTTP."""
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_endpoint() as endpoint:
+        yield endpoint
 
 
 NO_AWS_ENV = {  # no credentials, endpoint or profile from the environment: the block's only

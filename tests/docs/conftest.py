@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from moto_support import moto_endpoint
 
 from prefect_openai_chat.examples.tickets import sample_tickets_path
 from prefect_openai_chat.simulator import Simulator
@@ -36,16 +37,8 @@ def docs_simulator() -> Iterator[Simulator]:
 @pytest.fixture(scope="session")
 def docs_s3_endpoint() -> Iterator[str]:
     """An S3 API on loopback (moto's server) for the blocks that read and write `s3://`."""
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_endpoint() as endpoint:
+        yield endpoint
 
 
 def _point_s3_at(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from moto_support import moto_endpoint
 from s3_support import KEY_ID, MODEL, SECRET
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
@@ -22,14 +22,8 @@ def _harness(isolated_results: None) -> None:
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """An S3 API on 127.0.0.1 (moto's threaded server) for the whole session."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_endpoint() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
