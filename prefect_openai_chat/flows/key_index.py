@@ -12,6 +12,8 @@ Example:
     [1, 2, 3, 1]
     >>> index.spilled, "c" in index, index["c"], "z" in index
     (True, True, 3, False)
+    >>> index.setdefault("odd \\ud800 key", 9), index["odd \\ud800 key"]
+    (9, 9)
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from __future__ import annotations
 import sqlite3
 
 SPILL_AT = 20_000  # keys held in a dict before the index moves to SQLite
+
+
+def _blob(key: str) -> bytes:
+    """The key as stored: any str, a lone surrogate too (SQLite's text would refuse it)."""
+    return key.encode("utf-8", "surrogatepass")
 
 
 class KeyIndex:
@@ -41,7 +48,7 @@ class KeyIndex:
             if len(self._memory) > self.spill_at:
                 self._spill()
             return first
-        added = self._db.execute("INSERT OR IGNORE INTO k VALUES (?, ?)", (key, line))
+        added = self._db.execute("INSERT OR IGNORE INTO k VALUES (?, ?)", (_blob(key), line))
         return line if added.rowcount == 1 else self[key]
 
     def __setitem__(self, key: str, line: int) -> None:
@@ -50,12 +57,15 @@ class KeyIndex:
     def __contains__(self, key: object) -> bool:
         if self._db is None:
             return key in self._memory
-        return self._db.execute("SELECT 1 FROM k WHERE key = ?", (key,)).fetchone() is not None
+        if not isinstance(key, str):
+            return False
+        found = self._db.execute("SELECT 1 FROM k WHERE key = ?", (_blob(key),)).fetchone()
+        return found is not None
 
     def __getitem__(self, key: str) -> int:
         if self._db is None:
             return self._memory[key]
-        row = self._db.execute("SELECT line FROM k WHERE key = ?", (key,)).fetchone()
+        row = self._db.execute("SELECT line FROM k WHERE key = ?", (_blob(key),)).fetchone()
         if row is None:
             raise KeyError(key)
         return int(row[0])
@@ -64,8 +74,9 @@ class KeyIndex:
         db = sqlite3.connect("", check_same_thread=False)  # "": a private temporary file
         db.execute("PRAGMA journal_mode = OFF")
         db.execute("PRAGMA synchronous = OFF")
-        db.execute("CREATE TABLE k (key TEXT PRIMARY KEY, line INTEGER) WITHOUT ROWID")
-        db.executemany("INSERT INTO k VALUES (?, ?)", self._memory.items())
+        db.execute("CREATE TABLE k (key BLOB PRIMARY KEY, line INTEGER) WITHOUT ROWID")
+        rows = ((_blob(key), line) for key, line in self._memory.items())
+        db.executemany("INSERT INTO k VALUES (?, ?)", rows)
         self._db, self._memory = db, {}
 
     def close(self) -> None:
