@@ -47,6 +47,7 @@ from prefect_openai_chat.errors import (
 )
 from prefect_openai_chat.extraction.parsing import (
     ParseOutcome,
+    before_placeholders,
     parse_output,
     parse_result,
     validate,
@@ -63,6 +64,7 @@ from prefect_openai_chat.extraction.reprompt import (
     correction_for_cut,
     correction_for_fields,
     correction_for_lazy,
+    correction_for_placeholders,
     correction_for_problems,
     correction_for_unparseable,
     format_path,
@@ -332,10 +334,10 @@ class _Extraction(Generic[M]):
             used or count_text_tokens(tally.raw_outputs[-1], options.model) or _DEFAULT_FIRST_LIMIT
         )
         tally.error(f"truncated at the token limit ({used} completion tokens); not parsed")
-        if self.length_retries < options.max_length_retries and self._ask_rest(
-            tally.raw_outputs[-1]
-        ):
+        rest = self._rest(tally.raw_outputs[-1])
+        if self.length_retries < options.max_length_retries and rest is not None:
             self.length_retries += 1
+            self._send_partial(rest, correction_for_cut(rest.keys, tool_name=self.tool_name))
             return None
         largest = ANSWER_SIZES.largest(self.schema)
         needed = room_needed(used, largest, options.length_growth, self.length_retries == 0)
@@ -396,6 +398,9 @@ class _Extraction(Generic[M]):
             if self.lazy_asked:
                 return self._finish("invalid", f"{failure}, also after a re-prompt")
             self.lazy_asked = True
+            rest = self._rest(before_placeholders(parsed))
+            if rest is not None:  # the fields written out in full stand; ask for the others
+                return self._reask_rest(rest, failure)
             correction = correction_for_lazy(parsed.lazy_markers, tool_name=self.tool_name)
         else:
             tally.error(parsed.reason or "no JSON")
@@ -425,18 +430,19 @@ class _Extraction(Generic[M]):
         self.params, self.partial = self.base_params, None
         return None
 
-    def _ask_rest(self, cut: str) -> bool:
-        """Ask for the fields a cut answer did not finish, keeping the ones it did.
+    def _rest(self, cut: str | None) -> PartialAsk | None:
+        """The re-ask for the fields a cut (or lazy) answer did not finish, keeping the others.
 
         The cut JSON is closed locally; its last field (whose value may be cut) is left
-        out, and the others stand if they validate. False when that gives nothing to
-        keep (no object, or not one field finished): the request is sent again instead.
+        out, and the others stand if they validate. None when that gives nothing to keep
+        (no object, or not one field finished), or with `reask_scope="whole"`: the
+        request is then sent again, or re-asked whole, instead.
         """
-        if self.options.reask_scope != "fields":
-            return False
+        if cut is None or self.options.reask_scope != "fields":
+            return None
         parsed = parse_output(cut)
         if parsed.kind != "json" or not isinstance(parsed.data, dict) or len(parsed.data) < 2:
-            return False
+            return None
         data = dict(parsed.data)
         data.pop(next(reversed(data)))  # the field being written when the answer was cut
         if self.partial is not None:
@@ -445,10 +451,16 @@ class _Extraction(Generic[M]):
         error = checked if isinstance(checked, ValidationError) else None
         ask = plan_partial(self.schema, data, error)
         if ask is None or not ask.kept:
-            return False
-        correction = correction_for_cut(ask.keys, tool_name=self.tool_name)
-        self._send_partial(replace(ask, wrong={}), correction)
-        return True
+            return None
+        return replace(ask, wrong={})
+
+    def _reask_rest(self, ask: PartialAsk, failure: str) -> Extraction[M] | None:
+        """Ask, as one re-ask, for the fields a lazy answer left as placeholders."""
+        done = self._spend_reprompt(failure)
+        if done is not None:
+            return done
+        self._send_partial(ask, correction_for_placeholders(ask.keys, tool_name=self.tool_name))
+        return None
 
     def _send_partial(self, ask: PartialAsk, correction: str) -> None:
         self.messages, self.params = build_partial_request(

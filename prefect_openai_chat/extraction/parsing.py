@@ -295,6 +295,26 @@ def _lazy(raw: str, json_text: str, markers: list[str]) -> ParseOutcome:
     )
 
 
+def before_placeholders(outcome: ParseOutcome) -> str | None:
+    """The JSON text of a lazy answer up to its first placeholder, else None.
+
+    What comes before the first placeholder was written out in full: closed locally,
+    it gives the fields a re-ask can keep (the field holding the placeholder is the
+    one being written, and is left out like a cut answer's last field). None when the
+    answer is not lazy or no placeholder can be found in its text.
+
+    Example:
+        >>> lazy = parse_output('{"name": "Ada", "city": "Oslo", "bio": "[truncated]"}')
+        >>> before_placeholders(lazy)
+        '{"name": "Ada", "city": "Oslo", "bio": "'
+    """
+    if outcome.kind != "lazy":
+        return None
+    text = outcome.json_text
+    found = [i for i in (text.find(m) for m in outcome.lazy_markers if m) if i >= 0]
+    return text[: min(found)] if found else None
+
+
 def _fenced(text: str) -> str | None:
     """The content of the first fenced block holding JSON (preferring ```json), else None."""
     blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]

@@ -39,13 +39,13 @@ from prefect_openai_chat.tokens.roles import INSTRUCTION_ROLES, ROLES
 Mode = Literal["auto", "json_schema", "json_object", "tools"]
 ConcreteMode = Literal["json_schema", "json_object", "tools"]
 MODES: tuple[str, ...] = ("auto", "json_schema", "json_object", "tools")
-PROMPT_VERSION = "1"  # part of every cache key: bump when the texts below change
+PROMPT_VERSION = "2"  # part of every cache key: bump when the texts below change
 
 DEFAULT_INSTRUCTIONS = (
     "Extract the requested data from the user's text. Use only what the text says;"
     " where the text does not give a value and the schema allows null, use null."
 )
-_TEXT = {
+_TEXT = {  # strict `json_schema` needs no line: the API holds the answer to the schema
     "json_schema": "Answer with the complete JSON object for the `{name}` schema.",
     "tools": "Call the function `{name}` once, with the complete extracted data as arguments.",
     "json_object": (
@@ -107,11 +107,30 @@ def system_text(
     instructions: str | None,
     texts: Mapping[str, str] = _TEXT,
 ) -> str:
-    """The system text for `mode`: the instructions, then how to answer."""
+    """The system text for `mode`: the instructions, then how to answer.
+
+    With strict structured outputs (`json_schema` on a schema the API can enforce) the
+    instructions stand alone: the response format already says what to answer, and a
+    line saying it again would be paid for in every request.
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> class City(BaseModel):
+        ...     name: str
+        >>> system_text(City, "json_schema", "Find the city.")
+        'Find the city.'
+        >>> print(system_text(City, "tools", "Find the city."))
+        Find the city.
+        <BLANKLINE>
+        Call the function `City` once, with the complete extracted data as arguments.
+    """
     spec = schema_spec(schema)
-    how = texts[mode].format(
-        name=spec.name, schema=schema_text(schema) if mode == "json_object" else ""
-    )
+    if mode == "json_schema" and spec.strict:
+        how = ""
+    else:
+        how = texts[mode].format(
+            name=spec.name, schema=schema_text(schema) if mode == "json_object" else ""
+        )
     told = (instructions or DEFAULT_INSTRUCTIONS).strip()
     return f"{told}\n\n{how}" if how else told
 
@@ -188,7 +207,8 @@ def build_partial_request(
     concrete = resolve_mode(mode, model)
     system = system_text(subset, concrete, instructions, _PARTIAL_TEXT)
     messages = _messages(text_or_messages, system)
-    messages.append({"role": "assistant", "content": json.dumps(wrong, ensure_ascii=False)})
+    shown = json.dumps(wrong, ensure_ascii=False, separators=(",", ":"))
+    messages.append({"role": "assistant", "content": shown})
     messages.append({"role": "user", "content": correction})
     params = _mode_params(subset, concrete)
     if supports_prompt_cache_key(model):

@@ -116,37 +116,37 @@ def correction_for_fields(
 ) -> str:
     """The user message of a re-ask for some fields only: what is wrong, and which to give.
 
-    Short, since the invalid values are in the assistant message just before it: no
-    "got ...", the allowed values once, and the missing fields on one line.
+    Short, since the invalid values are in the assistant message just before it and the
+    request's schema is of these fields alone (their types and allowed values): no
+    "got ...", no list of allowed values, the missing fields on one line, and no closing
+    line saying to answer with these fields as JSON (the schema says it).
 
     Example:
         >>> problems = [Problem("status", "Input should be 'open' or 'closed'", ("open", "closed")),
         ...             Problem("owner", "required field is missing")]
         >>> print(correction_for_fields(problems, ["status", "owner", "due"]))
-        Fix these fields:
-        - status: one of "open", "closed"
+        Fix only these fields:
+        - status: not an allowed value
         - owner, due: missing
-        Answer with only these fields as JSON.
     """
     lines = []
     for p in problems:
         if p.path == "...":
             continue
         if p.allowed:
-            shown = ", ".join(json.dumps(a, ensure_ascii=False) for a in p.allowed)
-            lines.append(f"- {p.path}: one of {shown}")
+            lines.append(f"- {p.path}: not an allowed value")
         elif p.problem != MISSING:
             lines.append(f"- {p.path}: {p.problem}")
     told = {p.path.split(".")[0].split("[")[0] for p in problems if p.problem != MISSING}
     missing = [k for k in keys if k not in told]
     if missing:
         lines.append(f"- {', '.join(missing)}: missing")
-    ask = (
-        f"Call `{tool_name}` again with only these fields."
+    head = (
+        f"Call `{tool_name}` again with only these fields:"
         if tool_name
-        else ("Answer with only these fields as JSON.")
+        else "Fix only these fields:"
     )
-    return "Fix these fields:\n" + "\n".join(lines) + "\n" + ask
+    return head + "\n" + "\n".join(lines)
 
 
 def correction_for_cut(keys: Sequence[str], *, tool_name: str | None = None) -> str:
@@ -154,15 +154,26 @@ def correction_for_cut(keys: Sequence[str], *, tool_name: str | None = None) -> 
 
     Example:
         >>> print(correction_for_cut(["summary", "tags"]))
-        Your answer was cut off before these fields: summary, tags.
-        Answer with only these fields as JSON.
+        Your answer was cut off. Give only these fields: summary, tags.
     """
-    ask = (
-        f"Call `{tool_name}` again with only these fields."
-        if tool_name
-        else ("Answer with only these fields as JSON.")
-    )
-    return f"Your answer was cut off before these fields: {', '.join(keys)}.\n{ask}"
+    return f"Your answer was cut off. {_only(keys, tool_name)}"
+
+
+def correction_for_placeholders(keys: Sequence[str], *, tool_name: str | None = None) -> str:
+    """The user message asking, in full, for the fields a lazy answer left as placeholders.
+
+    Example:
+        >>> print(correction_for_placeholders(["summary", "tags"]))
+        Your answer used placeholders. Give only these fields, in full: summary, tags.
+    """
+    return f"Your answer used placeholders. {_only(keys, tool_name, ', in full')}"
+
+
+def _only(keys: Sequence[str], tool_name: str | None, how: str = "") -> str:
+    asked = ", ".join(keys)
+    if tool_name:
+        return f"Call `{tool_name}` again with only these fields{how}: {asked}."
+    return f"Give only these fields{how}: {asked}."
 
 
 def correction_for_lazy(markers: Sequence[str], *, tool_name: str | None = None) -> str:

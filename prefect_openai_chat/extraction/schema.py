@@ -173,8 +173,51 @@ def _schema_json(model: type[BaseModel]) -> str:
 
 @class_cache
 def schema_text(schema: type[BaseModel]) -> str:
-    """Pretty JSON of `model_json_schema()`, for the system message in `json_object` mode."""
-    return json.dumps(schema_spec(schema).original, indent=2, ensure_ascii=False)
+    """`model_json_schema()` as compact JSON, for the system message in `json_object` mode.
+
+    No indentation and no `title` keywords (pydantic's titles only repeat the field
+    names): about 40% fewer tokens than the indented schema, in every request that
+    carries it. Everything else (descriptions, constraints, defaults, `$defs`) stays.
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> class City(BaseModel):
+        ...     name: str
+        >>> schema_text(City)
+        '{"properties":{"name":{"type":"string"}},"required":["name"],"type":"object"}'
+    """
+    lean = without_titles(schema_spec(schema).original)
+    return json.dumps(lean, ensure_ascii=False, separators=(",", ":"))
+
+
+# Keywords whose value maps names to schemas (a key there is a name, never a keyword),
+# and keywords whose value is data, not a schema (a "title" in it is data too).
+_SCHEMA_MAPS = frozenset({"properties", "$defs", "definitions", "patternProperties"})
+_DATA = frozenset({"enum", "const", "default", "examples", "required", "discriminator"})
+
+
+def without_titles(node: Any) -> Any:
+    """A copy of a JSON schema without its `title` keywords (names and data kept).
+
+    Example:
+        >>> without_titles({"title": "Row", "properties": {"title": {"title": "Title"}}})
+        {'properties': {'title': {}}}
+    """
+    if isinstance(node, list):
+        return [without_titles(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if key in _DATA:
+            out[key] = value
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: without_titles(sub) for name, sub in value.items()}
+        else:
+            out[key] = without_titles(value)
+    return out
 
 
 def to_strict_schema(original: dict[str, Any]) -> dict[str, Any]:

@@ -107,7 +107,8 @@ async def test_a_partial_reask_sends_the_record_the_invalid_values_and_a_subset_
     assert [m["role"] for m in again] == ["system", "user", "assistant", "user"]
     assert again[1] == first[1]  # the record, as it was
     assert len(again[2]["content"]) < len(result.raw_outputs[0]) / 2  # the invalid values only
-    assert "Fix these fields" in again[3]["content"]
+    assert again[3]["content"].startswith("Fix only these fields:\n- ")
+    assert "allowed" in again[3]["content"] and '"' not in again[3]["content"]  # no value list
     sub = params["response_format"]["json_schema"]
     assert sub["name"] == "TicketFields"
     asked = set(sub["schema"]["properties"])
@@ -136,9 +137,51 @@ async def test_a_cut_answer_keeps_its_finished_fields_and_asks_for_the_rest(
     result = await run_extraction(call, Ticket, TICKET_TEXT, model=MODEL)
     assert result.ok and result.finish_reasons[0] == "length" and result.reprompts == 0
     (_, _), (again, params) = call.sent
-    assert "cut off before these fields" in again[-1]["content"]
     asked = set(params["response_format"]["json_schema"]["schema"]["properties"])
     assert asked and asked < set(Ticket.model_json_schema()["properties"])
+    assert again[-1]["content"].startswith("Your answer was cut off. Give only these fields: ")
+    assert all(key in again[-1]["content"] for key in asked)
+
+
+async def test_a_lazy_answer_keeps_the_fields_written_in_full_and_asks_for_the_rest(
+    ideal_sim: Any,
+) -> None:
+    call = sim_call(ideal_sim, "lazy")
+    result = await run_extraction(call, Ticket, TICKET_TEXT, model=MODEL)
+    assert result.ok and result.reprompts == 1, result.errors
+    assert result.value is not None and result.value.customer == "Ada Lovelace"
+    (first, _), (again, params) = call.sent
+    asked = set(params["response_format"]["json_schema"]["schema"]["properties"])
+    assert asked and asked < set(Ticket.model_json_schema()["properties"])
+    assert again[:2] == first and again[2] == {"role": "assistant", "content": "{}"}
+    assert again[3]["content"].startswith("Your answer used placeholders. Give only these")
+    whole = sim_call(ideal_sim, "lazy")
+    same = await run_extraction(whole, Ticket, TICKET_TEXT, model=MODEL, reask_scope="whole")
+    assert same.ok and same.value is not None and same.value.customer == "Ada Lovelace"
+    assert result.usage.total_tokens < same.usage.total_tokens  # cheaper than a whole re-ask
+
+
+async def test_a_placeholder_inside_a_list_asks_for_the_whole_field_again() -> None:
+    answers = iter(
+        [
+            '{"customer": "Ada", "email": "ada@example.com", "priority": "high",'
+            ' "category": "bug", "amount": null, "address": null, "tags": ["a", ...],'
+            ' "retries": 0}',
+            '{"tags": ["a", "b"], "retries": 0}',
+        ]
+    )
+    sent: list[tuple[list[dict[str, Any]], dict[str, Any]]] = []
+
+    async def call(messages: list[dict[str, Any]], params: dict[str, Any]) -> ChatResult:
+        sent.append((messages, params))
+        return ChatResult(content=next(answers), finish_reason="stop", usage=Usage())
+
+    result = await run_extraction(call, Ticket, TICKET_TEXT, model=MODEL)
+    assert result.ok and result.reprompts == 1, result.errors
+    assert result.value is not None and result.value.tags == ["a", "b"]
+    # the list with the placeholder and the field after it are asked for, never kept cut
+    asked = set(sent[1][1]["response_format"]["json_schema"]["schema"]["properties"])
+    assert {"tags"} <= asked and "customer" not in asked
 
 
 async def test_a_partial_answer_that_is_not_json_gets_a_whole_reask() -> None:

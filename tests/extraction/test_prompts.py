@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 from extraction_models import PERSON_TEXT, Person, Ticket
+from pydantic import BaseModel
 
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction import build_request, resolve_mode, supports_structured_outputs
+from prefect_openai_chat.extraction.prompts import DEFAULT_INSTRUCTIONS
+from prefect_openai_chat.extraction.schema import without_titles
 
 
 @pytest.mark.parametrize(
@@ -45,6 +48,18 @@ def test_json_schema_mode() -> None:
     assert messages[1]["content"] == PERSON_TEXT
     assert set(params) == {"response_format", "prompt_cache_key"}  # OpenAI: one cache key
     assert params["response_format"]["json_schema"]["strict"] is True
+    # strict structured outputs: the instructions alone, no line repeating the format
+    assert messages[0]["content"] == DEFAULT_INSTRUCTIONS
+
+
+def test_a_schema_that_cannot_be_strict_is_told_what_to_answer() -> None:
+    class Loose(BaseModel):
+        name: str
+        extra: dict[str, int]
+
+    messages, params = build_request(Loose, "Oslo", mode="json_schema", model="gpt-4o-mini")
+    assert params["response_format"]["json_schema"]["strict"] is False
+    assert messages[0]["content"].endswith("JSON object for the `Loose` schema.")
 
 
 def test_json_object_mode_puts_the_schema_and_the_word_json_in_the_system_message() -> None:
@@ -56,7 +71,8 @@ def test_json_object_mode_puts_the_schema_and_the_word_json_in_the_system_messag
     assert system.startswith("Extract the ticket.")
     assert "JSON" in system
     schema_part = system[system.index("{") :]
-    assert json.loads(schema_part) == Ticket.model_json_schema()
+    assert json.loads(schema_part) == without_titles(Ticket.model_json_schema())
+    assert "\n" not in schema_part and '"title"' not in schema_part  # compact: fewer tokens
 
 
 def test_tools_mode_forces_the_function_call() -> None:

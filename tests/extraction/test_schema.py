@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 import pytest
 from extraction_models import VALID_TICKET, Address, FreeForm, Person, Ticket
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction import (
@@ -18,7 +18,8 @@ from prefect_openai_chat.extraction import (
     tool_definition,
     validate,
 )
-from prefect_openai_chat.extraction.schema import NotStrictError, to_strict_schema
+from prefect_openai_chat.extraction.schema import NotStrictError, to_strict_schema, without_titles
+from prefect_openai_chat.tokens import count_text_tokens
 
 ALLOWED = {
     "type", "description", "enum", "const", "anyOf", "$ref", "$defs", "properties",
@@ -141,10 +142,23 @@ def test_response_format_and_tool_definition_are_fresh_dicts() -> None:
     assert function["parameters"]["required"] == ["name", "age", "email"]
 
 
-def test_schema_text_is_the_pretty_original_schema() -> None:
+def test_schema_text_is_the_original_schema_compact_and_without_titles() -> None:
     text = schema_text(Ticket)
-    assert json.loads(text) == Ticket.model_json_schema()
-    assert "\n  " in text  # indented
+    assert json.loads(text) == without_titles(Ticket.model_json_schema())
+    assert "\n" not in text and '"title"' not in text
+    pretty = json.dumps(Ticket.model_json_schema(), indent=2)
+    assert count_text_tokens(text, "gpt-4o-mini") < 0.7 * count_text_tokens(pretty, "gpt-4o-mini")
+
+
+def test_without_titles_keeps_names_and_data_called_title() -> None:
+    class Book(BaseModel):
+        title: str = Field(default="Untitled", title="The title")
+        meta: dict[str, str] = Field(default={"title": "kept"})
+
+    lean = without_titles(Book.model_json_schema())
+    assert lean["properties"]["title"] == {"default": "Untitled", "type": "string"}
+    assert lean["properties"]["meta"]["default"] == {"title": "kept"}
+    assert "title" not in lean
 
 
 @pytest.mark.parametrize("bad", [dict, "Ticket", Ticket(**VALID_TICKET), None])
