@@ -20,6 +20,8 @@ night with no faults; and what such a night bills through the Batch API.
    Batch API night <= 0.55x the online one.
 
 Run: python benchmarks/bench_reask.py [--records 200] [--rounds 1] [--only tokens|batch]
+     [--mode auto|json_schema|json_object|tools] (the tokens part's mode; `json_object`
+     puts the schema in the system message, as on models without structured outputs)
 """
 
 from __future__ import annotations
@@ -55,8 +57,10 @@ PER_RIGHT_TARGET = 0.90
 BATCH_TARGET = 0.55
 
 
-async def night(records: list[dict[str, Any]], seed: int, scope: str | None) -> dict[str, Any]:
-    """One night of `records`: `scope` None is the fault-free night."""
+async def night(
+    records: list[dict[str, Any]], seed: int, scope: str | None, mode: str = "auto"
+) -> dict[str, Any]:
+    """One night of `records` in `mode`: `scope` None is the fault-free night."""
     from prefect_openai_chat.blocks.assembly import RUNNERS
     from prefect_openai_chat.examples.tickets import (
         TICKET_INSTRUCTIONS,
@@ -75,15 +79,32 @@ async def night(records: list[dict[str, Any]], seed: int, scope: str | None) -> 
         options = ExtractionOptions(
             model=runner.settings.model,
             instructions=TICKET_INSTRUCTIONS,
+            mode=mode,
             on_error="return",
             **scoped,
         )
         gate = asyncio.Semaphore(CONCURRENCY)
+        spent: dict[str, list[int]] = {}  # request kind -> [requests, prompt, completion]
+        send = runner_call(runner)
+
+        async def call(messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
+            kind = request_kind(messages, params)
+            try:
+                result = await send(messages, params)
+            except Exception as exc:  # a cut answer comes as an error holding what was paid
+                result = getattr(exc, "partial", None)
+                if result is None:
+                    raise
+                kind += " (cut)"
+                add_spent(spent, kind, result.usage)
+                raise
+            add_spent(spent, kind, result.usage)
+            return result
 
         async def one(record: dict[str, Any]) -> Any:
             async with gate:
                 text = TICKET_PROMPT.format(**record)
-                return await run_extraction(runner_call(runner), SupportTicket, text, options)
+                return await run_extraction(call, SupportTicket, text, options)
 
         started = time.perf_counter()
         results = await asyncio.gather(*(one(r) for r in records))
@@ -98,9 +119,36 @@ async def night(records: list[dict[str, Any]], seed: int, scope: str | None) -> 
         "tokens": sum(r.usage.total_tokens for r in results),
         "requests": stats.requests,
         "kinds": kinds,
+        "spent": spent,
         "faults": dict(sorted(stats.by_fault.items())),
         "seconds": time.perf_counter() - started,
     }
+
+
+def request_kind(messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
+    """What a request of the extraction loop is, read from its last user message."""
+    if messages[-1]["role"] != "user" or not any(m["role"] == "assistant" for m in messages):
+        return "re-send" if "max_completion_tokens" in params else "first"
+    said = str(messages[-1]["content"])
+    if said.startswith("Fix"):
+        return "re-ask (fields)"
+    if said.startswith(("Your answer was cut off", "Your answer used placeholders")):
+        return "the rest"
+    return "re-ask (whole)"
+
+
+def add_spent(spent: dict[str, list[int]], kind: str, usage: Any) -> None:
+    row = spent.setdefault(kind, [0, 0, 0])
+    row[0] += 1
+    row[1] += usage.prompt_tokens
+    row[2] += usage.completion_tokens
+
+
+def spent_line(spent: dict[str, list[int]]) -> str:
+    """`kind n x (prompt + completion)` per request kind, as means."""
+    return "; ".join(
+        f"{kind} {n} x ({p / n:.0f} + {c / n:.0f})" for kind, (n, p, c) in sorted(spent.items())
+    )
 
 
 def figures(ideal: dict[str, Any], spoiled: dict[str, Any]) -> dict[str, Any]:
@@ -121,18 +169,19 @@ def figures(ideal: dict[str, Any], spoiled: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def tokens_part(records: list[dict[str, Any]], rounds: int, seed: int) -> None:
+def tokens_part(records: list[dict[str, Any]], rounds: int, seed: int, mode: str) -> None:
     rows: dict[str, list[dict[str, Any]]] = {"whole": [], "fields": []}
     for n in range(rounds):
         sim_seed = seed + n
-        ideal = asyncio.run(night(records, sim_seed, None))
+        ideal = asyncio.run(night(records, sim_seed, None, mode))
         print(
             f"round {n + 1} (simulator seed {sim_seed}): fault-free night: {ideal['tokens']}"
             f" tokens, {sum(r.ok for r in ideal['results'])} valid, {ideal['requests']}"
-            f" requests, {ideal['seconds']:.1f} s"
+            f" requests, {ideal['seconds']:.1f} s; requests x (prompt + completion tokens):"
+            f" {spent_line(ideal['spent'])}"
         )
         for scope in ("whole", "fields"):  # alternating sides, one fresh simulator each
-            spoiled = asyncio.run(night(records, sim_seed, scope))
+            spoiled = asyncio.run(night(records, sim_seed, scope, mode))
             f = figures(ideal, spoiled)
             rows[scope].append(f)
             tally = spoiled["kinds"]
@@ -142,7 +191,8 @@ def tokens_part(records: list[dict[str, Any]], rounds: int, seed: int) -> None:
                 f" = {f['ratio']:.3f}x fault-free, {f['per_right']:.1f} per right record;"
                 f" calls: first {tally['first']}, re-asks {tally['re-ask']}, more room"
                 f" {tally['more room']}; HTTP requests {spoiled['requests']};"
-                f" faults {spoiled['faults']}"
+                f" faults {spoiled['faults']}\n    requests x (prompt + completion tokens):"
+                f" {spent_line(spoiled['spent'])}"
             )
     med = {
         scope: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for scope, rs in rows.items()
@@ -254,16 +304,22 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="rounds (simulator seeds)")
     parser.add_argument("--seed", type=int, default=7, help="data and simulator seed")
     parser.add_argument("--only", choices=["tokens", "batch"])
+    parser.add_argument(
+        "--mode",
+        default="auto",
+        choices=["auto", "json_schema", "json_object", "tools"],
+        help="extraction mode of the tokens part (auto: json_schema on this model)",
+    )
     args = parser.parse_args()
     logging.getLogger("prefect_openai_chat").setLevel(logging.WARNING)
     records = tickets(args.records, seed=args.seed)
     print(
         f"{len(records)} tickets (generate(count={args.records}, seed={args.seed})), schema"
         f" SupportTicket, spoiled mix {SPOILED} ({100 * sum(SPOILED.values()):.0f}% of first"
-        " answers), 5% of re-asks fail again"
+        f" answers), 5% of re-asks fail again, mode {args.mode}"
     )
     if args.only in (None, "tokens"):
-        tokens_part(records, args.rounds, args.seed)
+        tokens_part(records, args.rounds, args.seed, args.mode)
     if args.only in (None, "batch"):
         batch_part(records, args.seed)
     return 0
