@@ -39,7 +39,11 @@ from prefect_openai_chat.tokens.roles import INSTRUCTION_ROLES, ROLES
 Mode = Literal["auto", "json_schema", "json_object", "tools"]
 ConcreteMode = Literal["json_schema", "json_object", "tools"]
 MODES: tuple[str, ...] = ("auto", "json_schema", "json_object", "tools")
-PROMPT_VERSION = "2"  # part of every cache key: bump when the texts below change
+# Part of every ledger key: bump when a change to the texts below could change an answer
+# (what is asked). A change of form that asks the same (fewer tokens for the same request,
+# as the compact texts of version "1" after issue 26) keeps it: a ledger's records stay
+# answered, and an upgrade does not pay for them again.
+PROMPT_VERSION = "1"
 
 DEFAULT_INSTRUCTIONS = (
     "Extract the requested data from the user's text. Use only what the text says;"
