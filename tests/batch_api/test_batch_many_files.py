@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from batch_flow_support import read_rows, run_night, tickets
-from test_batch_resume import recorded_batches
+from batch_flow_support import read_rows, recorded_batches, run_night, tickets
 
 from prefect_openai_chat.simulator import Simulator
 
