@@ -10,7 +10,9 @@ night reads it in pages of `PAGE` rows (keyset pagination on the custom id), so 
 process holds at most a page of records, one batch's scratch results on disk, and
 the counters. Nothing here survives a killed process, and nothing needs to: a run
 started again reads its source again, and finds its batches (ids, custom-id ranges)
-in the batch ledger, which is where resuming is decided.
+in the batch ledger, which is where resuming is decided. The folder is named by the
+process id: a night killed before it could remove its file (several GB for a million
+records) leaves it behind, and the next night on the host removes it (`sweep`).
 
 Example:
     >>> store = NightStore()
@@ -23,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -47,12 +50,37 @@ CREATE TABLE results (custom_id TEXT PRIMARY KEY, result BLOB NOT NULL);
 """
 
 
+def sweep(parent: Path) -> list[Path]:
+    """Remove the night folders in `parent` whose process has ended (killed nights);
+    the folders removed."""
+    removed = []
+    for path in parent.glob("batch-night-*-*"):
+        pid = path.name.split("-")[2]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
 class NightStore:
     """The records and works of one night in a temporary SQLite file (one connection,
     used by one thread at a time)."""
 
     def __init__(self, folder: str | Path | None = None) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="batch-night-", dir=folder))
+        sweep(Path(folder or tempfile.gettempdir()))
+        prefix = f"batch-night-{os.getpid()}-"
+        self.folder = Path(tempfile.mkdtemp(prefix=prefix, dir=folder))
         self.db = sqlite3.connect(self.folder / "night.sqlite", check_same_thread=False)
         self.lock = threading.RLock()
         self.db.executescript(
