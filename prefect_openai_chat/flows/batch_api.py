@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import pickle
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -51,7 +50,7 @@ from prefect_openai_chat.extraction.batch_api import BatchApiOptions, BatchNight
 from prefect_openai_chat.extraction.batch_api.client import BatchClient
 from prefect_openai_chat.extraction.batch_api.ledger import BatchLedger, run_key
 from prefect_openai_chat.extraction.batch_api.night import Planned, Work
-from prefect_openai_chat.extraction.batch_api.store import PAGE, NightStore
+from prefect_openai_chat.extraction.batch_api.store import PAGE, NightStore, pack, unpack
 from prefect_openai_chat.extraction.ledger import Ledger
 from prefect_openai_chat.extraction.outcomes import cached_outcome, failed_outcome
 from prefect_openai_chat.flows.checks import batch_api_folder
@@ -121,7 +120,7 @@ def _read_source(
         records: list[tuple[int, bytes, str | None, str | None, None]] = []
         works: list[tuple[str, bytes, int]] = []
         for item in window.readable(page):
-            blob = pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
+            blob = pack(item)
             try:
                 text = job.spec.render(item.record or {})
             except InvalidInputError as exc:
@@ -130,7 +129,7 @@ def _read_source(
                 key = extraction_key(model, job.spec, text)
                 records.append((position, blob, key, None, None))
                 work = Work(key, text, status="new")
-                works.append((key, pickle.dumps(work, pickle.HIGHEST_PROTOCOL), position))
+                works.append((key, pack(work), position))
             position += 1
         store.add_records(records)
         store.add_works(works)
@@ -373,14 +372,14 @@ def _write_out(window: RecordWindow, store: NightStore) -> None:
         items: list[SourceItem] = []
         outcomes: list[RecordOutcome] = []
         for position, blob, key, skipped, work_blob, cached, first in page:
-            item: SourceItem = pickle.loads(blob)
+            item: SourceItem = unpack(blob)
             items.append(item)
             if key is None:
                 outcomes.append(failed_outcome(item.line, item.key, "skipped", skipped))
             elif cached is not None:
                 outcomes.append(cached_outcome(cached, item.line, item.key))
             else:
-                work: Work = pickle.loads(work_blob)
+                work: Work = unpack(work_blob)
                 outcome = work.result().model_copy(update={"index": item.line, "key": item.key})
                 if position != first:  # the same request again: answered once, paid once
                     outcome = outcome.model_copy(update={"cached": True})

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import pickle
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -53,7 +52,7 @@ from prefect_openai_chat.extraction.batch_api.outputs import (
     parse_line,
 )
 from prefect_openai_chat.extraction.batch_api.replay import NextRequest, replay_extraction
-from prefect_openai_chat.extraction.batch_api.store import NightStore
+from prefect_openai_chat.extraction.batch_api.store import NightStore, pack, unpack
 from prefect_openai_chat.extraction.engine import CallFn, ExtractionOptions
 from prefect_openai_chat.extraction.outcomes import record_outcome
 from prefect_openai_chat.redaction import redact_text
@@ -169,14 +168,14 @@ _MEMBERS = "status = 'queued' AND custom_id >= ? AND custom_id <= ?"
 
 
 def _load(blob: bytes) -> Work:
-    work: Work = pickle.loads(blob)
+    work: Work = unpack(blob)
     return work
 
 
 def _row(work: Work) -> tuple[str, bytes, str, int, int]:
     line = work.line
     size, tokens = (len(line.data), line.tokens) if line is not None else (0, 0)
-    return work.custom_id, pickle.dumps(work, pickle.HIGHEST_PROTOCOL), work.status, size, tokens
+    return work.custom_id, pack(work), work.status, size, tokens
 
 
 class BatchNight:
@@ -392,7 +391,7 @@ class BatchNight:
 
         def match(work: Work) -> None:
             blob = store.result(work.custom_id)
-            result: LineResult | None = None if blob is None else pickle.loads(blob)
+            result: LineResult | None = None if blob is None else unpack(blob)
             self._match(batch, work, result, unreadable)
             if result is not None and result.code == MALFORMED:
                 notes.append(
@@ -415,9 +414,9 @@ class BatchNight:
                     continue
                 seen = self.store.result(custom_id)
                 if seen is not None:
-                    result, said = merge_results(pickle.loads(seen), result)
+                    result, said = merge_results(unpack(seen), result)
                     notes.append(f"{where} line {number}: record {custom_id[:16]} again: {said}")
-                self.store.put_result(custom_id, pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
+                self.store.put_result(custom_id, pack(result))
 
     def _each_member(self, members: tuple[str, str], change: Callable[[Work], None]) -> None:
         """Apply `change` to each queued work of the batch over `members`, a page at a time."""

@@ -26,10 +26,12 @@ Example:
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import sqlite3
 import tempfile
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,17 @@ CREATE TABLE works (
 CREATE INDEX works_status ON works (status, custom_id);
 CREATE TABLE results (custom_id TEXT PRIMARY KEY, result BLOB NOT NULL);
 """
+
+
+def pack(value: Any) -> bytes:
+    """`value` as the store keeps it: pickled, then compressed (a request line repeats
+    the instructions and schema of every other: about a fifth of the bytes on disk)."""
+    return zlib.compress(pickle.dumps(value, pickle.HIGHEST_PROTOCOL), 1)
+
+
+def unpack(blob: bytes) -> Any:
+    """What `pack` stored (the night's own private file, written by this process)."""
+    return pickle.loads(zlib.decompress(blob))
 
 
 def sweep(parent: Path) -> list[Path]:
