@@ -34,7 +34,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prefect import task
@@ -49,14 +50,15 @@ from prefect_openai_chat.extraction.batch_api import BatchApiOptions, BatchNight
 from prefect_openai_chat.extraction.batch_api.client import BatchClient
 from prefect_openai_chat.extraction.batch_api.ledger import BatchLedger, run_key
 from prefect_openai_chat.extraction.batch_api.night import Planned, Work
+from prefect_openai_chat.extraction.batch_api.store import PAGE, NightStore, pack, unpack
 from prefect_openai_chat.extraction.ledger import Ledger
-from prefect_openai_chat.extraction.outcomes import cached_outcome, failed_outcome, record_outcome
+from prefect_openai_chat.extraction.outcomes import cached_outcome, failed_outcome
 from prefect_openai_chat.flows.checks import batch_api_folder
 from prefect_openai_chat.flows.sources import SourceItem
 from prefect_openai_chat.flows.summary import RunArtifacts
 from prefect_openai_chat.flows.window import RecordWindow, RunJob
 from prefect_openai_chat.redaction import redact_exception, redact_text
-from prefect_openai_chat.results import FINAL_OUTCOMES, RecordOutcome
+from prefect_openai_chat.results import RecordOutcome
 from prefect_openai_chat.tasks import (
     assemble,
     extraction_key,
@@ -88,36 +90,67 @@ def run_batch_api(
 def _run_batch_api(
     job: RunJob, window: RecordWindow, items: Iterator[SourceItem], artifacts: RunArtifacts
 ) -> None:
-    options = job.run.batch_api_options
-    readable = window.readable(list(items))
     model = run_sync(resolve_chat_model(job.chat_model))
-    keys: list[str | None] = []
-    texts: dict[str, str] = {}
-    skipped: dict[int, str] = {}
-    for position, item in enumerate(readable):
-        try:
-            text = job.spec.render(item.record or {})
-        except InvalidInputError as exc:
-            keys.append(None)
-            skipped[position] = str(exc)
-            continue
-        key = extraction_key(model, job.spec, text)
-        keys.append(key)
-        texts.setdefault(key, text)
+    store = NightStore()
     cache = record_ledger(job.run.cache)
     try:
-        known = cache.get_many(texts) if cache is not None else {}
-        fresh = {key: text for key, text in texts.items() if key not in known}
-        night: BatchNight | None = None
-        ledger = _batch_ledger(job.run.cache, cache, run_key(model.model, _base(model), texts))
-        if fresh:
-            night = _run_rounds(job, model, options, ledger, fresh, cache, artifacts)
-        outcomes = _outcomes(readable, keys, skipped, known, night)
-        window.write(readable, outcomes)
+        _read_source(job, model, window, items, store)
+        _look_up(store, cache)
+        ledger = _batch_ledger(
+            job.run.cache, cache, run_key(model.model, _base(model), _keys(store))
+        )
+        if store.count("status = 'new'"):
+            _run_rounds(job, model, job.run.batch_api_options, ledger, store, cache, artifacts)
+        _write_out(window, store)
         ledger.remove()
     finally:
         if cache is not None:
             cache.close()
+        store.close()
+
+
+def _read_source(
+    job: RunJob, model: ChatModel, window: RecordWindow, items: Iterator[SourceItem],
+    store: NightStore,
+) -> None:  # fmt: skip
+    """Every readable record into the night's store, a page at a time: its item, its cache
+    key (or why it was skipped); one work per distinct key."""
+    position = 0
+    while page := list(itertools.islice(items, PAGE)):
+        records: list[tuple[int, bytes, str | None, str | None, None]] = []
+        works: list[tuple[str, bytes, int]] = []
+        for item in window.readable(page):
+            blob = pack(item)
+            try:
+                text = job.spec.render(item.record or {})
+            except InvalidInputError as exc:
+                records.append((position, blob, None, str(exc), None))
+            else:
+                key = extraction_key(model, job.spec, text)
+                records.append((position, blob, key, None, None))
+                work = Work(key, text, status="new")
+                works.append((key, pack(work), position))
+            position += 1
+        store.add_records(records)
+        store.add_works(works)
+
+
+def _keys(store: NightStore) -> Iterator[str]:
+    """Every custom id of the night, sorted, a page at a time."""
+    after = ""
+    while page := store.keys_page(after):
+        yield from page
+        after = page[-1]
+
+
+def _look_up(store: NightStore, cache: Ledger | None) -> None:
+    """Mark the works the record ledger has finished (an earlier run paid for them)."""
+    if cache is None:
+        return
+    after = ""
+    while page := store.keys_page(after):
+        store.set_cached(cache.get_many(page))
+        after = page[-1]
 
 
 def _batch_ledger(setting: bool | str, cache: Ledger | None, key: str) -> BatchLedger:
@@ -138,11 +171,13 @@ def _run_rounds(
     model: ChatModel,
     options: BatchApiOptions,
     ledger: BatchLedger,
-    texts: dict[str, str],
+    store: NightStore,
     cache: Ledger | None,
     artifacts: RunArtifacts,
 ) -> BatchNight:
-    night = run_sync(_prepare(job, model, options, ledger, texts))
+    night = run_sync(_prepare(job, model, options, ledger, store))
+    if cache is not None:  # each final outcome stored as it is settled
+        night.on_final = cache.complete
     logger = run_logger()
     for round_number in range(options.max_rounds):
         waves = night.plan(round_number)
@@ -157,9 +192,7 @@ def _run_rounds(
         settle_records(job, night, round_number, cache)
         if night.open_works == 0:
             break
-    for work in night.works.values():  # never left without an outcome
-        if not work.finished:
-            work.status, work.note = "done", f"no outcome after {options.max_rounds} batch rounds"
+    night.give_up(f"no outcome after {options.max_rounds} batch rounds")
     return night
 
 
@@ -168,7 +201,7 @@ async def _prepare(
     model: ChatModel,
     options: BatchApiOptions,
     ledger: BatchLedger,
-    texts: dict[str, str],
+    store: NightStore,
 ) -> BatchNight:
     _, runner = await assemble(model)
     night = BatchNight(
@@ -180,8 +213,9 @@ async def _prepare(
             runner.settings.model, runner.settings.defaults.get("max_completion_tokens")
         ),
         prices=runner.settings.prices,
+        store=store,
     )
-    await night.prepare(texts, runner)
+    await night.prepare(runner)
     return night
 
 
@@ -246,7 +280,7 @@ async def _acollect(
         model = await resolve_chat_model(chat_model)
         client = _client(model)
         for batch, planned in zip(batches, wave, strict=True):
-            notes = await night.collect(client, batch, planned.custom_ids)
+            notes = await night.collect(client, batch, planned)
             if batch.id in night.abandoned:
                 run_logger().warning("%s", night.abandoned[batch.id])
             for note in notes[:20]:
@@ -265,20 +299,13 @@ def _log_validation_errors(batch: Any) -> None:
 
 
 async def _asettle(job: RunJob, night: BatchNight, round_number: int, cache: Ledger | None) -> None:
-    """Finish what the answers settle; send re-asks online (or queue them); cache outcomes."""
-    before = {key for key, work in night.works.items() if work.finished}
+    """Finish what the answers settle; send re-asks online (or queue them); cache outcomes
+    (`night.on_final`, as each is settled)."""
     with _redacted():
         _, runner = await assemble(job.chat_model)
         concurrency = job.run.concurrency
         runner.protection.gate = gate_for(job.concurrency_pool, concurrency)
         await night.settle(round_number, runner, runner_call(runner), slots=concurrency * 4)
-    if cache is None:
-        return
-    for key, work in night.works.items():  # each final outcome stored as it is settled
-        if work.finished and key not in before:
-            outcome = _work_outcome(0, key, work)
-            if outcome.outcome in FINAL_OUTCOMES:
-                cache.complete(key, outcome.model_dump_json())
 
 
 _OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE}
@@ -309,7 +336,7 @@ def _collect_run_name() -> str:
     try:
         parameters = task_run.parameters
         batches, wave = parameters.get("batches") or [], parameters.get("wave") or []
-        records = sum(len(planned.custom_ids) for planned in wave)
+        records = sum(planned.count for planned in wave)
     except (AttributeError, TypeError):  # a name is never worth failing the task for
         return "collect answers"
     return f"collect answers, {len(batches)} batches, {records} records"
@@ -337,43 +364,25 @@ def settle_records(job: RunJob, night: BatchNight, round_number: int, cache: Led
     run_sync(_asettle(job, night, round_number, cache))
 
 
-def _work_outcome(index: int, key: str, work: Work) -> RecordOutcome:
-    if work.extraction is None:
-        return RecordOutcome(
-            index=index, key=key, ok=False, outcome="error", reason=work.note, via="batch"
-        )
-    outcome = record_outcome(index, key, work.extraction)
-    online = None
-    if work.answers:
-        online = round(
-            (outcome.cost_usd or 0.0) - work.batch_cost + work.online_cost_of_answers, 10
-        )
-    return outcome.model_copy(
-        update={"via": "batch" if work.answers else "online", "online_cost_usd": online}
-    )
-
-
-def _outcomes(
-    readable: list[SourceItem],
-    keys: list[str | None],
-    skipped: dict[int, str],
-    known: Mapping[str, str],
-    night: BatchNight | None,
-) -> list[RecordOutcome]:
-    """One outcome per readable record, in order; a repeated request is paid once."""
-    outcomes: list[RecordOutcome] = []
-    paid: set[str] = set()
-    for position, (item, key) in enumerate(zip(readable, keys, strict=True)):
-        if key is None:
-            outcomes.append(failed_outcome(item.line, item.key, "skipped", skipped[position]))
-            continue
-        if key in known:
-            outcomes.append(cached_outcome(known[key], item.line, item.key))
-            continue
-        assert night is not None
-        outcome = _work_outcome(item.line, item.key, night.works[key])
-        if key in paid:  # the same request again: answered once, paid once
-            outcome = outcome.model_copy(update={"cached": True})
-        paid.add(key)
-        outcomes.append(outcome)
-    return outcomes
+def _write_out(window: RecordWindow, store: NightStore) -> None:
+    """Write every record's outcome through the window, in input order, a page at a time;
+    a repeated request is answered once and paid once (its later records count as cached)."""
+    after = -1
+    while page := store.records_page(after):
+        items: list[SourceItem] = []
+        outcomes: list[RecordOutcome] = []
+        for position, blob, key, skipped, work_blob, cached, first in page:
+            item: SourceItem = unpack(blob)
+            items.append(item)
+            if key is None:
+                outcomes.append(failed_outcome(item.line, item.key, "skipped", skipped))
+            elif cached is not None:
+                outcomes.append(cached_outcome(cached, item.line, item.key))
+            else:
+                work: Work = unpack(work_blob)
+                outcome = work.result().model_copy(update={"index": item.line, "key": item.key})
+                if position != first:  # the same request again: answered once, paid once
+                    outcome = outcome.model_copy(update={"cached": True})
+                outcomes.append(outcome)
+        window.write(items, outcomes)
+        after = page[-1][0]

@@ -62,7 +62,7 @@ class Job:
     key: str
     input_file_id: str
     metadata: dict[str, str] | None
-    lines: list[dict[str, Any]]
+    lines: list[bytes]  # the valid input lines as uploaded, parsed when answered
     model: str | None
     errors: list[dict[str, Any]] | None
     faults: tuple[str, ...]
@@ -77,6 +77,11 @@ class Job:
     failed: int = 0
     stamps: dict[str, int] = field(default_factory=dict)
     enqueued_tokens: int = 0
+
+    def line(self, index: int) -> dict[str, Any]:
+        """Input line `index`, parsed."""
+        parsed: dict[str, Any] = json.loads(self.lines[index])
+        return parsed
 
     def share(self, now: float) -> float:
         """How far along the batch is, as a share of its duration."""
@@ -153,7 +158,9 @@ class BatchStore:
                 }
             ]
         if not job.errors and enqueued_limit is not None:
-            job.enqueued_tokens = sum(count_tokens(line["body"]) for line in lines)
+            job.enqueued_tokens = sum(
+                count_tokens(job.line(index)["body"]) for index in range(len(lines))
+            )
             queued = sum(
                 other.enqueued_tokens
                 for other in self.jobs.values()
@@ -236,7 +243,7 @@ class BatchStore:
         outputs: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         for position, index in enumerate(order):
-            line = job.lines[index]
+            line = job.line(index)
             row: dict[str, Any] = {"id": _new_id("batch_req_"), "custom_id": line["custom_id"]}
             if position >= done:
                 code = "batch_expired" if status == "expired" else "batch_cancelled"
@@ -311,7 +318,7 @@ def _break_results(
 ) -> None:
     """The result-file faults of `job`, applied to its output and error rows in place."""
     faults, by_id = job.faults, {row["custom_id"]: row for row in outputs}
-    ids = [line["custom_id"] for line in job.lines]
+    ids = [job.line(index)["custom_id"] for index in range(min(3, len(job.lines)))]
     first = by_id.get(ids[0]) if ids else None
     if "malformed-lines" in faults:
         if first is not None:  # line 1: a `response` that is a string
@@ -321,7 +328,7 @@ def _break_results(
             outputs.remove(second)
             errors.append({**second, "response": None, "error": "upstream failure"})
     if "duplicate-lines" in faults and len(ids) > 2:
-        other = job.lines[1]["body"]  # line 1 again, with line 2's answer: a wrong value
+        other = job.line(1)["body"]  # line 1 again, with line 2's answer: a wrong value
         status, body, _ = answer(job.key, other)
         response = {"status_code": status, "request_id": _new_id("req_"), "body": body}
         outputs.append({"id": _new_id("batch_req_"), "custom_id": ids[0], "response": response})
@@ -347,10 +354,11 @@ _SERVER_ERROR = {
 
 def _parse_lines(
     data: bytes,
-) -> tuple[list[dict[str, Any]], str | None, list[dict[str, Any]] | None]:
-    """The lines of a batch input file, its model, and the validation errors (None: valid)."""
+) -> tuple[list[bytes], str | None, list[dict[str, Any]] | None]:
+    """The valid lines of a batch input file (as bytes: a million parsed lines would not
+    fit), its model, and the validation errors (None: valid)."""
     errors: list[dict[str, Any]] = []
-    lines: list[dict[str, Any]] = []
+    lines: list[bytes] = []
     seen: set[str] = set()
     models: set[str] = set()
 
@@ -403,7 +411,7 @@ def _parse_lines(
             error(number, "missing_required_parameter", "Missing 'body.model'.", "body.model")
             continue
         models.add(body["model"])
-        lines.append(line)
+        lines.append(bytes(raw))
     if len(models) > 1:
         error(1, "mismatched_model", "A batch input file must use one model on every line.")
     return lines, next(iter(models), None), errors or None

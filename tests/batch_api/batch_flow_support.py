@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,16 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def recorded_batches(cache: Path) -> list[str]:
+    """The batch ids the runs saved in the SQLite record ledger `cache` hold."""
+    if not cache.exists():
+        return []
+    try:
+        with sqlite3.connect(cache, timeout=5) as db:
+            states = [row[0] for row in db.execute("SELECT state FROM batch_runs")]
+    except sqlite3.OperationalError:  # the table is not there yet
+        return []
+    rounds = [json.loads(state)["rounds"] for state in states]
+    return [entry["batch_id"] for run in rounds for batches in run.values() for entry in batches]

@@ -158,7 +158,7 @@ def test_both_backends_keep_a_run_until_it_is_removed(
     try:
         assert ledger.load_batch_run("run-1") is None
         batches = BatchLedger.open_in(ledger, "run-1")
-        batches.add(0, ["a", "b"], "file-1", "batch_1")
+        batches.add(0, ("a", "b", 2), "file-1", "batch_1")
         again = open_ledger(setting)  # another worker's connection
         assert again is not None
         resumed = BatchLedger.open_in(again, "run-1")
@@ -173,7 +173,7 @@ def test_both_backends_keep_a_run_until_it_is_removed(
 
 def test_a_legacy_file_is_read_once_then_removed(tmp_path: Path) -> None:
     legacy = BatchLedger.open(tmp_path / "batch-runs", "run-2")  # the old way: a file
-    legacy.add(0, ["a"], "file-1", "batch_1")
+    legacy.add(0, ("a", "a", 1), "file-1", "batch_1")
     ledger = open_ledger(str(tmp_path / "records.sqlite"))
     assert ledger is not None
     try:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from batch_flow_support import read_rows, run_night, tickets
+from batch_flow_support import read_rows, recorded_batches, run_night, tickets
 
 from prefect_openai_chat.simulator import Simulator
 
@@ -26,19 +24,6 @@ from pathlib import Path
 sim = SimpleNamespace(base_url=sys.argv[2], api_key="sk-simulator")
 run_night(sim, Path(sys.argv[3]), tickets(10), cache=sys.argv[4])
 """
-
-
-def recorded_batches(cache: Path) -> list[str]:
-    """The batch ids the runs saved in the SQLite record ledger `cache` hold."""
-    if not cache.exists():
-        return []
-    try:
-        with sqlite3.connect(cache, timeout=5) as db:
-            states = [row[0] for row in db.execute("SELECT state FROM batch_runs")]
-    except sqlite3.OperationalError:  # the table is not there yet
-        return []
-    rounds = [json.loads(state)["rounds"] for state in states]
-    return [entry["batch_id"] for run in rounds for batches in run.values() for entry in batches]
 
 
 def test_a_killed_run_resumes_its_batch_instead_of_submitting_again(

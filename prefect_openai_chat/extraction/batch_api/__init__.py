@@ -7,6 +7,8 @@
   parse, repair, validate and re-ask code as an online call.
 * `ledger`: the batch ids of a run, written before any wait, so a restarted run resumes.
 * `client`: upload, create, poll and download over an `AsyncOpenAI` client.
+* `store`: the night's records and requests in a temporary SQLite file, read a page at
+  a time (flat memory whatever the night's size).
 * `night`: the whole run, record in, outcome out, every record exactly once.
 """
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from openai import AsyncOpenAI
@@ -77,6 +78,16 @@ class BatchClient:
         )
         return file.id
 
+    async def upload_file(self, path: Path, name: str) -> str:
+        """Upload the batch input file at `path`, streamed from disk; its id."""
+
+        async def send() -> Any:
+            with path.open("rb") as handle:  # opened again by each attempt
+                return await self.client.files.create(file=(name, handle), purpose="batch")
+
+        file = await self._call(send)
+        return str(file.id)
+
     async def create(self, file_id: str, metadata: dict[str, str]) -> Any:
         """Create a batch over `file_id` for chat completions within 24 h."""
         return await self._call(
@@ -117,3 +128,18 @@ class BatchClient:
         content = await self._call(lambda: self.client.files.content(file_id))
         data: bytes = content.content
         return data
+
+    async def download_to(self, file_id: str | None, path: Path) -> None:
+        """Write the content of an output or error file to `path`, streamed (empty when
+        there is none)."""
+
+        async def fetch() -> None:
+            with path.open("wb") as handle:  # each attempt starts the file again
+                if not file_id:
+                    return
+                files = self.client.files.with_streaming_response
+                async with files.content(file_id) as response:
+                    async for chunk in response.iter_bytes(1 << 16):
+                        handle.write(chunk)
+
+        await self._call(fetch)

@@ -2,7 +2,9 @@
 
 A run is named by what it extracts (the model, the endpoint and every record's cache
 key); its state is a small JSON document holding, per round, each submitted batch's
-`custom_id`s, input file and batch id. It is saved when the run starts (with a fresh
+range of `custom_id`s (the first and last, sorted, and how many: a batch holds a run of
+the round's queued records in custom-id order), input file and batch id: its size grows
+with the batches, never with the records. It is saved when the run starts (with a fresh
 attempt id that its batches carry in their metadata) and right after each batch is
 created, before it is waited for; it is removed when the run has ended every record, so
 a later run of the same inputs starts afresh.
@@ -16,7 +18,7 @@ file in that folder: the first open in a ledger moves it there and removes the f
 Example:
     >>> import tempfile
     >>> ledger = BatchLedger.open(tempfile.mkdtemp(), run_key("gpt-4o-mini", "http://x", ["a"]))
-    >>> ledger.add(0, ["a"], "file-1", "batch_1")
+    >>> ledger.add(0, ("a", "a", 1), "file-1", "batch_1")
     >>> BatchLedger.open(ledger.store.folder, ledger.key).batches(0)[0]["batch_id"]
     'batch_1'
 """
@@ -144,11 +146,29 @@ class BatchLedger:
         found: list[dict[str, Any]] = self.data["rounds"].get(str(round_number), [])
         return found
 
-    def add(self, round_number: int, custom_ids: list[str], file_id: str, batch_id: str) -> None:
-        """Record a created batch, saved before returning."""
-        entry = {"custom_ids": custom_ids, "input_file_id": file_id, "batch_id": batch_id}
+    def add(
+        self, round_number: int, span: tuple[str, str, int], file_id: str, batch_id: str
+    ) -> None:
+        """Record a created batch over `span` (first and last custom id, how many), saved
+        before returning."""
+        first, last, count = span
+        entry = {
+            "first": first,
+            "last": last,
+            "count": count,
+            "input_file_id": file_id,
+            "batch_id": batch_id,
+        }
         self.data["rounds"].setdefault(str(round_number), []).append(entry)
         self._save()
+
+    @staticmethod
+    def span(entry: dict[str, Any]) -> tuple[str, str, int]:
+        """The custom-id range of a recorded batch (a state saved before ranges listed its ids)."""
+        if "custom_ids" in entry:
+            ids = list(entry["custom_ids"])
+            return (ids[0], ids[-1], len(ids)) if ids else ("", "", 0)
+        return str(entry["first"]), str(entry["last"]), int(entry["count"])
 
     def _save(self) -> None:
         self.store.save(self.key, json.dumps(self.data))

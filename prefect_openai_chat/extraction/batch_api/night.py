@@ -1,17 +1,20 @@
 """A night of extractions through the Batch API: every record in, one outcome out.
 
-`BatchNight` holds one `Work` per distinct request (records with the same cache key
-share it). Round 0 sends every record's first request in batches; each answer is
-replayed through the online path's parse, repair and validation (`replay`), and
-what still needs a call (a re-ask, more room, a failed line) goes in the next round's
+`BatchNight` keeps one `Work` per distinct request (records with the same cache key
+share it) in the night's `NightStore`, a temporary SQLite file, and reads them a page
+at a time: a night's memory does not grow with its records. Round 0 sends every
+record's first request in batches, each input file written to disk and uploaded from
+there; each answer is replayed through the online path's parse, repair and validation
+(`replay`), the result files streamed to disk and read a line at a time, and what
+still needs a call (a re-ask, more room, a failed line) goes in the next round's
 batches (`reask="batch"`, the default), or online at once with `reask="online"`.
 Batches are planned within the API's limits and the model's enqueued-token limit, and
-recorded in the run's ledger before any wait, so a restarted run picks them up instead
-of paying again. A batch still
-unfinished past its deadline (`deadline_s` after its creation) is cancelled and its
-records resubmitted or quarantined; nothing its result files hold (malformed or repeated
-lines, lines of other batches, a file that cannot be read) fails the run: each becomes
-the outcome of the record it concerns, with the reason.
+recorded in the run's ledger (by custom-id range) before any wait, so a restarted run
+picks them up instead of paying again. A batch still unfinished past its deadline
+(`deadline_s` after its creation) is cancelled and its records resubmitted or
+quarantined; nothing its result files hold (malformed or repeated lines, lines of
+other batches, a file that cannot be read) fails the run: each becomes the outcome of
+the record it concerns, with the reason.
 
 Example:
     >>> BatchApiOptions.from_mapping({"poll_interval_s": 5, "reask": "online"}).reask
@@ -23,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import openai
@@ -40,17 +44,22 @@ from prefect_openai_chat.extraction.batch_api.lines import (
     MAX_BATCH_REQUESTS,
     BatchLine,
     batch_line,
-    plan_waves,
-    split_lines,
 )
-from prefect_openai_chat.extraction.batch_api.outputs import MALFORMED, LineResult, ResultLines
+from prefect_openai_chat.extraction.batch_api.outputs import (
+    MALFORMED,
+    LineResult,
+    merge_results,
+    parse_line,
+)
 from prefect_openai_chat.extraction.batch_api.replay import NextRequest, replay_extraction
+from prefect_openai_chat.extraction.batch_api.store import NightStore, pack, unpack
 from prefect_openai_chat.extraction.engine import CallFn, ExtractionOptions
+from prefect_openai_chat.extraction.outcomes import record_outcome
 from prefect_openai_chat.redaction import redact_text
-from prefect_openai_chat.results import ChatResult, Extraction
+from prefect_openai_chat.results import FINAL_OUTCOMES, ChatResult, Extraction, RecordOutcome
 from prefect_openai_chat.tokens import count_message_tokens
 
-Status = Literal["queued", "answered", "failed_line", "unfinished", "batch_failed", "done"]
+Status = Literal["new", "queued", "answered", "failed_line", "unfinished", "batch_failed", "done"]
 OnBatches = Callable[[Sequence[Any]], None]
 COMPLETION_WINDOW_S = 24 * 3600.0
 DEADLINE_MARGIN_S = 3600.0
@@ -111,7 +120,8 @@ class BatchApiOptions(CheckedModel):
 
 @dataclass
 class Work:
-    """One distinct request of the night and what became of it."""
+    """One distinct request of the night and what became of it (kept pickled in the
+    night's `NightStore`, loaded a page at a time)."""
 
     custom_id: str
     text: str
@@ -121,25 +131,58 @@ class Work:
     batch_cost: float = 0.0
     online_cost_of_answers: float = 0.0
     note: str | None = None
-    extraction: Extraction[Any] | None = None
+    outcome: str | None = None  # the final `RecordOutcome` (JSON, index 0, key: custom_id)
 
     @property
     def finished(self) -> bool:
         """True once the record has its outcome."""
         return self.status == "done"
 
+    def result(self) -> RecordOutcome:
+        """The work's outcome (an error naming its note when it ended without one)."""
+        if self.outcome is not None:
+            return RecordOutcome.model_validate_json(self.outcome)
+        return RecordOutcome(
+            index=0, key=self.custom_id, ok=False, outcome="error", reason=self.note, via="batch"
+        )
+
 
 @dataclass(frozen=True)
 class Planned:
-    """A batch to wait for: already created (`batch_id`) or still to submit."""
+    """A batch to wait for, already created (`batch_id`) or still to submit: the queued
+    works of its round from `first` to `last` in custom-id order (`count` of them)."""
 
-    lines: Sequence[BatchLine]
-    custom_ids: list[str]
+    first: str
+    last: str
+    count: int
     batch_id: str | None = None
+    tokens: int = 0
+
+    @property
+    def span(self) -> tuple[str, str, int]:
+        """What the batch ledger records of it."""
+        return self.first, self.last, self.count
+
+
+_MEMBERS = "status = 'queued' AND custom_id >= ? AND custom_id <= ?"
+
+
+def _load(blob: bytes) -> Work:
+    work: Work = unpack(blob)
+    return work
+
+
+def _row(work: Work) -> tuple[str, bytes, str, int, int]:
+    line = work.line
+    size, tokens = (len(line.data), line.tokens) if line is not None else (0, 0)
+    return work.custom_id, pack(work), work.status, size, tokens
 
 
 class BatchNight:
-    """The batch rounds of one run, Prefect-free: plan, submit, wait, collect, settle."""
+    """The batch rounds of one run, Prefect-free: plan, submit, wait, collect, settle.
+
+    The works live in `store` (on disk); each step reads them a page at a time.
+    """
 
     def __init__(
         self,
@@ -149,22 +192,29 @@ class BatchNight:
         ledger: BatchLedger,
         extraction_options: ExtractionOptions,
         prices: Any = None,
+        store: NightStore | None = None,
     ) -> None:
         self.schema, self.model, self.options, self.ledger = schema, model, options, ledger
         given = asdict(extraction_options)
         given.pop("on_error")  # a replay returns errors as outcomes
         self.extraction_options = {**given, "model": model}
         self.prices = prices
-        self.works: dict[str, Work] = {}
+        self.store = store or NightStore()
         self.abandoned: dict[str, str] = {}  # batch id -> why its records are unfinished
+        self.on_final: Callable[[str, str], None] | None = None  # (custom id, outcome JSON)
 
     # --- round 0: every record's first request ---
 
-    async def prepare(self, texts: Mapping[str, str], runner: ChatRunner) -> None:
-        """One `Work` per custom id, with its first request built as the online path builds it."""
-        for custom_id, text in texts.items():
-            work = self.works[custom_id] = Work(custom_id, text)
-            await self._next(work, runner)
+    async def prepare(self, runner: ChatRunner) -> None:
+        """Build the first request of every new work, as the online path builds it."""
+        for page in self.store.pages("status = 'new'"):
+            works = [_load(blob) for _, blob in page]
+            for work in works:
+                await self._next(work, runner)
+            self._save(works)
+
+    def _save(self, works: Sequence[Work]) -> None:
+        self.store.save_works([_row(work) for work in works])
 
     async def _next(self, work: Work, runner: ChatRunner) -> NextRequest | Extraction[Any]:
         """Replay the work's answers; queue the request it needs next, or finish it."""
@@ -183,55 +233,77 @@ class BatchNight:
     def _finish(
         self, work: Work, extraction: Extraction[Any] | None, note: str | None = None
     ) -> None:
-        work.extraction, work.note, work.status, work.line = extraction, note, "done", None
+        work.note, work.status, work.line = note, "done", None
+        if extraction is None:
+            return
+        outcome = record_outcome(0, work.custom_id, extraction)
+        online = None
+        if work.answers:
+            online = round(
+                (outcome.cost_usd or 0.0) - work.batch_cost + work.online_cost_of_answers, 10
+            )
+        outcome = outcome.model_copy(
+            update={"via": "batch" if work.answers else "online", "online_cost_usd": online}
+        )
+        work.outcome = outcome.model_dump_json()
+        if self.on_final is not None and outcome.outcome in FINAL_OUTCOMES:
+            self.on_final(work.custom_id, work.outcome)
 
     # --- planning ---
 
     def plan(self, round_number: int) -> list[list[Planned]]:
         """The waves of this round: batches the ledger holds first, then new ones."""
-        queued = {w.custom_id for w in self.works.values() if w.status == "queued"}
-        if not queued:
+        if not self.store.count("status = 'queued'"):
             return []
-        recorded = []
-        covered: set[str] = set()
+        recorded: list[Planned] = []
+        covered: list[tuple[str, str]] = []
         for entry in self.ledger.batches(round_number):
-            ids = list(entry["custom_ids"])
-            covered.update(ids)
-            if queued.intersection(ids):
-                recorded.append(Planned((), ids, entry["batch_id"]))
-        fresh = [
-            self.works[c].line for c in sorted(queued - covered) if self.works[c].line is not None
-        ]
-        options = self.options
-        chunks = split_lines(
-            [line for line in fresh if line is not None],
-            options.max_requests,
-            options.max_bytes,
-            options.enqueued_token_limit,
-        )
+            first, last, count = BatchLedger.span(entry)
+            covered.append((first, last))
+            if self.store.count(_MEMBERS, (first, last)):
+                recorded.append(Planned(first, last, count, entry["batch_id"]))
+        where, params = "status = 'queued'", list[Any]()
+        for first, last in covered:
+            where += " AND NOT (custom_id >= ? AND custom_id <= ?)"
+            params += [first, last]
+        chunks = _chunks(self.store.sizes(where, params), self.options)
         waves: list[list[Planned]] = [recorded] if recorded else []
-        for wave in plan_waves(chunks, options.enqueued_token_limit):
-            waves.append([Planned(chunk, [line.custom_id for line in chunk]) for chunk in wave])
+        waves.extend(_waves(chunks, self.options.enqueued_token_limit))
         return waves
 
     # --- submitting, waiting, collecting ---
 
     async def submit(self, client: BatchClient, round_number: int, planned: Planned) -> str:
-        """Create the batch (or find the one a crashed run created); record it; its id."""
+        """Create the batch (or find the one a crashed run created); record it; its id.
+
+        The input file is written to disk a page of lines at a time and uploaded from there.
+        """
         if planned.batch_id is not None:
             return planned.batch_id
-        digest = hashlib.sha256("\n".join(planned.custom_ids).encode()).hexdigest()[:16]
+        digest = hashlib.sha256()
+        path = self.store.folder / f"input-{round_number}.jsonl"
+        with path.open("wb") as handle:
+            for page in self.store.pages(_MEMBERS, (planned.first, planned.last)):
+                for custom_id, blob in page:
+                    digest.update((b"\n" if handle.tell() else b"") + custom_id.encode())
+                    line = _load(blob).line
+                    assert line is not None
+                    handle.write(line.data)
+        chunk = digest.hexdigest()[:16]
         metadata = {
             "prefect_openai_chat_run": self.ledger.run_name,
             "round": str(round_number),
-            "chunk": digest,
+            "chunk": chunk,
         }
-        batch = await client.find(metadata)
-        if batch is None:
-            data = b"".join(line.data for line in planned.lines)
-            file_id = await client.upload(data, f"{self.ledger.key}-{round_number}-{digest}.jsonl")
-            batch = await client.create(file_id, metadata)
-        self.ledger.add(round_number, planned.custom_ids, batch.input_file_id, batch.id)
+        try:
+            batch = await client.find(metadata)
+            if batch is None:
+                name = f"{self.ledger.key}-{round_number}-{chunk}.jsonl"
+                file_id = await client.upload_file(path, name)
+                batch = await client.create(file_id, metadata)
+        finally:
+            path.unlink(missing_ok=True)
+        self.ledger.add(round_number, planned.span, batch.input_file_id, batch.id)
         return str(batch.id)
 
     async def wait(
@@ -275,59 +347,95 @@ class BatchNight:
             reason += f"; cancelling it failed ({type(exc).__name__}: {exc})"
         self.abandoned[batch.id] = redact_text(reason)[:500]
 
-    async def collect(
-        self, client: BatchClient, batch: Any, custom_ids: Sequence[str]
-    ) -> list[str]:
+    async def collect(self, client: BatchClient, batch: Any, planned: Planned) -> list[str]:
         """Match the batch's output and error lines to their works by `custom_id`.
 
-        Returns notes to log: lines not used (malformed, repeated, of records this batch
-        never sent) and result files that could not be read. Nothing here raises for
-        what a file holds: each problem becomes the outcome of the record it concerns.
+        The files are downloaded to disk and read a line at a time; each line's result is
+        kept in the store until both files are read. Returns notes to log: lines not used
+        (malformed, repeated, of records this batch never sent) and result files that could
+        not be read. Nothing here raises for what a file holds: each problem becomes the
+        outcome of the record it concerns.
         """
-        mine = [c for c in custom_ids if c in self.works and self.works[c].status == "queued"]
+        members = (planned.first, planned.last)
         if batch.id in self.abandoned:
-            for custom_id in mine:
-                self._unfinished(self.works[custom_id], self.abandoned[batch.id])
+            self._each_member(
+                members, lambda work: self._unfinished(work, self.abandoned[batch.id])
+            )
             return []
         if batch.status == "failed":
-            self._failed_batch(batch, list(custom_ids), mine)
+            self._failed_batch(batch, members)
             return []
-        lines, unreadable = ResultLines(), []
+        notes: list[str] = []
+        unreadable: list[str] = []
+        store = self.store
+        store.clear_results()
         for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
+            path = store.folder / f"{kind}.jsonl"
             try:
-                data = await self._download(client, file_id)
+                await self._download(client, file_id, path)
             except (openai.APIError, ChatError) as exc:
                 text = f"its {kind} file {file_id} could not be read ({type(exc).__name__}: {exc})"
                 unreadable.append(redact_text(text)[:300])
                 continue
-            lines.add(data, self.model, self.prices, f"batch {batch.id} {kind} file")
-        sent = set(custom_ids)
-        foreign = [c for c in lines.by_id if c not in sent]
-        notes = lines.notes + [f"batch {batch.id}: {u}" for u in unreadable]
+            try:
+                self._read_results(path, f"batch {batch.id} {kind} file", notes)
+            finally:
+                path.unlink(missing_ok=True)
+        foreign, example = store.results_outside("custom_id >= ? AND custom_id <= ?", members)
+        notes += [f"batch {batch.id}: {u}" for u in unreadable]
         if foreign:
             notes.append(
-                f"batch {batch.id}: {len(foreign)} result line(s) for records this batch never"
-                f" sent (e.g. {foreign[0][:24]}); ignored"
+                f"batch {batch.id}: {foreign} result line(s) for records this batch never"
+                f" sent (e.g. {str(example)[:24]}); ignored"
             )
-        for custom_id in mine:
-            result = lines.by_id.get(custom_id)
-            self._match(batch, self.works[custom_id], result, unreadable)
+
+        def match(work: Work) -> None:
+            blob = store.result(work.custom_id)
+            result: LineResult | None = None if blob is None else unpack(blob)
+            self._match(batch, work, result, unreadable)
             if result is not None and result.code == MALFORMED:
                 notes.append(
-                    f"batch {batch.id}: record {custom_id[:16]}: {result.error}; asked again"
+                    f"batch {batch.id}: record {work.custom_id[:16]}: {result.error}; asked again"
                 )
+
+        self._each_member(members, match)
+        store.clear_results()
         return [redact_text(note)[:500] for note in notes]
 
-    async def _download(self, client: BatchClient, file_id: str | None) -> bytes:
-        """A result file, tried `DOWNLOAD_TRIES` times (each under the retry policy)."""
+    def _read_results(self, path: Path, where: str, notes: list[str]) -> None:
+        """Keep each line of one result file by `custom_id`, merging a repeated one."""
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                custom_id, result = parse_line(raw, self.model, self.prices)
+                if custom_id is None:
+                    notes.append(f"{where} line {number}: {result.error}; ignored")
+                    continue
+                seen = self.store.result(custom_id)
+                if seen is not None:
+                    result, said = merge_results(unpack(seen), result)
+                    notes.append(f"{where} line {number}: record {custom_id[:16]} again: {said}")
+                self.store.put_result(custom_id, pack(result))
+
+    def _each_member(self, members: tuple[str, str], change: Callable[[Work], None]) -> None:
+        """Apply `change` to each queued work of the batch over `members`, a page at a time."""
+        for page in self.store.pages(_MEMBERS, members):
+            works = [_load(blob) for _, blob in page]
+            for work in works:
+                change(work)
+            self._save(works)
+
+    async def _download(self, client: BatchClient, file_id: str | None, path: Path) -> None:
+        """A result file to `path`, tried `DOWNLOAD_TRIES` times (each under the retry policy)."""
         for attempt in range(1, DOWNLOAD_TRIES + 1):
             try:
-                return await client.download(file_id)
+                await client.download_to(file_id, path)
+                return
             except (openai.APIError, ChatError):
                 if attempt == DOWNLOAD_TRIES:
                     raise
                 await asyncio.sleep(min(self.options.poll_interval_s, 30.0))
-        raise AssertionError("unreachable")
 
     def _match(
         self, batch: Any, work: Work, result: LineResult | None, unreadable: list[str]
@@ -358,56 +466,47 @@ class BatchNight:
     def _unfinished(work: Work, note: str) -> None:
         work.status, work.note = "unfinished", note
 
-    def _failed_batch(self, batch: Any, custom_ids: list[str], mine: list[str]) -> None:
+    def _failed_batch(self, batch: Any, members: tuple[str, str]) -> None:
         errors = list(getattr(batch.errors, "data", None) or [])
         if any(getattr(e, "code", None) == "token_limit_exceeded" for e in errors):
             return  # still queued: the next round sends it once the queue has room
         by_id: dict[str, str] = {}
-        for error in errors:
+        for error in errors[:1000]:
             line = getattr(error, "line", None)
             text = f"{getattr(error, 'code', None) or 'error'}: {getattr(error, 'message', '')}"
-            if isinstance(line, int) and 1 <= line <= len(custom_ids):
-                by_id[custom_ids[line - 1]] = f"line {line}: {text}"
+            custom_id = (
+                self.store.nth(_MEMBERS, members, line - 1)
+                if isinstance(line, int) and line >= 1
+                else None
+            )
+            if custom_id is not None:
+                by_id[custom_id] = f"line {line}: {text}"
         first = next(iter(by_id.values()), None) or (
             f"{errors[0].code}: {errors[0].message}" if errors else "no reason given"
         )
-        for custom_id in mine:
-            reason = by_id.get(custom_id) or f"another line failed it ({first})"
-            self.works[custom_id].status = "batch_failed"
-            note = f"batch {batch.id} failed validation: {reason}"
-            self.works[custom_id].note = redact_text(note)[:500]
+
+        def fail(work: Work) -> None:
+            reason = by_id.get(work.custom_id) or f"another line failed it ({first})"
+            work.status = "batch_failed"
+            work.note = redact_text(f"batch {batch.id} failed validation: {reason}")[:500]
+
+        self._each_member(members, fail)
 
     # --- settling ---
 
     async def settle(
         self, round_number: int, runner: ChatRunner, online: CallFn, slots: int
     ) -> None:
-        """Decide every answered or failed work: finished, queued again, or online now."""
+        """Decide every answered or failed work: finished, queued again, or online now.
+
+        A page of works at a time: its online calls end before the next page is read.
+        """
         last_round = round_number + 1 >= self.options.max_rounds
         batch_again = self.options.reask == "batch" and not last_round
-        go_online: list[Work] = []
-        for work in self.works.values():
-            if work.status == "answered":
-                step = await self._next(work, runner)
-                if isinstance(step, NextRequest) and not batch_again:
-                    go_online.append(work)
-            elif work.status == "failed_line":
-                if batch_again:
-                    work.status = "queued"  # the same request, in the next round
-                else:
-                    go_online.append(work)
-            elif work.status == "unfinished":
-                if self.options.unfinished == "quarantine":
-                    self._finish(work, None, f"{work.note}; not answered (unfinished='quarantine')")
-                elif last_round:
-                    go_online.append(work)
-                else:
-                    work.status = "queued"
-            elif work.status == "batch_failed":  # failed validation, or answered differently
-                self._finish(work, None, work.note)
-            elif work.status == "queued" and last_round:
-                go_online.append(work)  # a batch the queue had no room for, in the last round
         semaphore = asyncio.Semaphore(max(1, slots))
+        where = "status IN ('answered', 'failed_line', 'unfinished', 'batch_failed')"
+        if last_round:
+            where = "status IN ('answered', 'failed_line', 'unfinished', 'batch_failed', 'queued')"
 
         async def finish_online(work: Work) -> None:
             async with semaphore:
@@ -417,9 +516,101 @@ class BatchNight:
             assert not isinstance(result, NextRequest)
             self._finish(work, result)
 
-        await asyncio.gather(*(finish_online(work) for work in go_online))
+        # settling moves a work out of `where` (or to `queued`, another status when not
+        # the last round), so each page is read from the start of what is left
+        after = ""
+        while page := self.store.works_page(where, (), after):
+            works = [_load(blob) for _, blob in page]
+            go_online: list[Work] = []
+            for work in works:
+                if work.status == "answered":
+                    step = await self._next(work, runner)
+                    if isinstance(step, NextRequest) and not batch_again:
+                        go_online.append(work)
+                elif work.status == "failed_line":
+                    if batch_again:
+                        work.status = "queued"  # the same request, in the next round
+                    else:
+                        go_online.append(work)
+                elif work.status == "unfinished":
+                    if self.options.unfinished == "quarantine":
+                        note = f"{work.note}; not answered (unfinished='quarantine')"
+                        self._finish(work, None, note)
+                    elif last_round:
+                        go_online.append(work)
+                    else:
+                        work.status = "queued"
+                elif work.status == "batch_failed":  # failed validation, or answered differently
+                    self._finish(work, None, work.note)
+                elif work.status == "queued" and last_round:
+                    go_online.append(work)  # a batch the queue had no room for, in the last round
+            await asyncio.gather(*(finish_online(work) for work in go_online))
+            self._save(works)
+            after = page[-1][0]
+
+    def give_up(self, note: str) -> None:
+        """End every work still open with `note` (never left without an outcome)."""
+
+        def end(work: Work) -> None:
+            self._finish(work, None, note)
+
+        for page in self.store.pages("status NOT IN ('done', 'cached')"):
+            works = [_load(blob) for _, blob in page]
+            for work in works:
+                end(work)
+            self._save(works)
 
     @property
     def open_works(self) -> int:
         """Works without an outcome yet."""
-        return sum(not w.finished for w in self.works.values())
+        return self.store.count("status NOT IN ('done', 'cached')")
+
+
+def _chunks(sizes: Iterator[tuple[str, int, int]], options: BatchApiOptions) -> Iterator[Planned]:
+    """Consecutive batches of the works `sizes` lists, each within the request, byte and
+    token limits (the rule of `lines.split_lines`, over sizes rather than lines).
+
+    Raises:
+        InvalidInputError: a single line is larger than `max_bytes` or the token limit.
+    """
+    max_requests, max_bytes = options.max_requests, options.max_bytes
+    max_tokens = options.enqueued_token_limit
+    first = last = ""
+    count = size = tokens = 0
+    for custom_id, line_size, line_tokens in sizes:
+        if line_size > max_bytes or (max_tokens is not None and line_tokens > max_tokens):
+            raise InvalidInputError(
+                f"the request of record {custom_id[:16]} alone ({line_size} bytes,"
+                f" {line_tokens} prompt tokens) exceeds one batch's limit; shorten the record"
+                " or run it online (via='online')"
+            )
+        full = (
+            count >= max_requests
+            or size + line_size > max_bytes
+            or (max_tokens is not None and tokens + line_tokens > max_tokens)
+        )
+        if count and full:
+            yield Planned(first, last, count, tokens=tokens)
+            count = size = tokens = 0
+        if not count:
+            first = custom_id
+        last = custom_id
+        count, size, tokens = count + 1, size + line_size, tokens + line_tokens
+    if count:
+        yield Planned(first, last, count, tokens=tokens)
+
+
+def _waves(chunks: Iterator[Planned], token_limit: int | None) -> list[list[Planned]]:
+    """Group batches into waves whose prompt tokens stay within `token_limit` (None: one)."""
+    waves: list[list[Planned]] = []
+    current: list[Planned] = []
+    queued = 0
+    for chunk in chunks:
+        if current and token_limit is not None and queued + chunk.tokens > token_limit:
+            waves.append(current)
+            current, queued = [], 0
+        current.append(chunk)
+        queued += chunk.tokens
+    if current:
+        waves.append(current)
+    return waves

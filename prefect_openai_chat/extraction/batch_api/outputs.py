@@ -71,7 +71,7 @@ class ResultLines:
         for number, raw in enumerate(data.splitlines(), start=1):
             if not raw.strip():
                 continue
-            custom_id, result = _parse_line(raw, model, prices)
+            custom_id, result = parse_line(raw, model, prices)
             if custom_id is None:
                 self.notes.append(f"{where} line {number}: {result.error}; ignored")
                 continue
@@ -125,7 +125,7 @@ def read_result_lines(
     return lines.by_id
 
 
-def _parse_line(
+def parse_line(
     raw: bytes, model: str, prices: Mapping[str, Price] | None
 ) -> tuple[str | None, LineResult]:
     """The `custom_id` of one line (None: not a result line) and what it says."""
