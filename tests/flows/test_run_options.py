@@ -170,7 +170,7 @@ def test_flows_import_no_circle_and_only_the_public_tasks_api() -> None:
     assert [m for m in graph if reaches(m, m, set())] == []
     modules = {
         node.module
-        for path in FLOWS.glob("*.py")
+        for path in FLOWS.rglob("*.py")
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.ImportFrom) and node.module
     }
