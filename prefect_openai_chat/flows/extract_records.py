@@ -111,12 +111,12 @@ class FlatKeywordsFlow(SourceFlow[P, R]):
         saved = parameters.get("flat")
         if isinstance(saved, dict):
             flat.update(saved)
+        parameters = {
+            name: value
+            for name, value in parameters.items()
+            if name not in FLAT_FIELDS and name != "flat"
+        }
         if flat:
-            parameters = {
-                name: value
-                for name, value in parameters.items()
-                if name not in FLAT_FIELDS and name != "flat"
-            }
             parameters["spec"], parameters["run"] = fold_flat(
                 parameters.get("spec"), parameters.get("run"), flat, stacklevel=2
             )

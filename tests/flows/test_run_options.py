@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,16 @@ def test_a_deployment_saved_with_flat_parameters_still_validates() -> None:
     assert set(parameters) == {"source", "output", "quarantine", "spec", "chat_model", "run"}
     assert parameters["spec"] == ExtractionSpec(schema=SCHEMA_PATH, prompt=PROMPT)
     assert (parameters["run"].chunk_size, parameters["run"].concurrency) == (3, 2)
+    with pytest.warns(DeprecationWarning, match="batch_size="):
+        parameters = extract_records.validate_parameters(
+            {"source": [], "output": "o.jsonl", "quarantine": "q.jsonl", "chat_model": "m",
+             "spec": {"schema": SCHEMA_PATH}, "flat": {"batch_size": 3}}
+        )  # fmt: skip
+    assert parameters["run"].chunk_size == 3 and "flat" not in parameters
+    empty = {"source": [], "output": "o.jsonl", "quarantine": "q.jsonl", "flat": {}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # nothing to fold: no warning
+        assert "flat" not in extract_records.validate_parameters(empty)
 
 
 def _imports(path: Path) -> set[str]:
