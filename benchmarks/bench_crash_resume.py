@@ -19,8 +19,8 @@ the two moves of the journalled commit: the output moved, the quarantine not yet
 re-run must finish the move and pay for nothing).
 
 The kill at `commit` is deterministic: with `SOAK_KILL_BETWEEN_COMMITS=1` the child wraps
-the `os` module the sinks see, and SIGKILLs itself right after the output is moved into
-place. The hook is in this child only; the product has none.
+the `os` module of the commit (`flows/outputs/commit.py`), and SIGKILLs itself right after
+the output is moved into place. The hook is in this child only; the product has none.
 
 Run: python benchmarks/bench_crash_resume.py [--records 2000] [--moments early,mid-run,...]
 
@@ -63,7 +63,8 @@ RUN_TIMEOUT_S = 600.0
 
 
 class _KillAfterMovingOutput:
-    """`os` as the sinks module sees it, except that moving `output` into place kills us."""
+    """`os` as the commit module (`flows/outputs/commit.py`) sees it, except that moving
+    `output` into place kills us."""
 
     def __init__(self, output: Path) -> None:
         self.output = output.absolute()
@@ -81,7 +82,8 @@ def child(config_path: str) -> None:
     """One `extract_records` run from a config file; prints `SUMMARY {...}`."""
     config = json.loads(Path(config_path).read_text(encoding="utf-8"))
     from prefect_openai_chat import ChatModel, ExtractionSpec, OpenAICredentials, RunOptions
-    from prefect_openai_chat.flows import extract_records, sinks
+    from prefect_openai_chat.flows import extract_records
+    from prefect_openai_chat.flows.outputs import commit as sinks
 
     if os.environ.get("SOAK_KILL_BETWEEN_COMMITS") == "1":
         sinks.os = _KillAfterMovingOutput(Path(config["output"]))  # type: ignore[assignment]

@@ -261,7 +261,9 @@ def run_demo(
     if not (real or credentials_block):
         check_profile(profile)
     quiet_prefect_environment()
+    from prefect_openai_chat.extraction.spec import ExtractionSpec
     from prefect_openai_chat.flows import extract_records
+    from prefect_openai_chat.flows.options import RunOptions
 
     out = output_folder(output)
     if fresh:
@@ -274,14 +276,16 @@ def run_demo(
     ):
         summary = extract_records(
             source=str(source),
-            schema=SCHEMA,
-            chat_model=chat_model,
-            prompt=TICKET_PROMPT,
-            instructions=TICKET_INSTRUCTIONS,
             output=str(out / "tickets.jsonl"),
             quarantine=str(out / "quarantine.jsonl"),
-            key_field="ticket_id",
-            cache=str(out / LEDGER),
+            spec=ExtractionSpec(
+                schema=SCHEMA,
+                prompt=TICKET_PROMPT,
+                instructions=TICKET_INSTRUCTIONS,
+                key_field="ticket_id",
+            ),
+            chat_model=chat_model,
+            run=RunOptions(cache=str(out / LEDGER)),
         )
     summary["demo_time_s"] = round(time.perf_counter() - started, 2)
     summary["endpoint"] = where

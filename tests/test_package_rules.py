@@ -183,3 +183,94 @@ def test_the_circle_finder_finds_a_circle_through_a_function_level_import(
     assert _imported_modules(tmp_path / "a.py", "pkg.a", known) == {"pkg.b"}
     assert _imported_modules(tmp_path / "b.py", "pkg.b", known) == {"pkg.a"}
     assert _imported_modules(tmp_path / "c.py", "pkg.c", known) == set()
+
+
+# What makes a module-level name state that lives for the whole process.
+CONTAINERS = {"set", "dict", "list", "OrderedDict", "defaultdict", "deque"}
+ALWAYS_STATE = {
+    "WeakSet",
+    "WeakValueDictionary",
+    "WeakKeyDictionary",
+    "local",
+    "ContextVar",
+    "count",
+}
+MUTATORS = {
+    "add", "append", "extend", "insert", "update", "setdefault", "pop", "popitem",
+    "discard", "remove", "clear", "move_to_end", "appendleft",
+}  # fmt: skip
+CACHES = {"lru_cache", "cache"}
+STATE_SECTION = "## State that lives for a whole process"
+
+
+def _call_name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Call):
+        func = node.func
+        return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    return None
+
+
+def _mutated(tree: ast.Module) -> set[str]:
+    """The names `tree` changes in place: `name[k] = v`, `del name[k]`, `name.add(...)`."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Store | ast.Del)
+            and isinstance(node.value, ast.Name)
+        ):
+            names.add(node.value.id)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in MUTATORS
+            and isinstance(node.func.value, ast.Name)
+        ):
+            names.add(node.func.value.id)
+    return names
+
+
+def module_state(path: Path) -> set[str]:
+    """The module-level names of `path` that hold mutable state: containers the module
+    changes, thread-locals, weak collections, context variables, counters, and functions
+    with a cache."""
+    tree = ast.parse(path.read_text())
+    mutated = _mutated(tree)
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            value, call = node.value, _call_name(node.value)
+            container = isinstance(value, ast.Dict | ast.List | ast.Set) or call in CONTAINERS
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name) and (
+                    call in ALWAYS_STATE or (container and target.id in mutated)
+                ):
+                    names.add(target.id)
+        elif isinstance(node, ast.FunctionDef):
+            decorators = {
+                _call_name(d) or getattr(d, "attr", None) or getattr(d, "id", None)
+                for d in node.decorator_list
+            }
+            if decorators & CACHES:
+                names.add(node.name)
+    return names
+
+
+def test_every_piece_of_process_state_is_in_the_architecture_map() -> None:
+    """Every module-level container the module changes, thread-local, weak collection,
+    context variable, counter and cached function is named in docs/architecture.md's
+    table of process state, with its bound. The simulator is a test server of its own."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    section = text[text.index(STATE_SECTION) :]
+    section = section[: section.index("\n## ", len(STATE_SECTION))]
+    missing = [
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "simulator" not in path.parts
+        for name in sorted(module_state(path))
+        if f"`{name}" not in section and f" {name}`" not in section
+    ]
+    assert missing == [], "add these to docs/architecture.md's process state:\n" + "\n".join(
+        missing
+    )

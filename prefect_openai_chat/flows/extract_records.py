@@ -34,9 +34,10 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import warnings
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.errors import InvalidInputError
@@ -45,7 +46,7 @@ from prefect_openai_chat.extraction.templates import PromptTemplateError
 from prefect_openai_chat.flows.fan_out import fan_out
 from prefect_openai_chat.flows.options import RunOptions
 from prefect_openai_chat.flows.records import run_records
-from prefect_openai_chat.flows.sources import source_flow
+from prefect_openai_chat.flows.sources import SourceFlow
 
 # The keyword arguments `extract_records` took before `spec` and `run`, and where each went.
 SPEC_FIELDS = ("schema", "prompt", "instructions", "mode", "max_reprompts", "key_field")
@@ -62,9 +63,76 @@ RUN_FIELDS = {
     "return_rows": "return_rows",
     "storage_options": "storage_options",
 }
+FLAT_FIELDS = frozenset(SPEC_FIELDS) | frozenset(RUN_FIELDS)
+CALL_OPTIONS = frozenset({"return_state", "wait_for"})  # `Flow.__call__`'s own keywords
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-@source_flow(name="extract-records", log_prints=True)
+class FlatKeywordsFlow(SourceFlow[P, R]):
+    """`extract_records` as a flow that still takes the deprecated flat keywords.
+
+    The flow's function has only `source`, `output`, `quarantine`, `spec`, `chat_model`
+    and `run`, so its parameter schema (the deployment's form in the UI) has those six
+    and nothing else. A Python call with the old flat keywords (`schema=`,
+    `batch_size=`, ...) has them folded into `spec` and `run` before the flow run is made,
+    with a `DeprecationWarning`; a deployment's parameters saved under the old names are
+    folded the same way when its run starts (`validate_parameters`).
+    """
+
+    if not TYPE_CHECKING:  # type checkers keep `Flow.__call__`'s precise overloads
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            flat = {name: kwargs.pop(name) for name in list(kwargs) if name in FLAT_FIELDS}
+            known = set(inspect.signature(self.fn).parameters) | CALL_OPTIONS
+            unknown = sorted(set(kwargs) - known)
+            if unknown:
+                raise InvalidInputError(
+                    f"extract_records got unexpected keyword argument(s) {unknown}; what to"
+                    " extract goes in spec=ExtractionSpec(...), how to run it in"
+                    " run=RunOptions(...)"
+                )
+            if flat:
+                options = {name: kwargs.pop(name) for name in CALL_OPTIONS if name in kwargs}
+                bound = inspect.signature(self.fn).bind_partial(*args, **kwargs)
+                given = bound.arguments
+                given["spec"], given["run"] = fold_flat(
+                    given.get("spec"), given.get("run"), flat, stacklevel=2
+                )
+                args, kwargs = bound.args, {**bound.kwargs, **options}
+            return super().__call__(*args, **kwargs)
+
+    def validate_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """As `SourceFlow.validate_parameters`, with a deployment's parameters saved under
+        the old flat names (or under `flat`, as the flow took them for a while) folded into
+        `spec` and `run`."""
+        flat = {name: value for name, value in parameters.items() if name in FLAT_FIELDS}
+        saved = parameters.get("flat")
+        if isinstance(saved, dict):
+            flat.update(saved)
+        parameters = {
+            name: value
+            for name, value in parameters.items()
+            if name not in FLAT_FIELDS and name != "flat"
+        }
+        if flat:
+            parameters["spec"], parameters["run"] = fold_flat(
+                parameters.get("spec"), parameters.get("run"), flat, stacklevel=2
+            )
+        return super().validate_parameters(parameters)
+
+
+def flat_keywords_flow(**options: Any) -> Callable[[Callable[P, R]], FlatKeywordsFlow[P, R]]:
+    """Like `@flow(**options)`, as a `FlatKeywordsFlow`."""
+
+    def wrap(fn: Callable[P, R]) -> FlatKeywordsFlow[P, R]:
+        return FlatKeywordsFlow(fn=fn, **options)
+
+    return wrap
+
+
+@flat_keywords_flow(name="extract-records", log_prints=True)
 def extract_records(
     source: str | Iterable[Any],  # items are checked one by one: a non-dict is quarantined
     output: str,
@@ -72,7 +140,6 @@ def extract_records(
     spec: ExtractionSpec | None = None,
     chat_model: ChatModel | str | None = None,
     run: RunOptions | None = None,
-    **flat: Any,
 ) -> dict[str, Any]:
     """Extract `spec` from every record of `source` into `output`, the rest into `quarantine`.
 
@@ -90,28 +157,39 @@ def extract_records(
         run: How to run it (`RunOptions`: chunk_size, concurrency, cache, via, batch_api,
             per_record_tasks, shards, shard_deployment, allow_local_paths,
             storage_options, return_rows); the defaults without it.
-        **flat: Deprecated: the fields of `spec` and `run` as keyword arguments, under
-            their names before (`schema=`, `batch_size=`, `batch_options=`, ...).
+
+    The fields of `spec` and `run` as keyword arguments, under their names before
+    (`schema=`, `batch_size=`, `batch_options=`, ...), still work from Python, with a
+    `DeprecationWarning` (`FlatKeywordsFlow`); they are not parameters of the flow.
 
     Returns:
         The run's totals; `records == valid + quarantined` always (with
         `RunOptions(return_rows=True)`, the valid rows too, as `rows`).
     """
-    spec, run = _from_flat(spec, run, flat)
+    if spec is None:
+        raise InvalidInputError(
+            "extract_records needs spec=ExtractionSpec(schema=..., prompt=...): what to"
+            " extract from each record"
+        )
     if chat_model is None:
         raise InvalidInputError(
             "extract_records needs a chat_model: a ChatModel block, or a saved one's name"
         )
+    run = run or RunOptions()
     if run.sharded:
         return fan_out(source, output, quarantine, spec, chat_model, run)
     return run_records(source, output, quarantine, spec, chat_model, run)
 
 
-def _from_flat(
-    spec: ExtractionSpec | None, run: RunOptions | None, flat: dict[str, Any]
-) -> tuple[ExtractionSpec, RunOptions]:
-    """The spec and the run options, with the deprecated flat keyword arguments folded in."""
-    unknown = sorted(set(flat) - set(SPEC_FIELDS) - set(RUN_FIELDS))
+def fold_flat(
+    spec: ExtractionSpec | dict[str, Any] | None,
+    run: RunOptions | dict[str, Any] | None,
+    flat: dict[str, Any],
+    stacklevel: int,
+) -> tuple[Any, Any]:
+    """`spec` and `run` with the deprecated flat keyword arguments folded in, with a
+    `DeprecationWarning` (`stacklevel` as `warnings.warn`'s, from the caller's frame)."""
+    unknown = sorted(set(flat) - FLAT_FIELDS)
     if unknown:
         raise InvalidInputError(
             f"extract_records got unexpected keyword argument(s) {unknown}; what to extract"
@@ -119,28 +197,27 @@ def _from_flat(
         )
     spec_fields = {name: flat[name] for name in SPEC_FIELDS if name in flat}
     run_fields = {RUN_FIELDS[name]: flat[name] for name in RUN_FIELDS if name in flat}
-    if flat:
-        warnings.warn(
-            f"extract_records({', '.join(f'{name}=' for name in flat)}...): pass"
-            " spec=ExtractionSpec(...) and run=RunOptions(...) instead (docs/migrating.md)",
-            DeprecationWarning,
-            stacklevel=4,
-        )
+    warnings.warn(
+        f"extract_records({', '.join(f'{name}=' for name in flat)}...): pass"
+        " spec=ExtractionSpec(...) and run=RunOptions(...) instead (docs/migrating.md)",
+        DeprecationWarning,
+        stacklevel=stacklevel + 1,
+    )
     if (spec_fields and spec is not None) or (run_fields and run is not None):
         raise InvalidInputError(
             f"extract_records got {sorted(flat)} and the object they belong in: set them in"
             " spec=ExtractionSpec(...) or run=RunOptions(...)"
         )
-    if spec is None:
-        if "schema" not in spec_fields:
-            raise InvalidInputError(
-                "extract_records needs spec=ExtractionSpec(schema=..., prompt=...): what to"
-                " extract from each record"
-            )
+    if spec_fields and spec is None and "schema" not in spec_fields:
+        raise InvalidInputError(
+            "extract_records needs spec=ExtractionSpec(schema=..., prompt=...): what to"
+            " extract from each record"
+        )
+    if spec_fields:
         try:
             spec = ExtractionSpec(**spec_fields)
         except PromptTemplateError as exc:  # a run's bad input, as every other pre-flight one
             raise InvalidInputError(str(exc)) from exc
-    if run is None:
+    if run_fields:
         run = RunOptions(**run_fields)
     return spec, run

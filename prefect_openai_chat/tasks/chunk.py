@@ -30,6 +30,7 @@ import itertools
 import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,17 @@ def gate_for(pool: str | None, concurrency: int) -> AdaptiveConcurrency:
     """The gate shared under `pool` (`share_concurrency`), else a new one of `concurrency`."""
     gate = _pools.get(pool) if pool else None
     return gate if gate is not None else AdaptiveConcurrency(concurrency, name="extract_batch")
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A record to claim and pay for: where its outcome goes, and what it is."""
+
+    offset: int  # its place in the chunk's outcomes
+    index: int  # its place in the run
+    record: Record
+    text: str
+    key: str  # its ledger key
 
 
 class _ChunkRun:
@@ -155,7 +167,8 @@ class _ChunkRun:
                 outcomes[offset] = self._hit(cached[key], index, records[offset])
                 on_done()
                 continue
-            pending.append(self._one(offset, index, records[offset], text, key, outcomes, on_done))
+            item = _Pending(offset, index, records[offset], text, key)
+            pending.append(self._one(item, outcomes, on_done))
         if self.claims is None:
             await asyncio.gather(*pending)
         else:
@@ -189,14 +202,11 @@ class _ChunkRun:
 
     async def _one(
         self,
-        offset: int,
-        index: int,
-        record: Record,
-        text: str,
-        key: str,
+        item: _Pending,
         outcomes: list[RecordOutcome | None],
         on_done: Callable[[], None],
     ) -> None:
+        offset, index, record, key = item.offset, item.index, item.record, item.key
         if self.claims is not None:
             try:
                 stored = await self._claim(key)
@@ -212,23 +222,15 @@ class _ChunkRun:
                 on_done()
                 return
             try:
-                await self._settle(offset, index, record, text, key, outcomes)
+                await self._settle(item, outcomes)
             finally:
                 await self.claims.release(key)  # not finished (else completed): others may try
                 self.window.release()
         else:
-            await self._settle(offset, index, record, text, key, outcomes)
+            await self._settle(item, outcomes)
         on_done()
 
-    async def _settle(
-        self,
-        offset: int,
-        index: int,
-        record: Record,
-        text: str,
-        key: str,
-        outcomes: list[RecordOutcome | None],
-    ) -> None:
+    async def _settle(self, item: _Pending, outcomes: list[RecordOutcome | None]) -> None:
         """`_pay`, with whatever it raises ending as this record's `error` outcome.
 
         An exception here is this record's (its validation's own faults are already
@@ -236,10 +238,10 @@ class _ChunkRun:
         ledger, so the next run tries it again; the other records go on.
         """
         try:
-            outcomes[offset] = await self._pay(index, record, text, key)
+            outcomes[item.offset] = await self._pay(item.index, item.record, item.text, item.key)
         except Exception as exc:
-            key_name = self.key_of(index, record)
-            outcomes[offset] = _unexpected(index, key_name, exc, "not stored")
+            key_name = self.key_of(item.index, item.record)
+            outcomes[item.offset] = _unexpected(item.index, key_name, exc, "not stored")
             run_logger().warning(
                 "record %s failed unexpectedly; quarantined as error", key_name, exc_info=True
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,13 @@ def test_an_invalid_run_cannot_be_built(fields: dict[str, Any], message: str) ->
 def test_the_flow_parameters_are_nested_forms_of_plain_json() -> None:
     schema = extract_records.parameters.model_dump()
     properties, definitions = schema["properties"], schema["definitions"]
-    assert {"source", "output", "quarantine", "spec", "chat_model", "run"} <= set(properties)
+    # the six parameters and nothing else: the deprecated flat keywords are no field
+    assert list(properties) == ["source", "output", "quarantine", "spec", "chat_model", "run"]
+    assert schema["required"] == ["source", "output", "quarantine"]
+    for name, model in (("spec", "ExtractionSpec"), ("run", "RunOptions")):
+        refs = [choice.get("$ref") for choice in properties[name]["anyOf"]]
+        assert f"#/definitions/{model}" in refs  # a nested form, not a free dict
+        assert definitions[model]["type"] == "object"
     spec = definitions["ExtractionSpec"]["properties"]
     assert spec["schema"]["type"] == "string"  # an import path in a deployment
     assert spec["mode"]["enum"] == ["auto", "json_schema", "json_object", "tools"]
@@ -102,10 +109,45 @@ def test_flat_keywords_still_run_with_a_deprecation_warning(
 def test_flat_keywords_next_to_their_object_are_refused(tmp_path: Path) -> None:
     spec = ExtractionSpec(schema=SCHEMA_PATH, prompt=PROMPT)
     with pytest.warns(DeprecationWarning), pytest.raises(InvalidInputError, match="set them in"):
-        extract_records.fn(
+        extract_records(
             source=[], output="o.jsonl", quarantine="q.jsonl", spec=spec, chat_model="m",
             key_field="id",
         )  # fmt: skip
+
+
+def test_unknown_keywords_are_refused_before_any_run() -> None:
+    with pytest.raises(InvalidInputError, match=r"unexpected keyword argument\(s\) \['sheme'\]"):
+        extract_records(source=[], output="o.jsonl", quarantine="q.jsonl", sheme=SCHEMA_PATH)
+
+
+def test_the_deprecation_warning_points_at_the_caller() -> None:
+    with pytest.warns(DeprecationWarning) as caught, pytest.raises(InvalidInputError):
+        extract_records(
+            source=[], output="o.jsonl", quarantine="q.jsonl", schema=SCHEMA_PATH,
+            run=RunOptions(), batch_size=2,
+        )  # fmt: skip
+    assert caught[0].filename == __file__
+
+
+def test_a_deployment_saved_with_flat_parameters_still_validates() -> None:
+    with pytest.warns(DeprecationWarning, match="batch_size="):
+        parameters = extract_records.validate_parameters(
+            {"source": [], "output": "o.jsonl", "quarantine": "q.jsonl", "chat_model": "m",
+             "schema": SCHEMA_PATH, "prompt": PROMPT, "batch_size": 3, "concurrency": 2}
+        )  # fmt: skip
+    assert set(parameters) == {"source", "output", "quarantine", "spec", "chat_model", "run"}
+    assert parameters["spec"] == ExtractionSpec(schema=SCHEMA_PATH, prompt=PROMPT)
+    assert (parameters["run"].chunk_size, parameters["run"].concurrency) == (3, 2)
+    with pytest.warns(DeprecationWarning, match="batch_size="):
+        parameters = extract_records.validate_parameters(
+            {"source": [], "output": "o.jsonl", "quarantine": "q.jsonl", "chat_model": "m",
+             "spec": {"schema": SCHEMA_PATH}, "flat": {"batch_size": 3}}
+        )  # fmt: skip
+    assert parameters["run"].chunk_size == 3 and "flat" not in parameters
+    empty = {"source": [], "output": "o.jsonl", "quarantine": "q.jsonl", "flat": {}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # nothing to fold: no warning
+        assert "flat" not in extract_records.validate_parameters(empty)
 
 
 def _imports(path: Path) -> set[str]:
@@ -139,7 +181,7 @@ def test_flows_import_no_circle_and_only_the_public_tasks_api() -> None:
     assert [m for m in graph if reaches(m, m, set())] == []
     modules = {
         node.module
-        for path in FLOWS.glob("*.py")
+        for path in FLOWS.rglob("*.py")
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.ImportFrom) and node.module
     }

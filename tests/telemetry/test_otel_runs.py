@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from otel_support import Otel
 
-from prefect_openai_chat import ChatModel, telemetry
+from prefect_openai_chat import ChatModel
 from prefect_openai_chat.chat import ChatRunner, ChatSettings
 from prefect_openai_chat.chat.protection import Protection
 from prefect_openai_chat.resilience import RetryPolicy
@@ -25,6 +25,7 @@ from prefect_openai_chat.simulator import Simulator
 from prefect_openai_chat.telemetry import (
     FLOW_RUN_ID,
     PREFIX,
+    instruments,
     note_attempt,
     note_wait,
     observe_call,
@@ -77,7 +78,7 @@ def test_an_extract_records_run_has_its_span_with_totals_and_the_call_spans_join
 def test_a_call_in_a_thread_without_the_run_context_is_parented_on_the_run_span(
     otel: Otel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(telemetry, "_run_ids", lambda: {"flow_run_id": "flow-1"})
+    monkeypatch.setattr(instruments, "_run_ids", lambda: {"flow_run_id": "flow-1"})
     settings = ChatSettings(model="gpt-4o-mini")
 
     def call_elsewhere() -> None:  # a plain thread: no copy of the run's context

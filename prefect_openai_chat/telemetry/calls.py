@@ -1,58 +1,39 @@
-"""OpenTelemetry spans and metrics for every chat call and every `extract_records` run.
-
-What a call carries follows the OpenTelemetry GenAI semantic conventions (a `chat {model}`
-client span with `gen_ai.*` attributes, the `gen_ai.client.token.usage` and
-`gen_ai.client.operation.duration` histograms); what only this plugin knows (cost,
-HTTP attempts, retries, the circuit, time waited for the circuit and the rate limiter,
-the Prefect run ids) is under the `prefect_openai_chat.` prefix. See
-docs/concepts/opentelemetry.md.
-
-Only `opentelemetry-api` is used: until the user configures a tracer or meter provider
-(the SDK and an exporter), the API's no-op default is in force and `observe_call` returns
-a shared no-op at the cost of two global reads. Prompts and answers are recorded only when
-`PREFECT_OPENAI_CHAT_OTEL_CAPTURE_CONTENT` is true, and then through `bounded_text` (known
-secrets, keys and bearer tokens masked, at most `CONTENT_LIMIT` bytes).
-
-This module is Prefect-free: the task layer installs the reader of the Prefect run ids
-(`install_run_ids`), so the core layers can call it.
-
-Example:
-    >>> from prefect_openai_chat.chat.settings import ChatSettings
-    >>> with observe_call(ChatSettings(model="gpt-4o-mini"), [], {}, stream=False) as call:
-    ...     call.recording  # no provider configured: nothing is recorded
-    False
-"""
+"""The span and metrics of one chat call (`observe_call`), fed by the runner's attempts
+and waits (`note_attempt`, `note_wait`); prompts and answers only with capture on."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from prefect_openai_chat.redaction import bounded_text
+from prefect_openai_chat.telemetry.instruments import (
+    CONTENT_LIMIT,
+    FLOW_RUN_ID,
+    PREFIX,
+    RUN_SPANS,
+    TASK_RUN_ID,
+    Instruments,
+    capture_content,
+    current_instruments,
+    error_type,
+    provider_of,
+    run_ids,
+)
 
 if TYPE_CHECKING:
     from prefect_openai_chat.chat.settings import ChatSettings
     from prefect_openai_chat.resilience.circuit import CircuitGuard
     from prefect_openai_chat.results import ChatResult
 
-CAPTURE_ENV = "PREFECT_OPENAI_CHAT_OTEL_CAPTURE_CONTENT"
-CONTENT_LIMIT = 16 * 1024  # bytes of UTF-8 kept of the captured messages of one call
-PREFIX = "prefect_openai_chat."
-FLOW_RUN_ID = PREFIX + "prefect.flow_run_id"
-TASK_RUN_ID = PREFIX + "prefect.task_run_id"
-_SCOPE = "prefect_openai_chat"
 _REQUEST_PARAMETERS = {  # request field -> gen_ai.request.* attribute
     "temperature": "gen_ai.request.temperature",
     "top_p": "gen_ai.request.top_p",
@@ -62,117 +43,6 @@ _REQUEST_PARAMETERS = {  # request field -> gen_ai.request.* attribute
     "frequency_penalty": "gen_ai.request.frequency_penalty",
     "presence_penalty": "gen_ai.request.presence_penalty",
 }
-# Buckets the conventions advise for the two histograms.
-_TOKEN_BUCKETS = [4**n for n in range(1, 14)]
-_DURATION_BUCKETS = [0.01 * 2**n for n in range(14)]
-
-RunIds = Callable[[], Mapping[str, str]]
-_run_ids: RunIds | None = None  # installed by the task layer: the Prefect flow and task run ids
-
-
-def install_run_ids(reader: RunIds) -> None:
-    """Let every span carry the run ids `reader` returns (`{"flow_run_id": ..., ...}`)."""
-    global _run_ids
-    _run_ids = reader
-
-
-def run_ids() -> dict[str, str]:
-    """The ids the installed reader returns now (none outside a run, or without a reader)."""
-    reader = _run_ids
-    if reader is None:
-        return {}
-    try:
-        return dict(reader())
-    except Exception:  # telemetry never fails a call
-        return {}
-
-
-def capture_content() -> bool:
-    """Whether prompts and answers go into spans (`PREFECT_OPENAI_CHAT_OTEL_CAPTURE_CONTENT`)."""
-    return os.environ.get(CAPTURE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-@dataclass(frozen=True)
-class _Instruments:
-    """The tracer and the instruments of the providers in force (rebuilt when they change)."""
-
-    tracer_provider: object
-    meter_provider: object
-    tracer: trace.Tracer | None
-    tokens: metrics.Histogram | None
-    duration: metrics.Histogram | None
-    cost: metrics.Counter | None
-
-    @property
-    def on(self) -> bool:
-        return self.tracer is not None or self.duration is not None
-
-
-_instruments: _Instruments | None = None
-_lock = threading.Lock()
-
-
-def _current() -> _Instruments:
-    """The instruments for the global providers; two global reads when nothing changed."""
-    tracer_provider, meter_provider = trace.get_tracer_provider(), metrics.get_meter_provider()
-    cached = _instruments
-    if (
-        cached is not None
-        and cached.tracer_provider is tracer_provider
-        and cached.meter_provider is meter_provider
-    ):
-        return cached
-    return _build(tracer_provider, meter_provider)
-
-
-def _build(tracer_provider: Any, meter_provider: Any) -> _Instruments:
-    global _instruments
-    tracer = None
-    if not isinstance(tracer_provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
-        tracer = tracer_provider.get_tracer(_SCOPE)
-    tokens = duration = cost = None
-    if type(meter_provider).__name__ not in {"_ProxyMeterProvider", "NoOpMeterProvider"}:
-        meter = meter_provider.get_meter(_SCOPE)
-        tokens = meter.create_histogram(
-            "gen_ai.client.token.usage",
-            unit="{token}",
-            description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
-        )
-        duration = meter.create_histogram(
-            "gen_ai.client.operation.duration",
-            unit="s",
-            description="GenAI operation duration.",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
-        )
-        cost = meter.create_counter(
-            PREFIX + "client.cost", unit="USD", description="Estimated cost of the chat calls."
-        )
-    with _lock:
-        _instruments = _Instruments(tracer_provider, meter_provider, tracer, tokens, duration, cost)
-        return _instruments
-
-
-def provider_of(base_url: str) -> tuple[str, str | None, int | None]:
-    """`gen_ai.provider.name`, `server.address` and `server.port` of an endpoint.
-
-    Example:
-        >>> provider_of("https://my-res.openai.azure.com/openai/deployments/gpt")
-        ('azure.ai.openai', 'my-res.openai.azure.com', 443)
-        >>> provider_of("http://127.0.0.1:8000/v1")
-        ('openai', '127.0.0.1', 8000)
-    """
-    parts = urlsplit(base_url)
-    host = parts.hostname
-    try:
-        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
-    except ValueError:
-        port = None
-    azure = host is not None and (host.endswith(".azure.com") or host.endswith(".azure.us"))
-    return ("azure.ai.openai" if azure else "openai"), host, port
-
-
-# --- one chat call ---------------------------------------------------------------------
 
 
 class ChatCall:
@@ -182,7 +52,7 @@ class ChatCall:
 
     def __init__(
         self,
-        instruments: _Instruments,
+        instruments: Instruments,
         span: trace.Span,
         base: dict[str, Any],
         guard: CircuitGuard | None,
@@ -216,7 +86,7 @@ class ChatCall:
             if self.capture:
                 attributes["gen_ai.output.messages"] = _captured(_output_messages(result))
         if error is not None:
-            attributes["error.type"] = _error_type(error)
+            attributes["error.type"] = error_type(error)
             span.set_status(Status(StatusCode.ERROR, self._description(error)))
             if self.capture:
                 span.add_event(
@@ -233,8 +103,8 @@ class ChatCall:
     def _description(self, error: BaseException) -> str:
         """The status description: the error class, and its redacted message with capture on."""
         if not self.capture:
-            return _error_type(error)
-        return bounded_text(f"{_error_type(error)}: {error}", 1024, "the error")
+            return error_type(error)
+        return bounded_text(f"{error_type(error)}: {error}", 1024, "the error")
 
     def _plugin_attributes(self) -> dict[str, Any]:
         attributes: dict[str, Any] = {
@@ -254,7 +124,7 @@ class ChatCall:
             return
         labels = {k: v for k, v in self.base.items() if k in _METRIC_LABELS}
         if error is not None:
-            labels["error.type"] = _error_type(error)
+            labels["error.type"] = error_type(error)
         elif result is not None and result.model:
             labels["gen_ai.response.model"] = result.model
         inst.duration.record(time.perf_counter() - self.started, labels)
@@ -326,7 +196,7 @@ def observe_call(
     Give the call's result to `call.done(result)`; an exception leaving the block sets
     `error.type` and the span's error status (its message only with capture on).
     """
-    instruments = _current()
+    instruments = current_instruments()
     if not instruments.on:
         return _NOT_OBSERVED
     return _observed(instruments, settings, messages, overrides, stream, guard)
@@ -334,7 +204,7 @@ def observe_call(
 
 @contextmanager
 def _observed(
-    instruments: _Instruments,
+    instruments: Instruments,
     settings: ChatSettings,
     messages: Sequence[Any],
     overrides: Mapping[str, Any],
@@ -361,7 +231,7 @@ def _observed(
 
 
 def _begin(
-    instruments: _Instruments,
+    instruments: Instruments,
     settings: ChatSettings,
     messages: Sequence[Any],
     overrides: Mapping[str, Any],
@@ -392,7 +262,7 @@ def note_wait(kind: str, seconds: float) -> None:
         call.wait(kind, seconds)
 
 
-def _start_call_span(instruments: _Instruments, model: str, base: dict[str, Any]) -> trace.Span:
+def _start_call_span(instruments: Instruments, model: str, base: dict[str, Any]) -> trace.Span:
     """The client span; with the run's span as parent when no span is current (a thread
     without the run's context), or a link to it when the current span is in another trace."""
     ids = run_ids()
@@ -402,7 +272,7 @@ def _start_call_span(instruments: _Instruments, model: str, base: dict[str, Any]
     if "task_run_id" in ids:
         attributes[TASK_RUN_ID] = ids["task_run_id"]
     context, links = None, []
-    run_span = _RUNS.get(ids.get("flow_run_id", ""))
+    run_span = RUN_SPANS.get(ids.get("flow_run_id", ""))
     if run_span is not None:
         current = trace.get_current_span().get_span_context()
         if not current.is_valid:
@@ -464,12 +334,6 @@ def _result_attributes(result: ChatResult) -> dict[str, Any]:
     return attributes
 
 
-def _error_type(error: BaseException) -> str:
-    """`error.type`: the exception's class, qualified unless it is a builtin."""
-    cls = type(error)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__name__}"
-
-
 # --- content, only with capture on -------------------------------------------------------
 
 
@@ -503,67 +367,3 @@ def _output_messages(result: ChatResult) -> list[dict[str, Any]]:
             }
         )
     return [{"role": "assistant", "parts": parts, "finish_reason": result.finish_reason}]
-
-
-# --- one extract_records run -------------------------------------------------------------
-
-_RUNS: dict[str, trace.SpanContext] = {}  # flow run id -> its run span, while the run lasts
-
-
-class RunSpan:
-    """The span of one run; `totals` sets what the run did."""
-
-    def __init__(self, span: trace.Span) -> None:
-        self.span = span
-
-    def totals(self, totals: Mapping[str, Any]) -> None:
-        """Records, valid, quarantined, from the ledger, tokens and cost of the run."""
-        if not self.span.is_recording():
-            return
-        names = {
-            "records": PREFIX + "records",
-            "valid": PREFIX + "valid",
-            "quarantined": PREFIX + "quarantined",
-            "from_cache": PREFIX + "cached",
-            "prompt_tokens": "gen_ai.usage.input_tokens",
-            "completion_tokens": "gen_ai.usage.output_tokens",
-            "cost_usd": PREFIX + "cost_usd",
-            "retries": PREFIX + "retries",
-        }
-        self.span.set_attributes(
-            {name: totals[key] for key, name in names.items() if totals.get(key) is not None}
-        )
-
-
-@contextmanager
-def observe_run(name: str, **attributes: str | int | bool) -> Iterator[RunSpan]:
-    """A span around one run (`extract_records`), current while the block runs.
-
-    Call spans of the same Prefect flow run become its children where they run in its
-    context, and link to it where another span (Prefect's task run span) is current.
-    """
-    instruments = _current()
-    if instruments.tracer is None:
-        yield RunSpan(trace.INVALID_SPAN)
-        return
-    ids = run_ids()
-    flow_run_id = ids.get("flow_run_id", "")
-    span_attributes: dict[str, Any] = {PREFIX + "operation": name, **attributes}
-    if flow_run_id:
-        span_attributes[FLOW_RUN_ID] = flow_run_id
-    span = instruments.tracer.start_span(name, attributes=span_attributes)
-    if flow_run_id:
-        _RUNS[flow_run_id] = span.get_span_context()
-    try:
-        with trace.use_span(
-            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
-        ):
-            try:
-                yield RunSpan(span)
-            except BaseException as exc:
-                span.set_attribute("error.type", _error_type(exc))
-                span.set_status(Status(StatusCode.ERROR, _error_type(exc)))
-                raise
-    finally:
-        if flow_run_id:
-            _RUNS.pop(flow_run_id, None)
