@@ -43,6 +43,18 @@ def _forget_the_parents_prefect_services() -> None:
 os.register_at_fork(after_in_child=_forget_the_parents_prefect_services)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep the tests that share the session's Dask cluster on one pytest-xdist worker.
+
+    The suite runs on two xdist workers (`-n 2 --dist loadgroup` in pyproject.toml), each
+    with its own session fixtures; a group keeps the Dask tests together, so only one
+    worker starts a cluster (two more processes) instead of both.
+    """
+    for item in items:
+        if "dask_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("dask"))
+
+
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A temporary Prefect API and database for the whole session (started on first use).

@@ -20,6 +20,7 @@ Each step is checked for the work it says it does.
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import re
 import runpy
@@ -92,12 +93,43 @@ def newcomer(
     cwd = os.getcwd()
     os.chdir(work)
     reset_process_state()  # no client or circuit of an earlier test's simulator
+    handlers = logging_handlers()
     try:
         with temporary_settings(updates={PREFECT_HOME: home}):
             yield work, env
     finally:
         os.chdir(cwd)
         reset_process_state()
+        restore_logging_handlers(handlers)
+
+
+def logging_handlers() -> dict[str, list[logging.Handler]]:
+    """Every logger's handlers, by name ("" is the root)."""
+    loggers = {"": logging.getLogger(), **logging.Logger.manager.loggerDict}
+    return {
+        name: list(logger.handlers)
+        for name, logger in loggers.items()
+        if isinstance(logger, logging.Logger)
+    }
+
+
+def restore_logging_handlers(before: dict[str, list[logging.Handler]]) -> None:
+    """Put back the handlers `logging_handlers()` saw; drop handlers added since.
+
+    The tour's flows run under this test's captured stdout and stderr, and Prefect may
+    configure its logging there (a console handler on the captured stream). Kept after
+    the test, that handler writes to a closed file: every later log line of the session,
+    down to the harness's own "Stopping temporary server", ends in a RecursionError.
+    """
+    for name, handlers in logging_handlers().items():
+        logger = logging.getLogger(name) if name else logging.getLogger()
+        logger.handlers[:] = before.get(name, [h for h in handlers if not is_stream(h)])
+
+
+def is_stream(handler: logging.Handler) -> bool:
+    return isinstance(handler, logging.StreamHandler) and not isinstance(
+        handler, logging.FileHandler
+    )
 
 
 def test_the_tour_runs_top_to_bottom_offline(
