@@ -155,9 +155,10 @@ class LoopThread:
         """Wait for the loop's calls to finish, close its clients and end its thread."""
         if self.loop.is_closed():
             return
-        asyncio.run_coroutine_threadsafe(_others_done(), self.loop).result()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
+        if self._thread.is_alive():  # else the loop died of a BaseException: nothing to wait for
+            asyncio.run_coroutine_threadsafe(_others_done(), self.loop).result()
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join()
         _close_loop(self.loop)
 
 
