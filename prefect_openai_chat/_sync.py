@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import functools
@@ -110,6 +111,71 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     context = contextvars.copy_context()  # the caller's Prefect run and settings
     future = _helper.submit(context.run, cast(Callable[..., Any], run_sync), coro)
     return cast(T, future.result())
+
+
+class LoopThread:
+    """One event loop running on a thread of its own, for the sync calls of one job.
+
+    `run(coro)` from any other thread runs `coro` on this loop, in a copy of the caller's
+    context (its Prefect run), and blocks until it is done: the calls of many threads
+    share one loop, its clients and its connections, and wake each other without
+    crossing threads. `close()` waits for what is left, closes the loop's clients (its
+    async generators, see `chat/clients.py`) and ends the thread.
+
+    Example:
+        >>> loop = LoopThread("doc")
+        >>> loop.run(asyncio.sleep(0, result=7))
+        7
+        >>> loop.close()
+    """
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name=f"prefect-openai-chat-{name}", daemon=True
+        )
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on this loop in a copy of the caller's context; return its result."""
+        context = contextvars.copy_context()
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def start() -> None:
+            task = self.loop.create_task(coro, context=context)
+            task.add_done_callback(functools.partial(_settle, done))
+
+        try:
+            self.loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop is closed: run it where it was asked for
+            return run_sync(coro)
+        return done.result()
+
+    def close(self) -> None:
+        """Wait for the loop's calls to finish, close its clients and end its thread."""
+        if self.loop.is_closed():
+            return
+        if self._thread.is_alive():  # else the loop died of a BaseException: nothing to wait for
+            asyncio.run_coroutine_threadsafe(_others_done(), self.loop).result()
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join()
+        _close_loop(self.loop)
+
+
+async def _others_done() -> None:
+    """Return once every other task of the running loop has finished."""
+    while others := asyncio.all_tasks() - {asyncio.current_task()}:
+        await asyncio.wait(others)
+
+
+def _settle(done: concurrent.futures.Future[T], task: asyncio.Task[T]) -> None:
+    """Hand a finished task's result (or error, or cancellation) to a waiting thread."""
+    if task.cancelled():
+        done.cancel()
+    elif (error := task.exception()) is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(task.result())
 
 
 def sync_twin(async_fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:

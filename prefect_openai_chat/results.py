@@ -26,7 +26,15 @@ from __future__ import annotations
 import warnings
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    computed_field,
+    field_validator,
+)
 
 from prefect_openai_chat.redaction import bounded_text
 
@@ -178,6 +186,15 @@ class Extraction(_Spent, Generic[T]):
     raw_outputs: list[str] = Field(default_factory=list)
     finish_reasons: list[str | None] = Field(default_factory=list)
     request_ids: list[str | None] = Field(default_factory=list)
+    # `value` as JSON data, when the extraction dumped it already to check it is storable
+    # (`engine.unstorable_problem`): `record_outcome` takes it instead of dumping again.
+    _value_data: dict[str, Any] | None = PrivateAttr(default=None)
+
+    def value_data(self) -> dict[str, Any] | None:
+        """`value` as JSON data (`model_dump(mode="json")`), dumped once; None without one."""
+        if self._value_data is None and isinstance(self.value, BaseModel):
+            self._value_data = self.value.model_dump(mode="json")
+        return self._value_data
 
     @field_validator("errors")
     @classmethod

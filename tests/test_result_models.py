@@ -58,3 +58,13 @@ def test_a_ledger_entry_stored_before_429s_were_counted_still_loads() -> None:
     served = cached_outcome(old, 0, "T-1")
     assert (served.ok, served.cached, served.http_429s) == (True, True, 0)
     assert RecordOutcome(index=0, key="a", ok=True, http_429s=3).model_dump()["http_429s"] == 3
+
+
+def test_an_extraction_dumps_its_value_once() -> None:
+    class Point(BaseModel):
+        x: int
+
+    done = Extraction[Point](value=Point(x=1), ok=True, outcome="ok")
+    assert done.value_data() == {"x": 1}
+    assert done.value_data() is done.value_data()  # kept: record_outcome does not dump again
+    assert Extraction[Point]().value_data() is None

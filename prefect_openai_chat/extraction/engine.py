@@ -56,7 +56,7 @@ from prefect_openai_chat.extraction.partial import PartialAsk, merge_answer, pla
 from prefect_openai_chat.extraction.prompts import (
     TextOrMessages,
     build_partial_request,
-    build_request,
+    build_record_request,
     resolve_mode,
 )
 from prefect_openai_chat.extraction.reprompt import (
@@ -266,7 +266,7 @@ class _Extraction(Generic[M]):
 
     async def run(self, text_or_messages: TextOrMessages) -> Extraction[M]:
         self.source = text_or_messages
-        self.base_messages, self.base_params = build_request(
+        self.base_messages, self.base_params = build_record_request(
             self.schema,
             text_or_messages,
             self.options.instructions,
@@ -377,13 +377,15 @@ class _Extraction(Generic[M]):
                     ask = plan_partial(self.schema, data, checked)
             else:
                 value, unwrapped = checked
-                unfit = unstorable_problem(value)
-                if unfit is None:
+                dumped = _dump_storable(value)
+                if not isinstance(dumped, Problem):
                     if self.partial is None:  # a whole answer: what such answers need
                         ANSWER_SIZES.seen(self.schema, self.last_completion)
                     tally.repaired = parsed.repaired or unwrapped
-                    return self._finish("ok", None, value)
-                problems = [unfit]
+                    done = self._finish("ok", None, value)
+                    done._value_data = dumped  # dumped once: `record_outcome` takes it
+                    return done
+                problems = [dumped]
             problem_text = "; ".join(str(p) for p in problems)
             tally.error(problem_text)
             failure = f"invalid: {problem_text}"
@@ -567,6 +569,12 @@ def unstorable_problem(value: BaseModel) -> Problem | None:
     re-run does not pay for it again). Never stored as valid: no output format could
     hold it the same way. The schema's own serializers raising count the same way.
     """
+    dumped = _dump_storable(value)
+    return dumped if isinstance(dumped, Problem) else None
+
+
+def _dump_storable(value: BaseModel) -> Any:
+    """`value` as JSON data when every output can hold it, else the `Problem` keeping it out."""
     try:
         data = value.model_dump(mode="json")
     except Exception as exc:  # the schema's own code (a serializer)
@@ -576,7 +584,7 @@ def unstorable_problem(value: BaseModel) -> Problem | None:
         )
     found = first_unstorable(data)
     if found is None:
-        return None
+        return data
     path, problem = found
     return Problem(path or format_path(()), problem)
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
-
 from prefect_openai_chat.extraction.storable import unstorable
 from prefect_openai_chat.results import Extraction, Outcome, RecordOutcome
 
@@ -25,8 +23,7 @@ def record_outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordO
     it: never `ok`. `run_extraction` re-asks such answers already; this is the check
     for every other way an `ok` could arrive.
     """
-    value = extraction.value
-    data = value.model_dump(mode="json") if isinstance(value, BaseModel) else None
+    data = extraction.value_data()
     ok, outcome, reason = extraction.ok, extraction.outcome, extraction.reason
     unfit = unstorable(data) if ok else None
     if unfit is not None:

@@ -181,6 +181,45 @@ def build_request(
     return messages, params
 
 
+def build_record_request(
+    schema: type[BaseModel],
+    text_or_messages: TextOrMessages,
+    instructions: str | None = None,
+    mode: str = "auto",
+    *,
+    model: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`build_request` for the extraction engine, without rebuilding what every record shares.
+
+    The messages list, each message and the params dict are new, as from `build_request`;
+    the `response_format` (or `tools` and `tool_choice`) inside the params is one object
+    per schema and mode, shared by every request and never changed: the engine and the
+    sender only read it (the SDK serializes it). A text costs a user message, not a fresh
+    copy of the schema.
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> class City(BaseModel):
+        ...     name: str
+        >>> build_record_request(City, "Oslo", model="gpt-4o-mini") == build_request(
+        ...     City, "Oslo", model="gpt-4o-mini")
+        True
+    """
+    if not isinstance(text_or_messages, str) or not text_or_messages.strip():
+        return build_request(schema, text_or_messages, instructions, mode, model=model)
+    system, params = _shared_parts(ensure_model(schema), mode, instructions, model)
+    return [dict(system), {"role": "user", "content": text_or_messages}], dict(params)
+
+
+@functools.lru_cache(maxsize=256)  # bounded: its keys hold the schema class
+def _shared_parts(
+    model_cls: type[BaseModel], mode: str, instructions: str | None, model: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The system message and params `build_request` makes for a text, made once (read-only)."""
+    messages, params = build_request(model_cls, "-", instructions, mode, model=model)
+    return messages[0], params
+
+
 def build_partial_request(
     subset: type[BaseModel],
     text_or_messages: TextOrMessages,

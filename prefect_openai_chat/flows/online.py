@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import TypeVar
 
 from prefect.futures import PrefectFuture, as_completed
+from prefect.utilities.annotations import quote
 
 from prefect_openai_chat.flows.sources import SourceItem
 from prefect_openai_chat.flows.window import RecordWindow, RunJob
@@ -67,10 +68,12 @@ class OnlineRunner:
             self._wait_for_one()
         job = self.job
         name = f"extract {job.spec.schema_class.__name__} {label}"
+        # Quoted: Prefect hands them over as they are, without walking every record (and
+        # the block and spec) for futures to resolve; none of them holds one.
         future = extract_chunk.with_options(task_run_name=name).submit(
-            job.chat_model,
-            job.spec,
-            [item.record for item in readable if item.record is not None],
+            quote(job.chat_model),
+            quote(job.spec),
+            quote([item.record for item in readable if item.record is not None]),
             concurrency=job.run.concurrency,
             cache=job.run.cache,
             progress=False,

@@ -26,7 +26,7 @@ from prefect_openai_chat.flows.sources import Keys, count_records, read_records
 from prefect_openai_chat.flows.summary import RunArtifacts, RunTotals, summary_line
 from prefect_openai_chat.flows.window import RecordWindow, RunJob
 from prefect_openai_chat.resilience import AdaptiveConcurrency
-from prefect_openai_chat.tasks import events, run_logger, share_concurrency
+from prefect_openai_chat.tasks import events, run_logger, share_concurrency, shared_loop
 from prefect_openai_chat.telemetry import observe_run
 
 
@@ -64,7 +64,8 @@ def run_records(
         if run.via == "batch":
             run_batch_api(job, window, items, artifacts)
         else:
-            OnlineRunner(job, window).run(items, total)
+            with shared_loop(pool):  # every chunk of the run on one event loop
+                OnlineRunner(job, window).run(items, total)
         window.check_exactly_once()
         span.totals(totals.as_dict())
     totals.circuit_trips = trips.stop()

@@ -35,8 +35,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 logger = logging.getLogger("prefect_openai_chat.resilience.concurrency")
 
@@ -77,14 +76,9 @@ class AdaptiveConcurrency:
         """The calls in flight now."""
         return self._in_flight
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one of the `limit` slots for the duration of the block."""
-        await self._acquire()
-        try:
-            yield
-        finally:
-            self._release()
+    def slot(self) -> _Slot:
+        """Hold one of the `limit` slots for the duration of the `async with` block."""
+        return _Slot(self)
 
     async def _acquire(self) -> None:
         with self._lock:
@@ -113,8 +107,14 @@ class AdaptiveConcurrency:
         self._wake_locked()
 
     def _wake_locked(self) -> None:
+        running = asyncio._get_running_loop()
         while self._waiters and self._in_flight < self.limit:
             loop, future = self._waiters.popleft()
+            if loop is running:  # this thread's own loop: hand the slot over here and now
+                if not future.cancelled():
+                    self._in_flight += 1
+                    future.set_result(None)
+                continue
             self._in_flight += 1  # handed over; `_hand_over` gives it back if nobody takes it
             try:
                 loop.call_soon_threadsafe(self._hand_over, future)
@@ -158,3 +158,18 @@ class AdaptiveConcurrency:
                 self.maximum,
                 why,
             )
+
+
+class _Slot:
+    """`async with gate.slot()`: one slot of `gate` held for the block (no generator)."""
+
+    __slots__ = ("_gate",)
+
+    def __init__(self, gate: AdaptiveConcurrency) -> None:
+        self._gate = gate
+
+    async def __aenter__(self) -> None:
+        await self._gate._acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._gate._release()

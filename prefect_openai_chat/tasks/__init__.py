@@ -2,7 +2,8 @@
 
 Besides the tasks, what the flows build on: the cache key (`extraction_key`), the
 record ledger a `cache=` setting names (`record_ledger`, `ledger_path`), the shared
-concurrency gates (`share_concurrency`, `gate_for`) and the call the extraction loop
+concurrency gates (`share_concurrency`, `gate_for`), the one event loop of a run's
+sync chunks (`shared_loop`) and the call the extraction loop
 sends through (`runner_call`).
 """
 
@@ -27,6 +28,7 @@ from prefect_openai_chat.tasks.chunk import (
     extract_chunk,
     gate_for,
     share_concurrency,
+    shared_loop,
 )
 from prefect_openai_chat.tasks.extract import aextract, extract, extraction_key, runner_call
 
@@ -47,6 +49,7 @@ __all__ = [
     "run_logger",
     "runner_call",
     "share_concurrency",
+    "shared_loop",
     "stream_chat_completion",
 ]
 

@@ -26,10 +26,13 @@ keyword arguments; they still work, with a `DeprecationWarning` on import.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import inspect
 import itertools
 import sys
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from prefect_openai_chat._sync import sync_twin
+from prefect_openai_chat._sync import LoopThread, run_sync, sync_twin
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import ChatError, InvalidInputError, LedgerError
@@ -63,6 +66,7 @@ RECORDS_PER_SLOT = 4  # records in progress per HTTP slot: enough to keep every 
 CLAIMS_PER_SLOT = 2
 
 _pools: weakref.WeakValueDictionary[str, AdaptiveConcurrency] = weakref.WeakValueDictionary()
+_loops: dict[str, LoopThread] = {}  # `shared_loop`: the loop of a pool's sync chunks
 
 
 def share_concurrency(name: str, gate: AdaptiveConcurrency) -> str:
@@ -75,6 +79,32 @@ def share_concurrency(name: str, gate: AdaptiveConcurrency) -> str:
     """
     _pools[name] = gate
     return name
+
+
+@contextlib.contextmanager
+def shared_loop(pool: str) -> Iterator[None]:
+    """Run the sync chunks started with `concurrency_pool=pool` on one event loop meanwhile.
+
+    Each sync `extract_chunk` runs in a worker thread of Prefect's task runner; without
+    this, each thread drives its chunk on an event loop of its own, and the chunks' shared
+    gate wakes calls across threads. Within the block, the worker threads hand their
+    chunks to one loop on a thread of its own (in the task run's context, so its logger
+    and settings are the chunk's): one client and its connections for every chunk, and no
+    wake-up crosses a thread. The block's end waits for the loop's chunks, then closes it
+    and its clients.
+
+    Example:
+        >>> with shared_loop("doc-loop"):
+        ...     "doc-loop" in _loops
+        True
+    """
+    loop = LoopThread("chunks")
+    _loops[pool] = loop
+    try:
+        yield
+    finally:
+        _loops.pop(pool, None)
+        loop.close()
 
 
 def gate_for(pool: str | None, concurrency: int) -> AdaptiveConcurrency:
@@ -437,7 +467,19 @@ _CHUNK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "task_run_name": _ch
 _LEGACY_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "task_run_name": _batch_run_name}
 
 aextract_chunk = task(name="aextract_chunk", **_CHUNK_OPTIONS)(_aextract_chunk)
-extract_chunk = task(name="extract_chunk", **_CHUNK_OPTIONS)(sync_twin(_aextract_chunk))
+_CHUNK_SIGNATURE = inspect.signature(_aextract_chunk)
+
+
+@functools.wraps(sync_twin(_aextract_chunk))
+def _extract_chunk(*args: Any, **kwargs: Any) -> ChunkReport:
+    """The sync twin of `aextract_chunk`: on its pool's `shared_loop` when it has one."""
+    pool = _CHUNK_SIGNATURE.bind(*args, **kwargs).arguments.get("concurrency_pool")
+    loop = _loops.get(pool) if pool else None
+    coro = _aextract_chunk(*args, **kwargs)
+    return loop.run(coro) if loop is not None else run_sync(coro)
+
+
+extract_chunk = task(name="extract_chunk", **_CHUNK_OPTIONS)(_extract_chunk)
 
 # The names before `extract_chunk`; `prefect_openai_chat.tasks` warns when they are imported.
 legacy_aextract_batch = task(name="aextract_batch", **_LEGACY_OPTIONS)(_aextract_batch)

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction import build_request, resolve_mode, supports_structured_outputs
-from prefect_openai_chat.extraction.prompts import DEFAULT_INSTRUCTIONS
+from prefect_openai_chat.extraction.prompts import DEFAULT_INSTRUCTIONS, build_record_request
 from prefect_openai_chat.extraction.schema import without_titles
 
 
@@ -127,3 +127,16 @@ def test_bad_input_is_a_clear_error(text_or_messages: Any, mode: str, match: str
 def test_non_pydantic_schema_is_rejected_before_anything_else() -> None:
     with pytest.raises(InvalidInputError, match="pydantic"):
         build_request(dict, "text", model="gpt-4o-mini")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["json_schema", "json_object", "tools"])
+def test_the_engine_request_is_build_request_with_the_schema_built_once(mode: str) -> None:
+    first = build_record_request(Person, PERSON_TEXT, "Be brief.", mode, model="gpt-4o-mini")
+    again = build_record_request(Person, "another text", "Be brief.", mode, model="gpt-4o-mini")
+    assert first == build_request(Person, PERSON_TEXT, "Be brief.", mode, model="gpt-4o-mini")
+    assert first[0] is not again[0] and first[1] is not again[1]  # new lists and dicts
+    assert first[0][0] is not again[0][0]  # and new messages
+    if mode == "json_schema":  # the schema itself is shared, read-only
+        assert first[1]["response_format"] is again[1]["response_format"]
+    with pytest.raises(InvalidInputError):
+        build_record_request(Person, "  ", mode=mode, model="gpt-4o-mini")
