@@ -44,15 +44,20 @@ os.register_at_fork(after_in_child=_forget_the_parents_prefect_services)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep the tests that share the session's Dask cluster on one pytest-xdist worker.
+    """Keep tests that share an expensive fixture on one pytest-xdist worker.
 
-    The suite runs on two xdist workers (`-n 2 --dist loadgroup` in pyproject.toml), each
-    with its own session fixtures; a group keeps the Dask tests together, so only one
-    worker starts a cluster (two more processes) instead of both.
+    The suite runs on pytest-xdist workers (`-n`, `--dist loadgroup` in pyproject.toml), each
+    with its own session fixtures, and every other test goes wherever a worker is free. A
+    test of the session's Dask cluster joins the group "dask" (one cluster, not one per
+    worker); a test of a module-scoped fixture (a Prefect server, an S3 server) joins its
+    module's group, so the module's tests share one instead of starting one per worker.
     """
     for item in items:
-        if "dask_cluster" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        if "dask_cluster" in fixtures:
             item.add_marker(pytest.mark.xdist_group("dask"))
+        elif any(d.scope in ("module", "class") for defs in fixtures.values() for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")
