@@ -38,6 +38,10 @@ def _retryable() -> tuple[type[BaseException], ...]:
     return (*found, ClientError)
 
 
+async def _close(body: Any) -> None:
+    body.close()
+
+
 class ObjectStream(io.RawIOBase):
     """A read-only raw file over one S3 object (an s3fs filesystem and a path on it),
     fetched by a single GET; wrap it in `io.BufferedReader` to read lines."""
@@ -92,10 +96,12 @@ class ObjectStream(io.RawIOBase):
         self._body = response["Body"]
 
     def _drop(self) -> None:
+        """Close the body's connection, on the client's event loop (aiohttp's objects are
+        not thread-safe); a connection already broken, or a loop gone, is fine."""
         body, self._body = self._body, None
         if body is not None:
-            with suppress(Exception):  # a broken connection may refuse to close cleanly
-                body.close()
+            with suppress(Exception):
+                self._call(_close, body)
 
     def readinto(self, buffer: Any) -> int:
         """Read up to `len(buffer)` bytes of the body into `buffer`; 0 at the end."""
