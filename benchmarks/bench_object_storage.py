@@ -13,9 +13,9 @@ records, and nothing but the two objects left in the bucket's prefix.
 Figures, from the same run:
 
 * peak RSS of the 100,000-record S3 night against the 10,000-record S3 night
-  (target <= 1.1 x): the source is streamed in 2 MiB ranged reads and the outputs
-  are written to local temporary files and uploaded at the end in parts of 5 MiB, one
-  at a time (`storage.PART_SIZE`);
+  (target <= 1.1 x): the source is streamed (one GET a pass, through a 2 MiB buffer)
+  and the outputs are written to local temporary files and uploaded at the end in parts
+  of 5 MiB, one at a time (`storage.PART_SIZE`);
 * wall time of the 100,000-record S3 night against the same night on local files
   (target <= 1.1 x).
 

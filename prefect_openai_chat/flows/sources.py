@@ -421,7 +421,8 @@ def _lines(path: _File) -> Iterator[_Line]:
     """The file's lines, decoded strictly: a line that is not UTF-8 says where, and why.
 
     A file that cannot be read (gone, a disk error, a store that fails) is an
-    `InvalidInputError`. An object on a store is read in chunks of `BLOCK_SIZE`.
+    `InvalidInputError`. An object on a store is streamed in chunks of `BLOCK_SIZE` (on
+    S3, one GET for the whole pass).
     """
     if isinstance(path, Location):
         with storage_errors(f"source {str(path)!r} cannot be read"):

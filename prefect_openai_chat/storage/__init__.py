@@ -1,7 +1,8 @@
 """Files on object storage (S3, GCS, Azure Blob, any fsspec URL) for sources and outputs.
 
 `urls.py` turns a URL into a `Location` (an fsspec filesystem and a path on it) and
-opens it for reading in chunks; `objects.py` publishes a run's outputs on a store
+opens it for reading in chunks (an S3 object through `stream.py`: one streaming GET a
+pass); `objects.py` publishes a run's outputs on a store
 without an atomic rename (temporary objects, a journal, copies). Local paths never come
 here: `flows/sources.py` and `flows/sinks.py` keep their own code for them (flock,
 rename, fsync). This package never imports Prefect.

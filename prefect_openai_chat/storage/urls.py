@@ -34,7 +34,8 @@ from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.redaction import MASK, redact_text, remember_secret
 
 BLOCK_SIZE = 2 * 1024 * 1024
-"""Bytes read from a store in one request: a source is streamed in chunks of this size.
+"""Bytes a source is read in: the buffer of a read from a store, and on stores other than
+S3 the size of one ranged request (S3 is read as one streaming GET: `stream.py`).
 
 Small on purpose: read in 8 MiB chunks, a 100,000-record source raised a process's peak
 by 21 MiB more than the same file read locally; in 2 MiB chunks, by 4 MiB more
@@ -261,9 +262,14 @@ class Location:
         return Location(self.fs.unstrip_protocol(path), self.fs, path)
 
     def open_read(self, block_size: int = BLOCK_SIZE) -> IO[bytes]:
-        """A binary file reading the object in chunks of `block_size` (never all at once)."""
+        """A binary file reading the object in chunks of `block_size` (never all at once):
+        on S3 one streaming GET (`stream.ObjectStream`), elsewhere one ranged GET a chunk."""
         from fsspec.spec import AbstractBufferedFile
 
+        if _is_s3(self.fs):  # one streaming GET a pass, not one GET per chunk
+            from prefect_openai_chat.storage.stream import ObjectStream
+
+            return io.BufferedReader(ObjectStream(self.fs, self.path), buffer_size=block_size)
         handle = self.fs.open(self.path, "rb", block_size=block_size, cache_type="none")
         if isinstance(handle, AbstractBufferedFile):  # its readline re-reads a whole block
             return io.BufferedReader(handle, buffer_size=block_size)
@@ -341,13 +347,18 @@ class Location:
 _FEED = 1 << 20  # bytes handed to a store's writer at once: its buffer holds one part and this
 
 
+def _is_s3(fs: Any) -> bool:
+    """Whether `fs` is s3fs's filesystem (its requests are made through `_call_s3`)."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "s3" in protocols and hasattr(fs, "_call_s3") and hasattr(fs, "split_path")
+
+
 def _takes_part_size(fs: Any) -> bool:
     """Whether `fs.put_file` takes the part size and the parts sent at once (s3fs)."""
     import inspect
 
     put = getattr(type(fs), "_put_file", None)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if put is None or "s3" not in protocols:
+    if put is None or not _is_s3(fs):
         return False
     names = inspect.signature(put).parameters
     return "chunksize" in names and "max_concurrency" in names
