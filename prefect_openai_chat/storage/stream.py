@@ -99,7 +99,8 @@ class ObjectStream(io.RawIOBase):
         """Close the body's connection, on the client's event loop (aiohttp's objects are
         not thread-safe); a connection already broken, or a loop gone, is fine."""
         body, self._body = self._body, None
-        if body is not None:
+        loop = getattr(self._fs, "loop", None)
+        if body is not None and loop is not None and loop.is_running():  # not at exit
             with suppress(Exception):
                 self._call(_close, body)
 
