@@ -58,6 +58,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("dask"))
         elif any(d.scope in ("module", "class") for defs in fixtures.values() for d in defs):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    # The longest tests (marked `slow`: Prefect servers, workers, the tour) first, so that
+    # none of them starts last and runs alone at the end (`--no-loadscope-reorder` keeps
+    # this order); a stable sort keeps pytest-randomly's order within each kind.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

@@ -66,6 +66,7 @@ def _tickets(folder: Path, count: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_setup_simulator_then_extract_to_csv_then_again_from_the_ledger(
     simulator: Simulator, user_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -73,6 +73,7 @@ def test_serve_and_the_worker_deployment_have_distinct_names() -> None:
     assert "python deployments/serve.py" in GUIDE
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_the_tour_s_block_saving_example_saves_models_whose_fallback_answers() -> None:
     """The tour's tuned model and its fallback, saved as the README says (against the

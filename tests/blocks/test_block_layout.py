@@ -61,6 +61,7 @@ def _saved_flat_block() -> tuple[str, dict[str, Any]]:
     return name, data
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_block_saved_with_the_flat_layout_loads_and_is_stored_nested_once_saved() -> None:
     name, data = _saved_flat_block()

@@ -20,6 +20,8 @@ from soak_support import benchmark, tickets
 
 from prefect_openai_chat.simulator import Simulator
 
+pytestmark = pytest.mark.slow  # real processes killed and run again
+
 RECORDS = 200
 
 

@@ -88,6 +88,7 @@ def _two_workers(redis_url: str, prefix: str) -> tuple[list[dict[str, Any]], Any
         return outputs, sim.stats()
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_limit(redis_url: str, prefix: str) -> None:
     """Two workers, each free to use the whole limit, together stay within it."""
     outputs, stats = _two_workers(redis_url, prefix)

@@ -19,6 +19,8 @@ from scale_out_support import PROMPT, SCHEMA, LoggedSimulator, write_records
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.flows import extract_records
 
+pytestmark = pytest.mark.slow  # a Prefect server of its own, shard deployments
+
 DEPLOYMENT = "extract-records-shard/no-such-deployment"
 
 

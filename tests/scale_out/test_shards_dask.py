@@ -19,6 +19,8 @@ from scale_out_support import PROMPT, SCHEMA, LoggedSimulator, read_jsonl, write
 
 from prefect_openai_chat.flows import extract_records
 
+pytestmark = pytest.mark.slow  # shards on the session's Dask cluster
+
 RECORDS = 120
 
 

@@ -157,6 +157,7 @@ def test_a_shard_whose_part_commit_fails_is_run_again_exactly_once_without_lefto
     assert objects(s3, bucket) == ["bad.jsonl", "in.jsonl", "out.jsonl"]
 
 
+@pytest.mark.slow
 def test_shards_in_dask_processes_reach_the_store_through_storage_options(
     chat_model: ChatModel,
     sim: Simulator,

@@ -310,6 +310,7 @@ def test_wrong_saved_key_fails_after_one_attempt(up: Simulator) -> None:
     assert up.stats().by_status == {401: 1}  # reloaded once: same key, so no second attempt
 
 
+@pytest.mark.slow
 def test_401_reloads_the_block_saved_anew_once(up: Simulator) -> None:
     name = save(fast_model(up.base_url, "sk-revoked-2222"), "rotated", reuse=False)
 
