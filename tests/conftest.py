@@ -43,19 +43,25 @@ def _forget_the_parents_prefect_services() -> None:
 os.register_at_fork(after_in_child=_forget_the_parents_prefect_services)
 
 
+# Session fixtures that start something heavy: their tests share one worker, so one starts.
+SHARED_FIXTURES = {"dask_cluster": "dask", "prefect_server": "prefect-server"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep tests that share an expensive fixture on one pytest-xdist worker.
 
     The suite runs on pytest-xdist workers (`-n`, `--dist loadgroup` in pyproject.toml), each
     with its own session fixtures, and every other test goes wherever a worker is free. A
-    test of the session's Dask cluster joins the group "dask" (one cluster, not one per
-    worker); a test of a module-scoped fixture (a Prefect server, an S3 server) joins its
-    module's group, so the module's tests share one instead of starting one per worker.
+    test of the session's Dask cluster or of tests/deploy's Prefect server joins that
+    fixture's group (one cluster, one server, not one per worker); a test of a
+    module-scoped fixture (a Prefect server, an S3 server) joins its module's group, so
+    the module's tests share one instead of starting one per worker.
     """
     for item in items:
         fixtures = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-        if "dask_cluster" in fixtures:
-            item.add_marker(pytest.mark.xdist_group("dask"))
+        shared = [SHARED_FIXTURES[name] for name in fixtures if name in SHARED_FIXTURES]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
         elif any(d.scope in ("module", "class") for defs in fixtures.values() for d in defs):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
     # The longest tests (marked `slow`: Prefect servers, workers, the tour) first, so that
