@@ -179,6 +179,7 @@ def test_an_upload_error_echoing_the_key_is_redacted_everywhere(
         LogFilter,
         LogFilterFlowRunId,
     )
+    from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogHandler
 
     key = "sk-test-LEAKCANARY-" + secrets.token_hex(12)
@@ -213,11 +214,12 @@ def test_an_upload_error_echoing_the_key_is_redacted_everywhere(
     assert "***" in texts["exception"]  # the echoed key, masked
     texts["caplog"] = caplog.text + "\n".join(repr(r.args) for r in caplog.records)
     APILogHandler().flush()
+    EventsWorker.drain_all(timeout=60)  # every event of the run sent, none left queued here
     run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
         runs = FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
-        # task runs reach the API as events, written a moment after the flow ends
-        deadline = time.monotonic() + 30
+        # task runs reach the API as events, written a moment after they are received
+        deadline = time.monotonic() + 60
         while True:
             task_runs = client.read_task_runs(flow_run_filter=runs)
             if any("submit batches" in t.name for t in task_runs) or time.monotonic() > deadline:
