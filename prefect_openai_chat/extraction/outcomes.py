@@ -47,6 +47,19 @@ def record_outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordO
     )
 
 
+def unexpected_reason(exc: BaseException, what: str) -> str:
+    """Why a record ended when its own path raised `exc`, something nobody foresaw.
+
+    Example:
+        >>> unexpected_reason(TypeError("bad"), "not sent")
+        'this record failed unexpectedly (TypeError: bad); not sent, tried again next run'
+    """
+    return (
+        f"this record failed unexpectedly ({type(exc).__name__}: {str(exc)[:300]}); {what},"
+        " tried again next run"
+    )
+
+
 def failed_outcome(index: int, key: str, outcome: Outcome, reason: str) -> RecordOutcome:
     """The outcome of a record that ends without an extraction (skipped, not sent)."""
     return RecordOutcome(index=index, key=key, ok=False, outcome=outcome, reason=reason)

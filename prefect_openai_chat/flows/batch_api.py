@@ -45,14 +45,18 @@ from prefect.cache_policies import NO_CACHE
 from prefect_openai_chat._sync import run_sync
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.blocks.assembly import RUNNERS, resolve_chat_model
-from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.errors import ChatError, InvalidInputError
 from prefect_openai_chat.extraction.batch_api import BatchApiOptions, BatchNight
 from prefect_openai_chat.extraction.batch_api.client import BatchClient
 from prefect_openai_chat.extraction.batch_api.ledger import BatchLedger, run_key
 from prefect_openai_chat.extraction.batch_api.night import Planned, Work
 from prefect_openai_chat.extraction.batch_api.store import PAGE, NightStore, pack, unpack
 from prefect_openai_chat.extraction.ledger import Ledger
-from prefect_openai_chat.extraction.outcomes import cached_outcome, failed_outcome
+from prefect_openai_chat.extraction.outcomes import (
+    cached_outcome,
+    failed_outcome,
+    unexpected_reason,
+)
 from prefect_openai_chat.flows.checks import batch_api_folder
 from prefect_openai_chat.flows.sources import SourceItem
 from prefect_openai_chat.flows.summary import RunArtifacts
@@ -120,16 +124,20 @@ def _read_source(
         records: list[tuple[int, bytes, str | None, str | None, None]] = []
         works: list[tuple[str, bytes, int]] = []
         for item in window.readable(page):
-            blob = pack(item)
+            blob = pack(item)  # a readable item's record is JSON data: it always pickles
             try:
                 text = job.spec.render(item.record or {})
+                key = extraction_key(model, job.spec, text)
             except InvalidInputError as exc:
                 records.append((position, blob, None, str(exc), None))
+            except ChatError:
+                raise  # the plugin's own run-level refusal, as on the online path
+            except Exception as exc:  # this record's own fault: its outcome, not the night's
+                reason = unexpected_reason(exc, "not sent")
+                records.append((position, blob, None, reason, None))
             else:
-                key = extraction_key(model, job.spec, text)
                 records.append((position, blob, key, None, None))
-                work = Work(key, text, status="new")
-                works.append((key, pack(work), position))
+                works.append((key, pack(Work(key, text, status="new")), position))
             position += 1
         store.add_records(records)
         store.add_works(works)

@@ -52,6 +52,7 @@ from prefect_openai_chat.extraction.outcomes import (
     failed_outcome,
     ledger_phrase,
     record_outcome,
+    unexpected_reason,
 )
 from prefect_openai_chat.extraction.spec import ExtractionSpec
 from prefect_openai_chat.resilience import AdaptiveConcurrency, task_retry_delay
@@ -325,8 +326,7 @@ _failed = failed_outcome
 
 def _unexpected(index: int, key: str, exc: Exception, what: str) -> RecordOutcome:
     """The `error` outcome of a record whose own path raised `exc` (tried again next run)."""
-    reason = f"this record failed unexpectedly ({type(exc).__name__}: {str(exc)[:300]}); {what}"
-    return _failed(index, key, "error", reason + ", tried again next run")
+    return _failed(index, key, "error", unexpected_reason(exc, what))
 
 
 def _chunk_run_name(parameters: dict[str, Any]) -> str:

@@ -99,3 +99,24 @@ def test_a_night_killed_between_submit_and_collect_resumes_its_batches_and_pays_
     assert sorted([r["_key"] for r in rows] + [b["key"] for b in bad]) == sorted(order)
     assert [r["_key"] for r in rows] == [k for k in order if k in {r["_key"] for r in rows}]
     assert recorded_batches(cache) == []  # the run's batches are forgotten once it ended
+
+
+class Unprintable:
+    """A field value nobody imagined: its text raises."""
+
+    def __str__(self) -> str:
+        raise ValueError("no text for this value")
+
+
+def test_records_holding_values_nobody_imagined_end_alone_and_the_night_goes_on(
+    batch_sim: Simulator, tmp_path: Path
+) -> None:
+    records = tickets(6)
+    records[2] = {**records[2], "subject": Unprintable()}  # its text raises
+    records[4] = {**records[4], "body": lambda: None}  # a function: not data at all
+    summary = run_night(batch_sim, tmp_path, records, cache=False)
+    assert summary["records"] == 6 == summary["valid"] + summary["quarantined"]
+    bad = {b["key"]: b["reason"] for b in read_rows(tmp_path / "quarantine.jsonl")}
+    assert sorted(bad) == ["3", "5"]  # each its own line, with why
+    assert "Unprintable" in bad["3"] and "function" in bad["5"]
+    assert len(read_rows(tmp_path / "rows.jsonl")) == 4
