@@ -60,11 +60,31 @@ def _start_afresh() -> None:
 os.register_at_fork(after_in_child=_start_afresh)
 
 
+class _ProcessLoop(asyncio.SelectorEventLoop):
+    """An event loop that only the process that made it closes.
+
+    A forked child's copy shares its epoll instance and self-pipe with the parent's
+    loop. Closing the copy unregisters the self-pipe from that epoll instance, and the
+    parent's loop then sleeps through every wake-up from another thread (a result from
+    its executor never arrives). The child never closes it on purpose, but the garbage
+    collector does: an unclosed loop's `__del__` closes it, and the parent's thread
+    loops are garbage in the child, whose threads are gone.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._owner_pid = os.getpid()
+
+    def close(self) -> None:
+        if os.getpid() == self._owner_pid:
+            super().close()
+
+
 class _ThreadLoop:
     """The event loop of one thread's sync calls; shut down when the thread drops it."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = _ProcessLoop()
         # Runs when the thread ends (its thread-local values are released) or at exit;
         # also in a forked child, where the other threads' values are released at once.
         weakref.finalize(self, _shut_down, self.loop, os.getpid())
@@ -130,7 +150,8 @@ class LoopThread:
     """
 
     def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = _ProcessLoop()
+        self._pid = os.getpid()  # a forked child has a copy of the loop but not its thread
         self._thread = threading.Thread(
             target=self.loop.run_forever, name=f"prefect-openai-chat-{name}", daemon=True
         )
@@ -138,6 +159,8 @@ class LoopThread:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on this loop in a copy of the caller's context; return its result."""
+        if os.getpid() != self._pid:  # a forked child: no thread runs this loop here
+            return run_sync(coro)
         context = contextvars.copy_context()
         done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
@@ -153,7 +176,7 @@ class LoopThread:
 
     def close(self) -> None:
         """Wait for the loop's calls to finish, close its clients and end its thread."""
-        if self.loop.is_closed():
+        if self.loop.is_closed() or os.getpid() != self._pid:  # a child leaves the parent's
             return
         if self._thread.is_alive():  # else the loop died of a BaseException: nothing to wait for
             asyncio.run_coroutine_threadsafe(_others_done(), self.loop).result()

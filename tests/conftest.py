@@ -6,12 +6,16 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
 from dask_support import DaskCluster
+
+if TYPE_CHECKING:
+    from prefect.events import Event
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -90,6 +94,31 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     }
     with prefect_test_harness(server_startup_timeout=180), temporary_settings(updates=updates):
         yield
+
+
+@pytest.fixture
+def emitted_events(prefect_harness: None) -> Iterator[Callable[[], list[Event]]]:
+    """The Prefect events this process emits during the test, read as they leave it.
+
+    They are kept here and not sent: task runs reach the API only as events, which it
+    stores a moment later (on a loaded machine, later than any fixed wait), so a test of
+    what task runs say reads the events themselves. Call it once the flow has ended.
+    """
+    from prefect.events.clients import AssertingEventsClient
+    from prefect.events.worker import EventsWorker
+
+    AssertingEventsClient.reset()
+    EventsWorker.set_client_override(AssertingEventsClient)
+
+    def events() -> list[Event]:
+        EventsWorker.instance().drain()
+        return [event for client in AssertingEventsClient.all for event in client.events]
+
+    try:
+        yield events
+    finally:
+        EventsWorker.set_client_override(None)
+        AssertingEventsClient.reset()
 
 
 @pytest.fixture

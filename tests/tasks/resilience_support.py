@@ -1,21 +1,19 @@
 """Helpers for the resilience tests of the task layer: fresh registries, a ChatModel with
-fast retry settings, task run counts read back from the Prefect API, and a tiny HTTP server
+fast retry settings, task run counts as the Prefect engine counted them, and a tiny HTTP server
 for the statuses the simulator does not produce (403, 422)."""
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from model_support import MODEL, fast_model
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
+from prefect.client.schemas.objects import State, TaskRun
 from registry_support import clear_resilience
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,6 +26,7 @@ from prefect_openai_chat.simulator import Simulator
 from prefect_openai_chat.simulator.server import ServerThread
 
 MESSAGES = [{"role": "user", "content": "Say hi."}]
+T = TypeVar("T")
 __all__ = ["MODEL", "clear_resilience", "fast_model"]  # re-exported for this folder
 
 
@@ -41,31 +40,38 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def task_run_count(task_run_id: UUID, timeout: float = 10.0) -> int:
-    """How many times Prefect ran the task, read back from the API once it is final.
+class TaskRunCounts:
+    """How many times Prefect ran each task run, as its engine counted: a final-state hook.
 
-    Task runs reach the API through a background event worker: a run not yet
-    persisted answers 404, which here means "not yet", not "never".
+    The engine's own `task_run.run_count` is read where the run ends, in this process,
+    so a test does not wait for the run to reach the API through the background event
+    worker (on a loaded machine that took longer than any fixed wait).
     """
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while True:
-            state = "not persisted yet"
-            try:
-                task_run = client.read_task_run(task_run_id)
-            except ObjectNotFound:
-                pass
-            else:
-                state = str(task_run.state_type)
-                if task_run.state_type is not None and task_run.state_type.value in (
-                    "COMPLETED",
-                    "FAILED",
-                    "CRASHED",
-                ):
-                    return int(task_run.run_count)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"task run {task_run_id} not final after {timeout}s: {state}")
-            time.sleep(0.05)
+
+    def __init__(self) -> None:
+        self.counts: dict[UUID, int] = {}
+
+    def __call__(self, task: Any, task_run: TaskRun, state: State) -> None:
+        self.counts[task_run.id] = task_run.run_count
+
+
+TASK_RUNS = TaskRunCounts()
+
+
+def task_run_count(task_run_id: UUID) -> int:
+    """How many times Prefect ran the task of `task_run_id` (a task made by `counted`)."""
+    if task_run_id not in TASK_RUNS.counts:
+        raise AssertionError(
+            f"task run {task_run_id} ended without a count: make its task with counted(task)"
+        )
+    return TASK_RUNS.counts[task_run_id]
+
+
+def counted(task: T) -> T:
+    """`task` with zero task-retry delay whose final run count `task_run_count` reads."""
+    return task.with_options(  # type: ignore[attr-defined, no-any-return]
+        retry_delay_seconds=0, on_completion=[TASK_RUNS], on_failure=[TASK_RUNS]
+    )
 
 
 class RetryRecorder:

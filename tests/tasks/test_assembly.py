@@ -20,7 +20,7 @@ import pytest
 from resilience_support import clear_resilience
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
-from prefect_openai_chat._sync import _shut_down, run_sync
+from prefect_openai_chat._sync import LoopThread, _shut_down, run_sync
 from prefect_openai_chat.blocks import Circuit
 from prefect_openai_chat.blocks import chat_model as chat_model_module
 from prefect_openai_chat.blocks import credentials as credentials_module
@@ -136,11 +136,6 @@ def test_a_forked_child_leaves_the_parents_thread_loops_working() -> None:
         thread.shutdown(wait=False)  # a loop that never wakes would hold the thread
 
 
-@pytest.mark.skip(
-    reason="hung once in four whole-suite runs (2026-12-07): the parent's last run_sync waited"
-    " on a helper loop that a forked child had left deaf; skipped until the cause is found"
-    " (the closing note of that day)"
-)
 def test_a_forked_child_runs_sync_calls_on_loops_of_its_own() -> None:
     """After a fork, the child's sync calls (plain, and inside a running loop) finish."""
 
@@ -154,6 +149,7 @@ def test_a_forked_child_runs_sync_calls_on_loops_of_its_own() -> None:
         return run_sync(answer_from_another_thread()) + asyncio.run(inside_a_running_loop())
 
     def child() -> None:
+        gc.collect()  # frees the parent's loops, unless kept: their __del__ would close them
         os._exit(0 if both() == 84 else 1)
 
     assert both() == 84  # the parent has a loop of its own and helper threads to pass on
@@ -164,6 +160,39 @@ def test_a_forked_child_runs_sync_calls_on_loops_of_its_own() -> None:
         process.kill()
     assert process.exitcode == 0, "the child's sync calls did not finish"
     assert both() == 84
+
+
+def test_a_forked_child_leaves_the_parents_loop_thread_awake() -> None:
+    """A child that runs, closes and drops the parent's `LoopThread`: the parent's still wakes.
+
+    The child's copy of the loop shares its epoll instance with the parent's loop; had the
+    child closed it (or let the garbage collector close it), the parent's loop would no
+    longer hear its self-pipe, and a call from another thread would wait forever.
+    """
+
+    async def answer_from_another_thread() -> int:
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: 42)
+
+    loop = LoopThread("fork-test")
+    try:
+        assert loop.run(answer_from_another_thread()) == 42
+
+        def child() -> None:
+            answer = loop.run(answer_from_another_thread())  # on a loop of the child's
+            loop.close()
+            gc.collect()
+            os._exit(0 if answer == 42 else 1)
+
+        process = multiprocessing.get_context("fork").Process(target=child)
+        process.start()
+        process.join(30)
+        if process.exitcode is None:
+            process.kill()
+        assert process.exitcode == 0, "the child's call on the parent's LoopThread did not finish"
+        with ThreadPoolExecutor(1) as thread:  # a call from another thread wakes the loop
+            assert thread.submit(loop.run, answer_from_another_thread()).result(10) == 42
+    finally:
+        loop.close()
 
 
 def test_a_sync_call_inside_a_running_loop_keeps_the_callers_context() -> None:

@@ -16,6 +16,7 @@ from resilience_support import (
     MESSAGES,
     MODEL,
     clear_resilience,
+    counted,
     fast_model,
     sim_model,
     task_run_count,
@@ -29,7 +30,7 @@ from prefect_openai_chat.resilience import RateLimiter, get_rate_limiter
 from prefect_openai_chat.simulator import Simulator
 from prefect_openai_chat.tokens.context import SUMMARY_PROMPT, fit_messages
 
-SYNC_CHAT = chat_completion.with_options(retry_delay_seconds=0)
+SYNC_CHAT = counted(chat_completion)
 SERVER_WINDOW = 1000  # the narrow simulator's real window for MODEL
 ROOM = 0  # no max_completion_tokens: the simulator fills any limit given and answers 'length'
 WINDOW = 800  # what the pre-check tests configure

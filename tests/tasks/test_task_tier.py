@@ -24,6 +24,7 @@ from resilience_support import (
     MESSAGES,
     StatusServer,
     clear_resilience,
+    counted,
     fast_model,
     sim_model,
     task_run_count,
@@ -51,10 +52,10 @@ from prefect_openai_chat.resilience import circuit_key
 from prefect_openai_chat.simulator import Simulator
 from prefect_openai_chat.tasks._common import TASK_RETRY_CEILING
 
-SYNC_CHAT = chat_completion.with_options(retry_delay_seconds=0)
-SYNC_STREAM = stream_chat_completion.with_options(retry_delay_seconds=0)
-ASYNC_CHAT = achat_completion.with_options(retry_delay_seconds=0)
-ASYNC_STREAM = astream_chat_completion.with_options(retry_delay_seconds=0)
+SYNC_CHAT = counted(chat_completion)
+SYNC_STREAM = counted(stream_chat_completion)
+ASYNC_CHAT = counted(achat_completion)
+ASYNC_STREAM = counted(astream_chat_completion)
 
 # Every row runs with max_attempts=2 and task_retries=1: a row the policy retries in both
 # tiers shows 2 task runs x 2 attempts = 4 requests; a row it never retries shows 1 and 1.
