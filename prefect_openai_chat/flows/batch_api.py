@@ -58,7 +58,7 @@ from prefect_openai_chat.extraction.outcomes import (
     unexpected_reason,
 )
 from prefect_openai_chat.flows.checks import batch_api_folder
-from prefect_openai_chat.flows.sources import SourceItem
+from prefect_openai_chat.flows.source_lines import SourceItem
 from prefect_openai_chat.flows.summary import RunArtifacts
 from prefect_openai_chat.flows.window import RecordWindow, RunJob
 from prefect_openai_chat.redaction import redact_exception, redact_text

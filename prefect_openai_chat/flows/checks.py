@@ -24,9 +24,9 @@ from prefect_openai_chat.extraction.ledger import ledger_kind, ledger_role
 from prefect_openai_chat.extraction.spec import ExtractionSpec, resolve_schema
 from prefect_openai_chat.flows.options import RunOptions
 from prefect_openai_chat.flows.sinks import Target, check_distinct, check_writable, hold_outputs
+from prefect_openai_chat.flows.source_lines import SourceItem
 from prefect_openai_chat.flows.sources import (
     Source,
-    SourceItem,
     check_source,
     has_key,
     read_records,

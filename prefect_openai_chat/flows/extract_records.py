@@ -46,7 +46,7 @@ from prefect_openai_chat.extraction.templates import PromptTemplateError
 from prefect_openai_chat.flows.fan_out import fan_out
 from prefect_openai_chat.flows.options import RunOptions
 from prefect_openai_chat.flows.records import run_records
-from prefect_openai_chat.flows.sources import SourceFlow
+from prefect_openai_chat.flows.source_flow import SourceFlow
 
 # The keyword arguments `extract_records` took before `spec` and `run`, and where each went.
 SPEC_FIELDS = ("schema", "prompt", "instructions", "mode", "max_reprompts", "key_field")

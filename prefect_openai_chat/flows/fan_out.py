@@ -71,7 +71,8 @@ from prefect_openai_chat.flows.shards import (
     write_summary,
 )
 from prefect_openai_chat.flows.sinks import hold_outputs
-from prefect_openai_chat.flows.sources import check_source, source_flow
+from prefect_openai_chat.flows.source_flow import source_flow
+from prefect_openai_chat.flows.sources import check_source
 from prefect_openai_chat.flows.summary import RunArtifacts, summary_line
 from prefect_openai_chat.storage import Location, is_url, locate, plain_options
 from prefect_openai_chat.tasks import run_logger

@@ -21,7 +21,7 @@ from typing import TypeVar
 from prefect.futures import PrefectFuture, as_completed
 from prefect.utilities.annotations import quote
 
-from prefect_openai_chat.flows.sources import SourceItem
+from prefect_openai_chat.flows.source_lines import SourceItem
 from prefect_openai_chat.flows.window import RecordWindow, RunJob
 from prefect_openai_chat.results import ChunkReport
 from prefect_openai_chat.tasks import extract_chunk

@@ -40,7 +40,8 @@ from pydantic import BaseModel
 
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.flows.sinks import RowNotStorable, open_outputs
-from prefect_openai_chat.flows.sources import Keys, SourceItem, read_records
+from prefect_openai_chat.flows.source_lines import SourceItem
+from prefect_openai_chat.flows.sources import Keys, read_records
 from prefect_openai_chat.flows.summary import RunTotals
 from prefect_openai_chat.storage import Location, is_url, local_path, locate
 

@@ -9,7 +9,7 @@ quarantine with the reason, every record counted once by where it was written.
 
 Example:
     >>> from prefect_openai_chat.flows.window import quarantine_row
-    >>> from prefect_openai_chat.flows.sources import SourceItem
+    >>> from prefect_openai_chat.flows.source_lines import SourceItem
     >>> quarantine_row(SourceItem(line=3, raw="{", error="bad JSON"), "3", None, "bad JSON")["outcome"]
     'unreadable'
 """  # noqa: E501
@@ -24,7 +24,7 @@ from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.extraction.spec import ExtractionSpec
 from prefect_openai_chat.flows.options import RunOptions
 from prefect_openai_chat.flows.sinks import RowNotStorable, Sink
-from prefect_openai_chat.flows.sources import SourceItem
+from prefect_openai_chat.flows.source_lines import SourceItem
 from prefect_openai_chat.flows.summary import RunTotals
 from prefect_openai_chat.results import RecordOutcome, bounded_reason
 

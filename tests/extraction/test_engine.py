@@ -15,7 +15,7 @@ from sim_adapter import MODEL, sim_call
 
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction import run_extraction
-from prefect_openai_chat.extraction.engine import MIN_COMPLETION_ROOM
+from prefect_openai_chat.extraction.answer_sizes import MIN_COMPLETION_ROOM
 from prefect_openai_chat.results import ChatResult
 from prefect_openai_chat.tokens import count_message_tokens, estimate_cost
 

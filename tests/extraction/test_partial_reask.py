@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sim_adapter import MODEL, sim_call
 
 from prefect_openai_chat.extraction import run_extraction
-from prefect_openai_chat.extraction.engine import ANSWER_SIZES, room_needed
+from prefect_openai_chat.extraction.answer_sizes import ANSWER_SIZES, room_needed
 from prefect_openai_chat.extraction.partial import merge_answer, plan_partial, subset_model
 from prefect_openai_chat.extraction.schema import schema_spec
 from prefect_openai_chat.results import ChatResult, Usage

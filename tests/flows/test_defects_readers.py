@@ -18,7 +18,7 @@ from flow_support import read_jsonl, sample_tickets, write_jsonl
 
 from prefect_openai_chat import ChatModel
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.flows import sources
+from prefect_openai_chat.flows import csv_source
 from prefect_openai_chat.flows.sources import MAX_DEPTH, count_records, read_records
 from prefect_openai_chat.simulator import Simulator
 from prefect_openai_chat.simulator.request_log import read_request_log
@@ -124,7 +124,7 @@ def test_quoted_fields_over_several_lines_are_one_record_and_counted_once(tmp_pa
 def test_a_quoted_field_past_the_size_limit_is_quarantined_in_bounded_pieces(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sources, "MAX_CSV_RECORD_CHARS", 100)
+    monkeypatch.setattr(csv_source, "MAX_CSV_RECORD_CHARS", 100)
     swallowed = "".join(f"T-{n},Printer,still broken\n" for n in range(3, 20))  # lines 3-19
     path = _csv(tmp_path, HEADER + 'T-1,Login,"Cannot log in\n' + swallowed + 'end"\nT-9,a,b\n')
 

@@ -78,7 +78,7 @@ def test_every_row_of_a_frame_ends_exactly_once_with_its_values_as_meant(
 
 def test_missing_values_and_timestamps_arrive_as_null_and_iso_text() -> None:
     from prefect_openai_chat.flows.extract_records import extract_records
-    from prefect_openai_chat.flows.sources import materialise_source
+    from prefect_openai_chat.flows.source_flow import materialise_source
 
     frame = ticket_frame(3, start=286)
     frame["tags"] = [np.array([1, 2]), None, [np.int64(4), np.nan]]
@@ -125,7 +125,7 @@ def test_a_list_source_never_imports_pandas_polars_or_pyarrow() -> None:
     code = (
         "import sys\n"
         "from prefect_openai_chat.flows.extract_records import extract_records\n"
-        "from prefect_openai_chat.flows.sources import materialise_source\n"
+        "from prefect_openai_chat.flows.source_flow import materialise_source\n"
         "materialise_source(extract_records.fn, ([{'id': 1}],), {})\n"
         "print(sorted(m for m in ('pandas', 'polars', 'pyarrow') if m in sys.modules))\n"
     )

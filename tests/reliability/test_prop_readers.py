@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from prop_support import OBJECTS
 
 from prefect_openai_chat.errors import InvalidInputError
-from prefect_openai_chat.flows.sources import SourceItem, count_records, read_records
+from prefect_openai_chat.flows.source_lines import SourceItem
+from prefect_openai_chat.flows.sources import count_records, read_records
 
 FOLDER = Path(tempfile.mkdtemp(prefix="prop-readers-"))
 TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
