@@ -113,6 +113,24 @@ def child_figures(command: Sequence[str], what: str, **options: Any) -> dict[str
     return figures
 
 
+def ticket_spec(instructions: str | None = None) -> Any:
+    """The `ExtractionSpec` of the sample tickets (`SupportTicket`, keyed by `ticket_id`),
+    with the sample's instructions unless others are given."""
+    from prefect_openai_chat import ExtractionSpec
+    from prefect_openai_chat.examples.tickets import (
+        TICKET_INSTRUCTIONS,
+        TICKET_PROMPT,
+        SupportTicket,
+    )
+
+    return ExtractionSpec(
+        schema=SupportTicket,
+        prompt=TICKET_PROMPT,
+        instructions=TICKET_INSTRUCTIONS if instructions is None else instructions,
+        key_field="ticket_id",
+    )
+
+
 async def extract_tickets(
     model: Any, records: list[dict[str, Any]], concurrency: int, cache: Any = False
 ) -> Any:
@@ -121,20 +139,8 @@ async def extract_tickets(
     The real client, runner, retry tiers and extraction loop; no Prefect task-run
     orchestration around it (that is measured by the flow benchmarks).
     """
-    from prefect_openai_chat import ExtractionSpec
-    from prefect_openai_chat.examples.tickets import (
-        TICKET_INSTRUCTIONS,
-        TICKET_PROMPT,
-        SupportTicket,
-    )
     from prefect_openai_chat.tasks import aextract_chunk
 
-    spec = ExtractionSpec(
-        schema=SupportTicket,
-        prompt=TICKET_PROMPT,
-        instructions=TICKET_INSTRUCTIONS,
-        key_field="ticket_id",
-    )
     return await aextract_chunk.fn(
-        model, spec, records, concurrency=concurrency, cache=cache, progress=False
+        model, ticket_spec(), records, concurrency=concurrency, cache=cache, progress=False
     )

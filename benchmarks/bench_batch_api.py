@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import chat_model, verdict
+from _common import chat_model, ticket_spec, verdict
 
 from prefect_openai_chat.simulator import Simulator
 
@@ -46,23 +46,21 @@ def demo_tickets(count: int) -> list[dict[str, Any]]:
 
 
 def night(
-    model: Any, records: list[dict[str, Any]], folder: Path, **options: Any
-) -> dict[str, Any]:
-    from prefect_openai_chat.examples.tickets import TICKET_PROMPT
+    model: Any, records: list[dict[str, Any]], folder: Path, name: str, instructions: str,
+    **run: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """One `extract_records` night over `records`; `run` holds `RunOptions` fields."""
+    from prefect_openai_chat import RunOptions
     from prefect_openai_chat.flows import extract_records
 
-    name = options.pop("name")
     started = time.perf_counter()
     summary = extract_records(
         source=records,
-        schema="prefect_openai_chat.examples.tickets:SupportTicket",
-        chat_model=model,
-        prompt=TICKET_PROMPT,
         output=str(folder / f"{name}.jsonl"),
         quarantine=str(folder / f"{name}-quarantine.jsonl"),
-        key_field="ticket_id",
-        cache=False,
-        **options,
+        spec=ticket_spec(instructions),
+        chat_model=model,
+        run=RunOptions(cache=False, **run),
     )
     summary["wall_s"] = time.perf_counter() - started
     keys = [json.loads(line)["_key"] for line in (folder / f"{name}.jsonl").open()]
@@ -96,7 +94,7 @@ def compare(profile: str, model: Any, records: list, folder: Path, sim: Simulato
         options = {"poll_interval_s": 0.2, "reask": reask}
         batch = night(
             model, records, folder, name=f"{profile}-batch-{reask}", via="batch",
-            batch_options=options, **common,
+            batch_api=options, **common,
         )  # fmt: skip
         stats = sim.stats()
         show(f"batch, reask={reask:6s}", batch)

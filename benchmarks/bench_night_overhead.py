@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import MODEL, chat_model, median, rounds, tickets, verdict
+from _common import MODEL, chat_model, median, rounds, ticket_spec, tickets, verdict
 from openai import AsyncOpenAI
 
 from prefect_openai_chat.examples.tickets import TICKET_INSTRUCTIONS, TICKET_PROMPT, SupportTicket
@@ -53,19 +53,14 @@ CONCURRENCY = 16
 
 def plugin_night(model: Any, source: Path, count: int, folder: Path, name: str) -> int:
     """The `extract_records` night over the JSONL file `source`; the rows in its output."""
-    from prefect_openai_chat import ExtractionSpec, RunOptions
+    from prefect_openai_chat import RunOptions
     from prefect_openai_chat.flows import extract_records
 
     summary = extract_records(
         source=str(source),
         output=str(folder / f"{name}.jsonl"),
         quarantine=str(folder / f"{name}-quarantine.jsonl"),
-        spec=ExtractionSpec(
-            schema=SupportTicket,
-            prompt=TICKET_PROMPT,
-            instructions=TICKET_INSTRUCTIONS,
-            key_field="ticket_id",
-        ),
+        spec=ticket_spec(),
         chat_model=model,
         run=RunOptions(concurrency=CONCURRENCY, cache=str(folder / f"{name}-ledger.sqlite")),
     )

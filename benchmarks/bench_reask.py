@@ -37,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _common import chat_model, tickets, verdict
+from _common import chat_model, ticket_spec, tickets, verdict
 
 from prefect_openai_chat.simulator import Simulator
 
@@ -224,23 +224,18 @@ def tokens_part(records: list[dict[str, Any]], rounds: int, seed: int, mode: str
 
 def batch_night(model: Any, records: list[dict[str, Any]], folder: Path, **options: Any) -> Any:
     """One `extract_records` night of `records`; its summary, checked exactly once."""
-    from prefect_openai_chat.examples.tickets import TICKET_INSTRUCTIONS, TICKET_PROMPT
+    from prefect_openai_chat import RunOptions
     from prefect_openai_chat.flows import extract_records
 
     name = options.pop("name")
     started = time.perf_counter()
     summary: dict[str, Any] = extract_records(
         source=records,
-        schema="prefect_openai_chat.examples.tickets:SupportTicket",
-        chat_model=model,
-        prompt=TICKET_PROMPT,
-        instructions=TICKET_INSTRUCTIONS,
         output=str(folder / f"{name}.jsonl"),
         quarantine=str(folder / f"{name}-quarantine.jsonl"),
-        key_field="ticket_id",
-        cache=False,
-        concurrency=CONCURRENCY,
-        **options,
+        spec=ticket_spec(),
+        chat_model=model,
+        run=RunOptions(cache=False, concurrency=CONCURRENCY, **options),
     )
     summary["wall_s"] = time.perf_counter() - started
     keys = [json.loads(line)["_key"] for line in (folder / f"{name}.jsonl").open()]
@@ -258,10 +253,10 @@ def batch_part(records: list[dict[str, Any]], seed: int) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     nights = {
         "online (defaults)": {},
-        'via="batch" (defaults)': {"via": "batch", "batch_options": {"poll_interval_s": 0.2}},
+        'via="batch" (defaults)': {"via": "batch", "batch_api": {"poll_interval_s": 0.2}},
         'via="batch", reask="online"': {
             "via": "batch",
-            "batch_options": {"poll_interval_s": 0.2, "reask": "online"},
+            "batch_api": {"poll_interval_s": 0.2, "reask": "online"},
         },
     }
     runs = {}

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import types
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
@@ -113,6 +114,22 @@ def test_a_loop_released_while_a_logging_lock_is_held_does_not_deadlock() -> Non
     logger.removeHandler(handler)
 
 
+async def _answer_from_another_thread() -> int:
+    """42, from the loop's executor: the loop hears of it through its self-pipe."""
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: 42)
+
+
+def _exit_code_of_forked(target: Callable[[], None]) -> int | None:
+    """Run `target` in a forked child; its exit code (None: killed after 30 s)."""
+    process = multiprocessing.get_context("fork").Process(target=target)
+    process.start()
+    process.join(30)
+    if process.exitcode is None:
+        process.kill()
+        return None
+    return process.exitcode
+
+
 def test_a_forked_child_leaves_the_parents_thread_loops_working() -> None:
     """A forked child releases the other threads' loops; the parent's must still wake up.
 
@@ -120,18 +137,11 @@ def test_a_forked_child_leaves_the_parents_thread_loops_working() -> None:
     unregistered the parent's self-pipe, and the parent's next result from another thread
     never woke the loop (a suite hang, in a sync twin after a test that forked).
     """
-
-    async def answer_from_another_thread() -> int:  # woken through the self-pipe
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: 42)
-
     thread = ThreadPoolExecutor(1)  # a thread whose sync calls keep one loop
     try:
-        assert thread.submit(run_sync, answer_from_another_thread()).result(10) == 42
-        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(1.0,))
-        child.start()
-        child.join(30)
-        assert child.exitcode == 0
-        assert thread.submit(run_sync, answer_from_another_thread()).result(10) == 42
+        assert thread.submit(run_sync, _answer_from_another_thread()).result(10) == 42
+        assert _exit_code_of_forked(gc.collect) == 0  # the parent's loops are garbage there
+        assert thread.submit(run_sync, _answer_from_another_thread()).result(10) == 42
     finally:
         thread.shutdown(wait=False)  # a loop that never wakes would hold the thread
 
@@ -139,26 +149,18 @@ def test_a_forked_child_leaves_the_parents_thread_loops_working() -> None:
 def test_a_forked_child_runs_sync_calls_on_loops_of_its_own() -> None:
     """After a fork, the child's sync calls (plain, and inside a running loop) finish."""
 
-    async def answer_from_another_thread() -> int:
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: 42)
-
     async def inside_a_running_loop() -> int:
-        return run_sync(answer_from_another_thread())  # the helper thread's path
+        return run_sync(_answer_from_another_thread())  # the helper thread's path
 
     def both() -> int:
-        return run_sync(answer_from_another_thread()) + asyncio.run(inside_a_running_loop())
+        return run_sync(_answer_from_another_thread()) + asyncio.run(inside_a_running_loop())
 
     def child() -> None:
         gc.collect()  # frees the parent's loops, unless kept: their __del__ would close them
         os._exit(0 if both() == 84 else 1)
 
     assert both() == 84  # the parent has a loop of its own and helper threads to pass on
-    process = multiprocessing.get_context("fork").Process(target=child)
-    process.start()
-    process.join(30)
-    if process.exitcode is None:
-        process.kill()
-    assert process.exitcode == 0, "the child's sync calls did not finish"
+    assert _exit_code_of_forked(child) == 0, "the child's sync calls did not finish"
     assert both() == 84
 
 
@@ -170,27 +172,20 @@ def test_a_forked_child_leaves_the_parents_loop_thread_awake() -> None:
     longer hear its self-pipe, and a call from another thread would wait forever.
     """
 
-    async def answer_from_another_thread() -> int:
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: 42)
-
     loop = LoopThread("fork-test")
     try:
-        assert loop.run(answer_from_another_thread()) == 42
+        assert loop.run(_answer_from_another_thread()) == 42
 
         def child() -> None:
-            answer = loop.run(answer_from_another_thread())  # on a loop of the child's
+            answer = loop.run(_answer_from_another_thread())  # on a loop of the child's
             loop.close()
             gc.collect()
             os._exit(0 if answer == 42 else 1)
 
-        process = multiprocessing.get_context("fork").Process(target=child)
-        process.start()
-        process.join(30)
-        if process.exitcode is None:
-            process.kill()
-        assert process.exitcode == 0, "the child's call on the parent's LoopThread did not finish"
+        exit_code = _exit_code_of_forked(child)
+        assert exit_code == 0, "the child's call on the parent's LoopThread did not finish"
         with ThreadPoolExecutor(1) as thread:  # a call from another thread wakes the loop
-            assert thread.submit(loop.run, answer_from_another_thread()).result(10) == 42
+            assert thread.submit(loop.run, _answer_from_another_thread()).result(10) == 42
     finally:
         loop.close()
 
