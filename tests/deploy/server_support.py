@@ -81,11 +81,32 @@ class PrefectServer:
 
     @contextlib.contextmanager
     def settings(self) -> Iterator[None]:
-        """Point Prefect in this process (blocks, clients, run_deployment) at the server."""
+        """Point Prefect in this process (blocks, clients, run_deployment) at the server.
+
+        Prefect's events and log workers are made once per process, each bound to the API
+        of the moment it was made: they are drained (flushed and stopped) on the way in
+        and on the way out, so that this server gets this block's events and logs, and
+        the session's API the later tests' (a worker left bound to a server stopped since
+        lost every later event of its process: task runs never reached the API).
+        """
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
+        drain_prefect_workers()
         with temporary_settings({PREFECT_API_URL: self.api_url}):
-            yield
+            try:
+                yield
+            finally:
+                drain_prefect_workers()
+
+
+def drain_prefect_workers(timeout_s: float = 30.0) -> None:
+    """Flush and stop this process's Prefect events and log workers; the next event or
+    log line starts new ones, bound to the API set then."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout_s)
 
 
 def server_env(home: Path, api_url: str) -> dict[str, str]:
