@@ -75,8 +75,12 @@ class _ProcessLoop(asyncio.SelectorEventLoop):
         super().__init__()
         self._owner_pid = os.getpid()
 
+    def owned_here(self) -> bool:
+        """Whether this process made the loop (not a forked child's copy)."""
+        return os.getpid() == self._owner_pid
+
     def close(self) -> None:
-        if os.getpid() == self._owner_pid:
+        if self.owned_here():
             super().close()
 
 
@@ -150,8 +154,7 @@ class LoopThread:
     """
 
     def __init__(self, name: str) -> None:
-        self.loop = _ProcessLoop()
-        self._pid = os.getpid()  # a forked child has a copy of the loop but not its thread
+        self.loop = _ProcessLoop()  # a forked child has a copy of it, but not its thread
         self._thread = threading.Thread(
             target=self.loop.run_forever, name=f"prefect-openai-chat-{name}", daemon=True
         )
@@ -159,7 +162,7 @@ class LoopThread:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on this loop in a copy of the caller's context; return its result."""
-        if os.getpid() != self._pid:  # a forked child: no thread runs this loop here
+        if not self.loop.owned_here():  # a forked child: no thread runs this loop here
             return run_sync(coro)
         context = contextvars.copy_context()
         done: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -176,7 +179,7 @@ class LoopThread:
 
     def close(self) -> None:
         """Wait for the loop's calls to finish, close its clients and end its thread."""
-        if self.loop.is_closed() or os.getpid() != self._pid:  # a child leaves the parent's
+        if self.loop.is_closed() or not self.loop.owned_here():  # a child leaves the parent's
             return
         if self._thread.is_alive():  # else the loop died of a BaseException: nothing to wait for
             asyncio.run_coroutine_threadsafe(_others_done(), self.loop).result()
