@@ -91,10 +91,10 @@ class _ThreadLoop:
         self.loop = _ProcessLoop()
         # Runs when the thread ends (its thread-local values are released) or at exit;
         # also in a forked child, where the other threads' values are released at once.
-        weakref.finalize(self, _shut_down, self.loop, os.getpid())
+        weakref.finalize(self, _shut_down, self.loop)
 
 
-def _shut_down(loop: asyncio.AbstractEventLoop, owner_pid: int) -> None:
+def _shut_down(loop: _ProcessLoop) -> None:
     """Shut `loop` down on a thread of its own; wait for it only at the interpreter's exit.
 
     This is a finalizer: it runs wherever the garbage collector runs, possibly in a thread
@@ -103,7 +103,7 @@ def _shut_down(loop: asyncio.AbstractEventLoop, owner_pid: int) -> None:
     A forked child leaves its copy alone: the loop's epoll instance is the parent's, and
     closing the loop would unregister the parent's self-pipe from it.
     """
-    if loop.is_closed() or os.getpid() != owner_pid:
+    if loop.is_closed() or not loop.owned_here():
         return
     closer = threading.Thread(
         target=_close_loop, args=(loop,), name="prefect-openai-chat-close", daemon=True

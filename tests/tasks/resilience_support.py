@@ -40,37 +40,29 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-class TaskRunCounts:
-    """How many times Prefect ran each task run, as its engine counted: a final-state hook.
-
-    The engine's own `task_run.run_count` is read where the run ends, in this process,
-    so a test does not wait for the run to reach the API through the background event
-    worker (on a loaded machine that took longer than any fixed wait).
-    """
-
-    def __init__(self) -> None:
-        self.counts: dict[UUID, int] = {}
-
-    def __call__(self, task: Any, task_run: TaskRun, state: State) -> None:
-        self.counts[task_run.id] = task_run.run_count
+_RUN_COUNTS: dict[UUID, int] = {}  # task run id -> runs, as the engine counted them
 
 
-TASK_RUNS = TaskRunCounts()
+def _count_runs(task: Any, task_run: TaskRun, state: State) -> None:
+    """A final-state hook: the engine's own `run_count`, read where the run ends, in this
+    process (a test does not wait for the run to reach the API as events: on a loaded
+    machine that took longer than any fixed wait)."""
+    _RUN_COUNTS[task_run.id] = task_run.run_count
 
 
 def task_run_count(task_run_id: UUID) -> int:
     """How many times Prefect ran the task of `task_run_id` (a task made by `counted`)."""
-    if task_run_id not in TASK_RUNS.counts:
+    if task_run_id not in _RUN_COUNTS:
         raise AssertionError(
             f"task run {task_run_id} ended without a count: make its task with counted(task)"
         )
-    return TASK_RUNS.counts[task_run_id]
+    return _RUN_COUNTS[task_run_id]
 
 
 def counted(task: T) -> T:
     """`task` with zero task-retry delay whose final run count `task_run_count` reads."""
     return task.with_options(  # type: ignore[attr-defined, no-any-return]
-        retry_delay_seconds=0, on_completion=[TASK_RUNS], on_failure=[TASK_RUNS]
+        retry_delay_seconds=0, on_completion=[_count_runs], on_failure=[_count_runs]
     )
 
 

@@ -8,7 +8,6 @@ import contextvars
 import gc
 import io
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import pytest
 from resilience_support import clear_resilience
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
-from prefect_openai_chat._sync import _shut_down, run_sync
+from prefect_openai_chat._sync import _ProcessLoop, _shut_down, run_sync
 from prefect_openai_chat.blocks import Circuit
 from prefect_openai_chat.blocks import chat_model as chat_model_module
 from prefect_openai_chat.blocks import credentials as credentials_module
@@ -82,7 +81,7 @@ def test_a_loop_released_while_a_logging_lock_is_held_does_not_deadlock() -> Non
     logger = logging.getLogger("prefect_openai_chat.tests.deadlock")
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
-    loop = asyncio.new_event_loop()
+    loop = _ProcessLoop()
 
     async def logs_on_close() -> None:
         try:
@@ -97,7 +96,7 @@ def test_a_loop_released_while_a_logging_lock_is_held_does_not_deadlock() -> Non
         handler.acquire()
         try:
             task.cancel()
-            _shut_down(loop, os.getpid())  # what the garbage collector would call here
+            _shut_down(loop)  # what the garbage collector would call here
         finally:
             handler.release()
 
