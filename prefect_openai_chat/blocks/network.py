@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import logging
 import os
 import re
@@ -30,7 +29,6 @@ import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +36,7 @@ import openai
 from prefect.blocks.core import schema_extra as block_schema_extra
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from prefect_openai_chat.chat.http_library import http_library
 from prefect_openai_chat.errors import (
     InvalidInputError,
     ProxyRefusedError,
@@ -81,12 +80,6 @@ def normalized_pem(text: str) -> str:
         begin, end = f"-----BEGIN {label}-----", f"-----END {label}-----"
         blocks.append("\n".join([begin, *head, *wrapped, end]))
     return "\n".join(blocks) + "\n"
-
-
-def _http_library() -> ModuleType:
-    """The `httpx` library `openai` builds its clients on (`httpx2` or `httpx`)."""
-    base = next(c for c in openai.DefaultHttpxClient.__mro__[1:] if c.__name__ == "Client")
-    return importlib.import_module(base.__module__.partition(".")[0])
 
 
 def _network_fields_last(schema: dict[str, Any], model: type[BaseModel]) -> None:
@@ -209,7 +202,7 @@ class NetworkSettings(BaseModel):
         """
         if self.verify and not (self.ca_bundle or self.client_cert):
             return None
-        context: ssl.SSLContext = _http_library().create_ssl_context(verify=self.verify)
+        context: ssl.SSLContext = http_library().create_ssl_context(verify=self.verify)
         if self.verify and self.ca_bundle:
             _load_ca_bundle(context, self.ca_bundle)
         if self.client_cert:
@@ -251,7 +244,7 @@ class NetworkSettings(BaseModel):
         url = str(self.proxy_url)
         if not url.lower().startswith("https://"):
             context = None  # TLS to the proxy itself only for an https:// proxy
-        return _http_library().Proxy(url, auth=auth, ssl_context=context)
+        return http_library().Proxy(url, auth=auth, ssl_context=context)
 
     def _warn_unverified(self) -> None:
         where = str(getattr(self, "endpoint", "")) or "this endpoint"
@@ -399,7 +392,7 @@ def _reason(exc: BaseException) -> str:
 def _proxy_refusal(exc: BaseException, request: Any) -> ProxyRefusedError | None:
     """A `ProxyRefusedError` when the proxy answered 407 or 403 to the tunnel, else None."""
     status = str(exc).split(" ", 1)[0]
-    if not isinstance(exc, _http_library().ProxyError) or status not in ("407", "403"):
+    if not isinstance(exc, http_library().ProxyError) or status not in ("407", "403"):
         return None
     where = _where(request)
     if status == "407":

@@ -65,29 +65,39 @@ def request_body(
     settings: ChatSettings, messages: Sequence[Any], overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The JSON body a call sends for `messages` (before any context fitting)."""
-    sent = as_sent(build_request(settings, messages, overrides))
-    return {**sent["extra_body"], "model": sent["model"]}
+    body, _ = as_posted(build_request(settings, messages, overrides))
+    return body
 
 
-def as_sent(request: Mapping[str, Any]) -> dict[str, Any]:
-    """The request for `create(...)`, its body handed to the SDK as plain JSON in `extra_body`.
+def as_posted(request: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON body of `request` and the SDK's options for `AsyncOpenAI.post`.
 
-    The SDK walks every parameter against its type hints before sending: about 3 ms of
-    CPU per call for an extraction request (messages, a JSON schema), more than all the
-    rest of the call. The plugin has checked the messages already (`validate_messages`),
-    and the body is plain JSON: `extra_body`, which the SDK merges over the typed
-    parameters unchanged, sends it byte for byte as it is. Only `model` stays typed.
+    The body goes to the SDK's `post` as it is, plain JSON: `create(...)` would walk every
+    parameter against its type hints first (with the answer's parse, about a third of the
+    SDK's client CPU per extraction call), and the plugin has checked the messages already
+    (`validate_messages`). The options are those `create` passes: the bearer key, and the
+    request's own `extra_headers`, `extra_query` and `timeout`; its `extra_body` is merged
+    into the body.
 
     Example:
-        >>> as_sent({"model": "m", "messages": [], "seed": 1, "timeout": 5})
-        {'timeout': 5, 'model': 'm', 'messages': [], 'extra_body': {'messages': [], 'seed': 1}}
+        >>> as_posted({"model": "m", "messages": [], "seed": 1, "timeout": 5})
+        ({'model': 'm', 'messages': [], 'seed': 1}, {'security': {'bearer_auth': True}, \
+'timeout': 5})
     """
     body = {name: value for name, value in request.items() if name not in _SDK_OPTIONS}
-    body.pop("model", None)
     body.update(request.get("extra_body") or {})
-    options = {name: request[name] for name in _SDK_OPTIONS if name in request}
-    return {**options, "model": request["model"], "messages": [], "extra_body": body}
+    options: dict[str, Any] = {"security": {"bearer_auth": True}}
+    for name, option in _SDK_OPTIONS.items():
+        if name in request and option:
+            options[option] = request[name]
+    return body, options
 
 
-# Options of the SDK's `create`, not fields of the JSON body.
-_SDK_OPTIONS = ("extra_headers", "extra_query", "extra_body", "timeout")
+# Options of the SDK's `create`, not fields of the JSON body, and their names in `post`'s
+# options (`extra_body` is merged into the body instead).
+_SDK_OPTIONS = {
+    "extra_headers": "headers",
+    "extra_query": "params",
+    "extra_body": "",
+    "timeout": "timeout",
+}

@@ -103,8 +103,8 @@ class ChatRunner:
         Example:
             >>> runner = ChatRunner(ChatSettings(model="gpt-4o-mini", defaults={"seed": 1}), None)
             >>> runner.request_body([{"role": "user", "content": "Hi"}], temperature=0)
-            {'seed': 1, 'temperature': 0, 'messages': [{'role': 'user', 'content': 'Hi'}], \
-'model': 'gpt-4o-mini'}
+            {'seed': 1, 'temperature': 0, 'model': 'gpt-4o-mini', 'messages': [{'role': 'user', \
+'content': 'Hi'}]}
         """
         return request_body(self.settings, messages, overrides)
 

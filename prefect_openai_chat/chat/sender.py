@@ -31,18 +31,20 @@ import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from prefect_openai_chat.chat.http_library import http_library
 from prefect_openai_chat.chat.protection import Protection
 from prefect_openai_chat.chat.record import CallRecord
-from prefect_openai_chat.chat.request import DeltaCallback, as_sent
+from prefect_openai_chat.chat.request import DeltaCallback, as_posted
 from prefect_openai_chat.chat.response import (
     StreamAccumulator,
     content_filter_error,
-    result_from_raw,
+    result_from_response,
     with_server_words,
 )
 from prefect_openai_chat.chat.settings import ChatSettings
@@ -60,6 +62,7 @@ from prefect_openai_chat.tokens import count_message_tokens, count_text_tokens
 from prefect_openai_chat.tokens.context import completion_room
 
 ClientFactory = Callable[[], AsyncOpenAI]
+_PATH = "/chat/completions"
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -124,15 +127,18 @@ class Sender:
         p = self.protection
         room = completion_room(request)
 
-        @functools.cache
+        reserved: list[int] = []  # counted once, and only if a token limit asks for it
+
         def tokens() -> int:
             """The reservation: the exact prompt, and the room asked for (else what answers
             without one have been writing); the API charges the room up front."""
-            prompt = count_message_tokens(
-                request["messages"], request["model"], request.get("tools")
-            )
-            expected = p.limiter.expected_completion if p.limiter is not None else 0
-            return prompt + (room or round(expected))
+            if not reserved:
+                prompt = count_message_tokens(
+                    request["messages"], request["model"], request.get("tools")
+                )
+                expected = p.limiter.expected_completion if p.limiter is not None else 0
+                reserved.append(prompt + (room or round(expected)))
+            return reserved[0]
 
         result, _ = await call_with_retries(  # the record counts the attempts
             attempt,
@@ -198,9 +204,12 @@ class Sender:
             raise error from (None if isinstance(error, AttemptTimeoutError) else exc)
 
     async def _plain_attempt(self, request: dict[str, Any]) -> ChatResult:
-        raw = await self.client().chat.completions.with_raw_response.create(**as_sent(request))
-        self._observe_limits(raw.headers)
-        result = result_from_raw(raw, raw.headers.get("x-request-id"), self.where)
+        body, options = as_posted(request)
+        response = await self.client().post(
+            _PATH, cast_to=http_library().Response, body=body, options=cast(Any, options)
+        )
+        self._observe_limits(response.headers)
+        result = result_from_response(response, response.headers.get("x-request-id"), self.where)
         if result.usage.prompt_tokens == 0:  # no usable usage (a prompt is never 0 tokens)
             result = result.model_copy(update={"usage": _local_usage(request, result)})
         return result
@@ -209,14 +218,19 @@ class Sender:
         self, request: dict[str, Any], on_delta: DeltaCallback | None
     ) -> ChatResult:
         started = self.clock()
-        raw = await self.client().chat.completions.with_raw_response.create(
-            **as_sent(request), stream=True, stream_options={"include_usage": True}
+        body, options = as_posted(request)
+        stream = await self.client().post(
+            _PATH,
+            cast_to=ChatCompletion,
+            body={**body, "stream": True, "stream_options": {"include_usage": True}},
+            options=cast(Any, options),
+            stream=True,
+            stream_cls=openai.AsyncStream[ChatCompletionChunk],
         )
-        self._observe_limits(raw.headers)
-        request_id = raw.headers.get("x-request-id")
+        self._observe_limits(stream.response.headers)
+        request_id = stream.response.headers.get("x-request-id")
         accumulator = StreamAccumulator()
         first_token: float | None = None
-        stream = raw.parse()
         try:
             async for chunk in stream:
                 text = accumulator.add(chunk)

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -80,24 +81,40 @@ def extraction_cache_key(
         generation_params: temperature, seed, max_completion_tokens, ... (secrets refused).
     """
     model_cls = ensure_model(schema)
+    params = _dumps(_params(generation_params or {}))
+    rest = _after_input(model_cls, instructions, resolve_mode(mode, model), model, params)
+    text = messages_or_text if isinstance(messages_or_text, str) else list(messages_or_text)
+    try:
+        head = _dumps(text)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"cannot compute a cache key: the record or its messages are not plain JSON ({exc})"
+        ) from exc
+    # The blob is the sorted JSON of {"input": ..., "instructions": ..., ...}: "input" sorts
+    # first, and what follows it is the same for every record of a spec, made once.
+    return hashlib.sha256(f'{{"input":{head}{rest}'.encode()).hexdigest()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=256)  # bounded: its keys hold the schema class
+def _after_input(
+    model_cls: type[BaseModel], instructions: str | None, mode: str, model: str, params: str
+) -> str:
+    """The key's JSON after its `input` field: `,"instructions":...,"v":N}`."""
     spec = schema_spec(model_cls)
     record = {
         "v": PROMPT_VERSION,
         "schema_name": spec.name,
         "schema": spec.original,
-        "input": messages_or_text if isinstance(messages_or_text, str) else list(messages_or_text),
         "instructions": instructions,
-        "mode": resolve_mode(mode, model),
+        "mode": mode,
         "model": model,
-        "params": _params(generation_params or {}),
+        "params": json.loads(params),
     }
-    try:
-        blob = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(
-            f"cannot compute a cache key: the record or its messages are not plain JSON ({exc})"
-        ) from exc
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return "," + _dumps(record)[1:]
 
 
 def _params(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.extraction.spec import ExtractionSpec
 from prefect_openai_chat.flows.batch_api import run_batch_api
 from prefect_openai_chat.flows.checks import preflight
+from prefect_openai_chat.flows.heap import frozen_heap
 from prefect_openai_chat.flows.online import OnlineRunner
 from prefect_openai_chat.flows.options import RunOptions
 from prefect_openai_chat.flows.shards import count_in_shard, in_shard
@@ -50,6 +51,7 @@ def run_records(
     totals, artifacts, trips = RunTotals(), RunArtifacts(), events.count_trips()
     schema = spec.schema_class
     with (
+        frozen_heap(),  # full garbage collections skip the heap the night started with
         observe_run("extract_records", via=run.via) as span,
         open_outputs(checked.output, checked.quarantine, schema) as (rows, bad),
     ):

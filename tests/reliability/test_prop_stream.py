@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import re
 from typing import Any
 
 from hypothesis import given
@@ -22,8 +23,9 @@ from prop_support import JSON_VALUES
 
 from prefect_openai_chat.chat.response import (
     StreamAccumulator,
+    result_from_body,
     result_from_completion,
-    result_from_raw,
+    result_from_response,
 )
 from prefect_openai_chat.errors import IncompleteStreamError, MalformedResponseError
 from prefect_openai_chat.results import ChatResult
@@ -188,15 +190,12 @@ def test_any_chunks_give_a_result_or_a_typed_error(chunks: list[Any]) -> None:
         assert isinstance(accumulator.result("req_1", "the server"), ChatResult)
 
 
-class _Raw:
-    """What the runner hands `result_from_raw`: the SDK's parse of a JSON body, headers."""
+class _Response:
+    """What the sender hands `result_from_response`: the body's bytes and the headers."""
 
     def __init__(self, body: Any) -> None:
-        self.body = body
+        self.content = json.dumps(body).encode()
         self.headers = {"content-type": "application/json"}
-
-    def parse(self) -> Any:
-        return construct_type(type_=ChatCompletion, value=self.body)
 
 
 COMPLETIONISH = st.fixed_dictionaries(
@@ -231,9 +230,29 @@ COMPLETIONISH = st.fixed_dictionaries(
 @given(COMPLETIONISH | JSON_VALUES)
 def test_any_completion_body_gives_a_result_or_a_malformed_response(body: Any) -> None:
     try:
-        result = result_from_raw(_Raw(body), "req_1", "the server")
+        result = result_from_response(_Response(body), "req_1", "the server")
     except MalformedResponseError as exc:
         assert "the server answered 200" in str(exc)
     else:
         assert isinstance(result, ChatResult)
         assert result.content is not None or result.tool_calls or result.refusal is not None
+
+
+def _read(body: Any) -> ChatResult | str:
+    """The result, or the error's message without the text of a body that is no object
+    (the SDK renders a list it was handed in its own way)."""
+    try:
+        return result_from_body(body, "req_1", "the server")
+    except MalformedResponseError as exc:
+        return re.sub(r"completion: .* \(request", "completion: ... (request", str(exc))
+
+
+@given(COMPLETIONISH | JSON_VALUES)
+def test_a_body_read_as_json_reads_as_the_sdks_objects_do(body: Any) -> None:
+    """The sender reads the JSON itself; the SDK's `ChatCompletion` of the same body (what
+    the sender read before, and the Batch API reads) gives the same result or error."""
+    as_json = _read(json.loads(json.dumps(body)))
+    as_objects = _read(construct_type(type_=ChatCompletion, value=body))
+    if isinstance(as_json, str) and "instead of a chat completion" in as_json:
+        assert not isinstance(body, dict)  # a list, a number: the SDK hands them back as is
+    assert as_json == as_objects
