@@ -22,9 +22,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
+import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 BATCH_ENDPOINT = "/v1/chat/completions"
@@ -62,7 +66,8 @@ class Job:
     key: str
     input_file_id: str
     metadata: dict[str, str] | None
-    lines: list[bytes]  # the valid input lines as uploaded, parsed when answered
+    lines: list[bytes]  # the valid input lines as uploaded, parsed when answered; let go
+    # once the batch has ended (its answers are in its result files)
     model: str | None
     errors: list[dict[str, Any]] | None
     faults: tuple[str, ...]
@@ -77,6 +82,7 @@ class Job:
     failed: int = 0
     stamps: dict[str, int] = field(default_factory=dict)
     enqueued_tokens: int = 0
+    total: int = 0  # the valid input lines, kept after `lines` is let go
 
     def line(self, index: int) -> dict[str, Any]:
         """Input line `index`, parsed."""
@@ -93,12 +99,42 @@ class Job:
         return max(0, min(len(self.lines), int(len(self.lines) * answering)))
 
 
+class FileContents:
+    """The bytes of every stored file, on disk in a temporary folder (removed with the
+    store): a million-record night uploads and downloads gigabytes, which memory would
+    have to hold for as long as the simulator runs.
+
+    Example:
+        >>> contents = FileContents()
+        >>> contents["file-1"] = b"line\\n"
+        >>> contents["file-1"], "file-1" in contents, "file-2" in contents
+        (b'line\\n', True, False)
+    """
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="simulator-files-"))
+        self._ids: set[str] = set()
+        weakref.finalize(self, shutil.rmtree, self.folder, True)
+
+    def __setitem__(self, file_id: str, data: bytes) -> None:
+        (self.folder / file_id).write_bytes(data)
+        self._ids.add(file_id)
+
+    def __getitem__(self, file_id: str) -> bytes:
+        if file_id not in self._ids:
+            raise KeyError(file_id)
+        return (self.folder / file_id).read_bytes()
+
+    def __contains__(self, file_id: object) -> bool:
+        return file_id in self._ids
+
+
 class BatchStore:
     """Files and batches of one simulator (kept across `reset()`, like the real account)."""
 
     def __init__(self) -> None:
         self.files: dict[str, dict[str, Any]] = {}
-        self.contents: dict[str, bytes] = {}
+        self.contents = FileContents()
         self.jobs: dict[str, Job] = {}
         self.created = 0
 
@@ -142,6 +178,7 @@ class BatchStore:
             input_file_id=input_file_id,
             metadata=metadata,
             lines=lines,
+            total=len(lines),
             model=model,
             errors=errors,
             faults=faults,
@@ -273,6 +310,7 @@ class BatchStore:
             job.error_file_id = self._result_file(job, errors, "error")
         if "missing-output" in job.faults:
             job.output_file_id = _new_id("file-")  # a file that answers 404
+        job.lines = []  # answered: a million-line night keeps its lines in its result files
         job.status = status
         job.stamps[f"{status}_at"] = int(time.time())
         if status == "completed":
@@ -305,7 +343,7 @@ class BatchStore:
             "cancelling_at": stamps.get("cancelling_at"),
             "cancelled_at": stamps.get("cancelled_at"),
             "request_counts": {
-                "total": 0 if job.errors is not None else len(job.lines),
+                "total": 0 if job.errors is not None else job.total,
                 "completed": job.completed,
                 "failed": job.failed,
             },

@@ -170,3 +170,24 @@ def test_a_long_prefix_seen_before_is_reported_as_cached(batch_sim: Simulator) -
     assert second >= 1024 and second % 128 == 0 and second <= prompt
     assert cached("short", system="Be brief.")[1] == 0  # below 1,024 tokens: never cached
     assert batch_sim.stats().cached_tokens == second
+
+
+def test_files_live_on_disk_and_an_ended_batch_lets_its_lines_go() -> None:
+    """A million-record night must fit the simulator too: file contents are on disk, and a
+    batch that has ended keeps its answers in its result files, not its lines in memory."""
+    from prefect_openai_chat.simulator.batches import BatchStore
+
+    store = BatchStore()
+    lines = [request_line(f"r{i}", f"Order ORD-{10000 + i}") for i in range(5)]
+    upload = store.add_file("\n".join(lines).encode(), "in.jsonl", "batch")
+    assert (store.contents.folder / upload["id"]).stat().st_size == upload["bytes"]
+    job = store.create("sk-test", upload["id"], None, (), 0.0, lambda body: 10, None)
+
+    def answer(key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], Any]:
+        return 200, {"echo": body["messages"][0]["content"]}, None
+
+    store.refresh(job, answer)
+    assert job.status == "completed" and job.lines == []
+    assert store.body(job)["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
+    output = store.contents[job.output_file_id or ""].decode().splitlines()
+    assert sorted(json.loads(row)["custom_id"] for row in output) == [f"r{i}" for i in range(5)]
