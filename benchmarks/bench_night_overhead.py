@@ -7,7 +7,7 @@ into `SupportTicket` at concurrency 16, in alternating rounds:
 * plugin: the `extract_records` flow under `prefect_test_harness` (its server in
   another process), as a night runs it: a fresh SQLite record ledger each round
   (every record looked up, claimed and completed), the JSONL output and quarantine
-  sinks, the run's artifacts and events, chunks of 100 as `extract_chunk` tasks;
+  sinks, the run's artifacts and events, chunks of `RunOptions.chunk_size` (100, or `--chunk-size`) as `extract_chunk` tasks;
 * bare: one `AsyncOpenAI` client (max_retries=0) under `asyncio.Semaphore(16)`, per
   record the same request (the same system message and `response_format`, built
   once), `json.loads` of the content, `SupportTicket.model_validate`, and the row
@@ -20,7 +20,7 @@ rounds: records per second (target plugin / bare >= 0.9) and client CPU per reco
 the CPU time of this process only (`time.process_time`: every thread of the client,
 not the simulator's or the Prefect server's process; target plugin <= 1.0x bare).
 
-Run: python benchmarks/bench_night_overhead.py [--records 5000] [--rounds 3]
+Run: python benchmarks/bench_night_overhead.py [--records 5000] [--rounds 3] [--chunk-size N]
      add --profile to cProfile one plugin night instead (stats saved to the temp
      folder as bench_night_plugin.prof).
 """
@@ -51,18 +51,23 @@ CPU_TARGET = 1.0
 CONCURRENCY = 16
 
 
-def plugin_night(model: Any, source: Path, count: int, folder: Path, name: str) -> int:
+def plugin_night(
+    model: Any, source: Path, count: int, folder: Path, name: str, chunk_size: int | None = None
+) -> int:
     """The `extract_records` night over the JSONL file `source`; the rows in its output."""
     from prefect_openai_chat import RunOptions
     from prefect_openai_chat.flows import extract_records
 
+    sizes = {} if chunk_size is None else {"chunk_size": chunk_size}
     summary = extract_records(
         source=str(source),
         output=str(folder / f"{name}.jsonl"),
         quarantine=str(folder / f"{name}-quarantine.jsonl"),
         spec=ticket_spec(),
         chat_model=model,
-        run=RunOptions(concurrency=CONCURRENCY, cache=str(folder / f"{name}-ledger.sqlite")),
+        run=RunOptions(
+            concurrency=CONCURRENCY, cache=str(folder / f"{name}-ledger.sqlite"), **sizes
+        ),
     )
     assert summary["records"] == count, summary
     return int(summary["valid"])
@@ -169,7 +174,9 @@ def run(args: argparse.Namespace) -> int:
                 label = f"{name}-{rnd}"
                 if name == "plugin":
                     wall, cpu, rows[name] = timed(
-                        lambda label=label: plugin_night(model, source, len(records), folder, label)
+                        lambda label=label: plugin_night(
+                            model, source, len(records), folder, label, args.chunk_size
+                        )
                     )
                 else:
                     wall, cpu, rows[name] = timed(lambda label=label: bare(label, source))
@@ -225,6 +232,9 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="RunOptions.chunk_size (default: its own)"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile one plugin night")
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
