@@ -112,9 +112,16 @@ class FileContents:
     """
 
     def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="simulator-files-"))
+        self._folder: Path | None = None  # made with the first file: most simulators have none
         self._ids: set[str] = set()
-        weakref.finalize(self, shutil.rmtree, self.folder, True)
+
+    @property
+    def folder(self) -> Path:
+        """The folder of the files, removed when the store is collected or at exit."""
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="simulator-files-"))
+            weakref.finalize(self, shutil.rmtree, self._folder, True)
+        return self._folder
 
     def __setitem__(self, file_id: str, data: bytes) -> None:
         (self.folder / file_id).write_bytes(data)
