@@ -3,8 +3,9 @@ anywhere - at any byte of the SSE body, with `None` deltas, empty and unknown fi
 usage-only last chunk, tool-call arguments in fragments - assembles to the same result as
 the completion sent whole; any other chunk or body gives a result or a typed error.
 
-Chunks and bodies are decoded by the `openai` SDK's own SSE decoder and `construct_type`,
-as the SDK does on the wire."""
+Chunks are decoded by the `openai` SDK's own SSE decoder and `construct_type`, as the SDK
+does on the wire; a whole answer is read from its JSON bytes, as the sender reads it, and
+gives what the SDK's `ChatCompletion` of the same body gives."""
 
 from __future__ import annotations
 
