@@ -82,7 +82,7 @@ class Job:
     failed: int = 0
     stamps: dict[str, int] = field(default_factory=dict)
     enqueued_tokens: int = 0
-    total: int = 0  # the valid input lines, kept after `lines` is let go
+    total: int = 0  # the number of valid input lines (also once `lines` is let go)
 
     def line(self, index: int) -> dict[str, Any]:
         """Input line `index`, parsed."""
@@ -96,7 +96,7 @@ class Job:
     def lines_done(self, share: float) -> int:
         """Lines answered by `share` of the duration."""
         answering = (share - _VALIDATING) / (_ANSWERING - _VALIDATING)
-        return max(0, min(len(self.lines), int(len(self.lines) * answering)))
+        return max(0, min(self.total, int(self.total * answering)))
 
 
 class FileContents:
@@ -278,10 +278,10 @@ class BatchStore:
             job.status = "finalizing"
             job.stamps.setdefault("finalizing_at", int(time.time()))
         if share >= _FINALIZING:
-            self._finish(job, len(job.lines), answer, "completed")
+            self._finish(job, job.total, answer, "completed")
 
     def _finish(self, job: Job, done: int, answer: LineAnswer, status: str) -> None:
-        order = list(range(len(job.lines)))
+        order = list(range(job.total))
         if "shuffle" in job.faults:
             random.Random(job.id).shuffle(order)
         outputs: list[dict[str, Any]] = []
@@ -363,7 +363,7 @@ def _break_results(
 ) -> None:
     """The result-file faults of `job`, applied to its output and error rows in place."""
     faults, by_id = job.faults, {row["custom_id"]: row for row in outputs}
-    ids = [job.line(index)["custom_id"] for index in range(min(3, len(job.lines)))]
+    ids = [job.line(index)["custom_id"] for index in range(min(3, job.total))]
     first = by_id.get(ids[0]) if ids else None
     if "malformed-lines" in faults:
         if first is not None:  # line 1: a `response` that is a string

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from fork_scenarios import SCENARIOS
 from resilience_support import clear_resilience
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
@@ -113,10 +114,7 @@ def test_a_loop_released_while_a_logging_lock_is_held_does_not_deadlock() -> Non
     logger.removeHandler(handler)
 
 
-@pytest.mark.parametrize(
-    "scenario",
-    ["thread loops", "sync calls in the child", "loop thread"],
-)
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_a_forked_child_leaves_the_parents_loops_awake(scenario: str) -> None:
     """The scenarios of `fork_scenarios.py`, each in a fresh interpreter: a fork from this
     test process would copy the loops of every earlier test (Prefect's among them) into
