@@ -2,6 +2,13 @@
 within `attempt_timeout_s`, its failure typed with the server's words and the endpoint, the
 rate-limit headers observed and the limiter's token reservation settled.
 
+The rate limiter's probe (the one call sent alone until the first answer shows the
+limits) is streamed: the limits arrive with the response's headers, at the first byte,
+not after the whole answer, so the calls waiting for them start a generation time
+sooner. The streamed answer is read into the same `ChatResult`; a server that refuses
+streams (a 400 or 422 naming the stream) gets the same request plainly at once, and no
+streamed probe again; one that answers the stream with a plain body is read plainly.
+
 The sender neither fits the context nor falls back nor checks the finish reason: it
 sends the request it is given and counts each attempt, and each 429 answer the retry loop
 classifies, in the call's `CallRecord`.
@@ -29,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
@@ -45,6 +53,7 @@ from prefect_openai_chat.chat.response import (
     StreamAccumulator,
     content_filter_error,
     result_from_response,
+    server_words,
     with_server_words,
 )
 from prefect_openai_chat.chat.settings import ChatSettings
@@ -90,6 +99,7 @@ class Sender:
         self.client = client
         self.sleep = sleep
         self.clock = clock
+        self.probe_streams = True  # False once a server refused a streamed probe
 
     @functools.cached_property
     def key(self) -> str:
@@ -123,7 +133,7 @@ class Sender:
         if stream:
             attempt = functools.partial(self._stream_once, request, record, on_delta)
         else:
-            attempt = functools.partial(self._plain_once, request, record)
+            attempt = functools.partial(self._plain_or_probe, request, record)
         p = self.protection
         room = completion_room(request)
 
@@ -168,6 +178,37 @@ class Sender:
         """One HTTP attempt; a 200 that is no chat completion raises."""
         return self._within_attempt_deadline(request, record, self._plain_attempt(request))
 
+    def _plain_or_probe(
+        self, request: dict[str, Any], record: CallRecord, number: int
+    ) -> Awaitable[ChatResult]:
+        """One plain attempt, streamed while it is the limiter's probe (its headers, which
+        carry the limits, then arrive at the first byte); plain at once, within the same
+        attempt, if the server refuses the stream."""
+        limiter = self.protection.limiter
+        probing = limiter is not None and limiter.probing and self.probe_streams
+        if not probing or request.get("n", 1) != 1:
+            return self._plain_once(request, record, number)
+        return self._within_attempt_deadline(request, record, self._probe_attempt(request))
+
+    async def _probe_attempt(self, request: dict[str, Any]) -> ChatResult:
+        started = self.clock()
+        try:
+            stream = await self._open_stream(request)
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+            if not _refuses_streams(exc):
+                raise  # the request's own fault, as a plain request would have met it
+            self.probe_streams = False  # this server wants its requests plain
+            return await self._plain_attempt(request)
+        response = stream.response
+        if "event-stream" in (response.headers.get("content-type") or ""):
+            return await self._read_stream(stream, request, None, started)
+        self.probe_streams = False  # a server that answers a stream with a plain body
+        try:
+            await response.aread()
+        finally:
+            await stream.close()
+        return self._plain_result(request, response)
+
     def _stream_once(
         self,
         request: dict[str, Any],
@@ -209,6 +250,10 @@ class Sender:
             _PATH, cast_to=http_library().Response, body=body, options=cast(Any, options)
         )
         self._observe_limits(response.headers)
+        return self._plain_result(request, response)
+
+    def _plain_result(self, request: dict[str, Any], response: Any) -> ChatResult:
+        """A whole answer's `ChatResult`, its usage counted here when the server sent none."""
         result = result_from_response(response, response.headers.get("x-request-id"), self.where)
         if result.usage.prompt_tokens == 0:  # no usable usage (a prompt is never 0 tokens)
             result = result.model_copy(update={"usage": _local_usage(request, result)})
@@ -218,6 +263,12 @@ class Sender:
         self, request: dict[str, Any], on_delta: DeltaCallback | None
     ) -> ChatResult:
         started = self.clock()
+        return await self._read_stream(await self._open_stream(request), request, on_delta, started)
+
+    async def _open_stream(
+        self, request: dict[str, Any]
+    ) -> openai.AsyncStream[ChatCompletionChunk]:
+        """Send `request` as a stream; the limits are read from its headers at once."""
         body, options = as_posted(request)
         stream = await self.client().post(
             _PATH,
@@ -228,6 +279,16 @@ class Sender:
             stream_cls=openai.AsyncStream[ChatCompletionChunk],
         )
         self._observe_limits(stream.response.headers)
+        return stream
+
+    async def _read_stream(
+        self,
+        stream: openai.AsyncStream[ChatCompletionChunk],
+        request: dict[str, Any],
+        on_delta: DeltaCallback | None,
+        started: float,
+    ) -> ChatResult:
+        """Read an open stream's chunks into one `ChatResult`."""
         request_id = stream.response.headers.get("x-request-id")
         accumulator = StreamAccumulator()
         first_token: float | None = None
@@ -263,7 +324,23 @@ class Sender:
         if isinstance(exc, openai.APIStatusError):
             with_server_words(exc)
             return content_filter_error(exc, self.where) or exc
+        if isinstance(exc, http_library().TransportError):
+            return self._broken_while_read(exc)
         return exc
+
+    def _broken_while_read(self, exc: Exception) -> openai.APIConnectionError:
+        """The SDK's connection error for a transport error raised while a stream or a body
+        was read, after `post` returned (the SDK wraps only those raised inside it)."""
+        try:
+            request = cast(Any, exc).request
+        except RuntimeError:  # an error raised without its request
+            request = http_library().Request("POST", f"{self.settings.base_url or ''}{_PATH}")
+        said = f"the connection to {self.where} broke while the answer was read"
+        if isinstance(exc, http_library().TimeoutException):
+            return openai.APITimeoutError(request=request)
+        return openai.APIConnectionError(
+            message=f"{said} ({type(exc).__name__}: {exc})", request=request
+        )
 
     def _observe_limits(self, headers: Any) -> None:
         if self.protection.limiter is not None:
@@ -277,6 +354,18 @@ def _filtered_prompt(request: dict[str, Any], exc: Exception) -> ChatResult:
         model=request["model"],
         request_id=getattr(exc, "request_id", None),
     )
+
+
+_STREAM_WORD = re.compile(r"\bstream(_options)?\b", re.IGNORECASE)
+
+
+def _refuses_streams(exc: openai.APIStatusError) -> bool:
+    """Whether a 400/422 refuses the stream itself (`param` `stream`, or its message names
+    it), not the request's content (its context, its filter, its parameters)."""
+    param = getattr(exc, "param", None)
+    if param in ("stream", "stream_options"):
+        return True
+    return bool(_STREAM_WORD.search(server_words(exc) or str(exc)))
 
 
 def _local_usage(request: dict[str, Any], result: ChatResult) -> Usage:

@@ -283,6 +283,11 @@ class RateLimiter:
         return waited + await wait_for_slot(reserve, self.slot_s, sleep, self._clock)
 
     @property
+    def probing(self) -> bool:
+        """True until the first answer's headers have been seen (calls wait for the probe)."""
+        return not self._seen_headers
+
+    @property
     def slot_s(self) -> float:
         """Seconds between two requests at the pace in force (0.0 when unlimited)."""
         limits = self.effective("requests")
@@ -361,6 +366,9 @@ class Limiter(Protocol):
 
     @property
     def paused_for(self) -> float: ...
+
+    @property
+    def probing(self) -> bool: ...
 
     def set_caps(self, rpm: float | None, tpm: float | None) -> None: ...
 

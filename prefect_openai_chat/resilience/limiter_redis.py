@@ -144,6 +144,11 @@ class SharedRateLimiter:
         return self.local.paused_for
 
     @property
+    def probing(self) -> bool:
+        """True until this process has seen the first answer's headers."""
+        return self.local.probing
+
+    @property
     def shared(self) -> bool:
         """True while the buckets live in Redis (False while falling back)."""
         return self._down_until is None

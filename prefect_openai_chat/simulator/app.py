@@ -170,6 +170,14 @@ async def _chat_answer(
             except ValueError as exc:
                 raise SimError(400, str(exc), param="x-simulator-fault") from None
         prompt_tokens = _check_model_and_context(req, settings)
+        if req.stream and settings.refuse_streams:
+            raise SimError(
+                400,
+                "Unsupported value: 'stream' does not support true with this model."
+                " Supported values are: false.",
+                param="stream",
+                code="unsupported_value",
+            )
         http_fault = _http_fault(faults, req.stream)
         if http_fault is not None:
             return _http_fault_response(ctx, http_fault, req, done)

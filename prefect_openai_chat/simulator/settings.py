@@ -161,6 +161,11 @@ class SimulatorSettings(BaseModel):
         gt=0,
         description="Prompt tokens a model may have in unfinished batches (None: no limit).",
     )
+    refuse_streams: bool = Field(
+        default=False,
+        description="Answer every streamed request 400, as a model or proxy without"
+        " streaming does.",
+    )
     refusal_text: str | None = Field(
         default=None,
         description="What the `refusal` fault says (None: a one-line apology); a long text"

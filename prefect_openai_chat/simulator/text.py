@@ -156,6 +156,22 @@ def cut_tokens(text: str, limit: int, model: str) -> tuple[str, int, bool]:
     return encoding.decode(ids[:limit]), limit, True
 
 
+MAX_FRAMES = 4096  # longer texts (only the tests' megabyte answers) share frames
+
+
 def chunks(text: str) -> list[str]:
-    """Split `text` into stream deltas of about one token each (a word with its leading space)."""
-    return _CHUNK.findall(text)
+    """Split `text` into stream deltas of about one token each (a word with its leading
+    space); a text of more than `MAX_FRAMES` such pieces in at most `MAX_FRAMES` deltas of
+    several pieces each.
+
+    Example:
+        >>> chunks("Hello there, world")
+        ['Hello', ' there,', ' world']
+        >>> len(chunks("word " * 10_000)) <= MAX_FRAMES
+        True
+    """
+    pieces: list[str] = _CHUNK.findall(text)
+    if len(pieces) <= MAX_FRAMES:
+        return pieces
+    step = -(-len(pieces) // MAX_FRAMES)
+    return ["".join(pieces[i : i + step]) for i in range(0, len(pieces), step)]

@@ -146,6 +146,16 @@ CASES: dict[str, tuple[Canned, bool, Any, int]] = {
         openai.APIConnectionError,
         2,
     ),
+    "stream connection dropped mid-way": (
+        Canned(
+            body=b"".join(HELLO_STREAM),
+            content_type=b"text/event-stream",
+            cut_after=len(HELLO_STREAM[0]) + 10,
+        ),
+        True,
+        openai.APIConnectionError,
+        2,
+    ),
     "stream with [DONE]": (
         Canned(frames=[*HELLO_STREAM, USAGE_CHUNK, DONE]),
         True,
