@@ -229,8 +229,6 @@ class Sender:
         """Run one attempt under `attempt_timeout_s`; raise a typed error naming the endpoint."""
         record.attempt_started()
         note_attempt()
-        with contextlib.suppress(Exception):  # a failing client fails the attempt itself
-            remember_secret(self.client().api_key)
         window = Deadline(self.settings.attempt_timeout_s)
         try:
             async with window:
@@ -246,7 +244,7 @@ class Sender:
 
     async def _plain_attempt(self, request: dict[str, Any]) -> ChatResult:
         body, options = as_posted(request)
-        response = await self.client().post(
+        response = await self._client().post(
             _PATH, cast_to=http_library().Response, body=body, options=cast(Any, options)
         )
         self._observe_limits(response.headers)
@@ -270,7 +268,7 @@ class Sender:
     ) -> openai.AsyncStream[ChatCompletionChunk]:
         """Send `request` as a stream; the limits are read from its headers at once."""
         body, options = as_posted(request)
-        stream = await self.client().post(
+        stream = await self._client().post(
             _PATH,
             cast_to=ChatCompletion,
             body={**body, "stream": True, "stream_options": {"include_usage": True}},
@@ -341,6 +339,13 @@ class Sender:
         return openai.APIConnectionError(
             message=f"{said} ({type(exc).__name__}: {exc})", request=request
         )
+
+    def _client(self) -> AsyncOpenAI:
+        """The client of one attempt; its key is masked in everything kept from now on."""
+        client = self.client()
+        with contextlib.suppress(Exception):  # a key that cannot be read fails the call itself
+            remember_secret(client.api_key)
+        return client
 
     def _observe_limits(self, headers: Any) -> None:
         if self.protection.limiter is not None:

@@ -27,6 +27,8 @@ def first_unstorable(value: Any) -> tuple[str, str] | None:
 
     The path reads `items[2].price` (empty for the value itself).
     """
+    if _storable(value):  # the common case, without a path built for every item
+        return None
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         path, item = stack.pop()
@@ -40,6 +42,23 @@ def first_unstorable(value: Any) -> tuple[str, str] | None:
         elif isinstance(item, float) and not math.isfinite(item):
             return path, f"{item} is not a finite number (NaN and Infinity cannot be stored)"
     return None
+
+
+def _storable(value: Any) -> bool:
+    """Whether `value` keeps the rule (`first_unstorable` says where it does not)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not INT64_MIN <= item <= INT64_MAX:
+                return False
+        elif isinstance(item, float) and not math.isfinite(item):
+            return False
+    return True
 
 
 def unstorable(value: Any) -> str | None:

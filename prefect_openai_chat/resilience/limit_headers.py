@@ -87,6 +87,7 @@ def read_limits(headers: Mapping[str, str] | Any) -> dict[Kind, LimitReading]:
     readings: dict[Kind, LimitReading] = {}
     if headers is None:
         return readings
+    headers = _rate_limit_headers(headers)
     for kind in KINDS:
         limit, remaining = (headers.get(f"x-ratelimit-{w}-{kind}") for w in ("limit", "remaining"))
         if limit is None or remaining is None:
@@ -100,6 +101,19 @@ def read_limits(headers: Mapping[str, str] | Any) -> dict[Kind, LimitReading]:
         reset = parse_duration(str(headers.get(f"x-ratelimit-reset-{kind}") or ""))
         readings[kind] = LimitReading(cap, min(left, cap), reset)
     return readings
+
+
+def _rate_limit_headers(headers: Mapping[str, str] | Any) -> Mapping[str, str] | Any:
+    """`httpx.Headers` as a dict of its `x-ratelimit-*` entries, read in one pass over the
+    raw pairs (each `Headers.get` scans and decodes them all); any other mapping as it is."""
+    raw = getattr(headers, "raw", None)
+    if not isinstance(raw, list):
+        return headers
+    return {
+        key.decode("latin-1").lower(): value.decode("latin-1")
+        for key, value in raw
+        if key[:12].lower() == b"x-ratelimit-"
+    }
 
 
 class LearnedBucket:
