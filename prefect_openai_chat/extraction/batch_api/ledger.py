@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,10 +37,25 @@ from prefect_openai_chat.extraction.ledger.base import Ledger
 
 
 def run_key(model: str, base_url: str, custom_ids: Iterable[str]) -> str:
-    """The name of a run: its model, endpoint and the sorted set of its records' keys."""
+    """The name of a run: its model, endpoint and the sorted set of its records' keys.
+
+    A collection is sorted here; an iterator must give the keys sorted and distinct (as
+    the night's store lists them), and is hashed as it goes: a million keys held at once
+    for sorting were the largest thing a million-record night had in memory.
+
+    Example:
+        >>> run_key("m", "u", ["b", "a", "b"]) == run_key("m", "u", iter(["a", "b"]))
+        True
+    """
     digest = hashlib.sha256(f"{model}\n{base_url}\n".encode())
-    for custom_id in sorted(set(custom_ids)):
+    if isinstance(custom_ids, Collection):
+        custom_ids = sorted(set(custom_ids))
+    previous: str | None = None
+    for custom_id in custom_ids:
+        if previous is not None and custom_id <= previous:
+            raise ValueError(f"custom ids out of order: {custom_id!r} after {previous!r}")
         digest.update(custom_id.encode() + b"\n")
+        previous = custom_id
     return digest.hexdigest()[:32]
 
 
