@@ -333,9 +333,9 @@ class Sender:
             request = cast(Any, exc).request
         except RuntimeError:  # an error raised without its request
             request = http_library().Request("POST", f"{self.settings.base_url or ''}{_PATH}")
-        said = f"the connection to {self.where} broke while the answer was read"
         if isinstance(exc, http_library().TimeoutException):
             return openai.APITimeoutError(request=request)
+        said = f"the connection to {self.where} broke while the answer was read"
         return openai.APIConnectionError(
             message=f"{said} ({type(exc).__name__}: {exc})", request=request
         )
