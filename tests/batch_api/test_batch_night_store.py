@@ -52,7 +52,7 @@ def test_the_run_key_is_hashed_from_the_store_s_keys_without_holding_them(tmp_pa
     finally:
         store.close()
     assert found == expected
-    # 60,000 keys held at once for sorting took about 12 MB; a page at a time, well under 2
+    # 60,000 keys held at once for sorting took about 10 MB; a page at a time, well under 2
     assert peak < 2_000_000, f"peak {peak} bytes while hashing {count} keys"
 
 
