@@ -23,14 +23,9 @@ from prefect_openai_chat.tasks.chat import (
     chat_completion,
     stream_chat_completion,
 )
-from prefect_openai_chat.tasks.chunk import (
-    aextract_chunk,
-    extract_chunk,
-    gate_for,
-    share_concurrency,
-    shared_loop,
-)
+from prefect_openai_chat.tasks.chunk import aextract_chunk, extract_chunk
 from prefect_openai_chat.tasks.extract import aextract, extract, extraction_key, runner_call
+from prefect_openai_chat.tasks.run_sharing import gate_for, share_concurrency, shared_loop
 
 __all__ = [
     "achat_completion",

@@ -26,13 +26,11 @@ keyword arguments; they still work, with a `DeprecationWarning` on import.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import itertools
 import sys
-import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from prefect_openai_chat._sync import LoopThread, run_sync, sync_twin
+from prefect_openai_chat._sync import run_sync, sync_twin
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import ChatError, InvalidInputError, LedgerError
@@ -55,63 +53,17 @@ from prefect_openai_chat.extraction.outcomes import (
     unexpected_reason,
 )
 from prefect_openai_chat.extraction.spec import ExtractionSpec
-from prefect_openai_chat.resilience import AdaptiveConcurrency, task_retry_delay
+from prefect_openai_chat.resilience import task_retry_delay
 from prefect_openai_chat.results import FINAL_OUTCOMES, ChunkReport, Extraction, RecordOutcome
 from prefect_openai_chat.tasks._common import assemble, record_ledger, run_logger
 from prefect_openai_chat.tasks.extract import extraction_key, runner_call
+from prefect_openai_chat.tasks.run_sharing import gate_for, loop_for
 
 Record = Mapping[str, Any] | str
 RECORDS_PER_SLOT = 4  # records in progress per HTTP slot: enough to keep every slot busy
 # Records claimed in the ledger per HTTP slot, per chunk: few enough that workers sharing a
 # ledger over the same input each find records left to claim, enough to keep slots busy.
 CLAIMS_PER_SLOT = 2
-
-_pools: weakref.WeakValueDictionary[str, AdaptiveConcurrency] = weakref.WeakValueDictionary()
-_loops: dict[str, LoopThread] = {}  # `shared_loop`: the loop of a pool's sync chunks
-
-
-def share_concurrency(name: str, gate: AdaptiveConcurrency) -> str:
-    """Let chunks started with `concurrency_pool=name` share `gate` while it is referenced.
-
-    Example:
-        >>> gate = AdaptiveConcurrency(16)
-        >>> share_concurrency("doc-run", gate)
-        'doc-run'
-    """
-    _pools[name] = gate
-    return name
-
-
-@contextlib.contextmanager
-def shared_loop(pool: str) -> Iterator[None]:
-    """Run the sync chunks started with `concurrency_pool=pool` on one event loop meanwhile.
-
-    Each sync `extract_chunk` runs in a worker thread of Prefect's task runner; without
-    this, each thread drives its chunk on an event loop of its own, and the chunks' shared
-    gate wakes calls across threads. Within the block, the worker threads hand their
-    chunks to one loop on a thread of its own (in the task run's context, so its logger
-    and settings are the chunk's): one client and its connections for every chunk, and no
-    wake-up crosses a thread. The block's end waits for the loop's chunks, then closes it
-    and its clients.
-
-    Example:
-        >>> with shared_loop("doc-loop"):
-        ...     "doc-loop" in _loops
-        True
-    """
-    loop = LoopThread("chunks")
-    _loops[pool] = loop
-    try:
-        yield
-    finally:
-        _loops.pop(pool, None)
-        loop.close()
-
-
-def gate_for(pool: str | None, concurrency: int) -> AdaptiveConcurrency:
-    """The gate shared under `pool` (`share_concurrency`), else a new one of `concurrency`."""
-    gate = _pools.get(pool) if pool else None
-    return gate if gate is not None else AdaptiveConcurrency(concurrency, name="extract_batch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,7 +426,7 @@ _CHUNK_SIGNATURE = inspect.signature(_aextract_chunk)
 def _extract_chunk(*args: Any, **kwargs: Any) -> ChunkReport:
     """The sync twin of `aextract_chunk`: on its pool's `shared_loop` when it has one."""
     pool = _CHUNK_SIGNATURE.bind(*args, **kwargs).arguments.get("concurrency_pool")
-    loop = _loops.get(pool) if pool else None
+    loop = loop_for(pool)
     coro = _aextract_chunk(*args, **kwargs)
     return loop.run(coro) if loop is not None else run_sync(coro)
 

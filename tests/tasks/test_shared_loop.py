@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from prefect_openai_chat._sync import LoopThread
-from prefect_openai_chat.tasks.chunk import _loops, shared_loop
+from prefect_openai_chat.tasks.run_sharing import _loops, shared_loop
 
 WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
 
