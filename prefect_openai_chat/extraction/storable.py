@@ -36,11 +36,8 @@ def first_unstorable(value: Any) -> tuple[str, str] | None:
             stack.extend((_join(path, str(k)), v) for k, v in reversed(item.items()))
         elif isinstance(item, list | tuple):
             stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(item))))
-        elif isinstance(item, int) and not isinstance(item, bool):
-            if not INT64_MIN <= item <= INT64_MAX:
-                return path, f"{_digits(item)} does not fit a 64-bit integer column"
-        elif isinstance(item, float) and not math.isfinite(item):
-            return path, f"{item} is not a finite number (NaN and Infinity cannot be stored)"
+        elif (problem := _problem(item)) is not None:
+            return path, problem
     return None
 
 
@@ -53,12 +50,19 @@ def _storable(value: Any) -> bool:
             stack.extend(item.values())
         elif isinstance(item, list | tuple):
             stack.extend(item)
-        elif isinstance(item, int) and not isinstance(item, bool):
-            if not INT64_MIN <= item <= INT64_MAX:
-                return False
-        elif isinstance(item, float) and not math.isfinite(item):
+        elif _problem(item) is not None:
             return False
     return True
+
+
+def _problem(item: Any) -> str | None:
+    """What breaks the rule in one scalar, else None."""
+    if isinstance(item, int) and not isinstance(item, bool):
+        if not INT64_MIN <= item <= INT64_MAX:
+            return f"{_digits(item)} does not fit a 64-bit integer column"
+    elif isinstance(item, float) and not math.isfinite(item):
+        return f"{item} is not a finite number (NaN and Infinity cannot be stored)"
+    return None
 
 
 def unstorable(value: Any) -> str | None:

@@ -45,6 +45,7 @@ from prefect_openai_chat.resilience.limit_headers import (
     KINDS,
     Kind,
     LearnedBucket,
+    LimitReading,
     read_limits,
 )
 
@@ -333,7 +334,13 @@ class RateLimiter:
 
     def observe(self, headers: Mapping[str, str] | Any) -> None:
         """Learn from a response's `x-ratelimit-*` headers and align the buckets with them."""
-        readings = read_limits(headers) if self._learn else {}
+        self.learn(read_limits(headers) if self._learn else {})
+
+    def learn(self, readings: Mapping[Kind, LimitReading]) -> None:
+        """`observe` for headers already read (`read_limits`); with `learn=False` the
+        readings are ignored."""
+        if not self._learn:
+            readings = {}
         with self._lock:
             self._seen_headers = True  # a server without the headers: no probe any more
             now = self._clock()

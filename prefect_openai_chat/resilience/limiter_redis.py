@@ -155,8 +155,8 @@ class SharedRateLimiter:
 
     def observe(self, headers: Mapping[str, str] | Any) -> None:
         """Learn from a response's headers; the next reservation aligns the shared buckets."""
-        self.local.observe(headers)
         readings = read_limits(headers)
+        self.local.learn(readings)
         with self._lock:
             for kind, reading in readings.items():
                 self._align[kind] = reading.remaining - 1  # the same headroom as RateLimiter
