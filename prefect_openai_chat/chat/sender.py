@@ -172,25 +172,23 @@ class Sender:
             p.limiter.settle(tokens(), usage.total_tokens, written=usage.completion_tokens)
         return result
 
-    def _plain_once(
-        self, request: dict[str, Any], record: CallRecord, number: int
-    ) -> Awaitable[ChatResult]:
-        """One HTTP attempt; a 200 that is no chat completion raises."""
-        return self._within_attempt_deadline(request, record, self._plain_attempt(request))
-
     def _plain_or_probe(
         self, request: dict[str, Any], record: CallRecord, number: int
     ) -> Awaitable[ChatResult]:
-        """One plain attempt, streamed while it is the limiter's probe (its headers, which
-        carry the limits, then arrive at the first byte); plain at once, within the same
-        attempt, if the server refuses the stream."""
+        """One plain HTTP attempt (a 200 that is no chat completion raises), streamed while
+        it is the limiter's probe: its headers, which carry the limits, then arrive at the
+        first byte."""
         limiter = self.protection.limiter
         probing = limiter is not None and limiter.probing and self.probe_streams
-        if not probing or request.get("n", 1) != 1:
-            return self._plain_once(request, record, number)
-        return self._within_attempt_deadline(request, record, self._probe_attempt(request))
+        if probing and request.get("n", 1) == 1:
+            attempt = self._probe_attempt(request)
+        else:
+            attempt = self._plain_attempt(request)
+        return self._within_attempt_deadline(request, record, attempt)
 
     async def _probe_attempt(self, request: dict[str, Any]) -> ChatResult:
+        """The probe as a stream; plain at once, within the same attempt, if the server
+        refuses the stream or answers it with a plain body."""
         started = self.clock()
         try:
             stream = await self._open_stream(request)

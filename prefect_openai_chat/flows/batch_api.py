@@ -251,9 +251,10 @@ async def _await_batches(
     """Poll the batches until they end, showing their request counts as the run's progress."""
     with _redacted():
         model = await resolve_chat_model(chat_model)
-    shown = [""]  # the last text shown (only a change is shown again)
+    shown = ""  # the last text shown (only a change is shown again)
 
     def show(batches: Sequence[Any]) -> None:
+        nonlocal shown
         total = done = failed = 0
         parts = []
         for batch in batches:
@@ -269,8 +270,8 @@ async def _await_batches(
             f"Batch API {label}: {done} of {total} requests completed, {failed} failed"
             f" ({'; '.join(parts)})"
         )
-        if text != shown[0]:
-            shown[0] = text
+        if text != shown:
+            shown = text
             run_logger().info("%s", text)
             if progress_id is not None:
                 share = 100.0 * (done + failed) / total if total else 0.0
