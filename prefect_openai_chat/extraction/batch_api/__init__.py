@@ -9,6 +9,7 @@
 * `client`: upload, create, poll and download over an `AsyncOpenAI` client.
 * `store`: the night's records and requests in a temporary SQLite file, read a page at
   a time (flat memory whatever the night's size).
+* `options`: `BatchApiOptions`, how a run through the Batch API behaves.
 * `night`: the whole run, record in, outcome out, every record exactly once.
 """
 
@@ -23,7 +24,8 @@ from prefect_openai_chat.extraction.batch_api.lines import (
     plan_waves,
     split_lines,
 )
-from prefect_openai_chat.extraction.batch_api.night import BatchApiOptions, BatchNight
+from prefect_openai_chat.extraction.batch_api.night import BatchNight
+from prefect_openai_chat.extraction.batch_api.options import BatchApiOptions
 
 __all__ = [
     "MAX_BATCH_BYTES",
