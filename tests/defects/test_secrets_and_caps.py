@@ -180,7 +180,10 @@ def run_refusals(
 ) -> tuple[dict[str, Any], list[Any]]:
     """`extract_records` with every answer `refusal`: its summary and its artifacts."""
     server.configure(fault_rates={"refusal": 1.0}, refusal_text=refusal)
-    model = sim_model(server, api_key=KEY, max_attempts=1, task_retries=0)
+    # Twenty 2 MB answers read and capped on one event loop at once (the streamed probe
+    # ends its wait at its first byte): on a loaded CI machine one attempt of them took
+    # longer than fast_model's 12 s deadline. The subject here is sizes, not deadlines.
+    model = sim_model(server, api_key=KEY, max_attempts=1, task_retries=0, read_timeout_s=30.0)
     state = extract_records(
         source=[{"id": i, "text": f"Say hi to Ada number {i}."} for i in range(records)],
         output=str(tmp_path / "out.jsonl"),
