@@ -11,7 +11,10 @@ night with no faults; and what such a night bills through the Batch API.
    default). Each record goes through `run_extraction` over the real `ChatRunner` (retry
    tiers, real `AsyncOpenAI` client, real HTTP), 16 at a time. A record is right when
    its value equals the fault-free night's. Prints records right, total tokens against
-   the fault-free night, tokens per right record, and the requests by kind.
+   the fault-free night, tokens per right record, and the requests by kind. Tokens are
+   what the simulator bills, as the API does: a `json_schema` format's schema included
+   (about 500 tokens for the whole `SupportTicket`, tens for a few of its fields); the
+   ratio without the schemas (how the simulator billed before 2026-12-07) is printed too.
    Targets: >= 99.5% right, tokens <= 1.25x the fault-free night, tokens per right record
    >= 10% below the whole re-ask's.
 2. `--only batch`: the same tickets through `extract_records` with default options,
@@ -69,6 +72,7 @@ async def night(
     )
     from prefect_openai_chat.extraction import ExtractionOptions, run_extraction
     from prefect_openai_chat.tasks.extract import runner_call
+    from prefect_openai_chat.tokens.counting import response_format_tokens
 
     settings = {} if scope is None else SPOILED_SETTINGS
     async with Simulator(profile="ideal", seed=seed, subprocess=True, **settings) as sim:
@@ -85,10 +89,12 @@ async def night(
         )
         gate = asyncio.Semaphore(CONCURRENCY)
         spent: dict[str, list[int]] = {}  # request kind -> [requests, prompt, completion]
+        schemas = [0]  # prompt tokens of the billed requests' response format schemas
         send = runner_call(runner)
 
         async def call(messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
             kind = request_kind(messages, params)
+            schema = response_format_tokens(params.get("response_format"), options.model)
             try:
                 result = await send(messages, params)
             except Exception as exc:  # a cut answer comes as an error holding what was paid
@@ -97,8 +103,10 @@ async def night(
                     raise
                 kind += " (cut)"
                 add_spent(spent, kind, result.usage)
+                schemas[0] += schema
                 raise
             add_spent(spent, kind, result.usage)
+            schemas[0] += schema
             return result
 
         async def one(record: dict[str, Any]) -> Any:
@@ -117,6 +125,7 @@ async def night(
     return {
         "results": results,
         "tokens": sum(r.usage.total_tokens for r in results),
+        "schema_tokens": schemas[0],
         "requests": stats.requests,
         "kinds": kinds,
         "spent": spent,
@@ -165,6 +174,8 @@ def figures(ideal: dict[str, Any], spoiled: dict[str, Any]) -> dict[str, Any]:
         "right_pct": 100.0 * right / len(base),
         "tokens": spoiled["tokens"],
         "ratio": spoiled["tokens"] / ideal["tokens"],
+        "ratio_without_schemas": (spoiled["tokens"] - spoiled["schema_tokens"])
+        / (ideal["tokens"] - ideal["schema_tokens"]),
         "per_right": spoiled["tokens"] / max(right, 1),
     }
 
@@ -188,7 +199,9 @@ def tokens_part(records: list[dict[str, Any]], rounds: int, seed: int, mode: str
             print(
                 f"  spoiled, re-ask {scope:<6}: right {f['right']}/{f['base']}"
                 f" ({f['right_pct']:.2f}%; valid {f['valid']}), {f['tokens']} tokens"
-                f" = {f['ratio']:.3f}x fault-free, {f['per_right']:.1f} per right record;"
+                f" = {f['ratio']:.3f}x fault-free ({f['ratio_without_schemas']:.3f}x without"
+                f" the schemas' {spoiled['schema_tokens']} tokens),"
+                f" {f['per_right']:.1f} per right record;"
                 f" calls: first {tally['first']}, re-asks {tally['re-ask']}, more room"
                 f" {tally['more room']}; HTTP requests {spoiled['requests']};"
                 f" faults {spoiled['faults']}\n    requests x (prompt + completion tokens):"
@@ -202,7 +215,9 @@ def tokens_part(records: list[dict[str, Any]], rounds: int, seed: int, mode: str
     print(
         f"\nmedians of {rounds} round(s): tokens per right record: fields {fields['per_right']:.1f}"
         f" / whole {whole['per_right']:.1f} = {per_right_ratio:.3f};"
-        f" tokens vs fault-free: fields {fields['ratio']:.3f}, whole {whole['ratio']:.3f};"
+        f" tokens vs fault-free: fields {fields['ratio']:.3f}, whole {whole['ratio']:.3f}"
+        f" (without the response formats' schemas, as counted before 2026-12-07: fields"
+        f" {fields['ratio_without_schemas']:.3f}, whole {whole['ratio_without_schemas']:.3f});"
         f" right: fields {fields['right_pct']:.2f}%, whole {whole['right_pct']:.2f}%"
     )
     verdict(

@@ -67,7 +67,7 @@ from prefect_openai_chat.resilience import call_with_retries, circuit_key
 from prefect_openai_chat.resilience.waits import Deadline
 from prefect_openai_chat.results import ChatResult, Usage
 from prefect_openai_chat.telemetry import note_attempt
-from prefect_openai_chat.tokens import count_message_tokens, count_text_tokens
+from prefect_openai_chat.tokens import count_request_tokens, count_text_tokens
 from prefect_openai_chat.tokens.context import completion_room
 
 ClientFactory = Callable[[], AsyncOpenAI]
@@ -143,9 +143,7 @@ class Sender:
             """The reservation: the exact prompt, and the room asked for (else what answers
             without one have been writing); the API charges the room up front."""
             if not reserved:
-                prompt = count_message_tokens(
-                    request["messages"], request["model"], request.get("tools")
-                )
+                prompt = count_request_tokens(request)
                 expected = p.limiter.expected_completion if p.limiter is not None else 0
                 reserved.append(prompt + (room or round(expected)))
             return reserved[0]
@@ -375,6 +373,6 @@ def _local_usage(request: dict[str, Any], result: ChatResult) -> Usage:
     model = request["model"]
     completion = result.content or "".join(c.arguments for c in result.tool_calls)
     return Usage(
-        prompt_tokens=count_message_tokens(request["messages"], model, request.get("tools")),
+        prompt_tokens=count_request_tokens(request),
         completion_tokens=count_text_tokens(completion, model),
     )

@@ -543,7 +543,9 @@ def _fit_budget(
     cap: int,
 ) -> str | None:
     """Set or check the completion room against the budget; a reason to stop, else None."""
-    prompt = count_message_tokens(messages, model, tools=params.get("tools"))
+    prompt = count_message_tokens(
+        messages, model, params.get("tools"), response_format=params.get("response_format")
+    )
     remaining = budget - spent
     room = params.get("max_completion_tokens")
     if room is None:

@@ -145,7 +145,7 @@ def build_answer(
     for index in range(req.n):
         rng = random.Random(base + index)
         if target is not None and facts is not None:
-            choice = _json_choice(req, target, facts, rng, json_fault, content_fault)
+            choice = _json_choice(req, target, facts, rng, seed, json_fault, content_fault)
         else:
             choice = _text_choice(req, rng, content_fault)
         if choice.refusal is not None and refusal is not None:
@@ -182,6 +182,7 @@ def _json_choice(
     target: JsonTarget,
     facts: TextFacts,
     rng: random.Random,
+    seed: int,
     json_fault: str | None,
     content_fault: str | None,
 ) -> Choice:
@@ -189,7 +190,7 @@ def _json_choice(
     if content_fault == "refusal":
         return _refused(REFUSAL, model)
     if target.schema is not None:
-        instance = SchemaFiller(target.schema, facts, rng).instance()
+        instance = SchemaFiller(target.schema, facts, rng, seed).instance()
     else:
         instance = _generic_object(facts, rng, model)
     fault = json_fault or ("lazy" if content_fault == "lazy" else None)

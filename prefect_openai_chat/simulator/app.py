@@ -58,7 +58,7 @@ from prefect_openai_chat.simulator.responses import BodyResponse, ResetResponse,
 from prefect_openai_chat.simulator.scripted import scripted_answer
 from prefect_openai_chat.simulator.settings import SimulatorSettings
 from prefect_openai_chat.simulator.state import SimulatorState
-from prefect_openai_chat.tokens import count_message_tokens, model_info
+from prefect_openai_chat.tokens import count_message_tokens, count_request_tokens, model_info
 from prefect_openai_chat.tokens.encodings import get_encoding
 from prefect_openai_chat.tokens.models import FAMILIES
 
@@ -240,7 +240,9 @@ def _check_model_and_context(req: ChatRequest, settings: SimulatorSettings) -> i
             param=param,
             code="invalid_value",
         )
-    prompt = count_message_tokens(req.messages, req.model, req.tools)
+    prompt = count_message_tokens(
+        req.messages, req.model, req.tools, response_format=req.body.get("response_format")
+    )
     completion = req.max_tokens or 0
     if prompt + completion > window:
         if req.max_tokens is None:
@@ -394,7 +396,7 @@ def _answer_batch_line(
 def _batch_prompt_tokens(body: dict[str, Any]) -> int:
     """A batch line's prompt tokens, for the enqueued-token limit (0 if it cannot be counted)."""
     try:
-        return count_message_tokens(body["messages"], body["model"], body.get("tools"))
+        return count_request_tokens(body)
     except Exception:
         return 0
 

@@ -40,12 +40,21 @@ _WORDS = [
 
 
 class SchemaFiller:
-    """Fills one schema; values found in `facts` first, deterministic placeholders after."""
+    """Fills one schema; values found in `facts` first, deterministic placeholders after.
 
-    def __init__(self, schema: dict[str, Any], facts: TextFacts, rng: random.Random) -> None:
+    A value the text does not give is a guess drawn from the record's text, the field's
+    key and `seed`, not from `rng`: like a model at temperature 0, the simulated model
+    guesses the same for the same record and field in every request (a re-ask of some
+    fields, a whole re-ask, a request of another schema); `rng` only shapes lists.
+    """
+
+    def __init__(
+        self, schema: dict[str, Any], facts: TextFacts, rng: random.Random, seed: int = 0
+    ) -> None:
         self.root = schema
         self.facts = facts
         self.rng = rng
+        self.seed = seed
         self._used: dict[str, int] = {}  # kind -> how many found values already handed out
 
     def instance(self) -> Any:
@@ -160,7 +169,7 @@ class SchemaFiller:
             return option, True
         if option is not None:
             return option, False
-        return real[self.rng.randrange(len(real))], False
+        return real[self._guess(key).randrange(len(real))], False
 
     def _scalar(self, schema: dict[str, Any], key: str) -> tuple[Any, bool]:
         kind = schema.get("type", "string")
@@ -171,35 +180,36 @@ class SchemaFiller:
                 return True, True
             if text.startswith(("no", "false", "n")):
                 return False, True
-            return self.rng.random() < 0.5, False
+            return self._guess(key).random() < 0.5, False
         if kind in ("integer", "number"):
             return self._number(schema, key, kind == "integer")
         fmt = schema.get("format")
         found: str | None = None
+        guess = self._guess(key)
         if fmt == "email" or "email" in low_key:
             found = self._next("email", self.facts.emails)
-            fallback = f"{low_key.split('_')[0] or 'user'}{self.rng.randrange(100)}@example.com"
+            fallback = f"{low_key.split('_')[0] or 'user'}{guess.randrange(100)}@example.com"
         elif fmt == "date-time":
             found = self._next("datetime", self.facts.datetimes)
             if found is None and (date := self._next("date", self.facts.dates)):
                 found = date + "T00:00:00Z"
-            fallback = self._date() + "T09:30:00Z"
+            fallback = _date(guess) + "T09:30:00Z"
         elif fmt == "date" or "date" in low_key:
             found = self.facts.labelled(key) if fmt != "date" else None
             if found is None or not _looks_iso(found):
                 found = self._next("date", self.facts.dates)
-            fallback = self._date()
+            fallback = _date(guess)
         elif fmt == "uuid":
-            fallback = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+            fallback = str(uuid.UUID(int=guess.getrandbits(128), version=4))
         elif fmt in ("uri", "url"):
-            fallback = f"https://example.com/{low_key}/{self.rng.randrange(1000)}"
+            fallback = f"https://example.com/{low_key}/{guess.randrange(1000)}"
         elif "currency" in low_key:
             amounts = self.facts.amounts
             found = amounts[0][1] if amounts else None
             fallback = "USD"
         else:
             found = fields.string_for(self.facts, key, schema)
-            fallback = f"{low_key.replace('_', ' ')} {self.rng.choice(_WORDS)}".strip()
+            fallback = f"{low_key.replace('_', ' ')} {guess.choice(_WORDS)}".strip()
         value = found if found is not None else fallback
         return _fit_length(value, schema), found is not None
 
@@ -224,7 +234,7 @@ class SchemaFiller:
             if high is not None
             else lo + 99
         )
-        value = lo + self.rng.random() * max(0.0, hi - lo)
+        value = lo + self._guess(key).random() * max(0.0, hi - lo)
         return (round(min(max(value, lo), hi)) if integer else round(value, 2)), False
 
     def _next(self, kind: str, values: list[str]) -> str | None:
@@ -234,8 +244,13 @@ class SchemaFiller:
         self._used[kind] = index + 1
         return values[min(index, len(values) - 1)]
 
-    def _date(self) -> str:
-        return f"2024-{1 + self.rng.randrange(12):02d}-{1 + self.rng.randrange(28):02d}"
+    def _guess(self, key: str) -> random.Random:
+        """The draws of a value the text does not give: the same for the same record and key."""
+        return random.Random(f"{self.seed}\0{self.facts.text}\0{key}")
+
+
+def _date(guess: random.Random) -> str:
+    return f"2024-{1 + guess.randrange(12):02d}-{1 + guess.randrange(28):02d}"
 
 
 def _looks_iso(text: str) -> bool:

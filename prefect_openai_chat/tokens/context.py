@@ -28,7 +28,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, NoReturn, get_args
 
 from prefect_openai_chat.errors import ContextWindowExceededError
-from prefect_openai_chat.tokens.counting import REPLY_PRIMER, count_message_tokens
+from prefect_openai_chat.tokens.counting import (
+    REPLY_PRIMER,
+    count_message_tokens,
+    count_request_tokens,
+    response_format_tokens,
+)
 from prefect_openai_chat.tokens.encodings import get_encoding
 from prefect_openai_chat.tokens.models import model_info
 from prefect_openai_chat.tokens.roles import INSTRUCTION_ROLES, RESULT_ROLES
@@ -100,10 +105,6 @@ def _exceeded(
     raise error
 
 
-def _prompt_tokens(request: Mapping[str, Any]) -> int:
-    return count_message_tokens(request["messages"], request["model"], request.get("tools"))
-
-
 @dataclass(frozen=True)
 class ContextFitter:
     """The context window of one runner's calls, and what to do when a prompt overflows it.
@@ -127,7 +128,7 @@ class ContextFitter:
         limit = int(context_limit(request["model"], self.window) * shrink)
         if _surely_fits(request, limit):  # most requests: no tokenizer needed
             return 0
-        return max(0, _prompt_tokens(request) + completion_room(request) - limit)
+        return max(0, count_request_tokens(request) + completion_room(request) - limit)
 
     def wants_bigger_model(self, request: Request) -> bool:
         """Whether the request goes to a fallback with a larger window before it is sent."""
@@ -136,7 +137,7 @@ class ContextFitter:
     def fits(self, request: Request, model: str, window: int | None) -> bool:
         """Whether the request fits `model`'s window (`window` when configured): for
         `bigger_model`, asked of each fallback in turn."""
-        needed = _prompt_tokens(request) + completion_room(request)
+        needed = count_request_tokens(request) + completion_room(request)
         return needed <= context_limit(model, window)
 
     def fits_nowhere(self, request: Request) -> NoReturn:
@@ -144,7 +145,7 @@ class ContextFitter:
         model = request["model"]
         _exceeded(
             model,
-            _prompt_tokens(request),
+            count_request_tokens(request),
             completion_room(request),
             context_limit(model, self.window),
             fact="it fits neither this model nor any fallback model",
@@ -155,7 +156,7 @@ class ContextFitter:
         if self.overflow(request) > 0:
             model = request["model"]
             limit = context_limit(model, self.window)
-            _exceeded(model, _prompt_tokens(request), completion_room(request), limit)
+            _exceeded(model, count_request_tokens(request), completion_room(request), limit)
 
     async def fit(self, request: Request, summarize: Summarize) -> Request:
         """The request to send: itself when it fits, else shortened by the strategy (`fail`
@@ -170,7 +171,7 @@ class ContextFitter:
         window = server_window(exc)  # the server's real window, when its message names it
         if self.strategy == "fail":
             model, room = request["model"], completion_room(request)
-            prompt = _prompt_tokens(request)
+            prompt = count_request_tokens(request)
             _exceeded(model, prompt, room, window, counted_by="the server", cause=exc)
         if window is not None:
             return await _shorten(request, self.strategy, window, summarize)
@@ -195,8 +196,15 @@ def _surely_fits(request: Request, limit: int) -> bool:
             elif value is not None:
                 return False
     per_message = 4  # 3 tokens of overhead, 1 more for a name
-    bound = 4 * chars + per_message * len(request["messages"]) + 3 + completion_room(request)
+    bound = 4 * chars + per_message * len(request["messages"]) + 3 + _fixed_room(request)
     return bound <= limit
+
+
+def _fixed_room(request: Request) -> int:
+    """What the messages cannot use: the completion room and the response format's schema."""
+    return completion_room(request) + response_format_tokens(
+        request.get("response_format"), request["model"]
+    )
 
 
 async def _shorten(
@@ -207,7 +215,7 @@ async def _shorten(
     shrink: float = 1.0,
 ) -> Request:
     """A copy of `request` whose messages fit `window` (times `shrink`) by `strategy`."""
-    model, room = request["model"], completion_room(request)
+    model, room = request["model"], _fixed_room(request)
     limit = int(context_limit(model, window) * shrink)
     messages, tools = request["messages"], request.get("tools")
     if strategy == "summarize":

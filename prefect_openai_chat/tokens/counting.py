@@ -2,7 +2,9 @@
 
 `count_message_tokens` returns what the API reports as `usage.prompt_tokens`:
 3 tokens per message, 1 more per `name`, 3 to prime the reply, plus the
-overhead of tool definitions as the API renders them.
+overhead of tool definitions as the API renders them, and of a `json_schema`
+response format (the API shows the model its schema, and bills it).
+`count_request_tokens` does the same for a whole request body.
 
 Example:
     >>> from prefect_openai_chat.tokens import count_message_tokens
@@ -12,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +32,12 @@ _PROP_KEY = 3
 _ENUM_INIT = -3
 _ENUM_ITEM = 3
 _FUNC_END = 12
+# A `json_schema` response format, as users measured it against `usage`
+# (openai-cookbook#2140; OpenAI does not document it): the schema as compact JSON
+# without its `required`, `additionalProperties` and `$schema` keywords, plus 9.
+_FORMAT_INIT = 9
+_UNBILLED_KEYWORDS = frozenset({"required", "additionalProperties", "$schema"})
+_NAMED_CHILDREN = frozenset({"properties", "$defs", "definitions", "patternProperties"})
 
 
 def count_text_tokens(text: str, model: str) -> int:
@@ -35,12 +45,31 @@ def count_text_tokens(text: str, model: str) -> int:
     return len(get_encoding(model_info(model).encoding).encode_ordinary(text))
 
 
+def count_request_tokens(request: Mapping[str, Any]) -> int:
+    """`count_message_tokens` of a request body: its messages, model, tools and response format.
+
+    Example:
+        >>> count_request_tokens({"model": "gpt-4o-mini", "messages": [
+        ...     {"role": "user", "content": "Hello"}]})
+        8
+    """
+    return count_message_tokens(
+        request["messages"],
+        request["model"],
+        request.get("tools"),
+        response_format=request.get("response_format"),
+    )
+
+
 def count_message_tokens(
     messages: Sequence[Mapping[str, Any]],
     model: str,
     tools: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    response_format: Any = None,
 ) -> int:
-    """Return the `usage.prompt_tokens` the API reports for `messages` (and `tools`)."""
+    """Return the `usage.prompt_tokens` the API reports for `messages` (and `tools`, and a
+    `response_format` of type `json_schema`; other response formats cost nothing)."""
     info = model_info(model)
     encode = get_encoding(info.encoding).encode_ordinary
     total = REPLY_PRIMER
@@ -58,7 +87,52 @@ def count_message_tokens(
                 total += TOKENS_PER_NAME
     if tools:
         total += _count_tools(tools, encode, info.tool_function_init)
-    return total
+    return total + response_format_tokens(response_format, model)
+
+
+def response_format_tokens(response_format: Any, model: str) -> int:
+    """The prompt tokens a `response_format` adds: its schema's for `json_schema`, else 0.
+
+    Example:
+        >>> response_format_tokens({"type": "json_schema", "json_schema": {"name": "City",
+        ...     "schema": {"type": "object", "properties": {"name": {"type": "string"}},
+        ...                "required": ["name"], "additionalProperties": False}}}, "gpt-4o-mini")
+        23
+        >>> response_format_tokens({"type": "json_object"}, "gpt-4o-mini")
+        0
+    """
+    if not isinstance(response_format, Mapping) or response_format.get("type") != "json_schema":
+        return 0
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, Mapping) else None
+    if not isinstance(schema, Mapping):
+        return 0
+    # cached by the schema's JSON, so a schema changed in place is counted anew
+    as_json = json.dumps(schema, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _schema_tokens(as_json, model_info(model).encoding)
+
+
+@functools.lru_cache(maxsize=256)  # a night sends one or a few schemas, many times
+def _schema_tokens(schema_json: str, encoding: str) -> int:
+    """The tokens of a schema (given as JSON) as the API bills it: compact JSON, its
+    unbilled keywords left out, plus 9."""
+    billed = json.dumps(
+        _without_unbilled(json.loads(schema_json)), ensure_ascii=False, separators=(",", ":")
+    )
+    return _FORMAT_INIT + len(get_encoding(encoding).encode_ordinary(billed))
+
+
+def _without_unbilled(node: Any, named: bool = False) -> Any:
+    """`node` without the unbilled keywords (a property that is called `required` stays)."""
+    if isinstance(node, dict):
+        return {
+            key: _without_unbilled(value, not named and key in _NAMED_CHILDREN)
+            for key, value in node.items()
+            if named or key not in _UNBILLED_KEYWORDS
+        }
+    if isinstance(node, list):
+        return [_without_unbilled(item) for item in node]
+    return node
 
 
 def _texts(key: str, value: Any) -> Iterable[str]:

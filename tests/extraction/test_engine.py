@@ -34,8 +34,11 @@ async def test_a_clean_answer_takes_one_call_and_its_usage_is_exact(ideal_sim: A
     assert result.value.priority is Priority.high and result.value.category == "billing"
     assert result.value.amount == 42.5
     assert (result.calls, result.reprompts, result.repaired) == (1, 0, False)
-    messages, params = call.sent[0]
-    assert result.usage.prompt_tokens == count_message_tokens(messages, MODEL)
+    messages, params = call.sent[0]  # the schema of a `json_schema` format is billed too
+    assert result.usage.prompt_tokens == count_message_tokens(
+        messages, MODEL, response_format=params["response_format"]
+    )
+    assert result.usage.prompt_tokens > count_message_tokens(messages, MODEL) + 100
     assert result.cost_usd == estimate_cost(
         MODEL, result.usage.prompt_tokens, result.usage.completion_tokens
     )
@@ -88,8 +91,9 @@ async def test_invalid_answers_are_reprompted_once(
     assert reprompt[2]["content"] == result.raw_outputs[0].strip()
     assert expected_in_correction in reprompt[3]["content"]
     assert caller == before  # never mutated
-    sent = [messages for messages, _ in call.sent]
-    assert result.usage.prompt_tokens == sum(count_message_tokens(m, MODEL) for m in sent)
+    assert result.usage.prompt_tokens == sum(
+        count_message_tokens(m, MODEL, response_format=p["response_format"]) for m, p in call.sent
+    )
 
 
 async def test_truncation_is_never_parsed_and_retried_with_more_room(ideal_sim: Any) -> None:

@@ -10,7 +10,11 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from prefect_openai_chat.simulator import Simulator
-from prefect_openai_chat.tokens import count_message_tokens, count_text_tokens
+from prefect_openai_chat.tokens import (
+    count_message_tokens,
+    count_request_tokens,
+    count_text_tokens,
+)
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -77,6 +81,35 @@ def test_usage_with_tools_and_cl100k_model(client: OpenAI) -> None:
         reply = client.chat.completions.create(model=model, messages=MESSAGES, tools=tools)  # type: ignore[arg-type]
         assert reply.usage is not None
         assert reply.usage.prompt_tokens == count_message_tokens(MESSAGES, model, tools)
+
+
+def test_a_json_schema_response_format_is_billed_like_the_api(client: OpenAI) -> None:
+    """The API shows the model a `json_schema` format's schema and bills it; `json_object`
+    costs nothing more. The simulator bills what `count_request_tokens` counts."""
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "description": "The city named."}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    formats = {
+        "json_schema": {
+            "type": "json_schema",
+            "json_schema": {"name": "City", "schema": schema, "strict": True},
+        },
+        "json_object": {"type": "json_object"},
+    }
+    messages = [{"role": "user", "content": "Which city is this JSON about? Oslo."}]
+    billed = {}
+    for kind, response_format in formats.items():
+        body = {"model": "gpt-4o-mini", "messages": messages, "response_format": response_format}
+        reply = client.chat.completions.create(**body)  # type: ignore[call-overload]
+        assert reply.usage is not None
+        assert reply.usage.prompt_tokens == count_request_tokens(body)
+        billed[kind] = reply.usage.prompt_tokens
+    plain = count_message_tokens(messages, "gpt-4o-mini")
+    assert billed["json_object"] == plain
+    assert billed["json_schema"] > plain + 9
 
 
 def test_max_tokens_gives_exact_length_and_n_choices(client: OpenAI) -> None:

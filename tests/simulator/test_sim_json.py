@@ -284,3 +284,42 @@ def test_sloppy_json_profile_rates_and_recovery() -> None:
         assert 0.12 <= broken / 300 <= 0.26
         assert fixed >= broken - 4
         assert sim.stats().reprompts == broken
+
+
+def test_a_value_the_text_does_not_give_is_guessed_the_same_in_every_request(
+    client: OpenAI,
+) -> None:
+    """Like a model at temperature 0, the simulated model guesses the same value for the
+    same record and field whatever else the request holds: the first ask, a re-ask of that
+    field alone, and a request under another instruction agree."""
+    vague = "help?? it does not work"  # no status, no date, no total: each one a guess
+    subset = {
+        "type": "object",
+        "properties": {"status": SCHEMA["properties"]["status"], "total": {"type": "number"}},
+        "required": ["status", "total"],
+        "$defs": SCHEMA["$defs"],
+    }
+    ask_subset = {"type": "json_schema", "json_schema": {"name": "Fields", "schema": subset}}
+    first = json.loads(
+        _ask(client, messages=[{"role": "user", "content": vague}]).choices[0].message.content
+    )
+    reask = [
+        {"role": "system", "content": "Read the ticket."},
+        {"role": "user", "content": vague},
+        {"role": "assistant", "content": '{"status": "pending"}'},
+        {"role": "user", "content": "Fix only these fields:\n- status: not an allowed value"},
+    ]
+    again = json.loads(
+        _ask(client, messages=reask, response_format=ask_subset).choices[0].message.content
+    )
+    assert (again["status"], again["total"]) == (first["status"], first["total"])
+    assert (
+        first["invoice_date"]
+        == json.loads(_ask(client, messages=reask).choices[0].message.content)["invoice_date"]
+    )
+    other = json.loads(  # another record: its own guesses (these two differ at seed 7)
+        _ask(client, messages=[{"role": "user", "content": "nothing works, help"}])
+        .choices[0]
+        .message.content
+    )
+    assert (other["total"], other["invoice_date"]) != (first["total"], first["invoice_date"])

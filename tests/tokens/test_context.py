@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from prefect_openai_chat.errors import ContextWindowExceededError
-from prefect_openai_chat.tokens import count_message_tokens
-from prefect_openai_chat.tokens.context import fit_messages, split_for_summary
+from prefect_openai_chat.tokens import count_message_tokens, count_request_tokens
+from prefect_openai_chat.tokens.context import ContextFitter, fit_messages, split_for_summary
+from prefect_openai_chat.tokens.counting import response_format_tokens
 
 MODEL = "gpt-4o-mini"
 
@@ -109,3 +110,30 @@ def test_split_for_summary_leaves_room_for_the_summary() -> None:
     assert count_message_tokens(kept, MODEL) + 200 + 150 <= 800
     assert dropped == messages[1 : len(messages) - len(kept) + 1]  # the older turns, in order
     assert split_for_summary(conversation(1), MODEL, 10) == (conversation(1), [])
+
+
+async def test_a_json_schema_format_takes_room_from_the_messages() -> None:
+    """The schema of a `json_schema` response format is part of the prompt the API bills:
+    a request that fits without it overflows with it, and truncation leaves it room."""
+    schema = {
+        "type": "object",
+        "properties": {
+            f"field_{i}": {"type": "string", "description": "word " * 20} for i in range(8)
+        },
+    }
+    response_format = {"type": "json_schema", "json_schema": {"name": "Wide", "schema": schema}}
+    messages = conversation(20)
+    plain = {"model": MODEL, "messages": messages, "max_completion_tokens": 100}
+    window = count_message_tokens(messages, MODEL) + 150  # fits, with room to spare
+    fitter = ContextFitter("truncate_oldest", window=window)
+    assert fitter.overflow(plain) == 0
+    request = {**plain, "response_format": response_format}
+    extra = response_format_tokens(response_format, MODEL)
+    assert extra > 150 and fitter.overflow(request) == count_request_tokens(request) + 100 - window
+
+    async def never(_: Any) -> str:
+        raise AssertionError("truncate_oldest does not summarize")
+
+    fitted = await fitter.fit(request, never)
+    assert fitted["response_format"] is response_format
+    assert count_request_tokens(fitted) + 100 <= window and fitter.overflow(fitted) == 0

