@@ -47,6 +47,7 @@ from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.blocks.assembly import RUNNERS, resolve_chat_model
 from prefect_openai_chat.errors import ChatError, InvalidInputError
 from prefect_openai_chat.extraction.batch_api import BatchApiOptions, BatchNight
+from prefect_openai_chat.extraction.batch_api.cleanup import delete_files
 from prefect_openai_chat.extraction.batch_api.client import BatchClient
 from prefect_openai_chat.extraction.batch_api.ledger import BatchLedger, run_key
 from prefect_openai_chat.extraction.batch_api.night import Planned, Work
@@ -107,6 +108,9 @@ def _run_batch_api(
             _run_rounds(job, model, job.run.batch_api_options, ledger, store, cache, artifacts)
         _write_out(window, store)
         ledger.remove()
+        batches = ledger.all_batches()
+        if batches and not job.run.batch_api_options.keep_files:
+            _delete_files(job.chat_model, batches)
     finally:
         if cache is not None:
             cache.close()
@@ -371,6 +375,38 @@ def _settle_run_name() -> str:
 def settle_records(job: RunJob, night: BatchNight, round_number: int, cache: Ledger | None) -> None:
     """Validate the round's answers; re-ask online (or queue for the next round); cache."""
     run_sync(_asettle(job, night, round_number, cache))
+
+
+@task(name="batch-api-delete-files", task_run_name="delete the night's files", **_OPTIONS)
+def delete_batch_files(chat_model: ChatModel | str, batches: list[dict[str, Any]]) -> int:
+    """Delete the night's input and result files from the account's storage; how many."""
+    return run_sync(_adelete(chat_model, batches))
+
+
+async def _adelete(chat_model: ChatModel | str, batches: list[dict[str, Any]]) -> int:
+    with _redacted():
+        model = await resolve_chat_model(chat_model)
+        deleted, notes = await delete_files(_client(model), batches)
+    logger = run_logger()
+    for note in notes[:20]:
+        logger.warning("batch API: a file could not be deleted: %s", note)
+    logger.info(
+        "batch API: deleted %d file(s) of %d batch(es) from the account's storage",
+        deleted,
+        len(batches),
+    )
+    return deleted
+
+
+def _delete_files(chat_model: ChatModel | str, batches: list[dict[str, Any]]) -> None:
+    """`delete_batch_files`, whose failure (every record has ended) is a warning."""
+    state = delete_batch_files(chat_model, batches, return_state=True)
+    if state.is_failed():
+        run_logger().warning(
+            "batch API: the night's files were not deleted (%s); they stay in the account's"
+            " storage",
+            state.message,
+        )
 
 
 def _write_out(window: RecordWindow, store: NightStore) -> None:

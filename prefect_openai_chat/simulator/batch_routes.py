@@ -52,6 +52,7 @@ def batch_routes(check_key: CheckKey) -> list[Route]:
     return [
         Route("/v1/files", guarded(_upload), methods=["POST"]),
         Route("/v1/files/{file_id}", guarded(_file), methods=["GET"]),
+        Route("/v1/files/{file_id}", guarded(_delete_file), methods=["DELETE"]),
         Route("/v1/files/{file_id}/content", guarded(_file_content), methods=["GET"]),
         Route("/v1/batches", guarded(_create_batch), methods=["POST"]),
         Route("/v1/batches", guarded(_list_batches), methods=["GET"]),
@@ -124,6 +125,21 @@ def _stored_file(state: Any, file_id: str) -> dict[str, Any]:
 
 async def _file(request: Request, state: Any, key: str) -> tuple[int, Any]:
     return 200, _stored_file(state, request.path_params["file_id"])
+
+
+async def _delete_file(request: Request, state: Any, key: str) -> tuple[int, Any]:
+    file_id = request.path_params["file_id"]
+    if "files-read-only" in state.settings.batch_faults:
+        raise SimError(
+            403,
+            "You have insufficient permissions for this operation. Missing scopes:"
+            " api.files.write. Check that you have the correct role in your organization,"
+            " and if you're using a restricted API key, that it has the necessary scopes.",
+        )
+    if not state.batches.delete_file(file_id):
+        raise SimError(404, f"No such File object: {file_id}", param="id")
+    state.counters.files_deleted += 1
+    return 200, {"id": file_id, "object": "file", "deleted": True}
 
 
 async def _file_content(request: Request, state: Any, key: str) -> tuple[int, Any]:

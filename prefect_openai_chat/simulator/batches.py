@@ -44,6 +44,7 @@ BATCH_FAULTS = (
     "output-and-error",
     "foreign-ids",
     "echo-key",
+    "files-read-only",
 )
 MAX_BATCH_LINES = 50_000
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -135,6 +136,10 @@ class FileContents:
     def __contains__(self, file_id: object) -> bool:
         return file_id in self._ids
 
+    def __delitem__(self, file_id: str) -> None:
+        self._ids.remove(file_id)
+        (self.folder / file_id).unlink(missing_ok=True)
+
 
 class BatchStore:
     """Files and batches of one simulator (kept across `reset()`, like the real account)."""
@@ -164,6 +169,13 @@ class BatchStore:
         self.files[file_id] = entry
         self.contents[file_id] = data
         return entry
+
+    def delete_file(self, file_id: str) -> bool:
+        """Remove a file and its content; False when there is no such file."""
+        if self.files.pop(file_id, None) is None:
+            return False
+        del self.contents[file_id]
+        return True
 
     # --- batches ---
 

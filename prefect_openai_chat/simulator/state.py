@@ -101,5 +101,5 @@ class SimulatorState:
         return None
 
     def stats(self) -> SimulatorStats:
-        """A snapshot of the counters."""
-        return self.counters.snapshot()
+        """A snapshot of the counters (and of the files the account holds)."""
+        return self.counters.snapshot().model_copy(update={"files_stored": len(self.batches.files)})

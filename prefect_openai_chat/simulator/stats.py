@@ -51,6 +51,12 @@ class SimulatorStats(BaseModel):
         default=0, description="Prompt tokens reported as cached (chat requests and batch lines)."
     )
     files_uploaded: int = Field(default=0, description="Files uploaded to `/v1/files`.")
+    files_deleted: int = Field(default=0, description="Files deleted on `/v1/files/{id}`.")
+    files_stored: int = Field(
+        default=0,
+        description="Files the account holds now: uploaded and result files not deleted"
+        " (kept across `reset()`, as the account keeps them).",
+    )
     batches_created: int = Field(default=0, description="Batches created on `/v1/batches`.")
     batch_requests: int = Field(default=0, description="Batch lines answered (any status).")
     batch_tokens: dict[str, int] = Field(
@@ -99,6 +105,7 @@ class Counters:
         self.last_admitted_at: float | None = None
         self.cached_tokens = 0
         self.files_uploaded = 0
+        self.files_deleted = 0
         self.batches_created = 0
         self.batch_requests = 0
         self.batch_tokens = {"prompt": 0, "completion": 0, "cached": 0}
@@ -163,6 +170,7 @@ class Counters:
             last_admitted_at=self.last_admitted_at,
             cached_tokens=self.cached_tokens,
             files_uploaded=self.files_uploaded,
+            files_deleted=self.files_deleted,
             batches_created=self.batches_created,
             batch_requests=self.batch_requests,
             batch_tokens=dict(self.batch_tokens),

@@ -1,4 +1,5 @@
-"""Files and batches over an `AsyncOpenAI` client: upload, create, find, poll, download.
+"""Files and batches over an `AsyncOpenAI` client: upload, create, find, poll, download,
+delete.
 
 The client is the one the `ChatModel` builds (retries off): each call here goes through
 the in-call tier (`resilience.retrying.call_with_retries`) with the model's retry
@@ -20,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import openai
 from openai import AsyncOpenAI
 
 from prefect_openai_chat.extraction.batch_api.lines import BATCH_ENDPOINT
@@ -120,6 +122,14 @@ class BatchClient:
     async def cancel(self, batch_id: str) -> Any:
         """Ask the API to cancel a batch."""
         return await self._call(lambda: self.client.batches.cancel(batch_id))
+
+    async def delete(self, file_id: str) -> bool:
+        """Delete a file from the account's storage; False when it was already gone (404)."""
+        try:
+            await self._call(lambda: self.client.files.delete(file_id))
+        except openai.NotFoundError:
+            return False
+        return True
 
     async def download(self, file_id: str | None) -> bytes:
         """The content of an output or error file (empty when there is none)."""

@@ -177,6 +177,11 @@ class BatchLedger:
         self.data["rounds"].setdefault(str(round_number), []).append(entry)
         self._save()
 
+    def all_batches(self) -> list[dict[str, Any]]:
+        """Every batch the run created, round after round (a resumed run's earlier ones too)."""
+        rounds = self.data["rounds"]
+        return [entry for number in sorted(rounds, key=int) for entry in rounds[number]]
+
     @staticmethod
     def span(entry: dict[str, Any]) -> tuple[str, str, int]:
         """The custom-id range of a recorded batch (a state saved before ranges listed its ids)."""

@@ -39,6 +39,8 @@ class BatchApiOptions(CheckedModel):
         deadline_s: Seconds from a batch's creation after which a batch that has not
             ended is cancelled and its records are treated as unfinished (the
             completion window, 24 h, plus an hour).
+        keep_files: Keep the night's input and result files in the account's storage
+            (False, the default: they are deleted once every record has ended).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -51,6 +53,7 @@ class BatchApiOptions(CheckedModel):
     max_bytes: int = MAX_BATCH_BYTES
     max_rounds: int = Field(default=4, ge=1)
     deadline_s: float = Field(default=COMPLETION_WINDOW_S + DEADLINE_MARGIN_S, gt=0)
+    keep_files: bool = False
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any] | BatchApiOptions | None) -> BatchApiOptions:
