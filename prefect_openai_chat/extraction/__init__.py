@@ -14,7 +14,8 @@ Example:
 """
 
 from prefect_openai_chat.extraction.cache import extraction_cache_key
-from prefect_openai_chat.extraction.engine import CallFn, ExtractionOptions, run_extraction
+from prefect_openai_chat.extraction.engine import CallFn, run_extraction
+from prefect_openai_chat.extraction.options import ExtractionOptions
 from prefect_openai_chat.extraction.parsing import (
     ParseOutcome,
     answer_text,

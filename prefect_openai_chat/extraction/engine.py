@@ -29,17 +29,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from typing import Any, Generic, Literal, TypeVar, cast
+from dataclasses import replace
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
 from prefect_openai_chat.errors import (
     ContentFilteredError,
-    InvalidInputError,
     TruncatedOutputError,
 )
 from prefect_openai_chat.extraction.answer_sizes import (
@@ -47,6 +45,7 @@ from prefect_openai_chat.extraction.answer_sizes import (
     MIN_COMPLETION_ROOM,
     room_needed,
 )
+from prefect_openai_chat.extraction.options import ExtractionOptions
 from prefect_openai_chat.extraction.parsing import (
     ParseOutcome,
     before_placeholders,
@@ -75,135 +74,15 @@ from prefect_openai_chat.extraction.reprompt import (
 )
 from prefect_openai_chat.extraction.schema import ensure_model, schema_spec
 from prefect_openai_chat.extraction.storable import first_unstorable
-from prefect_openai_chat.results import ChatResult, Extraction, Outcome, Usage
-from prefect_openai_chat.tokens import count_message_tokens, count_text_tokens, estimate_cost
+from prefect_openai_chat.extraction.tally import Tally
+from prefect_openai_chat.results import ChatResult, Extraction, Outcome
+from prefect_openai_chat.tokens import count_message_tokens, count_text_tokens
 from prefect_openai_chat.tokens import model_info as get_model_info
 
 M = TypeVar("M", bound=BaseModel)
 CallFn = Callable[[list[dict[str, Any]], dict[str, Any]], Awaitable[ChatResult]]
 
 _DEFAULT_FIRST_LIMIT = 1024  # when a truncated answer reports no usage at all
-
-
-@dataclass
-class _Tally:
-    """What the attempts so far cost and said."""
-
-    calls: int = 0
-    usage: Usage = field(default_factory=Usage)
-    costs: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    raw_outputs: list[str] = field(default_factory=list)
-    finish_reasons: list[str | None] = field(default_factory=list)
-    request_ids: list[str | None] = field(default_factory=list)
-    latency_s: float = 0.0
-    repaired: bool = False
-    reprompts: int = 0
-    retries: int = 0
-    http_429s: int = 0
-
-    def add(self, result: ChatResult, model: str) -> None:
-        self.calls += 1
-        self.retries += max(0, result.http_attempts - 1)
-        self.http_429s += result.http_429s
-        self.usage = self.usage + result.usage
-        cost = result.cost_usd
-        if cost is None:
-            u = result.usage
-            cost = estimate_cost(model, u.prompt_tokens, u.completion_tokens, u.cached_tokens)
-        if cost is not None:
-            self.costs.append(cost)
-        raw = result.tool_calls[0].arguments if result.tool_calls else result.content
-        self.raw_outputs.append(raw or result.refusal or "")
-        self.finish_reasons.append(result.finish_reason)
-        self.request_ids.append(result.request_id)
-        self.latency_s += result.latency_s
-
-    def error(self, text: str) -> None:
-        self.errors.append(f"attempt {self.calls}: {text}")
-
-    def finish(
-        self, schema: type[M], outcome: Outcome, reason: str | None, value: M | None = None
-    ) -> Extraction[M]:
-        cls = cast("type[Extraction[M]]", _extraction_type(schema))
-        return cls(
-            value=value,
-            ok=outcome == "ok",
-            outcome=outcome,
-            reason=reason,
-            calls=self.calls,
-            retries=self.retries,
-            http_429s=self.http_429s,
-            repaired=self.repaired,
-            reprompts=self.reprompts,
-            usage=self.usage,
-            cost_usd=round(sum(self.costs), 10) if self.costs else None,
-            errors=self.errors,
-            raw_outputs=self.raw_outputs,
-            finish_reasons=self.finish_reasons,
-            request_ids=self.request_ids,
-            latency_s=round(self.latency_s, 6),
-        )
-
-
-@functools.lru_cache(maxsize=256)
-def _extraction_type(schema: type[BaseModel]) -> type[Extraction[Any]]:
-    """`Extraction[schema]`, held strongly.
-
-    pydantic keeps parametrized generics only weakly: without this, the class is
-    often collected between two records and rebuilt (about 1 ms) for the next one.
-    Bounded, not weakly keyed: the value refers to `schema`, so a weak key would never
-    be freed; at most 256 schemas (the least recently used dropped) are held.
-    """
-    return Extraction[schema]  # type: ignore[valid-type]
-
-
-@dataclass(frozen=True)
-class ExtractionOptions:
-    """How one record is extracted: everything but the call, the schema and the text.
-
-    Checked when made: a bad number raises `InvalidInputError` saying which and why.
-
-    Attributes:
-        model: Model name: decides the "auto" mode, token counts, limits and prices.
-        instructions: What to extract; a sensible default otherwise.
-        mode: "auto", "json_schema", "json_object" or "tools".
-        max_reprompts: Re-asks after an invalid, unparseable or lazy answer.
-        reask_scope: "fields" (default): when only some fields are invalid, re-ask for
-            those alone (a schema of just them, the record, the invalid values) and keep
-            the others; errors that are not about one field get a whole re-ask.
-            "whole": every re-ask carries the whole exchange and asks for the whole object.
-        token_budget: Most tokens (prompt + completion, all calls) for this record.
-        max_completion_tokens: Completion limit of the first call (None: the server's).
-        max_length_retries: Re-sends with more room after `finish_reason == "length"`.
-        length_growth: Factor by which the completion limit grows on a re-send after a
-            cut answer. The first re-send is sized from the longest complete answer to
-            the same schema seen in this process (+25%) when there is one.
-        max_completion_cap: Upper bound for the grown limit (the model's maximum anyway).
-        on_error: "raise" lets errors of `call` other than truncation and content filter
-            propagate; "return" turns them into `outcome="error"` with what was spent.
-
-    Example:
-        >>> ExtractionOptions(model="gpt-4o-mini", max_reprompts=-1)
-        Traceback (most recent call last):
-        ...
-        prefect_openai_chat.errors.InvalidInputError: max_reprompts must be >= 0, got -1
-    """
-
-    model: str
-    instructions: str | None = None
-    mode: str = "auto"
-    max_reprompts: int = 2
-    reask_scope: Literal["fields", "whole"] = "fields"
-    token_budget: int | None = None
-    max_completion_tokens: int | None = None
-    max_length_retries: int = 2
-    length_growth: float = 2.0
-    max_completion_cap: int | None = None
-    on_error: Literal["raise", "return"] = "raise"
-
-    def __post_init__(self) -> None:
-        _check_numbers(self)
 
 
 async def run_extraction(
@@ -253,7 +132,7 @@ class _Extraction(Generic[M]):
         self.cap = cap
         first = options.max_completion_tokens
         self.limit = None if first is None else min(first, cap)
-        self.tally = _Tally()
+        self.tally = Tally()
         self.source: TextOrMessages = ""
         self.base_messages: list[dict[str, Any]] = []
         self.base_params: dict[str, Any] = {}
@@ -560,37 +439,3 @@ def _fit_budget(
         f"token budget of {budget} reached: {spent} tokens spent, the next attempt needs"
         f" {prompt} prompt + {room} completion tokens"
     )
-
-
-def _check_numbers(o: ExtractionOptions) -> None:
-    checks = [
-        (o.max_reprompts >= 0, f"max_reprompts must be >= 0, got {o.max_reprompts}"),
-        (
-            o.max_length_retries >= 0,
-            f"max_length_retries must be >= 0, got {o.max_length_retries}",
-        ),
-        (o.length_growth > 1, f"length_growth must be > 1, got {o.length_growth}"),
-        (
-            o.token_budget is None or o.token_budget > 0,
-            f"token_budget must be > 0, got {o.token_budget}",
-        ),
-        (
-            o.max_completion_tokens is None or o.max_completion_tokens > 0,
-            f"max_completion_tokens must be > 0, got {o.max_completion_tokens}",
-        ),
-        (
-            o.max_completion_cap is None or o.max_completion_cap > 0,
-            f"max_completion_cap must be > 0, got {o.max_completion_cap}",
-        ),
-        (
-            o.reask_scope in ("fields", "whole"),
-            f"reask_scope must be 'fields' or 'whole', got {o.reask_scope!r}",
-        ),
-        (
-            o.on_error in ("raise", "return"),
-            f"on_error must be 'raise' or 'return', got {o.on_error!r}",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise InvalidInputError(message)

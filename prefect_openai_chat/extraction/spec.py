@@ -41,7 +41,7 @@ from pydantic import (
 from prefect_openai_chat.checked_model import CheckedModel
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction import templates
-from prefect_openai_chat.extraction.engine import ExtractionOptions
+from prefect_openai_chat.extraction.options import ExtractionOptions
 
 Mode = Literal["auto", "json_schema", "json_object", "tools"]
 

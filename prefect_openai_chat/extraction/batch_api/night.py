@@ -51,7 +51,8 @@ from prefect_openai_chat.extraction.batch_api.outputs import (
 )
 from prefect_openai_chat.extraction.batch_api.replay import NextRequest, replay_extraction
 from prefect_openai_chat.extraction.batch_api.store import NightStore, pack, unpack
-from prefect_openai_chat.extraction.engine import CallFn, ExtractionOptions
+from prefect_openai_chat.extraction.engine import CallFn
+from prefect_openai_chat.extraction.options import ExtractionOptions
 from prefect_openai_chat.extraction.outcomes import record_outcome
 from prefect_openai_chat.redaction import redact_text
 from prefect_openai_chat.results import FINAL_OUTCOMES, ChatResult, Extraction, RecordOutcome
