@@ -16,15 +16,16 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from prefect_openai_chat.errors import InvalidInputError
 
 MAX_BATCH_REQUESTS = 50_000
 MAX_BATCH_BYTES = 200 * 1024 * 1024
 BATCH_ENDPOINT: Final = "/v1/chat/completions"
+C = TypeVar("C")  # a planned batch: a list of lines, or the night's `Planned`
 
 
 @dataclass(frozen=True)
@@ -48,61 +49,96 @@ def batch_line(custom_id: str, body: dict[str, Any], tokens: int) -> BatchLine:
     return BatchLine(custom_id, data, tokens)
 
 
+Span = tuple[str, str, int, int]  # a batch: first and last custom id, requests, prompt tokens
+
+
+def batch_spans(
+    entries: Iterable[tuple[str, int, int]],
+    max_requests: int = MAX_BATCH_REQUESTS,
+    max_bytes: int = MAX_BATCH_BYTES,
+    max_tokens: int | None = None,
+) -> Iterator[Span]:
+    """Consecutive batches of `entries` (`(custom_id, bytes, prompt tokens)` of each line,
+    in order), each within the request, byte and token limits, as they are read: the
+    night plans a million lines this way without holding them.
+
+    Example:
+        >>> list(batch_spans([("a", 10, 4), ("b", 10, 4), ("c", 10, 4)], max_bytes=25))
+        [('a', 'b', 2, 8), ('c', 'c', 1, 4)]
+
+    Raises:
+        InvalidInputError: a limit below 1, or a single line larger than `max_bytes` or
+            `max_tokens`.
+    """
+    if max_requests < 1 or max_bytes < 1 or (max_tokens is not None and max_tokens < 1):
+        raise InvalidInputError("batch limits (requests, bytes, tokens) must be at least 1")
+    first = last = ""
+    count = size = tokens = 0
+    for custom_id, line_size, line_tokens in entries:
+        if line_size > max_bytes or (max_tokens is not None and line_tokens > max_tokens):
+            raise InvalidInputError(
+                f"the request of record {custom_id[:16]} alone ({line_size} bytes,"
+                f" {line_tokens} prompt tokens) exceeds one batch's limit; shorten the record"
+                " or run it online (via='online')"
+            )
+        full = (
+            count >= max_requests
+            or size + line_size > max_bytes
+            or (max_tokens is not None and tokens + line_tokens > max_tokens)
+        )
+        if count and full:
+            yield first, last, count, tokens
+            count = size = tokens = 0
+        if not count:
+            first = custom_id
+        last = custom_id
+        count, size, tokens = count + 1, size + line_size, tokens + line_tokens
+    if count:
+        yield first, last, count, tokens
+
+
 def split_lines(
     lines: Sequence[BatchLine],
     max_requests: int = MAX_BATCH_REQUESTS,
     max_bytes: int = MAX_BATCH_BYTES,
     max_tokens: int | None = None,
 ) -> list[list[BatchLine]]:
-    """Consecutive batches of `lines`, each within the request, byte and token limits.
+    """Consecutive batches of `lines`, each within the request, byte and token limits
+    (`batch_spans`' rule).
 
     Raises:
         InvalidInputError: a single line is larger than `max_bytes` or `max_tokens`.
     """
-    if max_requests < 1 or max_bytes < 1 or (max_tokens is not None and max_tokens < 1):
-        raise InvalidInputError("batch limits (requests, bytes, tokens) must be at least 1")
+    entries = ((line.custom_id, len(line.data), line.tokens) for line in lines)
     chunks: list[list[BatchLine]] = []
-    current: list[BatchLine] = []
-    size = tokens = 0
-    for line in lines:
-        if len(line.data) > max_bytes or (max_tokens is not None and line.tokens > max_tokens):
-            raise InvalidInputError(
-                f"the request of record {line.custom_id[:16]} alone ({len(line.data)} bytes,"
-                f" {line.tokens} prompt tokens) exceeds one batch's limit; shorten the record"
-                " or run it online (via='online')"
-            )
-        full = (
-            len(current) >= max_requests
-            or size + len(line.data) > max_bytes
-            or (max_tokens is not None and tokens + line.tokens > max_tokens)
-        )
-        if current and full:
-            chunks.append(current)
-            current, size, tokens = [], 0, 0
-        current.append(line)
-        size += len(line.data)
-        tokens += line.tokens
-    if current:
-        chunks.append(current)
+    start = 0
+    for _, _, count, _ in batch_spans(entries, max_requests, max_bytes, max_tokens):
+        chunks.append(list(lines[start : start + count]))
+        start += count
     return chunks
 
 
+def _line_tokens(chunk: Sequence[BatchLine]) -> int:
+    return sum(line.tokens for line in chunk)
+
+
 def plan_waves(
-    chunks: Sequence[Sequence[BatchLine]], token_limit: int | None
-) -> list[list[Sequence[BatchLine]]]:
-    """Group batches into waves whose prompt tokens stay within `token_limit` (None: one wave)."""
-    if token_limit is None:
-        return [list(chunks)] if chunks else []
-    waves: list[list[Sequence[BatchLine]]] = []
-    current: list[Sequence[BatchLine]] = []
+    chunks: Iterable[C],
+    token_limit: int | None,
+    tokens: Callable[[C], int] = _line_tokens,  # type: ignore[assignment]
+) -> list[list[C]]:
+    """Group batches into waves whose prompt tokens (`tokens` of each batch: by default
+    the sum of its lines') stay within `token_limit` (None: one wave)."""
+    waves: list[list[C]] = []
+    current: list[C] = []
     queued = 0
     for chunk in chunks:
-        tokens = sum(line.tokens for line in chunk)
-        if current and queued + tokens > token_limit:
+        cost = tokens(chunk)
+        if current and token_limit is not None and queued + cost > token_limit:
             waves.append(current)
             current, queued = [], 0
         current.append(chunk)
-        queued += tokens
+        queued += cost
     if current:
         waves.append(current)
     return waves

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,10 +38,15 @@ import openai
 from pydantic import BaseModel
 
 from prefect_openai_chat.chat import ChatRunner
-from prefect_openai_chat.errors import ChatError, InvalidInputError
+from prefect_openai_chat.errors import ChatError
 from prefect_openai_chat.extraction.batch_api.client import TERMINAL, BatchClient
 from prefect_openai_chat.extraction.batch_api.ledger import BatchLedger
-from prefect_openai_chat.extraction.batch_api.lines import BatchLine, batch_line
+from prefect_openai_chat.extraction.batch_api.lines import (
+    BatchLine,
+    batch_line,
+    batch_spans,
+    plan_waves,
+)
 from prefect_openai_chat.extraction.batch_api.options import BatchApiOptions
 from prefect_openai_chat.extraction.batch_api.outputs import (
     MALFORMED,
@@ -100,8 +105,8 @@ class Planned:
     first: str
     last: str
     count: int
-    batch_id: str | None = None
     tokens: int = 0
+    batch_id: str | None = None
 
     @property
     def span(self) -> tuple[str, str, int]:
@@ -110,6 +115,10 @@ class Planned:
 
 
 _MEMBERS = "status = 'queued' AND custom_id >= ? AND custom_id <= ?"
+
+
+def _planned_tokens(planned: Planned) -> int:
+    return planned.tokens
 
 
 def _load(blob: bytes) -> Work:
@@ -206,14 +215,21 @@ class BatchNight:
             first, last, count = BatchLedger.span(entry)
             covered.append((first, last))
             if self.store.count(_MEMBERS, (first, last)):
-                recorded.append(Planned(first, last, count, entry["batch_id"]))
+                recorded.append(Planned(first, last, count, batch_id=entry["batch_id"]))
         where, params = "status = 'queued'", list[Any]()
         for first, last in covered:
             where += " AND NOT (custom_id >= ? AND custom_id <= ?)"
             params += [first, last]
-        chunks = _chunks(self.store.sizes(where, params), self.options)
+        options = self.options
+        spans = batch_spans(
+            self.store.sizes(where, params),
+            options.max_requests,
+            options.max_bytes,
+            options.enqueued_token_limit,
+        )
+        chunks = (Planned(first, last, count, tokens) for first, last, count, tokens in spans)
         waves: list[list[Planned]] = [recorded] if recorded else []
-        waves.extend(_waves(chunks, self.options.enqueued_token_limit))
+        waves.extend(plan_waves(chunks, options.enqueued_token_limit, _planned_tokens))
         return waves
 
     # --- submitting, waiting, collecting ---
@@ -509,53 +525,3 @@ class BatchNight:
     def open_works(self) -> int:
         """Works without an outcome yet."""
         return self.store.count("status NOT IN ('done', 'cached')")
-
-
-def _chunks(sizes: Iterator[tuple[str, int, int]], options: BatchApiOptions) -> Iterator[Planned]:
-    """Consecutive batches of the works `sizes` lists, each within the request, byte and
-    token limits (the rule of `lines.split_lines`, over sizes rather than lines).
-
-    Raises:
-        InvalidInputError: a single line is larger than `max_bytes` or the token limit.
-    """
-    max_requests, max_bytes = options.max_requests, options.max_bytes
-    max_tokens = options.enqueued_token_limit
-    first = last = ""
-    count = size = tokens = 0
-    for custom_id, line_size, line_tokens in sizes:
-        if line_size > max_bytes or (max_tokens is not None and line_tokens > max_tokens):
-            raise InvalidInputError(
-                f"the request of record {custom_id[:16]} alone ({line_size} bytes,"
-                f" {line_tokens} prompt tokens) exceeds one batch's limit; shorten the record"
-                " or run it online (via='online')"
-            )
-        full = (
-            count >= max_requests
-            or size + line_size > max_bytes
-            or (max_tokens is not None and tokens + line_tokens > max_tokens)
-        )
-        if count and full:
-            yield Planned(first, last, count, tokens=tokens)
-            count = size = tokens = 0
-        if not count:
-            first = custom_id
-        last = custom_id
-        count, size, tokens = count + 1, size + line_size, tokens + line_tokens
-    if count:
-        yield Planned(first, last, count, tokens=tokens)
-
-
-def _waves(chunks: Iterator[Planned], token_limit: int | None) -> list[list[Planned]]:
-    """Group batches into waves whose prompt tokens stay within `token_limit` (None: one)."""
-    waves: list[list[Planned]] = []
-    current: list[Planned] = []
-    queued = 0
-    for chunk in chunks:
-        if current and token_limit is not None and queued + chunk.tokens > token_limit:
-            waves.append(current)
-            current, queued = [], 0
-        current.append(chunk)
-        queued += chunk.tokens
-    if current:
-        waves.append(current)
-    return waves
