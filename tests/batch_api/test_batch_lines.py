@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import pytest
 
@@ -86,3 +87,24 @@ def test_batch_options_say_what_is_wrong() -> None:
 def test_a_cost_driven_night_is_the_default_and_the_fast_path_one_option_away() -> None:
     assert BatchApiOptions.from_mapping(None).reask == "batch"  # re-asks at the batch price
     assert BatchApiOptions.from_mapping({"reask": "online"}).reask == "online"
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"id": "chatcmpl-1", "choices": []}, "a completion without choices"),
+        ({}, "an empty JSON object"),
+        ({"choices": ["text"]}, "a choice that is not an object"),
+        ({"choices": [{"finish_reason": "stop"}]}, "a choice without a message"),
+        ({"choices": [{"message": "hi", "finish_reason": "stop"}]}, "not an object"),
+    ],
+)
+def test_a_200_line_whose_completion_is_malformed_is_that_record_s_malformed_line(
+    body: dict[str, Any], said: str
+) -> None:
+    """Read as the online path reads an answer: what is wrong is the record's reason (and
+    the record is asked again), never an exception that would stop the night."""
+    line = {"custom_id": "k", "response": {"status_code": 200, "request_id": "req_1", "body": body}}
+    result = read_result_lines(json.dumps(line).encode(), "gpt-4o-mini")["k"]
+    assert result.answer is None and result.code == "malformed_line"
+    assert said in str(result.error) and "req_1" in str(result.error)

@@ -26,9 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from openai.types.chat import ChatCompletion
-
-from prefect_openai_chat.chat.response import result_from_completion
+from prefect_openai_chat.chat.response import result_from_body
+from prefect_openai_chat.errors import MalformedResponseError
 from prefect_openai_chat.redaction import redact_text
 from prefect_openai_chat.results import ChatResult
 from prefect_openai_chat.tokens import estimate_cost
@@ -168,13 +167,10 @@ def _line_result(
         found = detail.get("code") if isinstance(detail, dict) else None
         text = redact_text(f"HTTP {status}: {message}")[:500]
         return LineResult(error=text, code=str(found or status))
-    try:
-        completion = ChatCompletion.model_validate(body)
-    except ValueError as exc:
-        return _malformed(f"a malformed completion ({exc:.200})")
-    if not completion.choices:
-        return _malformed("a completion without choices")
-    result = result_from_completion(completion, response.get("request_id"))
+    try:  # read as the online path reads an answer: JSON fields, not the SDK's objects
+        result = result_from_body(body, response.get("request_id"), "the batch")
+    except MalformedResponseError as exc:
+        return _malformed(str(exc)[:200])
     usage = result.usage
     name = result.model or model
     tokens = (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
