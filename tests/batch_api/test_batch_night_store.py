@@ -59,3 +59,64 @@ def test_the_run_key_is_hashed_from_the_store_s_keys_without_holding_them(tmp_pa
 def test_keys_given_out_of_order_by_an_iterator_are_refused() -> None:
     with pytest.raises(ValueError, match="out of order"):
         run_key("gpt-4o-mini", "http://x", iter(["b", "a"]))
+
+
+def test_a_work_s_request_line_is_stored_once_beside_it_not_in_every_save(
+    tmp_path: Path,
+) -> None:
+    """The line (the instructions and the schema of every request, most of a work's bytes)
+    is compressed once when it is made; the work is saved at every step without it."""
+    from prefect_openai_chat.extraction.batch_api.lines import batch_line
+    from prefect_openai_chat.extraction.batch_api.night import Work
+    from prefect_openai_chat.extraction.batch_api.store import unpack
+
+    store = NightStore(tmp_path)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "system", "content": "rules " * 400}]}
+    work = Work("k1", "Ticket 7", line=batch_line("k1", body, 812))
+    store.add_works([("k1", pack(Work("k1", "Ticket 7", status="new")), 0)])
+    store.save_works([("k1", pack(work), work.status)])
+    store.save_lines([("k1", work.line.data, len(work.line.data), 812)])
+    saved = pack(work)
+    assert unpack(saved).line is None and len(saved) < 200  # the work alone
+    assert list(store.lines("status = 'queued'", ())) == [("k1", work.line.data)]
+    assert list(store.sizes("status = 'queued'", ())) == [("k1", len(work.line.data), 812)]
+    work.status = "answered"  # a later step saves the work, and leaves its line as it was
+    store.save_works([("k1", pack(unpack(saved)), "queued")])
+    assert list(store.lines("status = 'queued'", ())) == [("k1", work.line.data)]
+    store.close()
+
+
+def test_a_night_counts_each_line_as_the_api_bills_it_and_each_format_once(
+    tmp_path: Path,
+) -> None:
+    """A line's prompt tokens are `count_request_tokens`' (the response format's schema
+    included); the shared format object of the first requests is serialized once, and a
+    re-ask's new format object is counted for itself."""
+    from prefect_openai_chat.examples.tickets import SupportTicket
+    from prefect_openai_chat.extraction.batch_api import BatchApiOptions, BatchNight
+    from prefect_openai_chat.extraction.batch_api.ledger import BatchLedger
+    from prefect_openai_chat.extraction.options import ExtractionOptions
+    from prefect_openai_chat.extraction.partial import subset_model
+    from prefect_openai_chat.extraction.prompts import build_partial_request, build_record_request
+    from prefect_openai_chat.tokens import count_request_tokens
+
+    model = "gpt-4o-mini"
+    store = NightStore(tmp_path)
+    ledger = BatchLedger.open(tmp_path / "runs", "run")
+    night = BatchNight(
+        SupportTicket, model, BatchApiOptions(), ledger, ExtractionOptions(model), store=store
+    )
+    bodies = []
+    for text in ("Ticket 7: refund me", "Ticket 8: the app crashes on start"):
+        messages, params = build_record_request(SupportTicket, text, model=model)
+        bodies.append({"model": model, "messages": messages, **params})
+    assert bodies[0]["response_format"] is bodies[1]["response_format"]  # shared
+    fields = subset_model(SupportTicket, ("category",))
+    messages, params = build_partial_request(
+        fields, "Ticket 7: refund me", {"category": "money"}, "Fix only these fields:", model=model
+    )
+    bodies.append({"model": model, "messages": messages, **params})
+    for body in bodies:
+        assert night._prompt_tokens(body) == count_request_tokens(body)
+    assert len(night._format_tokens) == 2
+    store.close()

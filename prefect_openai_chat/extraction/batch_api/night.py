@@ -61,7 +61,8 @@ from prefect_openai_chat.extraction.options import ExtractionOptions
 from prefect_openai_chat.extraction.outcomes import record_outcome
 from prefect_openai_chat.redaction import redact_text
 from prefect_openai_chat.results import FINAL_OUTCOMES, ChatResult, Extraction, RecordOutcome
-from prefect_openai_chat.tokens import count_request_tokens
+from prefect_openai_chat.tokens import count_message_tokens
+from prefect_openai_chat.tokens.counting import response_format_tokens
 
 Status = Literal["new", "queued", "answered", "failed_line", "unfinished", "batch_failed", "done"]
 OnBatches = Callable[[Sequence[Any]], None]
@@ -87,6 +88,10 @@ class Work:
     def finished(self) -> bool:
         """True once the record has its outcome."""
         return self.status == "done"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its line: the store keeps a line once, beside the work."""
+        return {**self.__dict__, "line": None}
 
     def result(self) -> RecordOutcome:
         """The work's outcome (an error naming its note when it ended without one)."""
@@ -126,12 +131,6 @@ def _load(blob: bytes) -> Work:
     return work
 
 
-def _row(work: Work) -> tuple[str, bytes, str, int, int]:
-    line = work.line
-    size, tokens = (len(line.data), line.tokens) if line is not None else (0, 0)
-    return work.custom_id, pack(work), work.status, size, tokens
-
-
 class BatchNight:
     """The batch rounds of one run, Prefect-free: plan, submit, wait, collect, settle.
 
@@ -156,6 +155,9 @@ class BatchNight:
         self.store = store or NightStore()
         self.abandoned: dict[str, str] = {}  # batch id -> why its records are unfinished
         self.on_final: Callable[[str, str], None] | None = None  # (custom id, outcome JSON)
+        # a response format's prompt tokens by the object (the first requests share one,
+        # built once per schema and never changed): its schema is not serialized per line
+        self._format_tokens: dict[int, tuple[Any, int]] = {}
 
     # --- round 0: every record's first request ---
 
@@ -168,7 +170,11 @@ class BatchNight:
             self._save(works)
 
     def _save(self, works: Sequence[Work]) -> None:
-        self.store.save_works([_row(work) for work in works])
+        """Save the works; a work holding a line holds a new one (a loaded work has none)."""
+        self.store.save_works([(w.custom_id, pack(w), w.status) for w in works])
+        lines = [w.line for w in works if w.line is not None]
+        if lines:
+            self.store.save_lines([(x.custom_id, x.data, len(x.data), x.tokens) for x in lines])
 
     async def _next(self, work: Work, runner: ChatRunner) -> NextRequest | Extraction[Any]:
         """Replay the work's answers; queue the request it needs next, or finish it."""
@@ -177,12 +183,26 @@ class BatchNight:
         )
         if isinstance(step, NextRequest):
             body = runner.request_body(step.messages, **step.params)
-            tokens = count_request_tokens(body)
+            tokens = self._prompt_tokens(body)
             work.line = batch_line(work.custom_id, body, tokens)
             work.status = "queued"
         else:
             self._finish(work, step)
         return step
+
+    def _prompt_tokens(self, body: dict[str, Any]) -> int:
+        """`count_request_tokens(body)`, the response format counted once per format object
+        (a few dozen at most are remembered: a re-ask's format is new each time)."""
+        found = body.get("response_format")
+        known = self._format_tokens.get(id(found))
+        if known is None or known[0] is not found:
+            if len(self._format_tokens) >= 32:
+                self._format_tokens.pop(next(iter(self._format_tokens)))
+            known = self._format_tokens[id(found)] = (
+                found,
+                response_format_tokens(found, self.model),
+            )
+        return count_message_tokens(body["messages"], self.model, body.get("tools")) + known[1]
 
     def _finish(
         self, work: Work, extraction: Extraction[Any] | None, note: str | None = None
@@ -244,12 +264,9 @@ class BatchNight:
         digest = hashlib.sha256()
         path = self.store.folder / f"input-{round_number}.jsonl"
         with path.open("wb") as handle:
-            for page in self.store.pages(_MEMBERS, (planned.first, planned.last)):
-                for custom_id, blob in page:
-                    digest.update((b"\n" if handle.tell() else b"") + custom_id.encode())
-                    line = _load(blob).line
-                    assert line is not None
-                    handle.write(line.data)
+            for custom_id, data in self.store.lines(_MEMBERS, (planned.first, planned.last)):
+                digest.update((b"\n" if handle.tell() else b"") + custom_id.encode())
+                handle.write(data)
         chunk = digest.hexdigest()[:16]
         metadata = {
             "prefect_openai_chat_run": self.ledger.run_name,

@@ -4,15 +4,18 @@ A night of a million records cannot hold its records, its request lines, its ans
 and its outcomes in dicts. `NightStore` keeps them in a private temporary SQLite file
 (removed when the night ends): `records`, one row per readable input record in input
 order (the item, its cache key or why it was skipped), and `works`, one row per
-distinct request (a pickled `Work`, its status, the size and prompt tokens of its
-line, the ledger's outcome when an earlier run finished it). Every pass over the
-night reads it in pages of `PAGE` rows (keyset pagination on the custom id), so the
-process holds at most a page of records, one batch's scratch results on disk, and
-the counters. Nothing here survives a killed process, and nothing needs to: a run
-started again reads its source again, and finds its batches (ids, custom-id ranges)
-in the batch ledger, which is where resuming is decided. The folder is named by the
-process id: a night killed before it could remove its file (several GB for a million
-records) leaves it behind, and the next night on the host removes it (`sweep`).
+distinct request (a pickled `Work`, its status, its request line, compressed once when
+it is made, with the line's size and prompt tokens, the ledger's outcome when an earlier
+run finished it). A work is saved at every step of the night; its line, the largest
+part of it (the instructions and the schema of every request), is not saved again.
+Every pass over the night reads it in pages of `PAGE` rows (keyset pagination on the
+custom id), so the process holds at most a page of records, one batch's scratch
+results on disk, and the counters. Nothing here survives a killed process, and nothing
+needs to: a run started again reads its source again, and finds its batches (ids,
+custom-id ranges) in the batch ledger, which is where resuming is decided. The folder
+is named by the process id: a night killed before it could remove its file (several GB
+for a million records) leaves it behind, and the next night on the host removes it
+(`sweep`).
 
 Example:
     >>> store = NightStore()
@@ -45,7 +48,7 @@ CREATE TABLE records (
 CREATE TABLE works (
     custom_id TEXT PRIMARY KEY, work BLOB NOT NULL, status TEXT NOT NULL DEFAULT 'new',
     size INTEGER NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0, cached TEXT,
-    first_pos INTEGER NOT NULL
+    first_pos INTEGER NOT NULL, line BLOB
 );
 CREATE INDEX works_status ON works (status, custom_id);
 CREATE TABLE results (custom_id TEXT PRIMARY KEY, result BLOB NOT NULL);
@@ -178,13 +181,40 @@ class NightStore:
             yield from page
             after = page[-1][0]
 
-    def save_works(self, rows: Sequence[tuple[str, bytes, str, int, int]]) -> None:
-        """Rows of `(custom id, pickled work, status, line size, prompt tokens)`."""
+    def save_works(self, rows: Sequence[tuple[str, bytes, str]]) -> None:
+        """Rows of `(custom id, pickled work, status)`."""
         with self.lock:
             self.db.executemany(
-                "UPDATE works SET work = ?, status = ?, size = ?, tokens = ? WHERE custom_id = ?",
-                [(work, status, size, tokens, key) for key, work, status, size, tokens in rows],
+                "UPDATE works SET work = ?, status = ? WHERE custom_id = ?",
+                [(work, status, key) for key, work, status in rows],
             )
+
+    def save_lines(self, rows: Sequence[tuple[str, bytes, int, int]]) -> None:
+        """Rows of `(custom id, line data, line size, prompt tokens)`: a work's new request
+        line (compressed here), kept until the work has another."""
+        with self.lock:
+            self.db.executemany(
+                "UPDATE works SET line = ?, size = ?, tokens = ? WHERE custom_id = ?",
+                [(zlib.compress(data, 1), size, tokens, key) for key, data, size, tokens in rows],
+            )
+
+    def lines(self, where: str, params: Sequence[Any]) -> Iterator[tuple[str, bytes]]:
+        """`(custom id, line data)` of the works matching `where`, sorted, a page at a time."""
+        after = ""
+        while True:
+            with self.lock:
+                page = self.db.execute(
+                    f"SELECT custom_id, line FROM works WHERE ({where})"
+                    " AND custom_id > ? ORDER BY custom_id LIMIT ?",
+                    (*params, after, PAGE),
+                ).fetchall()
+            if not page:
+                return
+            for custom_id, blob in page:
+                if blob is None:
+                    raise ValueError(f"work {custom_id[:16]} has no request line to send")
+                yield custom_id, zlib.decompress(blob)
+            after = page[-1][0]
 
     def count(self, where: str, params: Sequence[Any] = ()) -> int:
         """Works matching `where`."""
