@@ -87,11 +87,14 @@ CHILD_RESULT = "RESULT "  # how a benchmark's child process marks its figures on
 def report_child_night(summary: dict[str, Any], before_kib: int, wall_s: float) -> None:
     """Print, from a child process, the figures of the night it ran (read by `child_figures`)."""
     import json
+    import resource
 
+    used = resource.getrusage(resource.RUSAGE_SELF)
     figures = {
         "peak_kib": peak_rss_kib(),
         "before_kib": before_kib,
         "wall_s": wall_s,
+        "cpu_s": used.ru_utime + used.ru_stime,  # the whole process, start-up included
         "records": summary["records"],
         "valid": summary["valid"],
         "quarantined": summary["quarantined"],

@@ -138,7 +138,8 @@ def measure(count: int, base: Path, sim: Simulator, poll_s: float) -> dict[str, 
         f" (RSS before the night {figures['before_kib'] / 1024:.1f} MiB),"
         f" {figures['records']:.0f} in = {figures['valid']:.0f} valid"
         f" + {figures['quarantined']:.0f} quarantined, every record once: {once},"
-        f" {figures['wall_s']:.0f}s ({figures['records'] / figures['wall_s']:.0f} records/s);"
+        f" {figures['wall_s']:.0f}s ({figures['records'] / figures['wall_s']:.0f} records/s),"
+        f" the process's CPU {figures.get('cpu_s', float('nan')):.1f} s;"
         f" simulator so far: {stats.batches_created} batches, {stats.batch_requests} batch"
         f" requests, {stats.requests} online requests",
         flush=True,
