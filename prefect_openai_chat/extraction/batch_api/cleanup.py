@@ -2,8 +2,8 @@
 and its batches' output and error files.
 
 The API keeps every file until it is deleted, and the files count against the
-organization's storage: a million-record night uploads about 1.5 GB of input files and
-gets its answers back in files about as large, every night. Once every record has ended
+organization's storage: a million-record night of the sample tickets uploads about 1.5
+GB of input files and gets about 3 GB of result files back, every night. Once every record has ended
 (its outcome written out and in the record ledger, the run's batch ledger removed)
 nothing reads them again, so the night deletes them; `BatchApiOptions(keep_files=True)`
 keeps them. Deleting is best effort: a file that cannot be deleted stays, named in a
