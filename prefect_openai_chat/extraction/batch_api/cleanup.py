@@ -2,12 +2,12 @@
 and its batches' output and error files.
 
 The API keeps every file until it is deleted, and the files count against the
-organization's storage: a million-record night of the sample tickets uploads about 1.5
-GB of input files and gets about 3 GB of result files back, every night. Once every record has ended
-(its outcome written out and in the record ledger, the run's batch ledger removed)
-nothing reads them again, so the night deletes them; `BatchApiOptions(keep_files=True)`
-keeps them. Deleting is best effort: a file that cannot be deleted stays, named in a
-note, and the night's outcome does not change.
+organization's storage: a million-record night of the sample tickets uploads about 1.2
+GB of input files and gets about 3.2 GB of result files back, every night. Once every
+record has ended (its outcome written out and in the record ledger, the run's batch
+ledger removed) nothing reads them again, so the night deletes them;
+`BatchApiOptions(keep_files=True)` keeps them. Deleting is best effort: a file that
+cannot be deleted stays, named in a note, and the night's outcome does not change.
 """
 
 from __future__ import annotations
