@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -45,20 +46,60 @@ def count_text_tokens(text: str, model: str) -> int:
     return len(get_encoding(model_info(model).encoding).encode_ordinary(text))
 
 
-def count_request_tokens(request: Mapping[str, Any]) -> int:
+def count_request_tokens(request: Mapping[str, Any], formats: FormatTokens | None = None) -> int:
     """`count_message_tokens` of a request body: its messages, model, tools and response format.
+
+    `formats`: a `FormatTokens` that remembers the response format by its object, for
+    requests built by the plugin (whose formats are never changed once made).
 
     Example:
         >>> count_request_tokens({"model": "gpt-4o-mini", "messages": [
         ...     {"role": "user", "content": "Hello"}]})
         8
     """
-    return count_message_tokens(
-        request["messages"],
-        request["model"],
-        request.get("tools"),
-        response_format=request.get("response_format"),
+    model, found = request["model"], request.get("response_format")
+    if formats is None:
+        return count_message_tokens(
+            request["messages"], model, request.get("tools"), response_format=found
+        )
+    return count_message_tokens(request["messages"], model, request.get("tools")) + formats(
+        found, model
     )
+
+
+class FormatTokens:
+    """`response_format_tokens` remembered by the format object: a night's requests share
+    one format per schema, built once and never changed, so its schema is serialized once,
+    not per request. For the plugin's own requests, and for estimates settled later (the
+    limiter's reservations): a caller's format changed in place would keep its first count,
+    so exact counts of a caller's requests use `count_request_tokens(request)` alone. At
+    most `size` objects are remembered (a re-ask's format is new each time); safe across
+    threads.
+
+    Example:
+        >>> formats = FormatTokens()
+        >>> city = {"type": "json_schema", "json_schema": {"name": "City", "schema": {}}}
+        >>> formats(city, "gpt-4o-mini") == response_format_tokens(city, "gpt-4o-mini")
+        True
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._known: dict[tuple[int, str], tuple[Any, int]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, response_format: Any, model: str) -> int:
+        key = (id(response_format), model)
+        with self._lock:
+            known = self._known.get(key)
+        if known is not None and known[0] is response_format:
+            return known[1]
+        tokens = response_format_tokens(response_format, model)
+        with self._lock:
+            if len(self._known) >= self.size:
+                self._known.pop(next(iter(self._known)))
+            self._known[key] = (response_format, tokens)  # held, so its id stays its own
+        return tokens
 
 
 def count_message_tokens(

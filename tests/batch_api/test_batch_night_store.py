@@ -117,6 +117,6 @@ def test_a_night_counts_each_line_as_the_api_bills_it_and_each_format_once(
     )
     bodies.append({"model": model, "messages": messages, **params})
     for body in bodies:
-        assert night._prompt_tokens(body) == count_request_tokens(body)
-    assert len(night._format_tokens) == 2
+        assert count_request_tokens(body, night._formats) == count_request_tokens(body)
+    assert len(night._formats._known) == 2
     store.close()

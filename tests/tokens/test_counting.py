@@ -280,3 +280,16 @@ def test_price_overrides_win() -> None:
     assert estimate_cost("my-local-llama", 1_000_000, 1_000_000, prices=prices) == pytest.approx(
         3.0
     )
+
+
+def test_format_tokens_count_a_format_object_once_and_hold_a_bounded_few() -> None:
+    from prefect_openai_chat.tokens.counting import FormatTokens, response_format_tokens
+
+    formats = FormatTokens(size=2)
+    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Oslo"}],
+               "response_format": CITY_FORMAT}  # fmt: skip
+    assert count_request_tokens(request, formats) == count_request_tokens(request)
+    assert formats(CITY_FORMAT, "gpt-4o-mini") == response_format_tokens(CITY_FORMAT, "gpt-4o-mini")
+    for _ in range(3):  # a re-ask's new format each time: the oldest are dropped
+        formats(copy.deepcopy(CITY_FORMAT), "gpt-4o-mini")
+    assert len(formats._known) == 2

@@ -61,8 +61,7 @@ from prefect_openai_chat.extraction.options import ExtractionOptions
 from prefect_openai_chat.extraction.outcomes import record_outcome
 from prefect_openai_chat.redaction import redact_text
 from prefect_openai_chat.results import FINAL_OUTCOMES, ChatResult, Extraction, RecordOutcome
-from prefect_openai_chat.tokens import count_message_tokens
-from prefect_openai_chat.tokens.counting import response_format_tokens
+from prefect_openai_chat.tokens.counting import FormatTokens, count_request_tokens
 
 Status = Literal["new", "queued", "answered", "failed_line", "unfinished", "batch_failed", "done"]
 OnBatches = Callable[[Sequence[Any]], None]
@@ -155,9 +154,7 @@ class BatchNight:
         self.store = store or NightStore()
         self.abandoned: dict[str, str] = {}  # batch id -> why its records are unfinished
         self.on_final: Callable[[str, str], None] | None = None  # (custom id, outcome JSON)
-        # a response format's prompt tokens by the object (the first requests share one,
-        # built once per schema and never changed): its schema is not serialized per line
-        self._format_tokens: dict[int, tuple[Any, int]] = {}
+        self._formats = FormatTokens()  # the lines' formats, each counted once
 
     # --- round 0: every record's first request ---
 
@@ -183,26 +180,12 @@ class BatchNight:
         )
         if isinstance(step, NextRequest):
             body = runner.request_body(step.messages, **step.params)
-            tokens = self._prompt_tokens(body)
+            tokens = count_request_tokens(body, self._formats)
             work.line = batch_line(work.custom_id, body, tokens)
             work.status = "queued"
         else:
             self._finish(work, step)
         return step
-
-    def _prompt_tokens(self, body: dict[str, Any]) -> int:
-        """`count_request_tokens(body)`, the response format counted once per format object
-        (a few dozen at most are remembered: a re-ask's format is new each time)."""
-        found = body.get("response_format")
-        known = self._format_tokens.get(id(found))
-        if known is None or known[0] is not found:
-            if len(self._format_tokens) >= 32:
-                self._format_tokens.pop(next(iter(self._format_tokens)))
-            known = self._format_tokens[id(found)] = (
-                found,
-                response_format_tokens(found, self.model),
-            )
-        return count_message_tokens(body["messages"], self.model, body.get("tools")) + known[1]
 
     def _finish(
         self, work: Work, extraction: Extraction[Any] | None, note: str | None = None
