@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 from collections.abc import Iterator, Sequence
@@ -45,12 +46,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect_openai_chat._sync import run_sync
 from prefect_openai_chat.blocks import ChatModel
 from prefect_openai_chat.blocks.assembly import RUNNERS, resolve_chat_model
+from prefect_openai_chat.chat import ChatRunner
 from prefect_openai_chat.errors import ChatError, InvalidInputError
 from prefect_openai_chat.extraction.batch_api import BatchApiOptions, BatchNight
+from prefect_openai_chat.extraction.batch_api.claims import ShardClaims, lease_for
 from prefect_openai_chat.extraction.batch_api.cleanup import delete_files
 from prefect_openai_chat.extraction.batch_api.client import BatchClient
 from prefect_openai_chat.extraction.batch_api.ledger import BatchLedger, run_key
-from prefect_openai_chat.extraction.batch_api.night import Planned, Work
+from prefect_openai_chat.extraction.batch_api.night import ELSEWHERE, OPEN, Planned, Work
 from prefect_openai_chat.extraction.batch_api.store import PAGE, NightStore, pack, unpack
 from prefect_openai_chat.extraction.ledger import Ledger
 from prefect_openai_chat.extraction.outcomes import (
@@ -59,6 +62,7 @@ from prefect_openai_chat.extraction.outcomes import (
     unexpected_reason,
 )
 from prefect_openai_chat.flows.checks import batch_api_folder
+from prefect_openai_chat.flows.shards import current_lines
 from prefect_openai_chat.flows.source_lines import SourceItem
 from prefect_openai_chat.flows.summary import RunArtifacts
 from prefect_openai_chat.flows.window import RecordWindow, RunJob
@@ -96,20 +100,32 @@ def _run_batch_api(
     job: RunJob, window: RecordWindow, items: Iterator[SourceItem], artifacts: RunArtifacts
 ) -> None:
     model = run_sync(resolve_chat_model(job.chat_model))
+    options = job.run.batch_api_options
     store = NightStore()
     cache = record_ledger(job.run.cache)
     try:
         _read_source(job, model, window, items, store)
         _look_up(store, cache)
-        ledger = _batch_ledger(
-            job.run.cache, cache, run_key(model.model, _base(model), _keys(store))
-        )
-        if store.count("status = 'new'"):
-            _run_rounds(job, model, job.run.batch_api_options, ledger, store, cache, artifacts)
+        key = run_key(model.model, _scope(model), _keys(store))
+        ledger = _batch_ledger(job.run.cache, cache, key)
+        claims = _shard_claims(cache, key, options)
+        if claims is not None:
+            _claim_requests(store, claims)
+        night = None
+        if store.count("status IN ('new', 'elsewhere')"):
+            night = _night(job, model, options, ledger, store, cache)
+        if night is not None and store.count("status = 'queued'"):
+            _run_rounds(job, options, night, artifacts, claims)
+        if claims is not None and night is not None:
+            for page in store.id_pages("status = 'done'"):  # others may take what has no answer
+                claims.release(page)
+            if store.count(ELSEWHERE):
+                assert cache is not None  # a shard claims only in a ledger
+                await_other_shards(job, night, claims, cache)
         _write_out(window, store)
         ledger.remove()
         batches = ledger.all_batches()
-        if batches and not job.run.batch_api_options.keep_files:
+        if batches and not options.keep_files:
             _delete_files(job.chat_model, batches)
     finally:
         if cache is not None:
@@ -149,20 +165,16 @@ def _read_source(
 
 def _keys(store: NightStore) -> Iterator[str]:
     """Every custom id of the night, sorted, a page at a time."""
-    after = ""
-    while page := store.keys_page(after):
+    for page in store.id_pages():
         yield from page
-        after = page[-1]
 
 
 def _look_up(store: NightStore, cache: Ledger | None) -> None:
     """Mark the works the record ledger has finished (an earlier run paid for them)."""
     if cache is None:
         return
-    after = ""
-    while page := store.keys_page(after):
+    for page in store.id_pages():
         store.set_cached(cache.get_many(page))
-        after = page[-1]
 
 
 def _batch_ledger(setting: bool | str, cache: Ledger | None, key: str) -> BatchLedger:
@@ -174,38 +186,66 @@ def _batch_ledger(setting: bool | str, cache: Ledger | None, key: str) -> BatchL
     return BatchLedger.open_in(cache, key, legacy=folder)
 
 
-def _base(model: ChatModel) -> str:
-    return model.endpoint
+def _scope(model: ChatModel) -> str:
+    """What names a run beside its model and requests: the endpoint, and a shard's lines
+    (two shards never share a run, even with the same requests)."""
+    lines = current_lines()
+    return model.endpoint if lines is None else f"{model.endpoint} lines {lines[0]}-{lines[1]}"
+
+
+def _shard_claims(cache: Ledger | None, key: str, options: BatchApiOptions) -> ShardClaims | None:
+    """A shard's claims on its requests, named by its run (None outside a shard)."""
+    if current_lines() is None or cache is None:
+        return None
+    return ShardClaims(cache, f"batch-shard:{key}", lease_for(options))
+
+
+def _claim_requests(store: NightStore, claims: ShardClaims) -> None:
+    """Claim every new request; those another shard holds are its to send (`elsewhere`)."""
+    for page in store.id_pages("status = 'new'"):
+        held = claims.claim(page)
+        store.set_status([key for key in page if key not in held], "elsewhere")
+
+
+def _night(
+    job: RunJob, model: ChatModel, options: BatchApiOptions, ledger: BatchLedger,
+    store: NightStore, cache: Ledger | None,
+) -> BatchNight:  # fmt: skip
+    """The night over `store`, its first requests built; each final outcome stored in the
+    record ledger as it is settled."""
+    night = run_sync(_prepare(job, model, options, ledger, store))
+    if cache is not None:
+        night.on_final = cache.complete
+    return night
 
 
 def _run_rounds(
     job: RunJob,
-    model: ChatModel,
     options: BatchApiOptions,
-    ledger: BatchLedger,
-    store: NightStore,
-    cache: Ledger | None,
+    night: BatchNight,
     artifacts: RunArtifacts,
-) -> BatchNight:
-    night = run_sync(_prepare(job, model, options, ledger, store))
-    if cache is not None:  # each final outcome stored as it is settled
-        night.on_final = cache.complete
+    claims: ShardClaims | None,
+) -> None:
     logger = run_logger()
+    renew = False  # a shard's claims were made just now; renewed before each later wave
     for round_number in range(options.max_rounds):
         waves = night.plan(round_number)
         if not waves and round_number > 0:
             break
         for number, wave in enumerate(waves, start=1):
+            if claims is not None and renew:
+                for page in night.store.id_pages(OPEN):
+                    claims.renew(page)
+            renew = True
             label = f"round {round_number + 1}, wave {number}/{len(waves)}"
             ids = submit_batches(job.chat_model, night, round_number, wave, label)
             logger.info("batch API %s: %d batch(es) %s", label, len(ids), ", ".join(ids))
             batches = wait_for_batches(job.chat_model, night, ids, artifacts.progress_id, label)
             collect_batches(job.chat_model, night, batches, wave)
-        settle_records(job, night, round_number, cache)
+        settle_records(job, night, round_number)
         if night.open_works == 0:
             break
     night.give_up(f"no outcome after {options.max_rounds} batch rounds")
-    return night
 
 
 async def _prepare(
@@ -311,14 +351,20 @@ def _log_validation_errors(batch: Any) -> None:
         run_logger().warning("batch %s failed validation: %s", batch.id, redact_text(text))
 
 
-async def _asettle(job: RunJob, night: BatchNight, round_number: int, cache: Ledger | None) -> None:
+async def _online_runner(job: RunJob) -> ChatRunner:
+    """The model's runner for the night's online calls, under the run's concurrency."""
+    _, runner = await assemble(job.chat_model)
+    runner.protection.gate = gate_for(job.concurrency_pool, job.run.concurrency)
+    return runner
+
+
+async def _asettle(job: RunJob, night: BatchNight, round_number: int) -> None:
     """Finish what the answers settle; send re-asks online (or queue them); cache outcomes
     (`night.on_final`, as each is settled)."""
     with _redacted():
-        _, runner = await assemble(job.chat_model)
-        concurrency = job.run.concurrency
-        runner.protection.gate = gate_for(job.concurrency_pool, concurrency)
-        await night.settle(round_number, runner, runner_call(runner), slots=concurrency * 4)
+        runner = await _online_runner(job)
+        slots = job.run.concurrency * 4
+        await night.settle(round_number, runner, runner_call(runner), slots=slots)
 
 
 _OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE}
@@ -372,9 +418,48 @@ def _settle_run_name() -> str:
 
 
 @task(name="batch-api-settle", task_run_name=_settle_run_name, **_OPTIONS)
-def settle_records(job: RunJob, night: BatchNight, round_number: int, cache: Ledger | None) -> None:
+def settle_records(job: RunJob, night: BatchNight, round_number: int) -> None:
     """Validate the round's answers; re-ask online (or queue for the next round); cache."""
-    run_sync(_asettle(job, night, round_number, cache))
+    run_sync(_asettle(job, night, round_number))
+
+
+@task(
+    name="batch-api-await-shards", task_run_name="wait for requests other shards hold", **_OPTIONS
+)
+def await_other_shards(job: RunJob, night: BatchNight, claims: ShardClaims, cache: Ledger) -> None:
+    """Wait for the outcomes of this shard's requests that other shards hold (`claims.py`);
+    send online those a shard gives up."""
+    run_sync(_await_others(job, night, claims, cache))
+
+
+async def _await_others(job: RunJob, night: BatchNight, claims: ShardClaims, cache: Ledger) -> None:
+    store, logger = night.store, run_logger()
+    logger.info(
+        "batch API: %d request(s) of this shard are held by another shard; waiting for their"
+        " outcomes in the record ledger",
+        store.count(ELSEWHERE),
+    )
+    with _redacted():
+        online = runner_call(await _online_runner(job))
+        while True:
+            for page in store.id_pages(ELSEWHERE):
+                found = await asyncio.to_thread(cache.get_many, page)
+                store.set_cached(found)
+                rest = [key for key in page if key not in found]
+                if rest:  # granted: its holder released it, or its lease ran out
+                    store.set_status(await asyncio.to_thread(claims.claim, rest), "taken")
+            taken = [key for page in store.id_pages("status = 'taken'") for key in page]
+            if taken:
+                logger.warning(
+                    "batch API: another shard gave up %d request(s) (it ended them without"
+                    " an answer, or its lease ran out): sending them online",
+                    len(taken),
+                )
+                await night.send_online("status = 'taken'", online, job.run.concurrency * 4)
+                claims.release(taken)  # those that ended without a final outcome
+            if not store.count(ELSEWHERE):
+                return
+            await asyncio.sleep(night.options.poll_interval_s)
 
 
 @task(name="batch-api-delete-files", task_run_name="delete the night's files", **_OPTIONS)

@@ -3,8 +3,9 @@
 What to extract is the `ExtractionSpec`; this is the rest: the chunk size and the
 concurrency, the record ledger, online or through the OpenAI Batch API (with its
 `BatchApiOptions`), shards, storage options and what the run returns. A combination
-that cannot run (shards through the Batch API, per-record task runs through it, rows
-returned from shards) is refused when the object is made, with what to do instead.
+that cannot run (Batch API shards without a record ledger, per-record task runs through
+the Batch API, rows returned from shards) is refused when the object is made, with what
+to do instead.
 
 Prefect shows it as a nested form in the UI; a deployment passes it as plain JSON.
 
@@ -13,9 +14,9 @@ Example:
     >>> RunOptions(via="batch", batch_api={"poll_interval_s": 60}).batch_api.poll_interval_s
     60.0
     >>> try:
-    ...     RunOptions(shards=4, via="batch")
+    ...     RunOptions(shards=4, via="batch", cache=False)
     ... except ValueError as exc:
-    ...     print("shards run online" in str(exc))
+    ...     print("keep cache on" in str(exc))
     True
 """
 
@@ -70,8 +71,7 @@ class RunOptions(CheckedModel):
     )
     shards: int = Field(
         default=1,
-        description="Split a file source into this many line ranges, each run by its own"
-        " worker (online only).",
+        description="Split a file source into this many line ranges, each run by its own worker.",
     )
     shard_deployment: str | None = Field(
         default=None,
@@ -113,9 +113,11 @@ class RunOptions(CheckedModel):
                     "return_rows=True keeps the rows of one process; a sharded run's rows are"
                     " in its output: read the output file instead, or run with shards=1"
                 )
-            if self.via != "online":
+            if self.via == "batch" and self.cache is False:
                 raise InvalidInputError(
-                    "shards run online: use via='online' with shards, or shards=1 for the Batch API"
+                    "Batch API shards claim their requests in the record ledger, so that two"
+                    " shards never pay for one request: keep cache on (a postgresql:// URL"
+                    " shared by every worker), or run with shards=1"
                 )
             if self.per_record_tasks:
                 raise InvalidInputError(

@@ -300,8 +300,8 @@ def census(
 
 SUMMED = (
     "records", "valid", "quarantined", "repaired", "reprompted", "from_cache",
-    "prompt_tokens", "completion_tokens", "cost_usd", "retries", "http_429s",
-    "circuit_trips",
+    "prompt_tokens", "completion_tokens", "cost_usd", "cached_tokens", "batch_records",
+    "online_cost_usd", "retries", "http_429s", "circuit_trips",
 )  # fmt: skip
 
 

@@ -40,7 +40,7 @@ def test_a_bad_spec_is_refused_when_made(fields: dict[str, Any], message: str) -
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"shards": 4, "via": "batch"}, "shards run online: use via='online' with shards"),
+        ({"shards": 4, "via": "batch", "cache": False}, "Batch API shards claim their requests"),
         ({"shard_deployment": "d/s", "return_rows": True}, "return_rows=True keeps the rows"),
         ({"via": "batch", "per_record_tasks": True}, "per_record_tasks=True runs records online"),
         ({"batch_api": {"poll_interval_s": 1}}, "batch_api options are for via='batch'"),

@@ -63,7 +63,14 @@ from prefect_openai_chat.redaction import redact_text
 from prefect_openai_chat.results import FINAL_OUTCOMES, ChatResult, Extraction, RecordOutcome
 from prefect_openai_chat.tokens.counting import FormatTokens, count_request_tokens
 
-Status = Literal["new", "queued", "answered", "failed_line", "unfinished", "batch_failed", "done"]
+Status = Literal[
+    "new", "queued", "answered", "failed_line", "unfinished", "batch_failed", "done",
+    "elsewhere", "taken",
+]  # fmt: skip
+# A sharded night's works another shard holds (`claims.py`): not sent, not open; waited for,
+# and `taken` (then sent online) if that shard gives them up.
+ELSEWHERE = "status = 'elsewhere'"
+OPEN = "status NOT IN ('done', 'cached', 'elsewhere')"
 OnBatches = Callable[[Sequence[Any]], None]
 DOWNLOAD_TRIES = 3
 
@@ -469,14 +476,6 @@ class BatchNight:
         if last_round:
             where = "status IN ('answered', 'failed_line', 'unfinished', 'batch_failed', 'queued')"
 
-        async def finish_online(work: Work) -> None:
-            async with semaphore:
-                result = await replay_extraction(
-                    self.schema, work.text, work.answers, online, **self.extraction_options
-                )
-            assert not isinstance(result, NextRequest)
-            self._finish(work, result)
-
         # settling moves a work out of `where` (or to `queued`, another status when not
         # the last round), so each page is read from the start of what is left
         after = ""
@@ -505,9 +504,27 @@ class BatchNight:
                     self._finish(work, None, work.note)
                 elif work.status == "queued" and last_round:
                     go_online.append(work)  # a batch the queue had no room for, in the last round
-            await asyncio.gather(*(finish_online(work) for work in go_online))
+            await asyncio.gather(*(self._online(w, online, semaphore) for w in go_online))
             self._save(works)
             after = page[-1][0]
+
+    async def _online(self, work: Work, online: CallFn, semaphore: asyncio.Semaphore) -> None:
+        """Finish `work` online: its extraction replayed over its answers, then called."""
+        async with semaphore:
+            result = await replay_extraction(
+                self.schema, work.text, work.answers, online, **self.extraction_options
+            )
+        assert not isinstance(result, NextRequest)
+        self._finish(work, result)
+
+    async def send_online(self, where: str, online: CallFn, slots: int) -> None:
+        """Finish the works matching `where` online, a page at a time (a sharded night's
+        requests another shard held and gave up)."""
+        semaphore = asyncio.Semaphore(max(1, slots))
+        for page in self.store.pages(where):
+            works = [_load(blob) for _, blob in page]
+            await asyncio.gather(*(self._online(w, online, semaphore) for w in works))
+            self._save(works)
 
     def give_up(self, note: str) -> None:
         """End every work still open with `note` (never left without an outcome)."""
@@ -515,7 +532,7 @@ class BatchNight:
         def end(work: Work) -> None:
             self._finish(work, None, note)
 
-        for page in self.store.pages("status NOT IN ('done', 'cached')"):
+        for page in self.store.pages(OPEN):
             works = [_load(blob) for _, blob in page]
             for work in works:
                 end(work)
@@ -523,5 +540,5 @@ class BatchNight:
 
     @property
     def open_works(self) -> int:
-        """Works without an outcome yet."""
-        return self.store.count("status NOT IN ('done', 'cached')")
+        """Works without an outcome yet (but those another shard holds)."""
+        return self.store.count(OPEN)

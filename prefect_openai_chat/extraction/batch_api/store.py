@@ -35,7 +35,7 @@ import sqlite3
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,14 +130,23 @@ class NightStore:
 
     # --- works ---
 
-    def keys_page(self, after: str, size: int = PAGE * 4) -> list[str]:
-        """Every custom id after `after`, sorted."""
-        with self.lock:
-            rows = self.db.execute(
-                "SELECT custom_id FROM works WHERE custom_id > ? ORDER BY custom_id LIMIT ?",
-                (after, size),
-            ).fetchall()
-        return [row[0] for row in rows]
+    def id_pages(
+        self, where: str = "1", params: Sequence[Any] = (), size: int = PAGE * 4
+    ) -> Iterator[list[str]]:
+        """The custom ids of the works matching `where`, sorted, a page at a time (each page
+        read before it is used, so a caller may update its works)."""
+        after = ""
+        while True:
+            with self.lock:
+                rows = self.db.execute(
+                    f"SELECT custom_id FROM works WHERE ({where}) AND custom_id > ?"
+                    " ORDER BY custom_id LIMIT ?",
+                    (*params, after, size),
+                ).fetchall()
+            if not rows:
+                return
+            yield [row[0] for row in rows]
+            after = rows[-1][0]
 
     def set_cached(self, found: dict[str, str]) -> None:
         """Mark the works an earlier run finished, with the ledger's outcome."""
@@ -145,6 +154,13 @@ class NightStore:
             self.db.executemany(
                 "UPDATE works SET cached = ?, status = 'cached' WHERE custom_id = ?",
                 [(outcome, key) for key, outcome in found.items()],
+            )
+
+    def set_status(self, keys: Iterable[str], status: str) -> None:
+        """Set the status of the works `keys` (their pickled work is left as it is)."""
+        with self.lock:
+            self.db.executemany(
+                "UPDATE works SET status = ? WHERE custom_id = ?", [(status, k) for k in keys]
             )
 
     def works_page(
