@@ -17,6 +17,10 @@ from dask_support import DaskCluster
 if TYPE_CHECKING:
     from prefect.events import Event
 
+# The Prefect API servers the tests start (the test harness's among them) send no usage
+# telemetry: there is no network here but the package registries.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -21,6 +21,7 @@ from prefect_openai_chat.blocks.credentials import (
     AzureOpenAICredentials,
     OpenAICredentials,
 )
+from prefect_openai_chat.blocks.schema_once import SchemaOnce
 from prefect_openai_chat.blocks.sections import (
     Circuit,
     Limits,
@@ -83,7 +84,7 @@ def _warn_if_unusable(name: str, fallback: ChatModel | Exception) -> None:
         )
 
 
-class ChatModel(Block):
+class ChatModel(SchemaOnce, Block):
     """A chat model on an endpoint, with its generation defaults and its call policy.
 
     Example:

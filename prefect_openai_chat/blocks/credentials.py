@@ -26,6 +26,7 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator, model_valida
 
 from prefect_openai_chat.blocks import entra
 from prefect_openai_chat.blocks.network import NetworkSettings
+from prefect_openai_chat.blocks.schema_once import SchemaOnce
 from prefect_openai_chat.chat.settings import OPENAI_BASE_URL
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.redaction import remember_headers, remember_secret
@@ -100,7 +101,7 @@ def client_options(timeout: openai.Timeout | None, max_connections: int | None) 
     return options
 
 
-class OpenAICredentials(CredentialsBlock, NetworkSettings):
+class OpenAICredentials(SchemaOnce, CredentialsBlock, NetworkSettings):
     """Credentials for the OpenAI API or any OpenAI-compatible server (vLLM, Ollama).
 
     Example:
@@ -182,7 +183,7 @@ class OpenAICredentials(CredentialsBlock, NetworkSettings):
         )
 
 
-class AzureOpenAICredentials(CredentialsBlock, NetworkSettings):
+class AzureOpenAICredentials(SchemaOnce, CredentialsBlock, NetworkSettings):
     """Credentials for an Azure OpenAI resource (API key or Azure AD token).
 
     Microsoft Entra ID without a key: `entra_credential` names a credential whose tokens
