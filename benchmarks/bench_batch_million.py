@@ -61,10 +61,14 @@ def write_source(path: Path, count: int) -> None:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def child(source: str, base_url: str, api_key: str, workdir: str, poll_s: str) -> int:
-    """Run one Batch API night over `source`; print its figures as one JSON line."""
+def child(
+    source: str, base_url: str, api_key: str, workdir: str, poll_s: str, shards: str = "1"
+) -> int:
+    """Run one Batch API night over `source` (in `shards` shards on a `DaskTaskRunner` of two
+    worker processes, `bench_batch_shards.py`); print its figures as one JSON line."""
     logging.getLogger("prefect").setLevel(logging.WARNING)
     logging.getLogger("prefect_openai_chat").setLevel(logging.WARNING)
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     from prefect_openai_chat import BatchApiOptions, ExtractionSpec, RunOptions
@@ -72,9 +76,19 @@ def child(source: str, base_url: str, api_key: str, workdir: str, poll_s: str) -
 
     work = Path(workdir)
     with prefect_test_harness(server_startup_timeout=120):
+        flow: Any = extract_records
+        if int(shards) > 1:
+            from prefect_dask.task_runners import DaskTaskRunner
+
+            # the workers report to this process's test API (they inherit the environment)
+            os.environ["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+            cluster = {"n_workers": 2, "threads_per_worker": 1, "processes": True}
+            flow = extract_records.with_options(
+                task_runner=DaskTaskRunner(cluster_kwargs={**cluster, "dashboard_address": None})
+            )
         before = current_rss_kib()
         start = time.perf_counter()
-        summary = extract_records(
+        summary = flow(
             source=source,
             output=str(work / "rows.jsonl"),
             quarantine=str(work / "quarantine.jsonl"),
@@ -87,6 +101,7 @@ def child(source: str, base_url: str, api_key: str, workdir: str, poll_s: str) -
             chat_model=chat_model(base_url, api_key),
             run=RunOptions(
                 via="batch",
+                shards=int(shards),
                 batch_api=BatchApiOptions(poll_interval_s=float(poll_s)),
                 cache=str(work / "ledger.sqlite"),
             ),
@@ -151,7 +166,7 @@ def measure(count: int, base: Path, sim: Simulator, poll_s: float) -> dict[str, 
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        return child(*sys.argv[2:7])
+        return child(*sys.argv[2:8])
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=1_000_000)

@@ -1,7 +1,8 @@
 """A Batch API night in two shards next to the same night unsharded (issue 26, goal 5).
 
 Each night is the `extract_records` flow itself with `RunOptions(via="batch")`, in a
-fresh child process (against a Prefect test API, `prefect_test_harness`), over the same
+fresh child process (`bench_batch_million.py`'s, against a Prefect test API,
+`prefect_test_harness`), over the same
 JSONL file of distinct sample tickets, into `SupportTicket`, with a record ledger of its
 own. The sharded night has `shards=2` on a `DaskTaskRunner` of two worker processes (as
 a night on a work pool runs its shards in processes of their own; threads of one process
@@ -25,69 +26,18 @@ Run: python benchmarks/bench_batch_shards.py [--records 50000] [--rounds 3]
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
-from _common import chat_model, child_figures, median, report_child_night, rounds, verdict
-from bench_batch_million import current_rss_kib, every_record_once, write_source
+from _common import child_figures, median, rounds, verdict
+from bench_batch_million import every_record_once, write_source
 
-from prefect_openai_chat.examples.tickets import TICKET_INSTRUCTIONS, TICKET_PROMPT
 from prefect_openai_chat.simulator import Simulator
 
-SCHEMA = "prefect_openai_chat.examples.tickets:SupportTicket"
-
-
-def child(source: str, base_url: str, api_key: str, workdir: str, poll_s: str, shards: str) -> int:
-    """Run one Batch API night over `source` in `shards` shards; print its figures as JSON."""
-    logging.getLogger("prefect").setLevel(logging.WARNING)
-    logging.getLogger("prefect_openai_chat").setLevel(logging.WARNING)
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    from prefect_openai_chat import BatchApiOptions, ExtractionSpec, RunOptions
-    from prefect_openai_chat.flows import extract_records
-
-    work = Path(workdir)
-    with prefect_test_harness(server_startup_timeout=120):
-        flow: Any = extract_records
-        if int(shards) > 1:
-            from prefect_dask.task_runners import DaskTaskRunner
-
-            # the workers report to this process's test API (they inherit the environment)
-            os.environ["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
-            cluster = {"n_workers": 2, "threads_per_worker": 1, "processes": True}
-            flow = extract_records.with_options(
-                task_runner=DaskTaskRunner(cluster_kwargs={**cluster, "dashboard_address": None})
-            )
-        before = current_rss_kib()
-        start = time.perf_counter()
-        summary = flow(
-            source=source,
-            output=str(work / "rows.jsonl"),
-            quarantine=str(work / "quarantine.jsonl"),
-            spec=ExtractionSpec(
-                schema=SCHEMA,
-                prompt=TICKET_PROMPT,
-                instructions=TICKET_INSTRUCTIONS,
-                key_field="ticket_id",
-            ),
-            chat_model=chat_model(base_url, api_key),
-            run=RunOptions(
-                via="batch",
-                shards=int(shards),
-                batch_api=BatchApiOptions(poll_interval_s=float(poll_s)),
-                cache=str(work / "ledger.sqlite"),
-            ),
-        )
-        wall = time.perf_counter() - start
-    report_child_night(summary, before, wall)
-    return 0
+MILLION = str(Path(__file__).with_name("bench_batch_million.py"))  # its child runs a night
 
 
 def children_cpu_s() -> float:
@@ -112,7 +62,7 @@ def night(count: int, shards: int, base: Path, sim: Simulator, poll_s: float) ->
     source = base / "tickets.jsonl"
     before = sim.stats()
     command = [
-        sys.executable, __file__, "--child", str(source), sim.base_url, sim.api_key,
+        sys.executable, MILLION, "--child", str(source), sim.base_url, sim.api_key,
         str(work), str(poll_s), str(shards),
     ]  # fmt: skip
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"}
@@ -137,8 +87,6 @@ def night(count: int, shards: int, base: Path, sim: Simulator, poll_s: float) ->
 
 
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        return child(*sys.argv[2:8])
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)

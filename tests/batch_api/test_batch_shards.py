@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,20 +87,37 @@ def test_shards_through_the_batch_api_pay_each_request_once_and_a_rerun_pays_not
 def test_a_request_whose_holder_gives_it_up_is_sent_online_by_the_shard_waiting_for_it(
     batch_sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A shard that died holding a request: its lease runs out, and the shard that waits for
-    the request takes it over and sends it online; nothing is lost, nothing paid twice."""
+    """Another holder of a request (a shard of another run, say) gives it up once both
+    shards have sent their batches: the shard that waits for it takes it over and sends it
+    online; nothing is lost, nothing paid twice."""
     records = source_with_repeats(tmp_path / "in.jsonl")
     key = extraction_key(batch_model(batch_sim), SPEC, SPEC.render(records[11]))  # again-3
+    ghost = "batch-shard:another-run"
     ledger = SqliteLedger(tmp_path / "l.db")
-    assert ledger.claim_many([key], owner="batch-shard:a-shard-that-died", lease_s=1.5) == {key}
-    ledger.close()
-    with caplog.at_level(logging.INFO):
-        summary = run_sharded(batch_sim, tmp_path / "in.jsonl", tmp_path / "out", tmp_path / "l.db")
+    assert ledger.claim_many([key], owner=ghost, lease_s=600) == {key}
+
+    def give_up_once_both_shards_sent() -> None:
+        deadline = time.monotonic() + 120
+        while batch_sim.stats().batches_created < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ledger.release([key], ghost)
+
+    holder = threading.Thread(target=give_up_once_both_shards_sent)
+    holder.start()
+    try:
+        with caplog.at_level(logging.INFO):
+            summary = run_sharded(
+                batch_sim, tmp_path / "in.jsonl", tmp_path / "out", tmp_path / "l.db"
+            )
+    finally:
+        holder.join()
+        ledger.close()
     ended_once(tmp_path / "out", records)
     stats = batch_sim.stats()
-    # ticket 4 and its repeat are one request: held by the dead shard, then sent online once
+    # ticket 4 and its repeat are one request: held by the other run, then sent online once
     assert (stats.batch_requests, stats.requests) == (9, 1)
     assert summary["valid"] == 13 and summary["batch_records"] == 9
+    assert summary["from_cache"] == 3  # two repeats, and the twin of the one sent online
     said = caplog.text
     assert "held by another shard; waiting for their outcomes" in said
-    assert "another shard gave up 1 request(s)" in said
+    assert said.count("another shard gave up 1 request(s)") == 1

@@ -133,20 +133,27 @@ class NightStore:
     def id_pages(
         self, where: str = "1", params: Sequence[Any] = (), size: int = PAGE * 4
     ) -> Iterator[list[str]]:
-        """The custom ids of the works matching `where`, sorted, a page at a time (each page
-        read before it is used, so a caller may update its works)."""
-        after = ""
+        """The custom ids of the works matching `where`, sorted, a page at a time."""
+        for page in self._pages("custom_id", where, params, size):
+            yield [row[0] for row in page]
+
+    def _pages(
+        self, columns: str, where: str, params: Sequence[Any], size: int, after: str = ""
+    ) -> Iterator[list[Any]]:
+        """`columns` (the custom id first) of the works matching `where`, in custom-id order,
+        a page at a time; each page is read before it is used, so a caller may update the
+        works it holds."""
         while True:
             with self.lock:
-                rows = self.db.execute(
-                    f"SELECT custom_id FROM works WHERE ({where}) AND custom_id > ?"
+                page = self.db.execute(
+                    f"SELECT {columns} FROM works WHERE ({where}) AND custom_id > ?"
                     " ORDER BY custom_id LIMIT ?",
                     (*params, after, size),
                 ).fetchall()
-            if not rows:
+            if not page:
                 return
-            yield [row[0] for row in rows]
-            after = rows[-1][0]
+            yield page
+            after = page[-1][0]
 
     def set_cached(self, found: dict[str, str]) -> None:
         """Mark the works an earlier run finished, with the ledger's outcome."""
@@ -167,35 +174,17 @@ class NightStore:
         self, where: str, params: Sequence[Any], after: str = "", size: int = PAGE
     ) -> list[tuple[str, bytes]]:
         """Works matching `where` with a custom id after `after`, sorted: `(id, pickled work)`."""
-        with self.lock:
-            return self.db.execute(
-                f"SELECT custom_id, work FROM works WHERE ({where}) AND custom_id > ?"
-                " ORDER BY custom_id LIMIT ?",
-                (*params, after, size),
-            ).fetchall()
+        return next(self._pages("custom_id, work", where, params, size, after), [])
 
     def pages(self, where: str, params: Sequence[Any] = ()) -> Iterator[list[tuple[str, bytes]]]:
-        """Every work matching `where`, a page at a time (a page is read before it is used,
-        so a caller may update the works it holds)."""
-        after = ""
-        while page := self.works_page(where, params, after):
-            yield page
-            after = page[-1][0]
+        """Every work matching `where`, a page at a time: `(id, pickled work)` (a page is read
+        before it is used, so a caller may update the works it holds)."""
+        return self._pages("custom_id, work", where, params, PAGE)
 
     def sizes(self, where: str, params: Sequence[Any]) -> Iterator[tuple[str, int, int]]:
         """`(custom id, line size, prompt tokens)` of the works matching `where`, sorted."""
-        after = ""
-        while True:
-            with self.lock:
-                page = self.db.execute(
-                    f"SELECT custom_id, size, tokens FROM works WHERE ({where})"
-                    " AND custom_id > ? ORDER BY custom_id LIMIT ?",
-                    (*params, after, PAGE * 4),
-                ).fetchall()
-            if not page:
-                return
+        for page in self._pages("custom_id, size, tokens", where, params, PAGE * 4):
             yield from page
-            after = page[-1][0]
 
     def save_works(self, rows: Sequence[tuple[str, bytes, str]]) -> None:
         """Rows of `(custom id, pickled work, status)`."""
@@ -216,21 +205,11 @@ class NightStore:
 
     def lines(self, where: str, params: Sequence[Any]) -> Iterator[tuple[str, bytes]]:
         """`(custom id, line data)` of the works matching `where`, sorted, a page at a time."""
-        after = ""
-        while True:
-            with self.lock:
-                page = self.db.execute(
-                    f"SELECT custom_id, line FROM works WHERE ({where})"
-                    " AND custom_id > ? ORDER BY custom_id LIMIT ?",
-                    (*params, after, PAGE),
-                ).fetchall()
-            if not page:
-                return
+        for page in self._pages("custom_id, line", where, params, PAGE):
             for custom_id, blob in page:
                 if blob is None:
                     raise ValueError(f"work {custom_id[:16]} has no request line to send")
                 yield custom_id, zlib.decompress(blob)
-            after = page[-1][0]
 
     def count(self, where: str, params: Sequence[Any] = ()) -> int:
         """Works matching `where`."""
