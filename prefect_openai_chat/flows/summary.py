@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import statistics
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from prefect_openai_chat.tasks import run_logger
 QUARANTINE_TABLE_ROWS = 200
 LATENCY_SAMPLE = 20_000  # latencies kept for the percentiles: every one up to this many
 ARTIFACT_CELL_LIMIT = 500  # bytes of UTF-8 shown in one cell of an artifact table
+PROGRESS_EVERY_S = 1.0  # the progress artifact moves at most this often
 
 
 _PROGRESS_LISTENERS: list[Callable[[int, int | None], None]] = []
@@ -210,10 +212,15 @@ class RunArtifacts:
         self.progress_id: UUID = create_progress_artifact(  # type: ignore[assignment]
             0.0, key=f"{key_prefix}-progress", description="Records processed so far."
         )
+        self._moved_at = -PROGRESS_EVERY_S  # the first group moves it at once
 
     def progress(self, done: int, total: int | None) -> None:
-        """Move the progress artifact (a percentage)."""
-        if total:
+        """Move the progress artifact (a percentage), at most once per `PROGRESS_EVERY_S`:
+        each move is a call to the Prefect API, and a night writes a group of records every
+        few milliseconds (`finish` moves it to 100%). In-process listeners hear of each."""
+        now = time.monotonic()
+        if total and now - self._moved_at >= PROGRESS_EVERY_S:
+            self._moved_at = now
             update_progress_artifact(self.progress_id, min(100.0, 100.0 * done / total))
         for listener in list(_PROGRESS_LISTENERS):
             listener(done, total)

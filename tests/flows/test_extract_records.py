@@ -10,6 +10,7 @@ import asyncio
 import csv
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -21,6 +22,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
+    ArtifactFilterId,
     ArtifactFilterKey,
 )
 from prefect.client.schemas.objects import Artifact
@@ -483,3 +485,32 @@ def test_per_record_tasks_mode_quarantines_a_failed_call(
     quarantined = read_jsonl(bad)
     assert [q["outcome"] for q in quarantined] == ["error", "error"]
     assert all("InsufficientQuotaError" in q["reason"] for q in quarantined)
+
+
+def test_the_progress_artifact_moves_at_most_once_a_second() -> None:
+    """Each move is a call to the Prefect API; a night writes a group of records every few
+    milliseconds, so the artifact moves at most once per `PROGRESS_EVERY_S`."""
+    from prefect import flow
+
+    from prefect_openai_chat.flows.summary import PROGRESS_EVERY_S, RunArtifacts
+
+    def shown(artifact_id: UUID) -> Any:
+        with get_client(sync_client=True) as client:
+            found = client.read_artifacts(
+                artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[artifact_id]))
+            )
+        return found[0].data
+
+    @flow
+    def night() -> list[Any]:
+        artifacts = RunArtifacts(key_prefix="progress-test")
+        artifacts.progress(1, 10)  # the first group moves it at once
+        seen = [shown(artifacts.progress_id)]
+        artifacts.progress(5, 10)  # the next, milliseconds later: not yet
+        seen.append(shown(artifacts.progress_id))
+        time.sleep(PROGRESS_EVERY_S)
+        artifacts.progress(7, 10)
+        seen.append(shown(artifacts.progress_id))
+        return seen
+
+    assert night() == [10.0, 10.0, 70.0]
