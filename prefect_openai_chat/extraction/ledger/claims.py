@@ -11,9 +11,11 @@ A record claimed by someone else is awaited, never paid for: `wait(key)` returns
 outcome once the holder stores it, or `None` once this worker holds the claim itself
 (the holder released it, or its lease ran out). One poller per batch looks up every
 awaited key in one query every `poll_s`. A worker never waits while holding a claim
-it has not started on, so batches that wait for each other cannot deadlock. Every
-ledger call runs in a worker thread: a database round trip, or SQLite waiting for
-another process's write, never stalls the event loop the batch's calls run on.
+it has not started on, so batches that wait for each other cannot deadlock. A SQLite
+ledger's call runs at once on the event loop when it needs no wait (`SqliteLedger.attempt`:
+its connection and the file's write lock are free; a group is microseconds of SQLite);
+otherwise, and always for PostgreSQL, in a worker thread: a database round trip, or
+SQLite waiting for another process's write, never stalls the loop the calls run on.
 
 Example:
     >>> import asyncio, tempfile, os
@@ -38,7 +40,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from prefect_openai_chat.extraction.ledger.base import (
     LEASE_S,
@@ -50,6 +53,7 @@ from prefect_openai_chat.extraction.ledger.base import (
 )
 
 logger = logging.getLogger("prefect_openai_chat.extraction.ledger")
+T = TypeVar("T")
 
 
 class RecordClaims:
@@ -117,7 +121,7 @@ class RecordClaims:
         while self._to_claim:
             asked, self._to_claim = self._to_claim, []
             try:
-                granted = await asyncio.to_thread(
+                granted = await self._call(
                     self.ledger.claim_many, [key for key, _ in asked], self.owner, self.lease_s
                 )
             except Exception as exc:  # each asker hears of it
@@ -170,9 +174,20 @@ class RecordClaims:
             self.held.discard(key)
             await self._quietly("release", self.ledger.release, [key], self.owner)
 
+    async def _call(self, action: Callable[..., T], *args: Any) -> T:
+        """A ledger call: at once on this loop when it needs no wait (a SQLite ledger's
+        `attempt`), else in a worker thread, so that a database round trip or another
+        process's write never stalls the loop."""
+        attempt = getattr(self.ledger, "attempt", None)
+        if attempt is not None:
+            done, result = attempt(action, *args)
+            if done:
+                return cast(T, result)
+        return await asyncio.to_thread(action, *args)
+
     async def _quietly(self, what: str, action: Any, *args: Any) -> None:
         try:
-            await asyncio.to_thread(action, *args)
+            await self._call(action, *args)
         except Exception as exc:  # the ledger is a checkpoint: the run goes on without it
             logger.warning(
                 "could not %s a record in the ledger (%s: %s); its claim lapses after"
@@ -207,7 +222,7 @@ class RecordClaims:
                 continue
             renewing = set(self.held)
             try:
-                still = await asyncio.to_thread(
+                still = await self._call(
                     self.ledger.renew, list(renewing), self.owner, self.lease_s
                 )
             except Exception as exc:  # tried again at the next beat, within the lease
@@ -241,7 +256,7 @@ class RecordClaims:
         keys = list(self._waiting)
         if not keys:
             return
-        finished = await asyncio.to_thread(self.ledger.get_many, keys)
+        finished = await self._call(self.ledger.get_many, keys)
         for key, outcome in finished.items():
             for future in self._waiting.pop(key):
                 if not future.done():
@@ -250,9 +265,7 @@ class RecordClaims:
         granted = set()
         if free:
             await asyncio.to_thread(self._free_from_gone_owners, free)
-            granted = await asyncio.to_thread(
-                self.ledger.claim_many, free, self.owner, self.lease_s
-            )
+            granted = await self._call(self.ledger.claim_many, free, self.owner, self.lease_s)
         for key in granted:
             self.held.add(key)
             waiters = self._waiting[key]

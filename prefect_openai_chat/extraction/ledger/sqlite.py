@@ -28,9 +28,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from prefect_openai_chat.extraction.ledger.base import capped, chunks, unique
 
@@ -44,6 +45,14 @@ _BATCH_RUNS = (
     " (run_key TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at REAL NOT NULL)"
 )
 _CHUNK = 500  # SQLite's variable limit is far above; keeps statements small
+BUSY_TIMEOUT_MS = 30_000  # how long a write waits for another process's write lock
+T = TypeVar("T")
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds the lock."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def _use_wal(db: sqlite3.Connection, patience_s: float = 30.0) -> None:
@@ -68,9 +77,12 @@ class SqliteLedger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # `attempt` holds it around a method that takes it
         self._db = sqlite3.connect(
-            self.path, check_same_thread=False, timeout=30, isolation_level=None
+            self.path,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
         )
         with self._lock:
             _use_wal(self._db)
@@ -91,6 +103,31 @@ class SqliteLedger:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def attempt(self, method: Callable[..., T], *args: Any) -> tuple[bool, T | None]:
+        """Run `method` (a method of this ledger) now if it needs no wait: `(True, result)`,
+        or `(False, None)` when another thread holds the connection or another process the
+        file's write lock (then nothing was done: call it again where waiting is fine).
+
+        An event loop calls this first and a worker thread only when it must wait: a
+        thread hop for every group of claims cost a night about 0.2 ms of CPU per record.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False, None
+        try:
+            self._db.execute("PRAGMA busy_timeout = 0")
+            try:
+                return True, method(*args)
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                return False, None
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        finally:
+            self._lock.release()
 
     def _select(self, sql: str, keys: list[str], *params: object) -> list[tuple[str, str]]:
         """Rows of `sql` (`{marks}`: the keys) over `keys` in chunks; the caller holds the lock."""
