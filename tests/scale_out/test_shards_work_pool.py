@@ -3,7 +3,7 @@
 A real `prefect server`, a `process` work pool with two `prefect worker start`
 processes, the shard deployment from `deployments/prefect.yaml`, Redis for the
 circuit and the limiter, PostgreSQL for the record ledger, the simulator behind a
-request log. The parent run splits 400 records into two shards, one flow run each.
+request log. The parent run splits 800 records into four shards, one flow run each.
 While a shard runs, its worker and the shard's process are killed with SIGKILL; the
 parent sees the shard's heartbeat stop, puts the same flow run back in the queue, the
 other worker runs it again and it resumes from the ledger. Every record ends exactly
@@ -29,8 +29,8 @@ from prefect_openai_chat.flows.fan_out import HEARTBEAT_ENV
 
 pytestmark = pytest.mark.slow
 
-RECORDS = 400  # 200 a shard: with the simulator's 0.3 s answers, a shard runs for seconds
-SHARDS = 2  # each shard a process of its own: more would add start-ups, not cases
+RECORDS = 800  # 200 a shard: with the simulator's 0.3 s answers, a shard runs for seconds
+SHARDS = 4
 CONCURRENCY = 8
 POOL = "llm-pool"  # the pool deployments/prefect.yaml names
 BLOCK = "scale-out-chat-model"
