@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 from collections.abc import Iterator, Sequence
@@ -53,7 +52,7 @@ from prefect_openai_chat.extraction.batch_api.claims import ShardClaims, lease_f
 from prefect_openai_chat.extraction.batch_api.cleanup import delete_files
 from prefect_openai_chat.extraction.batch_api.client import BatchClient
 from prefect_openai_chat.extraction.batch_api.ledger import BatchLedger, run_key
-from prefect_openai_chat.extraction.batch_api.night import ELSEWHERE, OPEN, Planned, Work
+from prefect_openai_chat.extraction.batch_api.night import ELSEWHERE, Planned, Work
 from prefect_openai_chat.extraction.batch_api.store import PAGE, NightStore, pack, unpack
 from prefect_openai_chat.extraction.ledger import Ledger
 from prefect_openai_chat.extraction.outcomes import (
@@ -110,18 +109,16 @@ def _run_batch_api(
         ledger = _batch_ledger(job.run.cache, cache, key)
         claims = _shard_claims(cache, key, options)
         if claims is not None:
-            _claim_requests(store, claims)
+            claims.claim_new(store)
         night = None
         if store.count("status IN ('new', 'elsewhere')"):
             night = _night(job, model, options, ledger, store, cache)
         if night is not None and store.count("status = 'queued'"):
             _run_rounds(job, options, night, artifacts, claims)
         if claims is not None and night is not None:
-            for page in store.id_pages("status = 'done'"):  # others may take what has no answer
-                claims.release(page)
+            claims.release_ended(store)  # others may take over what ended without an answer
             if store.count(ELSEWHERE):
-                assert cache is not None  # a shard claims only in a ledger
-                await_other_shards(job, night, claims, cache)
+                await_other_shards(job, night, claims)
         _write_out(window, store)
         ledger.remove()
         batches = ledger.all_batches()
@@ -200,13 +197,6 @@ def _shard_claims(cache: Ledger | None, key: str, options: BatchApiOptions) -> S
     return ShardClaims(cache, f"batch-shard:{key}", lease_for(options))
 
 
-def _claim_requests(store: NightStore, claims: ShardClaims) -> None:
-    """Claim every new request; those another shard holds are its to send (`elsewhere`)."""
-    for page in store.id_pages("status = 'new'"):
-        held = claims.claim(page)
-        store.set_status([key for key in page if key not in held], "elsewhere")
-
-
 def _night(
     job: RunJob, model: ChatModel, options: BatchApiOptions, ledger: BatchLedger,
     store: NightStore, cache: Ledger | None,
@@ -234,8 +224,7 @@ def _run_rounds(
             break
         for number, wave in enumerate(waves, start=1):
             if claims is not None and renew:
-                for page in night.store.id_pages(OPEN):
-                    claims.renew(page)
+                claims.renew_open(night.store)
             renew = True
             label = f"round {round_number + 1}, wave {number}/{len(waves)}"
             ids = submit_batches(job.chat_model, night, round_number, wave, label)
@@ -426,40 +415,22 @@ def settle_records(job: RunJob, night: BatchNight, round_number: int) -> None:
 @task(
     name="batch-api-await-shards", task_run_name="wait for requests other shards hold", **_OPTIONS
 )
-def await_other_shards(job: RunJob, night: BatchNight, claims: ShardClaims, cache: Ledger) -> None:
+def await_other_shards(job: RunJob, night: BatchNight, claims: ShardClaims) -> None:
     """Wait for the outcomes of this shard's requests that other shards hold (`claims.py`);
     send online those a shard gives up."""
-    run_sync(_await_others(job, night, claims, cache))
+    run_sync(_await_others(job, night, claims))
 
 
-async def _await_others(job: RunJob, night: BatchNight, claims: ShardClaims, cache: Ledger) -> None:
-    store, logger = night.store, run_logger()
+async def _await_others(job: RunJob, night: BatchNight, claims: ShardClaims) -> None:
+    logger = run_logger()
     logger.info(
         "batch API: %d request(s) of this shard are held by another shard; waiting for their"
         " outcomes in the record ledger",
-        store.count(ELSEWHERE),
+        night.store.count(ELSEWHERE),
     )
     with _redacted():
         online = runner_call(await _online_runner(job))
-        while True:
-            for page in store.id_pages(ELSEWHERE):
-                found = await asyncio.to_thread(cache.get_many, page)
-                store.set_cached(found)
-                rest = [key for key in page if key not in found]
-                if rest:  # granted: its holder released it, or its lease ran out
-                    store.set_status(await asyncio.to_thread(claims.claim, rest), "taken")
-            taken = [key for page in store.id_pages("status = 'taken'") for key in page]
-            if taken:
-                logger.warning(
-                    "batch API: another shard gave up %d request(s) (it ended them without"
-                    " an answer, or its lease ran out): sending them online",
-                    len(taken),
-                )
-                await night.send_online("status = 'taken'", online, job.run.concurrency * 4)
-                claims.release(taken)  # those that ended without a final outcome
-            if not store.count(ELSEWHERE):
-                return
-            await asyncio.sleep(night.options.poll_interval_s)
+        await claims.await_others(night, online, job.run.concurrency * 4, logger.warning)
 
 
 @task(name="batch-api-delete-files", task_run_name="delete the night's files", **_OPTIONS)

@@ -32,9 +32,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
 
+from prefect_openai_chat.extraction.batch_api.night import ELSEWHERE, OPEN, BatchNight
 from prefect_openai_chat.extraction.batch_api.options import BatchApiOptions
+from prefect_openai_chat.extraction.batch_api.store import NightStore
+from prefect_openai_chat.extraction.engine import CallFn
 from prefect_openai_chat.extraction.ledger import Ledger
 
 HOUR_S = 3600.0
@@ -67,3 +71,49 @@ class ShardClaims:
     def release(self, keys: Iterable[str]) -> None:
         """Give `keys` back: another shard waiting for them may take them over."""
         self.ledger.release(keys, self.owner)
+
+    # --- over a night's store, a page at a time ---
+
+    def claim_new(self, store: NightStore) -> None:
+        """Claim every new request of the night; those another shard holds are its to
+        send (`elsewhere`)."""
+        for page in store.id_pages("status = 'new'"):
+            held = self.claim(page)
+            store.set_status([key for key in page if key not in held], "elsewhere")
+
+    def renew_open(self, store: NightStore) -> None:
+        """Renew the claims of every request still open (a wave of batches starts)."""
+        for page in store.id_pages(OPEN):
+            self.renew(page)
+
+    def release_ended(self, store: NightStore) -> None:
+        """Give back the requests the night has ended (those without a final outcome are
+        still claimed: another shard may take them over)."""
+        for page in store.id_pages("status = 'done'"):
+            self.release(page)
+
+    async def await_others(
+        self, night: BatchNight, online: CallFn, slots: int, warn: Callable[[str], None]
+    ) -> None:
+        """Wait for the outcomes of the night's requests other shards hold, read as cached
+        records; send online (`online`, `slots` at a time) those this shard gets the claim
+        of, with a warning, until none is left."""
+        store = night.store
+        while True:
+            for page in store.id_pages(ELSEWHERE):
+                found = await asyncio.to_thread(self.ledger.get_many, page)
+                store.set_cached(found)
+                rest = [key for key in page if key not in found]
+                if rest:  # granted: its holder released it, or its lease ran out
+                    store.set_status(await asyncio.to_thread(self.claim, rest), "taken")
+            taken = [key for page in store.id_pages("status = 'taken'") for key in page]
+            if taken:
+                warn(
+                    f"batch API: another shard gave up {len(taken)} request(s) (it ended them"
+                    " without an answer, or its lease ran out): sending them online"
+                )
+                await night.send_online("status = 'taken'", online, slots)
+                self.release(taken)  # those that ended without a final outcome
+            if not store.count(ELSEWHERE):
+                return
+            await asyncio.sleep(night.options.poll_interval_s)
