@@ -21,6 +21,11 @@ rounds: records per second (target plugin / bare >= 0.9) and client CPU per reco
 the CPU time of this process only (`time.process_time`: every thread of the client,
 not the simulator's or the Prefect server's process; target plugin <= 1.0x bare).
 
+Each round also times an empty `@flow` run: what any Prefect flow run costs before and
+after its body (creating the run, its states, and Prefect 3.9's heartbeat thread, which
+the run's end joins while it sleeps out its current second). The verdict is on the whole
+night; the night less that floor is printed beside it, for what the plugin itself adds.
+
 Run: python benchmarks/bench_night_overhead.py [--records 5000] [--rounds 3] [--chunk-size N]
      add --profile to cProfile one plugin night instead (stats saved to the temp
      folder as bench_night_plugin.prof).
@@ -118,6 +123,17 @@ async def bare_night(client: AsyncOpenAI, source: Path, folder: Path, name: str)
     return written
 
 
+def empty_flow_run() -> int:
+    """One run of a flow that does nothing: the floor every Prefect flow run pays."""
+    from prefect import flow
+
+    @flow(name="empty-night", persist_result=False)
+    def empty_night() -> int:
+        return 0
+
+    return empty_night()
+
+
 def timed(work: Any) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds of this process and the result of `work()`."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -165,7 +181,10 @@ def run(args: argparse.Namespace) -> int:
             loop.run_until_complete(client.close())
             loop.close()
             return 0
+        empty_flow_run()
         sim.reset()
+        floor: list[float] = []
+        less_floor: list[float] = []  # the plugin's records/s without the flow-run floor
         rate: dict[str, list[float]] = {"plugin": [], "bare": []}
         cpu_ms: dict[str, list[float]] = {"plugin": [], "bare": []}
         rows: dict[str, int] = {}
@@ -183,6 +202,9 @@ def run(args: argparse.Namespace) -> int:
                     wall, cpu, rows[name] = timed(lambda label=label: bare(label, source))
                 rate[name].append(len(records) / wall)
                 cpu_ms[name].append(1000 * cpu / len(records))
+            floor.append(timed(empty_flow_run)[0])
+            plugin_wall = len(records) / rate["plugin"][-1]
+            less_floor.append(len(records) / (plugin_wall - floor[-1]))
             plugin_rows = (folder / f"plugin-{rnd}.jsonl").read_text().splitlines()
             bare_rows = (folder / f"bare-{rnd}.jsonl").read_text().splitlines()
             assert sorted(map(json.loads, plugin_rows), key=lambda r: r["_key"]) == sorted(
@@ -191,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"round {rnd + 1}/{args.rounds}: plugin {rate['plugin'][-1]:.1f}/s"
                 f" {cpu_ms['plugin'][-1]:.2f} ms CPU/record, bare {rate['bare'][-1]:.1f}/s"
-                f" {cpu_ms['bare'][-1]:.2f} ms CPU/record; same rows",
+                f" {cpu_ms['bare'][-1]:.2f} ms CPU/record; same rows;"
+                f" empty flow run {floor[-1]:.2f} s",
                 flush=True,
             )
         stats = sim.stats()
@@ -215,6 +238,10 @@ def run(args: argparse.Namespace) -> int:
         f"  CPU {raw_cpu:.2f} ms/record {rounds(cpu_ms['bare'], '{:.2f}')}"
     )
     ratio, cpu_ratio = plugin / raw, plugin_cpu / raw_cpu
+    print(
+        f"an empty flow run: {median(floor):.2f} s {rounds(floor, '{:.2f}')}; the plugin's night"
+        f" less it: {median(less_floor):.1f} records/s, {median(less_floor) / raw:.3f} of bare"
+    )
     print(f"throughput ratio plugin / bare: {ratio:.3f} (target >= {RATE_TARGET:.2f})")
     print(f"client CPU ratio plugin / bare: {cpu_ratio:.3f} (target <= {CPU_TARGET:.2f})")
     ok = verdict(
@@ -239,6 +266,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile one plugin night")
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry lookups
     logging.getLogger("prefect").setLevel(logging.WARNING)
     logging.getLogger("prefect_openai_chat").setLevel(logging.WARNING)
     return run(args)

@@ -68,3 +68,23 @@ def test_an_extraction_dumps_its_value_once() -> None:
     assert done.value_data() == {"x": 1}
     assert done.value_data() is done.value_data()  # kept: record_outcome does not dump again
     assert Extraction[Point]().value_data() is None
+
+
+def test_a_record_outcome_is_the_model_its_fields_validate_to() -> None:
+    """`record_outcome` builds its `RecordOutcome` without validating again: it must be
+    the one that validating the same fields gives, secrets masked and sizes capped."""
+    from prefect_openai_chat.extraction.outcomes import record_outcome
+    from prefect_openai_chat.results import RAW_OUTPUT_LIMIT, REASON_LIMIT
+
+    key = "sk-" + "a" * 40
+    raw = f'{{"name": "Oslo", "note": "{key}"}}' + " " * (RAW_OUTPUT_LIMIT + 10)
+    for extraction in (
+        Extraction[City](value=City(name="Oslo"), ok=True, outcome="ok", raw_outputs=[raw]),
+        Extraction[City](outcome="invalid", reason=f"{key} " + "x" * REASON_LIMIT, calls=3),
+    ):
+        outcome = record_outcome(7, "T-7", extraction)
+        validated = RecordOutcome.model_validate(outcome.model_dump())
+        assert outcome == validated
+        assert outcome.model_dump_json() == validated.model_dump_json()
+        kept = (outcome.last_raw_output or "") + (outcome.reason or "")
+        assert key not in kept and len(kept.encode()) < RAW_OUTPUT_LIMIT + REASON_LIMIT + 400

@@ -69,10 +69,9 @@ from prefect_openai_chat.results import ChatResult, Usage
 from prefect_openai_chat.telemetry import note_attempt
 from prefect_openai_chat.tokens import count_request_tokens, count_text_tokens
 from prefect_openai_chat.tokens.context import completion_room
-from prefect_openai_chat.tokens.counting import FormatTokens
+from prefect_openai_chat.tokens.counting import FORMAT_TOKENS
 
 ClientFactory = Callable[[], AsyncOpenAI]
-_FORMATS = FormatTokens()  # the reservations' response formats, each serialized once
 _PATH = "/chat/completions"
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -145,7 +144,7 @@ class Sender:
             """The reservation: the exact prompt, and the room asked for (else what answers
             without one have been writing); the API charges the room up front."""
             if not reserved:
-                prompt = count_request_tokens(request, _FORMATS)  # settled after the call
+                prompt = count_request_tokens(request, FORMAT_TOKENS)  # settled after the call
                 expected = p.limiter.expected_completion if p.limiter is not None else 0
                 reserved.append(prompt + (room or round(expected)))
             return reserved[0]

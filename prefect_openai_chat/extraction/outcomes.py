@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect_openai_chat.extraction.storable import unstorable
-from prefect_openai_chat.results import Extraction, Outcome, RecordOutcome
+from prefect_openai_chat.results import Extraction, Outcome, RecordOutcome, bounded_reason
 
 
 def record_outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordOutcome:
@@ -27,8 +27,10 @@ def record_outcome(index: int, key: str, extraction: Extraction[Any]) -> RecordO
     ok, outcome, reason = extraction.ok, extraction.outcome, extraction.reason
     unfit = unstorable(data) if ok else None
     if unfit is not None:
-        ok, outcome, reason, data = False, "invalid", f"not storable: {unfit}", None
-    return RecordOutcome(
+        ok, outcome, reason, data = False, "invalid", bounded_reason(f"not storable: {unfit}"), None
+    # Built without validating again: every field comes from a validated `Extraction`
+    # (its reason and raw outputs redacted and capped already) or is the caller's int/str.
+    return RecordOutcome.model_construct(
         index=index,
         key=key,
         ok=ok,

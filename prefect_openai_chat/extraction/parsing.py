@@ -62,10 +62,13 @@ _LAZY_TEXT = [
 # after a head; `_NEAR` finds those without backtracking (see `_Near`).
 # One pass over a string decides whether any pattern can match at all (most strings: no).
 _ANY_LAZY = re.compile("|".join(f"(?:{p.pattern})" for p in _LAZY_TEXT), re.IGNORECASE)
-_LAZY_VALUE = re.compile(
-    r"^\s*(?:\.\.\.|…|etc\.?|and so on|\[\s*truncated\s*\]"
+# A whole value that stands for content, matched against the value stripped of white
+# space (`_is_placeholder`): with `^\s*` and `\s*$` around it and two more `\s*` in a row,
+# the pattern took seconds for a value of 2,000 line ends and grew with their cube.
+_PLACEHOLDER = re.compile(
+    r"\.\.\.|…|etc\.?|and so on|\[\s*truncated\s*\]"
     r"|<[^>]{0,80}\b(?:rest|remaining)\b[^>]{0,80}>"
-    r"|\(?\s*(?:\.\.\.|…)?\s*(?:rest|remaining) (?:of|omitted)\b.*)\s*$",
+    r"|\(?\s*(?:(?:\.\.\.|…)\s*)?(?:rest|remaining) (?:of|omitted)\b.*",
     re.IGNORECASE,
 )
 _APOS = "['\u2019]"
@@ -482,7 +485,7 @@ def _first_from(
 _NEAR = (
     _Near(r"(?<![:/\w])//\s", r"\b(?:rest|remaining|omitted|more|same as above)\b"),  # // rest
     _Near(  # ... (rest omitted here)
-        r"(?:\.\.\.|…)\s*\(?\s*(?:rest|remaining|more|etc)\b",
+        r"(?:\.\.\.|…)\s*(?:\(\s*)?(?:rest|remaining|more|etc)\b",  # not `\s*\(?\s*`: quadratic
         r"omitted|here|follow|continues|above|below",
         stops='\n"',
     ),
@@ -491,7 +494,7 @@ _NEAR = (
 
 def _lazy_values(data: Any, limit: int = 10_000) -> list[str]:
     """String values that stand in for content ("...", "etc.", "[truncated]")."""
-    found: list[str] = []
+    strings: list[str] = []
     stack = [data]
     seen = 0
     while stack and seen < limit:
@@ -501,9 +504,25 @@ def _lazy_values(data: Any, limit: int = 10_000) -> list[str]:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-        elif isinstance(item, str) and item and (_LAZY_VALUE.match(item) or _lazy_markers(item)):
-            found.append(item[:60])
-    return found
+        elif isinstance(item, str) and item:
+            strings.append(item)
+    # One search over all the strings rules out most answers: what matches inside one
+    # string matches in the joined text too (no pattern is anchored, and to a lookbehind
+    # or a word boundary the line end reads like the string's edge).
+    joined = "\n".join(strings)
+    if _ANY_LAZY.search(joined) is None and not any(n.head.search(joined) for n in _NEAR):
+        return [item[:60] for item in strings if _is_placeholder(item)]
+    return [item[:60] for item in strings if _is_placeholder(item) or _lazy_markers(item)]
+
+
+def _is_placeholder(text: str) -> bool:
+    """Whether the whole of `text` stands for content: "...", "etc.", "(rest omitted)".
+
+    Example:
+        >>> _is_placeholder("  [truncated] "), _is_placeholder("\\n" * 100_000)
+        (True, False)
+    """
+    return _PLACEHOLDER.fullmatch(text.strip()) is not None
 
 
 def _short(text: str, limit: int = 120) -> str:

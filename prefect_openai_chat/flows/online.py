@@ -67,10 +67,11 @@ class OnlineRunner:
         ):
             self._wait_for_one()
         job = self.job
-        name = f"extract {job.spec.schema_class.__name__} {label}"
         # Quoted: Prefect hands them over as they are, without walking every record (and
-        # the block and spec) for futures to resolve; none of them holds one.
-        future = extract_chunk.with_options(task_run_name=name).submit(
+        # the block and spec) for futures to resolve; none of them holds one. The task run
+        # is named from `label` by the task itself ("extract SupportTicket chunk 3/40"):
+        # `with_options` per chunk would build a new task, reading its source each time.
+        future = extract_chunk.submit(
             quote(job.chat_model),
             quote(job.spec),
             quote([item.record for item in readable if item.record is not None]),

@@ -28,7 +28,9 @@ Kind = Literal["requests", "tokens"]
 KINDS: tuple[Kind, ...] = ("requests", "tokens")
 MAX_RESET_S = 86_400.0  # the longest bucket reset believed: a day
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+# A number starts only where no digit or point is before it: else a long run of digits
+# without a unit is scanned again from each of its digits (quadratic in the value's size).
+_DURATION = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 

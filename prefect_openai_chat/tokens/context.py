@@ -29,6 +29,7 @@ from typing import Any, Literal, NoReturn, get_args
 
 from prefect_openai_chat.errors import ContextWindowExceededError
 from prefect_openai_chat.tokens.counting import (
+    FORMAT_TOKENS,
     REPLY_PRIMER,
     count_message_tokens,
     count_request_tokens,
@@ -196,7 +197,13 @@ def _surely_fits(request: Request, limit: int) -> bool:
             elif value is not None:
                 return False
     per_message = 4  # 3 tokens of overhead, 1 more for a name
-    bound = 4 * chars + per_message * len(request["messages"]) + 3 + _fixed_room(request)
+    # The format's schema counted once per format object (`FORMAT_TOKENS`), not per call:
+    # a format changed in place keeps its first count here, and the server's overflow
+    # answer is then refitted like any other (`refit`).
+    fixed = completion_room(request) + FORMAT_TOKENS(
+        request.get("response_format"), request["model"]
+    )
+    bound = 4 * chars + per_message * len(request["messages"]) + 3 + fixed
     return bound <= limit
 
 

@@ -102,6 +102,11 @@ class FormatTokens:
         return tokens
 
 
+# One memo per process for the plugin's own requests (their formats are built once per
+# schema): the sender's reservations and the context fitter's quick bound share it.
+FORMAT_TOKENS = FormatTokens()
+
+
 def count_message_tokens(
     messages: Sequence[Mapping[str, Any]],
     model: str,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from email.utils import formatdate
 
 from hypothesis import given
@@ -146,3 +147,12 @@ def test_the_named_bad_values_give_no_wait() -> None:
     assert parse_retry_after({"retry-after": "abc"}) is None
     assert parse_retry_after({"retry-after-ms": "nan", "retry-after": "2"}) is None
     assert parse_duration("inf") is None and parse_duration("99999999h") is None
+
+
+def test_a_long_reset_value_is_read_in_linear_time() -> None:
+    """A proxy's mangled header of many digits and no unit: once scanned again from each of
+    its digits (5,000 digits took 0.86 s; 16 KB, by the square, about 9 s), now milliseconds."""
+    started = time.perf_counter()
+    for text in ("x" + "0" * 100_000, "1." + "5" * 100_000 + "q", "1h" + "2" * 100_000):
+        assert parse_duration(text) is None
+    assert time.perf_counter() - started < 1.0

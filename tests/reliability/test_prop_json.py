@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any, get_args
 
 import pytest
@@ -150,6 +151,13 @@ ADVERSARIAL = {
     "huge near-miss comments": ("{" + "// x " * 600_000, "no_json"),
     "huge quotes and backslashes": ('{"' + '\\"' * 1_000_000, "no_json"),
     "huge backticks": ("`" * 1_500_000, "no_json"),
+    # a value of nothing but line ends or blanks (a model's runaway): once cubic, see below
+    "huge run of line ends in a value": ('{"a": "' + "\\n" * 1_000_000 + '"}', "json"),
+    "huge run of blanks in a value": ('{"a": "(' + " " * 2_000_000 + '"}', "json"),
+    "huge run of line ends after an ellipsis": (
+        '{"a": "... ' + "\\n" * 1_000_000 + 'rest"}',
+        "json",
+    ),
     "largest repaired garbage": ("{" + "a" * (MAX_REPAIR_CHARS - 2) + "}", None),
     "largest repaired list": ('{"a": [' + "1," * (MAX_REPAIR_CHARS // 2 - 8) + "]", "json"),
 }
@@ -171,3 +179,61 @@ def test_deep_and_huge_answers_end_the_extraction_with_an_outcome(name: str) -> 
     result, _ = within(BOUND_S, extract_from, ADVERSARIAL[name][0])
     assert result.outcome in get_args(Outcome)
     assert result.outcome == ("ok" if name == "huge valid" else "invalid"), result.reason
+
+
+# Pieces of every placeholder pattern, so that strings near and on the patterns are common.
+PLACEHOLDER_BITS = st.sampled_from(
+    ["//", "/*", "#", "...", "…", "[", "]", ",", ":", "<", ">", "(", ")", "rest", "remaining",
+     "of", "omitted", "more", "truncated", "etc", "here", "above", "same as above", " ",
+     "\n", '"', "a", "x1"]
+)  # fmt: skip
+PLACEHOLDER_TEXT = st.lists(PLACEHOLDER_BITS, max_size=12).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(PLACEHOLDER_TEXT, max_size=6))
+def test_one_search_over_the_strings_finds_what_a_search_of_each_finds(
+    strings: list[str],
+) -> None:
+    """`_lazy_values` rules out most answers with one search of their joined strings: it
+    must name exactly the strings that a check of each string on its own names."""
+    data = {f"k{i}": text for i, text in enumerate(strings)}
+    each = [
+        text[:60]
+        for text in reversed(strings)  # the walk takes a dict's values last first
+        if text and (parsing._is_placeholder(text) or parsing._lazy_markers(text))
+    ]
+    assert parsing._lazy_values(data) == each
+
+
+# The whole-value placeholder pattern before `_is_placeholder`: right, but its `^\s*`,
+# `\(?\s*(?:...)?\s*` and `\s*$` made a value of 2,000 line ends take 15 s (4,000: 98 s).
+CUBIC_PLACEHOLDER = re.compile(
+    r"^\s*(?:\.\.\.|…|etc\.?|and so on|\[\s*truncated\s*\]"
+    r"|<[^>]{0,80}\b(?:rest|remaining)\b[^>]{0,80}>"
+    r"|\(?\s*(?:\.\.\.|…)?\s*(?:rest|remaining) (?:of|omitted)\b.*)\s*$",
+    re.IGNORECASE,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(PLACEHOLDER_TEXT)
+def test_placeholder_values_are_the_ones_the_cubic_pattern_named(text: str) -> None:
+    """The same strings are placeholders as before; only the time changed."""
+    assert parsing._is_placeholder(text) == bool(CUBIC_PLACEHOLDER.match(text))
+
+
+# The ellipsis head of `_NEAR` before: `\s*\(?\s*` scanned a run of white space after "..."
+# again for each split of it (5,000 line ends: 0.8 s, quadratic).
+QUADRATIC_ELLIPSIS_HEAD = re.compile(
+    r"(?:\.\.\.|…)\s*\(?\s*(?:rest|remaining|more|etc)\b", re.IGNORECASE
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(PLACEHOLDER_TEXT)
+def test_the_ellipsis_head_finds_what_the_quadratic_one_found(text: str) -> None:
+    def spans(pattern: re.Pattern[str]) -> list[tuple[int, int]]:
+        return [m.span() for m in pattern.finditer(text)]
+
+    assert spans(parsing._NEAR[1].head) == spans(QUADRATIC_ELLIPSIS_HEAD)
