@@ -6,8 +6,8 @@
    a missing bracket) - a repaired value must still pass validation.
 
 Whatever the text, this ends quickly with a `ParseOutcome`: JSON nested deeper than
-Python's parser allows is "no_json", not a RecursionError; the placeholder patterns
-look at most 80 characters ahead (linear time on any text); and `json_repair`, which is
+Python's parser allows is "no_json", not a RecursionError; the placeholder checks
+(`placeholders.py`) run in linear time on any text; and `json_repair`, which is
 slow on large or deeply nested garbage, is only given JSON of at most `MAX_REPAIR_CHARS`
 characters nested at most `MAX_REPAIR_DEPTH` levels - larger broken JSON is "no_json",
 and the extraction re-asks instead.
@@ -25,11 +25,9 @@ Example:
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import re
 import typing
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -38,6 +36,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from prefect_openai_chat.extraction.placeholders import markers_in, placeholder_values
 from prefect_openai_chat.results import ChatResult
 
 M = TypeVar("M", bound=BaseModel)
@@ -46,31 +45,6 @@ MAX_REPAIR_DEPTH = 100  # and time growing with the square of the nesting depth
 ParseKind = Literal["json", "refusal", "lazy", "empty", "no_json"]
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n?(.*?)(?:```|\Z)", re.DOTALL)
-_LAZY_TEXT = [
-    re.compile(p, re.IGNORECASE)
-    for p in (
-        r"(?<![:/\w])//\s*(?:\.\.\.|…)",  # // ... rest of code
-        r"/\*\s*(?:\.\.\.|…)",
-        r"#\s*(?:\.\.\.|…)\s*(?:rest|remaining|more)",
-        r"\[\s*(?:\.\.\.\s*)?truncated\s*(?:\.\.\.\s*)?\]",
-        r"<\s*(?:rest|remainder|remaining)\s+of\b[^>]{0,80}>",
-        r"[\[,:]\s*(?:\.\.\.|…)\s*[,\]}]",  # a bare ellipsis standing for values
-    )
-]
-# No pattern here scans far ahead of where it starts (`[^>]{0,80}`, not `[^>]*`): a long
-# line of near-misses would make it quadratic. Two need a word up to 80 characters
-# after a head; `_NEAR` finds those without backtracking (see `_Near`).
-# One pass over a string decides whether any pattern can match at all (most strings: no).
-_ANY_LAZY = re.compile("|".join(f"(?:{p.pattern})" for p in _LAZY_TEXT), re.IGNORECASE)
-# A whole value that stands for content, matched against the value stripped of white
-# space (`_is_placeholder`): with `^\s*` and `\s*$` around it and two more `\s*` in a row,
-# the pattern took seconds for a value of 2,000 line ends and grew with their cube.
-_PLACEHOLDER = re.compile(
-    r"\.\.\.|…|etc\.?|and so on|\[\s*truncated\s*\]"
-    r"|<[^>]{0,80}\b(?:rest|remaining)\b[^>]{0,80}>"
-    r"|\(?\s*(?:(?:\.\.\.|…)\s*)?(?:rest|remaining) (?:of|omitted)\b.*",
-    re.IGNORECASE,
-)
 _APOS = "['\u2019]"
 _REFUSAL = re.compile(
     rf"\b(?:I{_APOS}m sorry|I am sorry|I apologi[sz]e|I can(?:no|{_APOS})t|I cannot"
@@ -152,7 +126,7 @@ def parse_output(text: str | None, *, refusal: str | None = None) -> ParseOutcom
     segment = candidate[start:end]
     if start > 0 or candidate[end:].strip():
         fixes.append("prose")
-    markers = _lazy_markers(segment)
+    markers = markers_in(segment)
     if markers:
         return _lazy(raw, segment, markers)
     try:
@@ -281,7 +255,7 @@ def _checked(data: Any, fixes: tuple[str, ...], raw: str, json_text: str) -> Par
             json_text=json_text,
             reason=f"expected a JSON object, got {type(data).__name__}",
         )
-    markers = _lazy_values(data)
+    markers = placeholder_values(data)
     if markers:
         return _lazy(raw, json_text, markers)
     return ParseOutcome("json", data=data, fixes=fixes, text=raw, json_text=json_text)
@@ -422,107 +396,6 @@ def _json_end(text: str, start: int) -> int:
             if depth == 0:
                 return token.end()
     return -1
-
-
-def _lazy_markers(text: str) -> list[str]:
-    found = []
-    if _ANY_LAZY.search(text):
-        for pattern in _LAZY_TEXT:
-            match = pattern.search(text)
-            if match:
-                found.append(match.group(0).strip())
-    for near in _NEAR:
-        marker = near.search(text)
-        if marker:
-            found.append(marker)
-    return found
-
-
-class _Near:
-    """A head, then one of some words starting at most `reach` characters after it on its
-    line: `(?:head)[^\\n]{0,80}(?:words)` without the regex's backtracking over those 80
-    characters, which took seconds on a megabyte of near-misses (`... more ... more`)."""
-
-    def __init__(self, head: str, words: str, stops: str = "\n", reach: int = 80) -> None:
-        self.head = re.compile(head, re.IGNORECASE)
-        self.words = re.compile(words, re.IGNORECASE)
-        self.stops = re.compile(f"[{stops}]")
-        self.reach = reach
-
-    def search(self, text: str) -> str | None:
-        """The first head-and-word found, from the head to the word's end, else None.
-
-        One pass: heads, words and line ends are each found once, in order.
-        """
-        heads = self.head.finditer(text)
-        first = next(heads, None)
-        if first is None:  # most texts: no need to look for the words at all
-            return None
-        words, stops = self.words.finditer(text), self.stops.finditer(text)
-        word, stop = next(words, None), next(stops, None)
-        for head in itertools.chain([first], heads):
-            after = head.end()
-            word = _first_from(words, word, after)
-            if word is None:
-                return None
-            if word.start() > after + self.reach:
-                continue
-            stop = _first_from(stops, stop, after)
-            if stop is None or stop.start() >= word.start():
-                return text[head.start() : word.end()].strip()
-        return None
-
-
-def _first_from(
-    matches: Iterator[re.Match[str]], current: re.Match[str] | None, at: int
-) -> re.Match[str] | None:
-    """The first match starting at or after `at`: `current`, or a later one of `matches`."""
-    while current is not None and current.start() < at:
-        current = next(matches, None)
-    return current
-
-
-_NEAR = (
-    _Near(r"(?<![:/\w])//\s", r"\b(?:rest|remaining|omitted|more|same as above)\b"),  # // rest
-    _Near(  # ... (rest omitted here)
-        r"(?:\.\.\.|…)\s*(?:\(\s*)?(?:rest|remaining|more|etc)\b",  # not `\s*\(?\s*`: quadratic
-        r"omitted|here|follow|continues|above|below",
-        stops='\n"',
-    ),
-)
-
-
-def _lazy_values(data: Any, limit: int = 10_000) -> list[str]:
-    """String values that stand in for content ("...", "etc.", "[truncated]")."""
-    strings: list[str] = []
-    stack = [data]
-    seen = 0
-    while stack and seen < limit:
-        item = stack.pop()
-        seen += 1
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str) and item:
-            strings.append(item)
-    # One search over all the strings rules out most answers: what matches inside one
-    # string matches in the joined text too (no pattern is anchored, and to a lookbehind
-    # or a word boundary the line end reads like the string's edge).
-    joined = "\n".join(strings)
-    if _ANY_LAZY.search(joined) is None and not any(n.head.search(joined) for n in _NEAR):
-        return [item[:60] for item in strings if _is_placeholder(item)]
-    return [item[:60] for item in strings if _is_placeholder(item) or _lazy_markers(item)]
-
-
-def _is_placeholder(text: str) -> bool:
-    """Whether the whole of `text` stands for content: "...", "etc.", "(rest omitted)".
-
-    Example:
-        >>> _is_placeholder("  [truncated] "), _is_placeholder("\\n" * 100_000)
-        (True, False)
-    """
-    return _PLACEHOLDER.fullmatch(text.strip()) is not None
 
 
 def _short(text: str, limit: int = 120) -> str:

@@ -200,18 +200,17 @@ def _surely_fits(request: Request, limit: int) -> bool:
     # The format's schema counted once per format object (`FORMAT_TOKENS`), not per call:
     # a format changed in place keeps its first count here, and the server's overflow
     # answer is then refitted like any other (`refit`).
-    fixed = completion_room(request) + FORMAT_TOKENS(
-        request.get("response_format"), request["model"]
-    )
+    fixed = _fixed_room(request, FORMAT_TOKENS)
     bound = 4 * chars + per_message * len(request["messages"]) + 3 + fixed
     return bound <= limit
 
 
-def _fixed_room(request: Request) -> int:
-    """What the messages cannot use: the completion room and the response format's schema."""
-    return completion_room(request) + response_format_tokens(
-        request.get("response_format"), request["model"]
-    )
+def _fixed_room(
+    request: Request, formats: Callable[[Any, str], int] = response_format_tokens
+) -> int:
+    """What the messages cannot use: the completion room and the response format's schema
+    (counted by `formats`)."""
+    return completion_room(request) + formats(request.get("response_format"), request["model"])
 
 
 async def _shorten(

@@ -32,7 +32,7 @@ HEADS = ["", "(", "... ", "rest ", "x"]
 # Patterns the package only ever matches from a string's start (`match`, `fullmatch`):
 # timed that way, as a search from every position is not how they run.
 ANCHORED = {
-    "prefect_openai_chat.extraction.parsing._PLACEHOLDER",  # `_is_placeholder`: fullmatch
+    "prefect_openai_chat.extraction.placeholders._PLACEHOLDER",  # `is_placeholder`: fullmatch
     "prefect_openai_chat.examples.tickets._ORDER_LOOSE",  # `_clean_order_id`: fullmatch
 }
 
@@ -51,7 +51,7 @@ def patterns() -> Iterator[tuple[str, re.Pattern[str]]]:
                 if isinstance(item, re.Pattern) and isinstance(item.pattern, str):
                     yield where, item
                 head = getattr(item, "head", None)
-                if isinstance(head, re.Pattern):  # `parsing._Near`
+                if isinstance(head, re.Pattern):  # `placeholders._Near`
                     yield f"{where}.head", head
                     yield f"{where}.words", item.words
 

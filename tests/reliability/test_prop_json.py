@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from prop_support import DOCUMENTS, OBJECTS, PROSE, within
 from pydantic import BaseModel
 
-from prefect_openai_chat.extraction import parsing
+from prefect_openai_chat.extraction import placeholders
 from prefect_openai_chat.extraction.engine import run_extraction
 from prefect_openai_chat.extraction.parsing import (
     MAX_REPAIR_CHARS,
@@ -47,7 +47,7 @@ def check(outcome: ParseOutcome) -> ParseOutcome:
 def unlazy(doc: Any) -> bool:
     """No string in `doc` reads as a placeholder (those answers are "lazy", by design)."""
     text = json.dumps(doc, ensure_ascii=False)
-    return not parsing._lazy_values(doc) and not parsing._lazy_markers(text)
+    return not placeholders.placeholder_values(doc) and not placeholders.markers_in(text)
 
 
 @given(st.text(max_size=300) | JSONISH)
@@ -195,18 +195,18 @@ PLACEHOLDER_TEXT = st.lists(PLACEHOLDER_BITS, max_size=12).map("".join)
 def test_one_search_over_the_strings_finds_what_a_search_of_each_finds(
     strings: list[str],
 ) -> None:
-    """`_lazy_values` rules out most answers with one search of their joined strings: it
+    """`placeholder_values` rules out most answers with one search of their joined strings: it
     must name exactly the strings that a check of each string on its own names."""
     data = {f"k{i}": text for i, text in enumerate(strings)}
     each = [
         text[:60]
         for text in reversed(strings)  # the walk takes a dict's values last first
-        if text and (parsing._is_placeholder(text) or parsing._lazy_markers(text))
+        if text and (placeholders.is_placeholder(text) or placeholders.markers_in(text))
     ]
-    assert parsing._lazy_values(data) == each
+    assert placeholders.placeholder_values(data) == each
 
 
-# The whole-value placeholder pattern before `_is_placeholder`: right, but its `^\s*`,
+# The whole-value placeholder pattern before `is_placeholder`: right, but its `^\s*`,
 # `\(?\s*(?:...)?\s*` and `\s*$` made a value of 2,000 line ends take 15 s (4,000: 98 s).
 CUBIC_PLACEHOLDER = re.compile(
     r"^\s*(?:\.\.\.|…|etc\.?|and so on|\[\s*truncated\s*\]"
@@ -220,7 +220,7 @@ CUBIC_PLACEHOLDER = re.compile(
 @given(PLACEHOLDER_TEXT)
 def test_placeholder_values_are_the_ones_the_cubic_pattern_named(text: str) -> None:
     """The same strings are placeholders as before; only the time changed."""
-    assert parsing._is_placeholder(text) == bool(CUBIC_PLACEHOLDER.match(text))
+    assert placeholders.is_placeholder(text) == bool(CUBIC_PLACEHOLDER.match(text))
 
 
 # The ellipsis head of `_NEAR` before: `\s*\(?\s*` scanned a run of white space after "..."
@@ -236,4 +236,4 @@ def test_the_ellipsis_head_finds_what_the_quadratic_one_found(text: str) -> None
     def spans(pattern: re.Pattern[str]) -> list[tuple[int, int]]:
         return [m.span() for m in pattern.finditer(text)]
 
-    assert spans(parsing._NEAR[1].head) == spans(QUADRATIC_ELLIPSIS_HEAD)
+    assert spans(placeholders._NEAR[1].head) == spans(QUADRATIC_ELLIPSIS_HEAD)

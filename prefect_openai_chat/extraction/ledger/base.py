@@ -29,8 +29,8 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from prefect_openai_chat.redaction import cap_text
 from prefect_openai_chat.results import RAW_OUTPUT_LIMIT as RAW_OUTPUT_LIMIT
@@ -39,11 +39,18 @@ from prefect_openai_chat.results import REASON_LIMIT
 LEASE_S = 60.0  # a claim's lease; a dead worker's records are free again after it
 RENEW_EVERY_S = LEASE_S / 4  # how often a live worker renews the leases it holds
 POLL_S = 0.5  # how often a worker waiting for another's claim looks at the ledger
+T = TypeVar("T")
 
 
 @runtime_checkable
 class Ledger(Protocol):
     """Finished records and live claims, shared by every worker that opens the same ledger."""
+
+    def attempt(self, method: Callable[..., T], *args: Any) -> tuple[bool, T | None]:
+        """Run `method` (one of this ledger's) now if it needs no wait: `(True, result)`;
+        else `(False, None)`, nothing done, for the caller to run it where waiting is fine
+        (`RecordClaims` runs it in a worker thread then)."""
+        ...
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str]:
         """The stored outcomes (JSON) of those `keys` that are finished."""

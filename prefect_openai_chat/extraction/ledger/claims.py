@@ -178,11 +178,9 @@ class RecordClaims:
         """A ledger call: at once on this loop when it needs no wait (a SQLite ledger's
         `attempt`), else in a worker thread, so that a database round trip or another
         process's write never stalls the loop."""
-        attempt = getattr(self.ledger, "attempt", None)
-        if attempt is not None:
-            done, result = attempt(action, *args)
-            if done:
-                return cast(T, result)
+        done, result = self.ledger.attempt(action, *args)
+        if done:
+            return cast(T, result)
         return await asyncio.to_thread(action, *args)
 
     async def _quietly(self, what: str, action: Any, *args: Any) -> None:
