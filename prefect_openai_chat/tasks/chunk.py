@@ -243,6 +243,13 @@ class _ChunkRun:
             delay = task_retry_delay(errors[-1] if errors else None, runs, policy)
             if delay is None:
                 break
+            run_logger().warning(
+                "record %s: %s; its extraction runs again in %.3g s (round %d)",
+                self.key_of(index, record),
+                extraction.reason,
+                delay,
+                runs + 1,
+            )
             spent.append(extraction)
             await asyncio.sleep(delay)
         outcome = _with_earlier_rounds(

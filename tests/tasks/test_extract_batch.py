@@ -194,7 +194,7 @@ def test_transient_errors_are_not_cached(sim_clean: Simulator, tmp_path: Path) -
 
 
 def test_task_tier_inside_the_batch_tries_again_after_the_reset_timeout(
-    sim_clean: Simulator, tmp_path: Path
+    sim_clean: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     sim_clean.configure(script=["503"])
     sim_clean.reset()
@@ -210,6 +210,10 @@ def test_task_tier_inside_the_batch_tries_again_after_the_reset_timeout(
     assert report.valid == 3
     assert sim_clean.stats().requests == 4
     assert sim_clean.stats().by_status == {503: 1, 200: 3}
+    # the operator sees which record waits, why, and for how long
+    (said,) = [r.getMessage() for r in caplog.records if "runs again" in r.getMessage()]
+    assert said.startswith("record T-0000") and "InternalServerError" in said
+    assert said.endswith("its extraction runs again in 0.05 s (round 2)")
 
 
 def test_quota_error_is_not_tried_again_by_either_tier(
