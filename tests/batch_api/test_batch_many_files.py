@@ -55,6 +55,7 @@ def test_a_night_over_several_batch_files_keeps_input_order_and_ends_each_record
         assert twin_row == {k: v for k, v in by_key[order[3]].items() if k != "_key"}
 
 
+@pytest.mark.slow  # ~10 s: started early, not last
 def test_a_night_killed_between_submit_and_collect_resumes_its_batches_and_pays_once(
     batch_sim: Simulator, tmp_path: Path
 ) -> None:

@@ -226,6 +226,7 @@ def test_a_refusal_quoting_the_key_is_masked_in_quarantine_ledger_and_artifacts(
     assert leaks(caplog.text) == []
 
 
+@pytest.mark.slow  # ~10 s: started early, not last
 def test_two_megabyte_refusals_leave_a_small_ledger_quarantine_and_artifact(
     server: Simulator, tmp_path: Path
 ) -> None:

@@ -26,6 +26,7 @@ from prefect_openai_chat.simulator import Simulator
 pytestmark = pytest.mark.filterwarnings('ignore:Field name "schema"')
 
 
+@pytest.mark.slow  # ~10 s: started early, not last
 @settings(PROFILE)
 @given(case=cases())
 def test_every_record_ends_exactly_once_with_its_answer(sim: Simulator, case: Case) -> None:

@@ -88,6 +88,7 @@ def rejoin_after_the_run(model: ChatModel, redis_url: str) -> None:
     assert limiter.shared
 
 
+@pytest.mark.slow  # ~10 s: started early, not last
 @pytest.mark.parametrize("how", ["killed", "frozen"])
 def test_a_run_survives_redis_going_away_and_coming_back(
     how: str,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from soak_support import benchmark, tickets
 
 from prefect_openai_chat import ChatModel, OpenAICredentials
@@ -21,6 +22,7 @@ from prefect_openai_chat.simulator import Simulator
 RECORDS = 400
 
 
+@pytest.mark.slow  # ~10 s: started early, not last
 def test_chaos_soak_keeps_every_record_exactly_once_within_the_request_bound(
     tmp_path: Path, isolated_results: None
 ) -> None:

@@ -81,6 +81,7 @@ def test_shards_write_what_one_run_writes(sim: LoggedSimulator, tmp_path: Path) 
     assert not sim.log.paid_twice()
 
 
+@pytest.mark.slow  # ~10 s: started early, not last
 def test_a_rerun_of_shards_pays_nothing(sim: LoggedSimulator, tmp_path: Path) -> None:
     source = write_records(tmp_path / "in.jsonl", 30)
     first = run(source, tmp_path / "a", sim, shards=4)

@@ -167,6 +167,7 @@ def test_add_parser_and_run_for_the_lead_cli() -> None:
     assert settings.script == ["503", "ok"]
 
 
+@pytest.mark.slow  # ~10 s: started early, not last
 def test_memory_stays_flat_over_many_requests() -> None:
     app = create_app(profile="chaos", hang_s=0, stall_s=0, outages=[], rpm=None, tpm=None)
     from starlette.testclient import TestClient
