@@ -9,8 +9,9 @@ anything that looks like an OpenAI key (`sk-...`) or a bearer token, and the cre
 values of a credentials block's `default_headers` (`remember_headers`).
 
 Text the plugin keeps (a quarantine row, the record ledger, an artifact, an event) also
-passes `bounded_text`: redacted, then cut to a size limit with a marker saying how much
-was cut (`cap_text`), so that neither a key nor a 2 MB answer lands there.
+passes `bounded_text`: redacted, lone surrogates escaped (`surrogates`: a model may write
+half an emoji, which no UTF-8 file holds), then cut to a size limit with a marker saying
+how much was cut (`cap_text`), so that neither a key nor a 2 MB answer lands there.
 
 Example:
     >>> from prefect_openai_chat.redaction import bounded_text, redact_text, remember_secret
@@ -28,6 +29,8 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
+
+from prefect_openai_chat.surrogates import escape_surrogates
 
 S = TypeVar("S", bound="str | None")
 
@@ -127,7 +130,7 @@ def bounded_text(text: S, limit: int, what: str = "the text") -> S:
     """`text` redacted, then capped to `limit` bytes (`cap_text`): what the plugin keeps."""
     if text is None:
         return text
-    return cap_text(redact_text(text), limit, what)  # type: ignore[return-value]
+    return cap_text(escape_surrogates(redact_text(text)), limit, what)  # type: ignore[return-value]
 
 
 def redact_value(value: Any) -> Any:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefect_openai_chat.errors import InvalidInputError
+from prefect_openai_chat.surrogates import lone_surrogate
 from prefect_openai_chat.tokens.roles import ROLES
 
 _PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
@@ -71,6 +72,7 @@ def _validate_one(index: int, message: Any) -> dict[str, Any]:
 
 def _validate_content(where: str, role: str, content: Any) -> None:
     if isinstance(content, str):
+        _no_lone_surrogate(f"{where}.content", content)
         return
     if isinstance(content, list) and role in ("user", "system", "developer", "assistant", "tool"):
         for part_index, part in enumerate(content):
@@ -81,6 +83,8 @@ def _validate_content(where: str, role: str, content: Any) -> None:
                 )
             if part["type"] == "text" and not isinstance(part.get("text"), str):
                 raise InvalidInputError(f"{part_where} is a text part whose 'text' is not a string")
+            if part["type"] == "text":
+                _no_lone_surrogate(f"{part_where}.text", part["text"])
             if role != "user" and part["type"] not in ("text", "refusal"):
                 raise InvalidInputError(f"{part_where}: {role} messages take text parts only")
         return
@@ -88,6 +92,17 @@ def _validate_content(where: str, role: str, content: Any) -> None:
         f"{where}.content must be a string (or a list of content parts), got"
         f" {type(content).__name__}; convert it with str() or json.dumps() first"
     )
+
+
+def _no_lone_surrogate(where: str, text: str) -> None:
+    """Refuse a text no request can carry: UTF-8 has no lone surrogate (`surrogates`)."""
+    half = lone_surrogate(text)
+    if half is not None:
+        raise InvalidInputError(
+            f"{where} holds a lone surrogate ({half}), half of a UTF-16 pair that no request"
+            " can carry as UTF-8 (often half an emoji, from text cut between its two halves);"
+            " remove it, or replace it with text.encode('utf-8', 'replace').decode()"
+        )
 
 
 def validate_model_name(model: Any) -> str:

@@ -33,6 +33,7 @@ from prefect_openai_chat.extraction.schema import (
     schema_text,
     tool_definition,
 )
+from prefect_openai_chat.surrogates import escape_surrogates
 from prefect_openai_chat.tokens.models import supports_structured_outputs
 from prefect_openai_chat.tokens.roles import INSTRUCTION_ROLES, ROLES
 
@@ -251,8 +252,8 @@ def build_partial_request(
     system = system_text(subset, concrete, instructions, _PARTIAL_TEXT)
     messages = _messages(text_or_messages, system)
     shown = json.dumps(wrong, ensure_ascii=False, separators=(",", ":"))
-    messages.append({"role": "assistant", "content": shown})
-    messages.append({"role": "user", "content": correction})
+    messages.append({"role": "assistant", "content": escape_surrogates(shown)})
+    messages.append({"role": "user", "content": escape_surrogates(correction)})
     params = _mode_params(subset, concrete)
     if supports_prompt_cache_key(model):
         params["prompt_cache_key"] = prompt_cache_key(system, params)

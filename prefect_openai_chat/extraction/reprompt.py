@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from prefect_openai_chat.extraction.schema import schema_spec
+from prefect_openai_chat.surrogates import escape_surrogates
 
 MAX_PROBLEMS = 12
 MISSING = "required field is missing"
@@ -197,7 +198,8 @@ def reprompt_messages(
     """`base_messages` + the model's last answer + the correction, as a new list.
 
     Pass the ORIGINAL request messages every time: the result then holds exactly
-    one correction pair, however many re-prompts came before.
+    one correction pair, however many re-prompts came before. A lone surrogate the
+    model wrote goes back as its escape (`surrogates`): no request can carry it.
 
     Example:
         >>> base = [{"role": "user", "content": "Oslo"}]
@@ -210,8 +212,8 @@ def reprompt_messages(
         answer = answer[:MAX_ANSWER_CHARS] + " [answer cut here]"
     return [
         *(copy.copy(m) for m in base_messages),
-        {"role": "assistant", "content": answer or "(empty answer)"},
-        {"role": "user", "content": correction},
+        {"role": "assistant", "content": escape_surrogates(answer) or "(empty answer)"},
+        {"role": "user", "content": escape_surrogates(correction)},
     ]
 
 

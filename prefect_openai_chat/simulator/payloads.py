@@ -21,8 +21,12 @@ DONE = b"data: [DONE]\n\n"
 
 
 def to_json(value: Any) -> bytes:
-    """Compact JSON bytes."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact JSON bytes; all escaped (`\\ud83d`) when a text holds a lone surrogate,
+    which UTF-8 cannot encode (a scripted answer holding half an emoji)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)

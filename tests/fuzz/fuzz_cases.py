@@ -61,10 +61,14 @@ EXCEPTIONS: dict[str, type[Exception]] = {
 }
 # Text that can read neither as a lazy placeholder ("...", "//", "# rest", "<rest of>",
 # "[truncated]"), nor as a fence, nor as a record marker ("@@"); "v" first, so that no
-# value is "etc" or "rest of" either. "Z" triggers the string validators.
+# value is "etc" or "rest of" either. "Z" triggers the string validators. One text in
+# ten ends in half an emoji (a lone surrogate: not storable, see `storable`).
 _CHARS = st.characters(codec="utf-8", exclude_characters=".…/#<[`@\r", exclude_categories=["Cs"])
 TEXT = st.builds(
-    lambda head, s: head + s, st.sampled_from(["v", "v", "v", "vZ"]), st.text(_CHARS, max_size=10)
+    lambda head, s, tail: head + s + tail,
+    st.sampled_from(["v", "v", "v", "vZ"]),
+    st.text(_CHARS, max_size=10),
+    st.sampled_from(["", "", "", "", "", "", "", "", "", "\ud83d"]),
 )
 
 
@@ -388,7 +392,10 @@ def expected_value(
     except Exception as exc:  # a user validator or default factory raising anything
         return None, f"the schema raised {type(exc).__name__}"
     if not storable(model.model_dump()):
-        return None, "validates, but holds an integer past int64 or a non-finite float"
+        return (
+            None,
+            "validates, but holds an integer past int64, a non-finite float or a lone surrogate",
+        )
     return model.model_dump(mode="json"), "valid"
 
 
@@ -405,15 +412,22 @@ def _unwrapped(schema: type[BaseModel], data: Any) -> BaseModel | None:
 
 
 def storable(value: Any) -> bool:
-    """No integer outside signed 64-bit and no NaN or infinity anywhere in `value`."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    """No integer outside signed 64-bit, no NaN or infinity and no lone surrogate (half of
+    a UTF-16 pair, which UTF-8 cannot encode) in a string or key anywhere in `value`."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, bool) or value is None:
         return True
     if isinstance(value, int):
         return INT64[0] <= value <= INT64[1]
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, dict):
-        return all(storable(v) for v in value.values())
+        return all(storable(k) and storable(v) for k, v in value.items())
     if isinstance(value, list | tuple):
         return all(storable(v) for v in value)
     return True
@@ -496,6 +510,7 @@ class Case:
     quarantine_suffix: str
     batch_size: int
     mode: str = "auto"  # how the plugin asks for JSON: auto, json_object or tools
+    via: str = "online"  # or "batch": the Batch API night
     schema: type[BaseModel] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -507,7 +522,7 @@ class Case:
             f"source: {self.source_kind} bom={self.bom} crlf={self.crlf}"
             f" duplicate_header={self.duplicate_header} blanks={self.blank_lines}",
             f"sinks: output {self.output_suffix}, quarantine {self.quarantine_suffix};"
-            f" batch_size {self.batch_size}; mode {self.mode}",
+            f" batch_size {self.batch_size}; mode {self.mode}; via {self.via}",
         ]
         for r in self.records:
             content = r.answer.content or r.answer.refusal or ""
@@ -693,6 +708,42 @@ NAMED: dict[str, tuple[SchemaPlan, str, list[tuple[str, str, str | None]], str, 
         ".jsonl",
         ".jsonl",
     ),
+    # A model's answer holding half an emoji: as the escape `\\ud83d` in its JSON text, as
+    # the character itself (the API's JSON carries it escaped), in a wrong answer (its raw
+    # output goes to the quarantine) and in an extra key (dropped: valid). Each output kind.
+    **{
+        f"answer-lone-surrogate-{output[1:]}": (
+            _ONE_STR,
+            "jsonl",
+            [
+                _one("valid", _VALID),
+                _one("valid", '{"name_0": "va \\ud83d"}'),
+                _one("valid", '{"name_0": "va \ud83d"}'),
+                _one("wrong-type", '{"name_0": 5, "note": "\udc00"}'),
+                _one("valid", '{"name_0": "vb", "\ud800 key": 1}'),
+            ],
+            output,
+            quarantine,
+        )
+        for output, quarantine in (
+            (".jsonl", ".jsonl"),
+            (".db", ".sqlite"),
+            (".parquet", ".jsonl"),
+            (".sqlite", ".parquet"),
+        )
+    },
+    "answer-lone-surrogate-batch-api": (  # the same answers through the Batch API
+        _ONE_STR,
+        "jsonl",
+        [
+            _one("valid", _VALID),
+            _one("valid", '{"name_0": "va \\ud83d"}'),
+            _one("valid", '{"name_0": "va \ud83d"}'),
+            _one("wrong-type", '{"name_0": 5, "note": "\udc00"}'),
+        ],
+        ".parquet",
+        ".jsonl",
+    ),
     "items-lone-surrogate": (
         _ONE_STR,
         "items",
@@ -719,4 +770,7 @@ def named_case(name: str) -> Case:
     duplicate = name == "csv-duplicate-header"
     control = name.startswith("control")  # blank lines, a BOM and CRLF too
     blanks = [0, 3, len(records)] if control else []
-    return Case(schema, kind, records, blanks, control, control, duplicate, output, quarantine, 2)
+    via = "batch" if name.endswith("-batch-api") else "online"
+    return Case(
+        schema, kind, records, blanks, control, control, duplicate, output, quarantine, 2, via=via
+    )

@@ -29,7 +29,7 @@ from typing import Any
 
 from fuzz_cases import BIG, EITHER, READABLE, UNREADABLE, Case, RecordPlan, expected_value
 
-from prefect_openai_chat import ChatModel, OpenAICredentials
+from prefect_openai_chat import ChatModel, ExtractionSpec, OpenAICredentials, RunOptions
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.flows import extract_records
 from prefect_openai_chat.results import FINAL_OUTCOMES
@@ -248,15 +248,17 @@ def run_once(case: Case, sim: Simulator, folder: Path, source: Any) -> dict[str,
     """`extract_records` over the case's source, outputs and ledger under `folder`."""
     return extract_records(  # type: ignore[no-any-return]
         source=source,
-        schema=case.schema,
-        chat_model=make_model(sim),
-        prompt=PROMPT,
         output=str(folder / f"out{case.output_suffix}"),
         quarantine=str(folder / f"bad{case.quarantine_suffix}"),
-        batch_size=case.batch_size,
-        concurrency=4,
-        mode=case.mode,
-        cache=str(folder / "ledger.sqlite"),
+        spec=ExtractionSpec(schema=case.schema, prompt=PROMPT, mode=case.mode),
+        chat_model=make_model(sim),
+        run=RunOptions(
+            chunk_size=case.batch_size,
+            concurrency=4,
+            cache=str(folder / "ledger.sqlite"),
+            via=case.via,
+            batch_api={"poll_interval_s": 0.05} if case.via == "batch" else None,
+        ),
     )
 
 
@@ -320,7 +322,9 @@ def check_case(case: Case, sim: Simulator, folder: Path) -> None:
     log = folder / "requests.jsonl"
     sim.reset()
     sim.configure(
-        answers={r.marker: r.answer.scripted() for r in case.records}, request_log=str(log)
+        answers={r.marker: r.answer.scripted() for r in case.records},
+        request_log=str(log),
+        batch_duration_s=0.2,
     )
     try:
         _check(case, sim, folder, log)

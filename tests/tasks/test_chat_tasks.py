@@ -99,6 +99,14 @@ def test_saved_block_by_name(chat_model: ChatModel, fresh_sim: Simulator) -> Non
         ([{"role": "wizard", "content": "hi"}], "unknown role 'wizard'"),
         ([{"role": "user", "content": 42}], "must be a string"),
         ([{"role": "user"}], "has no 'content'"),
+        (
+            [{"role": "user", "content": "half an emoji: \ud83d"}],
+            r"messages\[0\]\.content holds a lone surrogate \(\\ud83d\).*remove it",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": "\udc00"}]}],
+            r"messages\[0\]\.content\[0\]\.text holds a lone surrogate",
+        ),
     ],
 )
 def test_bad_messages_fail_before_any_http_call(
