@@ -32,6 +32,9 @@ ROWS = [
      "score": 0.1 + 0.2, "urgent": True, "tags": ["x", "y,z"]},
     {"_key": "t-2", "subject": "", "note": "n", "priority": -(2**63), "score": 1e-300,
      "urgent": False, "tags": []},
+    # a field past the csv module's default limit (131,072 characters), a NUL, a lone CR
+    {"_key": "t-3", "subject": "z" * 200_000, "note": "nul\x00 cr\r", "priority": 0,
+     "score": -0.0, "urgent": False, "tags": ["\ufeffbom"]},
 ]  # fmt: skip
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,9 @@ class CsvSink(Sink):
     """One column per schema field, a header row first; nested values as JSON text.
 
     Strict, so that the file reads back as written (`read_csv_rows`): booleans as
-    `true`/`false`, floats as their shortest exact text, a null as an empty cell. An
+    `true`/`false`, floats as their shortest exact text, a null as an empty cell, rows
+    ending in CRLF as RFC 4180 has them (with a bare LF ending, the csv module leaves a
+    value holding a lone CR unquoted, and the row reads back as two). An
     empty string in a column that may also be null would read back as null, so such a
     row is refused (`RowNotStorable`, the record goes to quarantine with the reason);
     the quarantine (`strict = False`) writes it anyway.
@@ -29,7 +34,7 @@ class CsvSink(Sink):
         self._columns = columns
         self._nullable = nullable
         self._handle = self.tmp.open("w", encoding="utf-8", newline="")
-        self._writer = csv.writer(self._handle, lineterminator="\n")
+        self._writer = csv.writer(self._handle, lineterminator="\r\n")
         self._writer.writerow(list(columns))
 
     def _convert(self, row: dict[str, Any]) -> list[str]:
@@ -92,7 +97,7 @@ def read_csv_rows(
         >>> read_csv_rows(path, columns) == [row]
         True
     """
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8", newline="") as handle, _any_field_size():
         reader = csv.reader(handle)
         header = next(reader)
         can_be_null = nullable or set()
@@ -103,6 +108,17 @@ def read_csv_rows(
             }
             for line in reader
         ]
+
+
+@contextlib.contextmanager
+def _any_field_size() -> Iterator[None]:
+    """The csv module's field limit lifted while a file is read back: `CsvSink` writes a
+    value of any size (the module's default, 131,072 characters, would refuse a long one)."""
+    before = csv.field_size_limit(sys.maxsize)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(before)
 
 
 def _from_csv(text: str, kind: str, nullable: bool) -> Any:
