@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,12 @@ def template_fields(prompt: str) -> set[str]:
 def check_template_against(
     items: Iterable[SourceItem], fields: set[str], key_field: str | None = None
 ) -> tuple[int, int]:
-    """Raise when the template names a field that no readable record of the source has,
-    or when `key_field` is missing (or null, or blank) on every readable record.
+    """Raise when the template names a field that no record of the source has, or when
+    `key_field` is missing (or null, or blank) on every readable record.
+
+    An unreadable record (quarantined for its own fault: a lone surrogate, too deep)
+    whose text holds the field's name counts as having it: the template is right, and
+    the night goes on with the records that have it, not refused for the ones that do not.
 
     Returns how many items and readable records were looked at (it stops early once
     every field and a key were seen): (0, 0) for an empty source.
@@ -68,6 +73,8 @@ def check_template_against(
                 names.update(dict.fromkeys(map(str, item.record)))
             if not missing and keyed:
                 return seen, readable
+        elif missing and isinstance(item.raw, str):
+            missing = {field for field in missing if json.dumps(field) not in item.raw}
     if missing and readable:
         raise InvalidInputError(
             f"the prompt template names {sorted(missing)}, which no record of the source has;"

@@ -139,6 +139,11 @@ def test_template_fields_and_the_check_against_records() -> None:
     check_template_against(items, {"subject", "body"})  # each field on some record: fine
     with pytest.raises(InvalidInputError, match=r"\['tier'\], which no record"):
         check_template_against(items, {"subject", "tier"})
+    # the one record with the field is unreadable (half an emoji): the template is right,
+    # that record is quarantined and the others skipped, one by one; the night goes on
+    items = list(read_records([{"body": "b \ud800"}, {"subject": "s"}]))
+    assert items[0].record is None
+    assert check_template_against(items, {"body"}) == (2, 1)
 
 
 def test_resolve_schema() -> None:

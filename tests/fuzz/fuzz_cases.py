@@ -564,7 +564,9 @@ def cases(draw: st.DrawFn, max_records: int = 5) -> Case:
     if source_kind == "items" and all(r.quirk in ("no-text", "not-dict") for r in records):
         records[0].quirk = "plain"  # a source no record of which fits the prompt is refused
     blanks = draw(st.lists(st.integers(0, count), max_size=2))
-    suffixes = st.sampled_from([".jsonl", ".jsonl", ".parquet", ".sqlite", ".ndjson", ".db"])
+    suffixes = st.sampled_from(
+        [".jsonl", ".jsonl", ".parquet", ".sqlite", ".ndjson", ".db", ".csv"]
+    )
     return Case(
         schema_plan=schema,
         source_kind=source_kind,
@@ -732,6 +734,36 @@ NAMED: dict[str, tuple[SchemaPlan, str, list[tuple[str, str, str | None]], str, 
             (".sqlite", ".parquet"),
         )
     },
+    "csv-output-cr-empty-and-long": (  # a lone CR split the row in two; "" reads as null
+        SchemaPlan("Named", (FieldPlan("name_0", "str"), FieldPlan("note_1", "opt_str"))),
+        "jsonl",
+        [
+            _one("valid", '{"name_0": "va\\rvb", "note_1": "vc\\r"}'),
+            _one("valid", '{"name_0": "va", "note_1": ""}'),
+            _one("valid", '{"name_0": "", "note_1": null}'),
+            _one("valid", '{"name_0": "va \\ud83d", "note_1": null}'),
+            _one("valid", json.dumps({"name_0": "v" + "z" * 140_000, "note_1": "v\x00"})),
+        ],
+        ".csv",
+        ".jsonl",
+    ),
+    "items-the-field-only-on-an-unreadable-record": (  # refused the night as a bad template
+        _ONE_STR,
+        "items",
+        [_one("valid", _VALID, "surrogate"), _one("valid", _VALID, "no-text")],
+        ".jsonl",
+        ".jsonl",
+    ),
+    "csv-open-quote-closed-by-a-later-line": (  # the lines after it fall into other items
+        _ONE_STR,
+        "csv",
+        [
+            _one("valid", _VALID, "unterminated"),
+            _one("not-json", "I could not find anything to extract", "quoted-newline"),
+        ],
+        ".jsonl",
+        ".jsonl",
+    ),
     "answer-lone-surrogate-batch-api": (  # the same answers through the Batch API
         _ONE_STR,
         "jsonl",
@@ -757,11 +789,13 @@ NAMED: dict[str, tuple[SchemaPlan, str, list[tuple[str, str, str | None]], str, 
 def named_case(name: str) -> Case:
     """The named case: a small source that once broke the invariant in one way."""
     schema, kind, rows, output, quarantine = NAMED[name]
+    # no words: the quoted newline's line is a lone `"`, which closes the open quote
+    words = "" if name == "csv-open-quote-closed-by-a-later-line" else "w"
     records = [
         RecordPlan(
             number,
             quirk,
-            "w",
+            words,
             5,
             AnswerPlan(answer, content=content, refusal=None if content else REFUSAL),
         )

@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from fuzz_cases import BIG, EITHER, READABLE, UNREADABLE, Case, RecordPlan, expected_value
+from pydantic import BaseModel
 
 from prefect_openai_chat import ChatModel, ExtractionSpec, OpenAICredentials, RunOptions
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.flows import extract_records
+from prefect_openai_chat.flows.sinks import columns_of, nullable_columns, read_csv_rows
 from prefect_openai_chat.results import FINAL_OUTCOMES
 from prefect_openai_chat.simulator import Simulator
 from prefect_openai_chat.simulator.request_log import read_request_log
@@ -172,9 +174,22 @@ def fates(case: Case) -> dict[str, tuple[str, dict[str, Any] | None, str]]:
             if fate == UNREADABLE
             else expected_value(case.schema, r.answer)
         )
+        if value is not None and case.output_suffix == ".csv":
+            value, why = _csv_holds(case.schema, value)
         row = None if value is None else {"_key": r.key, **value}
         out[r.key] = (fate, row, why)
     return out
+
+
+def _csv_holds(schema: type[BaseModel], value: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """`value`, or None when a CSV output refuses it: an empty cell reads back as null, so
+    an empty string where a null could also be is quarantined (the sink's documented rule)."""
+    nullable = nullable_columns(schema)
+    for name, kind in columns_of(schema, "_key").items():
+        cell = value.get(name)
+        if kind != "json" and cell == "" and (name in nullable or kind != "string"):
+            return None, f"an empty string in {name!r}, which a CSV cell cannot tell from null"
+    return value, "valid"
 
 
 # --- reading the outputs back -----------------------------------------------------------------
@@ -189,9 +204,11 @@ def strict_loads(text: str) -> Any:
     return json.loads(text, parse_constant=_no_constants)
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL, Parquet or SQLite file, as the file holds them."""
+def read_rows(path: Path, schema: type[BaseModel] | None = None) -> list[dict[str, Any]]:
+    """Rows of a JSONL, Parquet, SQLite or CSV (an output of `schema`) file, as it holds them."""
     suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return read_csv_rows(path, columns_of(schema, "_key"), nullable_columns(schema))
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -271,7 +288,7 @@ def check_outputs(case: Case, folder: Path, label: str) -> dict[str, str]:
     out_path = folder / f"out{case.output_suffix}"
     bad_path = folder / f"bad{case.quarantine_suffix}"
     try:
-        rows, bad = read_rows(out_path), read_rows(bad_path)
+        rows, bad = read_rows(out_path, case.schema), read_rows(bad_path)
     except (ValueError, OSError, sqlite3.Error) as exc:  # e.g. NaN in a JSONL file
         raise _fail(case, f"{label}: the outputs cannot be read back: {exc}") from exc
     flat = case.output_suffix not in (".jsonl", ".ndjson")
@@ -281,7 +298,7 @@ def check_outputs(case: Case, folder: Path, label: str) -> dict[str, str]:
         seen.setdefault(str(row.get("_key")), []).append("output")
     for row in bad:
         seen.setdefault(str(row.get("key")), []).append("quarantine")
-    problems = []
+    problems, open_keys = _after_open_quote(case, expected, seen)
     for key in sorted(set(seen) | set(expected), key=lambda k: (len(k), k)):
         where = seen.get(key, [])
         if key not in expected:
@@ -293,6 +310,8 @@ def check_outputs(case: Case, folder: Path, label: str) -> dict[str, str]:
         key = str(row.get("_key"))
         fate, value, why = expected.get(key, (READABLE, None, "?"))
         outcomes[key] = "ok"
+        if key in open_keys:
+            continue  # which record's text this item holds cannot be foretold
         if value is None:
             problems.append(f"line {key}: in the output as {row!r}; its answer: {why}")
         elif not row_matches(row, value, flat):
@@ -303,7 +322,7 @@ def check_outputs(case: Case, folder: Path, label: str) -> dict[str, str]:
         fate, value, why = expected.get(key, (READABLE, None, "?"))
         if not isinstance(row.get("reason"), str) or not row["reason"].strip():
             problems.append(f"line {key}: quarantined without a reason: {row!r}")
-        if value is not None and fate == READABLE:
+        if value is not None and fate == READABLE and key not in open_keys:
             problems.append(
                 f"line {key}: quarantined ({row.get('reason')!r}), but its answer is valid"
                 f" and storable: {value!r}"
@@ -311,6 +330,39 @@ def check_outputs(case: Case, folder: Path, label: str) -> dict[str, str]:
     if problems:
         raise _fail(case, f"{label}: " + "\n".join(problems))
     return outcomes
+
+
+def _after_open_quote(
+    case: Case, expected: dict[str, Any], seen: dict[str, list[str]]
+) -> tuple[list[str], set[str]]:
+    """The items of a CSV source from a quote never closed on: each ends once, numbered on.
+
+    A later line's quote may close the open one, so how its lines group into items (and
+    so their numbers, and which record a row holds) cannot be foretold: from the item it
+    starts on, the items must be numbered without a gap, each end once, and be no more
+    than the lines (one a line at most). Those keys leave `expected` and `seen`, and are
+    returned with the problems found.
+    """
+    opened = [r for r in case.records if r.quirk == "unterminated"]
+    if case.source_kind != "csv" or not opened:
+        return [], set()
+    first, most = int(opened[0].key), int(case.records[-1].key)
+    keys = sorted(int(k) for k in seen if k.isdigit() and int(k) >= first)
+    for key in [k for k in expected if int(k) >= first]:
+        del expected[key]
+    problems = [
+        f"line {k}: ended {len(seen[str(k)])} times, not once"
+        for k in keys
+        if len(seen[str(k)]) != 1
+    ]
+    if keys != list(range(first, first + len(keys))) or not 1 <= len(keys) <= most - first + 1:
+        problems.append(
+            f"the items from the open quote on (item {first}) are {keys}: not numbered"
+            f" {first}, {first + 1}, ... up to at most {most}"
+        )
+    for key in keys:
+        del seen[str(key)]
+    return problems, {str(k) for k in keys}
 
 
 def _requests_for(log: Path, start: int, marker: str) -> int:
