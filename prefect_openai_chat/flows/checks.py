@@ -24,7 +24,14 @@ from prefect_openai_chat.extraction import templates
 from prefect_openai_chat.extraction.ledger import ledger_kind, ledger_role
 from prefect_openai_chat.extraction.spec import ExtractionSpec, resolve_schema
 from prefect_openai_chat.flows.options import RunOptions
-from prefect_openai_chat.flows.sinks import Target, check_distinct, check_writable, hold_outputs
+from prefect_openai_chat.flows.outputs.tables import check_sqlite_columns
+from prefect_openai_chat.flows.sinks import (
+    Target,
+    check_distinct,
+    check_writable,
+    columns_of,
+    hold_outputs,
+)
 from prefect_openai_chat.flows.source_lines import SourceItem
 from prefect_openai_chat.flows.sources import (
     Source,
@@ -156,6 +163,8 @@ def preflight(
     options = plain_options(run.storage_options)
     found = check_source(source, options)  # a URL as a Location
     out_path = check_writable(output, "output", options)
+    if out_path.suffix.lower() in (".sqlite", ".db"):
+        check_sqlite_columns(columns_of(spec.schema_class, "_key"))
     quarantine_path = check_writable(quarantine, "quarantine", options)
     roles: dict[str, Target | None] = {
         "source": _source_file(found),

@@ -316,3 +316,29 @@ def test_a_csv_header_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"id,r\xe9sum\xe9\n1,x\n")
     with pytest.raises(InvalidInputError, match=r"the CSV header: line 1 is not valid UTF-8"):
         list(read_records(path))
+
+
+def test_fields_differing_only_in_case_are_refused_for_sqlite_before_a_file(
+    tmp_path: Path,
+) -> None:
+    from pydantic import create_model
+
+    from prefect_openai_chat.flows.sinks import open_sink
+
+    both = create_model("Both", Name=(str, ...), name=(str, ...))
+    with pytest.raises(InvalidInputError, match="'Name' and 'name' differ only in case"):
+        open_sink(tmp_path / "rows.sqlite", both)
+    assert list(tmp_path.iterdir()) == []
+    with open_sink(tmp_path / "rows.parquet", both) as sink:  # other kinds keep both
+        sink.write({"_key": "1", "Name": "a", "name": "b"})
+    # a run's pre-flight refuses it, before any call (a sharded night writes after paying)
+    from prefect_openai_chat import ExtractionSpec, RunOptions
+    from prefect_openai_chat.flows.checks import preflight
+
+    spec = ExtractionSpec(schema=both, prompt="{text}")
+    with pytest.raises(InvalidInputError, match="differ only in case"):
+        preflight([{"text": "t"}], str(tmp_path / "night.db"), str(tmp_path / "bad.jsonl"),
+                  spec, RunOptions(cache=False))  # fmt: skip
+    accented = create_model("Accented", É=(str, ...), é=(str, ...))  # SQLite folds ASCII only
+    with open_sink(tmp_path / "accents.sqlite", accented) as sink:
+        sink.write({"_key": "1", "É": "a", "é": "b"})

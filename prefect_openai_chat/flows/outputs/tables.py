@@ -121,6 +121,21 @@ class ParquetSink(Sink):
         self._writer.close()
 
 
+def check_sqlite_columns(columns: dict[str, str]) -> None:
+    """Refuse columns SQLite would take as one: its names ignore ASCII case (`Name`, `name`).
+
+    Called by the run's pre-flight too: a sharded night writes its output after paying.
+    """
+    seen: dict[str, str] = {}
+    for name in columns:
+        other = seen.setdefault("".join(c.lower() if c.isascii() else c for c in name), name)
+        if other != name:
+            raise InvalidInputError(
+                f"the schema's fields {other!r} and {name!r} differ only in case, and SQLite"
+                " column names ignore case: rename one, or write .jsonl, .parquet or .csv"
+            )
+
+
 class SqliteSink(Sink):
     """A `records` table with one column per schema field; nested values as JSON text."""
 
@@ -133,6 +148,7 @@ class SqliteSink(Sink):
     }
 
     def __init__(self, path: Target, columns: dict[str, str]) -> None:
+        check_sqlite_columns(columns)
         super().__init__(path)
         self._columns = columns
         self._db = sqlite3.connect(self.tmp)
