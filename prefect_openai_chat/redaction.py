@@ -127,7 +127,8 @@ def cap_text(text: S, limit: int, what: str = "the text") -> S:
 
 
 def bounded_text(text: S, limit: int, what: str = "the text") -> S:
-    """`text` redacted, then capped to `limit` bytes (`cap_text`): what the plugin keeps."""
+    """`text` redacted, its lone surrogates escaped, then capped to `limit` bytes
+    (`cap_text`): what the plugin keeps."""
     if text is None:
         return text
     return cap_text(escape_surrogates(redact_text(text)), limit, what)  # type: ignore[return-value]

@@ -24,10 +24,10 @@ from prefect_openai_chat.extraction import templates
 from prefect_openai_chat.extraction.ledger import ledger_kind, ledger_role
 from prefect_openai_chat.extraction.spec import ExtractionSpec, resolve_schema
 from prefect_openai_chat.flows.options import RunOptions
-from prefect_openai_chat.flows.outputs.tables import check_sqlite_columns
 from prefect_openai_chat.flows.sinks import (
     Target,
     check_distinct,
+    check_sqlite_columns,
     check_writable,
     columns_of,
     hold_outputs,

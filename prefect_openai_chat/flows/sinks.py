@@ -50,7 +50,12 @@ from prefect_openai_chat.flows.outputs.paths import (
     lock_path,
 )
 from prefect_openai_chat.flows.outputs.sink import JsonlSink, RowNotStorable, Sink, json_text
-from prefect_openai_chat.flows.outputs.tables import ParquetSink, SqliteSink, columns_of
+from prefect_openai_chat.flows.outputs.tables import (
+    ParquetSink,
+    SqliteSink,
+    check_sqlite_columns,
+    columns_of,
+)
 from prefect_openai_chat.storage import Location
 from prefect_openai_chat.tasks import run_logger
 
@@ -65,6 +70,7 @@ __all__ = [
     "SqliteSink",
     "Target",
     "check_distinct",
+    "check_sqlite_columns",
     "check_writable",
     "columns_of",
     "commit",
