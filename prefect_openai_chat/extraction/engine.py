@@ -72,7 +72,7 @@ from prefect_openai_chat.extraction.reprompt import (
     problems_from_error,
     reprompt_messages,
 )
-from prefect_openai_chat.extraction.schema import ensure_model, schema_spec
+from prefect_openai_chat.extraction.schema import answer_keys, ensure_model, schema_spec
 from prefect_openai_chat.extraction.storable import first_unstorable
 from prefect_openai_chat.extraction.tally import Tally
 from prefect_openai_chat.results import ChatResult, Extraction, Outcome
@@ -256,7 +256,8 @@ class _Extraction(Generic[M]):
                     ask = plan_partial(self.schema, data, checked)
             else:
                 value, unwrapped = checked
-                dumped = _dump_storable(value)
+                stray = None if unwrapped else _off_schema(self.schema, data)
+                dumped = stray or _dump_storable(value)
                 if not isinstance(dumped, Problem):
                     if self.partial is None:  # a whole answer: what such answers need
                         ANSWER_SIZES.seen(self.schema, self.last_completion)
@@ -368,19 +369,57 @@ class _Extraction(Generic[M]):
 
 
 def _validated(schema: type[M], data: Any) -> tuple[M, bool] | ValidationError:
-    """`(value, unwrapped)` when `data` validates (maybe once unwrapped), else the error."""
+    """`(value, unwrapped)` when `data` validates (maybe once unwrapped), else the error.
+
+    `{"Person": {...}}` or `{"properties": {...}}` around a valid value is unwrapped, also
+    when the wrapper itself validates (a schema whose fields all have defaults takes any
+    object, so the wrapper would give a value of defaults only: a silent wrong value).
+    """
+    outer: tuple[M, bool] | ValidationError
     try:
-        return validate(schema, data), False
+        outer = validate(schema, data), False
     except ValidationError as exc:
-        if isinstance(data, dict) and len(data) == 1:
-            # `{"Person": {...}}` or `{"properties": {...}}` around a valid value
-            (inner,) = data.values()
-            if isinstance(inner, dict):
-                try:
-                    return validate(schema, inner), True
-                except ValidationError:
-                    pass
-        return exc
+        outer = exc
+    if isinstance(data, dict) and len(data) == 1 and (
+        isinstance(outer, ValidationError) or _unknown_keys(schema, data)
+    ):
+        (inner,) = data.values()
+        if isinstance(inner, dict) and not _unknown_keys(schema, inner):
+            try:
+                return validate(schema, inner), True
+            except ValidationError:
+                pass
+    return outer
+
+
+def _off_schema(schema: type[BaseModel], data: Any) -> Problem | None:
+    """The problem of an answer none of whose keys is the schema's, else None.
+
+    Such an answer validates only when every field has a default, and then holds
+    nothing the model said (`{"full_name": "Bob"}` for a schema of `name`): re-asked,
+    never stored as valid. Unknown keys beside known ones are left alone.
+    """
+    unknown = _unknown_keys(schema, data)
+    if not unknown:
+        return None
+    keys = ", ".join(repr(k) for k in unknown[:10])
+    fields = ", ".join(repr(k) for k in answer_keys(schema) or ())
+    return Problem(
+        format_path(()),
+        f"none of the answer's keys ({keys}) is a field of the schema; answer with the"
+        f" keys {fields}",
+    )
+
+
+def _unknown_keys(schema: type[BaseModel], data: Any) -> list[str]:
+    """The keys of `data` when it is an object none of whose keys the schema knows (and
+    the schema keeps no unknown keys, and its keys can be told); else []."""
+    if not isinstance(data, dict) or not data or schema.model_config.get("extra") == "allow":
+        return []
+    known = answer_keys(schema)
+    if not known or any(key in known for key in data):
+        return []
+    return [str(key) for key in data]
 
 
 def unstorable_problem(value: BaseModel) -> Problem | None:

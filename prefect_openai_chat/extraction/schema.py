@@ -134,6 +134,33 @@ def _spec(model: type[BaseModel]) -> SchemaSpec:
     return SchemaSpec(name, description, strict_schema, True, None, original)
 
 
+@class_cache
+def answer_keys(schema: type[BaseModel]) -> tuple[str, ...]:
+    """Every key an answer may give a field by: its name, alias and validation aliases.
+
+    Empty when that cannot be told (a field read from a nested path, `AliasPath`).
+
+    Example:
+        >>> from pydantic import BaseModel, Field
+        >>> class Person(BaseModel):
+        ...     name: str
+        ...     email: str = Field(alias="e-mail")
+        >>> answer_keys(Person)
+        ('name', 'email', 'e-mail')
+    """
+    keys: dict[str, None] = {}
+    for name, info in schema.model_fields.items():
+        keys[name] = None
+        if info.alias:
+            keys[info.alias] = None
+        choices = info.validation_alias
+        for choice in getattr(choices, "choices", [choices] if choices else []):
+            if not isinstance(choice, str):
+                return ()  # an AliasPath: the key may be anything
+            keys[choice] = None
+    return tuple(keys)
+
+
 def response_format(schema: type[BaseModel]) -> dict[str, Any]:
     """The `response_format` parameter for `json_schema` mode (a new dict each call)."""
     spec = schema_spec(schema)

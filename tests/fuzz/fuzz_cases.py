@@ -309,7 +309,7 @@ def _unstorable(plan: FieldPlan, big_int: int, bad_float: float) -> Any:
 REFUSAL = "I'm sorry, but I can't help with that."
 ANSWER_KINDS = (
     "valid", "valid", "valid", "wrong-type", "missing", "unstorable", "huge",
-    "refusal", "prose", "fenced", "not-json", "array",
+    "refusal", "prose", "fenced", "not-json", "array", "wrapped", "renamed",
 )  # fmt: skip
 
 
@@ -337,6 +337,10 @@ def answer_plans(draw: st.DrawFn, schema: SchemaPlan) -> AnswerPlan:
     plans = list(schema.fields)
     if kind == "array":
         return AnswerPlan(kind, content=json.dumps([data]))
+    if kind == "wrapped":  # the value inside an object of its own
+        return AnswerPlan(kind, content=json.dumps({"Wrapped": data}))
+    if kind == "renamed":  # every key other than the schema's: nothing the model said fits
+        return AnswerPlan(kind, content=json.dumps({f"x_{k}": v for k, v in data.items()}))
     if kind == "wrong-type":
         plan = draw(st.sampled_from(plans))
         data[plan.key] = _WRONG[plan.kind]
@@ -391,6 +395,11 @@ def expected_value(
             return None, "does not validate"
     except Exception as exc:  # a user validator or default factory raising anything
         return None, f"the schema raised {type(exc).__name__}"
+    else:
+        if _off_schema(schema, data):  # it validated on defaults alone
+            model = _unwrapped(schema, data)
+            if model is None:
+                return None, "none of its keys is the schema's"
     if not storable(model.model_dump()):
         return (
             None,
@@ -399,11 +408,18 @@ def expected_value(
     return model.model_dump(mode="json"), "valid"
 
 
+def _off_schema(schema: type[BaseModel], data: Any) -> bool:
+    """A non-empty object none of whose keys is a field's name or alias."""
+    keys = {k for name, info in schema.model_fields.items() for k in (name, info.alias) if k}
+    return isinstance(data, dict) and bool(data) and not keys & set(data)
+
+
 def _unwrapped(schema: type[BaseModel], data: Any) -> BaseModel | None:
-    """`{"Wrapper": {...valid...}}` validates once unwrapped (the engine's documented rule)."""
+    """`{"Wrapper": {...valid...}}` validates once unwrapped (the engine's documented rule),
+    unless the inner object's keys are none of the schema's either."""
     if isinstance(data, dict) and len(data) == 1:
         (inner,) = data.values()
-        if isinstance(inner, dict):
+        if isinstance(inner, dict) and not _off_schema(schema, inner):
             try:
                 return schema.model_validate(inner)
             except Exception:
@@ -762,6 +778,25 @@ NAMED: dict[str, tuple[SchemaPlan, str, list[tuple[str, str, str | None]], str, 
             _one("not-json", "I could not find anything to extract", "quoted-newline"),
         ],
         ".jsonl",
+        ".jsonl",
+    ),
+    "answers-off-schema-all-defaults": (  # these validated into defaults, marked valid
+        SchemaPlan(
+            "Named",
+            (
+                FieldPlan("name_0", "opt_str", default="value"),
+                FieldPlan("n_1", "int", default="value"),
+            ),
+        ),
+        "jsonl",
+        [
+            _one("wrapped", '{"Wrapped": {"name_0": "va", "n_1": 3}}'),
+            _one("renamed", '{"x_name_0": "va", "x_n_1": 3}'),
+            _one("wrapped", '{"Wrapped": {"x_name_0": "va"}}'),
+            _one("valid", "{}"),
+            _one("valid", '{"name_0": "vb", "note": "extra"}'),
+        ],
+        ".sqlite",
         ".jsonl",
     ),
     "answer-lone-surrogate-batch-api": (  # the same answers through the Batch API
