@@ -380,8 +380,10 @@ def _validated(schema: type[M], data: Any) -> tuple[M, bool] | ValidationError:
         outer = validate(schema, data), False
     except ValidationError as exc:
         outer = exc
-    if isinstance(data, dict) and len(data) == 1 and (
-        isinstance(outer, ValidationError) or _unknown_keys(schema, data)
+    if (
+        isinstance(data, dict)
+        and len(data) == 1
+        and (isinstance(outer, ValidationError) or _unknown_keys(schema, data))
     ):
         (inner,) = data.values()
         if isinstance(inner, dict) and not _unknown_keys(schema, inner):
