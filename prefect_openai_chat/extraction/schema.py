@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 
 from prefect_openai_chat.errors import InvalidInputError
 from prefect_openai_chat.extraction.class_cache import class_cache
@@ -138,7 +138,8 @@ def _spec(model: type[BaseModel]) -> SchemaSpec:
 def answer_keys(schema: type[BaseModel]) -> tuple[str, ...]:
     """Every key an answer may give a field by: its name, alias and validation aliases.
 
-    Empty when that cannot be told (a field read from a nested path, `AliasPath`).
+    Empty when that cannot be told: a `RootModel` (its keys are the value's own), a
+    field read from a nested path (`AliasPath`).
 
     Example:
         >>> from pydantic import BaseModel, Field
@@ -148,6 +149,8 @@ def answer_keys(schema: type[BaseModel]) -> tuple[str, ...]:
         >>> answer_keys(Person)
         ('name', 'email', 'e-mail')
     """
+    if issubclass(schema, RootModel):
+        return ()
     keys: dict[str, None] = {}
     for name, info in schema.model_fields.items():
         keys[name] = None

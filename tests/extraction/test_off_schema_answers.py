@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pydantic import AliasChoices, AliasPath, BaseModel, Field
+from pydantic import AliasChoices, AliasPath, BaseModel, Field, RootModel
 from sim_adapter import MODEL, sim_call
 
 from prefect_openai_chat.extraction import run_extraction
@@ -34,6 +34,10 @@ class ByChoices(BaseModel):
 
 class ByPath(BaseModel):
     name: str | None = Field(None, validation_alias=AliasPath("person", "name"))
+
+
+class Counts(RootModel[dict[str, int]]):
+    """A value whose keys are its own."""
 
 
 @pytest.fixture
@@ -84,6 +88,7 @@ async def test_the_same_off_schema_answer_again_ends_invalid_not_valid(scripted:
         (Contact, '{"name": "Bob Stone", "phone": "1"}', Contact(name="Bob Stone")),
         (ByChoices, '{"fullName": "Bob Stone"}', ByChoices(fullName="Bob Stone")),
         (ByPath, '{"person": {"name": "Bob Stone"}}', ByPath(person={"name": "Bob Stone"})),
+        (Counts, '{"bob": 1, "stone": 2}', Counts({"bob": 1, "stone": 2})),
     ],
 )
 async def test_answers_the_schema_knows_are_taken_as_they_are(
