@@ -53,7 +53,12 @@ from prefect_openai_chat.extraction.parsing import (
     parse_result,
     validate,
 )
-from prefect_openai_chat.extraction.partial import PartialAsk, merge_answer, plan_partial
+from prefect_openai_chat.extraction.partial import (
+    PartialAsk,
+    merge_answer,
+    partial_answer,
+    plan_partial,
+)
 from prefect_openai_chat.extraction.prompts import (
     TextOrMessages,
     build_partial_request,
@@ -256,7 +261,12 @@ class _Extraction(Generic[M]):
                     ask = plan_partial(self.schema, data, checked)
             else:
                 value, unwrapped = checked
-                stray = None if unwrapped else _off_schema(self.schema, data)
+                stray = None if unwrapped else self._off_schema(parsed.data)
+                if stray is not None and self.partial is not None:  # the same fields again
+                    tally.error(str(stray))
+                    said = partial_answer(self.partial, parsed.data)  # shown as the answer
+                    again = dataclasses.replace(self.partial, wrong=said)
+                    return self._reask_fields(again, [stray], f"invalid: {stray}")
                 dumped = stray or _dump_storable(value)
                 if not isinstance(dumped, Problem):
                     if self.partial is None:  # a whole answer: what such answers need
@@ -289,6 +299,13 @@ class _Extraction(Generic[M]):
             failure = parsed.reason or "no JSON in the answer"
             correction = correction_for_unparseable(failure, tool_name=self.tool_name)
         return self._reprompt(parsed, failure, correction)
+
+    def _off_schema(self, answer: Any) -> Problem | None:
+        """`_off_schema` of the answer against what was asked: the schema, or a partial
+        re-ask's fields (its answer unwrapped as `merge_answer` unwraps it)."""
+        if self.partial is None:
+            return _off_schema(self.schema, answer)
+        return _off_schema(self.partial.schema, partial_answer(self.partial, answer))
 
     def _spend_reprompt(self, failure: str) -> Extraction[M] | None:
         """The `invalid` outcome when no re-ask is left; else None, one more re-ask counted."""

@@ -97,6 +97,16 @@ def plan_partial(
     return PartialAsk(subset_model(schema, keys), keys, kept, wrong)
 
 
+def partial_answer(ask: PartialAsk, answer: Any) -> Any:
+    """The answer to a partial re-ask, unwrapped when one key that is not a field wraps it
+    (`{"RowFields": {...}}`)."""
+    if isinstance(answer, dict) and len(answer) == 1 and not set(answer) & set(ask.keys):
+        (inner,) = answer.values()
+        if isinstance(inner, dict):
+            return inner
+    return answer
+
+
 def merge_answer(ask: PartialAsk, answer: Any) -> Any:
     """The kept fields with the answer's values for the fields asked for.
 
@@ -104,12 +114,9 @@ def merge_answer(ask: PartialAsk, answer: Any) -> Any:
     unwrapped; keys that were not asked for are ignored (the kept values stand). An
     answer that is not an object is returned as it is, for validation to say so.
     """
+    answer = partial_answer(ask, answer)
     if not isinstance(answer, dict):
         return answer
-    if len(answer) == 1 and not set(answer) & set(ask.keys):
-        (inner,) = answer.values()
-        if isinstance(inner, dict):
-            answer = inner
     merged = dict(ask.kept)
     for key in ask.keys:
         if key in answer:

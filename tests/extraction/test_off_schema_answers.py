@@ -97,3 +97,34 @@ async def test_answers_the_schema_knows_are_taken_as_they_are(
     answer_with(scripted, content)
     result = await run_extraction(sim_call(scripted), schema, TEXT, model=MODEL)
     assert result.ok and result.value == expected and result.calls == 1
+
+
+class Person(BaseModel):
+    name: str
+    email: str | None = None
+
+
+async def test_a_partial_re_ask_answered_off_its_fields_is_asked_again(scripted: Any) -> None:
+    """The re-ask for `email` answered as `{"mail": ...}` merged into email=None, valid."""
+    answers = iter(
+        [
+            '{"name": "Bob Stone", "email": 5}',  # email invalid: a re-ask for it alone
+            '{"mail": "bob@example.com"}',  # none of the fields asked for
+            '{"email": "bob@example.com"}',
+        ]
+    )
+    answer_with(scripted, next(answers))
+    call = sim_call(scripted)
+
+    async def in_turn(messages: list[dict[str, Any]], params: Any) -> ChatResult:
+        result = await call(messages, params)
+        answer_with(scripted, next(answers, "{}"))
+        return result
+
+    result = await run_extraction(in_turn, Person, TEXT, model=MODEL, max_reprompts=2)
+    assert result.ok and result.value == Person(name="Bob Stone", email="bob@example.com")
+    assert result.calls == 3
+    again = call.sent[2][0]  # the same field asked again, the answer shown as it was
+    assert again[-2]["content"] == '{"mail":"bob@example.com"}'
+    assert "none of the answer's keys ('mail')" in again[-1]["content"]
+    assert "answer with the keys 'email'" in again[-1]["content"]
