@@ -176,9 +176,14 @@ def test_deep_and_huge_answers_end_quickly_with_a_typed_outcome(name: str) -> No
 
 @pytest.mark.parametrize("name", ["deep object", "huge valid", "huge cut"])
 def test_deep_and_huge_answers_end_the_extraction_with_an_outcome(name: str) -> None:
-    result, _ = within(BOUND_S, extract_from, ADVERSARIAL[name][0])
+    answer = ADVERSARIAL[name][0]
+    if name == "huge valid":  # under the schema's own key: `{"rows": ...}` is none of its keys
+        answer = f'{{"name": "Ada", "payload": {answer}}}'
+    result, _ = within(BOUND_S, extract_from, answer)
     assert result.outcome in get_args(Outcome)
     assert result.outcome == ("ok" if name == "huge valid" else "invalid"), result.reason
+    if name == "huge valid":
+        assert result.value == Loose(name="Ada", payload=_rows(ROWS))
 
 
 # Pieces of every placeholder pattern, so that strings near and on the patterns are common.
