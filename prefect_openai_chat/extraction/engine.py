@@ -251,6 +251,8 @@ class _Extraction(Generic[M]):
         if parsed.kind == "refusal":
             tally.error(parsed.reason or "refused")
             return self._finish("refused", f"the model {parsed.reason or 'refused'}")
+        if parsed.cut:
+            return self._after_cut(parsed)
         if parsed.kind == "json":
             data = parsed.data if self.partial is None else merge_answer(self.partial, parsed.data)
             checked = _validated(self.schema, data)
@@ -299,6 +301,22 @@ class _Extraction(Generic[M]):
             failure = parsed.reason or "no JSON in the answer"
             correction = correction_for_unparseable(failure, tool_name=self.tool_name)
         return self._reprompt(parsed, failure, correction)
+
+    def _after_cut(self, parsed: ParseOutcome) -> Extraction[M] | None:
+        """An answer that ended inside a string, whatever its finish reason: its last value
+        may be cut short, so it is never taken. The fields before it stand and the rest
+        is asked for, as after a `length` cut; else the whole answer is asked again."""
+        failure = "the answer ended inside a string (cut short): its last value is not taken"
+        self.tally.error(failure)
+        rest = self._rest(parsed.json_text) if self.partial is None else None
+        if rest is None:
+            correction = correction_for_unparseable(failure, tool_name=self.tool_name)
+            return self._reprompt(parsed, failure, correction)
+        done = self._spend_reprompt(failure)
+        if done is not None:
+            return done
+        self._send_partial(rest, correction_for_cut(rest.keys, tool_name=self.tool_name))
+        return None
 
     def _off_schema(self, answer: Any) -> Problem | None:
         """`_off_schema` of the answer against what was asked: the schema, or a partial

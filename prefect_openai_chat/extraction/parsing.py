@@ -61,7 +61,9 @@ class ParseOutcome:
     Attributes:
         kind: "json" (data holds the value), "refusal", "lazy", "empty" or "no_json".
         data: The decoded JSON value when `kind == "json"`.
-        fixes: Local fixes applied, in order: "fences", "prose", "json_repair".
+        fixes: Local fixes applied, in order: "fences", "prose", "json_repair"; then
+            "cut" when the JSON ended inside a string (closed by the repair: its last
+            value may be cut short, so `run_extraction` never takes it as it is).
         text: The text the value came from (content or tool arguments), unchanged.
         json_text: The JSON part alone (fences and prose removed), for a re-prompt.
         reason: A short human reason for anything but "json".
@@ -74,6 +76,12 @@ class ParseOutcome:
     json_text: str = ""
     reason: str | None = None
     lazy_markers: tuple[str, ...] = field(default=())
+
+    @property
+    def cut(self) -> bool:
+        """True when the answer ended inside a string: cut short, whatever its finish reason
+        (a `stop` sequence, a server that reports "stop" at its limit)."""
+        return "cut" in self.fixes
 
     @property
     def repaired(self) -> bool:
@@ -147,6 +155,8 @@ def parse_output(text: str | None, *, refusal: str | None = None) -> ParseOutcom
                 reason="malformed JSON that cannot be repaired",
             )
         fixes.append("json_repair")
+        if _ends_in_string(segment):
+            fixes.append("cut")
     return _checked(data, tuple(fixes), raw, segment)
 
 
@@ -377,6 +387,23 @@ def _max_depth(text: str) -> int:
 # A JSON string (or an unclosed one, to the end) or a bracket: what bracket matching reads.
 _DEEPEST = 5_000
 _STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+
+
+_CLOSED_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def _ends_in_string(text: str) -> bool:
+    """Whether `text` ends inside a JSON string (one opened and never closed).
+
+    Example:
+        >>> _ends_in_string('{"a": "b", "c": "cut he'), _ends_in_string('{"a": "b"')
+        (True, False)
+    """
+    last = None
+    for token in _STRUCTURE.finditer(text):
+        if token.group().startswith('"'):
+            last = token.group()
+    return last is not None and _CLOSED_STRING.fullmatch(last) is None
 
 
 def _json_end(text: str, start: int) -> int:

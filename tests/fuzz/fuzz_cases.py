@@ -394,7 +394,9 @@ def expected_value(
         if model is None:
             return None, "does not validate"
     except Exception as exc:  # a user validator or default factory raising anything
-        return None, f"the schema raised {type(exc).__name__}"
+        model = _unwrapped(schema, data)  # a validation problem like any other
+        if model is None:
+            return None, f"the schema raised {type(exc).__name__}"
     else:
         if _off_schema(schema, data):  # it validated on defaults alone
             model = _unwrapped(schema, data)
@@ -797,6 +799,13 @@ NAMED: dict[str, tuple[SchemaPlan, str, list[tuple[str, str, str | None]], str, 
             _one("valid", '{"name_0": "vb", "note": "extra"}'),
         ],
         ".sqlite",
+        ".jsonl",
+    ),
+    "wrapped-answer-default-factory-raises": (  # the wrapper raised: unwrapped all the same
+        SchemaPlan("Named", (FieldPlan("name_0", "bool", default="boom"),)),
+        "jsonl",
+        [_one("wrapped", '{"Wrapped": {"name_0": false}}')],
+        ".jsonl",
         ".jsonl",
     ),
     "answer-lone-surrogate-batch-api": (  # the same answers through the Batch API
