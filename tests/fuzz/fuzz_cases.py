@@ -612,6 +612,15 @@ def _one(kind: str, answer: str, quirk: str = "plain") -> tuple[str, str, str | 
     return quirk, kind, answer
 
 
+# Half an emoji (a lone surrogate) in an answer: as the escape `\\ud83d` in its JSON text,
+# as the character itself (the API's JSON carries it escaped), and in a wrong answer (its
+# raw output goes to the quarantine).
+_HALF_EMOJI = [
+    _one("valid", _VALID),
+    _one("valid", '{"name_0": "va \\ud83d"}'),
+    _one("valid", '{"name_0": "va \ud83d"}'),
+    _one("wrong-type", '{"name_0": 5, "note": "\udc00"}'),
+]
 _CONTROL = SchemaPlan(
     "Named",
     (
@@ -728,20 +737,13 @@ NAMED: dict[str, tuple[SchemaPlan, str, list[tuple[str, str, str | None]], str, 
         ".jsonl",
         ".jsonl",
     ),
-    # A model's answer holding half an emoji: as the escape `\\ud83d` in its JSON text, as
-    # the character itself (the API's JSON carries it escaped), in a wrong answer (its raw
-    # output goes to the quarantine) and in an extra key (dropped: valid). Each output kind.
+    # A model's answer holding half an emoji (see `_HALF_EMOJI`), and in an extra key
+    # (dropped: valid). Each output kind.
     **{
         f"answer-lone-surrogate-{output[1:]}": (
             _ONE_STR,
             "jsonl",
-            [
-                _one("valid", _VALID),
-                _one("valid", '{"name_0": "va \\ud83d"}'),
-                _one("valid", '{"name_0": "va \ud83d"}'),
-                _one("wrong-type", '{"name_0": 5, "note": "\udc00"}'),
-                _one("valid", '{"name_0": "vb", "\ud800 key": 1}'),
-            ],
+            [*_HALF_EMOJI, _one("valid", '{"name_0": "vb", "\ud800 key": 1}')],
             output,
             quarantine,
         )
@@ -811,12 +813,7 @@ NAMED: dict[str, tuple[SchemaPlan, str, list[tuple[str, str, str | None]], str, 
     "answer-lone-surrogate-batch-api": (  # the same answers through the Batch API
         _ONE_STR,
         "jsonl",
-        [
-            _one("valid", _VALID),
-            _one("valid", '{"name_0": "va \\ud83d"}'),
-            _one("valid", '{"name_0": "va \ud83d"}'),
-            _one("wrong-type", '{"name_0": 5, "note": "\udc00"}'),
-        ],
+        _HALF_EMOJI,
         ".parquet",
         ".jsonl",
     ),
