@@ -440,7 +440,7 @@ def _off_schema(schema: type[BaseModel], data: Any) -> Problem | None:
     if not unknown:
         return None
     keys = ", ".join(repr(k) for k in unknown[:10])
-    fields = ", ".join(repr(k) for k in answer_keys(schema) or ())
+    fields = ", ".join(repr(k) for k in answer_keys(schema)[:30])
     return Problem(
         format_path(()),
         f"none of the answer's keys ({keys}) is a field of the schema; answer with the"
