@@ -61,6 +61,7 @@ from prefect_openai_chat.tasks.run_sharing import gate_for, loop_for
 
 Record = Mapping[str, Any] | str
 RECORDS_PER_SLOT = 4  # records in progress per HTTP slot: enough to keep every slot busy
+TIER_LINES = 3  # records of a chunk whose task-tier round is logged (an outage meets them all)
 # Records claimed in the ledger per HTTP slot, per chunk: few enough that workers sharing a
 # ledger over the same input each find records left to claim, enough to keep slots busy.
 CLAIMS_PER_SLOT = 2
@@ -93,6 +94,7 @@ class _ChunkRun:
         # Records claimed and not finished: claimed as they start, not all at the outset.
         self.window = asyncio.Semaphore(concurrency * CLAIMS_PER_SLOT)
         self.claims = RecordClaims(cache) if cache is not None else None
+        self.tier_rounds = 0  # task-tier rounds so far, for the log
         self.options = spec.options(  # one object for every record
             runner.settings.model,
             runner.settings.defaults.get("max_completion_tokens"),
@@ -243,13 +245,17 @@ class _ChunkRun:
             delay = task_retry_delay(errors[-1] if errors else None, runs, policy)
             if delay is None:
                 break
-            run_logger().warning(
-                "record %s: %s; its extraction runs again in %.3g s (round %d)",
-                self.key_of(index, record),
-                extraction.reason,
-                delay,
-                runs + 1,
-            )
+            self.tier_rounds += 1
+            if self.tier_rounds <= TIER_LINES:
+                run_logger().warning(
+                    "record %s: %s; its extraction runs again in %.3g s (round %d)%s",
+                    self.key_of(index, record),
+                    extraction.reason,
+                    delay,
+                    runs + 1,
+                    "; other records of this chunk that wait too are not logged"
+                    * (self.tier_rounds == TIER_LINES),
+                )
             spent.append(extraction)
             await asyncio.sleep(delay)
         outcome = _with_earlier_rounds(

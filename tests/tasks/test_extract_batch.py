@@ -216,6 +216,24 @@ def test_task_tier_inside_the_batch_tries_again_after_the_reset_timeout(
     assert said.endswith("its extraction runs again in 0.05 s (round 2)")
 
 
+def test_an_outage_logs_three_records_of_a_chunk_going_to_the_task_tier_not_all(
+    sim_clean: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim_clean.configure(script=["503"] * 5)
+    sim_clean.reset()
+    chat_model = model_for(
+        sim_clean, max_attempts=1, task_retries=3, circuit_reset_timeout_s=0.05,
+        circuit_failures=50,
+    )  # fmt: skip
+    report = run_batch(chat_model, tickets(5), cache=tmp_path / "c.sqlite", concurrency=1)
+    # five 503s, one per waiting round, wherever they fell: every record valid in the end
+
+    assert report.valid == 5 and sim_clean.stats().by_status == {503: 5, 200: 5}
+    said = [r.getMessage() for r in caplog.records if "runs again" in r.getMessage()]
+    assert len(said) == 3
+    assert said[-1].endswith("other records of this chunk that wait too are not logged")
+
+
 def test_quota_error_is_not_tried_again_by_either_tier(
     sim_clean: Simulator, tmp_path: Path
 ) -> None:
