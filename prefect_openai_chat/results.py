@@ -187,7 +187,7 @@ class Extraction(_Spent, Generic[T]):
     finish_reasons: list[str | None] = Field(default_factory=list)
     request_ids: list[str | None] = Field(default_factory=list)
     # `value` as JSON data, when the extraction dumped it already to check it is storable
-    # (`engine.unstorable_problem`): `record_outcome` takes it instead of dumping again.
+    # (`answer_checks.dump_storable`): `record_outcome` takes it instead of dumping again.
     _value_data: dict[str, Any] | None = PrivateAttr(default=None)
 
     def value_data(self) -> dict[str, Any] | None:

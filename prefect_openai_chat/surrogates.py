@@ -29,11 +29,15 @@ def lone_surrogate(text: str) -> str | None:
     if text.isascii():
         return None
     found = _LONE.search(text)
-    return None if found is None else f"\\u{ord(found.group()):04x}"
+    return None if found is None else _escape(found)
 
 
 def escape_surrogates(text: S) -> S:
     """`text` with each lone surrogate replaced by its escape: safe to encode as UTF-8."""
     if text is None or text.isascii() or _LONE.search(text) is None:
         return text
-    return _LONE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+    return _LONE.sub(_escape, text)
+
+
+def _escape(found: re.Match[str]) -> str:
+    return f"\\u{ord(found.group()):04x}"

@@ -40,6 +40,7 @@ from prefect_openai_chat.errors import (
     ContentFilteredError,
     TruncatedOutputError,
 )
+from prefect_openai_chat.extraction.answer_checks import dump_storable, off_schema, validated
 from prefect_openai_chat.extraction.answer_sizes import (
     ANSWER_SIZES,
     MIN_COMPLETION_ROOM,
@@ -51,7 +52,6 @@ from prefect_openai_chat.extraction.parsing import (
     before_placeholders,
     parse_output,
     parse_result,
-    validate,
 )
 from prefect_openai_chat.extraction.partial import (
     PartialAsk,
@@ -73,12 +73,10 @@ from prefect_openai_chat.extraction.reprompt import (
     correction_for_placeholders,
     correction_for_problems,
     correction_for_unparseable,
-    format_path,
     problems_from_error,
     reprompt_messages,
 )
-from prefect_openai_chat.extraction.schema import answer_keys, ensure_model, schema_spec
-from prefect_openai_chat.extraction.storable import first_unstorable
+from prefect_openai_chat.extraction.schema import ensure_model, schema_spec
 from prefect_openai_chat.extraction.tally import Tally
 from prefect_openai_chat.results import ChatResult, Extraction, Outcome
 from prefect_openai_chat.tokens import count_message_tokens, count_text_tokens
@@ -255,7 +253,7 @@ class _Extraction(Generic[M]):
             return self._after_cut(parsed)
         if parsed.kind == "json":
             data = parsed.data if self.partial is None else merge_answer(self.partial, parsed.data)
-            checked = _validated(self.schema, data)
+            checked = validated(self.schema, data)
             ask: PartialAsk | None = None
             if isinstance(checked, ValidationError):
                 problems = problems_from_error(checked, self.schema)
@@ -269,7 +267,7 @@ class _Extraction(Generic[M]):
                     said = partial_answer(self.partial, parsed.data)  # shown as the answer
                     again = dataclasses.replace(self.partial, wrong=said)
                     return self._reask_fields(again, [stray], f"invalid: {stray}")
-                dumped = stray or _dump_storable(value)
+                dumped = stray or dump_storable(value)
                 if not isinstance(dumped, Problem):
                     if self.partial is None:  # a whole answer: what such answers need
                         ANSWER_SIZES.seen(self.schema, self.last_completion)
@@ -319,11 +317,11 @@ class _Extraction(Generic[M]):
         return None
 
     def _off_schema(self, answer: Any) -> Problem | None:
-        """`_off_schema` of the answer against what was asked: the schema, or a partial
+        """`off_schema` of the answer against what was asked: the schema, or a partial
         re-ask's fields (its answer unwrapped as `merge_answer` unwraps it)."""
         if self.partial is None:
-            return _off_schema(self.schema, answer)
-        return _off_schema(self.partial.schema, partial_answer(self.partial, answer))
+            return off_schema(self.schema, answer)
+        return off_schema(self.partial.schema, partial_answer(self.partial, answer))
 
     def _spend_reprompt(self, failure: str) -> Extraction[M] | None:
         """The `invalid` outcome when no re-ask is left; else None, one more re-ask counted."""
@@ -364,7 +362,7 @@ class _Extraction(Generic[M]):
         data.pop(next(reversed(data)))  # the field being written when the answer was cut
         if self.partial is not None:
             data = merge_answer(self.partial, data)
-        checked = _validated(self.schema, data)
+        checked = validated(self.schema, data)
         error = checked if isinstance(checked, ValidationError) else None
         ask = plan_partial(self.schema, data, error)
         if ask is None or not ask.kept:
@@ -401,92 +399,6 @@ class _Extraction(Generic[M]):
         correction = correction_for_fields(problems, ask.keys, tool_name=self.tool_name)
         self._send_partial(ask, correction)
         return None
-
-
-def _validated(schema: type[M], data: Any) -> tuple[M, bool] | ValidationError:
-    """`(value, unwrapped)` when `data` validates (maybe once unwrapped), else the error.
-
-    `{"Person": {...}}` or `{"properties": {...}}` around a valid value is unwrapped, also
-    when the wrapper itself validates (a schema whose fields all have defaults takes any
-    object, so the wrapper would give a value of defaults only: a silent wrong value).
-    """
-    outer: tuple[M, bool] | ValidationError
-    try:
-        outer = validate(schema, data), False
-    except ValidationError as exc:
-        outer = exc
-    if (
-        isinstance(data, dict)
-        and len(data) == 1
-        and (isinstance(outer, ValidationError) or _unknown_keys(schema, data))
-    ):
-        (inner,) = data.values()
-        if isinstance(inner, dict) and not _unknown_keys(schema, inner):
-            try:
-                return validate(schema, inner), True
-            except ValidationError:
-                pass
-    return outer
-
-
-def _off_schema(schema: type[BaseModel], data: Any) -> Problem | None:
-    """The problem of an answer none of whose keys is the schema's, else None.
-
-    Such an answer validates only when every field has a default, and then holds
-    nothing the model said (`{"full_name": "Bob"}` for a schema of `name`): re-asked,
-    never stored as valid. Unknown keys beside known ones are left alone.
-    """
-    unknown = _unknown_keys(schema, data)
-    if not unknown:
-        return None
-    keys = ", ".join(repr(k) for k in unknown[:10])
-    fields = ", ".join(repr(k) for k in answer_keys(schema)[:30])
-    return Problem(
-        format_path(()),
-        f"none of the answer's keys ({keys}) is a field of the schema; answer with the"
-        f" keys {fields}",
-    )
-
-
-def _unknown_keys(schema: type[BaseModel], data: Any) -> list[str]:
-    """The keys of `data` when it is an object none of whose keys the schema knows (and
-    the schema keeps no unknown keys, and its keys can be told); else []."""
-    if not isinstance(data, dict) or not data or schema.model_config.get("extra") == "allow":
-        return []
-    known = answer_keys(schema)
-    if not known or any(key in known for key in data):
-        return []
-    return [str(key) for key in data]
-
-
-def unstorable_problem(value: BaseModel) -> Problem | None:
-    """What keeps a validated value out of the output (`extraction.storable`), else None.
-
-    An integer beyond 64 bits or a NaN / Infinity is a validation problem like a schema
-    rule, and re-asked: it is nearly always the model's slip (a count of 10**20, NaN
-    for "unknown"), which it corrects when told what is wrong; the re-asks are bounded
-    by `max_reprompts`, after which the record is quarantined as `invalid` (final, so a
-    re-run does not pay for it again). Never stored as valid: no output format could
-    hold it the same way. The schema's own serializers raising count the same way.
-    """
-    dumped = _dump_storable(value)
-    return dumped if isinstance(dumped, Problem) else None
-
-
-def _dump_storable(value: BaseModel) -> Any:
-    """`value` as JSON data when every output can hold it, else the `Problem` keeping it out."""
-    try:
-        data = value.model_dump(mode="json")
-    except Exception as exc:  # the schema's own code (a serializer)
-        return Problem(
-            format_path(()),
-            f"the schema's serializer raised {type(exc).__name__}: {str(exc)[:300]}",
-        )
-    found = first_unstorable(data)
-    if found is None:
-        return data
-    path, problem = found
-    return Problem(path or format_path(()), problem)
 
 
 def _fit_budget(
