@@ -7,7 +7,7 @@ into `SupportTicket` at concurrency 16, in alternating rounds:
 * plugin: the `extract_records` flow under `prefect_test_harness` (its server in
   another process), as a night runs it: a fresh SQLite record ledger each round
   (every record looked up, claimed and completed), the JSONL output and quarantine
-  sinks, the run's artifacts and events, chunks of `RunOptions.chunk_size` (100, or
+  sinks, the run's artifacts and events, chunks of `RunOptions.chunk_size` (500, or
   `--chunk-size`) as `extract_chunk` tasks;
 * bare: one `AsyncOpenAI` client (max_retries=0) under `asyncio.Semaphore(16)`, per
   record the same request (the same system message and `response_format`, built
