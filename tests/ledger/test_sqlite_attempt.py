@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from prefect_openai_chat.extraction.ledger import SqliteLedger
@@ -81,5 +82,35 @@ def test_claims_go_to_a_worker_thread_while_another_process_writes(tmp_path: Pat
     try:
         assert asyncio.run(claim_while_locked()) is True
     finally:
+        other.close()
+        ledger.close()
+
+
+def test_calls_made_through_attempt_set_no_busy_timeout_each(tmp_path: Path) -> None:
+    """A night's claims and completions all come through `attempt`: the busy timeout is
+    set once for them, not twice a call (each statement gives the GIL away)."""
+    ledger = SqliteLedger(tmp_path / "l.sqlite")
+    statements: list[str] = []
+    ledger._db.set_trace_callback(statements.append)
+    for n in range(5):
+        assert ledger.attempt(ledger.claim_many, [f"k{n}"], "w1", 30.0) == (True, {f"k{n}"})
+        assert ledger.attempt(ledger.complete_many, [(f"k{n}", "{}")]) == (True, None)
+    pragmas = [s for s in statements if s.upper().startswith("PRAGMA")]
+    assert pragmas == ["PRAGMA busy_timeout = 0"]
+    ledger.close()
+
+
+def test_a_call_after_attempt_waits_for_another_writer_again(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "l.sqlite")
+    assert ledger.attempt(ledger.claim_many, ["a"], "w1", 30.0) == (True, {"a"})
+    other = sqlite3.connect(tmp_path / "l.sqlite", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process writing for a moment
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    started = time.monotonic()
+    try:
+        assert ledger.claim_many(["b"], "w1", 30.0) == {"b"}  # waited, then granted
+        assert time.monotonic() - started >= 0.25
+    finally:
+        time.sleep(0.1)
         other.close()
         ledger.close()

@@ -78,6 +78,8 @@ class SqliteLedger:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()  # `attempt` holds it around a method that takes it
+        self._wait_ms = BUSY_TIMEOUT_MS  # how long a call waits for a lock: 0 inside `attempt`
+        self._busy_ms = BUSY_TIMEOUT_MS  # the connection's busy timeout, as last set
         self._db = sqlite3.connect(
             self.path,
             check_same_thread=False,
@@ -93,9 +95,20 @@ class SqliteLedger:
             self._db.execute(_BATCH_RUNS)
 
     @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, to this thread alone, waiting for other processes' locks as long
+        as the call may (`_wait_ms`). The busy timeout is set only when that changes: a
+        night's calls all come through `attempt` and set it once, not twice a call."""
+        with self._lock:
+            if self._busy_ms != self._wait_ms:
+                self._db.execute(f"PRAGMA busy_timeout = {self._wait_ms}")
+                self._busy_ms = self._wait_ms
+            yield self._db
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at once (no upgrade from a read lock to deadlock on)."""
-        with self._lock:
+        with self._locked():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -114,19 +127,17 @@ class SqliteLedger:
         """
         if not self._lock.acquire(blocking=False):
             return False, None
+        self._wait_ms = 0
         try:
-            self._db.execute("PRAGMA busy_timeout = 0")
-            try:
-                return True, method(*args)
-            except sqlite3.OperationalError as exc:
-                if not _busy(exc):
-                    raise
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                return False, None
-            finally:
-                self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            return True, method(*args)
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            return False, None
         finally:
+            self._wait_ms = BUSY_TIMEOUT_MS  # the next call outside `attempt` waits again
             self._lock.release()
 
     def _select(self, sql: str, keys: list[str], *params: object) -> list[tuple[str, str]]:
@@ -140,7 +151,7 @@ class SqliteLedger:
     def get_many(self, keys: Iterable[str]) -> dict[str, str]:
         """The stored outcomes of `keys` that are finished."""
         wanted = unique(keys)
-        with self._lock:
+        with self._locked():
             return dict(
                 self._select("SELECT key, outcome FROM records WHERE key IN ({marks})", wanted)
             )
@@ -224,14 +235,14 @@ class SqliteLedger:
     def holders(self, keys: Iterable[str]) -> dict[str, str]:
         """The owner of each claimed key of `keys`."""
         wanted = unique(keys)
-        with self._lock:
+        with self._locked():
             return dict(
                 self._select("SELECT key, owner FROM claims WHERE key IN ({marks})", wanted)
             )
 
     def load_batch_run(self, run_key: str) -> str | None:
         """The saved state of the Batch API run `run_key`, or None."""
-        with self._lock:
+        with self._locked():
             row = self._db.execute(
                 "SELECT state FROM batch_runs WHERE run_key = ?", (run_key,)
             ).fetchone()
@@ -251,7 +262,7 @@ class SqliteLedger:
             db.execute("DELETE FROM batch_runs WHERE run_key = ?", (run_key,))
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._locked():
             return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
 
     def close(self) -> None:
