@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from prefect import Flow
 
+from prefect_openai_chat.extraction.storable import INT64_MAX, INT64_MIN
 from prefect_openai_chat.flows.frames import frame_kind, frame_records
 from prefect_openai_chat.flows.sources import set_aside
 from prefect_openai_chat.storage import masked_options
@@ -71,8 +72,9 @@ class SourceFlow(Flow[P, R]):
 
     def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
         """As `Flow.serialize_parameters` (what the run's page shows), with the credentials
-        of the run's `storage_options` masked (`storage.masked_options`)."""
-        serialized = super().serialize_parameters(parameters)
+        of the run's `storage_options` masked (`storage.masked_options`) and integers
+        beyond 64 bits shown as their digits (`api_safe`); the flow gets them unchanged."""
+        serialized: dict[str, Any] = api_safe(super().serialize_parameters(parameters))
         given = parameters.get("run")  # `RunOptions`, or its fields as a deployment saved them
         options = (
             given.get("storage_options")
@@ -89,6 +91,27 @@ class SourceFlow(Flow[P, R]):
             copy = super().with_options(**options)
         copy.__class__ = type(self)
         return copy  # type: ignore[return-value]
+
+
+def api_safe(value: Any) -> Any:
+    """`value` with every integer beyond 64 bits as a string of its digits.
+
+    The Prefect API stores such a parameter, but Prefect 3.9.0 and earlier then fail every
+    listing of flow runs that includes the run (`orjson`: "Integer exceeds 64-bit
+    range"), the UI's runs page too: one record of a source list holding a 20-digit
+    number would break it for everyone.
+
+    Example:
+        >>> api_safe({"source": [{"id": 2**70, "n": 3, "ok": True}]})
+        {'source': [{'id': '1180591620717411303424', 'n': 3, 'ok': True}]}
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if INT64_MIN <= value <= INT64_MAX else str(value)
+    if isinstance(value, dict):
+        return {key: api_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [api_safe(item) for item in value]
+    return value
 
 
 @contextlib.contextmanager

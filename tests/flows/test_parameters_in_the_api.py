@@ -1,0 +1,39 @@
+"""What a night's parameters leave in the Prefect API: the run's page must stay readable.
+
+A record of a source list holding an integer beyond 64 bits is stored by the Prefect API
+as it is, after which Prefect 3.9.0 (and earlier) fails every listing of flow runs that
+includes that run (`/flow_runs/filter`: "Integer exceeds 64-bit range"), the UI's runs
+page with it. Found by CI, where pip had resolved Prefect 3.9.0 and the fuzz's iterable
+sources had left such runs in the session's API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flow_defects_support import run_flow
+from flow_support import read_jsonl, sample_tickets
+from prefect import get_client
+
+from prefect_openai_chat import ChatModel
+
+
+def test_a_record_holding_a_huge_integer_leaves_the_flow_runs_listable(
+    chat_model: ChatModel, tmp_path: Path
+) -> None:
+    records = sample_tickets(2)
+    records[0] = {**records[0], "order_number": 2**70, "small": -(2**63)}
+    summary = run_flow(records, chat_model, tmp_path)
+    assert summary["records"] == 2 == summary["valid"]
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=200)  # the listing the UI's runs page makes
+        ours = [r for r in runs if r.parameters.get("output") == str(tmp_path / "out.jsonl")]
+    assert len(ours) == 1
+    shown = ours[0].parameters["source"][0]
+    assert shown["order_number"] == "1180591620717411303424"  # its digits, as text
+    assert shown["small"] == -(2**63)  # what 64 bits hold stays a number
+    # and the night ran over both records
+    assert [row["_key"] for row in read_jsonl(tmp_path / "out.jsonl")] == [
+        str(r["ticket_id"]) for r in records
+    ]
