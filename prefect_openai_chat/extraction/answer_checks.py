@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from prefect_openai_chat.extraction.parsing import validate
+from prefect_openai_chat.extraction.parsing import validate, wrapped_object
 from prefect_openai_chat.extraction.reprompt import Problem, format_path
 from prefect_openai_chat.extraction.schema import answer_keys
 from prefect_openai_chat.extraction.storable import first_unstorable
@@ -44,17 +44,16 @@ def validated(schema: type[M], data: Any) -> tuple[M, bool] | ValidationError:
         outer = validate(schema, data), False
     except ValidationError as exc:
         outer = exc
+    inner = wrapped_object(data)
     if (
-        isinstance(data, dict)
-        and len(data) == 1
+        inner is not None
         and (isinstance(outer, ValidationError) or _unknown_keys(schema, data))
+        and not _unknown_keys(schema, inner)
     ):
-        (inner,) = data.values()
-        if isinstance(inner, dict) and not _unknown_keys(schema, inner):
-            try:
-                return validate(schema, inner), True
-            except ValidationError:
-                pass
+        try:
+            return validate(schema, inner), True
+        except ValidationError:
+            pass
     return outer
 
 

@@ -160,6 +160,20 @@ def parse_output(text: str | None, *, refusal: str | None = None) -> ParseOutcom
     return _checked(data, tuple(fixes), raw, segment)
 
 
+def wrapped_object(data: Any) -> dict[str, Any] | None:
+    """The object a one-key object wraps (`{"Person": {...}}`), else None.
+
+    Example:
+        >>> wrapped_object({"Person": {"name": "Ada"}}), wrapped_object({"name": "Ada"})
+        ({'name': 'Ada'}, None)
+    """
+    if isinstance(data, dict) and len(data) == 1:
+        (inner,) = data.values()
+        if isinstance(inner, dict):
+            return inner
+    return None
+
+
 def validate(schema: type[M], data: Any) -> M:
     """Validate decoded JSON against `schema` (its own validators included).
 

@@ -35,6 +35,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError, create_model
 
+from prefect_openai_chat.extraction.parsing import wrapped_object
+
 # Errors of one field that a re-ask of that field can fix; anything else at a field's
 # path (a custom error type) is one too, as long as its path starts at a field.
 _WHOLE_OBJECT_TYPES = frozenset({"schema_code_failed", "model_type", "model_attributes_type"})
@@ -100,10 +102,9 @@ def plan_partial(
 def partial_answer(ask: PartialAsk, answer: Any) -> Any:
     """The answer to a partial re-ask, unwrapped when one key that is not a field wraps it
     (`{"RowFields": {...}}`)."""
-    if isinstance(answer, dict) and len(answer) == 1 and not set(answer) & set(ask.keys):
-        (inner,) = answer.values()
-        if isinstance(inner, dict):
-            return inner
+    inner = wrapped_object(answer)
+    if inner is not None and not set(answer) & set(ask.keys):
+        return inner
     return answer
 
 

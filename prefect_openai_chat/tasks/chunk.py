@@ -247,14 +247,14 @@ class _ChunkRun:
                 break
             self.tier_rounds += 1
             if self.tier_rounds <= TIER_LINES:
+                last = self.tier_rounds == TIER_LINES
                 run_logger().warning(
                     "record %s: %s; its extraction runs again in %.3g s (round %d)%s",
                     self.key_of(index, record),
                     extraction.reason,
                     delay,
                     runs + 1,
-                    "; other records of this chunk that wait too are not logged"
-                    * (self.tier_rounds == TIER_LINES),
+                    "; other records of this chunk that wait too are not logged" if last else "",
                 )
             spent.append(extraction)
             await asyncio.sleep(delay)
