@@ -37,6 +37,7 @@ pytestmark = pytest.mark.slow
 
 RECORDS = 40
 SHARDS = 2
+CONCURRENCY = 2  # HTTP calls in flight per shard
 KEY_ID = "pool-key-id-0123456"  # moto takes any credentials
 SECRET = "pool-secret-0123456789abc"
 HEARTBEAT_S = "1.5"  # the parent takes a shard as dead after 5 beats without one
@@ -202,7 +203,7 @@ def test_workers_without_a_shared_disk_end_every_record_once_through_s3(
                 source=f"s3://{bucket}/in.jsonl", schema=SCHEMA, chat_model=block,
                 prompt=PROMPT, output=f"s3://{bucket}/out.jsonl",
                 quarantine=f"s3://{bucket}/bad.jsonl", key_field="ticket_id", batch_size=4,
-                concurrency=2, cache=postgres_ledger_url, storage_options=storage, **options,
+                concurrency=CONCURRENCY, cache=postgres_ledger_url, storage_options=storage, **options,
             )  # fmt: skip
             return summary
 
@@ -239,12 +240,12 @@ def test_workers_without_a_shared_disk_end_every_record_once_through_s3(
         assert [row["_key"] for row in out] == keys
         assert s3.cat_file(f"{bucket}/bad.jsonl") == b""
         assert summary["records"] == summary["valid"] == RECORDS and summary["shards"] == SHARDS
-        # The re-run shard reads its finished records back rather than paying again: how many
-        # it had finished at the kill depends on the machine's load, so the proof is `paid`
-        # below (a record paid twice is at most one of the calls in flight at the kill).
         assert objects(s3, bucket) == ["bad.jsonl", "in.jsonl", "out.jsonl"]
-        # only the calls in flight at the kill were paid twice (2 per shard at most)
-        assert RECORDS <= paid <= RECORDS + 2, paid
+        # Paid twice: only records the kill found in flight or answered with their ledger
+        # write under way (a PostgreSQL round trip): at most 2 x concurrency, the bound of
+        # tests/scale_out/test_shards_work_pool.py. How many the killed shard had finished
+        # depends on the machine's load; that test's 800 records show them read back.
+        assert RECORDS <= paid <= RECORDS + 2 * CONCURRENCY, paid
         # the shard flow run was run again, by the other worker
         from prefect import get_client
 
