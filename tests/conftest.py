@@ -55,6 +55,7 @@ os.register_at_fork(after_in_child=_forget_the_parents_prefect_services)
 SHARED_FIXTURES = {"dask_cluster": "dask", "prefect_server": "prefect-server"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (its hook is not trylast)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep tests that share an expensive fixture on one pytest-xdist worker.
 
