@@ -203,7 +203,8 @@ def test_workers_without_a_shared_disk_end_every_record_once_through_s3(
                 source=f"s3://{bucket}/in.jsonl", schema=SCHEMA, chat_model=block,
                 prompt=PROMPT, output=f"s3://{bucket}/out.jsonl",
                 quarantine=f"s3://{bucket}/bad.jsonl", key_field="ticket_id", batch_size=4,
-                concurrency=CONCURRENCY, cache=postgres_ledger_url, storage_options=storage, **options,
+                concurrency=CONCURRENCY, cache=postgres_ledger_url, storage_options=storage,
+                **options,
             )  # fmt: skip
             return summary
 
