@@ -80,7 +80,7 @@ def _problem(item: Any) -> str | None:
     """What breaks the rule in one scalar, else None."""
     if isinstance(item, int) and not isinstance(item, bool):
         if not INT64_MIN <= item <= INT64_MAX:
-            return f"{_digits(item)} does not fit a 64-bit integer column"
+            return f"{int_text(item)} does not fit a 64-bit integer column"
     elif isinstance(item, float) and not math.isfinite(item):
         return f"{item} is not a finite number (NaN and Infinity cannot be stored)"
     elif isinstance(item, str) and (half := lone_surrogate(item)) is not None:
@@ -97,8 +97,13 @@ def unstorable(value: Any) -> str | None:
     return f"field {path!r}: {problem}" if path else problem
 
 
-def _digits(number: int, limit: int = 60) -> str:
-    """The integer as text, shortened when long (Python refuses str() past 4,300 digits)."""
+def int_text(number: int, limit: int = 60) -> str:
+    """The integer as text, shortened when long (Python refuses str() past 4,300 digits).
+
+    Example:
+        >>> int_text(2**70), int_text(10**80), int_text(10**5000)
+        ('1180591620717411303424', '10000000000000000000...(81 digits)', 'an integer of 16610 bits')
+    """
     try:
         text = str(number)
     except ValueError:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from prefect import Flow
 
-from prefect_openai_chat.extraction.storable import INT64_MAX, INT64_MIN
+from prefect_openai_chat.extraction.storable import INT64_MAX, INT64_MIN, int_text
 from prefect_openai_chat.flows.frames import frame_kind, frame_records
 from prefect_openai_chat.flows.sources import set_aside
 from prefect_openai_chat.storage import masked_options
@@ -74,7 +74,7 @@ class SourceFlow(Flow[P, R]):
         """As `Flow.serialize_parameters` (what the run's page shows), with the credentials
         of the run's `storage_options` masked (`storage.masked_options`) and integers
         beyond 64 bits shown as their digits (`api_safe`); the flow gets them unchanged."""
-        serialized: dict[str, Any] = api_safe(super().serialize_parameters(parameters))
+        serialized = api_safe(super().serialize_parameters(parameters))
         given = parameters.get("run")  # `RunOptions`, or its fields as a deployment saved them
         options = (
             given.get("storage_options")
@@ -93,8 +93,10 @@ class SourceFlow(Flow[P, R]):
         return copy  # type: ignore[return-value]
 
 
-def api_safe(value: Any) -> Any:
-    """`value` with every integer beyond 64 bits as a string of its digits.
+def api_safe(serialized: dict[str, Any]) -> dict[str, Any]:
+    """`serialized` with every integer beyond 64 bits as a string of its digits (`int_text`),
+    changed in place: it is the copy `Flow.serialize_parameters` made. A loop, not recursion:
+    a record nested a thousand deep is as safe as a flat one.
 
     The Prefect API stores such a parameter, but Prefect 3.9.0 and earlier then fail every
     listing of flow runs that includes the run (`orjson`: "Integer exceeds 64-bit
@@ -105,13 +107,16 @@ def api_safe(value: Any) -> Any:
         >>> api_safe({"source": [{"id": 2**70, "n": 3, "ok": True}]})
         {'source': [{'id': '1180591620717411303424', 'n': 3, 'ok': True}]}
     """
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value if INT64_MIN <= value <= INT64_MAX else str(value)
-    if isinstance(value, dict):
-        return {key: api_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [api_safe(item) for item in value]
-    return value
+    stack: list[dict[Any, Any] | list[Any]] = [serialized]
+    while stack:
+        container = stack.pop()
+        entries = container.items() if isinstance(container, dict) else enumerate(container)
+        for place, item in entries:
+            if isinstance(item, dict | list):
+                stack.append(item)
+            elif type(item) is int and not INT64_MIN <= item <= INT64_MAX:  # bool is not
+                container[place] = int_text(item)  # a value replaced: the size stays
+    return serialized
 
 
 @contextlib.contextmanager

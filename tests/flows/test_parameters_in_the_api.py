@@ -37,3 +37,33 @@ def test_a_record_holding_a_huge_integer_leaves_the_flow_runs_listable(
     assert [row["_key"] for row in read_jsonl(tmp_path / "out.jsonl")] == [
         str(r["ticket_id"]) for r in records
     ]
+
+
+def test_an_integer_too_long_for_text_leaves_the_night_running(
+    chat_model: ChatModel, tmp_path: Path
+) -> None:
+    """Python refuses str() of an integer past 4,300 digits: the run's page shows it short."""
+    records = sample_tickets(2)
+    records[1] = {**records[1], "checksum": 10**5000}
+    summary = run_flow(records, chat_model, tmp_path)
+    assert summary["records"] == 2 == summary["valid"]
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=200)
+        ours = [r for r in runs if r.parameters.get("output") == str(tmp_path / "out.jsonl")]
+    assert ours[0].parameters["source"][1]["checksum"] == "an integer of 16610 bits"
+
+
+def test_a_record_nested_hundreds_deep_leaves_the_night_running(
+    chat_model: ChatModel, tmp_path: Path
+) -> None:
+    """Deep enough for Prefect to store it, too deep for a recursive walk of the parameters."""
+    deep: object = 2**70
+    for _ in range(600):
+        deep = [deep]
+    records = sample_tickets(2)
+    records[0] = {**records[0], "tree": deep}
+    summary = run_flow(records, chat_model, tmp_path)
+    assert (summary["records"], summary["valid"], summary["quarantined"]) == (2, 1, 1)
+    (refused,) = read_jsonl(tmp_path / "bad.jsonl")  # the source refuses it, with the reason
+    assert refused["outcome"] == "unreadable" and "deeper than 64 levels" in refused["reason"]
