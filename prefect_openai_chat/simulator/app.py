@@ -9,18 +9,17 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.routing import Route
 
 from prefect_openai_chat.simulator import payloads
+from prefect_openai_chat.simulator.admin_routes import admin_routes
 from prefect_openai_chat.simulator.answers import Answer, build_answer
 from prefect_openai_chat.simulator.azure import (
     DEPLOYMENT_CHAT_PATH,
@@ -35,7 +34,7 @@ from prefect_openai_chat.simulator.errors import (
     SimError,
     error_body,
     fault_error,
-    retry_headers,
+    rate_limit_error,
     shape_fault_response,
 )
 from prefect_openai_chat.simulator.faults import (
@@ -52,7 +51,6 @@ from prefect_openai_chat.simulator.prompt_cache import (
     MIN_CACHED_TOKENS,
     prompt_tokens_for_cache,
 )
-from prefect_openai_chat.simulator.ratelimit import format_duration
 from prefect_openai_chat.simulator.request import ChatRequest, parse_chat_request
 from prefect_openai_chat.simulator.responses import BodyResponse, ResetResponse, StreamResponse
 from prefect_openai_chat.simulator.scripted import scripted_answer
@@ -78,10 +76,7 @@ def create_app(
             Route("/v1/models", _models, methods=["GET"]),
             Route("/v1/models/{model:path}", _model, methods=["GET"]),
             Route(MANAGED_IDENTITY_PATH, managed_identity_token, methods=["GET"]),
-            Route("/_simulator/stats", _admin_stats, methods=["GET"]),
-            Route("/_simulator/settings", _admin_settings, methods=["GET"]),
-            Route("/_simulator/reset", _admin_reset, methods=["POST"]),
-            Route("/_simulator/configure", _admin_configure, methods=["POST"]),
+            *admin_routes(),
             *batch_routes(_check_key),
         ],
         exception_handlers={HTTPException: _http_error},
@@ -327,7 +322,7 @@ def _answer(
     verdict = state.limiter.check(ctx.key, charge)
     if verdict.refused is not None:
         counters.record_rate_limit(verdict.refused)
-        raise _rate_limit_error(
+        raise rate_limit_error(
             req.model, verdict.refused, verdict.used, verdict.limit, verdict.retry_after_s, charge
         )
     counters.record_admitted()
@@ -445,31 +440,6 @@ def _stream(
     )
 
 
-def _rate_limit_error(
-    model: str, reason: str, used: int, limit: int, wait: float, requested: int
-) -> SimError:
-    if reason == "too-large":
-        return SimError(
-            429,
-            f"Request too large for {model} in organization org-simulator on tokens per min (TPM): "
-            f"Limit {limit}, Requested {requested}. The input or output tokens must be reduced in "
-            "order to run successfully.",
-            type="tokens",
-            code="rate_limit_exceeded",
-        )
-    unit = "requests per min (RPM)" if reason == "requests" else "tokens per min (TPM)"
-    asked = 1 if reason == "requests" else requested
-    return SimError(
-        429,
-        f"Rate limit reached for {model} in organization org-simulator on {unit}: Limit {limit}, "
-        f"Used {used}, Requested {asked}. Please try again in {format_duration(wait)}. Visit "
-        "https://platform.openai.com/account/rate-limits to learn more.",
-        type=reason,
-        code="rate_limit_exceeded",
-        headers=retry_headers(wait),
-    )
-
-
 def _fingerprint(seed: int) -> str:
     return "fp_" + f"{(seed * 2654435761) % (1 << 40):010x}"
 
@@ -507,28 +477,3 @@ async def _http_error(request: Request, exc: Exception) -> Any:
     err = SimError(status, f"Invalid URL ({request.method} {request.url.path})")
     body = payloads.to_json(error_body(err, "openai"))
     return BodyResponse(status, {"x-request-id": "req_" + os.urandom(16).hex()}, body)
-
-
-async def _admin_stats(request: Request) -> Any:
-    stats = request.app.state.sim.stats()
-    return BodyResponse(200, {}, stats.model_dump_json().encode())
-
-
-async def _admin_settings(request: Request) -> Any:
-    return BodyResponse(200, {}, request.app.state.sim.settings.model_dump_json().encode())
-
-
-async def _admin_reset(request: Request) -> Any:
-    request.app.state.sim.reset()
-    return BodyResponse(200, {}, b'{"ok":true}')
-
-
-async def _admin_configure(request: Request) -> Any:
-    try:
-        overrides = json.loads(await request.body() or b"{}")
-        if not isinstance(overrides, dict):
-            raise ValueError("the body must be a JSON object of settings")
-        settings = request.app.state.sim.configure(**overrides)
-    except (ValueError, ValidationError, TypeError) as exc:
-        return BodyResponse(400, {}, payloads.to_json({"error": {"message": str(exc)}}))
-    return BodyResponse(200, {}, settings.model_dump_json().encode())

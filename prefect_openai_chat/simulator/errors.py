@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from prefect_openai_chat.simulator.ratelimit import format_duration
 from prefect_openai_chat.simulator.responses import BodyResponse, encode_headers, wait_disconnect
 
 _TYPE_NAMES = {
@@ -165,6 +166,32 @@ def fault_error(fault: str, model: str, retry_after_s: float) -> SimError:
             fault=fault,
         )
     return SimError(500, SERVER_ERROR_MESSAGE, type="server_error", code=None, fault=fault)
+
+
+def rate_limit_error(
+    model: str, reason: str, used: int, limit: int, wait: float, requested: int
+) -> SimError:
+    """The 429 of the simulator's own limits: `reason` is requests, tokens or too-large."""
+    if reason == "too-large":
+        return SimError(
+            429,
+            f"Request too large for {model} in organization org-simulator on tokens per min (TPM): "
+            f"Limit {limit}, Requested {requested}. The input or output tokens must be reduced in "
+            "order to run successfully.",
+            type="tokens",
+            code="rate_limit_exceeded",
+        )
+    unit = "requests per min (RPM)" if reason == "requests" else "tokens per min (TPM)"
+    asked = 1 if reason == "requests" else requested
+    return SimError(
+        429,
+        f"Rate limit reached for {model} in organization org-simulator on {unit}: Limit {limit}, "
+        f"Used {used}, Requested {asked}. Please try again in {format_duration(wait)}. Visit "
+        "https://platform.openai.com/account/rate-limits to learn more.",
+        type=reason,
+        code="rate_limit_exceeded",
+        headers=retry_headers(wait),
+    )
 
 
 def retry_headers(seconds: float) -> dict[str, str]:
