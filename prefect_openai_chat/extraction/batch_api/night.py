@@ -5,7 +5,7 @@ share it) in the night's `NightStore`, a temporary SQLite file, and reads them a
 at a time: a night's memory does not grow with its records. Round 0 sends every
 record's first request in batches, each input file written to disk and uploaded from
 there; each answer is replayed through the online path's parse, repair and validation
-(`replay`), the result files streamed to disk and read a line at a time, and what
+(`replay`), the result files streamed to disk and read a line at a time (`results`), and what
 still needs a call (a re-ask, more room, a failed line) goes in the next round's
 batches (`reask="batch"`, the default), or online at once with `reask="online"`.
 Batches are planned within the API's limits and the model's enqueued-token limit, and
@@ -31,7 +31,6 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import openai
@@ -48,13 +47,15 @@ from prefect_openai_chat.extraction.batch_api.lines import (
     plan_waves,
 )
 from prefect_openai_chat.extraction.batch_api.options import BatchApiOptions
-from prefect_openai_chat.extraction.batch_api.outputs import (
-    MALFORMED,
-    LineResult,
-    merge_results,
-    parse_line,
-)
+from prefect_openai_chat.extraction.batch_api.outputs import MALFORMED, LineResult
 from prefect_openai_chat.extraction.batch_api.replay import NextRequest, replay_extraction
+from prefect_openai_chat.extraction.batch_api.results import (
+    download,
+    failed_lines,
+    match_result,
+    read_results,
+    unfinished,
+)
 from prefect_openai_chat.extraction.batch_api.store import NightStore, pack, unpack
 from prefect_openai_chat.extraction.engine import CallFn
 from prefect_openai_chat.extraction.options import ExtractionOptions
@@ -72,7 +73,6 @@ Status = Literal[
 ELSEWHERE = "status = 'elsewhere'"
 OPEN = "status NOT IN ('done', 'cached', 'elsewhere')"
 OnBatches = Callable[[Sequence[Any]], None]
-DOWNLOAD_TRIES = 3
 
 
 @dataclass
@@ -326,9 +326,7 @@ class BatchNight:
         """
         members = (planned.first, planned.last)
         if batch.id in self.abandoned:
-            self._each_member(
-                members, lambda work: self._unfinished(work, self.abandoned[batch.id])
-            )
+            self._each_member(members, lambda work: unfinished(work, self.abandoned[batch.id]))
             return []
         if batch.status == "failed":
             self._failed_batch(batch, members)
@@ -340,13 +338,14 @@ class BatchNight:
         for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
             path = store.folder / f"{kind}.jsonl"
             try:
-                await self._download(client, file_id, path)
+                await download(client, file_id, path, self.options.poll_interval_s)
             except (openai.APIError, ChatError) as exc:
                 text = f"its {kind} file {file_id} could not be read ({type(exc).__name__}: {exc})"
                 unreadable.append(redact_text(text)[:300])
                 continue
             try:
-                self._read_results(path, f"batch {batch.id} {kind} file", notes)
+                where = f"batch {batch.id} {kind} file"
+                read_results(store, path, where, notes, self.model, self.prices)
             finally:
                 path.unlink(missing_ok=True)
         foreign, example = store.results_outside("custom_id >= ? AND custom_id <= ?", members)
@@ -360,7 +359,7 @@ class BatchNight:
         def match(work: Work) -> None:
             blob = store.result(work.custom_id)
             result: LineResult | None = None if blob is None else unpack(blob)
-            self._match(batch, work, result, unreadable)
+            match_result(batch, work, result, unreadable)
             if result is not None and result.code == MALFORMED:
                 notes.append(
                     f"batch {batch.id}: record {work.custom_id[:16]}: {result.error}; asked again"
@@ -370,22 +369,6 @@ class BatchNight:
         store.clear_results()
         return [redact_text(note)[:500] for note in notes]
 
-    def _read_results(self, path: Path, where: str, notes: list[str]) -> None:
-        """Keep each line of one result file by `custom_id`, merging a repeated one."""
-        with path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                custom_id, result = parse_line(raw, self.model, self.prices)
-                if custom_id is None:
-                    notes.append(f"{where} line {number}: {result.error}; ignored")
-                    continue
-                seen = self.store.result(custom_id)
-                if seen is not None:
-                    result, said = merge_results(unpack(seen), result)
-                    notes.append(f"{where} line {number}: record {custom_id[:16]} again: {said}")
-                self.store.put_result(custom_id, pack(result))
-
     def _each_member(self, members: tuple[str, str], change: Callable[[Work], None]) -> None:
         """Apply `change` to each queued work of the batch over `members`, a page at a time."""
         for page in self.store.pages(_MEMBERS, members):
@@ -394,64 +377,11 @@ class BatchNight:
                 change(work)
             self._save(works)
 
-    async def _download(self, client: BatchClient, file_id: str | None, path: Path) -> None:
-        """A result file to `path`, tried `DOWNLOAD_TRIES` times (each under the retry policy)."""
-        for attempt in range(1, DOWNLOAD_TRIES + 1):
-            try:
-                await client.download_to(file_id, path)
-                return
-            except (openai.APIError, ChatError):
-                if attempt == DOWNLOAD_TRIES:
-                    raise
-                await asyncio.sleep(min(self.options.poll_interval_s, 30.0))
-
-    def _match(
-        self, batch: Any, work: Work, result: LineResult | None, unreadable: list[str]
-    ) -> None:
-        """What one work's line (or its absence) makes of it."""
-        if result is not None and result.answer is not None:
-            work.answers.append(result.answer)
-            work.batch_cost += result.answer.cost_usd or 0.0
-            work.online_cost_of_answers += result.online_cost_usd or 0.0
-            work.status = "answered"
-        elif result is not None and result.conflict:
-            work.status, work.note = "batch_failed", f"batch {batch.id}: {result.error}"
-        elif result is None and unreadable:
-            self._unfinished(work, f"batch {batch.id} abandoned: {'; '.join(unreadable)}")
-        elif (result is not None and result.unfinished) or (
-            result is None and batch.status in ("expired", "cancelled")
-        ):
-            self._unfinished(work, f"batch {batch.id} {batch.status} first")
-        else:
-            work.status = "failed_line"
-            work.note = (
-                f"batch {batch.id}: {result.error}"
-                if result is not None
-                else f"batch {batch.id} returned no line for this record"
-            )
-
-    @staticmethod
-    def _unfinished(work: Work, note: str) -> None:
-        work.status, work.note = "unfinished", note
-
     def _failed_batch(self, batch: Any, members: tuple[str, str]) -> None:
-        errors = list(getattr(batch.errors, "data", None) or [])
-        if any(getattr(e, "code", None) == "token_limit_exceeded" for e in errors):
+        found = failed_lines(batch, lambda line: self.store.nth(_MEMBERS, members, line - 1))
+        if found is None:
             return  # still queued: the next round sends it once the queue has room
-        by_id: dict[str, str] = {}
-        for error in errors[:1000]:
-            line = getattr(error, "line", None)
-            text = f"{getattr(error, 'code', None) or 'error'}: {getattr(error, 'message', '')}"
-            custom_id = (
-                self.store.nth(_MEMBERS, members, line - 1)
-                if isinstance(line, int) and line >= 1
-                else None
-            )
-            if custom_id is not None:
-                by_id[custom_id] = f"line {line}: {text}"
-        first = next(iter(by_id.values()), None) or (
-            f"{errors[0].code}: {errors[0].message}" if errors else "no reason given"
-        )
+        by_id, first = found
 
         def fail(work: Work) -> None:
             reason = by_id.get(work.custom_id) or f"another line failed it ({first})"
